@@ -1,0 +1,308 @@
+"""Settings: one frozen tree from a TOML file plus `MOGLI_BRIDGE_<SECTION>__<KEY>` environment overrides.
+
+This is the only module that reads the environment. Every value is validated here, and every error names
+the key it is about.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from bridge.errors import ConfigurationError
+from bridge.records import BackfillMode, BackfillPolicy
+
+ENV_PREFIX = "MOGLI_BRIDGE_"
+DEFAULT_CONFIG = Path("config/bridge.toml")
+SECRET_KEYS = frozenset({"password", "client_secret", "refresh_token", "token", "private_key"})
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """The scheduling database and its replication stream."""
+
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/scheduler"
+    schema: str = "scheduler"
+    slot: str = "mogli_bridge"
+    publication: str = "mogli_bridge"
+    backfill: str = "upcoming"  # none | upcoming | since:<ISO date>
+    status_interval_seconds: float = 1.0
+    heartbeat_seconds: float = 30.0
+    queue_size: int = 64
+    reconnect_max_seconds: float = 30.0
+
+    def backfill_policy(self) -> BackfillPolicy:
+        """The parsed backfill setting."""
+        return parse_backfill(self.backfill)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """Where the ledger lives (SQLAlchemy URL)."""
+
+    url: str = "sqlite:///var/ledger.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class SalesforceObjectNames:
+    """API names of the objects and fields the bridge writes (configurable per org)."""
+
+    mogli_event_object: str = "Mogli_Event__c"
+    link_external_id_field: str = "Scheduling_Link_Id__c"
+    link_type_field: str = "Link_Type__c"
+    mogli_description_field: str = "Description__c"
+    booking_external_id_field: str = "Scheduling_Booking_Id__c"
+    event_mogli_event_field: str = "Mogli_Event_Id__c"
+
+
+@dataclass(frozen=True, slots=True)
+class SalesforceSettings:
+    """How to reach and authenticate against the Salesforce org."""
+
+    login_url: str = "https://login.salesforce.com"
+    api_version: str = "60.0"
+    auth: Literal["jwt", "password", "refresh_token", "client_credentials"] = "jwt"
+    client_id: str = ""
+    client_secret: str = ""
+    username: str = ""
+    password: str = ""
+    private_key_file: str = ""
+    refresh_token: str = ""
+    ca_bundle: str = ""
+    client_name: str = "mogli-bridge"
+    audience: str = ""  # JWT `aud`; defaults to login.salesforce.com / test.salesforce.com by login_url
+    request_timeout_seconds: float = 60.0
+    max_attempts: int = 6
+    max_in_flight: int = 4
+    api_reserve_fraction: float = 0.1  # stop pushing when less than this share of the allocation is left
+    objects: SalesforceObjectNames = field(default_factory=SalesforceObjectNames)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """Rules and pacing of the outbound pipeline."""
+
+    on_cancel: Literal["delete", "keep"] = "delete"
+    batch_size: int = 200
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    max_attempts: int = 20
+    idle_poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin HTTP API inside the daemon."""
+
+    listen: str = "127.0.0.1:8787"
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Log output."""
+
+    level: str = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration."""
+
+    source: SourceSettings = field(default_factory=SourceSettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
+    salesforce: SalesforceSettings = field(default_factory=SalesforceSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    path: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret value, for log scrubbing and tests."""
+        sf = self.salesforce
+        values = (sf.client_secret, sf.password, sf.refresh_token, self.admin.token)
+        return tuple(v for v in values if v)
+
+
+def parse_backfill(text: str) -> BackfillPolicy:
+    """Parse `none`, `upcoming` or `since:<ISO date or datetime>`."""
+    text = text.strip()
+    if text in ("none", "upcoming"):
+        return BackfillPolicy(mode=BackfillMode(text))
+    if text.startswith("since:"):
+        try:
+            since = datetime.fromisoformat(text.removeprefix("since:").strip())
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"source.backfill: {text!r} is not since:<ISO date>", "source.backfill"
+            ) from exc
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return BackfillPolicy(mode=BackfillMode.SINCE, since=since)
+    raise ConfigurationError(
+        f"source.backfill must be none, upcoming or since:<date>, not {text!r}", "source.backfill"
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _coerce(key: str, value: Any, target: Any) -> Any:
+    """Convert a TOML or environment value to the type of the default, naming the key on failure."""
+    if isinstance(target, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigurationError(f"{key} must be true or false, not {value!r}", key)
+    if isinstance(target, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{key} must be an integer, not {value!r}", key) from exc
+    if isinstance(target, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{key} must be a number, not {value!r}", key) from exc
+    if isinstance(target, str):
+        if not isinstance(value, str | int | float):
+            raise ConfigurationError(f"{key} must be a string, not {value!r}", key)
+        return str(value)
+    raise ConfigurationError(f"{key}: unsupported value {value!r}", key)
+
+
+def _build(cls: type[_T], data: Mapping[str, Any], prefix: str) -> _T:
+    """Build one settings dataclass from a mapping, refusing unknown keys."""
+    defaults = cls()
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigurationError(f"unknown configuration key {prefix}{key}", f"{prefix}{key}")
+        default = getattr(defaults, key)
+        if hasattr(default, "__dataclass_fields__"):
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(f"{prefix}{key} must be a table", f"{prefix}{key}")
+            kwargs[key] = _build(type(default), value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{prefix}{key}", value, default)
+    return replace(defaults, **kwargs)  # type: ignore[type-var]
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Collect `MOGLI_BRIDGE_<SECTION>__<KEY>[__<SUBKEY>]` variables into a nested mapping."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = name.removeprefix(ENV_PREFIX).lower().split("__")
+        node: dict[str, Any] = out.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _permission_warning(path: Path, data: Mapping[str, Any]) -> str | None:
+    """A warning when a file holding secrets is readable by other users."""
+
+    def has_secret(node: Mapping[str, Any]) -> bool:
+        return any(
+            (k in SECRET_KEYS and v) or (isinstance(v, Mapping) and has_secret(v)) for k, v in node.items()
+        )
+
+    mode = path.stat().st_mode
+    if has_secret(data) and mode & (stat.S_IRGRP | stat.S_IROTH):
+        return (
+            f"{path} holds secrets and is readable by other users (mode {stat.S_IMODE(mode):o}); "
+            "run chmod 600 on it or move the secrets to MOGLI_BRIDGE_* environment variables"
+        )
+    return None
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any) and the environment into validated Settings."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    warnings: list[str] = []
+    config_path: Path | None = Path(path) if path is not None else None
+    if config_path is None and DEFAULT_CONFIG.exists():
+        config_path = DEFAULT_CONFIG
+    if config_path is not None:
+        try:
+            with config_path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"configuration file {config_path} does not exist", "--config") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{config_path} is not valid TOML: {exc}", "--config") from exc
+        warning = _permission_warning(config_path, data)
+        if warning:
+            warnings.append(warning)
+    data = _merge(data, _env_overrides(environ))
+    settings = _build(Settings, {k: v for k, v in data.items() if k not in ("path", "warnings")}, "")
+    settings = replace(settings, path=str(config_path) if config_path else None, warnings=tuple(warnings))
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Check values that a type alone cannot; raise ConfigurationError naming the key."""
+    sf = settings.salesforce
+    if sf.auth not in ("jwt", "password", "refresh_token", "client_credentials"):
+        raise ConfigurationError(
+            f"salesforce.auth must be jwt, password, refresh_token or client_credentials, not {sf.auth!r}",
+            "salesforce.auth",
+        )
+    if settings.sync.on_cancel not in ("delete", "keep"):
+        raise ConfigurationError(
+            f"sync.on_cancel must be delete or keep, not {settings.sync.on_cancel!r}", "sync.on_cancel"
+        )
+    if not 1 <= settings.sync.batch_size <= 200:
+        raise ConfigurationError("sync.batch_size must be between 1 and 200", "sync.batch_size")
+    if settings.log.format not in ("auto", "json", "console"):
+        raise ConfigurationError("log.format must be auto, json or console", "log.format")
+    parse_backfill(settings.source.backfill)
+    for name in ("schema", "slot", "publication"):
+        value = getattr(settings.source, name)
+        if not value.replace("_", "").isalnum() or not value[0].isalpha():
+            raise ConfigurationError(
+                f"source.{name} must be a plain SQL identifier (letters, digits, _), not {value!r}",
+                f"source.{name}",
+            )
+
+
+def require_salesforce_credentials(sf: SalesforceSettings) -> None:
+    """Check that the keys the chosen auth flow needs are set."""
+    needed = {
+        "jwt": ("client_id", "username", "private_key_file"),
+        "password": ("client_id", "username", "password"),
+        "refresh_token": ("client_id", "refresh_token"),
+        "client_credentials": ("client_id", "client_secret"),
+    }[sf.auth]
+    for key in needed:
+        if not getattr(sf, key):
+            raise ConfigurationError(
+                f"salesforce.{key} is required when salesforce.auth = {sf.auth!r} "
+                f"(set it in the config file or MOGLI_BRIDGE_SALESFORCE__{key.upper()})",
+                f"salesforce.{key}",
+            )

@@ -1,0 +1,67 @@
+"""The exception tree of mogli-bridge.
+
+    BridgeError
+    ├── ConfigurationError          stop and say which key to fix (exit code 2 at start-up)
+    ├── TransientError              retry with backoff; nothing is wrong with the data
+    │   ├── SalesforceUnavailable   5xx, timeouts, dropped connections, UNABLE_TO_LOCK_ROW
+    │   ├── ApiLimitExhausted       REQUEST_LIMIT_EXCEEDED: wait until the allocation resets
+    │   └── SourceDisconnected      the replication connection broke; reconnect
+    ├── PermanentError              the record cannot be written as it is; record it and move on
+    └── FatalError                  the daemon cannot continue safely (e.g. replication slot dropped)
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(enum.StrEnum):
+    """How a failure is handled: retried, recorded on the row, or stops the daemon."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    CONFIGURATION = "configuration"
+
+
+class BridgeError(Exception):
+    """Root of every error mogli-bridge raises on purpose."""
+
+
+class ConfigurationError(BridgeError):
+    """Settings are wrong or incomplete; the message names the key."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class TransientError(BridgeError):
+    """A failure that goes away by itself; retry later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SalesforceUnavailable(TransientError):
+    """Salesforce did not answer usefully (5xx, timeout, connection reset, row lock)."""
+
+
+class ApiLimitExhausted(TransientError):
+    """The org's daily API allocation is used up (or we chose to stop short of it)."""
+
+
+class SourceDisconnected(TransientError):
+    """The replication connection to the scheduling database broke."""
+
+
+class PermanentError(BridgeError):
+    """The data cannot be written as it is; retrying the same request will fail again."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FatalError(BridgeError):
+    """The daemon cannot continue without an operator; the message says what to do."""

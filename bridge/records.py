@@ -1,0 +1,321 @@
+"""Frozen records that cross stage boundaries: decoded source rows, write commands and outcomes.
+
+Raw pgoutput bytes never leave `bridge/source/` and raw Salesforce JSON never leaves `bridge/salesforce/`;
+everything in between speaks these types.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bridge.errors import ErrorKind
+
+# --------------------------------------------------------------------------------------------------
+# Source side: rows of the scheduling database, as decoded from the replication stream.
+# --------------------------------------------------------------------------------------------------
+
+
+class SourceTable(enum.StrEnum):
+    """The scheduler tables the bridge reads."""
+
+    USERS = "users"
+    LINKS = "scheduling_links"
+    BOOKINGS = "bookings"
+
+
+class ChangeOp(enum.StrEnum):
+    """What happened to a row."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+    TRUNCATE = "truncate"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """A scheduler user. Email and full name are personal data and deliberately not carried."""
+
+    id: str
+    salesforce_user_id: str | None = None
+    unchanged: frozenset[str] = frozenset()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRow:
+    """A scheduling link. Fields are None when the column was NULL or missing.
+
+    `unchanged` names the columns pgoutput did not send (unchanged TOASTed values): their value here is
+    None and the consumer must keep what it knew. `problems` lists values that could not be converted.
+    """
+
+    id: str
+    link_type: str | None = None
+    owner_id: str | None = None
+    title: str | None = None
+    description: str | None = None
+    duration_minutes: int | None = None
+    is_active: bool | None = None
+    unchanged: frozenset[str] = frozenset()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRow:
+    """A booking. Invitee name and email are personal data and deliberately not carried."""
+
+    id: str
+    link_id: str | None = None
+    assigned_user_id: str | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    status: str | None = None
+    related_record_id: str | None = None
+    unchanged: frozenset[str] = frozenset()
+    problems: tuple[str, ...] = ()
+
+
+SourceRow = UserRow | LinkRow | BookingRow
+
+
+@dataclass(frozen=True, slots=True)
+class SourceChange:
+    """One row change. For DELETE the row carries only its id; for TRUNCATE `row` is None."""
+
+    table: SourceTable
+    op: ChangeOp
+    row: SourceRow | None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceTransaction:
+    """One committed source transaction (or one chunk of the initial snapshot).
+
+    `end_lsn` is the Commit's end LSN: the position to acknowledge once the transaction is durable in
+    the ledger. Snapshot chunks carry `snapshot=True` and the slot's consistent point as `end_lsn`;
+    `last_snapshot_chunk` marks the final one.
+    """
+
+    end_lsn: int
+    commit_time: datetime
+    changes: tuple[SourceChange, ...]
+    xid: int = 0
+    origin: str | None = None
+    snapshot: bool = False
+    last_snapshot_chunk: bool = False
+
+
+def format_lsn(lsn: int) -> str:
+    """Render an LSN the way PostgreSQL does (`16/B374D848`)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """Parse PostgreSQL's `X/Y` LSN notation."""
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+class BackfillMode(enum.StrEnum):
+    """Which bookings that already exist at first start become Salesforce work."""
+
+    NONE = "none"
+    UPCOMING = "upcoming"
+    SINCE = "since"
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillPolicy:
+    """`since` is required when mode is SINCE."""
+
+    mode: BackfillMode = BackfillMode.UPCOMING
+    since: datetime | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Ledger mirror: what the ledger knows of the source rows, handed to the rules.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """A user as the ledger knows it."""
+
+    user_id: str
+    salesforce_user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """A link as the ledger knows it (mirror of the source row plus sync state)."""
+
+    link_id: str
+    link_type: str | None
+    owner_user_id: str | None
+    title: str | None
+    description: str | None
+    duration_minutes: int | None
+    is_active: bool | None
+    source_deleted: bool
+    mogli_event_id: str | None
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookingState:
+    """A booking as the ledger knows it (mirror of the source row)."""
+
+    booking_id: str
+    link_id: str | None
+    assigned_user_id: str | None
+    start_at: datetime | None
+    end_at: datetime | None
+    status: str | None
+    related_record_id: str | None
+    source_deleted: bool
+    problems: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------
+# Desired Salesforce state, produced by the rules and written by the Salesforce adapter.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MogliEventFields:
+    """The Mogli Event of one link. `link_id` is the External ID value."""
+
+    link_id: str
+    name: str
+    link_type: str
+    description: str | None
+    owner_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventFields:
+    """The Salesforce Event (Activity) of one booking. `booking_id` is the External ID value.
+
+    `what_id` is None for Lead bookings (Salesforce forbids WhatId with a Lead WhoId); `mogli_event_id`
+    is always the link's Mogli Event and goes to the Event's Mogli Event Id field.
+    """
+
+    booking_id: str
+    owner_id: str
+    who_id: str | None
+    what_id: str | None
+    mogli_event_id: str
+    subject: str
+    description: str | None
+    start_at: datetime
+    end_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """One Salesforce error on one record (or a whole call), already classified."""
+
+    code: str
+    message: str
+    kind: ErrorKind
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of writing one record. `key` is the External ID value (or record id for deletes)."""
+
+    key: str
+    record_id: str | None
+    created: bool | None = None
+    error: RecordError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when Salesforce accepted the write."""
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiUsage:
+    """The org's daily API allocation as last reported by `Sforce-Limit-Info`."""
+
+    used: int
+    limit: int
+
+    @property
+    def remaining(self) -> int:
+        """Calls left in the rolling 24-hour window."""
+        return max(self.limit - self.used, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Outbox work and outcomes.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkWork:
+    """A link whose Mogli Event must be written. `version` is compared when the outcome is recorded."""
+
+    link: LinkState
+    owner: UserState | None
+    version: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityWork:
+    """A booking whose Event must be written or deleted."""
+
+    booking: BookingState
+    link: LinkState | None
+    owner: UserState | None  # the link owner
+    assignee: UserState | None  # the booking's assigned user (round robin)
+    activity_id: str | None  # the Event id when one is known
+    state: str
+    version: int
+    attempts: int
+
+
+class OutcomeState(enum.StrEnum):
+    """Where a row ends after a push attempt."""
+
+    SYNCED = "synced"
+    FAILED = "failed"
+    RETRY = "retry"  # stays pending, tried again at `retry_at`
+    CANCELLED = "cancelled"  # the Event was deleted because the booking was cancelled or deleted
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOutcome:
+    """What happened when a Mogli Event was written."""
+
+    link_id: str
+    version: int
+    state: OutcomeState
+    mogli_event_id: str | None = None
+    owner_salesforce_id: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    rule: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityOutcome:
+    """What happened when an Event was written or deleted."""
+
+    booking_id: str
+    version: int
+    state: OutcomeState
+    activity_id: str | None = None
+    fields: EventFields | None = None
+    error_code: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    rule: str | None = None
+    detail: tuple[tuple[str, str], ...] = field(default=())

@@ -1,0 +1,1 @@
+../bridge/schema/scheduler_schema.sql

@@ -1,0 +1,78 @@
+"""The seams between the emulator's parts: the data store, the CDC event bus and the HTTP layers.
+
+The store describes each committed DML transaction as ChangeEvents and hands them to a ChangePublisher
+(the streaming service's event bus). The streaming service asks a TokenValidator whether a bearer token
+is good. Both sides import only this module from each other.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One Change Data Capture event, before the bus gives it a replay id.
+
+    `fields` is the CometD JSON body per change type (CREATE and UNDELETE: every non-null field plus
+    system fields; UPDATE: only the changed fields plus LastModifiedDate; DELETE and gap events: empty).
+    Datetimes in `fields` are already rendered as ISO-8601 UTC strings with `Z`.
+    """
+
+    entity: str  # "Event", "Lead", "Mogli_Event__c", ...
+    change_type: str  # CREATE | UPDATE | DELETE | UNDELETE | GAP_CREATE | ... | GAP_OVERFLOW
+    record_ids: tuple[str, ...]
+    fields: Mapping[str, Any]
+    changed_fields: tuple[str, ...]
+    change_origin: str  # "com/salesforce/api/rest/60.0;client=mogli-bridge" or without ";client="
+    commit_user: str
+    transaction_key: str
+    sequence_number: int
+    commit_timestamp_ms: int
+    commit_number: int = 0
+
+
+class ChangePublisher(Protocol):
+    """Accepts the change events of one committed transaction, in order."""
+
+    def publish(self, events: Sequence[ChangeEvent]) -> None:
+        """Store the events, give them replay ids and wake subscribers."""
+
+
+class TokenCheck(enum.Enum):
+    """Result of checking an `Authorization` header."""
+
+    VALID = "valid"
+    MISSING = "missing"
+    INVALID = "invalid"  # unknown, expired or revoked
+
+
+class TokenValidator(Protocol):
+    """Checks the `Authorization: Bearer ...` header of a request."""
+
+    def __call__(self, authorization: str | None) -> TokenCheck:
+        """VALID, MISSING or INVALID."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingSettings:
+    """Org-file `[streaming]` section: timing and allocations of the Streaming API."""
+
+    long_poll_timeout_seconds: float = 110.0
+    retention_seconds: float = 72 * 3600.0
+    client_expiry_seconds: float = 40.0  # after a delivery, or past the long poll, without a new connect
+    max_concurrent_clients: int = 20
+    daily_delivered_events: int = 10_000
+    cdc_entities: tuple[str, ...] = ("Event", "Lead", "Contact", "Mogli_Event__c")
+    emit_event_updates_on_lead_convert: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def change_event_channel(entity: str) -> str:
+    """`Event` -> `/data/EventChangeEvent`; `Mogli_Event__c` -> `/data/Mogli_Event__ChangeEvent`."""
+    if entity.endswith("__c"):
+        return f"/data/{entity[:-3]}__ChangeEvent"
+    return f"/data/{entity}ChangeEvent"

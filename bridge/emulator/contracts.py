@@ -76,3 +76,30 @@ def change_event_channel(entity: str) -> str:
     if entity.endswith("__c"):
         return f"/data/{entity[:-3]}__ChangeEvent"
     return f"/data/{entity}ChangeEvent"
+
+
+class ApiError(Exception):
+    """A Salesforce REST error: rendered as HTTP `status` with body `[{"message","errorCode","fields"}]`."""
+
+    def __init__(self, status: int, error_code: str, message: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(f"{error_code}: {message}")
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+        self.fields = list(fields)
+
+    def body(self) -> list[dict[str, Any]]:
+        """The REST error array."""
+        return [{"message": self.message, "errorCode": self.error_code, "fields": self.fields}]
+
+    def record_error(self) -> dict[str, Any]:
+        """The per-record error object used inside sObject Collections results (key `statusCode`)."""
+        return {"statusCode": self.error_code, "message": self.message, "fields": self.fields}
+
+
+@dataclass(frozen=True, slots=True)
+class DmlContext:
+    """Who makes a change and through what: becomes commitUser, LastModifiedById and changeOrigin."""
+
+    user_id: str
+    change_origin: str  # e.g. "com/salesforce/api/rest/60.0;client=mogli-bridge", "" for UI/seed

@@ -319,3 +319,15 @@ class ActivityOutcome:
     retry_at: datetime | None = None
     rule: str | None = None
     detail: tuple[tuple[str, str], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBatch:
+    """Source transactions to make durable in the ledger in one transaction, with the checkpoint.
+
+    `quiet_booking_ids` are snapshot bookings the backfill policy excludes: stored, but not made work.
+    """
+
+    transactions: tuple[SourceTransaction, ...]
+    now: datetime
+    quiet_booking_ids: frozenset[str] = frozenset()

@@ -1,0 +1,151 @@
+"""Ingest: source transactions become durable ledger state, then their LSN is acknowledged.
+
+The ledger is the outbox. A change is made durable (mirror rows, pending work, journal, checkpoint) in one
+ledger transaction; only then is the source told it may release the WAL. Salesforce is not involved here,
+so a Salesforce outage never holds WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from bridge.records import (
+    BookingRow,
+    ChangeOp,
+    IngestBatch,
+    SourceTable,
+    SourceTransaction,
+)
+from bridge.records import BackfillPolicy
+from bridge.sync.backfill import backfill_admits
+from bridge.sync.ports import ChangeSource, Ledger
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """How much to gather into one ledger transaction."""
+
+    max_transactions: int = 500
+    max_changes: int = 5000
+
+
+def quiet_bookings(txn: SourceTransaction, policy: BackfillPolicy, now: datetime) -> set[str]:
+    """Snapshot bookings that the backfill policy leaves out of Salesforce work."""
+    if not txn.snapshot:
+        return set()
+    quiet: set[str] = set()
+    for change in txn.changes:
+        row = change.row
+        if change.table is SourceTable.BOOKINGS and isinstance(row, BookingRow):
+            if not backfill_admits(policy, row, now):
+                quiet.add(row.id)
+    return quiet
+
+
+class Ingestor:
+    """Moves source transactions into the ledger in batches and acknowledges them."""
+
+    def __init__(
+        self,
+        source: ChangeSource,
+        ledger: Ledger,
+        *,
+        backfill: BackfillPolicy,
+        clock: Callable[[], datetime],
+        on_work: Callable[[], None],
+        limits: IngestLimits = IngestLimits(),
+        queue_size: int = 1000,
+    ) -> None:
+        self._source = source
+        self._ledger = ledger
+        self._backfill = backfill
+        self._clock = clock
+        self._on_work = on_work
+        self._limits = limits
+        self._queue: asyncio.Queue[SourceTransaction | None] = asyncio.Queue(maxsize=queue_size)
+        self.applied_lsn: int | None = None
+        self.applied_transactions = 0
+        self.last_commit_time: datetime | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Ingest until `stop` is set; the batch in hand is always finished first."""
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(self._read_source())
+            try:
+                await self._ingest_until(stop, reader)
+            finally:
+                reader.cancel()
+
+    async def _read_source(self) -> None:
+        """Feed the bounded queue from the source iterator (the queue gives us non-blocking batching)."""
+        async for txn in self._source.transactions():
+            await self._queue.put(txn)
+        await self._queue.put(None)
+
+    async def _ingest_until(self, stop: asyncio.Event, reader: asyncio.Task[None]) -> None:
+        while not stop.is_set():
+            first = await self._next_or_stop(stop)
+            if first is None:
+                if reader.done() and self._queue.empty():
+                    return
+                continue
+            batch = [first]
+            changes = len(first.changes)
+            while (
+                len(batch) < self._limits.max_transactions
+                and changes < self._limits.max_changes
+                and not self._queue.empty()
+            ):
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    break
+                batch.append(nxt)
+                changes += len(nxt.changes)
+            # The ledger write and the acknowledgement belong together: a cancellation (SIGTERM) must not
+            # separate them, so they are shielded.
+            await asyncio.shield(self._apply(batch))
+
+    async def _next_or_stop(self, stop: asyncio.Event) -> SourceTransaction | None:
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await getter
+        return None
+
+    async def _apply(self, batch: list[SourceTransaction]) -> None:
+        now = self._clock()
+        quiet: set[str] = set()
+        for txn in batch:
+            quiet |= quiet_bookings(txn, self._backfill, now)
+        summary = await self._ledger.apply_source_batch(
+            IngestBatch(transactions=tuple(batch), now=now, quiet_booking_ids=frozenset(quiet))
+        )
+        last = batch[-1]
+        self._source.acknowledge(last.end_lsn)
+        self.applied_lsn = last.end_lsn
+        self.applied_transactions += len(batch)
+        self.last_commit_time = last.commit_time
+        log.info(
+            "ingest.batch_applied",
+            transactions=len(batch),
+            changes=sum(len(t.changes) for t in batch),
+            snapshot=last.snapshot,
+            lsn=last.end_lsn,
+            skipped_by_backfill=len(quiet),
+            summary=str(summary) if summary is not None else None,
+        )
+        if any(c.op is not ChangeOp.TRUNCATE or c.table is SourceTable.BOOKINGS for t in batch for c in t.changes):
+            self._on_work()

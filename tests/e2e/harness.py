@@ -1,0 +1,298 @@
+"""End-to-end harness: the emulator and the daemon as real processes, the scheduler as a real database."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import requests
+
+from bridge.localpg import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
+    """Poll until `predicate()` is truthy; returns its value; AssertionError naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}: last={last!r}")
+
+
+class EmulatorProcess:
+    """`mogli-bridge emulator` in a subprocess, with helpers for its control API and plain REST."""
+
+    def __init__(self, workdir: Path, latency_ms: int = 0, org_file: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://localhost:{self.port}"
+        self.log_path = workdir / "emulator.log"
+        args = [sys.executable, "-m", "bridge", "emulator", "--port", str(self.port), "--latency-ms", str(latency_ms)]
+        if org_file is not None:
+            args += ["--org", str(org_file)]
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.http = requests.Session()
+        wait_until(self._up, timeout=30, what="emulator to listen")
+        self._token: str | None = None
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"emulator exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            return self.http.get(f"{self.url}/__emulator/stats", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        """Terminate the process."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+
+    # -- control API
+    def records(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Every record of an object, from the control API."""
+        q = "?include_deleted=1" if include_deleted else ""
+        r = self.http.get(f"{self.url}/__emulator/records/{sobject}{q}", timeout=10)
+        r.raise_for_status()
+        body = r.json()
+        return body["records"] if isinstance(body, dict) else body
+
+    def stats(self) -> dict[str, Any]:
+        """Request counters."""
+        return self.http.get(f"{self.url}/__emulator/stats", timeout=10).json()  # type: ignore[no-any-return]
+
+    def add_fault(self, **rule: Any) -> None:
+        """Add a fault rule."""
+        self.http.post(f"{self.url}/__emulator/faults", json=rule, timeout=10).raise_for_status()
+
+    def clear_faults(self) -> None:
+        """Remove every fault rule."""
+        self.http.delete(f"{self.url}/__emulator/faults", timeout=10).raise_for_status()
+
+    def control(self, path: str, body: Any = None) -> Any:
+        """POST to a control route."""
+        r = self.http.post(f"{self.url}/__emulator/{path}", json=body or {}, timeout=10)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    # -- plain REST, as a person would (no Sforce-Call-Options)
+    def token(self) -> str:
+        """An access token for the integration user."""
+        if self._token is None:
+            r = self.http.post(f"{self.url}/services/oauth2/token", data={
+                "grant_type": "password", "client_id": "test", "client_secret": "test",
+                "username": "bridge@example.com", "password": "emulator"}, timeout=10)
+            r.raise_for_status()
+            self._token = r.json()["access_token"]
+        return self._token
+
+    def create(self, sobject: str, fields: dict[str, Any]) -> str:
+        """Create a record through REST; returns its id."""
+        r = self.http.post(f"{self.url}/services/data/v60.0/sobjects/{sobject}/", json=fields,
+                           headers={"Authorization": f"Bearer {self.token()}"}, timeout=10)
+        if r.status_code == 401:
+            self._token = None
+            return self.create(sobject, fields)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]  # type: ignore[no-any-return]
+
+
+@dataclass
+class SalesforceSeed:
+    """Users and people created in the emulator for a scenario."""
+
+    users: list[str] = field(default_factory=list)
+    contacts: list[str] = field(default_factory=list)
+    leads: list[str] = field(default_factory=list)
+    accounts: list[str] = field(default_factory=list)
+
+
+def seed_salesforce(emu: EmulatorProcess, users: int = 3, contacts: int = 3, leads: int = 2, accounts: int = 1) -> SalesforceSeed:
+    """Create Users, Accounts, Contacts and Leads through plain REST."""
+    seed = SalesforceSeed()
+    for i in range(users):
+        tag = uuid.uuid4().hex[:8]
+        seed.users.append(emu.create("User", {"LastName": f"Host{i}", "Username": f"host{i}.{tag}@example.com",
+                                              "Email": f"host{i}.{tag}@example.com"}))
+    for i in range(accounts):
+        seed.accounts.append(emu.create("Account", {"Name": f"Account {i}"}))
+    for i in range(contacts):
+        seed.contacts.append(emu.create("Contact", {"LastName": f"Contact{i}"}))
+    for i in range(leads):
+        seed.leads.append(emu.create("Lead", {"LastName": f"Lead{i}", "Company": "Acme"}))
+    return seed
+
+
+class Scheduler:
+    """Writes to the scheduling database as the scheduler application would."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn = psycopg2.connect(dsn)
+        self.conn.autocommit = True
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        """One statement in its own transaction."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+
+    def add_user(self, salesforce_user_id: str | None) -> str:
+        """A scheduler user; returns its id."""
+        uid = str(uuid.uuid4())
+        self.execute("INSERT INTO scheduler.users (id, email, full_name, salesforce_user_id) VALUES (%s,%s,%s,%s)",
+                     (uid, f"u{uid[:8]}@example.com", "Private Person", salesforce_user_id))
+        return uid
+
+    def add_link(self, link_type: str, owner_id: str, title: str = "Intro call", description: str | None = "Let's talk",
+                 duration: int = 30) -> str:
+        """A scheduling link; returns its id."""
+        lid = str(uuid.uuid4())
+        self.execute("INSERT INTO scheduler.scheduling_links (id, link_type, owner_id, title, description, "
+                     "duration_minutes) VALUES (%s,%s,%s,%s,%s,%s)", (lid, link_type, owner_id, title, description,
+                                                                      duration))
+        return lid
+
+    def add_booking(self, link_id: str, start: datetime | None = None, minutes: int = 30,
+                    related: str | None = None, assigned: str | None = None, status: str = "scheduled",
+                    booking_id: str | None = None) -> str:
+        """A booking; returns its id."""
+        bid = booking_id or str(uuid.uuid4())
+        start = start or (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+        self.execute(
+            "INSERT INTO scheduler.bookings (id, link_id, assigned_user_id, start_at, end_at, status, invitee_name, "
+            "invitee_email, related_record_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (bid, link_id, assigned, start, start + timedelta(minutes=minutes), status, "Invitee Person",
+             f"invitee.{bid[:8]}@example.org", related))
+        return bid
+
+
+def write_config(path: Path, *, dsn: str, ledger_url: str, emulator_url: str, slot: str = "mogli_bridge",
+                 on_cancel: str = "delete", backfill: str = "since:2000-01-01", extra: str = "") -> Path:
+    """A bridge config file for the daemon under test."""
+    path.write_text(f"""
+[source]
+dsn = "{dsn}"
+slot = "{slot}"
+publication = "{slot}"
+backfill = "{backfill}"
+status_interval_seconds = 0.5
+
+[ledger]
+url = "{ledger_url}"
+
+[salesforce]
+login_url = "{emulator_url}"
+auth = "password"
+client_id = "e2e-client"
+client_secret = "e2e-secret-value"
+username = "bridge@example.com"
+password = "emulator"
+max_attempts = 4
+
+[sync]
+on_cancel = "{on_cancel}"
+retry_base_seconds = 0.2
+retry_max_seconds = 2.0
+idle_poll_seconds = 0.2
+
+[admin]
+token = "e2e-admin-token-value"
+
+[log]
+format = "json"
+{extra}
+""")
+    path.chmod(0o600)
+    return path
+
+
+class DaemonProcess:
+    """`mogli-bridge run` in a subprocess, logging JSON lines to a file."""
+
+    def __init__(self, config: Path, workdir: Path, name: str = "daemon") -> None:
+        self.config = config
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def setup(self) -> subprocess.CompletedProcess[str]:
+        """Run `mogli-bridge setup` once."""
+        return subprocess.run([sys.executable, "-m", "bridge", "--config", str(self.config), "setup"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+    def start(self) -> None:
+        """Start `run`."""
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "--config", str(self.config), "run"],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        log.close()
+
+    def kill9(self) -> None:
+        """SIGKILL, as a crash would."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Every JSON log line written so far."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    out.append(obj)
+        return out
+
+
+@contextlib.contextmanager
+def ledger_connection(url: str) -> Iterator[Any]:
+    """A SQLAlchemy connection to the ledger, for assertions."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def env_without_proxy() -> dict[str, str]:
+    """The environment for subprocesses."""
+    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}

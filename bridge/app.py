@@ -1,0 +1,312 @@
+"""The composition root: builds every component from Settings, supervises the tasks, shuts down.
+
+Only this module wires adapters (source, ledger, salesforce) to the sync pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from bridge.config import Settings, require_salesforce_credentials
+from bridge.errors import BridgeError, ConfigurationError, FatalError
+from bridge.sync.ingest import Ingestor
+from bridge.sync.mapping import MappingOptions
+from bridge.sync.push import Pusher, PushSettings
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_SQL = Path(__file__).parent / "schema" / "scheduler_schema.sql"
+SOURCE_CHECKPOINT = "source"
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+def utcnow() -> datetime:
+    """The wall clock, in UTC (the one clock the daemon injects everywhere)."""
+    return datetime.now(UTC)
+
+
+class ComponentState(enum.StrEnum):
+    """Life cycle of a supervised component."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+# ------------------------------------------------------------------------------------------- setup
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of the `setup` report."""
+
+    component: str
+    ok: bool
+    message: str
+
+
+def _ledger_checks(settings: Settings, reset_source: bool) -> list[Check]:
+    from bridge.ledger.engine import create_ledger_engine
+    from bridge.ledger.migrate import upgrade_to_head
+    from bridge.ledger.repository import LedgerRepository
+
+    revision = upgrade_to_head(settings.ledger.url)
+    checks = [Check("ledger", True, f"migrated to revision {revision} ({_safe_url(settings.ledger.url)})")]
+    if reset_source:
+        engine = create_ledger_engine(settings.ledger.url)
+        try:
+            LedgerRepository(engine).write_checkpoint(SOURCE_CHECKPOINT, "")
+        finally:
+            engine.dispose()
+        checks.append(Check("ledger", True, "source position forgotten: the next run re-reads the tables"))
+    return checks
+
+
+def _source_checks(settings: Settings, create_demo_schema: bool, reset_source: bool) -> list[Check]:
+    from bridge.source.setup import check_source, drop_slot, ensure_publication, ensure_slot
+
+    src = settings.source
+    checks: list[Check] = []
+    if create_demo_schema:
+        created = _create_demo_schema(src.dsn, src.schema)
+        checks.append(Check("source", True, "reference schema created" if created else "schema already present"))
+    if reset_source and drop_slot(src.dsn, src.slot):
+        checks.append(Check("source", True, f"replication slot {src.slot} dropped"))
+    pub = ensure_publication(src.dsn, src.schema, src.publication)
+    checks.append(Check("source", True, f"publication {src.publication} {'created' if pub else 'present'}"))
+    slot = ensure_slot(src.dsn, src.slot)
+    checks.append(Check("source", True, f"replication slot {src.slot} {'created' if slot else 'present'}"))
+    report = check_source(src.dsn, src.schema, src.slot, src.publication)
+    checks.extend(Check("source", False, problem) for problem in report.problems)
+    return checks
+
+
+def _create_demo_schema(dsn: str, schema: str) -> bool:
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'bookings'",
+                        (schema,))
+            if cur.fetchone():
+                return False
+            cur.execute(SCHEMA_SQL.read_text().replace("scheduler.", f"{schema}.").replace(
+                "SCHEMA IF NOT EXISTS scheduler", f"SCHEMA IF NOT EXISTS {schema}"))
+        conn.commit()
+        return True
+    finally:
+        conn.close()
+
+
+async def _salesforce_checks(settings: Settings) -> list[Check]:
+    from bridge.salesforce.auth import TokenManager, make_ssl_context
+    from bridge.salesforce.rest import SalesforceClient
+
+    sf = settings.salesforce
+    require_salesforce_credentials(sf)
+    connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        tokens = TokenManager(http, sf)
+        client = SalesforceClient(http, tokens, sf)
+        await tokens.get()
+        checks = [Check("salesforce", True, f"logged in ({sf.auth}) at {sf.login_url}")]
+        names = sf.objects
+        wanted = {
+            names.mogli_event_object: (names.link_external_id_field, names.link_type_field,
+                                       names.mogli_description_field),
+            "Event": (names.booking_external_id_field, names.event_mogli_event_field),
+        }
+        for sobject, fields in wanted.items():
+            try:
+                desc = await client.describe(sobject)
+            except BridgeError as exc:
+                checks.append(Check("salesforce", False, f"object {sobject}: {exc}"))
+                continue
+            missing = [f for f in fields if f.lower() not in {n.lower() for n in desc.fields}]
+            if missing:
+                checks.append(Check("salesforce", False, f"object {sobject} lacks fields {', '.join(missing)} "
+                                                         "(salesforce.objects.* names them)"))
+            else:
+                checks.append(Check("salesforce", True, f"object {sobject} and its fields present"))
+        return checks
+
+
+def setup(settings: Settings, *, create_demo_schema: bool = False, reset_source: bool = False,
+          check_salesforce: bool = True) -> int:
+    """`mogli-bridge setup`: idempotent preparation of ledger, source and Salesforce; prints a report."""
+    checks: list[Check] = []
+    for name, step in (
+        ("ledger", lambda: _ledger_checks(settings, reset_source)),
+        ("source", lambda: _source_checks(settings, create_demo_schema, reset_source)),
+    ):
+        try:
+            checks.extend(step())
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - setup reports every component, whatever broke
+            checks.append(Check(name, False, f"{type(exc).__name__}: {exc}"))
+    if check_salesforce:
+        try:
+            checks.extend(asyncio.run(_salesforce_checks(settings)))
+        except ConfigurationError as exc:
+            checks.append(Check("salesforce", False, str(exc)))
+        except Exception as exc:  # noqa: BLE001
+            checks.append(Check("salesforce", False, f"{type(exc).__name__}: {exc}"))
+    for check in checks:
+        print(f"{'ok ' if check.ok else 'NOT'}  {check.component:<10} {check.message}")
+    ready = all(c.ok for c in checks)
+    print("ready" if ready else "not ready: fix the lines marked NOT and run setup again")
+    return 0 if ready else 1
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "(unparseable url)"
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+class Daemon:
+    """The long-lived process: ingest from the source, push to Salesforce, until told to stop."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.stop_event = asyncio.Event()
+        self.states: dict[str, ComponentState] = {}
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (idempotent; safe from a signal handler)."""
+        if not self.stop_event.is_set():
+            log.info("daemon.stop_requested")
+            self.stop_event.set()
+
+    @contextlib.asynccontextmanager
+    async def _ledger(self) -> AsyncIterator[object]:
+        from bridge.ledger.engine import create_ledger_engine
+        from bridge.ledger.migrate import current_revision, head_revision
+        from bridge.ledger.repository import AsyncLedger, LedgerRepository
+
+        url = self.settings.ledger.url
+        if current_revision(url) != head_revision():
+            raise ConfigurationError("the ledger is not at the current schema: run `mogli-bridge setup` first",
+                                     "ledger.url")
+        engine = create_ledger_engine(url)
+        ledger = AsyncLedger(LedgerRepository(engine))
+        try:
+            yield ledger
+        finally:
+            await ledger.close()
+            engine.dispose()
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1)."""
+        from bridge.salesforce.auth import TokenManager, make_ssl_context
+        from bridge.salesforce.rest import SalesforceClient
+        from bridge.source.reader import ReplicationSource
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        sf = self.settings.salesforce
+        require_salesforce_credentials(sf)
+        connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle), limit=sf.max_in_flight * 2)
+        async with self._ledger() as ledger, aiohttp.ClientSession(connector=connector) as http:
+            checkpoint = await ledger.read_checkpoint(SOURCE_CHECKPOINT)  # type: ignore[attr-defined]
+            resume = int(checkpoint) if checkpoint else None
+            source = ReplicationSource(self.settings.source, resume_lsn=resume)
+            client = SalesforceClient(http, TokenManager(http, sf), sf)
+            sync = self.settings.sync
+            pusher = Pusher(ledger, client,  # type: ignore[arg-type]
+                            options=MappingOptions(on_cancel=sync.on_cancel),
+                            settings=PushSettings(batch_size=sync.batch_size,
+                                                  retry_base_seconds=sync.retry_base_seconds,
+                                                  retry_max_seconds=sync.retry_max_seconds,
+                                                  max_attempts=sync.max_attempts,
+                                                  idle_poll_seconds=sync.idle_poll_seconds),
+                            clock=self.clock)
+            ingestor = Ingestor(source, ledger,  # type: ignore[arg-type]
+                                backfill=self.settings.source.backfill_policy(),
+                                clock=self.clock, on_work=pusher.notify)
+            log.info("daemon.started", resume_lsn=resume, ledger=_safe_url(self.settings.ledger.url))
+            try:
+                await self._supervise({"ingest": ingestor.run, "push": pusher.run})
+            finally:
+                await source.close()
+        log.info("daemon.stopped")
+        return 0
+
+    async def _supervise(self, components: dict[str, Callable[[asyncio.Event], object]]) -> None:
+        """Run every component in one TaskGroup; the first failure stops them all."""
+
+        async def guarded(name: str, run: Callable[[asyncio.Event], object]) -> None:
+            self.states[name] = ComponentState.RUNNING
+            try:
+                await run(self.stop_event)  # type: ignore[misc]
+                self.states[name] = ComponentState.STOPPED
+            except BaseException:
+                self.states[name] = ComponentState.FAILED
+                raise
+            if not self.stop_event.is_set():
+                raise FatalError(f"component {name} ended unexpectedly")
+
+        async def deadline() -> None:
+            await self.stop_event.wait()
+            await asyncio.sleep(SHUTDOWN_GRACE_SECONDS)
+            running = [n for n, s in self.states.items() if s is ComponentState.RUNNING]
+            log.error("daemon.shutdown_deadline", still_running=running)
+            raise FatalError(f"components did not stop within {SHUTDOWN_GRACE_SECONDS:.0f}s: {running}")
+
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(guarded(n, r), name=n) for n, r in components.items()]
+            killer = tg.create_task(deadline(), name="deadline")
+            await asyncio.wait(tasks)
+            killer.cancel()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside (possibly nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def run(settings: Settings) -> int:
+    """`mogli-bridge run`: the daemon in the foreground; 0 after a clean stop, 1 fatal, 2 configuration."""
+    try:
+        return asyncio.run(Daemon(settings).run())
+    except (BaseExceptionGroup, BridgeError) as exc:
+        leaves = _leaves(exc)
+    code = 1
+    for leaf in leaves:
+        if isinstance(leaf, ConfigurationError):
+            log.error("daemon.configuration_error", error=str(leaf), key=leaf.key)
+            print(f"configuration error: {leaf}", file=sys.stderr)
+            code = 2
+        elif isinstance(leaf, BridgeError):
+            log.error("daemon.fatal", error=str(leaf), error_type=type(leaf).__name__)
+            print(f"fatal: {leaf}", file=sys.stderr)
+        else:
+            log.error("daemon.crashed", error_type=type(leaf).__name__, exc_info=leaf)
+            print(f"fatal: unexpected {type(leaf).__name__}: {leaf}", file=sys.stderr)
+    return code

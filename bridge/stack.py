@@ -1,14 +1,20 @@
-"""End-to-end harness: the emulator and the daemon as real processes, the scheduler as a real database."""
+"""A local stack of real processes: private PostgreSQL, the emulator and the daemon.
+
+The demo, the benchmark and the end-to-end tests all run the product this way: the emulator and the daemon
+as separate processes, the scheduling database as a real PostgreSQL cluster.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-import requests
 
 from bridge.localpg import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
@@ -36,6 +41,36 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: fl
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}: last={last!r}")
 
 
+class HttpError(Exception):
+    """A non-2xx answer from the emulator."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:500]}")
+        self.status = status
+        self.body = body
+
+
+def http_json(method: str, url: str, body: Any = None, *, form: dict[str, str] | None = None,
+              headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, Any]:
+    """One HTTP request with a JSON (or form) body; returns (status, decoded JSON or None)."""
+    data: bytes | None = None
+    hdrs = dict(headers or {})
+    if form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        hdrs["Content-Type"] = "application/x-www-form-urlencoded"
+    elif body is not None:
+        data = json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read().decode(errors="replace")
+        raise HttpError(exc.code, raw) from None
+
+
 class EmulatorProcess:
     """`mogli-bridge emulator` in a subprocess, with helpers for its control API and plain REST."""
 
@@ -48,7 +83,6 @@ class EmulatorProcess:
             args += ["--org", str(org_file)]
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.http = requests.Session()
         wait_until(self._up, timeout=30, what="emulator to listen")
         self._token: str | None = None
 
@@ -56,8 +90,8 @@ class EmulatorProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"emulator exited: {self.log_path.read_text()[-2000:]}")
         try:
-            return self.http.get(f"{self.url}/__emulator/stats", timeout=2).status_code == 200
-        except requests.ConnectionError:
+            return http_json("GET", f"{self.url}/__emulator/stats", timeout=2)[0] == 200
+        except (OSError, HttpError):
             return False
 
     def stop(self) -> None:
@@ -74,49 +108,46 @@ class EmulatorProcess:
     def records(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         """Every record of an object, from the control API."""
         q = "?include_deleted=1" if include_deleted else ""
-        r = self.http.get(f"{self.url}/__emulator/records/{sobject}{q}", timeout=10)
-        r.raise_for_status()
-        body = r.json()
-        return body["records"] if isinstance(body, dict) else body
+        _, body = http_json("GET", f"{self.url}/__emulator/records/{sobject}{q}")
+        return body["records"] if isinstance(body, dict) else body  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, Any]:
         """Request counters."""
-        return self.http.get(f"{self.url}/__emulator/stats", timeout=10).json()  # type: ignore[no-any-return]
+        return http_json("GET", f"{self.url}/__emulator/stats")[1]  # type: ignore[no-any-return]
 
     def add_fault(self, **rule: Any) -> None:
         """Add a fault rule."""
-        self.http.post(f"{self.url}/__emulator/faults", json=rule, timeout=10).raise_for_status()
+        http_json("POST", f"{self.url}/__emulator/faults", rule)
 
     def clear_faults(self) -> None:
         """Remove every fault rule."""
-        self.http.delete(f"{self.url}/__emulator/faults", timeout=10).raise_for_status()
+        http_json("DELETE", f"{self.url}/__emulator/faults")
 
     def control(self, path: str, body: Any = None) -> Any:
         """POST to a control route."""
-        r = self.http.post(f"{self.url}/__emulator/{path}", json=body or {}, timeout=10)
-        r.raise_for_status()
-        return r.json() if r.content else None
+        return http_json("POST", f"{self.url}/__emulator/{path}", body or {})[1]
 
     # -- plain REST, as a person would (no Sforce-Call-Options)
     def token(self) -> str:
         """An access token for the integration user."""
         if self._token is None:
-            r = self.http.post(f"{self.url}/services/oauth2/token", data={
-                "grant_type": "password", "client_id": "test", "client_secret": "test",
-                "username": "bridge@example.com", "password": "emulator"}, timeout=10)
-            r.raise_for_status()
-            self._token = r.json()["access_token"]
-        return self._token
+            _, body = http_json("POST", f"{self.url}/services/oauth2/token", form={
+                "grant_type": "password", "client_id": "local", "client_secret": "local",
+                "username": "bridge@example.com", "password": "emulator"})
+            self._token = body["access_token"]
+        return self._token  # type: ignore[return-value]
 
     def create(self, sobject: str, fields: dict[str, Any]) -> str:
         """Create a record through REST; returns its id."""
-        r = self.http.post(f"{self.url}/services/data/v60.0/sobjects/{sobject}/", json=fields,
-                           headers={"Authorization": f"Bearer {self.token()}"}, timeout=10)
-        if r.status_code == 401:
+        try:
+            _, body = http_json("POST", f"{self.url}/services/data/v60.0/sobjects/{sobject}/", fields,
+                                headers={"Authorization": f"Bearer {self.token()}"})
+        except HttpError as exc:
+            if exc.status != 401:
+                raise
             self._token = None
             return self.create(sobject, fields)
-        assert r.status_code == 201, r.text
-        return r.json()["id"]  # type: ignore[no-any-return]
+        return body["id"]  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -161,6 +192,16 @@ class Scheduler:
         """One statement in its own transaction."""
         with self.conn.cursor() as cur:
             cur.execute(sql, params)
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of a scheduler table, as dicts (ids as strings)."""
+        import psycopg2.extras
+
+        assert table in ("users", "scheduling_links", "bookings")
+        with self.conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(f"SELECT * FROM scheduler.{table}")  # noqa: S608 - table name checked above
+            return [{k: (str(v) if k.endswith("id") and v is not None else v) for k, v in r.items()}
+                    for r in cur.fetchall()]
 
     def add_user(self, salesforce_user_id: str | None) -> str:
         """A scheduler user; returns its id."""
@@ -280,6 +321,32 @@ class DaemonProcess:
         return out
 
 
+def ledger_activities(url: str) -> dict[str, dict[str, Any]]:
+    """The ledger's activities by booking id."""
+    import sqlalchemy as sa
+
+    with ledger_connection(url) as conn:
+        rows = conn.execute(sa.text("SELECT * FROM activities")).mappings().all()
+    return {str(r["booking_id"]): dict(r) for r in rows}
+
+
+def check_invariants(emulator: EmulatorProcess, scheduler: Scheduler, ledger_url: str | None,
+                     on_cancel: str = "delete", failed_ok: frozenset[str] = frozenset()) -> list[Any]:
+    """Compare the scheduler, the org and the ledger; returns the differences (empty when they agree)."""
+    from bridge.invariants import check
+
+    return check(
+        bookings=scheduler.rows("bookings"),
+        links={r["id"]: r for r in scheduler.rows("scheduling_links")},
+        users={r["id"]: r for r in scheduler.rows("users")},
+        events=emulator.records("Event"),
+        mogli_events=emulator.records("Mogli_Event__c"),
+        ledger_activities=ledger_activities(ledger_url) if ledger_url else None,
+        on_cancel=on_cancel,
+        failed_ok=failed_ok,
+    )
+
+
 @contextlib.contextmanager
 def ledger_connection(url: str) -> Iterator[Any]:
     """A SQLAlchemy connection to the ledger, for assertions."""
@@ -293,6 +360,3 @@ def ledger_connection(url: str) -> Iterator[Any]:
         engine.dispose()
 
 
-def env_without_proxy() -> dict[str, str]:
-    """The environment for subprocesses."""
-    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}

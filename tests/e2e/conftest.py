@@ -1,0 +1,54 @@
+"""End-to-end fixtures: a scheduler database, the emulator process and the daemon process per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bridge.stack import (
+    DaemonProcess,
+    EmulatorProcess,
+    SalesforceSeed,
+    Scheduler,
+    seed_salesforce,
+    write_config,
+)
+
+
+@dataclass
+class Stack:
+    """Everything one end-to-end scenario needs."""
+
+    workdir: Path
+    dsn: str
+    ledger_url: str
+    emulator: EmulatorProcess
+    scheduler: Scheduler
+    seed: SalesforceSeed
+
+    def daemon(self, name: str = "daemon", on_cancel: str = "delete", backfill: str = "since:2000-01-01",
+               extra: str = "", setup: bool = True) -> DaemonProcess:
+        """A daemon process for this stack (configured, set up, not yet started)."""
+        config = write_config(self.workdir / f"{name}.toml", dsn=self.dsn, ledger_url=self.ledger_url,
+                              emulator_url=self.emulator.url, on_cancel=on_cancel, backfill=backfill, extra=extra)
+        daemon = DaemonProcess(config, self.workdir, name)
+        if setup:
+            result = daemon.setup()
+            assert result.returncode == 0, result.stdout + result.stderr
+        return daemon
+
+
+@pytest.fixture
+def stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
+    """A scheduler database, a running emulator seeded with users and people, and a ledger path."""
+    emulator = EmulatorProcess(tmp_path)
+    scheduler = Scheduler(scheduler_dsn)
+    try:
+        seed = seed_salesforce(emulator)
+        yield Stack(tmp_path, scheduler_dsn, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", emulator, scheduler, seed)
+    finally:
+        scheduler.close()
+        emulator.stop()

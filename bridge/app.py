@@ -243,7 +243,8 @@ class Daemon:
                                                   retry_base_seconds=sync.retry_base_seconds,
                                                   retry_max_seconds=sync.retry_max_seconds,
                                                   max_attempts=sync.max_attempts,
-                                                  idle_poll_seconds=sync.idle_poll_seconds),
+                                                  idle_poll_seconds=sync.idle_poll_seconds,
+                                                  api_limit_wait_seconds=sync.api_limit_wait_seconds),
                             clock=self.clock)
             ingestor = Ingestor(source, ledger,  # type: ignore[arg-type]
                                 backfill=self.settings.source.backfill_policy(),

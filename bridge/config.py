@@ -94,6 +94,7 @@ class SyncSettings:
     retry_max_seconds: float = 300.0
     max_attempts: int = 20
     idle_poll_seconds: float = 1.0
+    api_limit_wait_seconds: float = 300.0  # pause after REQUEST_LIMIT_EXCEEDED before trying again
 
 
 @dataclass(frozen=True, slots=True)

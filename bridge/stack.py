@@ -261,6 +261,7 @@ on_cancel = "{on_cancel}"
 retry_base_seconds = 0.2
 retry_max_seconds = 2.0
 idle_poll_seconds = 0.2
+api_limit_wait_seconds = 2.0
 
 [admin]
 token = "e2e-admin-token-value"

@@ -49,6 +49,7 @@ class PushSettings:
     retry_max_seconds: float = 300.0
     max_attempts: int = 20
     idle_poll_seconds: float = 1.0
+    api_limit_wait_seconds: float = 300.0
 
 
 def retry_delay(attempts: int, settings: PushSettings, rand: Callable[[], float] = random.random) -> float:
@@ -93,7 +94,8 @@ class Pusher:
                 self.waiting_reason = None
             except ApiLimitExhausted as exc:
                 self.waiting_reason = "api_limit"
-                delay = exc.retry_after or 300.0
+                delay = min(exc.retry_after or self._settings.api_limit_wait_seconds,
+                            self._settings.api_limit_wait_seconds)
                 log.warning("push.api_limit_wait", seconds=delay, reason=str(exc))
                 await self._pause(stop, delay)
                 continue

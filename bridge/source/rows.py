@@ -1,0 +1,129 @@
+"""Decoded tuples of the three scheduler tables to UserRow / LinkRow / BookingRow.
+
+Conversion is tolerant: a value that is missing or does not convert becomes None and a readable entry in the
+row's `problems`, so one bad row never stops the stream. Unchanged TOASTed columns are named in `unchanged`.
+Personal data (users.email, users.full_name, bookings.invitee_name, bookings.invitee_email) is never read:
+those columns are not in the field tables below, so their values are not even converted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from bridge.records import BookingRow, LinkRow, SourceRow, SourceTable, UserRow
+from bridge.source.pgoutput import Column, TupleValue, Unchanged
+from bridge.source.values import ConversionError, load_value
+
+_MISSING = object()
+
+
+def _as_text(type_oid: int, text: str) -> str:
+    return text
+
+
+def _as_int(type_oid: int, text: str) -> int:
+    value = load_value(type_oid, text)
+    if isinstance(value, bool):
+        raise ConversionError(f"{text[:40]!r} is a boolean, not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal | float) and value == int(value):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ConversionError(f"{text[:40]!r} is not an integer")
+
+
+def _as_bool(type_oid: int, text: str) -> bool:
+    value = load_value(type_oid, text)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("t", "true", "f", "false"):
+        return value.strip().lower() in ("t", "true")
+    raise ConversionError(f"{text[:40]!r} is not a boolean")
+
+
+def _as_datetime(type_oid: int, text: str) -> datetime:
+    value = load_value(type_oid, text)
+    if isinstance(value, str):
+        value = _parse_iso(value)
+    if not isinstance(value, datetime):
+        raise ConversionError(f"{text[:40]!r} is not a timestamp")
+    # A timestamp without time zone is read as UTC: the reader pins TimeZone=UTC on its sessions.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _parse_iso(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ConversionError(f"{text[:40]!r} is not a timestamp") from exc
+
+
+Converter = Callable[[int, str], Any]
+
+_FIELDS: dict[SourceTable, tuple[tuple[str, Converter], ...]] = {
+    SourceTable.USERS: (("id", _as_text), ("salesforce_user_id", _as_text)),
+    SourceTable.LINKS: (
+        ("id", _as_text),
+        ("link_type", _as_text),
+        ("owner_id", _as_text),
+        ("title", _as_text),
+        ("description", _as_text),
+        ("duration_minutes", _as_int),
+        ("is_active", _as_bool),
+    ),
+    SourceTable.BOOKINGS: (
+        ("id", _as_text),
+        ("link_id", _as_text),
+        ("assigned_user_id", _as_text),
+        ("start_at", _as_datetime),
+        ("end_at", _as_datetime),
+        ("status", _as_text),
+        ("related_record_id", _as_text),
+    ),
+}
+
+_ROW_TYPES: dict[SourceTable, type[UserRow] | type[LinkRow] | type[BookingRow]] = {
+    SourceTable.USERS: UserRow,
+    SourceTable.LINKS: LinkRow,
+    SourceTable.BOOKINGS: BookingRow,
+}
+
+
+def columns_read(table: SourceTable) -> tuple[str, ...]:
+    """The columns of `table` the bridge reads (never the personal-data ones)."""
+    return tuple(name for name, _ in _FIELDS[table])
+
+
+def build_row(
+    table: SourceTable, columns: Sequence[Column], values: Sequence[TupleValue], *, key_only: bool = False
+) -> SourceRow:
+    """Convert one decoded tuple of `table`; with `key_only` (DELETE) only the id is read."""
+    if len(columns) != len(values):
+        raise ValueError(f"{table}: {len(values)} values for {len(columns)} columns")
+    by_name = {col.name: (col.type_oid, value) for col, value in zip(columns, values, strict=True)}
+    kwargs: dict[str, Any] = {}
+    unchanged: set[str] = set()
+    problems: list[str] = []
+    fields = _FIELDS[table][:1] if key_only else _FIELDS[table]
+    for name, convert in fields:
+        type_oid, raw = by_name.get(name, (0, _MISSING))
+        if raw is _MISSING:
+            problems.append(f"{table}.{name}: column is missing from the table")
+        elif isinstance(raw, Unchanged):
+            unchanged.add(name)
+        elif isinstance(raw, bytes):
+            problems.append(f"{table}.{name}: value arrived in binary format and was not read")
+        elif isinstance(raw, str):
+            try:
+                kwargs[name] = convert(type_oid, raw)
+            except ConversionError as exc:
+                problems.append(f"{table}.{name}: {exc}")
+    if kwargs.get("id") is None:
+        problems.append(f"{table}.id: the row has no id")
+        kwargs["id"] = ""
+    return _ROW_TYPES[table](**kwargs, unchanged=frozenset(unchanged), problems=tuple(problems))

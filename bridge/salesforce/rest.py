@@ -1,0 +1,335 @@
+"""The Salesforce REST client: typed writes and reads over an injected aiohttp session.
+
+Layers, inside out: `_send` makes one HTTP request (counts it, reads `Sforce-Limit-Info`, turns network
+failures into `SalesforceUnavailable`); `_authorized` adds the bearer token and the one refresh-and-resend
+on 401; `_call` checks the API budget, then retries transient failures through `retry.call_with_retries`.
+Every error response is classified by the pure table in `salesforce/errors.py`.
+
+Budget: when the last `Sforce-Limit-Info` shows less than `salesforce.api_reserve_fraction` of the daily
+allocation left, calls raise `ApiLimitExhausted` without touching Salesforce, so the pipeline pauses before
+the allocation runs out. The reading goes stale after `BUDGET_RECHECK_SECONDS`; then one call is let
+through to learn the current usage (the window is rolling, so calls free up over time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import aiohttp
+import structlog
+
+from bridge import sfid
+from bridge.config import SalesforceSettings
+from bridge.errors import (
+    ApiLimitExhausted,
+    BridgeError,
+    ConfigurationError,
+    ErrorKind,
+    PermanentError,
+    SalesforceUnavailable,
+)
+from bridge.records import ApiUsage, EventFields, MogliEventFields, RecordError, WriteResult
+from bridge.salesforce.auth import AccessToken, TokenManager, make_ssl_context
+from bridge.salesforce.errors import SessionExpired, classify_response
+from bridge.salesforce.payloads import (
+    ObjectDescription,
+    chunked,
+    decode_delete_results,
+    decode_describe,
+    decode_limits,
+    decode_upsert_results,
+    event_record,
+    malformed_id_result,
+    mogli_event_record,
+    parse_limit_info,
+    soql_select_in,
+)
+from bridge.salesforce.retry import RetryPolicy, call_with_retries
+
+log = structlog.get_logger(__name__)
+
+BUDGET_RECHECK_SECONDS = 300.0
+RETRY_DEADLINE_SECONDS = 120.0
+_OBJECTS = "salesforce.objects."
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A decoded HTTP answer (body None when empty)."""
+
+    status: int
+    body: Any
+
+
+def make_session(settings: SalesforceSettings) -> aiohttp.ClientSession:
+    """An aiohttp session that trusts `salesforce.ca_bundle` (call inside the running loop)."""
+    connector = aiohttp.TCPConnector(ssl=make_ssl_context(settings.ca_bundle))
+    return aiohttp.ClientSession(connector=connector)
+
+
+def _raise(outcome: BridgeError | RecordError) -> NoReturn:
+    """Raise a classified outcome; a lone record error (HTTP 300 on a single upsert) is permanent."""
+    if isinstance(outcome, RecordError):
+        raise PermanentError(f"{outcome.code}: {outcome.message}", code=outcome.code)
+    raise outcome
+
+
+class SalesforceClient:
+    """Typed Salesforce REST operations with auth refresh, retries and API-budget awareness."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        tokens: TokenManager,
+        settings: SalesforceSettings,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self._session = session
+        self._tokens = tokens
+        self._settings = settings
+        self._sleep = sleep
+        self._clock = clock
+        self._policy = retry_policy or RetryPolicy(
+            max_attempts=max(settings.max_attempts, 1), deadline=RETRY_DEADLINE_SECONDS
+        )
+        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
+        self._gate = asyncio.Semaphore(max(settings.max_in_flight, 1))
+        self._base = f"/services/data/v{settings.api_version}"
+        self._usage: ApiUsage | None = None
+        self._usage_seen_at = 0.0
+        self._calls = 0
+
+    @property
+    def usage(self) -> ApiUsage | None:
+        """The org's API usage from the last `Sforce-Limit-Info` header seen."""
+        return self._usage
+
+    @property
+    def calls(self) -> int:
+        """HTTP requests this client sent to `/services/data` (token requests not included)."""
+        return self._calls
+
+    # ----------------------------------------------------------------------------------- writes
+
+    async def upsert_mogli_events(self, items: Sequence[MogliEventFields]) -> list[WriteResult]:
+        """Upsert Mogli Events by link id through sObject Collections; result i belongs to item i."""
+        names = self._settings.objects
+        path = f"/composite/sobjects/{names.mogli_event_object}/{names.link_external_id_field}"
+        key = f"{_OBJECTS}mogli_event_object/{_OBJECTS}link_external_id_field"
+        records = [mogli_event_record(item, names) for item in items]
+        return await self._upsert(path, [item.link_id for item in items], records, key)
+
+    async def upsert_events(self, items: Sequence[EventFields]) -> list[WriteResult]:
+        """Upsert Events by booking id through sObject Collections; result i belongs to item i."""
+        names = self._settings.objects
+        path = f"/composite/sobjects/Event/{names.booking_external_id_field}"
+        key = f"{_OBJECTS}booking_external_id_field"
+        records = [event_record(item, names) for item in items]
+        return await self._upsert(path, [item.booking_id for item in items], records, key)
+
+    async def delete_records(self, ids: Sequence[str]) -> list[WriteResult]:
+        """Delete records by id; an id already deleted or unknown counts as deleted (error None)."""
+        results: dict[int, WriteResult] = {}
+        sendable = []
+        for index, record_id in enumerate(ids):
+            if sfid.is_valid(record_id):
+                sendable.append((index, record_id))
+            else:
+                results[index] = malformed_id_result(record_id)
+        for chunk in chunked(sendable):
+            chunk_ids = [record_id for _, record_id in chunk]
+            params = {"ids": ",".join(chunk_ids), "allOrNone": "false"}
+            reply = await self._call("DELETE", "/composite/sobjects", params=params)
+            for (index, _), result in zip(chunk, decode_delete_results(chunk_ids, reply.body), strict=True):
+                results[index] = result
+        ordered = [results[index] for index in range(len(ids))]
+        self._raise_on_configuration(ordered, f"{_OBJECTS}*")
+        log.debug("salesforce.deleted", records=len(ids), failed=sum(not r.ok for r in ordered))
+        return ordered
+
+    async def _upsert(
+        self, path: str, keys: Sequence[str], records: Sequence[dict[str, Any]], config_key: str
+    ) -> list[WriteResult]:
+        """Collections upsert in chunks of 200. A failure mid-way loses nothing: upserts are idempotent."""
+        results: list[WriteResult] = []
+        for chunk_keys, chunk_records in zip(chunked(keys), chunked(records), strict=True):
+            body = {"allOrNone": False, "records": list(chunk_records)}
+            reply = await self._call("PATCH", path, json_body=body, config_key=config_key)
+            results.extend(decode_upsert_results(chunk_keys, reply.body))
+        self._raise_on_configuration(results, config_key)
+        log.debug("salesforce.upserted", path=path, records=len(keys), failed=sum(not r.ok for r in results))
+        return results
+
+    def _raise_on_configuration(self, results: Sequence[WriteResult], config_key: str) -> None:
+        """A per-record configuration error means no record can succeed: stop and name the key."""
+        for result in results:
+            error = result.error
+            if error is not None and error.kind is ErrorKind.CONFIGURATION:
+                key = self._key_for_fields(error.fields) or config_key
+                raise ConfigurationError(f"{error.code}: {error.message}; check {key}", key.split("/")[0])
+
+    def _key_for_fields(self, fields: Sequence[str]) -> str | None:
+        """The `salesforce.objects.*` setting that names one of these Salesforce fields, if any."""
+        names = self._settings.objects
+        for setting in names.__dataclass_fields__:
+            if getattr(names, setting) in fields:
+                return f"{_OBJECTS}{setting}"
+        return None
+
+    # ------------------------------------------------------------------------------------ reads
+
+    async def find_events_by_booking(self, booking_ids: Sequence[str]) -> dict[str, str]:
+        """Booking id -> Event id for the bookings that have an Event in Salesforce."""
+        ext = self._settings.objects.booking_external_id_field
+        found: dict[str, str] = {}
+        for chunk in chunked(booking_ids):
+            soql = soql_select_in(("Id", ext), "Event", ext, chunk)
+            for record in await self._query(soql, False, f"{_OBJECTS}booking_external_id_field"):
+                found[str(record[ext])] = str(record["Id"])
+        return found
+
+    async def query(self, soql: str, *, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Raw SOQL, following `nextRecordsUrl`; for salesforce/ internals and tests only."""
+        return await self._query(soql, include_deleted, f"{_OBJECTS}*")
+
+    async def _query(self, soql: str, include_deleted: bool, config_key: str) -> list[dict[str, Any]]:
+        """Every page of one query."""
+        path = "/queryAll" if include_deleted else "/query"
+        reply = await self._call("GET", path, params={"q": soql}, config_key=config_key)
+        records: list[dict[str, Any]] = []
+        while True:
+            page = reply.body if isinstance(reply.body, dict) else {}
+            records.extend(r for r in page.get("records") or () if isinstance(r, dict))
+            next_url = page.get("nextRecordsUrl")
+            if page.get("done", True) or not isinstance(next_url, str):
+                return records
+            reply = await self._call("GET", next_url, config_key=config_key)
+
+    async def describe(self, sobject: str) -> ObjectDescription:
+        """Name, field names and External ID fields of an sObject."""
+        key = self._key_for_object(sobject)
+        reply = await self._call("GET", f"/sobjects/{sobject}/describe", config_key=key)
+        return decode_describe(reply.body)
+
+    async def limits(self) -> ApiUsage:
+        """The daily API allocation from `/limits`; never refused by the budget check (it is the probe)."""
+        reply = await self._call("GET", "/limits", check_budget=False)
+        usage = decode_limits(reply.body)
+        self._usage, self._usage_seen_at = usage, self._clock()
+        return usage
+
+    def _key_for_object(self, sobject: str) -> str:
+        """The setting that names this object, for configuration errors."""
+        if sobject == self._settings.objects.mogli_event_object:
+            return f"{_OBJECTS}mogli_event_object"
+        return f"{_OBJECTS}*"
+
+    # ------------------------------------------------------------------------------ HTTP layers
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        config_key: str = f"{_OBJECTS}*",
+        check_budget: bool = True,
+    ) -> _Reply:
+        """One logical API call: budget check, then retried attempts of `_authorized`."""
+        if check_budget:
+            self._check_budget()
+
+        async def attempt() -> _Reply:
+            return await self._authorized(method, path, params, json_body, config_key)
+
+        return await call_with_retries(
+            attempt, self._policy, name=f"{method} {path.split('?')[0]}", sleep=self._sleep, clock=self._clock
+        )
+
+    async def _authorized(
+        self, method: str, path: str, params: Mapping[str, str] | None, json_body: Any, config_key: str
+    ) -> _Reply:
+        """Send with the current token; on 401 refresh it once and resend once."""
+        token = await self._tokens.current()
+        reply = await self._send(token, method, path, params, json_body)
+        if reply.status == 401:
+            if not isinstance(classify_response(reply.status, reply.body), SessionExpired):
+                _raise(classify_response(reply.status, reply.body, config_key=config_key))
+            log.info("salesforce.session_expired", method=method)
+            token = await self._tokens.refresh(token)
+            reply = await self._send(token, method, path, params, json_body)
+            if reply.status == 401 and isinstance(classify_response(401, reply.body), SessionExpired):
+                raise ConfigurationError(
+                    "Salesforce rejected a freshly issued access token (401 INVALID_SESSION_ID twice); "
+                    "check salesforce.auth and the connected app's OAuth policies",
+                    "salesforce.auth",
+                )
+        if 200 <= reply.status < 300:
+            return reply
+        _raise(classify_response(reply.status, reply.body, config_key=config_key))
+
+    async def _send(
+        self, token: AccessToken, method: str, path: str, params: Mapping[str, str] | None, json_body: Any
+    ) -> _Reply:
+        """Exactly one HTTP request; network failures and unreadable answers become SalesforceUnavailable."""
+        url = token.instance_url + (path if path.startswith("/services/") else self._base + path)
+        headers = {
+            "Authorization": token.authorization(),
+            "Sforce-Call-Options": f"client={self._settings.client_name}",
+            "Accept": "application/json",
+        }
+        async with self._gate:
+            self._calls += 1
+            try:
+                async with self._session.request(
+                    method, url, params=params, json=json_body, headers=headers, timeout=self._timeout
+                ) as response:
+                    self._note_usage(response.headers.get("Sforce-Limit-Info"))
+                    status, raw = response.status, await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise SalesforceUnavailable(
+                    f"{method} {path.split('?')[0]}: {exc.__class__.__name__}"
+                ) from exc
+        return _Reply(status, self._decode(status, raw))
+
+    @staticmethod
+    def _decode(status: int, raw: bytes) -> Any:
+        """JSON body or None; a 2xx body that is not JSON means something in between mangled it."""
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            if 200 <= status < 300:
+                raise SalesforceUnavailable(f"HTTP {status} with a non-JSON body") from None
+            return None
+
+    def _note_usage(self, header: str | None) -> None:
+        """Remember the latest `Sforce-Limit-Info` reading."""
+        usage = parse_limit_info(header)
+        if usage is not None:
+            self._usage, self._usage_seen_at = usage, self._clock()
+
+    def _check_budget(self) -> None:
+        """Refuse a call while the last reading shows less than the reserve left (see module doc)."""
+        usage, reserve = self._usage, self._settings.api_reserve_fraction
+        if usage is None or reserve <= 0 or usage.remaining >= reserve * usage.limit:
+            return
+        age = self._clock() - self._usage_seen_at
+        if age >= BUDGET_RECHECK_SECONDS:
+            return
+        log.warning("salesforce.api_budget_reserve_reached", used=usage.used, limit=usage.limit)
+        raise ApiLimitExhausted(
+            f"only {usage.remaining} of {usage.limit} daily API calls left, below the reserve "
+            f"salesforce.api_reserve_fraction = {reserve}",
+            retry_after=BUDGET_RECHECK_SECONDS - age,
+        )

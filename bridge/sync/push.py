@@ -28,6 +28,7 @@ from bridge.records import (
 )
 from bridge.sync.mapping import (
     DeleteEvent,
+    FailureCode,
     MappingOptions,
     NothingToDo,
     RuleFailure,
@@ -135,7 +136,7 @@ class Pusher:
             if isinstance(result, RuleFailure):
                 outcomes.append(
                     LinkOutcome(item.link.link_id, item.version, OutcomeState.FAILED,
-                                error_code=str(result.code), error=result.message)
+                                error_code=result.code.value, error=result.message)
                 )
             else:
                 to_write.append((item, result))
@@ -187,9 +188,15 @@ class Pusher:
             elif isinstance(action, NothingToDo):
                 outcomes.append(ActivityOutcome(item.booking.booking_id, item.version, OutcomeState.CANCELLED,
                                                 activity_id=item.activity_id, rule=action.reason))
+            elif action.code is FailureCode.MOGLI_EVENT_PENDING:
+                # The link's Mogli Event is on its way; try again shortly rather than fail the booking.
+                retry_at = now + timedelta(seconds=self._settings.retry_base_seconds)
+                outcomes.append(ActivityOutcome(item.booking.booking_id, item.version, OutcomeState.RETRY,
+                                                error_code=action.code.value, error=action.message,
+                                                retry_at=retry_at))
             else:
                 outcomes.append(ActivityOutcome(item.booking.booking_id, item.version, OutcomeState.FAILED,
-                                                error_code=str(action.code), error=action.message))
+                                                error_code=action.code.value, error=action.message))
         if upserts:
             outcomes.extend(await self._write_events(upserts, now))
         if deletes:

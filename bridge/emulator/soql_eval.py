@@ -1,0 +1,179 @@
+"""Binding a parsed SOQL query to an object's fields, and evaluating it over stored rows (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from bridge import sfid
+from bridge.emulator.contracts import ApiError
+from bridge.emulator.schema import FieldDef, ObjectDef
+from bridge.emulator.soql import (
+    BoolOp,
+    Compare,
+    DateLiteral,
+    InList,
+    Like,
+    OrderItem,
+    Query,
+    invalid_field,
+    malformed,
+)
+
+Values = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A query whose field names are canonical and whose literals match the field types."""
+
+    sobject: str
+    fields: tuple[str, ...]
+    count_only: bool
+    where: Any
+    order: tuple[OrderItem, ...]
+    limit: int | None
+    offset: int | None
+
+
+def bind(query: Query, obj: ObjectDef) -> Plan:
+    """Resolve every field name (INVALID_FIELD when unknown) and convert literals to the fields' types."""
+    fields = tuple(_field(obj, name).name for name in query.fields)
+    seen: set[str] = set()
+    for name in fields:
+        if name in seen:
+            raise malformed(f"duplicate field selected: {name}")
+        seen.add(name)
+    order = tuple(OrderItem(_field(obj, o.field).name, o.descending, o.nulls_last) for o in query.order)
+    where = _bind_cond(query.where, obj) if query.where is not None else None
+    return Plan(obj.name, fields, query.count_only, where, order, query.limit, query.offset)
+
+
+def _field(obj: ObjectDef, name: str) -> FieldDef:
+    f = obj.field(name)
+    if f is None and "." in name and name.split(".", 1)[0].lower() == obj.name.lower():
+        f = obj.field(name.split(".", 1)[1])
+    if f is None:
+        raise invalid_field(name, obj.name)
+    return f
+
+
+def _bind_cond(node: Any, obj: ObjectDef) -> Any:
+    if isinstance(node, BoolOp):
+        return BoolOp(node.op, tuple(_bind_cond(i, obj) for i in node.items))
+    f = _field(obj, node.field)
+    if isinstance(node, Compare):
+        return Compare(f.name, node.op, _literal(f, node.value))
+    if isinstance(node, InList):
+        return InList(f.name, tuple(_literal(f, v) for v in node.values), node.negate)
+    return Like(f.name, node.pattern)
+
+
+def _literal(f: FieldDef, value: Any) -> Any:
+    """Convert a literal to what is stored for field `f` (ids to 18 characters, dates for datetimes)."""
+    if value is None or isinstance(value, DateLiteral):
+        return value
+    if f.type in ("id", "reference") and isinstance(value, str):
+        if not sfid.is_valid(value):
+            raise ApiError(400, "INVALID_QUERY_FILTER_OPERATOR", f"invalid ID field: {value}")
+        return sfid.to18(value)
+    if f.type == "datetime" and isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return value
+
+
+def execute(plan: Plan, rows: Iterable[Values], now: datetime) -> list[Values]:
+    """The rows the plan selects, ordered, offset and limited."""
+    where = plan.where
+    selected = [r for r in rows if where is None or _eval(where, r, now)]
+    for item in reversed(plan.order):
+        _sort(selected, item)
+    start = plan.offset or 0
+    end = start + plan.limit if plan.limit is not None else None
+    return selected[start:end]
+
+
+def _sort(rows: list[Values], item: OrderItem) -> None:
+    present = [r for r in rows if r.get(item.field) is not None]
+    missing = [r for r in rows if r.get(item.field) is None]
+    present.sort(key=lambda r: _key(r[item.field]), reverse=item.descending)
+    rows[:] = present + missing if item.nulls_last else missing + present
+
+
+def _key(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _eval(node: Any, row: Values, now: datetime) -> bool:
+    if isinstance(node, BoolOp):
+        if node.op == "and":
+            return all(_eval(i, row, now) for i in node.items)
+        if node.op == "or":
+            return any(_eval(i, row, now) for i in node.items)
+        return not _eval(node.items[0], row, now)
+    value = row.get(node.field)
+    if isinstance(node, InList):
+        hit = any(_compare(value, "=", v, now) for v in node.values)
+        return hit != node.negate
+    if isinstance(node, Like):
+        return isinstance(value, str) and _like(node.pattern).match(value) is not None
+    return _compare(value, node.op, node.value, now)
+
+
+def _compare(value: Any, op: str, literal: Any, now: datetime) -> bool:
+    if isinstance(literal, DateLiteral):
+        return _in_range(value, op, literal, now)
+    if literal is None or value is None:
+        equal = value is None and literal is None
+        return equal if op == "=" else (not equal if op == "!=" else False)
+    left, right = _key(value), _key(literal)
+    if isinstance(left, datetime) and type(right) is date:
+        left = left.date()
+    if isinstance(right, datetime) and type(left) is date:
+        right = right.date()
+    try:
+        return bool(_OPS[op](left, right))
+    except TypeError:
+        return op == "!="
+
+
+_OPS = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _in_range(value: Any, op: str, literal: DateLiteral, now: datetime) -> bool:
+    if value is None:
+        return op == "!="
+    start, end = literal.bounds(now)
+    point = value if isinstance(value, datetime) else datetime(value.year, value.month, value.day, tzinfo=UTC)
+    inside = start <= point < end
+    return {
+        "=": inside,
+        "!=": not inside,
+        "<": point < start,
+        "<=": point < end,
+        ">": point >= end,
+        ">=": point >= start,
+    }[op]
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.IGNORECASE | re.DOTALL)

@@ -1,0 +1,336 @@
+"""The record store of the emulated org: transactions, reads, queries, describe, users, persistence."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bridge import sfid
+from bridge.emulator import soql, soql_eval
+from bridge.emulator.contracts import ApiError, ChangeEvent, ChangePublisher, DmlContext
+from bridge.emulator.org import OrgConfig, OrgUser, seed_id
+from bridge.emulator.schema import ObjectDef, describe_object
+from bridge.emulator.store_lead import convert
+from bridge.emulator.store_rows import Row, RowTable
+from bridge.emulator.store_sqlite import StateFile
+from bridge.emulator.store_txn import Txn, normalize_id, not_found, utc
+from bridge.emulator.validation import EventRules, render_rest
+
+__all__ = ["OrgStore", "QueryResult", "Txn"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """Every row a SOQL query selects (paging is the HTTP layer's); `records` is empty for COUNT()."""
+
+    total_size: int
+    records: list[dict[str, Any]]
+
+
+class OrgStore:
+    """Every record of one emulated org, with Salesforce's rules, change events and optional persistence."""
+
+    def __init__(
+        self,
+        org: OrgConfig,
+        publisher: ChangePublisher,
+        clock: Callable[[], datetime],
+        state_file: Path | None = None,
+    ) -> None:
+        self.org = org
+        self.schema = org.schema
+        self._publisher = publisher
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._table = RowTable(org.schema)
+        self._counter = 0
+        self._passwords = {u.id: u.password for u in org.seed.users if u.password is not None}
+        self._rules = EventRules(org.lead_whatid_rule, org.multiday_events)
+        self._state = StateFile(state_file) if state_file is not None else None
+        if self._state is not None and not self._state.is_empty():
+            rows, self._counter = self._state.load(org.schema)
+            for row in rows:
+                self._table.put(row)
+        else:
+            self._seed()
+
+    # -- users -----------------------------------------------------------------------------------------
+
+    @property
+    def integration_user_id(self) -> str:
+        """The user the bridge logs in as (`bridge@example.com` in the default org)."""
+        user = self.user_by_username(self.org.integration_username)
+        if user is None:
+            raise LookupError("the org file names no integration user")
+        return user.id
+
+    def authenticate(self, username: str, password: str) -> OrgUser | None:
+        """The active user with these credentials, or None."""
+        user = self.user_by_username(username)
+        if user is None or not user.is_active or self._passwords.get(user.id) != password:
+            return None
+        return user
+
+    def user_by_username(self, username: str) -> OrgUser | None:
+        """The user (seeded or created via REST) with this username, case-insensitive."""
+        with self._lock:
+            ids = self._table.matching("User", "Username", username)
+            return self.user_by_id(next(iter(ids))) if ids else None
+
+    def user_by_id(self, user_id: str) -> OrgUser | None:
+        """The user with this 15- or 18-character id, or None."""
+        if not sfid.is_valid(user_id):
+            return None
+        with self._lock:
+            row = self._table.get(sfid.to18(user_id))
+            if row is None or row.sobject != "User":
+                return None
+            v = row.values
+            return OrgUser(
+                id=row.id,
+                username=v["Username"],
+                email=v["Email"],
+                last_name=v["LastName"],
+                is_active=bool(v.get("IsActive")),
+                password=self._passwords.get(row.id),
+            )
+
+    # -- transactions ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, ctx: DmlContext, *, all_or_none: bool = True) -> Iterator[Txn]:
+        """One Salesforce transaction: commits, persists and publishes on success; keeps nothing on error.
+
+        `all_or_none` is informational: per-record rollback for allOrNone=false uses `Txn.savepoint()`.
+        """
+        with self._lock:
+            txn = Txn(self._table, self.schema, self._rules, ctx, utc(self._clock()), self._next_id)
+            try:
+                yield txn
+            except BaseException:
+                txn.rollback()
+                raise
+            self._commit(txn)
+
+    def _commit(self, txn: Txn) -> None:
+        if self._state is not None and txn.undo:
+            touched = dict.fromkeys(record_id for record_id, _ in txn.undo)
+            self._state.write(((rid, self._table.get(rid)) for rid in touched), self._counter)
+        if not txn.changes:
+            return
+        key = str(uuid.uuid4())
+        stamp = int(utc(self._clock()).timestamp() * 1000)
+        events = [
+            ChangeEvent(
+                entity=c.entity,
+                change_type=c.change_type,
+                record_ids=(c.record_id,),
+                fields=c.fields,
+                changed_fields=c.changed_fields,
+                change_origin=txn.ctx.change_origin,
+                commit_user=txn.ctx.user_id,
+                transaction_key=key,
+                sequence_number=n,
+                commit_timestamp_ms=stamp,
+            )
+            for n, c in enumerate(txn.changes, start=1)
+        ]
+        self._publisher.publish(events)
+
+    def _next_id(self, prefix: str) -> str:
+        self._counter += 1
+        return sfid.to18(f"{prefix}Em{self._counter:010d}")
+
+    def convert_lead(
+        self, lead_id: str, ctx: DmlContext, *, create_opportunity: bool = False
+    ) -> dict[str, str]:
+        """Convert a Lead as Salesforce does (reference §3.4): {"accountId","contactId","opportunityId"?}."""
+        with self.transaction(ctx) as txn:
+            return convert(
+                txn, lead_id, create_opportunity, self.org.streaming.emit_event_updates_on_lead_convert
+            )
+
+    # -- reads -----------------------------------------------------------------------------------------
+
+    def get(
+        self,
+        sobject: str,
+        record_id: str,
+        fields: Sequence[str] | None = None,
+        *,
+        api_version: str | None = None,
+    ) -> dict[str, Any]:
+        """The REST JSON of one live record; 404 NOT_FOUND when missing or deleted, 400 MALFORMED_ID."""
+        obj = self._object(sobject)
+        rid = normalize_id(record_id)
+        with self._lock:
+            row = self._table.get(rid)
+            if row is None or row.deleted or row.sobject != obj.name:
+                raise not_found()
+            return self._render(obj, row, self._fields(obj, fields), api_version)
+
+    def get_by_external_id(
+        self,
+        sobject: str,
+        field: str,
+        value: str,
+        fields: Sequence[str] | None = None,
+        *,
+        api_version: str | None = None,
+    ) -> dict[str, Any]:
+        """REST JSON of the live record whose External ID `field` is `value`; 404, or 300 on duplicates."""
+        obj = self._object(sobject)
+        f = obj.field(field)
+        if f is not None and f.type == "id":
+            return self.get(obj.name, value, fields, api_version=api_version)
+        if f is None or not (f.external_id or f.unique):
+            raise ApiError(
+                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field}"
+            )
+        with self._lock:
+            ids = sorted(self._table.matching(obj.name, f.name, value))
+            if not ids:
+                raise not_found()
+            if len(ids) > 1:
+                raise ApiError(300, "MULTIPLE_CHOICES", f"{f.name} matches {len(ids)} records", ids)
+            return self._render(obj, self._table.rows[ids[0]], self._fields(obj, fields), api_version)
+
+    def records(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Every record of one object as REST JSON (for the control API)."""
+        obj = self._object(sobject)
+        with self._lock:
+            names = obj.field_names()
+            return [
+                self._render(obj, row, names, None)
+                for row in self._table.of_type(obj.name)
+                if include_deleted or not row.deleted
+            ]
+
+    def sobject_for_id(self, record_id: str) -> str | None:
+        """The canonical object name of the record `record_id` (by key prefix), or None."""
+        obj = self.schema.for_id(record_id) if isinstance(record_id, str) else None
+        return obj.name if obj is not None else None
+
+    def query(
+        self, text: str, *, include_deleted: bool = False, api_version: str | None = None
+    ) -> QueryResult:
+        """Run a SOQL query (the subset in soql.py) over every matching row."""
+        parsed = soql.parse(text)
+        obj = self.schema.get(parsed.sobject)
+        if obj is None:
+            raise soql.invalid_type(parsed.sobject)
+        plan = soql_eval.bind(parsed, obj)
+        with self._lock:
+            rows = (r.values for r in self._table.of_type(obj.name) if include_deleted or not r.deleted)
+            selected = soql_eval.execute(plan, rows, utc(self._clock()))
+        if plan.count_only:
+            return QueryResult(total_size=len(selected), records=[])
+        out = [
+            self._render(obj, Row(obj.name, dict(values)), plan.fields, api_version) for values in selected
+        ]
+        return QueryResult(total_size=len(out), records=out)
+
+    # -- describe --------------------------------------------------------------------------------------
+
+    def sobject_exists(self, name: str) -> bool:
+        """True when the org defines this object (case-insensitive)."""
+        return self.schema.get(name) is not None
+
+    def canonical_name(self, name: str) -> str | None:
+        """The object's canonical spelling (`event` -> `Event`), or None."""
+        obj = self.schema.get(name)
+        return obj.name if obj is not None else None
+
+    def describe(self, sobject: str, api_version: str) -> dict[str, Any]:
+        """`/sobjects/{name}/describe` JSON."""
+        return describe_object(self._object(sobject), api_version, full=True)
+
+    def describe_global(self, api_version: str) -> dict[str, Any]:
+        """`/sobjects` JSON."""
+        return {
+            "encoding": "UTF-8",
+            "maxBatchSize": 200,
+            "sobjects": [describe_object(o, api_version, full=False) for o in self.schema.objects.values()],
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Empty the org back to its seed (no change events)."""
+        with self._lock:
+            self._table.clear()
+            if self._state is not None:
+                self._state.wipe()
+            self._seed()
+
+    def close(self) -> None:
+        """Close the state file."""
+        if self._state is not None:
+            self._state.close()
+
+    def _seed(self) -> None:
+        """Insert the org file's users and records with stable ids; persisted, never published."""
+        seed = self.org.seed
+        admin = seed.users[0].id if seed.users else seed_id("005", 1)
+        txn = Txn(
+            self._table, self.schema, self._rules, DmlContext(admin, ""), utc(self._clock()), self._next_id
+        )
+        user_obj = self._object("User")
+        for u in seed.users:
+            given = {
+                "Username": u.username,
+                "Email": u.email,
+                "LastName": u.last_name,
+                "IsActive": u.is_active,
+            }
+            txn.insert(user_obj, given, u.id)
+        keys = dict(seed.user_keys)
+        for n, rec in enumerate(seed.records, start=1):
+            obj = self._object(rec.sobject)
+            values = {
+                k: keys.get(v[1:], v) if isinstance(v, str) and v.startswith("@") else v
+                for k, v in rec.fields.items()
+            }
+            record_id = txn.insert(obj, txn.coerce_input(obj, values, creating=True), seed_id(obj.prefix, n))
+            if rec.key:
+                keys[rec.key] = record_id
+        if self._state is not None:
+            self._state.write(((rid, self._table.get(rid)) for rid, _ in txn.undo), self._counter)
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _object(self, sobject: str) -> ObjectDef:
+        obj = self.schema.get(sobject)
+        if obj is None:
+            raise not_found()
+        return obj
+
+    def _fields(self, obj: ObjectDef, fields: Sequence[str] | None) -> list[str]:
+        if not fields:
+            return obj.field_names()
+        out = []
+        for name in fields:
+            f = obj.field(name.strip())
+            if f is None:
+                raise ApiError(
+                    400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {obj.name}", [name]
+                )
+            out.append(f.name)
+        return out
+
+    def _render(
+        self, obj: ObjectDef, row: Row, names: Sequence[str], api_version: str | None
+    ) -> dict[str, Any]:
+        version = api_version or self.org.api_versions[-1]
+        out: dict[str, Any] = {
+            "attributes": {"type": obj.name, "url": f"/services/data/v{version}/sobjects/{obj.name}/{row.id}"}
+        }
+        for name in names:
+            out[name] = render_rest(row.values.get(name))
+        return out

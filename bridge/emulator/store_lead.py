@@ -1,0 +1,76 @@
+"""Lead conversion on the emulated org (reference §3.4), as one transaction."""
+
+from __future__ import annotations
+
+from bridge.emulator.contracts import ApiError
+from bridge.emulator.schema import ObjectDef
+from bridge.emulator.store_txn import Txn
+
+_CONVERTED_STATUS = "Closed - Converted"
+
+
+def convert(txn: Txn, lead_id: str, create_opportunity: bool, emit_event_updates: bool) -> dict[str, str]:
+    """Create Account, Contact (and Opportunity), mark the Lead converted and move its Events to the Contact.
+
+    Change events in order: Account CREATE, Contact CREATE, Opportunity CREATE, Lead UPDATE, then one
+    Event UPDATE per moved Event when `emit_event_updates` (otherwise the Events change silently).
+    """
+    lead = txn.live(lead_id, "Lead")
+    v = lead.values
+    if v.get("IsConverted"):
+        raise ApiError(400, "CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", ["Id"])
+    owner = v["OwnerId"]
+    company = v.get("Company") or v.get("Name") or "Converted lead"
+    account_id = _insert(txn, "Account", {"Name": company, "OwnerId": owner})
+    contact_id = _insert(
+        txn,
+        "Contact",
+        {
+            "FirstName": v.get("FirstName"),
+            "LastName": v["LastName"],
+            "Email": v.get("Email"),
+            "Phone": v.get("Phone"),
+            "Title": v.get("Title"),
+            "AccountId": account_id,
+            "OwnerId": owner,
+        },
+    )
+    result = {"accountId": account_id, "contactId": contact_id}
+    if create_opportunity:
+        result["opportunityId"] = _insert(
+            txn,
+            "Opportunity",
+            {
+                "Name": f"{company}-",
+                "AccountId": account_id,
+                "StageName": "Prospecting",
+                "CloseDate": txn.now.date(),
+                "OwnerId": owner,
+            },
+        )
+    txn.apply(
+        lead,
+        {
+            "IsConverted": True,
+            "ConvertedDate": txn.now.date(),
+            "ConvertedAccountId": account_id,
+            "ConvertedContactId": contact_id,
+            "ConvertedOpportunityId": result.get("opportunityId"),
+            "Status": _CONVERTED_STATUS,
+        },
+    )
+    for event in [r for r in txn.referrers(lead.id) if r.sobject == "Event" and not r.deleted]:
+        if event.values.get("WhoId") != lead.id:
+            continue
+        moved: dict[str, object] = {"WhoId": contact_id}
+        if "opportunityId" in result:
+            moved["WhatId"] = result["opportunityId"]
+        txn.apply(event, moved, emit=emit_event_updates)
+    return result
+
+
+def _insert(txn: Txn, sobject: str, values: dict[str, object]) -> str:
+    """Create a record from already-typed values (conversion copies the Lead's stored values)."""
+    obj: ObjectDef = txn.object(sobject)
+    given = {k: val for k, val in values.items() if val is not None}
+    return txn.insert(obj, given, txn.new_id(obj.prefix))

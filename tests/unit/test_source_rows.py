@@ -128,8 +128,10 @@ def test_retyped_columns_still_convert(column: str, oid: int, text: str, expecte
     spec = {"id": UUID, "link_type": TEXT, "owner_id": UUID, "title": TEXT, "description": TEXT,
             "duration_minutes": INT4, "is_active": BOOL}  # fmt: skip
     spec[column] = oid
-    values: dict[str, TupleValue] = {"id": U1, "link_type": "rsvp", "owner_id": U2, "title": "T",
-                                     "description": None, "duration_minutes": "30", "is_active": "t"}  # fmt: skip
+    values: dict[str, TupleValue] = {
+        "id": U1, "link_type": "rsvp", "owner_id": U2, "title": "T",
+        "description": None, "duration_minutes": "30", "is_active": "t",
+    }  # fmt: skip
     values[column] = text
     row = build_row(SourceTable.LINKS, cols(*spec.items()), list(values.values()))
     assert isinstance(row, LinkRow) and getattr(row, column) == expected and row.problems == ()

@@ -18,7 +18,8 @@ from pathlib import Path
 import aiohttp
 import structlog
 
-from bridge.config import Settings, require_salesforce_credentials
+from bridge.config import SalesforceSettings, Settings, require_salesforce_credentials
+from bridge.ledger.lock import InstanceLock
 from bridge.errors import BridgeError, ConfigurationError, FatalError
 from bridge.sync.ingest import Ingestor
 from bridge.sync.mapping import MappingOptions
@@ -221,15 +222,40 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1)."""
-        from bridge.salesforce.auth import TokenManager, make_ssl_context
-        from bridge.salesforce.rest import SalesforceClient
-        from bridge.source.reader import ReplicationSource
-
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         sf = self.settings.salesforce
         require_salesforce_credentials(sf)
+        lock = InstanceLock(self.settings.ledger.url)
+        try:
+            if not await self._become_active(lock):
+                return 0
+            return await self._run_active(sf)
+        finally:
+            lock.release()
+
+    async def _become_active(self, lock: InstanceLock) -> bool:
+        """Wait as a standby until this process owns the ledger; False if told to stop first."""
+        announced = False
+        while not await asyncio.to_thread(lock.try_acquire):
+            if not announced:
+                log.info("daemon.standby", reason="another mogli-bridge process owns this ledger")
+                announced = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), timeout=1.0)
+            if self.stop_event.is_set():
+                return False
+        if announced:
+            log.info("daemon.active", reason="took over the ledger")
+        return True
+
+    async def _run_active(self, sf: SalesforceSettings) -> int:
+        """The daemon's work, once it owns the ledger."""
+        from bridge.salesforce.auth import TokenManager, make_ssl_context
+        from bridge.salesforce.rest import SalesforceClient
+        from bridge.source.reader import ReplicationSource
+
         connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle), limit=sf.max_in_flight * 2)
         async with self._ledger() as ledger, aiohttp.ClientSession(connector=connector) as http:
             checkpoint = await ledger.read_checkpoint(SOURCE_CHECKPOINT)  # type: ignore[attr-defined]

@@ -1,0 +1,80 @@
+"""One active daemon per ledger: the others wait as standbys.
+
+SQLite ledgers use an exclusive `flock` on a file next to the database; PostgreSQL ledgers use a session
+advisory lock. Both are released by the operating system or the server when the holder dies, even by kill -9,
+so a standby takes over without any home-made consensus.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+ADVISORY_KEY = 0x6D6F676C  # "mogl"
+
+
+class InstanceLock:
+    """Exclusive ownership of a ledger by one daemon process."""
+
+    def __init__(self, url: str) -> None:
+        self._url = make_url(url)
+        self._fd: int | None = None
+        self._engine: Engine | None = None
+        self._conn: Connection | None = None
+
+    @property
+    def held(self) -> bool:
+        """True while this process owns the ledger."""
+        return self._fd is not None or self._conn is not None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if free; never blocks."""
+        if self.held:
+            return True
+        if self._url.get_backend_name() == "sqlite":
+            return self._try_flock()
+        return self._try_advisory()
+
+    def _try_flock(self) -> bool:
+        database = self._url.database or ""
+        path = Path(database + ".lock") if database and database != ":memory:" else Path("var/ledger-memory.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def _try_advisory(self) -> bool:
+        if self._engine is None:
+            self._engine = sa.create_engine(self._url, poolclass=sa.pool.NullPool)
+        conn = self._engine.connect()
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+        conn.commit()
+        if got:
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

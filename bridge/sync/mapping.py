@@ -244,7 +244,10 @@ def _title(link: LinkState) -> str:
 
 
 def _salesforce_user(user_id: str, user: UserState | None, role: str) -> str:
-    """The 18-character User id of a scheduler user, or a refusal that says who must connect."""
+    """The 18-character User id of a scheduler user, or a refusal that says who must connect.
+
+    `role` says whose user it is, e.g. "link owner of link <id>".
+    """
     raw = user.salesforce_user_id if user is not None else None
     if raw is None or _blank(raw):
         raise _refuse(
@@ -270,7 +273,7 @@ def _link_owner(link: LinkState, owner: UserState | None) -> str:
     if _blank(link.owner_user_id):
         raise _refuse(FailureCode.NO_OWNER, f"link {link.link_id} has no owner_id")
     assert link.owner_user_id is not None
-    return _salesforce_user(link.owner_user_id, owner, "link owner")
+    return _salesforce_user(link.owner_user_id, owner, f"link owner of link {link.link_id}")
 
 
 # ------------------------------------------------------------------------------------------ Mogli Event
@@ -467,7 +470,9 @@ def _event_owner(work: ActivityWork, link: LinkState, link_type: LinkType) -> tu
         raise _refuse(
             FailureCode.NO_ASSIGNEE, f"round-robin booking {work.booking.booking_id} has no assigned_user_id"
         )
-    return _salesforce_user(assignee, work.assignee, "assigned user"), "owner=assigned user (round_robin)"
+    return _salesforce_user(
+        assignee, work.assignee, f"assigned user of booking {work.booking.booking_id}"
+    ), "owner=assigned user (round_robin)"
 
 
 def _mogli_event_id(link: LinkState) -> str:

@@ -97,6 +97,10 @@ class StreamingService:
         self._roll_allocation_window()
         return {"streaming_clients": len(self._clients), "delivered_events": self._delivered}
 
+    def held_connects(self) -> int:
+        """How many connects are parked waiting for events right now."""
+        return sum(1 for client in self._clients.values() if client.waiter is not None)
+
     async def close(self) -> None:
         """Answer every held connect now; later connects are answered without waiting."""
         self._closing = True

@@ -1,0 +1,286 @@
+"""sObject Collections (`/composite/sobjects`): up to 200 records a call, one transaction, ordered results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from bridge import sfid
+from bridge.emulator.context import REST_CTX, RestContext, read_json, require_object
+from bridge.emulator.contracts import ApiError
+from bridge.emulator.faults import FaultRule
+from bridge.emulator.rest import Reply, method_not_allowed, strip_attributes
+from bridge.emulator.state import STATE, EmulatorState
+from bridge.emulator.store import Txn
+
+MAX_RECORDS = 200
+ID_IN_BODY = "The Id field should not be specified in the sobject data."
+ROLLED_BACK = {
+    "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "message": (
+        "Record rolled back because not all records were valid and the request was using AllOrNone header"
+    ),
+    "fields": [],
+}
+PER_RECORD_FAULT = web.RequestKey("per_record_fault", FaultRule)
+
+RecordOp = Callable[[Txn], dict[str, Any]]
+
+
+class _RollBack(Exception):
+    """Raised inside the transaction to undo an allOrNone call that had a failing record."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """One record's operation, or the error that stops it before it runs."""
+
+    known_id: str | None
+    run: RecordOp | None = None
+    error: ApiError | None = None
+
+
+def failure(record_id: str | None, error: Mapping[str, Any]) -> dict[str, Any]:
+    """A failed per-record result."""
+    return {"id": record_id, "success": False, "errors": [dict(error)]}
+
+
+def too_many(count: int) -> ApiError:
+    """The whole-call rejection above 200 records."""
+    return ApiError(
+        400,
+        "EXCEEDED_ID_LIMIT",
+        f"record limit reached. cannot submit more than {MAX_RECORDS} records into this call ({count} sent)",
+    )
+
+
+class Collections:
+    """Runs collection operations for one caller, inside `txn` when given (Composite), else its own."""
+
+    def __init__(self, state: EmulatorState, ctx: RestContext, txn: Txn | None = None) -> None:
+        self.state = state
+        self.ctx = ctx
+        self.txn = txn
+
+    def dispatch(
+        self,
+        method: str,
+        path: list[str],
+        body: Any,
+        query: Mapping[str, str],
+        fault: FaultRule | None = None,
+    ) -> Reply:
+        """Route `/composite/sobjects[/{sobject}[/{field}]]` by method."""
+        if method == "GET" and len(path) == 1:
+            return self.retrieve(path[0], query)
+        if method == "DELETE" and not path:
+            ids = [i for i in query.get("ids", "").split(",") if i]
+            return self.run(self.plan_delete(ids), _flag(query.get("allOrNone")), fault)
+        if method in ("POST", "PATCH"):
+            envelope = require_object(body)
+            records = envelope.get("records")
+            if not isinstance(records, list):
+                raise ApiError(400, "JSON_PARSER_ERROR", "records: expected an array of sObjects")
+            all_or_none = bool(envelope.get("allOrNone", False))
+            if method == "POST" and not path:
+                return self.run(self.plan_create(records), all_or_none, fault)
+            if method == "PATCH" and not path:
+                return self.run(self.plan_update(records), all_or_none, fault)
+            if method == "PATCH" and len(path) == 2:
+                return self.run(self.plan_upsert(path[0], path[1], records), all_or_none, fault)
+        raise method_not_allowed(method)
+
+    def plan_create(self, records: list[Any]) -> list[_Planned]:
+        """One create per record; `attributes.type` names the object."""
+        _check_size(len(records))
+        return [self._create_one(record) for record in records]
+
+    def _create_one(self, record: Any) -> _Planned:
+        try:
+            sobject, fields = self._typed(record)
+            if any(k.lower() == "id" for k in fields):
+                raise ApiError(400, "INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
+        except ApiError as exc:
+            return _Planned(None, error=exc)
+        return _Planned(None, lambda txn: _saved(txn.create(sobject, fields)))
+
+    def plan_update(self, records: list[Any]) -> list[_Planned]:
+        """One update per record; each carries its `Id`."""
+        _check_size(len(records))
+        return [self._update_one(record) for record in records]
+
+    def _update_one(self, record: Any) -> _Planned:
+        raw_id = record.get("Id") if isinstance(record, dict) else None
+        try:
+            sobject, fields = self._typed(record)
+            if not raw_id:
+                raise ApiError(400, "MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
+            record_id = _valid_id(str(raw_id))
+        except ApiError as exc:
+            return _Planned(str(raw_id) if raw_id else None, error=exc)
+        values = {k: v for k, v in fields.items() if k.lower() != "id"}
+        return _Planned(record_id, lambda txn: _saved(_update(txn, sobject, record_id, values)))
+
+    def plan_upsert(self, sobject: str, ext_field: str, records: list[Any]) -> list[_Planned]:
+        """One upsert per record, matched on the External ID value each record carries."""
+        _check_size(len(records))
+        name = self._object(sobject)
+        return [self._upsert_one(name, ext_field, record) for record in records]
+
+    def _upsert_one(self, sobject: str, ext_field: str, record: Any) -> _Planned:
+        try:
+            _, fields = self._typed(record, default_type=sobject)
+            if any(k.lower() == "id" for k in fields):
+                raise ApiError(
+                    400, "INVALID_FIELD", "The Id field should not be specified in the sobject data."
+                )
+            key = next((k for k in fields if k.lower() == ext_field.lower()), None)
+            if key is None or fields[key] in (None, ""):
+                raise ApiError(400, "MISSING_ARGUMENT", f"{ext_field} not specified", [ext_field])
+        except ApiError as exc:
+            return _Planned(None, error=exc)
+        value = str(fields[key])
+        values = {k: v for k, v in fields.items() if k != key}
+
+        def run(txn: Txn) -> dict[str, Any]:
+            record_id, created = txn.upsert(sobject, ext_field, value, values)
+            return {**_saved(record_id), "created": created}
+
+        return _Planned(None, run)
+
+    def plan_delete(self, ids: list[str]) -> list[_Planned]:
+        """One delete per id."""
+        _check_size(len(ids))
+        planned: list[_Planned] = []
+        for raw in ids:
+            try:
+                record_id = _valid_id(raw)
+            except ApiError as exc:
+                planned.append(_Planned(raw, error=exc))
+                continue
+            planned.append(_Planned(record_id, _deleter(record_id)))
+        return planned
+
+    def run(self, planned: list[_Planned], all_or_none: bool, fault: FaultRule | None = None) -> Reply:
+        """Run the planned records in one transaction; with allOrNone, any failure undoes them all."""
+        if fault is not None:
+            error = fault.api_error().record_error()
+            return Reply(200, [failure(p.known_id, error) for p in planned])
+        results: list[dict[str, Any]] = []
+        try:
+            with self._scope(all_or_none) as txn:
+                results = self._apply(txn, planned)
+                if all_or_none and not all(r["success"] for r in results):
+                    raise _RollBack
+        except _RollBack:
+            results = [
+                r if not r["success"] else failure(p.known_id, ROLLED_BACK)
+                for p, r in zip(planned, results, strict=True)
+            ]
+        return Reply(200, results)
+
+    def _scope(self, all_or_none: bool) -> AbstractContextManager[Txn]:
+        if self.txn is None:
+            return self.state.store.transaction(self.ctx.dml, all_or_none=all_or_none)
+        return _within(self.txn)
+
+    @staticmethod
+    def _apply(txn: Txn, planned: list[_Planned]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for item in planned:
+            if item.error is not None or item.run is None:
+                error = item.error or ApiError(400, "UNKNOWN_EXCEPTION", "not executed")
+                results.append(failure(item.known_id, error.record_error()))
+                continue
+            try:
+                with txn.savepoint():
+                    results.append(item.run(txn))
+            except ApiError as exc:
+                results.append(failure(item.known_id, exc.record_error()))
+        return results
+
+    def retrieve(self, sobject: str, query: Mapping[str, str]) -> Reply:
+        """GET /composite/sobjects/{sobject}?ids=&fields=: the records in id order, null for unknown ids."""
+        name = self._object(sobject)
+        ids = [i for i in query.get("ids", "").split(",") if i]
+        fields = [f for f in query.get("fields", "").split(",") if f]
+        _check_size(len(ids))
+        if not fields:
+            raise ApiError(400, "MALFORMED_QUERY", "The fields parameter is required")
+        found: list[Any] = []
+        for raw in ids:
+            try:
+                found.append(self.state.store.get(name, _valid_id(raw), fields, api_version=self.ctx.version))
+            except ApiError:
+                found.append(None)
+        return Reply(200, found)
+
+    def _typed(self, record: Any, default_type: str | None = None) -> tuple[str, dict[str, Any]]:
+        if not isinstance(record, dict):
+            raise ApiError(400, "JSON_PARSER_ERROR", "each record must be a JSON object")
+        attributes = record.get("attributes") or {}
+        sobject = attributes.get("type") if isinstance(attributes, dict) else None
+        sobject = sobject or default_type
+        if not sobject:
+            raise ApiError(400, "INVALID_TYPE", "Must send a concrete entity type.")
+        return self._object(str(sobject)), strip_attributes(record)
+
+    def _object(self, sobject: str) -> str:
+        name = self.state.store.canonical_name(sobject)
+        if name is None:
+            raise ApiError(400, "INVALID_TYPE", f"sObject type '{sobject}' is not supported.")
+        return name
+
+
+@contextmanager
+def _within(txn: Txn) -> Iterator[Txn]:
+    """Join an outer transaction through a savepoint, so an allOrNone rollback undoes only this call."""
+    with txn.savepoint():
+        yield txn
+
+
+def _deleter(record_id: str) -> RecordOp:
+    return lambda txn: _saved(_delete(txn, record_id))
+
+
+def _saved(record_id: str) -> dict[str, Any]:
+    return {"id": record_id, "success": True, "errors": []}
+
+
+def _update(txn: Txn, sobject: str, record_id: str, fields: dict[str, Any]) -> str:
+    txn.update(sobject, record_id, fields)
+    return record_id
+
+
+def _delete(txn: Txn, record_id: str) -> str:
+    txn.delete(record_id)
+    return record_id
+
+
+def _valid_id(raw: str) -> str:
+    try:
+        return sfid.to18(raw)
+    except ValueError as exc:
+        raise ApiError(400, "MALFORMED_ID", f"malformed id {raw}", ["Id"]) from exc
+
+
+def _check_size(count: int) -> None:
+    if count > MAX_RECORDS:
+        raise too_many(count)
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() == "true"
+
+
+async def handle_collections(request: web.Request) -> web.StreamResponse:
+    """Every `/composite/sobjects[/...]` route."""
+    path = [request.match_info[k] for k in ("sobject", "field") if k in request.match_info]
+    body = await read_json(request) if request.method in ("POST", "PATCH") else None
+    collections = Collections(request.app[STATE], request[REST_CTX])
+    fault = request.get(PER_RECORD_FAULT)
+    return collections.dispatch(request.method, path, body, request.query, fault).response()

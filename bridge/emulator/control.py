@@ -1,0 +1,227 @@
+"""The control API under `/__emulator/`: inspect records and counters, inject faults, expire sessions, etc.
+
+Local test and demo plumbing (CONTRACT §6), JSON in and out, no token; never counted as API usage and
+never subject to faults or latency.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bridge import sfid
+from bridge.emulator.context import json_response
+from bridge.emulator.contracts import ApiError, DmlContext
+from bridge.emulator.faults import FaultSpecError, parse_rule
+from bridge.emulator.state import STATE, EmulatorState
+
+log = structlog.get_logger(__name__)
+PREFIX = "/__emulator"
+
+
+class ControlError(Exception):
+    """A control request the emulator cannot carry out: answered 400 `{"error": ...}`."""
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not await request.read():
+        return {}
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise ControlError(f"body: not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ControlError("body: expected a JSON object")
+    return body
+
+
+def _state(request: web.Request) -> EmulatorState:
+    return request.app[STATE]
+
+
+@web.middleware
+async def control_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Render control failures as JSON (400 `{"error"}`, or the Salesforce error of the store)."""
+    if not request.path.startswith(PREFIX + "/"):
+        response: web.StreamResponse = await handler(request)
+        return response
+    try:
+        response = await handler(request)
+    except ControlError as exc:
+        return json_response({"error": str(exc)}, status=400)
+    except ApiError as exc:
+        return json_response({"error": exc.message, "errorCode": exc.error_code}, status=exc.status)
+    except web.HTTPNotFound:
+        return json_response({"error": f"no control route {request.method} {request.path}"}, status=404)
+    return response
+
+
+async def get_records(request: web.Request) -> web.Response:
+    """GET /__emulator/records/{sobject}[?include_deleted=1]: every record of the object."""
+    state = _state(request)
+    sobject = request.match_info["sobject"]
+    if not state.store.sobject_exists(sobject):
+        raise ControlError(f"sobject: unknown object {sobject!r}")
+    include_deleted = request.query.get("include_deleted", "") in ("1", "true", "yes")
+    records = list(state.store.records(sobject, include_deleted))
+    return json_response({"sobject": sobject, "totalSize": len(records), "records": records})
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """GET /__emulator/stats: API usage by route, token requests, streaming clients and deliveries."""
+    state = _state(request)
+    streaming = state.streaming.stats()
+    return json_response(
+        {
+            "api_requests": state.usage.total_requests,
+            "api_requests_by_route": dict(sorted(state.usage.by_route.items())),
+            "api_usage": state.usage.used(),
+            "api_allocation": state.usage.allocation,
+            "token_requests": state.usage.token_requests,
+            "faults_fired": state.usage.faults_fired,
+            "streaming_clients": streaming.get("streaming_clients", 0),
+            "delivered_events": streaming.get("delivered_events", 0),
+        }
+    )
+
+
+async def post_faults(request: web.Request) -> web.Response:
+    """POST /__emulator/faults: add one rule, or several as `{"rules": [...]}`."""
+    state = _state(request)
+    body = await _body(request)
+    specs = body["rules"] if isinstance(body.get("rules"), list) else [body]
+    try:
+        rules = [parse_rule(spec) for spec in specs]
+    except FaultSpecError as exc:
+        raise ControlError(str(exc)) from exc
+    for rule in rules:
+        state.faults.add(rule)
+    log.info("emulator.faults_added", count=len(rules))
+    return json_response({"rules": [r.describe() for r in state.faults.rules()]}, status=201)
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    """GET /__emulator/faults: the active rules."""
+    return json_response({"rules": [r.describe() for r in _state(request).faults.rules()]})
+
+
+async def delete_faults(request: web.Request) -> web.Response:
+    """DELETE /__emulator/faults: clear every rule."""
+    return json_response({"cleared": _state(request).faults.clear()})
+
+
+async def expire_sessions(request: web.Request) -> web.Response:
+    """POST /__emulator/sessions/expire: every access token (or the named one) becomes invalid."""
+    state = _state(request)
+    body = await _body(request)
+    if "lifetime_seconds" in body:
+        state.tokens.session_seconds = float(body["lifetime_seconds"])
+    token = body.get("access_token")
+    expired = state.tokens.expire(str(token) if token else None)
+    log.info("emulator.sessions_expired", count=expired)
+    return json_response({"expired": expired})
+
+
+async def issue_refresh_token(request: web.Request) -> web.Response:
+    """POST /__emulator/oauth/refresh-tokens {"username"[, "client_id"]}: a refresh token for that user."""
+    state = _state(request)
+    body = await _body(request)
+    user = state.store.user_by_username(str(body.get("username", "")))
+    if user is None:
+        raise ControlError("username: no such user")
+    token = state.tokens.issue_refresh(user.id, str(body.get("client_id", "")))
+    return json_response({"refresh_token": token, "user_id": user.id}, status=201)
+
+
+async def forget_clients(request: web.Request) -> web.Response:
+    """POST /__emulator/streaming/forget-clients: every CometD client id becomes unknown."""
+    return json_response({"forgotten": _state(request).streaming.forget_clients()})
+
+
+async def purge_events(request: web.Request) -> web.Response:
+    """POST /__emulator/streaming/purge [{"older_than_seconds"}]: drop retained events (all by default)."""
+    body = await _body(request)
+    older = body.get("older_than_seconds")
+    purged = _state(request).bus.purge(None if older is None else float(older))
+    return json_response({"purged": purged})
+
+
+async def convert_lead(request: web.Request) -> web.Response:
+    """POST /__emulator/leads/{id}/convert: convert the way Salesforce does; answers the new ids."""
+    state = _state(request)
+    try:
+        lead_id = sfid.to18(request.match_info["id"])
+    except ValueError as exc:
+        raise ControlError("id: not a Salesforce id") from exc
+    user = request.headers.get("X-Emulator-User") or state.store.integration_user_id
+    result = state.store.convert_lead(lead_id, DmlContext(user_id=sfid.to18(user), change_origin=""))
+    return json_response(dict(result))
+
+
+async def publish_gap(request: web.Request) -> web.Response:
+    """POST /__emulator/gap {"entity","record_ids","change_type"}: publish a gap event."""
+    body = await _body(request)
+    entity, ids, change_type = body.get("entity"), body.get("record_ids", []), body.get("change_type")
+    if not isinstance(entity, str) or not isinstance(change_type, str) or not isinstance(ids, list):
+        raise ControlError('expected {"entity": str, "record_ids": [str], "change_type": str}')
+    if not change_type.startswith("GAP_"):
+        raise ControlError("change_type: expected GAP_CREATE, GAP_UPDATE, ..., or GAP_OVERFLOW")
+    _state(request).bus.publish_gap(entity, [str(i) for i in ids], change_type)
+    return json_response({"published": True}, status=201)
+
+
+async def set_limits(request: web.Request) -> web.Response:
+    """POST /__emulator/limits {"allocation"?, "used"?}: set the daily allocation and today's usage."""
+    state = _state(request)
+    body = await _body(request)
+    try:
+        allocation = int(body["allocation"]) if "allocation" in body else None
+        used = int(body["used"]) if "used" in body else None
+    except (TypeError, ValueError) as exc:
+        raise ControlError("allocation/used: expected integers") from exc
+    state.usage.set(allocation=allocation, used=used)
+    return json_response({"allocation": state.usage.allocation, "used": state.usage.used()})
+
+
+async def set_latency(request: web.Request) -> web.Response:
+    """POST /__emulator/latency {"latency_ms"}: the delay added to every REST and token call."""
+    state = _state(request)
+    body = await _body(request)
+    try:
+        state.latency_ms = max(0, int(body.get("latency_ms", 0)))
+    except (TypeError, ValueError) as exc:
+        raise ControlError("latency_ms: expected an integer") from exc
+    return json_response({"latency_ms": state.latency_ms})
+
+
+async def reset(request: web.Request) -> web.Response:
+    """POST /__emulator/reset: the org back to its seed; events, faults, cursors and counters cleared."""
+    state = _state(request)
+    state.store.reset()
+    state.bus.reset()
+    state.streaming.forget_clients()
+    state.faults.clear()
+    state.cursors.clear()
+    state.usage.reset()
+    log.info("emulator.reset")
+    return json_response({"reset": True})
+
+
+def register(app: web.Application) -> None:
+    """Add the control routes to the app."""
+    app.router.add_get(PREFIX + "/records/{sobject}", get_records)
+    app.router.add_get(PREFIX + "/stats", get_stats)
+    app.router.add_get(PREFIX + "/faults", get_faults)
+    app.router.add_post(PREFIX + "/faults", post_faults)
+    app.router.add_delete(PREFIX + "/faults", delete_faults)
+    app.router.add_post(PREFIX + "/sessions/expire", expire_sessions)
+    app.router.add_post(PREFIX + "/oauth/refresh-tokens", issue_refresh_token)
+    app.router.add_post(PREFIX + "/streaming/forget-clients", forget_clients)
+    app.router.add_post(PREFIX + "/streaming/purge", purge_events)
+    app.router.add_post(PREFIX + "/leads/{id}/convert", convert_lead)
+    app.router.add_post(PREFIX + "/gap", publish_gap)
+    app.router.add_post(PREFIX + "/limits", set_limits)
+    app.router.add_post(PREFIX + "/latency", set_latency)
+    app.router.add_post(PREFIX + "/reset", reset)

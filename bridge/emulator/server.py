@@ -1,0 +1,327 @@
+"""The emulator's aiohttp application, its in-process runner and the blocking `serve()` entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bridge.emulator import control
+from bridge.emulator.bus import EventBus
+from bridge.emulator.collections import handle_collections
+from bridge.emulator.composite import handle_composite
+from bridge.emulator.context import json_response
+from bridge.emulator.faults import FaultInjector
+from bridge.emulator.gate import faults_gate, latency_gate, rest_gate
+from bridge.emulator.limits import ApiUsage, limits_document
+from bridge.emulator.oauth import ClientPolicy, OAuthError, TokenStore, grant, jwt_audiences, token_response
+from bridge.emulator.org import OrgConfig, OrgFileError, load_org
+from bridge.emulator.query import QueryCursors
+from bridge.emulator.rest import handle_describe_global, handle_query, handle_query_more, handle_sobject
+from bridge.emulator.state import STATE, EmulatorState
+from bridge.emulator.store import OrgStore
+from bridge.emulator.streaming import StreamingService
+from bridge.emulator.tls import issue_certificate
+
+log = structlog.get_logger(__name__)
+
+_V = "/services/data/{version:v\\d+\\.\\d}"
+_S = "{slash:/?}"
+_MAX_BODY_BYTES = 50 * 1024 * 1024
+
+
+class EmulatorStartError(Exception):
+    """The emulator cannot start with these options (the message says which one)."""
+
+
+def _default_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    *,
+    org: OrgConfig,
+    state_file: Path | None = None,
+    latency_ms: int = 0,
+    clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """Build the emulator application for one org (REST, OAuth, streaming and control routes)."""
+    now = clock or _default_clock
+
+    def wall() -> float:
+        return now().timestamp()
+
+    bus = EventBus(org.streaming, wall_clock=wall)
+    store = OrgStore(org, bus, now, state_file)
+    tokens = TokenStore(org.org_id, wall_clock=wall)
+    streaming = StreamingService(bus=bus, settings=org.streaming, validate_token=tokens.check)
+    policy = ClientPolicy(
+        org.accept_any_client, dict(org.clients), org.jwt_public_key_pem, org.refresh_token_rotation
+    )
+    state = EmulatorState(
+        org=org,
+        store=store,
+        bus=bus,
+        streaming=streaming,
+        tokens=tokens,
+        usage=ApiUsage(org.daily_api_requests, wall_clock=wall),
+        faults=FaultInjector(),
+        cursors=QueryCursors(),
+        client_policy=policy,
+        clock=now,
+        latency_ms=latency_ms,
+    )
+    app = web.Application(
+        middlewares=[control.control_errors, faults_gate, latency_gate, rest_gate],
+        client_max_size=_MAX_BODY_BYTES,
+    )
+    app[STATE] = state
+    _add_rest_routes(app)
+    streaming.register(app)
+    control.register(app)
+    app.on_cleanup.append(_close_store)
+    return app
+
+
+def _add_rest_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/services/oauth2/token", handle_token)
+    r.add_get("/services/data" + _S, handle_versions)
+    r.add_get(_V + _S, handle_version_root)
+    r.add_get(_V + "/limits" + _S, handle_limits)
+    r.add_get(_V + "/sobjects" + _S, handle_describe_global)
+    r.add_get(_V + "/sobjects/{sobject}/describe" + _S, handle_sobject)
+    for method in ("GET", "POST"):
+        r.add_route(method, _V + "/sobjects/{sobject}" + _S, handle_sobject)
+    for method in ("GET", "POST", "PATCH", "DELETE"):
+        r.add_route(method, _V + "/sobjects/{sobject}/{id}" + _S, handle_sobject)
+    for method in ("GET", "PATCH", "DELETE"):
+        r.add_route(method, _V + "/sobjects/{sobject}/{field}/{value}" + _S, handle_sobject)
+    for resource in ("query", "queryAll"):
+        r.add_get(_V + f"/{resource}" + _S, handle_query)
+        r.add_get(_V + f"/{resource}/{{locator}}" + _S, handle_query_more)
+    r.add_post(_V + "/composite" + _S, handle_composite)
+    for method in ("POST", "PATCH", "DELETE"):
+        r.add_route(method, _V + "/composite/sobjects" + _S, handle_collections)
+    r.add_get(_V + "/composite/sobjects/{sobject}" + _S, handle_collections)
+    r.add_patch(_V + "/composite/sobjects/{sobject}/{field}" + _S, handle_collections)
+
+
+async def _close_store(app: web.Application) -> None:
+    app[STATE].store.close()
+
+
+def instance_url(request: web.Request, org: OrgConfig) -> str:
+    """The instance URL: configured, else this server as `scheme://localhost:port` (no trailing slash)."""
+    if org.instance_url:
+        return org.instance_url.rstrip("/")
+    host = request.host
+    for loopback in ("127.0.0.1", "[::1]"):
+        if host == loopback or host.startswith(loopback + ":"):
+            host = "localhost" + host[len(loopback) :]
+    return f"{request.scheme}://{host}"
+
+
+async def handle_token(request: web.Request) -> web.StreamResponse:
+    """POST /services/oauth2/token: password, refresh_token, JWT bearer and client_credentials grants."""
+    state = request.app[STATE]
+    state.usage.token_requests += 1
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    url = instance_url(request, state.org)
+    now = state.clock().timestamp()
+    try:
+        granted = grant(
+            form,
+            request.headers.get("Authorization"),
+            policy=state.client_policy,
+            users=state.store,
+            tokens=state.tokens,
+            audiences=jwt_audiences(url, f"{request.scheme}://{request.host}"),
+            now=now,
+        )
+    except OAuthError as exc:
+        log.info("emulator.token_refused", grant_type=form.get("grant_type", ""), error=exc.error)
+        return json_response(exc.body(), status=400)
+    access = state.tokens.issue_access(granted.user_id, granted.client_id)
+    body = token_response(
+        access, instance_url=url, org_id=state.org.org_id, granted=granted, issued_at_ms=int(now * 1000)
+    )
+    return json_response(body)
+
+
+async def handle_versions(request: web.Request) -> web.StreamResponse:
+    """GET /services/data: every API version the org speaks (no session needed)."""
+    versions = request.app[STATE].org.api_versions
+    body = [{"label": f"API {v}", "url": f"/services/data/v{v}", "version": v} for v in versions]
+    return json_response(body)
+
+
+async def handle_version_root(request: web.Request) -> web.StreamResponse:
+    """GET /services/data/vXX.X: the resources of one version."""
+    base = request.path.rstrip("/")
+    names = ("sobjects", "query", "queryAll", "composite", "limits")
+    return json_response({name: f"{base}/{name}" for name in names})
+
+
+async def handle_limits(request: web.Request) -> web.StreamResponse:
+    """GET /limits: `{Max, Remaining}` per allocation."""
+    state = request.app[STATE]
+    body = limits_document(
+        state.usage,
+        streaming_stats=state.streaming.stats(),
+        daily_events=state.org.streaming.daily_delivered_events,
+        max_clients=state.org.streaming.max_concurrent_clients,
+    )
+    return json_response(body)
+
+
+@dataclass
+class RunningEmulator:
+    """An emulator serving in this event loop."""
+
+    url: str
+    port: int
+    ca_file: Path | None
+    app: web.Application
+    runner: web.AppRunner
+
+    @property
+    def store(self) -> OrgStore:
+        """The record store (direct access for tests)."""
+        return self.app[STATE].store
+
+    @property
+    def state(self) -> EmulatorState:
+        """Every shared component (tokens, usage, faults, bus, streaming)."""
+        return self.app[STATE]
+
+    async def stop(self) -> None:
+        """Stop serving and release everything (idempotent)."""
+        await self.runner.cleanup()
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def start_emulator(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    org_file: Path | None = None,
+    state_file: Path | None = None,
+    tls: bool = False,
+    ca_out: Path | None = None,
+    latency_ms: int = 0,
+    allow_remote: bool = False,
+) -> RunningEmulator:
+    """Start serving in the running event loop; EmulatorStartError names a bad option."""
+    if not is_loopback(host) and not allow_remote:
+        raise EmulatorStartError(f"--host {host}: not a loopback address; pass --allow-remote to serve on it")
+    try:
+        org = load_org(org_file)
+    except OrgFileError as exc:
+        raise EmulatorStartError(f"--org: {exc}") from exc
+    app = create_app(org=org, state_file=state_file, latency_ms=latency_ms)
+    ssl_context, ca_file = None, None
+    if tls:
+        certificate = issue_certificate()
+        ca_file = ca_out or _temp_ca_path()
+        ca_file.write_bytes(certificate.ca_pem)
+        ssl_context = certificate.ssl_context()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise EmulatorStartError(f"--port {port}: cannot listen on {host}: {exc}") from exc
+    bound = _bound_port(runner)
+    if host in ("127.0.0.1", "localhost"):
+        await _also_listen_ipv6(runner, bound, ssl_context)
+    url_host = "localhost" if is_loopback(host) else host
+    url = f"{'https' if tls else 'http'}://{url_host}:{bound}"
+    log.info("emulator.started", url=url, tls=tls)
+    return RunningEmulator(url=url, port=bound, ca_file=ca_file, app=app, runner=runner)
+
+
+def _temp_ca_path() -> Path:
+    handle = tempfile.NamedTemporaryFile(prefix="emulator-ca-", suffix=".pem", delete=False)  # noqa: SIM115
+    handle.close()
+    return Path(handle.name)
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    address: Any = runner.addresses[0]
+    return int(address[1])
+
+
+async def _also_listen_ipv6(runner: web.AppRunner, port: int, ssl_context: Any) -> None:
+    """`localhost` may resolve to ::1 first; answer there too so clients do not wait for a fallback."""
+    with contextlib.suppress(OSError):
+        await web.TCPSite(runner, "::1", port, ssl_context=ssl_context).start()
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    org_file: Path | None,
+    state_file: Path | None,
+    tls: bool,
+    ca_out: Path | None,
+    latency_ms: int,
+    allow_remote: bool,
+) -> int:
+    """Run the emulator until SIGINT/SIGTERM; returns the process exit code (2 for a bad option)."""
+    options = {
+        "host": host,
+        "port": port,
+        "org_file": org_file,
+        "state_file": state_file,
+        "tls": tls,
+        "ca_out": ca_out,
+        "latency_ms": latency_ms,
+        "allow_remote": allow_remote,
+    }
+    try:
+        return asyncio.run(_serve_until_signal(options))
+    except EmulatorStartError as exc:
+        print(f"mogli-bridge emulator: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _serve_until_signal(options: dict[str, Any]) -> int:
+    started = time.monotonic()
+    running = await start_emulator(**options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ca_note = f" (CA certificate: {running.ca_file})" if running.ca_file else ""
+    print(f"Salesforce emulator listening on {running.url}{ca_note}", flush=True)
+    log.info("emulator.ready", seconds=round(time.monotonic() - started, 3))
+    try:
+        await stop.wait()
+    finally:
+        await running.stop()
+    return 0

@@ -343,6 +343,13 @@ class Txn:
             for r in self._table.referrers(values["EventId"])
             if r.sobject == "EventRelation" and not r.deleted and r.values["EventId"] == values["EventId"]
         ]
+        if any(r.values["RelationId"] == values["RelationId"] for r in relations):
+            raise ApiError(
+                400,
+                "DUPLICATE_VALUE",
+                f"duplicate value found: RelationId duplicates value on record with id: {values['RelationId']}",
+                ["RelationId"],
+            )
         prefix = str(values["RelationId"])[:3]
         if (
             values.get("IsInvitee")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -269,7 +269,7 @@ def _resolve(store: OrgStore, fields: dict[str, Any]) -> dict[str, Any]:
 def test_event_validation_rules(
     store: OrgStore, rule: str, overrides: dict[str, Any], code: str, fields: list[str], message: str
 ) -> None:
-    """Reference §3.2 / §2.5: each invalid Event is rejected with Salesforce's error code, fields and message."""
+    """Reference §3.2 / §2.5: an invalid Event is rejected with Salesforce's code, fields and message."""
     body = event_fields(store, **_resolve(store, overrides))
     if overrides.get("EndDateTime", "") is None:
         body.pop("EndDateTime", None)
@@ -336,7 +336,7 @@ def test_multiday_cap_is_14_days(pub: RecordingPublisher) -> None:
     ],
 )
 def test_event_derived_fields(store: OrgStore, given: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Reference §3.1: the missing one of End/Duration, ActivityDateTime, ActivityDate and AccountId are derived."""
+    """Reference §3.1: End or Duration, ActivityDateTime, ActivityDate and AccountId are derived."""
     body = event_fields(store, **_resolve(store, given))
     for key, value in given.items():
         if value is None:

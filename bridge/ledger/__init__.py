@@ -1,0 +1,44 @@
+"""The ledger: SQL tables (Alembic reads `tables.Base.metadata`), the outbox, and the repository over them.
+
+Holds no business rules: the rules in `bridge/sync/` decide what to write; the ledger remembers the
+mirror of the source, the desired Salesforce state, and every outcome.
+"""
+
+from bridge.ledger.async_ledger import AsyncLedger
+from bridge.ledger.engine import make_engine, normalise_url
+from bridge.ledger.migrate import current_revision, head_revision, upgrade_to_head
+from bridge.ledger.repository import LedgerRepository
+from bridge.ledger.rows import (
+    ActivityRecord,
+    ActivitySyncState,
+    Direction,
+    DriftItem,
+    FailureRecord,
+    IngestBatch,
+    IngestSummary,
+    JournalEntry,
+    LinkRecord,
+    LinkSyncState,
+    ReconciliationRun,
+)
+
+__all__ = [
+    "ActivityRecord",
+    "ActivitySyncState",
+    "AsyncLedger",
+    "Direction",
+    "DriftItem",
+    "FailureRecord",
+    "IngestBatch",
+    "IngestSummary",
+    "JournalEntry",
+    "LedgerRepository",
+    "LinkRecord",
+    "LinkSyncState",
+    "ReconciliationRun",
+    "current_revision",
+    "head_revision",
+    "make_engine",
+    "normalise_url",
+    "upgrade_to_head",
+]

@@ -1,0 +1,422 @@
+"""Applying decoded source transactions to the ledger: mirror upserts and outbox queueing, in bulk.
+
+Everything here runs inside the caller's single database transaction, together with the source
+checkpoint, so a batch is either wholly in the ledger or not at all. Rows are changed in a working copy
+(see workset.py) in source order; a TRUNCATE of bookings flushes what came before it and then updates
+the table in one statement.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, or_, select, update
+
+from bridge.ledger.rows import ActivitySyncState as A
+from bridge.ledger.rows import IngestBatch, IngestSummary
+from bridge.ledger.rows import LinkSyncState as L
+from bridge.ledger.tables import ActivityModel, CheckpointModel, JournalModel, LinkModel, UserModel
+from bridge.ledger.workset import Row, WorkingTable, insert_many
+from bridge.records import (
+    BookingRow,
+    ChangeOp,
+    LinkRow,
+    SourceChange,
+    SourceTable,
+    SourceTransaction,
+    UserRow,
+)
+
+USERS: Table = UserModel.__table__  # type: ignore[assignment]
+LINKS: Table = LinkModel.__table__  # type: ignore[assignment]
+ACTIVITIES: Table = ActivityModel.__table__  # type: ignore[assignment]
+JOURNAL: Table = JournalModel.__table__  # type: ignore[assignment]
+CHECKPOINTS: Table = CheckpointModel.__table__  # type: ignore[assignment]
+
+SOURCE_STREAM = "source"
+USER_NOT_CONNECTED = "USER_NOT_CONNECTED"
+# Activities a link edit or an owner change sends again (not cancelled, skipped or gone from Salesforce).
+REQUEUE_STATES = (A.SYNCED.value, A.FAILED.value, A.PENDING.value)
+# Columns of the Mogli Event; a change to one of them is pushed (is_active is mirror only).
+LINK_PUSH_COLUMNS = ("title", "description", "owner_user_id", "link_type")
+
+# ledger column -> source row attribute
+_LINK_FIELDS = {
+    "link_type": "link_type",
+    "owner_user_id": "owner_id",
+    "title": "title",
+    "description": "description",
+    "duration_minutes": "duration_minutes",
+    "is_active": "is_active",
+}
+_BOOKING_FIELDS = {
+    "link_id": "link_id",
+    "assigned_user_id": "assigned_user_id",
+    "start_at": "start_at",
+    "end_at": "end_at",
+    "status": "status",
+    "related_record_id": "related_record_id",
+}
+_ENTITY = {SourceTable.USERS: "user", SourceTable.LINKS: "link", SourceTable.BOOKINGS: "activity"}
+_SYNC_DEFAULTS: dict[str, Any] = {
+    "version": 0,
+    "synced_version": None,
+    "attempts": 0,
+    "last_error": None,
+    "error_code": None,
+    "next_attempt_at": None,
+    "synced_at": None,
+    "source_deleted": False,
+}
+
+Item = tuple[SourceTransaction, SourceChange]
+
+
+def read_position(connection: Connection, stream: str) -> str | None:
+    """The stored position of a stream."""
+    query = select(CHECKPOINTS.c.position).where(CHECKPOINTS.c.stream == stream)
+    return connection.execute(query).scalar_one_or_none()
+
+
+def write_position(connection: Connection, stream: str, position: str, now: datetime) -> None:
+    """Store a stream position (update, else insert)."""
+    values = {"position": position, "updated_at": now}
+    done = connection.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.stream == stream).values(values))
+    if done.rowcount == 0:
+        insert_many(connection, CHECKPOINTS, [{"stream": stream, **values}])
+
+
+def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
+    """Apply a batch in order, then advance the 'source' checkpoint; the caller owns the transaction."""
+    stored_text = read_position(connection, SOURCE_STREAM)
+    stored = int(stored_text) if stored_text is not None else None
+    counts: dict[SourceTable, int] = defaultdict(int)
+    skipped = 0
+    last_lsn: int | None = None
+    pending_work = False
+    items: list[Item] = []
+    for txn in batch.transactions:
+        if not txn.snapshot and stored is not None and txn.end_lsn <= stored:
+            skipped += 1
+            continue
+        last_lsn = txn.end_lsn if last_lsn is None else max(last_lsn, txn.end_lsn)
+        for change in txn.changes:
+            counts[change.table] += 1
+            if change.op is ChangeOp.TRUNCATE and change.table is SourceTable.BOOKINGS:
+                pending_work |= _Segment(connection, batch).run(items)
+                items = []
+                pending_work |= _truncate_bookings(connection, txn, batch.now)
+            else:
+                items.append((txn, change))
+    pending_work |= _Segment(connection, batch).run(items)
+    checkpoint = stored_text
+    if last_lsn is not None and (stored is None or last_lsn > stored):
+        checkpoint = str(last_lsn)
+        write_position(connection, SOURCE_STREAM, checkpoint, batch.now)
+    return IngestSummary(
+        users=counts[SourceTable.USERS],
+        links=counts[SourceTable.LINKS],
+        bookings=counts[SourceTable.BOOKINGS],
+        skipped_txns=skipped,
+        pending_work=pending_work,
+        checkpoint=checkpoint,
+    )
+
+
+def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: datetime) -> bool:
+    queue = {
+        "source_deleted": True,
+        "state": A.PENDING.value,
+        "version": ACTIVITIES.c.version + 1,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "source_lsn": txn.end_lsn,
+        "updated_at": now,
+    }
+    live = ACTIVITIES.c.state != A.SKIPPED.value
+    queued = connection.execute(update(ACTIVITIES).where(live).values(queue)).rowcount
+    connection.execute(
+        update(ACTIVITIES).where(~live).values(source_deleted=True, updated_at=now),
+    )
+    entry = _journal_row(now, "activity", "*", "source.truncate", _detail(txn))
+    insert_many(connection, JOURNAL, [entry])
+    return queued > 0
+
+
+def _detail(txn: SourceTransaction) -> dict[str, Any]:
+    detail: dict[str, Any] = {"lsn": txn.end_lsn, "xid": txn.xid}
+    if txn.snapshot:
+        detail["snapshot"] = True
+    return detail
+
+
+def _journal_row(now: datetime, entity: str, key: str, action: str, detail: dict[str, Any]) -> Row:
+    return {
+        "at": now,
+        "direction": "outbound",
+        "entity": entity,
+        "entity_key": key,
+        "action": action,
+        "detail": detail,
+    }
+
+
+def _merge(previous: Row | None, row: LinkRow | BookingRow, fields: dict[str, str]) -> Row:
+    """The row's mirrored values; columns pgoutput did not send keep what the ledger knew."""
+    merged: Row = {}
+    for column, attribute in fields.items():
+        keep = attribute in row.unchanged and previous is not None
+        merged[column] = previous[column] if keep and previous is not None else getattr(row, attribute)
+    merged["problems"] = list(row.problems)
+    return merged
+
+
+class _Segment:
+    """The changes between two bulk statements: load what they touch, apply in order, write back."""
+
+    def __init__(self, connection: Connection, batch: IngestBatch) -> None:
+        self.connection = connection
+        self.now = batch.now
+        self.quiet = batch.quiet_booking_ids
+        self.users = WorkingTable(USERS, "user_id")
+        self.links = WorkingTable(LINKS, "link_id")
+        self.activities = WorkingTable(ACTIVITIES, "booking_id")
+        self.by_link: dict[str, set[str]] = defaultdict(set)
+        self.by_assignee: dict[str, set[str]] = defaultdict(set)
+        self.by_owner: dict[str, set[str]] = defaultdict(set)
+        self.journal: list[Row] = []
+        self.pending_work = False
+
+    def run(self, items: Sequence[Item]) -> bool:
+        """Apply the items; returns whether any row was queued for Salesforce."""
+        if not items:
+            return False
+        self._preload(items)
+        for txn, change in items:
+            self._apply(txn, change)
+        for table in (self.users, self.links, self.activities):
+            table.flush(self.connection)
+        insert_many(self.connection, JOURNAL, self.journal)
+        return self.pending_work
+
+    # ---------------------------------------------------------------- loading
+
+    def _preload(self, items: Sequence[Item]) -> None:
+        """Load every row the items can touch, including the rows a cascade may requeue."""
+        user_ids: set[str] = set()
+        link_ids: set[str] = set()
+        edited_links: set[str] = set()
+        booking_ids: set[str] = set()
+        for _txn, change in items:
+            row = change.row
+            if isinstance(row, UserRow):
+                user_ids.add(row.id)
+            elif isinstance(row, LinkRow):
+                link_ids.add(row.id)
+                edited_links.add(row.id)
+            elif isinstance(row, BookingRow):
+                booking_ids.add(row.id)
+                if row.link_id is not None:
+                    link_ids.add(row.link_id)
+        c = self.connection
+        self.users.load_keys(c, user_ids)
+        self.links.load_keys(c, link_ids)
+        self.links.load_where(c, "owner_user_id", user_ids, LINKS.c.link_id.is_not(None))
+        owned = {k for k, r in self.links.rows.items() if r["owner_user_id"] in user_ids}
+        self.activities.load_keys(c, booking_ids)
+        future = and_(ACTIVITIES.c.start_at > self.now, ACTIVITIES.c.state.in_(REQUEUE_STATES))
+        failed = ACTIVITIES.c.state == A.FAILED.value
+        self.activities.load_where(c, "link_id", edited_links | owned, or_(future, failed))
+        not_connected = and_(failed, ACTIVITIES.c.error_code == USER_NOT_CONNECTED)
+        self.activities.load_where(c, "assigned_user_id", user_ids, not_connected)
+        self.links.load_keys(c, (r["link_id"] for r in self.activities.rows.values() if r["link_id"]))
+        for link in self.links.rows.values():
+            self._index_link(link, None)
+        for activity in self.activities.rows.values():
+            self._index_activity(activity, None, None)
+
+    def _index_link(self, link: Row, old_owner: str | None) -> None:
+        if old_owner is not None:
+            self.by_owner[old_owner].discard(link["link_id"])
+        if link["owner_user_id"] is not None:
+            self.by_owner[link["owner_user_id"]].add(link["link_id"])
+
+    def _index_activity(self, activity: Row, old_link: str | None, old_assignee: str | None) -> None:
+        key = activity["booking_id"]
+        if old_link is not None:
+            self.by_link[old_link].discard(key)
+        if old_assignee is not None:
+            self.by_assignee[old_assignee].discard(key)
+        if activity["link_id"] is not None:
+            self.by_link[activity["link_id"]].add(key)
+        if activity["assigned_user_id"] is not None:
+            self.by_assignee[activity["assigned_user_id"]].add(key)
+
+    # ---------------------------------------------------------------- applying
+
+    def _apply(self, txn: SourceTransaction, change: SourceChange) -> None:
+        entity = _ENTITY[change.table]
+        row = change.row
+        key = row.id if row is not None else "*"
+        detail = _detail(txn)
+        if isinstance(row, UserRow) and change.op is not ChangeOp.DELETE:
+            self._upsert_user(row)
+        elif isinstance(row, LinkRow) and change.op is ChangeOp.DELETE:
+            self._delete_link(row.id)
+        elif isinstance(row, LinkRow):
+            self._upsert_link(row)
+        elif isinstance(row, BookingRow):
+            if change.op is ChangeOp.DELETE:
+                self._delete_booking(row.id, txn)
+            elif not self._upsert_booking(row, txn):
+                detail["skipped"] = True
+        self.journal.append(_journal_row(self.now, entity, key, f"source.{change.op.value}", detail))
+
+    def _queue(self, row: Row) -> None:
+        """Make a link or activity pending work at a new version."""
+        row.update(state="pending", version=row["version"] + 1, attempts=0, next_attempt_at=None)
+        row["updated_at"] = self.now
+        self.pending_work = True
+
+    def _queue_activity(self, activity: Row, lsn: int | None = None) -> None:
+        self._queue(activity)
+        if lsn is not None:
+            activity["source_lsn"] = lsn
+
+    def _requeue_future(self, link_id: str) -> None:
+        """Send again the link's activities that have not started yet."""
+        for key in self.by_link.get(link_id, ()):
+            activity = self.activities.rows[key]
+            start = activity["start_at"]
+            if start is not None and start > self.now and activity["state"] in REQUEUE_STATES:
+                self._queue_activity(activity)
+
+    def _upsert_user(self, row: UserRow) -> None:
+        previous = self.users.get(row.id)
+        before = previous["salesforce_user_id"] if previous is not None else None
+        value = before if "salesforce_user_id" in row.unchanged else row.salesforce_user_id
+        if previous is None:
+            self.users.put({"user_id": row.id, "salesforce_user_id": value, "updated_at": self.now})
+        elif value != before:
+            previous.update(salesforce_user_id=value, updated_at=self.now)
+        if value != before:
+            self._user_connection_changed(row.id)
+
+    def _user_connection_changed(self, user_id: str) -> None:
+        """A user's Salesforce connection changed: their Mogli Events and waiting Events go again."""
+        touched: set[str] = set(self.by_assignee.get(user_id, ()))
+        for link_id in list(self.by_owner.get(user_id, ())):
+            link = self.links.rows[link_id]
+            touched |= self.by_link.get(link_id, set())
+            if link["state"] == L.FAILED:
+                self._queue(link)
+                self._requeue_failed(link_id)
+            elif link["state"] == L.SYNCED:
+                self._queue(link)
+                self._requeue_future(link_id)
+        for key in touched:
+            activity = self.activities.rows[key]
+            if activity["state"] == A.FAILED and activity["error_code"] == USER_NOT_CONNECTED:
+                self._queue_activity(activity)
+
+    def _requeue_failed(self, link_id: str) -> None:
+        """A failed link goes again: so do its activities that failed (most failed because of it)."""
+        for key in self.by_link.get(link_id, ()):
+            activity = self.activities.rows[key]
+            if activity["state"] == A.FAILED:
+                self._queue_activity(activity)
+
+    def _upsert_link(self, row: LinkRow) -> None:
+        previous = self.links.get(row.id)
+        merged = _merge(previous, row, _LINK_FIELDS)
+        if previous is None:
+            link = self.links.put(
+                {
+                    "link_id": row.id,
+                    **merged,
+                    **_SYNC_DEFAULTS,
+                    "owner_salesforce_id": None,
+                    "mogli_event_id": None,
+                    "state": L.UNBOOKED.value,
+                    "first_booked_at": None,
+                    "updated_at": self.now,
+                }
+            )
+            self._index_link(link, None)
+            if any(self.activities.rows[k]["state"] != A.SKIPPED for k in self.by_link.get(row.id, ())):
+                self._first_booking(link)
+            return
+        pushed = any(previous[c] != merged[c] for c in LINK_PUSH_COLUMNS)
+        changed = previous["source_deleted"] or any(previous[c] != v for c, v in merged.items())
+        if not changed:
+            return
+        old_owner = previous["owner_user_id"]
+        previous.update(merged, source_deleted=False, updated_at=self.now)
+        self._index_link(previous, old_owner)
+        if pushed and previous["state"] != L.UNBOOKED:
+            self._queue(previous)
+            self._requeue_future(row.id)
+
+    def _first_booking(self, link: Row) -> None:
+        if link["state"] == L.UNBOOKED:
+            self._queue(link)
+            link["first_booked_at"] = link["first_booked_at"] or self.now
+
+    def _delete_link(self, link_id: str) -> None:
+        link = self.links.get(link_id)
+        if link is not None and not link["source_deleted"]:
+            link.update(source_deleted=True, updated_at=self.now)
+
+    def _upsert_booking(self, row: BookingRow, txn: SourceTransaction) -> bool:
+        """Mirror the booking and queue it; returns False when it is stored as skipped."""
+        previous = self.activities.get(row.id)
+        merged = _merge(previous, row, _BOOKING_FIELDS)
+        quiet = row.id in self.quiet and (previous is None or previous["state"] == A.SKIPPED)
+        if previous is None:
+            activity = self.activities.put(self._new_activity(row.id, merged, quiet))
+            self._index_activity(activity, None, None)
+            if not quiet:
+                self._queue_activity(activity, txn.end_lsn)
+                self._first_booking_of(activity)
+            return not quiet
+        changed = previous["source_deleted"] or any(previous[c] != v for c, v in merged.items())
+        old_link, old_assignee = previous["link_id"], previous["assigned_user_id"]
+        if changed:
+            previous.update(merged, source_deleted=False, updated_at=self.now)
+            self._index_activity(previous, old_link, old_assignee)
+        if quiet:
+            return False
+        if changed or (not txn.snapshot and previous["state"] == A.FAILED):
+            self._queue_activity(previous, txn.end_lsn)
+            self._first_booking_of(previous)
+        return bool(previous["state"] != A.SKIPPED)
+
+    def _new_activity(self, booking_id: str, merged: Row, quiet: bool) -> Row:
+        return {
+            "booking_id": booking_id,
+            **merged,
+            **_SYNC_DEFAULTS,
+            "activity_id": None,
+            "owner_salesforce_id": None,
+            "who_id": None,
+            "what_id": None,
+            "state": A.SKIPPED.value if quiet else A.PENDING.value,
+            "source_lsn": None,
+            "updated_at": self.now,
+        }
+
+    def _first_booking_of(self, activity: Row) -> None:
+        link = self.links.get(activity["link_id"])
+        if link is not None:
+            self._first_booking(link)
+
+    def _delete_booking(self, booking_id: str, txn: SourceTransaction) -> None:
+        activity = self.activities.get(booking_id)
+        if activity is None:
+            return
+        activity.update(source_deleted=True, updated_at=self.now)
+        if activity["state"] != A.SKIPPED:
+            self._queue_activity(activity, txn.end_lsn)

@@ -1,0 +1,68 @@
+"""The append-only journal: writing entries from other directions and reading them back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, or_, select
+
+from bridge.ledger.ingest import JOURNAL
+from bridge.ledger.rows import Direction, JournalEntry
+from bridge.ledger.workset import insert_many
+
+
+def append_journal(connection: Connection, entries: Sequence[JournalEntry]) -> None:
+    """Append entries (one executemany)."""
+    rows = [
+        {
+            "at": e.at,
+            "direction": e.direction.value,
+            "entity": e.entity,
+            "entity_key": e.entity_key,
+            "action": e.action,
+            "detail": dict(e.detail),
+        }
+        for e in entries
+    ]
+    insert_many(connection, JOURNAL, rows)
+
+
+def list_journal(
+    connection: Connection,
+    *,
+    entity: str | None = None,
+    key: str | None = None,
+    link_id: str | None = None,
+    booking_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[JournalEntry]:
+    """Journal entries, newest first; `link_id` / `booking_id` select that link's or booking's entries."""
+    query = select(JOURNAL)
+    if entity is not None:
+        query = query.where(JOURNAL.c.entity == entity)
+    if key is not None:
+        query = query.where(JOURNAL.c.entity_key == key)
+    keyed = []
+    if link_id is not None:
+        keyed.append((JOURNAL.c.entity == "link") & (JOURNAL.c.entity_key == link_id))
+    if booking_id is not None:
+        keyed.append((JOURNAL.c.entity == "activity") & (JOURNAL.c.entity_key == booking_id))
+    if keyed:
+        query = query.where(or_(*keyed))
+    if since is not None:
+        query = query.where(JOURNAL.c.at >= since)
+    query = query.order_by(JOURNAL.c.id.desc()).limit(limit)
+    return [
+        JournalEntry(
+            id=m["id"],
+            at=m["at"],
+            direction=Direction(m["direction"]),
+            entity=m["entity"],
+            entity_key=m["entity_key"],
+            action=m["action"],
+            detail=m["detail"],
+        )
+        for m in connection.execute(query).mappings()
+    ]

@@ -1,0 +1,81 @@
+"""Operator and inbound corrections to the outbox: retrying failures, noting deletions in Salesforce."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Connection, Table, select, update
+
+from bridge.ledger.ingest import ACTIVITIES, LINKS
+from bridge.ledger.journal import append_journal
+from bridge.ledger.rows import ActivitySyncState as A
+from bridge.ledger.rows import Direction, JournalEntry
+from bridge.ledger.rows import LinkSyncState as L
+from bridge.ledger.workset import chunked
+
+
+def _retry(connection: Connection, table: Table, where: ColumnElement[bool], now: datetime) -> list[str]:
+    """Failed rows matching `where` go back to pending (attempts reset); returns their keys."""
+    key = table.c.booking_id if table is ACTIVITIES else table.c.link_id
+    failed = (table.c.state == "failed") & where
+    keys = [k for (k,) in connection.execute(select(key).where(failed))]
+    values = {"state": "pending", "attempts": 0, "next_attempt_at": None, "updated_at": now}
+    connection.execute(update(table).where(failed).values(values))
+    return keys
+
+
+def requeue(
+    connection: Connection,
+    booking_ids: Collection[str] | None,
+    all_failed: bool,
+    now: datetime,
+    requested_by: str = "admin",
+) -> int:
+    """Put failed activities (and the failed links they wait for) back in the queue; returns how many rows."""
+    activities: list[str] = []
+    links: list[str] = []
+    if all_failed:
+        activities = _retry(connection, ACTIVITIES, ACTIVITIES.c.state.is_not(None), now)
+        links = _retry(connection, LINKS, LINKS.c.state.is_not(None), now)
+    elif booking_ids:
+        for part in chunked(sorted(set(booking_ids))):
+            activities += _retry(connection, ACTIVITIES, ACTIVITIES.c.booking_id.in_(part), now)
+            of_bookings = select(ACTIVITIES.c.link_id).where(ACTIVITIES.c.booking_id.in_(part))
+            links += _retry(connection, LINKS, LINKS.c.link_id.in_(of_bookings), now)
+    entries = [
+        JournalEntry(now, Direction.ADMIN, entity, key, "admin.requeue", {"requested_by": requested_by})
+        for entity, keys in (("activity", activities), ("link", links))
+        for key in keys
+    ]
+    append_journal(connection, entries)
+    return len(activities) + len(links)
+
+
+def mark_deleted_in_salesforce(
+    connection: Connection, salesforce_ids: Collection[str], now: datetime, reason: str = "cdc"
+) -> int:
+    """Activities whose Event, and links whose Mogli Event, were deleted in Salesforce; returns how many."""
+    entries: list[JournalEntry] = []
+    for part in chunked(sorted(set(salesforce_ids))):
+        for table, column, entity, state in (
+            (ACTIVITIES, ACTIVITIES.c.activity_id, "activity", A.DELETED_IN_SALESFORCE.value),
+            (LINKS, LINKS.c.mogli_event_id, "link", L.DELETED_IN_SALESFORCE.value),
+        ):
+            key = table.c.booking_id if table is ACTIVITIES else table.c.link_id
+            where = column.in_(part) & (table.c.state != state)
+            hits = connection.execute(select(key, column).where(where)).all()
+            connection.execute(update(table).where(where).values(state=state, updated_at=now))
+            entries += [
+                JournalEntry(
+                    now,
+                    Direction.INBOUND,
+                    entity,
+                    k,
+                    "salesforce.deleted",
+                    {"salesforce_id": sf_id, "reason": reason},
+                )
+                for k, sf_id in hits
+            ]
+    append_journal(connection, entries)
+    return len(entries)

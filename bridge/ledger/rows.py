@@ -1,0 +1,177 @@
+"""Frozen records the ledger hands in and out, beyond the shared ones in bridge/records.py."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bridge.records import SourceTransaction
+
+JsonObject = Mapping[str, Any]
+
+
+class LinkSyncState(enum.StrEnum):
+    """Sync state of a link's Mogli Event."""
+
+    UNBOOKED = "unbooked"
+    PENDING = "pending"
+    SYNCED = "synced"
+    FAILED = "failed"
+    DELETED_IN_SALESFORCE = "deleted_in_salesforce"
+
+
+class ActivitySyncState(enum.StrEnum):
+    """Sync state of a booking's Event."""
+
+    PENDING = "pending"
+    SYNCED = "synced"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DELETED_IN_SALESFORCE = "deleted_in_salesforce"
+    SKIPPED = "skipped"
+
+
+class Direction(enum.StrEnum):
+    """Which way a journal entry points."""
+
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"
+    RECONCILE = "reconcile"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBatch:
+    """Source transactions to apply in one ledger transaction.
+
+    `quiet_booking_ids` are snapshot bookings the backfill policy leaves out: stored as 'skipped'.
+    """
+
+    transactions: Sequence[SourceTransaction]
+    now: datetime
+    quiet_booking_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """What one batch did: changes applied per table, redelivered transactions skipped, work queued."""
+
+    users: int = 0
+    links: int = 0
+    bookings: int = 0
+    skipped_txns: int = 0
+    pending_work: bool = False
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    """A `links` row, for the `ledger` command and status."""
+
+    link_id: str
+    link_type: str | None
+    owner_user_id: str | None
+    owner_salesforce_id: str | None
+    title: str | None
+    description: str | None
+    duration_minutes: int | None
+    is_active: bool | None
+    source_deleted: bool
+    problems: tuple[str, ...]
+    mogli_event_id: str | None
+    state: str
+    version: int
+    synced_version: int | None
+    attempts: int
+    last_error: str | None
+    error_code: str | None
+    next_attempt_at: datetime | None
+    first_booked_at: datetime | None
+    synced_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRecord:
+    """An `activities` row, for the `ledger` command, status and invariant checks."""
+
+    booking_id: str
+    link_id: str | None
+    activity_id: str | None
+    owner_salesforce_id: str | None
+    who_id: str | None
+    what_id: str | None
+    start_at: datetime | None
+    end_at: datetime | None
+    assigned_user_id: str | None
+    status: str | None
+    related_record_id: str | None
+    problems: tuple[str, ...]
+    source_deleted: bool
+    state: str
+    version: int
+    synced_version: int | None
+    attempts: int
+    last_error: str | None
+    error_code: str | None
+    next_attempt_at: datetime | None
+    source_lsn: int | None
+    synced_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One journal row; `id` is None for an entry not yet written."""
+
+    at: datetime
+    direction: Direction
+    entity: str
+    entity_key: str
+    action: str
+    detail: JsonObject = field(default_factory=dict)
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """A failed link or activity, for `ledger failures`."""
+
+    entity: str  # 'link' | 'activity'
+    key: str
+    link_id: str | None
+    error_code: str | None
+    last_error: str | None
+    attempts: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationRun:
+    """A `reconciliation_runs` row."""
+
+    id: int
+    requested_by: str
+    scope: JsonObject
+    dry_run: bool
+    state: str
+    started_at: datetime
+    finished_at: datetime | None
+    summary: JsonObject | None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftItem:
+    """A `drift` row; `id` is None before it is written."""
+
+    run_id: int
+    kind: str
+    link_id: str | None = None
+    booking_id: str | None = None
+    salesforce_id: str | None = None
+    detail: JsonObject = field(default_factory=dict)
+    repaired: bool = False
+    id: int | None = None

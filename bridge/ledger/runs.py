@@ -1,0 +1,80 @@
+"""Reconciliation runs and the drift they find."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, insert, select, update
+
+from bridge.ledger.rows import DriftItem, JsonObject, ReconciliationRun
+from bridge.ledger.tables import DriftModel, ReconciliationRunModel
+from bridge.ledger.workset import insert_many
+
+RUNS: Table = ReconciliationRunModel.__table__  # type: ignore[assignment]
+DRIFT: Table = DriftModel.__table__  # type: ignore[assignment]
+
+
+def start_run(
+    connection: Connection, requested_by: str, scope: JsonObject, dry_run: bool, now: datetime
+) -> int:
+    """Open a run in state 'running'; returns its id."""
+    values = {
+        "requested_by": requested_by,
+        "scope": dict(scope),
+        "dry_run": dry_run,
+        "state": "running",
+        "started_at": now,
+    }
+    result = connection.execute(insert(RUNS).values(values).returning(RUNS.c.id))
+    return int(result.scalar_one())
+
+
+def finish_run(connection: Connection, run_id: int, state: str, summary: JsonObject, now: datetime) -> None:
+    """Close a run with its final state and summary."""
+    values = {"state": state, "summary": dict(summary), "finished_at": now}
+    connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(values))
+
+
+def get_run(connection: Connection, run_id: int) -> ReconciliationRun | None:
+    """One run, or None."""
+    m = connection.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().first()
+    return ReconciliationRun(**dict(m)) if m is not None else None
+
+
+def add_drift(connection: Connection, items: Sequence[DriftItem]) -> None:
+    """Store drift items (one executemany)."""
+    rows: list[dict[str, Any]] = [
+        {
+            "run_id": d.run_id,
+            "kind": d.kind,
+            "link_id": d.link_id,
+            "booking_id": d.booking_id,
+            "salesforce_id": d.salesforce_id,
+            "detail": dict(d.detail),
+            "repaired": d.repaired,
+        }
+        for d in items
+    ]
+    insert_many(connection, DRIFT, rows)
+
+
+def list_drift(
+    connection: Connection,
+    *,
+    run_id: int | None = None,
+    link_id: str | None = None,
+    booking_id: str | None = None,
+    limit: int = 100,
+) -> list[DriftItem]:
+    """Drift items, newest first."""
+    query = select(DRIFT)
+    if run_id is not None:
+        query = query.where(DRIFT.c.run_id == run_id)
+    if link_id is not None:
+        query = query.where(DRIFT.c.link_id == link_id)
+    if booking_id is not None:
+        query = query.where(DRIFT.c.booking_id == booking_id)
+    query = query.order_by(DRIFT.c.id.desc()).limit(limit)
+    return [DriftItem(**dict(m)) for m in connection.execute(query).mappings()]

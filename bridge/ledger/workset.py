@@ -1,0 +1,98 @@
+"""An in-memory working copy of ledger rows, loaded in chunks and written back in bulk.
+
+Applying a batch of source changes row by row against the database would cost several round trips per
+row; instead the rows a batch can touch are loaded up front (IN lists of at most 500 keys), changed in
+memory in source order, and written back with one executemany per table and kind (insert or update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, select, update
+
+CHUNK = 500
+_T = TypeVar("_T")
+
+Row = dict[str, Any]
+
+
+def chunked(items: Iterable[_T], size: int = CHUNK) -> Iterator[list[_T]]:
+    """Split items into lists of at most `size`."""
+    batch: list[_T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class WorkingTable:
+    """Rows of one table keyed by primary key, with what the database held when they were loaded."""
+
+    def __init__(self, table: Table, key: str) -> None:
+        self.table = table
+        self.key = key
+        self.rows: dict[str, Row] = {}
+        self._original: dict[str, Row] = {}
+        self._absent: set[str] = set()
+
+    def get(self, key: str | None) -> Row | None:
+        """The working row, or None when it does not exist (or was never loaded)."""
+        return None if key is None else self.rows.get(key)
+
+    def put(self, row: Row) -> Row:
+        """Add a row that the database does not hold yet."""
+        self.rows[row[self.key]] = row
+        return row
+
+    def load_keys(self, connection: Connection, keys: Iterable[str]) -> None:
+        """Load the rows with these keys that are not loaded yet."""
+        wanted = sorted({k for k in keys if k not in self.rows and k not in self._absent})
+        column = self.table.c[self.key]
+        for part in chunked(wanted):
+            found = self._load(connection, column.in_(part))
+            self._absent.update(set(part) - found)
+
+    def load_where(
+        self, connection: Connection, column: str, values: Iterable[str], extra: ColumnElement[bool]
+    ) -> None:
+        """Load every row whose `column` is one of `values` and that matches `extra`."""
+        for part in chunked(sorted(set(values))):
+            self._load(connection, self.table.c[column].in_(part) & extra)
+
+    def _load(self, connection: Connection, where: ColumnElement[bool]) -> set[str]:
+        found: set[str] = set()
+        for mapping in connection.execute(select(self.table).where(where)).mappings():
+            key = mapping[self.key]
+            found.add(key)
+            if key not in self.rows:
+                self.rows[key] = dict(mapping)
+                self._original[key] = dict(mapping)
+        return found
+
+    def flush(self, connection: Connection) -> int:
+        """Write new and changed rows back: one executemany for inserts, one for updates."""
+        inserts = [row for key, row in self.rows.items() if key not in self._original]
+        updates = [
+            {**{c: v for c, v in row.items() if c != self.key}, "k_key": key}
+            for key, row in self.rows.items()
+            if key in self._original and row != self._original[key]
+        ]
+        if inserts:
+            connection.execute(insert(self.table), inserts)
+        if updates:
+            statement = update(self.table).where(self.table.c[self.key] == bindparam("k_key"))
+            connection.execute(statement, updates)
+        for key in self.rows:
+            self._original[key] = dict(self.rows[key])
+        return len(inserts) + len(updates)
+
+
+def insert_many(connection: Connection, table: Table, rows: Sequence[Row]) -> None:
+    """One executemany insert (nothing when there are no rows)."""
+    if rows:
+        connection.execute(insert(table), list(rows))

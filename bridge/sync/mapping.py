@@ -16,8 +16,8 @@ taken here (CONTRACT section 5 fixes the rest):
   can leave an Event the ledger never heard of, so the worker looks it up by External ID. `NothingToDo` only
   when the ledger's state says the Event is already gone (`cancelled`, `deleted_in_salesforce`).
 - Checks run in a fixed order: the booking's own faults first (they need a fix in the scheduler), then the
-  link's, then the users', then the Mogli Event. A failure that waits (`USER_NOT_CONNECTED`,
-  `MOGLI_EVENT_PENDING`, `MOGLI_EVENT_FAILED`) is therefore the only thing between the row and Salesforce.
+  link's, then the users', then the Mogli Event. A failure that waits (`WAITING_CODES`) is therefore the
+  only thing between the row and Salesforce.
 """
 
 from __future__ import annotations
@@ -63,29 +63,36 @@ class LinkType(enum.StrEnum):
 
 
 class FailureCode(enum.StrEnum):
-    """Why a rule refused a record; stored as the row's error code (lower case, unlike Salesforce's)."""
+    """Why a rule refused a record; the value is stored as the row's error code."""
 
-    USER_NOT_CONNECTED = "user_not_connected"  # waits: syncs once the user connects Salesforce
-    NO_OWNER = "no_owner"  # the link names no owner
-    NO_ASSIGNEE = "no_assignee"  # a round-robin booking without an assigned user
-    LINK_MISSING = "link_missing"
-    LINK_DELETED = "link_deleted"
-    LINK_MISMATCH = "link_mismatch"  # the ledger handed a link other than the booking's (a bug upstream)
-    UNKNOWN_LINK_TYPE = "unknown_link_type"
-    UNKNOWN_STATUS = "unknown_status"
-    END_BEFORE_START = "end_before_start"
-    MISSING_TIMES = "missing_times"
-    TOO_LONG = "too_long"  # over the Salesforce duration cap
-    BAD_VALUE = "bad_value"  # a source value that could not be converted, or is empty where required
-    INVALID_RELATED_RECORD = "invalid_related_record"
-    INVALID_USER_ID = "invalid_user_id"
-    INVALID_MOGLI_EVENT_ID = "invalid_mogli_event_id"
-    MOGLI_EVENT_PENDING = "mogli_event_pending"  # waits: the link's Mogli Event is not written yet
-    MOGLI_EVENT_FAILED = "mogli_event_failed"  # waits: the link's Mogli Event could not be written
+    USER_NOT_CONNECTED = "USER_NOT_CONNECTED"  # waits: syncs once the user connects Salesforce
+    NO_OWNER = "NO_OWNER"  # the link names no owner
+    NO_ASSIGNEE = "NO_ASSIGNEE"  # a round-robin booking without an assigned user
+    LINK_MISSING = "LINK_MISSING"
+    LINK_DELETED = "LINK_DELETED"
+    LINK_MISMATCH = "LINK_MISMATCH"  # the ledger handed a link other than the booking's (a bug upstream)
+    UNKNOWN_LINK_TYPE = "UNKNOWN_LINK_TYPE"
+    UNKNOWN_STATUS = "UNKNOWN_STATUS"
+    END_BEFORE_START = "END_BEFORE_START"
+    MISSING_TIMES = "MISSING_TIMES"
+    TOO_LONG = "TOO_LONG"  # over the Salesforce duration cap
+    BAD_VALUE = "BAD_VALUE"  # a source value that could not be converted, or is empty where required
+    INVALID_RELATED_RECORD = "INVALID_RELATED_RECORD"
+    INVALID_USER_ID = "INVALID_USER_ID"
+    INVALID_MOGLI_EVENT_ID = "INVALID_MOGLI_EVENT_ID"
+    MOGLI_EVENT_PENDING = "MOGLI_EVENT_PENDING"  # waits: the link's Mogli Event is not written yet
+    MOGLI_EVENT_FAILED = "MOGLI_EVENT_FAILED"  # waits: the link's Mogli Event could not be written
+    MOGLI_EVENT_DELETED = "MOGLI_EVENT_DELETED"  # waits: someone deleted the Mogli Event in Salesforce
 
 
+# Failures that clear by themselves once the named user connects or the named link's Mogli Event is written.
 WAITING_CODES = frozenset(
-    {FailureCode.USER_NOT_CONNECTED, FailureCode.MOGLI_EVENT_PENDING, FailureCode.MOGLI_EVENT_FAILED}
+    {
+        FailureCode.USER_NOT_CONNECTED,
+        FailureCode.MOGLI_EVENT_PENDING,
+        FailureCode.MOGLI_EVENT_FAILED,
+        FailureCode.MOGLI_EVENT_DELETED,
+    }
 )
 
 
@@ -476,6 +483,13 @@ def _event_owner(work: ActivityWork, link: LinkState, link_type: LinkType) -> tu
 
 
 def _mogli_event_id(link: LinkState) -> str:
+    if link.state == "deleted_in_salesforce":
+        raise _refuse(
+            FailureCode.MOGLI_EVENT_DELETED,
+            f"the Mogli Event of link {link.link_id} was deleted in Salesforce; "
+            "writing the link again recreates it",
+            link=link.link_id,
+        )
     if link.mogli_event_id is None:
         if link.state == "failed":
             raise _refuse(

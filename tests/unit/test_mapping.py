@@ -791,6 +791,33 @@ FAILURES = [
         id="mogli-event-pending",
     ),
     pytest.param(
+        work(link={"state": "deleted_in_salesforce"}),
+        DELETE,
+        F.MOGLI_EVENT_DELETED,
+        None,
+        LINK_ID,
+        "was deleted in Salesforce",
+        id="mogli-event-deleted-in-salesforce",
+    ),
+    pytest.param(
+        work(link={"state": "deleted_in_salesforce"}, owner=None),
+        DELETE,
+        F.USER_NOT_CONNECTED,
+        OWNER_ID,
+        None,
+        "",
+        id="order-owner-before-deleted-mogli-event",
+    ),
+    pytest.param(
+        work({"status": "cancelled"}, {"state": "deleted_in_salesforce"}),
+        KEEP,
+        F.MOGLI_EVENT_DELETED,
+        None,
+        LINK_ID,
+        "",
+        id="cancelled-keep-mogli-event-deleted",
+    ),
+    pytest.param(
         work(link={"mogli_event_id": "a01-broken"}),
         DELETE,
         F.INVALID_MOGLI_EVENT_ID,
@@ -1085,6 +1112,7 @@ MOGLI_OK = [
     pytest.param(link_work(is_active=False), {}, id="inactive-link-still-written"),
     pytest.param(link_work(source_deleted=True), {}, id="deleted-link-with-mogli-event-kept"),
     pytest.param(link_work(mogli_event_id=None, state="failed"), {}, id="retry-after-failed-link"),
+    pytest.param(link_work(state="deleted_in_salesforce"), {}, id="recreated-after-salesforce-delete"),
     pytest.param(
         link_work(mogli_event_id=None, state="pending", duration_minutes=None), {}, id="first-booking"
     ),
@@ -1246,6 +1274,13 @@ def test_every_failure_code_is_exercised() -> None:
     """The tables cover every FailureCode (a new code needs a row)."""
     seen = {p.values[2] for p in FAILURES} | {p.values[1] for p in MOGLI_FAIL}
     assert seen == set(FailureCode)
+
+
+def test_failure_codes_are_their_names() -> None:
+    """Codes are stored as their upper-case names, the way the ledger matches USER_NOT_CONNECTED."""
+    for code in FailureCode:
+        assert code.value == code.name
+    assert FailureCode.USER_NOT_CONNECTED == "USER_NOT_CONNECTED"
 
 
 def test_tables_are_large_enough() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pytest
 
@@ -1299,3 +1299,35 @@ def test_all_four_action_kinds_occur() -> None:
         for p in (*UPSERTS, *DELETES, *FAILURES)
     ]
     assert _action_kinds(actions) == {UpsertEvent, DeleteEvent, NothingToDo, RuleFailure}
+
+
+# ---------------------------------------------------------------------------------------------- the matrix
+
+RELATED = {"contact": CONTACT15, "lead": LEAD15, "account": ACCOUNT, "custom": CUSTOM, "none": None}
+
+
+@pytest.mark.parametrize("link_type", ["one_on_one", "round_robin", "rsvp"])
+@pytest.mark.parametrize("related", list(RELATED))
+@pytest.mark.parametrize("status", ["scheduled", "cancelled"])
+@pytest.mark.parametrize("on_cancel", ["delete", "keep"])
+@pytest.mark.parametrize("deleted", [False, True], ids=["live", "source-deleted"])
+def test_contract_matrix(
+    link_type: str, related: str, status: str, on_cancel: Literal["delete", "keep"], deleted: bool
+) -> None:
+    """Every combination of link type, related object, status, cancel mode and deletion follows CONTRACT 5."""
+    item = work(
+        {"related_record_id": RELATED[related], "status": status, "source_deleted": deleted, **RR_BOOKING},
+        {"link_type": link_type},
+    )
+    action = event_action(item, MappingOptions(on_cancel=on_cancel))
+    if deleted or (status == "cancelled" and on_cancel == "delete"):
+        assert isinstance(action, DeleteEvent)
+        return
+    assert isinstance(action, UpsertEvent)
+    f = action.fields
+    assert f.owner_id == (ASSIGNEE_SF if link_type == "round_robin" else OWNER_SF)
+    assert f.who_id == {"contact": CONTACT, "lead": LEAD}.get(related)
+    assert f.what_id == (None if related == "lead" else MOGLI)
+    assert f.mogli_event_id == MOGLI
+    assert f.subject == ("Cancelled: " + TITLE if status == "cancelled" else TITLE)
+    assert (f.description, f.start_at, f.end_at) == (DESCRIPTION, T0, T1)

@@ -3,8 +3,8 @@
 Pure: no clock, no I/O, no logging; everything arrives as arguments and every outcome is a value. Decisions
 taken here (CONTRACT section 5 fixes the rest):
 
-- Lengths are counted in UTF-16 code units, as Salesforce does; that count is never below Python's, so a
-  value that fits for Salesforce also fits by `len()`.
+- Lengths are counted in UTF-16 code units (Java's count; a character outside the BMP counts twice). That
+  count is never below the count of code points, so a value that fits it fits whichever Salesforce applies.
 - A deactivated link (`is_active` false) still syncs: it only stops new bookings in the scheduler, and the
   meetings already booked on it still happen.
 - A link deleted in the scheduler keeps its Mogli Event (deleting it would cascade-delete the Events that
@@ -51,7 +51,8 @@ CANCELLED = "cancelled"
 # Ledger states in which the booking's Event is known to be gone from Salesforce.
 _GONE_STATES = frozenset({"cancelled", "deleted_in_salesforce"})
 _OBJECT_NAMES = {"001": "Account", "005": "User", "006": "Opportunity", "500": "Case", "701": "Campaign"}
-_PLAIN_LABEL = re.compile(r"[A-Za-z0-9_\- ]{1,40}")
+# Code-like values (no spaces, short) are quoted in messages; anything else could be free text.
+_PLAIN_LABEL = re.compile(r"[A-Za-z0-9_\-]{1,32}")
 
 
 class LinkType(enum.StrEnum):

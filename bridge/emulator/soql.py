@@ -338,7 +338,7 @@ def _unquote(text: str) -> str:
         ch = body[i]
         if ch == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
-            out.append(_ESCAPES.get(nxt, nxt))
+            out.append(_ESCAPES.get(nxt, "\\" + nxt if nxt in "%_" else nxt))  # LIKE keeps \% and \_
             i += 2
             continue
         out.append(ch)

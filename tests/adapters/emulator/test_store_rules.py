@@ -1,0 +1,388 @@
+"""The emulator's record store over time: upsert, cascades, lead conversion, persistence, describe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.emulator.contracts import ApiError, ChangeEvent, DmlContext, StreamingSettings
+from bridge.emulator.org import OrgConfig, load_org, parse_org
+from bridge.emulator.store import OrgStore
+
+NOW = datetime(2024, 6, 10, 16, 0, 1, tzinfo=UTC)
+REST = "com/salesforce/api/rest/60.0;client=mogli-bridge"
+
+
+class RecordingPublisher:
+    """The bus seam: keeps every published transaction's events."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[ChangeEvent]] = []
+
+    def publish(self, events: Sequence[ChangeEvent]) -> None:
+        """Record one committed transaction."""
+        self.batches.append(list(events))
+
+
+@pytest.fixture
+def pub() -> RecordingPublisher:
+    """A fresh recording publisher."""
+    return RecordingPublisher()
+
+
+def make_store(pub: RecordingPublisher, org: OrgConfig | None = None, state: Path | None = None) -> OrgStore:
+    """An OrgStore on the default org (or `org`) with a fixed clock."""
+    return OrgStore(org or load_org(None), pub, lambda: NOW, state_file=state)
+
+
+@pytest.fixture
+def store(pub: RecordingPublisher) -> OrgStore:
+    """The default org in memory."""
+    return make_store(pub)
+
+
+def ctx(store: OrgStore) -> DmlContext:
+    """The integration user's REST context."""
+    return DmlContext(store.integration_user_id, REST)
+
+
+def first_id(store: OrgStore, sobject: str) -> str:
+    """Id of the first record of `sobject` by id."""
+    return str(store.query(f"SELECT Id FROM {sobject} ORDER BY Id LIMIT 1").records[0]["Id"])
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    """A valid timed Event body plus `fields`."""
+    return {"Subject": "Call", "StartDateTime": "2024-06-12T15:00:00Z", "DurationInMinutes": 30, **fields}
+
+
+# -- upsert ------------------------------------------------------------------------------------------------
+
+
+def test_upsert_creates_then_updates(store: OrgStore) -> None:
+    """Reference §2.1: upsert by External ID creates first (created=True), then updates the same record."""
+    with store.transaction(ctx(store)) as txn:
+        first = txn.upsert("Mogli_Event__c", "scheduling_link_id__c", "L-1", {"Name": "One"})
+    with store.transaction(ctx(store)) as txn:
+        second = txn.upsert("Mogli_Event__c", "Scheduling_Link_Id__c", "L-1", {"Name": "Two"})
+    assert first[1] is True and second == (first[0], False)
+    record = store.get_by_external_id("Mogli_Event__c", "Scheduling_Link_Id__c", "L-1")
+    assert (record["Id"], record["Name"]) == (first[0], "Two")
+
+
+def test_upsert_on_non_unique_external_id_with_two_matches_is_300(pub: RecordingPublisher) -> None:
+    """Reference §2.1: a value matching more than one record answers 300 with the matching ids."""
+    data = {
+        "users": [{"username": "a@example.com", "email": "a@example.com", "last_name": "A"}],
+        "objects": [
+            {
+                "name": "Thing__c",
+                "prefix": "a1D",
+                "fields": [{"name": "Code__c", "type": "string", "external_id": True}],
+            }
+        ],
+    }
+    store = make_store(pub, parse_org(data, None))
+    with store.transaction(ctx(store)) as txn:
+        ids = sorted(txn.create("Thing__c", {"Name": n, "Code__c": "X"}) for n in ("a", "b"))
+    for action in ("upsert", "get"):
+        with pytest.raises(ApiError) as info:
+            if action == "get":
+                store.get_by_external_id("Thing__c", "Code__c", "X")
+            else:
+                with store.transaction(ctx(store)) as txn:
+                    txn.upsert("Thing__c", "Code__c", "X", {"Name": "c"})
+        assert (info.value.status, info.value.fields) == (300, ids)
+
+
+def test_upsert_on_a_field_that_is_not_an_external_id_is_not_found(store: OrgStore) -> None:
+    """Upsert needs an External ID (or unique) field."""
+    with pytest.raises(ApiError) as info, store.transaction(ctx(store)) as txn:
+        txn.upsert("Event", "Subject", "x", {})
+    assert info.value.error_code == "NOT_FOUND"
+
+
+def test_deleted_records_do_not_match_upsert(store: OrgStore) -> None:
+    """An External ID held only by a record in the recycle bin is free: upsert creates a new record."""
+    with store.transaction(ctx(store)) as txn:
+        old, _ = txn.upsert("Mogli_Event__c", "Scheduling_Link_Id__c", "L-9", {"Name": "Old"})
+        txn.delete(old)
+    with store.transaction(ctx(store)) as txn:
+        new, created = txn.upsert("Mogli_Event__c", "Scheduling_Link_Id__c", "L-9", {"Name": "New"})
+    assert created and new != old
+
+
+# -- cascade delete and undelete -----------------------------------------------------------------------------
+
+
+def test_account_delete_cascades_to_contacts_and_events(store: OrgStore, pub: RecordingPublisher) -> None:
+    """Reference §3.4: deleting an Account bins its Contacts and Events in one transaction."""
+    account = first_id(store, "Account")
+    contact = first_id(store, "Contact")
+    with store.transaction(ctx(store)) as txn:
+        on_account = txn.create("Event", event(WhatId=account))
+        on_contact = txn.create("Event", event(WhoId=contact))
+        unrelated = txn.create("Event", event(WhoId=first_id(store, "Lead")))
+    with store.transaction(ctx(store)) as txn:
+        txn.delete(account)
+    batch = pub.batches[-1]
+    deleted = {e.record_ids[0] for e in batch}
+    assert all(e.change_type == "DELETE" and e.fields == {} for e in batch)
+    assert {account, contact, on_account, on_contact} <= deleted and unrelated not in deleted
+    assert len({e.transaction_key for e in batch}) == 1
+    assert store.query("SELECT Id FROM Event").total_size == 1
+    everything = store.query("SELECT Id, IsDeleted FROM Event", include_deleted=True).records
+    assert {r["Id"]: r["IsDeleted"] for r in everything} == {
+        on_account: True,
+        on_contact: True,
+        unrelated: False,
+    }
+
+
+def test_undelete_account_restores_what_the_delete_took(store: OrgStore, pub: RecordingPublisher) -> None:
+    """Reference §3.4: undeleting the Account restores its Events with full UNDELETE events."""
+    account = first_id(store, "Account")
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event(WhatId=account))
+    with store.transaction(ctx(store)) as txn:
+        txn.delete(account)
+    with store.transaction(ctx(store)) as txn:
+        txn.undelete(account)
+    undeleted = {e.record_ids[0]: e for e in pub.batches[-1]}
+    assert account in undeleted and event_id in undeleted
+    assert undeleted[event_id].change_type == "UNDELETE"
+    assert undeleted[event_id].fields["WhatId"] == account
+    assert store.get("Event", event_id)["IsDeleted"] is False
+
+
+def test_deleting_a_mogli_event_cascades_to_its_events(store: OrgStore) -> None:
+    """Activities of a custom WhatId parent go to the recycle bin with it."""
+    with store.transaction(ctx(store)) as txn:
+        parent = txn.create("Mogli_Event__c", {"Name": "Link", "Scheduling_Link_Id__c": "L"})
+        child = txn.create("Event", event(WhatId=parent))
+        txn.delete(parent)
+    with pytest.raises(ApiError) as info:
+        store.get("Event", child)
+    assert info.value.error_code == "NOT_FOUND"
+
+
+def test_undelete_of_a_live_record_fails(store: OrgStore) -> None:
+    """Only recycle-bin records can be undeleted."""
+    with pytest.raises(ApiError) as info, store.transaction(ctx(store)) as txn:
+        txn.undelete(first_id(store, "Account"))
+    assert info.value.error_code == "UNDELETE_FAILED"
+
+
+def test_event_delete_takes_its_relations(store: OrgStore) -> None:
+    """Deleting an Event deletes its EventRelations."""
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event())
+        relation = txn.create(
+            "EventRelation", {"EventId": event_id, "RelationId": first_id(store, "Contact")}
+        )
+        txn.delete(event_id)
+    assert store.records("EventRelation") == []
+    assert store.records("EventRelation", include_deleted=True)[0]["Id"] == relation
+
+
+# -- event relations ---------------------------------------------------------------------------------------
+
+
+def test_event_relation_defaults_and_duplicate(store: OrgStore) -> None:
+    """EventRelation: IsInvitee true, IsParent false, Status New by default; one row per person."""
+    contact = first_id(store, "Contact")
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event())
+        relation = txn.create("EventRelation", {"EventId": event_id, "RelationId": contact})
+    record = store.get("EventRelation", relation)
+    assert (record["IsInvitee"], record["IsParent"], record["Status"]) == (True, False, "New")
+    with pytest.raises(ApiError) as info, store.transaction(ctx(store)) as txn:
+        txn.create("EventRelation", {"EventId": event_id, "RelationId": contact})
+    assert info.value.error_code == "DUPLICATE_VALUE"
+
+
+def test_event_relation_who_caps(store: OrgStore) -> None:
+    """Reference §3.3: related whos are up to 50 contacts or one lead."""
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event())
+        contacts = [txn.create("Contact", {"LastName": f"C{n}"}) for n in range(51)]
+        leads = [txn.create("Lead", {"LastName": f"L{n}", "Company": "Co"}) for n in range(2)]
+    with store.transaction(ctx(store)) as txn:
+        for contact in contacts[:50]:
+            txn.create("EventRelation", {"EventId": event_id, "RelationId": contact, "IsParent": True})
+    for who in (contacts[50], leads[0]):
+        with pytest.raises(ApiError) as info, store.transaction(ctx(store)) as txn:
+            txn.create("EventRelation", {"EventId": event_id, "RelationId": who, "IsParent": True})
+        assert info.value.error_code in ("LIMIT_EXCEEDED", "FIELD_INTEGRITY_EXCEPTION")
+
+
+def test_event_relation_invitee_cap(store: OrgStore) -> None:
+    """Reference §3.3: at most 1,000 invitees on one event."""
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event())
+        for n in range(1000):
+            contact = txn.create("Contact", {"LastName": f"C{n}"})
+            txn.create("EventRelation", {"EventId": event_id, "RelationId": contact})
+        extra = txn.create("Contact", {"LastName": "one too many"})
+    with pytest.raises(ApiError) as info, store.transaction(ctx(store)) as txn:
+        txn.create("EventRelation", {"EventId": event_id, "RelationId": extra})
+    assert info.value.error_code == "LIMIT_EXCEEDED"
+
+
+# -- lead conversion -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("emit", [True, False])
+def test_lead_conversion(pub: RecordingPublisher, emit: bool) -> None:
+    """Reference §3.4: Account + Contact created, Lead converted, its Events re-pointed, one transaction."""
+    org = load_org(None)
+    org = replace(org, streaming=replace(org.streaming, emit_event_updates_on_lead_convert=emit))
+    store = make_store(pub, org)
+    lead = first_id(store, "Lead")
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event(WhoId=lead))
+    result = store.convert_lead(lead, DmlContext(store.integration_user_id, ""))
+    converted = store.get("Lead", lead)
+    assert converted["IsConverted"] is True and converted["Status"] == "Closed - Converted"
+    assert (converted["ConvertedContactId"], converted["ConvertedAccountId"]) == (
+        result["contactId"],
+        result["accountId"],
+    )
+    assert store.get("Contact", result["contactId"])["AccountId"] == result["accountId"]
+    moved = store.get("Event", event_id)
+    assert (moved["WhoId"], moved["AccountId"]) == (result["contactId"], result["accountId"])
+    batch = pub.batches[-1]
+    expected = [("Account", "CREATE"), ("Contact", "CREATE"), ("Lead", "UPDATE")]
+    expected += [("Event", "UPDATE")] if emit else []
+    assert [(e.entity, e.change_type) for e in batch] == expected
+    assert [e.sequence_number for e in batch] == list(range(1, len(batch) + 1))
+    assert "IsConverted" in batch[2].changed_fields
+
+
+def test_lead_conversion_with_opportunity_moves_what(store: OrgStore) -> None:
+    """With an Opportunity, the Lead's Events get WhatId = the Opportunity."""
+    lead = first_id(store, "Lead")
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event(WhoId=lead))
+    result = store.convert_lead(lead, ctx(store), create_opportunity=True)
+    assert store.get("Event", event_id)["WhatId"] == result["opportunityId"]
+
+
+def test_converting_twice_fails(store: OrgStore) -> None:
+    """A converted Lead cannot be converted again."""
+    lead = first_id(store, "Lead")
+    store.convert_lead(lead, ctx(store))
+    with pytest.raises(ApiError):
+        store.convert_lead(lead, ctx(store))
+
+
+# -- persistence, reset, seed --------------------------------------------------------------------------------
+
+
+def test_state_file_survives_a_restart(pub: RecordingPublisher, tmp_path: Path) -> None:
+    """With a state file, records (deleted ones too) survive a new OrgStore; new ids never collide."""
+    state = tmp_path / "org.sqlite"
+    first = make_store(pub, state=state)
+    with first.transaction(ctx(first)) as txn:
+        kept = txn.create("Event", event(Scheduling_Booking_Id__c="B-1"))
+        gone = txn.create("Event", event())
+        txn.delete(gone)
+    first.close()
+    second = make_store(pub, state=state)
+    assert second.get("Event", kept)["StartDateTime"] == "2024-06-12T15:00:00.000+0000"
+    assert second.get_by_external_id("Event", "Scheduling_Booking_Id__c", "B-1")["Id"] == kept
+    assert [r["Id"] for r in second.records("Event", include_deleted=True)] == [kept, gone]
+    with second.transaction(ctx(second)) as txn:
+        newer = txn.create("Event", event())
+        txn.undelete(gone)
+    assert newer not in (kept, gone)
+    second.close()
+
+
+def test_rolled_back_work_is_not_persisted(pub: RecordingPublisher, tmp_path: Path) -> None:
+    """Only committed transactions reach the state file."""
+    state = tmp_path / "org.sqlite"
+    first = make_store(pub, state=state)
+    with pytest.raises(ApiError), first.transaction(ctx(first)) as txn:
+        txn.create("Event", event())
+        txn.create("Event", event(Subject="x" * 300))
+    first.close()
+    assert make_store(pub, state=state).records("Event") == []
+
+
+def test_reset_returns_to_the_seed(pub: RecordingPublisher, tmp_path: Path) -> None:
+    """reset() empties the org back to its seed records, with the same seed ids, also in the state file."""
+    store = make_store(pub, state=tmp_path / "org.sqlite")
+    seed_contacts = store.records("Contact")
+    with store.transaction(ctx(store)) as txn:
+        txn.create("Contact", {"LastName": "Extra"})
+        txn.delete(seed_contacts[0]["Id"])
+    store.reset()
+    assert store.records("Contact") == seed_contacts
+    store.close()
+    assert make_store(pub, state=tmp_path / "org.sqlite").records("Contact") == seed_contacts
+
+
+def test_default_org_seed(store: OrgStore) -> None:
+    """CONTRACT §6: the default org has users (one inactive), an account with contacts, and a lead."""
+    assert store.org.accept_any_client and store.org.daily_api_requests == 15000
+    assert store.org.streaming.cdc_entities == ("Event", "Lead", "Contact", "Mogli_Event__c")
+    contacts = store.records("Contact")
+    assert contacts and all(c["AccountId"] == first_id(store, "Account") for c in contacts)
+    assert store.query("SELECT COUNT() FROM User WHERE IsActive = false").total_size == 1
+
+
+def test_org_file_from_disk(pub: RecordingPublisher, tmp_path: Path) -> None:
+    """An org file sets switches, clients, streaming settings and custom objects."""
+    (tmp_path / "jwt.pem").write_text("PEM")
+    path = tmp_path / "org.toml"
+    path.write_text(
+        '[org]\naccept_any_client = false\njwt_public_key_file = "jwt.pem"\nmultiday_events = true\n'
+        '[[clients]]\nclient_id = "cid"\nclient_secret = "sec"\n'
+        "[streaming]\nlong_poll_timeout_seconds = 2.5\nretention_seconds = 60\nsomething_else = 1\n"
+        '[[users]]\nusername = "x@example.com"\nemail = "x@example.com"\nlast_name = "X"\npassword = "p"\n'
+    )
+    org = load_org(path)
+    assert (org.accept_any_client, org.clients, org.jwt_public_key_pem, org.multiday_events) == (
+        False,
+        {"cid": "sec"},
+        "PEM",
+        True,
+    )
+    assert org.streaming == StreamingSettings(
+        long_poll_timeout_seconds=2.5, retention_seconds=60, extra={"something_else": 1}
+    )
+    assert make_store(pub, org).integration_user_id == org.seed.users[0].id
+
+
+# -- describe ----------------------------------------------------------------------------------------------
+
+
+def test_describe_reports_custom_fields_and_prefixes(store: OrgStore) -> None:
+    """describe lists the Event custom fields (External ID, unique) and WhatId targets, Mogli_Event__c too."""
+    described = store.describe("event", "60.0")
+    fields = {f["name"]: f for f in described["fields"]}
+    assert fields["Scheduling_Booking_Id__c"]["externalId"] and fields["Scheduling_Booking_Id__c"]["unique"]
+    assert (fields["Mogli_Event_Id__c"]["type"], fields["Mogli_Event_Id__c"]["length"]) == ("string", 18)
+    assert "Mogli_Event__c" in fields["WhatId"]["referenceTo"]
+    assert fields["AccountId"]["createable"] is False
+    prefixes = {o["name"]: o["keyPrefix"] for o in store.describe_global("60.0")["sobjects"]}
+    assert prefixes["Mogli_Event__c"] == "a0X" and prefixes["EventRelation"] == "0RE"
+    assert (
+        store.sobject_exists("mogli_event__C") and store.canonical_name("mogli_event__C") == "Mogli_Event__c"
+    )
+
+
+def test_query_errors_for_unknown_object(store: OrgStore) -> None:
+    """SOQL over an unknown object is INVALID_TYPE; describe of one is NOT_FOUND."""
+    with pytest.raises(ApiError) as info:
+        store.query("SELECT Id FROM Nope__c")
+    assert info.value.error_code == "INVALID_TYPE"
+    with pytest.raises(ApiError) as info:
+        store.describe("Nope__c", "60.0")
+    assert info.value.status == 404

@@ -343,11 +343,12 @@ class Txn:
             for r in self._table.referrers(values["EventId"])
             if r.sobject == "EventRelation" and not r.deleted and r.values["EventId"] == values["EventId"]
         ]
-        if any(r.values["RelationId"] == values["RelationId"] for r in relations):
+        same = [r.id for r in relations if r.values["RelationId"] == values["RelationId"]]
+        if same:
             raise ApiError(
                 400,
                 "DUPLICATE_VALUE",
-                f"duplicate value found: RelationId duplicates value on record with id: {values['RelationId']}",
+                f"duplicate value found: RelationId duplicates value on record with id: {same[0]}",
                 ["RelationId"],
             )
         prefix = str(values["RelationId"])[:3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -13,6 +14,7 @@ import psycopg2
 from bridge.config import SourceSettings
 from bridge.localpg import LocalPostgres
 from bridge.records import SourceTransaction
+from bridge.source.reader import ReplicationSource
 
 
 def execute(dsn: str, query: str, args: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
@@ -86,3 +88,25 @@ async def wait_until(predicate: Callable[[], bool], limit: float = 30.0) -> None
     async with asyncio.timeout(limit):
         while not await asyncio.to_thread(predicate):  # noqa: ASYNC110 (the condition lives in PostgreSQL)
             await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def streaming(
+    db: SourceDb, resume_lsn: int | None = None, **changes: Any
+) -> AsyncIterator[tuple[ReplicationSource, AsyncIterator[SourceTransaction]]]:
+    """A ReplicationSource on the test database and its transaction stream; closed on exit."""
+    source = ReplicationSource(db.settings_with(**changes), resume_lsn=resume_lsn)
+    stream = source.transactions()
+    try:
+        yield source, stream
+    finally:
+        await source.close()
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def skip_snapshot(source: ReplicationSource, stream: AsyncIterator[SourceTransaction]) -> int:
+    """Consume and acknowledge the initial snapshot of an empty database; returns its consistent point."""
+    (chunk,) = await take(stream, 1)
+    assert chunk.snapshot and chunk.last_snapshot_chunk and chunk.changes == ()
+    source.acknowledge(chunk.end_lsn)
+    return chunk.end_lsn

@@ -1331,3 +1331,124 @@ def test_contract_matrix(
     assert f.mogli_event_id == MOGLI
     assert f.subject == ("Cancelled: " + TITLE if status == "cancelled" else TITLE)
     assert (f.description, f.start_at, f.end_at) == (DESCRIPTION, T0, T1)
+
+
+# ---------------------------------------------------------------------------------------------- robustness
+
+_CHOICES: dict[str, list[Any]] = {
+    "link_type": ["one_on_one", "round_robin", "rsvp", None, "", "group", PERSONAL],
+    "owner_user_id": [OWNER_ID, None, ""],
+    "title": [TITLE, None, "", " ", "t" * 300, "\U0001f600" * 130],
+    "description": [DESCRIPTION, None, "", "d" * 40_000],
+    "is_active": [True, False, None],
+    "link_deleted": [False, True],
+    "mogli_event_id": [MOGLI, MOGLI15, None, "broken", MOGLI.lower()],
+    "link_state": ["synced", "pending", "failed", "unbooked", "deleted_in_salesforce"],
+    "link_present": [True, True, False],
+    "assigned_user_id": [ASSIGNEE_ID, None, ""],
+    "start_at": [T0, None, T0.replace(tzinfo=None), T0.astimezone(timezone(timedelta(hours=-5)))],
+    "duration": [timedelta(0), 30 * MINUTE, -MINUTE, timedelta(days=1, seconds=1), timedelta(days=20)],
+    "end_missing": [False, False, True],
+    "status": ["scheduled", "cancelled", None, "", "Scheduled", PERSONAL],
+    "related_record_id": [CONTACT, CONTACT15, LEAD, LEAD.lower(), ACCOUNT, None, "", PERSONAL, "x" * 18],
+    "booking_deleted": [False, False, True],
+    "problems": [(), (), ("bookings.start_at: 'x' is not a timestamp",)],
+    "owner": [
+        OWNER,
+        None,
+        UserState(OWNER_ID, None),
+        UserState(OWNER_ID, "bad"),
+        UserState(OWNER_ID, CONTACT),
+    ],
+    "assignee": [ASSIGNEE, None, UserState(ASSIGNEE_ID, ""), UserState(ASSIGNEE_ID, ASSIGNEE_SF15)],
+    "activity_id": [None, EVENT_ID],
+    "state": ["pending", "failed", "synced", "cancelled", "deleted_in_salesforce"],
+    "options": [DELETE, KEEP, MULTIDAY, MappingOptions(on_cancel="keep", multiday_events=True)],
+}
+
+
+def _random_work(rng: random.Random) -> tuple[ActivityWork, MappingOptions]:
+    """An ActivityWork built from a random pick of good and bad values for every input."""
+    # The first value of each list is a good one; favour it so that every outcome kind occurs.
+    pick = {
+        name: values[0] if rng.random() < 0.85 else rng.choice(values) for name, values in _CHOICES.items()
+    }
+    link = dataclasses.replace(
+        BASE_LINK,
+        link_type=pick["link_type"],
+        owner_user_id=pick["owner_user_id"],
+        title=pick["title"],
+        description=pick["description"],
+        is_active=pick["is_active"],
+        source_deleted=pick["link_deleted"],
+        mogli_event_id=pick["mogli_event_id"],
+        state=pick["link_state"],
+    )
+    start = pick["start_at"]
+    end = None if pick["end_missing"] or start is None else start + pick["duration"]
+    booking = {
+        "assigned_user_id": pick["assigned_user_id"],
+        "start_at": start,
+        "end_at": end,
+        "status": pick["status"],
+        "related_record_id": pick["related_record_id"],
+        "source_deleted": pick["booking_deleted"],
+        "problems": pick["problems"],
+    }
+    item = work(
+        booking,
+        link if pick["link_present"] else None,
+        owner=pick["owner"],
+        assignee=pick["assignee"],
+        activity_id=pick["activity_id"],
+        state=pick["state"],
+    )
+    return item, pick["options"]
+
+
+def test_event_action_never_raises_and_keeps_its_promises() -> None:
+    """On random mixes of good and bad inputs the rules answer with a value, never an exception.
+
+    Every Event they produce is one Salesforce accepts.
+    """
+    rng = random.Random(1124)
+    kinds: set[type] = set()
+    for _ in range(5_000):
+        item, options = _random_work(rng)
+        action = event_action(item, options)
+        kinds.add(type(action))
+        if isinstance(action, RuleFailure):
+            assert action.message and PERSONAL not in action.message and TITLE not in action.message
+            assert (
+                action.waiting_for_user or action.waiting_for_link
+            ) is None or action.code in WAITING_CODES
+        elif isinstance(action, UpsertEvent):
+            f = action.fields
+            assert not item.booking.source_deleted
+            assert f.owner_id[:3] == "005" and len(f.owner_id) == 18
+            assert f.who_id is None or (len(f.who_id) == 18 and f.who_id[:3] in ("003", "00Q"))
+            assert (f.what_id is None) == (f.who_id is not None and f.who_id[:3] == "00Q")
+            assert len(f.mogli_event_id) == 18
+            assert 0 < salesforce_length(f.subject) <= 255
+            assert f.description is None or salesforce_length(f.description) <= 32_000
+            cap = timedelta(days=14 if options.multiday_events else 1)
+            assert timedelta(0) <= f.end_at - f.start_at <= cap
+        else:
+            assert item.booking.source_deleted or item.booking.status == "cancelled"
+    assert kinds == {UpsertEvent, DeleteEvent, NothingToDo, RuleFailure}
+
+
+def test_mogli_event_for_never_raises_and_keeps_its_promises() -> None:
+    """On random links and owners the Mogli Event rule answers with acceptable fields or a failure."""
+    rng = random.Random(80)
+    for _ in range(2_000):
+        item, _ = _random_work(rng)
+        link = item.link or BASE_LINK
+        result = mogli_event_for(LinkWork(link=link, owner=item.owner, version=1, attempts=0))
+        if isinstance(result, RuleFailure):
+            assert PERSONAL not in result.message and TITLE not in result.message
+            continue
+        assert 0 < salesforce_length(result.name) <= 80
+        assert result.link_type in ("one_on_one", "round_robin", "rsvp")
+        assert result.owner_id[:3] == "005" and len(result.owner_id) == 18
+        assert result.description is None or salesforce_length(result.description) <= 32_000

@@ -227,7 +227,7 @@ class TokenManager:
         """How many token requests this manager sent (failed ones included)."""
         return self._requests
 
-    async def current(self) -> AccessToken:
+    async def get(self) -> AccessToken:
         """The current token, logging in first if there is none yet."""
         token = self._token
         return token if token is not None else await self.refresh(None)

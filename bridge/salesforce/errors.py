@@ -43,6 +43,9 @@ REQUEST_LIMIT: Final = "REQUEST_LIMIT_EXCEEDED"
 DUPLICATE_EXTERNAL_ID: Final = "DUPLICATE_EXTERNAL_ID"
 # Deleting a record that is already gone is what we wanted: these count as success for deletes.
 ALREADY_DELETED_CODES: Final = frozenset({"ENTITY_IS_DELETED", "NOT_FOUND"})
+# Codes that mean "this field does not exist or is not accessible"; see record_kind.
+_FIELD_CODES: Final = frozenset({"INVALID_FIELD", "NOT_FOUND", "INVALID_FIELD_FOR_INSERT_UPDATE"})
+_EXTERNAL_ID_FIELD_MISSING = "external id field does not exist"
 # The 401 variant that re-authentication never fixes (session policy), reference §1.
 _REST_SESSION_UNUSABLE = "not valid for use with the rest api"
 
@@ -134,10 +137,31 @@ def call_kind(code: str, status: int) -> ErrorKind:
     return P
 
 
-def record_kind(code: str) -> ErrorKind:
-    """The kind of an error code on one record of a collections call; unknown codes are permanent."""
+def record_kind(
+    code: str,
+    *,
+    message: str = "",
+    fields: Sequence[str] = (),
+    configured_fields: frozenset[str] = frozenset(),
+) -> ErrorKind:
+    """The kind of an error code on one record of a collections call; unknown codes are permanent.
+
+    A missing-field error is about the org, not the record, when it names one of the fields the
+    settings configure (or the External ID field of the call): every record would fail the same way.
+    """
     rule = CODE_RULES.get(code)
-    return rule.record if rule is not None else P
+    kind = rule.record if rule is not None else P
+    if code in _FIELD_CODES and names_configured_field(message, fields, configured_fields):
+        return C
+    return kind
+
+
+def names_configured_field(message: str, fields: Sequence[str], configured_fields: frozenset[str]) -> bool:
+    """True when an error is about the External ID field or one of the configured fields."""
+    lowered = message.lower()
+    if _EXTERNAL_ID_FIELD_MISSING in lowered:
+        return True
+    return any(f in configured_fields for f in fields) or any(n.lower() in lowered for n in configured_fields)
 
 
 def first_error(body: Any) -> tuple[str, str, tuple[str, ...]]:
@@ -152,21 +176,22 @@ def first_error(body: Any) -> tuple[str, str, tuple[str, ...]]:
     return "", "", ()
 
 
-def classify_record_errors(errors: Sequence[Mapping[str, Any]]) -> RecordError:
+def classify_record_errors(
+    errors: Sequence[Mapping[str, Any]], *, configured_fields: frozenset[str] = frozenset()
+) -> RecordError:
     """One RecordError for the `errors` array of a failed collections result.
 
-    A record is only as retryable as its worst error: any permanent or configuration error wins over a
+    A record is only as retryable as its worst error: any configuration or permanent error wins over a
     transient one, because retrying cannot fix it.
     """
-    parsed = [
-        RecordError(
-            code=str(e.get("statusCode") or e.get("errorCode") or "UNKNOWN_ERROR"),
-            message=str(e.get("message") or ""),
-            kind=record_kind(str(e.get("statusCode") or e.get("errorCode") or "")),
-            fields=tuple(str(f) for f in (e.get("fields") or ())),
-        )
-        for e in errors
-    ]
+    parsed = []
+    for entry in errors:
+        code = str(entry.get("statusCode") or entry.get("errorCode") or "UNKNOWN_ERROR")
+        message = str(entry.get("message") or "")
+        raw_fields = entry.get("fields")
+        fields = tuple(str(f) for f in raw_fields) if isinstance(raw_fields, list) else ()
+        kind = record_kind(code, message=message, fields=fields, configured_fields=configured_fields)
+        parsed.append(RecordError(code=code, message=message, kind=kind, fields=fields))
     if not parsed:
         return RecordError(code="UNKNOWN_ERROR", message="Salesforce reported failure without errors", kind=P)
     for wanted in (C, P):

@@ -92,8 +92,10 @@ def _results(body: Any, expected: int) -> list[Mapping[str, Any]]:
     return body
 
 
-def decode_upsert_results(keys: Sequence[str], body: Any) -> list[WriteResult]:
-    """WriteResults of a collections upsert, result i for key i."""
+def decode_upsert_results(
+    keys: Sequence[str], body: Any, configured_fields: frozenset[str] = frozenset()
+) -> list[WriteResult]:
+    """WriteResults of a collections upsert, result i for key i (see errors.record_kind for the fields)."""
     out = []
     for key, result in zip(keys, _results(body, len(keys)), strict=True):
         record_id = result.get("id") or None
@@ -101,7 +103,8 @@ def decode_upsert_results(keys: Sequence[str], body: Any) -> list[WriteResult]:
         if result.get("success"):
             out.append(WriteResult(key, record_id, created if isinstance(created, bool) else None))
         else:
-            out.append(WriteResult(key, record_id, None, classify_record_errors(result.get("errors") or [])))
+            error = classify_record_errors(result.get("errors") or [], configured_fields=configured_fields)
+            out.append(WriteResult(key, record_id, None, error))
     return out
 
 

@@ -55,7 +55,22 @@ log = structlog.get_logger(__name__)
 
 BUDGET_RECHECK_SECONDS = 300.0
 RETRY_DEADLINE_SECONDS = 120.0
+# Booking ids per SOQL IN-list: the query travels in the URL, and 100 quoted UUIDs (~4.5 KB encoded) stay
+# well inside the URL limits of Salesforce and of common proxies (8 KB request lines).
+LOOKUP_CHUNK = 100
 _OBJECTS = "salesforce.objects."
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One logical REST request, resent unchanged by retries and after a token refresh."""
+
+    method: str
+    path: str  # relative to /services/data/vXX.X, or absolute from /services/ (nextRecordsUrl)
+    params: Mapping[str, str] | None
+    json_body: Any
+    headers: Mapping[str, str]
+    config_key: str  # the settings a configuration error points at
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +106,7 @@ class SalesforceClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         retry_policy: RetryPolicy | None = None,
+        query_batch_size: int | None = None,
     ) -> None:
         self._session = session
         self._tokens = tokens
@@ -106,6 +122,14 @@ class SalesforceClient:
         self._usage: ApiUsage | None = None
         self._usage_seen_at = 0.0
         self._calls = 0
+        names = settings.objects
+        self._configured_fields = frozenset(
+            getattr(names, setting) for setting in names.__dataclass_fields__ if setting.endswith("_field")
+        )
+        # Salesforce pages query results by 2,000 (200 at least); a smaller batch bounds memory per page.
+        self._query_headers = (
+            {"Sforce-Query-Options": f"batchSize={query_batch_size}"} if query_batch_size else {}
+        )
 
     @property
     def usage(self) -> ApiUsage | None:
@@ -163,7 +187,7 @@ class SalesforceClient:
         for chunk_keys, chunk_records in zip(chunked(keys), chunked(records), strict=True):
             body = {"allOrNone": False, "records": list(chunk_records)}
             reply = await self._call("PATCH", path, json_body=body, config_key=config_key)
-            results.extend(decode_upsert_results(chunk_keys, reply.body))
+            results.extend(decode_upsert_results(chunk_keys, reply.body, self._configured_fields))
         self._raise_on_configuration(results, config_key)
         log.debug("salesforce.upserted", path=path, records=len(keys), failed=sum(not r.ok for r in results))
         return results
@@ -173,14 +197,17 @@ class SalesforceClient:
         for result in results:
             error = result.error
             if error is not None and error.kind is ErrorKind.CONFIGURATION:
-                key = self._key_for_fields(error.fields) or config_key
+                key = self._key_for_error(error) or config_key
                 raise ConfigurationError(f"{error.code}: {error.message}; check {key}", key.split("/")[0])
 
-    def _key_for_fields(self, fields: Sequence[str]) -> str | None:
-        """The `salesforce.objects.*` setting that names one of these Salesforce fields, if any."""
+    def _key_for_error(self, error: RecordError) -> str | None:
+        """The `salesforce.objects.*` setting whose field the error names, if any."""
         names = self._settings.objects
         for setting in names.__dataclass_fields__:
-            if getattr(names, setting) in fields:
+            value = getattr(names, setting)
+            if setting.endswith("_field") and (
+                value in error.fields or value.lower() in error.message.lower()
+            ):
                 return f"{_OBJECTS}{setting}"
         return None
 
@@ -190,7 +217,7 @@ class SalesforceClient:
         """Booking id -> Event id for the bookings that have an Event in Salesforce."""
         ext = self._settings.objects.booking_external_id_field
         found: dict[str, str] = {}
-        for chunk in chunked(booking_ids):
+        for chunk in chunked(booking_ids, LOOKUP_CHUNK):
             soql = soql_select_in(("Id", ext), "Event", ext, chunk)
             for record in await self._query(soql, False, f"{_OBJECTS}booking_external_id_field"):
                 found[str(record[ext])] = str(record["Id"])
@@ -203,7 +230,8 @@ class SalesforceClient:
     async def _query(self, soql: str, include_deleted: bool, config_key: str) -> list[dict[str, Any]]:
         """Every page of one query."""
         path = "/queryAll" if include_deleted else "/query"
-        reply = await self._call("GET", path, params={"q": soql}, config_key=config_key)
+        headers = self._query_headers
+        reply = await self._call("GET", path, params={"q": soql}, headers=headers, config_key=config_key)
         records: list[dict[str, Any]] = []
         while True:
             page = reply.body if isinstance(reply.body, dict) else {}
@@ -211,7 +239,7 @@ class SalesforceClient:
             next_url = page.get("nextRecordsUrl")
             if page.get("done", True) or not isinstance(next_url, str):
                 return records
-            reply = await self._call("GET", next_url, config_key=config_key)
+            reply = await self._call("GET", next_url, headers=headers, config_key=config_key)
 
     async def describe(self, sobject: str) -> ObjectDescription:
         """Name, field names and External ID fields of an sObject."""
@@ -241,32 +269,32 @@ class SalesforceClient:
         *,
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
         config_key: str = f"{_OBJECTS}*",
         check_budget: bool = True,
     ) -> _Reply:
         """One logical API call: budget check, then retried attempts of `_authorized`."""
         if check_budget:
             self._check_budget()
+        request = _Request(method, path, params, json_body, headers or {}, config_key)
 
         async def attempt() -> _Reply:
-            return await self._authorized(method, path, params, json_body, config_key)
+            return await self._authorized(request)
 
         return await call_with_retries(
             attempt, self._policy, name=f"{method} {path.split('?')[0]}", sleep=self._sleep, clock=self._clock
         )
 
-    async def _authorized(
-        self, method: str, path: str, params: Mapping[str, str] | None, json_body: Any, config_key: str
-    ) -> _Reply:
+    async def _authorized(self, request: _Request) -> _Reply:
         """Send with the current token; on 401 refresh it once and resend once."""
-        token = await self._tokens.current()
-        reply = await self._send(token, method, path, params, json_body)
+        token = await self._tokens.get()
+        reply = await self._send(token, request)
         if reply.status == 401:
             if not isinstance(classify_response(reply.status, reply.body), SessionExpired):
-                _raise(classify_response(reply.status, reply.body, config_key=config_key))
-            log.info("salesforce.session_expired", method=method)
+                _raise(classify_response(reply.status, reply.body, config_key=request.config_key))
+            log.info("salesforce.session_expired", method=request.method)
             token = await self._tokens.refresh(token)
-            reply = await self._send(token, method, path, params, json_body)
+            reply = await self._send(token, request)
             if reply.status == 401 and isinstance(classify_response(401, reply.body), SessionExpired):
                 raise ConfigurationError(
                     "Salesforce rejected a freshly issued access token (401 INVALID_SESSION_ID twice); "
@@ -275,14 +303,14 @@ class SalesforceClient:
                 )
         if 200 <= reply.status < 300:
             return reply
-        _raise(classify_response(reply.status, reply.body, config_key=config_key))
+        _raise(classify_response(reply.status, reply.body, config_key=request.config_key))
 
-    async def _send(
-        self, token: AccessToken, method: str, path: str, params: Mapping[str, str] | None, json_body: Any
-    ) -> _Reply:
+    async def _send(self, token: AccessToken, request: _Request) -> _Reply:
         """Exactly one HTTP request; network failures and unreadable answers become SalesforceUnavailable."""
+        path = request.path
         url = token.instance_url + (path if path.startswith("/services/") else self._base + path)
         headers = {
+            **request.headers,
             "Authorization": token.authorization(),
             "Sforce-Call-Options": f"client={self._settings.client_name}",
             "Accept": "application/json",
@@ -291,14 +319,18 @@ class SalesforceClient:
             self._calls += 1
             try:
                 async with self._session.request(
-                    method, url, params=params, json=json_body, headers=headers, timeout=self._timeout
+                    request.method,
+                    url,
+                    params=request.params,
+                    json=request.json_body,
+                    headers=headers,
+                    timeout=self._timeout,
                 ) as response:
                     self._note_usage(response.headers.get("Sforce-Limit-Info"))
                     status, raw = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise SalesforceUnavailable(
-                    f"{method} {path.split('?')[0]}: {exc.__class__.__name__}"
-                ) from exc
+                name = f"{request.method} {path.split('?')[0]}"
+                raise SalesforceUnavailable(f"{name}: {exc.__class__.__name__}") from exc
         return _Reply(status, self._decode(status, raw))
 
     @staticmethod

@@ -275,3 +275,30 @@ def test_jwt_invalid_grant_mentions_private_key_file() -> None:
 def test_oauth_server_errors_are_transient(status: int) -> None:
     """A token endpoint that is down is retried, not reported as bad credentials."""
     assert isinstance(classify_oauth_error(status, None, auth="password"), SalesforceUnavailable)
+
+
+CONFIGURED = frozenset({"Scheduling_Booking_Id__c", "Mogli_Event_Id__c"})
+NO_EXT_FIELD = "Provided external ID field does not exist or is not accessible: X"
+
+
+def err(code: str, message: str, fields: list[str] | None = None) -> dict[str, Any]:
+    """One collections error entry."""
+    return {"statusCode": code, "message": message, "fields": fields or []}
+
+
+@pytest.mark.parametrize(
+    ("entry", "kind"),
+    [
+        (err("NOT_FOUND", NO_EXT_FIELD), ErrorKind.CONFIGURATION),
+        (err("INVALID_FIELD", "No such column", ["Mogli_Event_Id__c"]), ErrorKind.CONFIGURATION),
+        (err("INVALID_FIELD", "No such column 'Mogli_Event_Id__c' on Event"), ErrorKind.CONFIGURATION),
+        (err("INVALID_FIELD", "bad value", ["Subject"]), ErrorKind.PERMANENT),
+        (err("NOT_FOUND", "entity not found"), ErrorKind.PERMANENT),
+        (err("STRING_TOO_LONG", "x", ["Mogli_Event_Id__c"]), ErrorKind.PERMANENT),
+    ],
+)
+def test_missing_configured_field_on_a_record_is_configuration(
+    entry: dict[str, Any], kind: ErrorKind
+) -> None:
+    """A per-record 'no such field' error about a configured or External ID field concerns every record."""
+    assert classify_record_errors([entry], configured_fields=CONFIGURED).kind is kind

@@ -1,0 +1,330 @@
+"""apply_source_batch: mirror upserts, outbox queueing and the checkpoint, in one transaction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event
+
+from bridge.ledger import LedgerRepository
+from bridge.records import ChangeOp, LinkRow, SourceTable
+from tests.adapters.ledger.factory import (
+    BIG,
+    FUTURE,
+    NOW,
+    OTHER_SF,
+    OWNER_SF,
+    PAST,
+    batch,
+    booking,
+    change,
+    link,
+    setup_link,
+    truncate,
+    txn,
+    user,
+)
+
+
+def test_insert_creates_mirror_and_queues_work(repo: LedgerRepository) -> None:
+    """A first booking mirrors the rows, queues the activity at version 1 and books its link."""
+    summary = repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 5000)))
+    assert (summary.users, summary.links, summary.bookings) == (1, 1, 1)
+    assert summary.pending_work and summary.checkpoint == str(BIG + 5000)
+    activity = repo.get_activity("b1")
+    assert activity is not None
+    assert (activity.state, activity.version, activity.synced_version) == ("pending", 1, None)
+    assert activity.start_at == FUTURE and activity.start_at.tzinfo is not None
+    assert activity.source_lsn == BIG + 5000 and activity.related_record_id == "003000000000001AAA"
+    linked = repo.get_link("l1")
+    assert linked is not None
+    assert (linked.state, linked.version, linked.first_booked_at) == ("pending", 1, NOW)
+    assert repo.read_checkpoint("source") == str(BIG + 5000)
+
+
+def test_link_without_bookings_stays_unbooked(repo: LedgerRepository) -> None:
+    """A link alone is mirrored but is no Salesforce work."""
+    summary = repo.apply_source_batch(batch(setup_link()))
+    linked = repo.get_link("l1")
+    assert linked is not None and linked.state == "unbooked" and linked.version == 0
+    assert not summary.pending_work
+
+
+def test_unchanged_toast_columns_keep_stored_values(repo: LedgerRepository) -> None:
+    """An UPDATE that omits unchanged TOASTed columns keeps what the ledger knew."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    edit = LinkRow(
+        id="l1",
+        owner_id="u1",
+        link_type="one_on_one",
+        title="New title",
+        unchanged=frozenset({"description"}),
+    )
+    repo.apply_source_batch(batch(txn(change(edit, ChangeOp.UPDATE))))
+    linked = repo.get_link("l1")
+    assert linked is not None
+    assert linked.title == "New title" and linked.description == "Say hello"
+
+
+def test_problems_are_stored(repo: LedgerRepository) -> None:
+    """Conversion problems reported by the decoder are kept on the activity."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1", problems=("start_at: bad value",)))))
+    activity = repo.get_activity("b1")
+    assert activity is not None and activity.problems == ("start_at: bad value",)
+
+
+def test_redelivered_transactions_are_skipped(repo: LedgerRepository) -> None:
+    """Transactions at or below the stored checkpoint are not applied again."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 9000)))
+    again = txn(change(booking("b1", start=FUTURE + timedelta(hours=1)), ChangeOp.UPDATE), lsn=BIG + 9000)
+    summary = repo.apply_source_batch(batch(again))
+    assert summary.skipped_txns == 1 and summary.bookings == 0
+    activity = repo.get_activity("b1")
+    assert activity is not None and activity.start_at == FUTURE and activity.version == 1
+    assert repo.read_checkpoint("source") == str(BIG + 9000)
+
+
+def test_snapshot_chunks_are_idempotent(repo: LedgerRepository) -> None:
+    """Replaying the same snapshot chunk changes nothing and bumps no version."""
+    chunk = txn(user("u1"), link("l1"), booking("b1"), lsn=100, snapshot=True)
+    repo.apply_source_batch(batch(chunk))
+    repo.apply_source_batch(batch(chunk))
+    activity = repo.get_activity("b1")
+    linked = repo.get_link("l1")
+    assert activity is not None and activity.version == 1
+    assert linked is not None and linked.version == 1
+    assert repo.read_checkpoint("source") == "100"
+
+
+def test_failure_mid_batch_stores_nothing(repo: LedgerRepository) -> None:
+    """When the batch fails part-way, neither its rows, its journal nor its checkpoint are stored."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b0"))))
+    before = repo.read_checkpoint("source")
+    calls = {"n": 0}
+
+    def explode(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO JOURNAL"):
+            calls["n"] += 1
+            raise RuntimeError("disk full")
+
+    event.listen(repo.engine, "before_cursor_execute", explode)
+    try:
+        with pytest.raises(RuntimeError):
+            repo.apply_source_batch(batch(txn(booking("b1")), txn(booking("b2"))))
+    finally:
+        event.remove(repo.engine, "before_cursor_execute", explode)
+    assert calls["n"] == 1
+    assert repo.get_activity("b1") is None and repo.get_activity("b2") is None
+    assert repo.read_checkpoint("source") == before
+    assert len(repo.list_journal(booking_id="b1")) == 0
+
+
+def test_quiet_snapshot_bookings_are_skipped(repo: LedgerRepository) -> None:
+    """Snapshot bookings the backfill policy excludes are stored as 'skipped' and book no link."""
+    chunk = txn(user("u1"), link("l1"), booking("old", start=PAST), lsn=100, snapshot=True)
+    summary = repo.apply_source_batch(batch(chunk, quiet=frozenset({"old"})))
+    activity = repo.get_activity("old")
+    assert activity is not None and (activity.state, activity.version) == ("skipped", 0)
+    linked = repo.get_link("l1")
+    assert linked is not None and linked.state == "unbooked"
+    assert not summary.pending_work
+    assert repo.claim_activity_work(NOW, 10) == []
+
+
+def test_quiet_does_not_downgrade_a_queued_row(repo: LedgerRepository) -> None:
+    """A booking already queued is not turned into 'skipped' by a later quiet snapshot chunk."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=100)))
+    chunk = txn(booking("b1", start=FUTURE + timedelta(hours=2)), lsn=100, snapshot=True)
+    repo.apply_source_batch(batch(chunk, quiet=frozenset({"b1"})))
+    activity = repo.get_activity("b1")
+    assert activity is not None and activity.state == "pending" and activity.version == 2
+
+
+def test_skipped_booking_rescheduled_later_becomes_work(repo: LedgerRepository) -> None:
+    """A skipped booking that is rescheduled in the stream is queued like any other."""
+    chunk = txn(user("u1"), link("l1"), booking("old", start=PAST), lsn=100, snapshot=True)
+    repo.apply_source_batch(batch(chunk, quiet=frozenset({"old"})))
+    repo.apply_source_batch(batch(txn(change(booking("old", start=FUTURE), ChangeOp.UPDATE))))
+    activity = repo.get_activity("old")
+    assert activity is not None and (activity.state, activity.version) == ("pending", 1)
+
+
+def _sync_everything(repo: LedgerRepository) -> None:
+    """Mark every pending link and activity synced at its current version (what the worker would do)."""
+    from bridge.records import ActivityOutcome, LinkOutcome, OutcomeState
+
+    links = repo.claim_link_work(NOW, 100)
+    repo.record_link_outcomes(
+        [
+            LinkOutcome(w.link.link_id, w.version, OutcomeState.SYNCED, mogli_event_id="a00" + w.link.link_id)
+            for w in links
+        ],
+        NOW,
+    )
+    work = repo.claim_activity_work(NOW, 1000)
+    repo.record_activity_outcomes(
+        [
+            ActivityOutcome(
+                w.booking.booking_id, w.version, OutcomeState.SYNCED, activity_id="00U" + w.booking.booking_id
+            )
+            for w in work
+        ],
+        NOW,
+    )
+
+
+def test_link_edit_requeues_only_future_activities(repo: LedgerRepository) -> None:
+    """Editing a booked link's title queues the link and its not-yet-started activities, not past ones."""
+    repo.apply_source_batch(
+        batch(setup_link(), txn(booking("past", start=PAST), booking("next", start=FUTURE)))
+    )
+    _sync_everything(repo)
+    repo.apply_source_batch(batch(txn(change(link("l1", title="Renamed"), ChangeOp.UPDATE))))
+    linked = repo.get_link("l1")
+    future, past = repo.get_activity("next"), repo.get_activity("past")
+    assert linked is not None and (linked.state, linked.version) == ("pending", 2)
+    assert future is not None and (future.state, future.version) == ("pending", 2)
+    assert past is not None and (past.state, past.version) == ("synced", 1)
+
+
+def test_deactivating_a_link_is_mirror_only(repo: LedgerRepository) -> None:
+    """is_active changes are mirrored but queue nothing."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    _sync_everything(repo)
+    summary = repo.apply_source_batch(batch(txn(change(link("l1", is_active=False), ChangeOp.UPDATE))))
+    linked = repo.get_link("l1")
+    assert linked is not None and linked.is_active is False and linked.state == "synced"
+    assert not summary.pending_work
+
+
+def test_user_connection_requeues_not_connected_failures(repo: LedgerRepository) -> None:
+    """When a user gets a Salesforce id, their USER_NOT_CONNECTED failures and failed links go again."""
+    from bridge.records import ActivityOutcome, LinkOutcome, OutcomeState
+
+    repo.apply_source_batch(
+        batch(
+            txn(
+                user("u1", None),
+                user("u2", None),
+                link("l1", "u1"),
+                link("l2", "u9", link_type="round_robin"),
+            )
+        )
+    )
+    repo.apply_source_batch(batch(txn(booking("b1", "l1"), booking("b2", "l2", assigned_user_id="u2"))))
+    repo.record_link_outcomes(
+        [
+            LinkOutcome(
+                "l1",
+                1,
+                OutcomeState.FAILED,
+                error_code="USER_NOT_CONNECTED",
+                error="owner has no Salesforce user",
+            ),
+            LinkOutcome("l2", 1, OutcomeState.SYNCED, mogli_event_id="a01"),
+        ],
+        NOW,
+    )
+    repo.record_activity_outcomes(
+        [
+            ActivityOutcome("b1", 1, OutcomeState.FAILED, error_code="LINK_FAILED", error="link failed"),
+            ActivityOutcome("b2", 1, OutcomeState.FAILED, error_code="USER_NOT_CONNECTED", error="assignee"),
+        ],
+        NOW,
+    )
+    repo.apply_source_batch(batch(txn(change(user("u1", OWNER_SF), ChangeOp.UPDATE))))
+    l1, b1, b2 = repo.get_link("l1"), repo.get_activity("b1"), repo.get_activity("b2")
+    assert l1 is not None and (l1.state, l1.version, l1.attempts) == ("pending", 2, 0)
+    assert b1 is not None and (b1.state, b1.version) == ("pending", 2)
+    assert b2 is not None and b2.state == "failed"
+    repo.apply_source_batch(batch(txn(change(user("u2", OTHER_SF), ChangeOp.UPDATE))))
+    b2 = repo.get_activity("b2")
+    assert b2 is not None and (b2.state, b2.version, b2.attempts) == ("pending", 2, 0)
+
+
+def test_owner_reconnect_moves_synced_links_and_future_events(repo: LedgerRepository) -> None:
+    """A synced link whose owner's Salesforce user changes goes again, with its future activities only."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("past", start=PAST), booking("next"))))
+    _sync_everything(repo)
+    repo.apply_source_batch(batch(txn(change(user("u1", OTHER_SF), ChangeOp.UPDATE))))
+    linked, future, past = repo.get_link("l1"), repo.get_activity("next"), repo.get_activity("past")
+    assert linked is not None and linked.state == "pending"
+    assert future is not None and future.state == "pending"
+    assert past is not None and past.state == "synced"
+
+
+def test_toast_unchanged_user_id_is_no_change(repo: LedgerRepository) -> None:
+    """A user UPDATE that does not carry salesforce_user_id changes nothing downstream."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    _sync_everything(repo)
+    unchanged = user("u1", None, unchanged=frozenset({"salesforce_user_id"}))
+    summary = repo.apply_source_batch(batch(txn(change(unchanged, ChangeOp.UPDATE))))
+    assert not summary.pending_work
+    linked = repo.get_link("l1")
+    assert linked is not None and linked.state == "synced"
+
+
+def test_booking_moved_to_another_link(repo: LedgerRepository) -> None:
+    """A booking moved to an unbooked link queues that link as booked and the activity again."""
+    repo.apply_source_batch(batch(txn(user("u1"), link("l1"), link("l2")), txn(booking("b1", "l1"))))
+    _sync_everything(repo)
+    repo.apply_source_batch(batch(txn(change(booking("b1", "l2"), ChangeOp.UPDATE))))
+    moved, target = repo.get_activity("b1"), repo.get_link("l2")
+    assert moved is not None and (moved.link_id, moved.state, moved.version) == ("l2", "pending", 2)
+    assert target is not None and (target.state, target.first_booked_at) == ("pending", NOW)
+
+
+def test_booking_without_link_is_still_queued(repo: LedgerRepository) -> None:
+    """A booking whose link the ledger does not know is stored pending (the worker fails it with a reason)."""
+    repo.apply_source_batch(batch(txn(booking("b1", "nowhere"))))
+    activity = repo.get_activity("b1")
+    assert activity is not None and activity.state == "pending"
+    work = repo.claim_activity_work(NOW, 10)
+    assert [w.booking.booking_id for w in work] == ["b1"] and work[0].link is None
+
+
+def test_link_arriving_after_its_booking_is_booked(repo: LedgerRepository) -> None:
+    """A link inserted after one of its bookings starts out pending, not unbooked."""
+    repo.apply_source_batch(batch(txn(booking("b1", "l1"), user("u1"), link("l1"))))
+    linked = repo.get_link("l1")
+    assert linked is not None and linked.state == "pending" and linked.first_booked_at == NOW
+
+
+def test_booking_delete_and_truncate(repo: LedgerRepository) -> None:
+    """DELETE marks one booking deleted and queued; TRUNCATE marks every booking so, skipped rows stay skipped."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), booking("b2"), booking("b3"))))
+    repo.apply_source_batch(
+        batch(txn(booking("q", start=PAST), snapshot=True, lsn=1), quiet=frozenset({"q"}))
+    )
+    _sync_everything(repo)
+    repo.apply_source_batch(batch(txn(change(booking("b1"), ChangeOp.DELETE))))
+    b1 = repo.get_activity("b1")
+    assert b1 is not None and (b1.source_deleted, b1.state, b1.version) == (True, "pending", 2)
+    repo.apply_source_batch(batch(txn(truncate(SourceTable.BOOKINGS), booking("b4"))))
+    states = {a.booking_id: (a.source_deleted, a.state) for a in repo.list_activities(limit=None)}
+    assert states["b2"] == (True, "pending") and states["b3"] == (True, "pending")
+    assert states["q"] == (True, "skipped")
+    assert states["b4"] == (False, "pending")
+
+
+def test_link_delete_and_user_delete_are_recorded(repo: LedgerRepository) -> None:
+    """A deleted link is flagged source_deleted; a deleted user keeps its row; both are journaled."""
+    repo.apply_source_batch(batch(setup_link()))
+    repo.apply_source_batch(
+        batch(txn(change(LinkRow(id="l1"), ChangeOp.DELETE), change(user("u1"), ChangeOp.DELETE)))
+    )
+    linked = repo.get_link("l1")
+    assert linked is not None and linked.source_deleted and linked.title == "Intro call"
+    actions = {(e.entity, e.action) for e in repo.list_journal()}
+    assert ("link", "source.delete") in actions and ("user", "source.delete") in actions
+
+
+def test_journal_rows_carry_lsn_and_xid(repo: LedgerRepository) -> None:
+    """Every source change is journaled as outbound with its LSN and xid."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 777)))
+    entries = repo.list_journal(booking_id="b1")
+    assert len(entries) == 1
+    entry = entries[0]
+    assert (entry.direction, entry.action, entry.at) == ("outbound", "source.insert", NOW)
+    assert entry.detail == {"lsn": BIG + 777, "xid": 7}

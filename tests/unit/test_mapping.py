@@ -1452,3 +1452,42 @@ def test_mogli_event_for_never_raises_and_keeps_its_promises() -> None:
         assert result.link_type in ("one_on_one", "round_robin", "rsvp")
         assert result.owner_id[:3] == "005" and len(result.owner_id) == 18
         assert result.description is None or salesforce_length(result.description) <= 32_000
+
+
+RULES = [
+    pytest.param(
+        work(), DELETE, "owner=link owner (one_on_one); who=Contact; what=Mogli Event", id="one-on-one"
+    ),
+    pytest.param(
+        work({"related_record_id": LEAD, **RR_BOOKING}, RR),
+        DELETE,
+        "owner=assigned user (round_robin); who=Lead; "
+        "what=empty (Lead WhoId), Mogli Event in Mogli_Event_Id__c",
+        id="round-robin-lead",
+    ),
+    pytest.param(
+        work(
+            {"related_record_id": ACCOUNT, "status": "cancelled"}, {"link_type": "rsvp", "is_active": False}
+        ),
+        KEEP,
+        "owner=link owner (rsvp); who=empty (related record is Account 001, not a Contact or Lead); "
+        "what=Mogli Event; subject prefixed (cancelled, sync.on_cancel=keep); "
+        "link inactive (booked meetings still sync)",
+        id="rsvp-account-cancelled-inactive",
+    ),
+    pytest.param(
+        work({"related_record_id": None}, {"description": D45120}),
+        DELETE,
+        "owner=link owner (one_on_one); who=empty (no related record); what=Mogli Event; "
+        "description cut (45,120 characters)",
+        id="no-who-long-description",
+    ),
+]
+
+
+@pytest.mark.parametrize(("item", "options", "rule"), RULES)
+def test_rule_text_for_the_journal(item: ActivityWork, options: MappingOptions, rule: str) -> None:
+    """The journal's rule line reads as a fixed, complete account of each choice."""
+    action = event_action(item, options)
+    assert isinstance(action, UpsertEvent)
+    assert action.rule == rule

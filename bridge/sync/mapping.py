@@ -166,7 +166,8 @@ def _refuse(code: FailureCode, message: str, *, user: str | None = None, link: s
 
 def salesforce_length(text: str) -> int:
     """The length Salesforce measures: UTF-16 code units (a character outside the BMP counts twice)."""
-    return len(text.encode("utf-16-le")) // 2
+    # surrogatepass: a lone surrogate (never valid text, but possible in a str) counts one, never raises.
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def cut(text: str, limit: int, marker: str = "") -> str:

@@ -1211,6 +1211,7 @@ CUTS = [
     pytest.param("a\U0001f600b", 3, "", "a\U0001f600", id="astral-fits-as-two"),
     pytest.param("a\U0001f600b", 2, "", "a", id="astral-not-split"),
     pytest.param("\U0001f600\U0001f600", 3, "…", "\U0001f600…", id="astral-with-marker"),
+    pytest.param("ab\ud800cd", 3, "", "ab\ud800", id="lone-surrogate-counts-one"),
 ]
 
 

@@ -141,7 +141,8 @@ async def forget_clients(request: web.Request) -> web.Response:
 
 
 async def purge_events(request: web.Request) -> web.Response:
-    """POST /__emulator/streaming/purge [{"older_than_seconds"}]: drop retained events (all by default)."""
+    """POST /__emulator/streaming/purge [{"older_than_seconds"}]: drop events older than that age
+    (default: the retention window; 0 drops every event)."""
     body = await _body(request)
     older = body.get("older_than_seconds")
     purged = _state(request).bus.purge(None if older is None else float(older))
@@ -149,14 +150,17 @@ async def purge_events(request: web.Request) -> web.Response:
 
 
 async def convert_lead(request: web.Request) -> web.Response:
-    """POST /__emulator/leads/{id}/convert: convert the way Salesforce does; answers the new ids."""
+    """POST /__emulator/leads/{id}/convert [{"create_opportunity"}]: convert as Salesforce does; answers
+    the new ids (`accountId`, `contactId`, `opportunityId`)."""
     state = _state(request)
     try:
         lead_id = sfid.to18(request.match_info["id"])
     except ValueError as exc:
         raise ControlError("id: not a Salesforce id") from exc
+    body = await _body(request)
     user = request.headers.get("X-Emulator-User") or state.store.integration_user_id
-    result = state.store.convert_lead(lead_id, DmlContext(user_id=sfid.to18(user), change_origin=""))
+    ctx = DmlContext(user_id=sfid.to18(user), change_origin="")
+    result = state.store.convert_lead(lead_id, ctx, create_opportunity=bool(body.get("create_opportunity")))
     return json_response(dict(result))
 
 
@@ -166,9 +170,10 @@ async def publish_gap(request: web.Request) -> web.Response:
     entity, ids, change_type = body.get("entity"), body.get("record_ids", []), body.get("change_type")
     if not isinstance(entity, str) or not isinstance(change_type, str) or not isinstance(ids, list):
         raise ControlError('expected {"entity": str, "record_ids": [str], "change_type": str}')
-    if not change_type.startswith("GAP_"):
-        raise ControlError("change_type: expected GAP_CREATE, GAP_UPDATE, ..., or GAP_OVERFLOW")
-    _state(request).bus.publish_gap(entity, [str(i) for i in ids], change_type)
+    try:
+        _state(request).bus.publish_gap(entity, [str(i) for i in ids], change_type)
+    except ValueError as exc:
+        raise ControlError(str(exc)) from exc
     return json_response({"published": True}, status=201)
 
 

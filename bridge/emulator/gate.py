@@ -65,7 +65,7 @@ def _drop(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is not None:
         transport.abort()
-    raise ConnectionResetError("emulator fault: connection dropped")
+    return web.Response(status=503)  # never reaches the peer: the transport is gone
 
 
 @web.middleware

@@ -358,6 +358,8 @@ class SalesforceClient:
             return
         age = self._clock() - self._usage_seen_at
         if age >= BUDGET_RECHECK_SECONDS:
+            # Let this one call probe; concurrent callers wait for its reading instead of joining it.
+            self._usage_seen_at = self._clock()
             return
         log.warning("salesforce.api_budget_reserve_reached", used=usage.used, limit=usage.limit)
         raise ApiLimitExhausted(

@@ -2,8 +2,9 @@
 
 Only the exception types a policy names are retried (by default `SalesforceUnavailable`, which the client
 raises for 5xx, timeouts, dropped connections and row locks). Anything else, including programming errors
-and `ApiLimitExhausted` (the pipeline waits that out, not the client), propagates at once. Sleep, clock and
-randomness are injected so tests run without waiting.
+and `ApiLimitExhausted` (the pipeline waits that out, not the client), propagates at once, and so does a
+`RetriesExhausted` from an inner loop: the token manager retries its own requests, and the REST client must
+not multiply those attempts. Sleep, clock and randomness are injected so tests run without waiting.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ async def call_with_retries(
         attempt += 1
         try:
             return await operation()
+        except RetriesExhausted:
+            raise  # an inner retry loop (e.g. the token endpoint's) already used its budget
         except policy.retry_on as exc:
             delay = policy.backoff(attempt, rand)
             retry_after = getattr(exc, "retry_after", None)

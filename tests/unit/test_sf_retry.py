@@ -143,3 +143,12 @@ async def test_policy_can_name_other_exception_types() -> None:
     policy = RetryPolicy(retry_on=(TimeoutError,))
     assert await call_with_retries(operation, policy, name="op", sleep=time.sleep, clock=time.clock) == "ok"
     assert operation.calls == 3
+
+
+async def test_exhausted_inner_retries_are_not_retried_again() -> None:
+    """A RetriesExhausted from a nested loop (token endpoint) is final: attempts do not multiply."""
+    time = FakeTime()
+    operation = Flaky(RetriesExhausted("token endpoint down", attempts=6))
+    with pytest.raises(RetriesExhausted):
+        await call_with_retries(operation, RetryPolicy(), name="op", sleep=time.sleep, clock=time.clock)
+    assert operation.calls == 1

@@ -143,3 +143,29 @@ async def test_bad_soql_is_permanent(client: SalesforceClient) -> None:
         await client.query("SELEKT Id FROM Event")
     assert info.value.code == "MALFORMED_QUERY"
     assert client.calls == 1
+
+
+async def test_reserve_lets_one_probe_through_when_stale(
+    client: SalesforceClient, seed: Seed, control: Control, fake_time: FakeTime
+) -> None:
+    """Once the low reading is stale exactly one call probes; the others keep waiting for its answer."""
+    await control.post("limits", {"allocation": 1000, "used": 950})
+    await client.limits()
+    fake_time.now += BUDGET_RECHECK_SECONDS
+    [probe] = await client.upsert_events([event_item(seed, "probe")])
+    assert probe.ok
+    with pytest.raises(ApiLimitExhausted):
+        await client.upsert_events([event_item(seed, "after-probe")])
+
+
+async def test_token_outage_is_not_retried_twice_over(
+    http: aiohttp.ClientSession, settings: SalesforceSettings, control: Control, fake_time: FakeTime
+) -> None:
+    """When the token endpoint stays down, the login's own retries are all there is (no nested retries)."""
+    await control.fault(path="/services/oauth2/token", status=503)
+    tokens = TokenManager(http, settings, sleep=fake_time.sleep, clock=fake_time.clock)
+    client = SalesforceClient(http, tokens, settings, sleep=fake_time.sleep, clock=fake_time.clock)
+    with pytest.raises(SalesforceUnavailable):
+        await client.limits()
+    assert tokens.token_requests == settings.max_attempts
+    assert client.calls == 0

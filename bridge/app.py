@@ -264,7 +264,8 @@ class Daemon:
             client = SalesforceClient(http, TokenManager(http, sf), sf)
             sync = self.settings.sync
             pusher = Pusher(ledger, client,  # type: ignore[arg-type]
-                            options=MappingOptions(on_cancel=sync.on_cancel),
+                            options=MappingOptions(on_cancel=sync.on_cancel,
+                                                   multiday_events=sync.multiday_events),
                             settings=PushSettings(batch_size=sync.batch_size,
                                                   retry_base_seconds=sync.retry_base_seconds,
                                                   retry_max_seconds=sync.retry_max_seconds,

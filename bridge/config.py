@@ -89,6 +89,7 @@ class SyncSettings:
     """Rules and pacing of the outbound pipeline."""
 
     on_cancel: Literal["delete", "keep"] = "delete"
+    multiday_events: bool = False  # the org allows Events longer than 24 hours (up to 14 days)
     batch_size: int = 200
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from sfclient_support import START, Control, Seed, event_item
 
+from bridge import sfid
 from bridge.config import SalesforceObjectNames, SalesforceSettings
 from bridge.errors import ConfigurationError, ErrorKind
 from bridge.records import MogliEventFields
@@ -177,3 +178,24 @@ async def test_unknown_external_id_field_is_a_configuration_error(
     with pytest.raises(ConfigurationError) as info:
         await client.upsert_events([event_item(seed, "x")])
     assert info.value.key == "salesforce.objects.booking_external_id_field"
+
+
+async def test_data_errors_are_permanent_per_record(
+    client: SalesforceClient, seed: Seed, control: Control
+) -> None:
+    """An inactive owner, an unknown Contact and a Lead with a WhatId each fail only their own record."""
+    inactive = await control.first_id("User", Username="inactive@example.com")
+    missing_contact = seed.contact[:5] + "9999999999"
+    items = [
+        event_item(seed, "inactive-owner", owner_id=inactive),
+        event_item(seed, "missing-contact", who_id=sfid.to18(missing_contact)),
+        event_item(seed, "lead-with-what", who_id=seed.lead),
+        event_item(seed, "fine"),
+    ]
+    results = await client.upsert_events(items)
+    assert [r.ok for r in results] == [False, False, False, True]
+    codes = [r.error.code for r in results[:3] if r.error is not None]
+    assert codes[0] == "INACTIVE_OWNER_OR_USER"
+    assert codes[1] in ("INVALID_CROSS_REFERENCE_KEY", "ENTITY_IS_DELETED")
+    assert codes[2] == "FIELD_INTEGRITY_EXCEPTION"
+    assert all(r.error is not None and r.error.kind is ErrorKind.PERMANENT for r in results[:3])

@@ -292,7 +292,7 @@ def test_link_arriving_after_its_booking_is_booked(repo: LedgerRepository) -> No
 
 
 def test_booking_delete_and_truncate(repo: LedgerRepository) -> None:
-    """DELETE marks one booking deleted and queued; TRUNCATE marks every booking so, skipped rows stay skipped."""
+    """DELETE flags one booking deleted and queued; TRUNCATE flags them all (skipped rows stay skipped)."""
     repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), booking("b2"), booking("b3"))))
     repo.apply_source_batch(
         batch(txn(booking("q", start=PAST), snapshot=True, lsn=1), quiet=frozenset({"q"}))

@@ -1,0 +1,299 @@
+"""Claiming work and recording outcomes, with the version compare that protects concurrent changes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bridge.ledger import Direction, DriftItem, JournalEntry, LedgerRepository
+from bridge.records import ActivityOutcome, ChangeOp, EventFields, LinkOutcome, OutcomeState
+from tests.adapters.ledger.factory import (
+    FUTURE,
+    NOW,
+    OWNER_SF,
+    batch,
+    booking,
+    change,
+    link,
+    setup_link,
+    txn,
+    user,
+)
+
+MOGLI = "a0B000000000001AAA"
+EVENT = "00U000000000001AAA"
+
+
+def _fields(booking_id: str = "b1") -> EventFields:
+    """The Event fields the worker would have written for a booking of link l1."""
+    return EventFields(
+        booking_id=booking_id,
+        owner_id=OWNER_SF,
+        who_id="003000000000001AAA",
+        what_id=MOGLI,
+        mogli_event_id=MOGLI,
+        subject="Intro call",
+        description="Say hello",
+        start_at=FUTURE,
+        end_at=FUTURE + timedelta(minutes=30),
+    )
+
+
+def _sync_link(repo: LedgerRepository) -> None:
+    """Record link l1's Mogli Event as written at its claimed version."""
+    [work] = [w for w in repo.claim_link_work(NOW, 10) if w.link.link_id == "l1"]
+    repo.record_link_outcomes(
+        [
+            LinkOutcome(
+                "l1", work.version, OutcomeState.SYNCED, mogli_event_id=MOGLI, owner_salesforce_id=OWNER_SF
+            )
+        ],
+        NOW,
+    )
+
+
+def test_link_claim_carries_owner(repo: LedgerRepository) -> None:
+    """A booked link is claimable with its mirror, its owner's Salesforce user and its version."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    [work] = repo.claim_link_work(NOW, 10)
+    assert work.link.link_id == "l1" and work.link.title == "Intro call" and work.version == 1
+    assert work.owner is not None and work.owner.salesforce_user_id == OWNER_SF
+
+
+def test_activity_waits_for_its_mogli_event(repo: LedgerRepository) -> None:
+    """An activity is not claimed while its link's Mogli Event is still unwritten; it is once it is."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    assert repo.claim_activity_work(NOW, 10) == []
+    _sync_link(repo)
+    [work] = repo.claim_activity_work(NOW, 10)
+    assert work.link is not None and work.link.mogli_event_id == MOGLI
+    assert work.owner is not None and work.owner.salesforce_user_id == OWNER_SF
+    assert work.booking.start_at == FUTURE and work.version == 1 and work.activity_id is None
+
+
+def test_cancellation_does_not_wait_for_the_mogli_event(repo: LedgerRepository) -> None:
+    """A cancelled booking is claimable even when its link has no Mogli Event yet."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1", status="cancelled"))))
+    assert [w.booking.booking_id for w in repo.claim_activity_work(NOW, 10)] == ["b1"]
+
+
+def test_claim_round_trip_synced(repo: LedgerRepository) -> None:
+    """A SYNCED outcome stores the Salesforce ids and the written fields; the row is no longer claimed."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    _sync_link(repo)
+    [work] = repo.claim_activity_work(NOW, 10)
+    outcome = ActivityOutcome(
+        "b1", work.version, OutcomeState.SYNCED, activity_id=EVENT, fields=_fields(), rule="one_on_one"
+    )
+    repo.record_activity_outcomes([outcome], NOW)
+    activity = repo.get_activity("b1")
+    assert activity is not None
+    assert (activity.state, activity.synced_version, activity.activity_id) == ("synced", 1, EVENT)
+    assert (activity.owner_salesforce_id, activity.who_id, activity.what_id) == (
+        OWNER_SF,
+        "003000000000001AAA",
+        MOGLI,
+    )
+    assert activity.synced_at == NOW and activity.attempts == 0
+    linked = repo.get_link("l1")
+    assert linked is not None and (linked.state, linked.mogli_event_id, linked.owner_salesforce_id) == (
+        "synced",
+        MOGLI,
+        OWNER_SF,
+    )
+    assert repo.claim_activity_work(NOW, 10) == [] and repo.claim_link_work(NOW, 10) == []
+    [entry] = repo.list_journal(booking_id="b1", limit=1)
+    assert entry.action == "salesforce.event_upserted" and entry.detail["rule"] == "one_on_one"
+    assert entry.detail["activity_id"] == EVENT
+
+
+def test_change_between_claim_and_record_stays_pending(repo: LedgerRepository) -> None:
+    """When the source changes a row after it was claimed, the stale outcome does not mark it synced."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    _sync_link(repo)
+    [work] = repo.claim_activity_work(NOW, 10)
+    repo.apply_source_batch(
+        batch(txn(change(booking("b1", start=FUTURE + timedelta(hours=1)), ChangeOp.UPDATE)))
+    )
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", work.version, OutcomeState.SYNCED, activity_id=EVENT, fields=_fields())], NOW
+    )
+    activity = repo.get_activity("b1")
+    assert activity is not None
+    assert (activity.state, activity.version, activity.synced_version) == ("pending", 2, None)
+    assert activity.activity_id == EVENT  # the Event exists: the next push updates it
+    [again] = repo.claim_activity_work(NOW, 10)
+    assert again.version == 2 and again.activity_id == EVENT
+
+
+def test_stale_link_outcome_keeps_mogli_event_id(repo: LedgerRepository) -> None:
+    """A link edited while its Mogli Event was being created keeps the new id but stays pending."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    [work] = repo.claim_link_work(NOW, 10)
+    repo.apply_source_batch(batch(txn(change(link("l1", title="Renamed"), ChangeOp.UPDATE))))
+    repo.record_link_outcomes(
+        [LinkOutcome("l1", work.version, OutcomeState.SYNCED, mogli_event_id=MOGLI)], NOW
+    )
+    linked = repo.get_link("l1")
+    assert linked is not None and (linked.state, linked.mogli_event_id, linked.version) == (
+        "pending",
+        MOGLI,
+        2,
+    )
+    assert [w.version for w in repo.claim_link_work(NOW, 10)] == [2]
+    # and the activity may now go, with the Mogli Event known
+    assert [w.booking.booking_id for w in repo.claim_activity_work(NOW, 10)] == ["b1"]
+
+
+def test_failed_then_requeued(repo: LedgerRepository) -> None:
+    """A FAILED outcome records the reason; requeue puts it back as pending with attempts reset."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), booking("b2"))))
+    _sync_link(repo)
+    failures = [
+        ActivityOutcome(
+            b, 1, OutcomeState.FAILED, error_code="FIELD_INTEGRITY_EXCEPTION", error="end before start"
+        )
+        for b in ("b1", "b2")
+    ]
+    repo.record_activity_outcomes(failures, NOW)
+    failed = repo.get_activity("b1")
+    assert failed is not None and (failed.state, failed.attempts, failed.last_error) == (
+        "failed",
+        1,
+        "end before start",
+    )
+    assert {f.key for f in repo.list_failures()} == {"b1", "b2"}
+    assert repo.claim_activity_work(NOW, 10) == []
+    assert repo.requeue(booking_ids=["b1"]) == 1
+    again = repo.get_activity("b1")
+    assert again is not None and (again.state, again.attempts) == ("pending", 0)
+    assert [w.booking.booking_id for w in repo.claim_activity_work(NOW, 10)] == ["b1"]
+    assert repo.requeue(all_failed=True) == 1
+    assert {e.direction for e in repo.list_journal(entity="activity", key="b2", limit=1)} == {Direction.ADMIN}
+
+
+def test_retry_waits_until_retry_at(repo: LedgerRepository) -> None:
+    """A RETRY outcome keeps the row pending and hides it from claims until its retry time."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    later = NOW + timedelta(minutes=5)
+    repo.record_link_outcomes(
+        [
+            LinkOutcome(
+                "l1", 1, OutcomeState.RETRY, error_code="UNABLE_TO_LOCK_ROW", error="locked", retry_at=later
+            )
+        ],
+        NOW,
+    )
+    linked = repo.get_link("l1")
+    assert linked is not None and (linked.state, linked.attempts, linked.next_attempt_at) == (
+        "pending",
+        1,
+        later,
+    )
+    assert repo.claim_link_work(NOW, 10) == []
+    assert [w.attempts for w in repo.claim_link_work(later, 10)] == [1]
+
+
+def test_cancelled_outcome_keeps_event_id(repo: LedgerRepository) -> None:
+    """A CANCELLED outcome settles the row as 'cancelled' and keeps the deleted Event's id."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    _sync_link(repo)
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", 1, OutcomeState.SYNCED, activity_id=EVENT, fields=_fields())], NOW
+    )
+    repo.apply_source_batch(batch(txn(change(booking("b1", status="cancelled"), ChangeOp.UPDATE))))
+    [work] = repo.claim_activity_work(NOW, 10)
+    assert work.activity_id == EVENT and work.booking.status == "cancelled"
+    repo.record_activity_outcomes([ActivityOutcome("b1", work.version, OutcomeState.CANCELLED)], NOW)
+    activity = repo.get_activity("b1")
+    assert activity is not None and (activity.state, activity.activity_id) == ("cancelled", EVENT)
+
+
+def test_claim_limit_and_exclude(repo: LedgerRepository) -> None:
+    """Claims honour the limit and skip booking ids already in flight."""
+    repo.apply_source_batch(batch(setup_link(), txn(*(booking(f"b{i}") for i in range(5)))))
+    _sync_link(repo)
+    assert len(repo.claim_activity_work(NOW, 3)) == 3
+    rest = repo.claim_activity_work(NOW, 10, exclude={"b0", "b1"})
+    assert {w.booking.booking_id for w in rest} == {"b2", "b3", "b4"}
+
+
+def test_round_robin_assignee_is_joined(repo: LedgerRepository) -> None:
+    """The assigned user's Salesforce id comes with a round-robin booking's work."""
+    repo.apply_source_batch(
+        batch(txn(user("u1"), user("u2", "005000000000009AAA"), link("l1", link_type="round_robin")))
+    )
+    repo.apply_source_batch(batch(txn(booking("b1", assigned_user_id="u2"))))
+    _sync_link(repo)
+    [work] = repo.claim_activity_work(NOW, 10)
+    assert work.assignee is not None and work.assignee.salesforce_user_id == "005000000000009AAA"
+
+
+def test_counts_and_lists(repo: LedgerRepository) -> None:
+    """counts() groups by state; list filters select by link, state and booking."""
+    repo.apply_source_batch(
+        batch(setup_link(), txn(user("u2"), link("l2", "u2")), txn(booking("b1"), booking("b2", "l2")))
+    )
+    _sync_link(repo)
+    counts = repo.counts()
+    assert counts["activities.pending"] == 2 and counts["links.synced"] == 1 and counts["links.pending"] == 1
+    assert [a.booking_id for a in repo.list_activities(link_id="l2")] == ["b2"]
+    assert [link.link_id for link in repo.list_links(state="synced")] == ["l1"]
+    assert set(repo.mirror_state(["b1", "b2", "zz"])) == {"b1", "b2"}
+
+
+def test_deleted_in_salesforce(repo: LedgerRepository) -> None:
+    """An Event deleted in Salesforce marks its activity 'deleted_in_salesforce' and journals it inbound."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    _sync_link(repo)
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", 1, OutcomeState.SYNCED, activity_id=EVENT, fields=_fields())], NOW
+    )
+    assert repo.mark_deleted_in_salesforce([EVENT]) == 1
+    activity = repo.get_activity("b1")
+    assert activity is not None and activity.state == "deleted_in_salesforce"
+    [entry] = repo.list_journal(booking_id="b1", limit=1)
+    assert entry.direction is Direction.INBOUND and entry.detail["salesforce_id"] == EVENT
+
+
+def test_reconciliation_runs_and_drift(repo: LedgerRepository) -> None:
+    """A run is opened, its drift stored and listed, and closed with a summary."""
+    run_id = repo.start_reconciliation("cli", {"links": ["l1"]}, dry_run=True)
+    repo.add_drift(
+        [DriftItem(run_id=run_id, kind="missing_event", booking_id="b1", detail={"why": "absent"})]
+    )
+    repo.finish_reconciliation(run_id, "finished", {"drift": 1})
+    run = repo.get_reconciliation(run_id)
+    assert run is not None and (run.state, run.dry_run, run.summary, run.finished_at) == (
+        "finished",
+        True,
+        {"drift": 1},
+        NOW,
+    )
+    [item] = repo.list_drift(run_id=run_id)
+    assert (item.kind, item.booking_id, item.repaired, item.detail) == (
+        "missing_event",
+        "b1",
+        False,
+        {"why": "absent"},
+    )
+
+
+def test_checkpoints_per_stream(repo: LedgerRepository) -> None:
+    """Checkpoints are stored and overwritten per stream."""
+    assert repo.read_checkpoint("/data/EventChangeEvent") is None
+    repo.write_checkpoint("/data/EventChangeEvent", "41")
+    repo.write_checkpoint("/data/EventChangeEvent", "42")
+    assert repo.read_checkpoint("/data/EventChangeEvent") == "42"
+
+
+def test_append_journal(repo: LedgerRepository) -> None:
+    """Entries from other directions are appended and read back newest first."""
+    repo.append_journal(
+        [
+            JournalEntry(NOW, Direction.RECONCILE, "activity", "b1", "reconcile.repaired", {"n": 1}),
+            JournalEntry(NOW, Direction.ADMIN, "activity", "b1", "admin.note", {"n": 2}),
+        ]
+    )
+    entries = repo.list_journal(booking_id="b1")
+    assert [e.action for e in entries] == ["admin.note", "reconcile.repaired"]
+    assert entries[0].id is not None and entries[1].id is not None and entries[0].id > entries[1].id

@@ -80,9 +80,27 @@ def _literal(f: FieldDef, value: Any) -> Any:
         if not sfid.is_valid(value):
             raise ApiError(400, "INVALID_QUERY_FILTER_OPERATOR", f"invalid ID field: {value}")
         return sfid.to18(value)
+    expected = _NON_TEXT.get(f.type)
+    if expected is not None and isinstance(value, str):
+        raise ApiError(
+            400,
+            "INVALID_FIELD",
+            f"value of filter criterion for field '{f.name}' must be of type {expected}"
+            " and should not be enclosed in quotes",
+        )
     if f.type == "datetime" and isinstance(value, date) and not isinstance(value, datetime):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     return value
+
+
+_NON_TEXT = {
+    "datetime": "dateTime",
+    "date": "date",
+    "boolean": "boolean",
+    "int": "double",
+    "double": "double",
+    "currency": "double",
+}
 
 
 def execute(plan: Plan, rows: Iterable[Values], now: datetime) -> list[Values]:

@@ -130,9 +130,12 @@ def _datetime(f: FieldDef, value: Any) -> datetime:
 
 
 def _ref(f: FieldDef, value: Any) -> str:
-    if not isinstance(value, str) or not sfid.is_valid(value):
-        raise ApiError(400, "MALFORMED_ID", f"{f.id_label}: id value of incorrect type: {value}", [f.name])
-    return sfid.to18(value)
+    try:
+        return sfid.to18(value)
+    except (ValueError, AttributeError):
+        raise ApiError(
+            400, "MALFORMED_ID", f"{f.id_label}: id value of incorrect type: {value}", [f.name]
+        ) from None
 
 
 _CONVERTERS: Mapping[str, Callable[[FieldDef, Any], Any]] = {

@@ -139,6 +139,17 @@ def test_unknown_field_is_invalid_field(text: str) -> None:
     assert "on entity 'Event'" in info.value.message
 
 
+@pytest.mark.parametrize(
+    "where", ["StartDateTime > '2024-01-01T00:00:00Z'", "IsPrivate = 'true'", "DurationInMinutes = '30'"]
+)
+def test_quoted_literal_on_non_text_field_is_invalid_field(where: str) -> None:
+    """Datetime, boolean and number values are written without quotes; quoted ones are INVALID_FIELD."""
+    with pytest.raises(ApiError) as info:
+        bind(parse(f"SELECT Id FROM Event WHERE {where}"), EVENT)
+    assert info.value.error_code == "INVALID_FIELD"
+    assert "should not be enclosed in quotes" in info.value.message
+
+
 def test_bad_id_literal_is_rejected() -> None:
     """An id field compared with a non-id string is rejected like Salesforce does."""
     with pytest.raises(ApiError) as info:

@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any, NoReturn
 
 import aiohttp
@@ -124,7 +125,7 @@ class SalesforceClient:
         self._calls = 0
         names = settings.objects
         self._configured_fields = frozenset(
-            getattr(names, setting) for setting in names.__dataclass_fields__ if setting.endswith("_field")
+            getattr(names, f.name) for f in dataclass_fields(names) if f.name.endswith("_field")
         )
         # Salesforce pages query results by 2,000 (200 at least); a smaller batch bounds memory per page.
         self._query_headers = (
@@ -203,7 +204,7 @@ class SalesforceClient:
     def _key_for_error(self, error: RecordError) -> str | None:
         """The `salesforce.objects.*` setting whose field the error names, if any."""
         names = self._settings.objects
-        for setting in names.__dataclass_fields__:
+        for setting in (f.name for f in dataclass_fields(names)):
             value = getattr(names, setting)
             if setting.endswith("_field") and (
                 value in error.fields or value.lower() in error.message.lower()

@@ -250,12 +250,14 @@ def replay_ids(replies: list[dict[str, Any]]) -> list[int]:
 class LocalAuthenticator(PasswordAuthenticator):
     """aiosfstream-ng's password authenticator, pointed at the test org's token endpoint."""
 
-    def __init__(self, token_url: str) -> None:
+    def __init__(
+        self, token_url: str, username: str = "bridge@example.com", password: str = "emulator"
+    ) -> None:
         super().__init__(
             consumer_key="test-client",
             consumer_secret="test-secret",
-            username="bridge@example.com",
-            password="x",
+            username=username,
+            password=password,
         )
         self._local_token_url = token_url
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import structlog.testing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sfclient_support import USERNAME, Control, FakeTime, password_settings
@@ -243,3 +244,47 @@ def test_unreadable_ca_bundle_names_the_key(tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError) as info:
             make_ssl_context(path)
         assert info.value.key == "salesforce.ca_bundle"
+
+
+async def test_rotated_refresh_token_is_used_for_the_next_refresh(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """With rotation the org kills the old refresh token; the manager keeps the new one for the next login."""
+    org = tmp_path / "org.toml"
+    org.write_text(
+        DEFAULT_ORG.read_text().replace("refresh_token_rotation = false", "refresh_token_rotation = true")
+    )
+    emulator = await start_emulator(host="127.0.0.1", port=0, org_file=org)
+    try:
+        control = Control(http, emulator.url)
+        issued = await control.post("oauth/refresh-tokens", {"username": USERNAME})
+        settings = password_settings(
+            emulator.url, auth="refresh_token", password="", refresh_token=issued["refresh_token"]
+        )
+        tokens = TokenManager(http, settings)
+        client = SalesforceClient(http, tokens, settings)
+        await client.limits()
+        await control.post("sessions/expire")
+        await client.limits()
+        assert tokens.token_requests == 2
+    finally:
+        await emulator.stop()
+
+
+async def test_no_secret_reaches_the_logs(
+    client: SalesforceClient, tokens: TokenManager, control: Control, settings: SalesforceSettings
+) -> None:
+    """Login, session expiry, refresh and retries log neither the access token nor the password or secret."""
+    with structlog.testing.capture_logs() as logs:
+        await client.limits()
+        await control.post("sessions/expire")
+        await control.fault(path="/limits", status=503, times=1)
+        await client.limits()
+    token = tokens.token
+    assert token is not None
+    text = repr(logs) + repr(token) + repr(tokens)
+    assert logs
+    for secret in (token.access_token, settings.client_secret):
+        assert secret not in text
+    # The emulator's password is a common word (it also names the emulator's own log events).
+    assert all(settings.password not in map(str, entry.values()) for entry in logs)

@@ -79,6 +79,10 @@ def _missing_slot(slot: str) -> FatalError:
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _fatal_cause(exc: BaseException, slot: str) -> FatalError | None:
     """The FatalError an exception stands for, or None when reconnecting may help."""
     if isinstance(exc, FatalError):
@@ -86,9 +90,11 @@ def _fatal_cause(exc: BaseException, slot: str) -> FatalError | None:
     if isinstance(exc, ProtocolError):
         return FatalError(f"the replication stream broke the pgoutput protocol: {exc}")
     if isinstance(exc, psycopg2.errors.UndefinedObject):
+        if "publication" in _first_line(exc):
+            return FatalError(f"{_first_line(exc)}: run `mogli-bridge setup` to create it")
         return _missing_slot(slot)
     if isinstance(exc, psycopg2.errors.ObjectNotInPrerequisiteState):
-        return FatalError(f"replication slot {slot} can no longer be read ({exc.pgerror}); {RECOVERY}")
+        return FatalError(f"replication slot {slot} can no longer be read ({_first_line(exc)}); {RECOVERY}")
     return None
 
 
@@ -310,7 +316,7 @@ class ReplicationSource:
                     return
                 self._handle(msg.data_start, msg.payload)
             self._stop_reading()
-        except (psycopg2.Error, OSError, ProtocolError) as exc:
+        except Exception as exc:  # a callback must not raise into the loop; _stream re-raises it
             self._stop_reading()
             self._failure.set_result(exc)
 

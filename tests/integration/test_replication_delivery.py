@@ -140,3 +140,28 @@ async def test_backpressure_pauses_reading_and_the_loop_keeps_running(source_db:
     assert all(isinstance(c.row, UserRow) for tx in txs for c in tx.changes)
     assert [tx.end_lsn for tx in txs] == sorted({tx.end_lsn for tx in txs})
     assert len(set(seen_ticks)) > 100  # the ticker ran between transactions throughout the stream
+
+
+async def test_missing_publication_is_fatal_and_names_the_fix(source_db: SourceDb) -> None:
+    """A publication that does not exist stops the reader with a message pointing at `mogli-bridge setup`."""
+    async with streaming(source_db, publication="nopub") as (source, stream):
+        await skip_snapshot(source, stream)
+        source_db.add_user()
+        with pytest.raises(FatalError, match=r'publication "nopub" does not exist: run `mogli-bridge setup`'):
+            await take(stream, 1)
+
+
+async def test_resumes_after_a_server_restart(source_db: SourceDb) -> None:
+    """A server restart breaks the connection; the reader retries until the server is back and resumes
+    after the acknowledged transaction without losing the one committed meanwhile."""
+    async with streaming(source_db) as (source, stream):
+        await skip_snapshot(source, stream)
+        first = source_db.add_user()
+        (t1,) = await take(stream, 1)
+        source.acknowledge(t1.end_lsn)
+        await wait_until(lambda: source_db.confirmed_flush() >= t1.end_lsn)
+        await asyncio.to_thread(source_db.cluster.restart, "fast")
+        second = source_db.add_user()
+        (t2,) = await take(stream, 1)
+        assert source.stats.reconnects >= 1
+    assert user_ids([t1, t2]) == [first, second]

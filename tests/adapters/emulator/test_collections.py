@@ -62,7 +62,9 @@ async def test_a_collection_is_one_change_transaction(emulator: EmulatorClient) 
 async def test_update_upsert_delete_and_retrieve(emulator: EmulatorClient) -> None:
     """PATCH updates by Id, PATCH /{obj}/{extField} upserts (created true/false), GET retrieves in id
     order with null for unknown ids, DELETE ?ids= removes."""
-    created = await emulator.rest("POST", "/composite/sobjects", json={"records": [_account("U1"), _account("U2")]})
+    created = await emulator.rest(
+        "POST", "/composite/sobjects", json={"records": [_account("U1"), _account("U2")]}
+    )
     ids = [r["id"] for r in created.body]
     updates = [{"attributes": {"type": "Account"}, "Id": i, "Name": f"{i[-4:]}-new"} for i in ids]
     updated = await emulator.rest("PATCH", "/composite/sobjects", json={"records": updates})
@@ -73,14 +75,20 @@ async def test_update_upsert_delete_and_retrieve(emulator: EmulatorClient) -> No
         {"attributes": {"type": "Mogli_Event__c"}, "Scheduling_Link_Id__c": key, "Name": key}
         for key in ("l1", "l2")
     ]
-    first = await emulator.rest("PATCH", "/composite/sobjects/Mogli_Event__c/Scheduling_Link_Id__c", json={"records": upserts})
-    second = await emulator.rest("PATCH", "/composite/sobjects/Mogli_Event__c/Scheduling_Link_Id__c", json={"records": upserts})
+    first = await emulator.rest(
+        "PATCH", "/composite/sobjects/Mogli_Event__c/Scheduling_Link_Id__c", json={"records": upserts}
+    )
+    second = await emulator.rest(
+        "PATCH", "/composite/sobjects/Mogli_Event__c/Scheduling_Link_Id__c", json={"records": upserts}
+    )
     assert [r["created"] for r in first.body] == [True, True]
     assert [r["created"] for r in second.body] == [False, False]
     assert [r["id"] for r in first.body] == [r["id"] for r in second.body]
 
     missing = "001000000000000AAA"
-    got = await emulator.rest("GET", f"/composite/sobjects/Account?ids={ids[1]},{missing},{ids[0]}&fields=Id,Name")
+    got = await emulator.rest(
+        "GET", f"/composite/sobjects/Account?ids={ids[1]},{missing},{ids[0]}&fields=Id,Name"
+    )
     assert got.status == 200
     assert [r["Id"] if r else None for r in got.body] == [ids[1], None, ids[0]]
 

@@ -24,7 +24,8 @@ async def _composite(emulator: EmulatorClient, subs: list[dict[str, Any]], all_o
 
 
 async def test_references_feed_later_subrequests(emulator: EmulatorClient) -> None:
-    """`@{ref.id}` in a url and a body, and `@{ref.records[0].Id}` from a query, resolve to earlier results."""
+    """`@{ref.id}` in a url and a body, and `@{ref.records[0].Id}` from a query, resolve to earlier
+    results."""
     subs = [
         _sub("POST", "/sobjects/Account", "acct", {"Name": "Composite Co"}),
         _sub("POST", "/sobjects/Contact", "ctc", {"LastName": "Ref", "AccountId": "@{acct.id}"}),

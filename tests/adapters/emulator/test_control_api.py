@@ -59,13 +59,19 @@ async def test_gap_publishes_a_gap_event(emulator: EmulatorClient) -> None:
     """POST /gap puts a GAP_* event with the given record ids on the entity's channel; a bad change type
     or a non-CDC entity is a 400."""
     contact_id = (await emulator.rest("POST", "/sobjects/Contact", json={"LastName": "G"})).body["id"]
-    await emulator.control("POST", "/gap", {"entity": "Contact", "record_ids": [contact_id], "change_type": "GAP_UPDATE"})
+    await emulator.control(
+        "POST", "/gap", {"entity": "Contact", "record_ids": [contact_id], "change_type": "GAP_UPDATE"}
+    )
     log = emulator.state.bus.channel_log("/data/ContactChangeEvent")
     assert log is not None
     last = log.after(0, 100)[-1].event
     assert (last.change_type, last.record_ids) == ("GAP_UPDATE", (contact_id,))
-    bad_type = await emulator.request("POST", "/__emulator/gap", json={"entity": "Contact", "record_ids": [], "change_type": "UPDATE"})
-    bad_entity = await emulator.request("POST", "/__emulator/gap", json={"entity": "Account", "record_ids": [], "change_type": "GAP_CREATE"})
+    bad_type = await emulator.request(
+        "POST", "/__emulator/gap", json={"entity": "Contact", "record_ids": [], "change_type": "UPDATE"}
+    )
+    bad_entity = await emulator.request(
+        "POST", "/__emulator/gap", json={"entity": "Account", "record_ids": [], "change_type": "GAP_CREATE"}
+    )
     assert bad_type.status == bad_entity.status == 400
 
 
@@ -112,7 +118,9 @@ async def test_reset_returns_the_org_to_its_seed(emulator: EmulatorClient) -> No
 
 async def test_control_errors_are_json(emulator: EmulatorClient) -> None:
     """A malformed control body or an unknown control route answers JSON `{"error"}`."""
-    bad = await emulator.request("POST", "/__emulator/limits", data=b"[1]", headers={"Content-Type": "application/json"})
+    bad = await emulator.request(
+        "POST", "/__emulator/limits", data=b"[1]", headers={"Content-Type": "application/json"}
+    )
     assert bad.status == 400 and "error" in bad.body
     unknown = await emulator.request("GET", "/__emulator/nothing")
     assert unknown.status == 404 and "error" in unknown.body

@@ -16,7 +16,11 @@ async def test_status_and_error_code_rule(emulator: EmulatorClient) -> None:
     reply = await emulator.rest("POST", "/sobjects/Account", json={"Name": "x"})
     assert reply.status == 400
     assert reply.body == [
-        {"message": "unable to obtain exclusive access to this record", "errorCode": "UNABLE_TO_LOCK_ROW", "fields": []}
+        {
+            "message": "unable to obtain exclusive access to this record",
+            "errorCode": "UNABLE_TO_LOCK_ROW",
+            "fields": [],
+        }
     ]
     assert "Sforce-Limit-Info" in reply.headers
     assert emulator.store.query("SELECT Id FROM Account WHERE Name = 'x'").total_size == 0
@@ -33,11 +37,15 @@ async def test_times_limits_how_often_a_rule_fires(emulator: EmulatorClient) -> 
 
 async def test_method_and_path_regex_must_both_match(emulator: EmulatorClient) -> None:
     """The rule fires only for its method, and `path` is a regex searched in the request path."""
-    await emulator.control("POST", "/faults", {"method": "PATCH", "path": r"/sobjects/Account/\w{18}$", "status": 503})
+    await emulator.control(
+        "POST", "/faults", {"method": "PATCH", "path": r"/sobjects/Account/\w{18}$", "status": 503}
+    )
     account_id = (await emulator.rest("POST", "/sobjects/Account", json={"Name": "A"})).body["id"]
     assert (await emulator.rest("GET", f"/sobjects/Account/{account_id}")).status == 200
     assert (await emulator.rest("PATCH", f"/sobjects/Account/{account_id}", json={"Name": "B"})).status == 503
-    assert (await emulator.rest("PATCH", "/sobjects/Mogli_Event__c/Scheduling_Link_Id__c/z", json={"Name": "C"})).status == 201
+    assert (
+        await emulator.rest("PATCH", "/sobjects/Mogli_Event__c/Scheduling_Link_Id__c/z", json={"Name": "C"})
+    ).status == 201
 
 
 async def test_probability_zero_never_fires_and_one_always_does(emulator: EmulatorClient) -> None:
@@ -88,7 +96,9 @@ async def test_per_record_rule_fails_every_record_of_a_collection(emulator: Emul
 
 async def test_raw_body_rule_answers_non_json(emulator: EmulatorClient) -> None:
     """A rule with `body` answers that text (not JSON), e.g. a load balancer's error page."""
-    await emulator.control("POST", "/faults", {"path": "/cometd/", "status": 502, "body": "<html>Bad gateway</html>"})
+    await emulator.control(
+        "POST", "/faults", {"path": "/cometd/", "status": 502, "body": "<html>Bad gateway</html>"}
+    )
     reply = await emulator.request("POST", "/cometd/60.0", json=[{"channel": "/meta/handshake"}])
     assert reply.status == 502
     assert reply.body == "<html>Bad gateway</html>"
@@ -105,7 +115,9 @@ async def test_faults_reach_the_token_endpoint_but_not_the_control_api(emulator:
 
 async def test_delete_clears_rules_and_bad_rules_are_refused(emulator: EmulatorClient) -> None:
     """DELETE /faults removes every rule; a rule with a bad regex or probability is refused 400."""
-    await emulator.control("POST", "/faults", {"rules": [{"path": "/a", "status": 503}, {"path": "/b", "status": 503}]})
+    await emulator.control(
+        "POST", "/faults", {"rules": [{"path": "/a", "status": 503}, {"path": "/b", "status": 503}]}
+    )
     assert (await emulator.control("DELETE", "/faults")) == {"cleared": 2}
     for bad in ({"path": "("}, {"path": "/x", "probability": 2}, {"path": "/x", "action": "explode"}):
         reply = await emulator.request("POST", "/__emulator/faults", json=bad)

@@ -49,7 +49,12 @@ async def test_collections_and_composite_count_as_one_request(emulator: Emulator
     await emulator.rest("POST", "/composite/sobjects", json={"records": records})
     subrequests = [
         {"method": "GET", "url": "/services/data/v60.0/limits", "referenceId": "a"},
-        {"method": "POST", "url": "/services/data/v60.0/sobjects/Account", "referenceId": "b", "body": {"Name": "B"}},
+        {
+            "method": "POST",
+            "url": "/services/data/v60.0/sobjects/Account",
+            "referenceId": "b",
+            "body": {"Name": "B"},
+        },
     ]
     await emulator.rest("POST", "/composite", json={"compositeRequest": subrequests})
     stats = await emulator.control("GET", "/stats")

@@ -71,7 +71,8 @@ async def test_query_all_includes_deleted_records(emulator: EmulatorClient) -> N
 
 
 async def test_query_errors(emulator: EmulatorClient) -> None:
-    """Bad SOQL answers 400 MALFORMED_QUERY, a missing `q` too; an unknown locator 400 INVALID_QUERY_LOCATOR."""
+    """Bad SOQL answers 400 MALFORMED_QUERY, a missing `q` too; an unknown locator answers 400
+    INVALID_QUERY_LOCATOR."""
     bad = await emulator.rest("GET", _q("SELEKT Id FROM Contact"))
     assert (bad.status, bad.body[0]["errorCode"]) == (400, "MALFORMED_QUERY")
     missing = await emulator.rest("GET", "/query")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from bridge.emulator.contracts import ApiError
 from bridge.emulator.schema import ObjectDef
 from bridge.emulator.store_txn import Txn
@@ -19,6 +22,24 @@ def convert(txn: Txn, lead_id: str, create_opportunity: bool, emit_event_updates
     v = lead.values
     if v.get("IsConverted"):
         raise ApiError(400, "CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", ["Id"])
+    result = _create_records(txn, v, create_opportunity)
+    txn.apply(
+        lead,
+        {
+            "IsConverted": True,
+            "ConvertedDate": txn.now.date(),
+            "ConvertedAccountId": result["accountId"],
+            "ConvertedContactId": result["contactId"],
+            "ConvertedOpportunityId": result.get("opportunityId"),
+            "Status": _CONVERTED_STATUS,
+        },
+    )
+    _move_events(txn, lead.id, result, emit_event_updates)
+    return result
+
+
+def _create_records(txn: Txn, v: Mapping[str, Any], create_opportunity: bool) -> dict[str, str]:
+    """The Account, Contact and optional Opportunity a conversion creates, owned by the Lead's owner."""
     owner = v["OwnerId"]
     company = v.get("Company") or v.get("Name") or "Converted lead"
     account_id = _insert(txn, "Account", {"Name": company, "OwnerId": owner})
@@ -48,25 +69,18 @@ def convert(txn: Txn, lead_id: str, create_opportunity: bool, emit_event_updates
                 "OwnerId": owner,
             },
         )
-    txn.apply(
-        lead,
-        {
-            "IsConverted": True,
-            "ConvertedDate": txn.now.date(),
-            "ConvertedAccountId": account_id,
-            "ConvertedContactId": contact_id,
-            "ConvertedOpportunityId": result.get("opportunityId"),
-            "Status": _CONVERTED_STATUS,
-        },
-    )
-    for event in [r for r in txn.referrers(lead.id) if r.sobject == "Event" and not r.deleted]:
-        if event.values.get("WhoId") != lead.id:
+    return result
+
+
+def _move_events(txn: Txn, lead_id: str, result: Mapping[str, str], emit: bool) -> None:
+    """Re-point the Lead's Events: WhoId -> the Contact, WhatId -> the Opportunity when one was created."""
+    for event in [r for r in txn.referrers(lead_id) if r.sobject == "Event" and not r.deleted]:
+        if event.values.get("WhoId") != lead_id:
             continue
-        moved: dict[str, object] = {"WhoId": contact_id}
+        moved: dict[str, object] = {"WhoId": result["contactId"]}
         if "opportunityId" in result:
             moved["WhatId"] = result["opportunityId"]
-        txn.apply(event, moved, emit=emit_event_updates)
-    return result
+        txn.apply(event, moved, emit=emit)
 
 
 def _insert(txn: Txn, sobject: str, values: dict[str, object]) -> str:

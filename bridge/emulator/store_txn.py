@@ -11,6 +11,7 @@ from typing import Any
 from bridge import sfid
 from bridge.emulator.contracts import ApiError, DmlContext
 from bridge.emulator.schema import ObjectDef, Schema
+from bridge.emulator.store_related import cascade_targets, check_invitee_caps
 from bridge.emulator.store_rows import Row, RowTable
 from bridge.emulator.validation import (
     EventRules,
@@ -25,8 +26,6 @@ from bridge.emulator.validation import (
 # Never part of a change event body (reference §5.2); derived compound names are left out too.
 _CDC_SKIP = frozenset({"Id", "IsDeleted", "SystemModstamp"})
 _PERSON_OBJECTS = frozenset({"User", "Contact", "Lead"})
-_MAX_INVITEES = 1000
-_MAX_CONTACT_WHOS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +122,7 @@ class Txn:
             raise entity_deleted()
         if row.sobject == "User":
             raise ApiError(400, "DELETE_FAILED", "You cannot delete a user; deactivate it instead")
-        for victim in [row, *self._cascade_targets(row)]:
+        for victim in [row, *cascade_targets(self._table, row)]:
             gone = victim.copy()
             gone.deleted, gone.cascade_root = True, rid
             gone.values.update(IsDeleted=True, SystemModstamp=self.now)
@@ -299,7 +298,7 @@ class Txn:
             derive_event(values, given, self._rules)
             values["AccountId"] = self._event_account(values)
         elif obj.name == "EventRelation" and own_id is None:
-            self._check_invitee_caps(values)
+            check_invitee_caps(self._table, values)
         self._check_unique(obj, values, own_id)
 
     def _check_lookup(self, obj: ObjectDef, field_name: str, target_id: str) -> None:
@@ -337,37 +336,6 @@ class Txn:
                 return str(account)
         return None
 
-    def _check_invitee_caps(self, values: Mapping[str, Any]) -> None:
-        relations = [
-            r
-            for r in self._table.referrers(values["EventId"])
-            if r.sobject == "EventRelation" and not r.deleted and r.values["EventId"] == values["EventId"]
-        ]
-        same = [r.id for r in relations if r.values["RelationId"] == values["RelationId"]]
-        if same:
-            raise ApiError(
-                400,
-                "DUPLICATE_VALUE",
-                f"duplicate value found: RelationId duplicates value on record with id: {same[0]}",
-                ["RelationId"],
-            )
-        prefix = str(values["RelationId"])[:3]
-        if (
-            values.get("IsInvitee")
-            and sum(bool(r.values.get("IsInvitee")) for r in relations) >= _MAX_INVITEES
-        ):
-            raise ApiError(400, "LIMIT_EXCEEDED", f"An event can't have more than {_MAX_INVITEES} invitees")
-        whos = [r.values["RelationId"][:3] for r in relations if r.values.get("IsParent")]
-        if values.get("IsParent") and prefix in (sfid.CONTACT_PREFIX, sfid.LEAD_PREFIX):
-            if prefix == sfid.LEAD_PREFIX and whos:
-                raise ApiError(400, "FIELD_INTEGRITY_EXCEPTION", "An event can be related to only one lead")
-            if sfid.LEAD_PREFIX in whos or whos.count(sfid.CONTACT_PREFIX) >= _MAX_CONTACT_WHOS:
-                raise ApiError(
-                    400,
-                    "LIMIT_EXCEEDED",
-                    f"An event can be related to up to {_MAX_CONTACT_WHOS} contacts or one lead",
-                )
-
     def _check_unique(self, obj: ObjectDef, values: Mapping[str, Any], own_id: str | None) -> None:
         for f in obj.fields.values():
             if not (f.unique or f.external_id) or values.get(f.name) is None:
@@ -382,34 +350,8 @@ class Txn:
                     [f.name],
                 )
 
-    def _cascade_targets(self, root: Row) -> list[Row]:
-        """What Salesforce deletes with `root` (reference §3.4): activities, account contacts, relations."""
-        out: dict[str, Row] = {}
-        queue = [root]
-        while queue:
-            parent = queue.pop()
-            for child in self._table.referrers(parent.id):
-                if child.deleted or child.id in out or child.id == root.id:
-                    continue
-                if _cascades(parent, child):
-                    out[child.id] = child
-                    queue.append(child)
-        return list(out.values())
-
     def _change(self, row: Row, change_type: str, body: Mapping[str, Any], changed: tuple[str, ...]) -> None:
         self.changes.append(PendingChange(row.sobject, change_type, row.id, body, changed))
-
-
-def _cascades(parent: Row, child: Row) -> bool:
-    """True when deleting `parent` deletes `child`."""
-    v = child.values
-    if child.sobject == "Event":
-        return parent.id in (v.get("WhatId"), v.get("WhoId"), v.get("AccountId"))
-    if child.sobject == "EventRelation":
-        return parent.id in (v.get("EventId"), v.get("RelationId"))
-    if parent.sobject == "Account" and child.sobject in ("Contact", "Opportunity"):
-        return bool(v.get("AccountId") == parent.id)
-    return False
 
 
 def _body(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -117,17 +117,22 @@ class TransactionAssembler:
         table, relation = self._table(msg.relid)
         if table is None:
             return
-        columns = relation.columns
         try:
-            if isinstance(msg, Insert):
-                change = SourceChange(table, ChangeOp.INSERT, build_row(table, columns, msg.new))
-            elif isinstance(msg, Update):
-                new = _fill_unchanged(msg.new, msg.old if msg.old_kind == "O" else None)
-                change = SourceChange(table, ChangeOp.UPDATE, build_row(table, columns, new))
-            else:
-                change = SourceChange(
-                    table, ChangeOp.DELETE, build_row(table, columns, msg.old, key_only=True)
-                )
+            self._open.changes.extend(_row_changes(table, relation, msg))
         except ValueError as exc:  # tuple width differs from the cached Relation
             raise ProtocolError(f"{table}: {exc}") from exc
-        self._open.changes.append(change)
+
+
+def _row_changes(table: SourceTable, relation: Relation, msg: Insert | Update | Delete) -> list[SourceChange]:
+    """The changes one row message stands for; an update of the primary key is a delete plus an insert."""
+    columns = relation.columns
+    if isinstance(msg, Insert):
+        return [SourceChange(table, ChangeOp.INSERT, build_row(table, columns, msg.new))]
+    if isinstance(msg, Delete):
+        return [SourceChange(table, ChangeOp.DELETE, build_row(table, columns, msg.old, key_only=True))]
+    row = build_row(table, columns, _fill_unchanged(msg.new, msg.old if msg.old_kind == "O" else None))
+    if msg.old is not None:
+        old_key = build_row(table, columns, msg.old, key_only=True)
+        if old_key.id and old_key.id != row.id:
+            return [SourceChange(table, ChangeOp.DELETE, old_key), SourceChange(table, ChangeOp.INSERT, row)]
+    return [SourceChange(table, ChangeOp.UPDATE, row)]

@@ -152,3 +152,17 @@ async def test_altered_table_mid_stream_keeps_decoding_and_bad_values_do_not_sto
     assert broken.title == "Intro call" and len(broken.problems) == 1
     assert broken.problems[0].startswith("scheduling_links.duration_minutes:")
     assert isinstance(rows[4], LinkRow) and rows[4].id == good and rows[4].problems == ()
+
+
+async def test_primary_key_change_arrives_as_delete_then_insert(source_db: SourceDb) -> None:
+    """Changing a row's id on the server yields a DELETE of the old id and an INSERT of the new one."""
+    async with streaming(source_db) as (source, stream):
+        await skip_snapshot(source, stream)
+        old = source_db.add_user("005K")
+        new = str(uuid.uuid4())
+        source_db.run("UPDATE scheduler.users SET id = %s WHERE id = %s", (new, old))
+        _, tx = await take(stream, 2)
+    assert [(c.op, c.row) for c in tx.changes] == [
+        (ChangeOp.DELETE, UserRow(id=old)),
+        (ChangeOp.INSERT, UserRow(id=new, salesforce_user_id="005K")),
+    ]

@@ -271,3 +271,31 @@ def test_assembler_reset_forgets_relations_and_open_transaction() -> None:
     feed_all(asm, begin())
     with pytest.raises(ProtocolError):
         feed_all(asm, b"I" + struct.pack("!I", 1) + b"N" + tup(UUID_A, "e", "n", None))
+
+
+def test_assembler_turns_a_primary_key_change_into_delete_and_insert() -> None:
+    """An UPDATE that changes the id ('K' old key) is a DELETE of the old id and an INSERT of the new."""
+    asm = TransactionAssembler("scheduler")
+    (tx,) = feed_all(
+        asm,
+        relation(1, "scheduler", "users", USERS_COLS),
+        begin(),
+        b"U"
+        + struct.pack("!I", 1)
+        + b"K"
+        + tup(UUID_A, None, None, None)
+        + b"N"
+        + tup(UUID_B, "e", "n", "005"),
+        b"U"
+        + struct.pack("!I", 1)
+        + b"O"
+        + tup(UUID_B, "e", "n", "005")
+        + b"N"
+        + tup(UUID_B, "e", "n", "006"),
+        commit(),
+    )
+    assert [(c.op, c.row) for c in tx.changes] == [
+        (ChangeOp.DELETE, UserRow(id=UUID_A)),
+        (ChangeOp.INSERT, UserRow(id=UUID_B, salesforce_user_id="005")),
+        (ChangeOp.UPDATE, UserRow(id=UUID_B, salesforce_user_id="006")),
+    ]

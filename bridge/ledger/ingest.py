@@ -4,6 +4,12 @@ Everything here runs inside the caller's single database transaction, together w
 checkpoint, so a batch is either wholly in the ledger or not at all. Rows are changed in a working copy
 (see workset.py) in source order; a TRUNCATE of bookings flushes what came before it and then updates
 the table in one statement.
+
+A row is queued (state 'pending', version + 1, attempts 0) only when the change matters to Salesforce:
+a new booking, a changed mirrored column, a delete, or any source update of a 'failed' booking. An UPDATE
+that touches only columns the ledger does not mirror (invitee name, updated_at) queues nothing, and a
+replayed snapshot chunk is a no-op. When a failed link goes back to pending (its owner got connected),
+its failed activities go with it: most of them failed because their link could not be written.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, or_, select, update
+from sqlalchemy import Connection, and_, or_, update
 
+from bridge.ledger.checkpoints import SOURCE_STREAM, read_position, write_position
+from bridge.ledger.journal import outbound_row
 from bridge.ledger.rows import ActivitySyncState as A
 from bridge.ledger.rows import IngestBatch, IngestSummary
 from bridge.ledger.rows import LinkSyncState as L
-from bridge.ledger.tables import ActivityModel, CheckpointModel, JournalModel, LinkModel, UserModel
+from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, USERS
 from bridge.ledger.workset import Row, WorkingTable, insert_many
 from bridge.records import (
     BookingRow,
@@ -30,13 +38,6 @@ from bridge.records import (
     UserRow,
 )
 
-USERS: Table = UserModel.__table__  # type: ignore[assignment]
-LINKS: Table = LinkModel.__table__  # type: ignore[assignment]
-ACTIVITIES: Table = ActivityModel.__table__  # type: ignore[assignment]
-JOURNAL: Table = JournalModel.__table__  # type: ignore[assignment]
-CHECKPOINTS: Table = CheckpointModel.__table__  # type: ignore[assignment]
-
-SOURCE_STREAM = "source"
 USER_NOT_CONNECTED = "USER_NOT_CONNECTED"
 # Activities a link edit or an owner change sends again (not cancelled, skipped or gone from Salesforce).
 REQUEUE_STATES = (A.SYNCED.value, A.FAILED.value, A.PENDING.value)
@@ -73,20 +74,6 @@ _SYNC_DEFAULTS: dict[str, Any] = {
 }
 
 Item = tuple[SourceTransaction, SourceChange]
-
-
-def read_position(connection: Connection, stream: str) -> str | None:
-    """The stored position of a stream."""
-    query = select(CHECKPOINTS.c.position).where(CHECKPOINTS.c.stream == stream)
-    return connection.execute(query).scalar_one_or_none()
-
-
-def write_position(connection: Connection, stream: str, position: str, now: datetime) -> None:
-    """Store a stream position (update, else insert)."""
-    values = {"position": position, "updated_at": now}
-    done = connection.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.stream == stream).values(values))
-    if done.rowcount == 0:
-        insert_many(connection, CHECKPOINTS, [{"stream": stream, **values}])
 
 
 def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
@@ -141,7 +128,7 @@ def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: date
     connection.execute(
         update(ACTIVITIES).where(~live).values(source_deleted=True, updated_at=now),
     )
-    entry = _journal_row(now, "activity", "*", "source.truncate", _detail(txn))
+    entry = outbound_row(now, "activity", "*", "source.truncate", _detail(txn))
     insert_many(connection, JOURNAL, [entry])
     return queued > 0
 
@@ -151,17 +138,6 @@ def _detail(txn: SourceTransaction) -> dict[str, Any]:
     if txn.snapshot:
         detail["snapshot"] = True
     return detail
-
-
-def _journal_row(now: datetime, entity: str, key: str, action: str, detail: dict[str, Any]) -> Row:
-    return {
-        "at": now,
-        "direction": "outbound",
-        "entity": entity,
-        "entity_key": key,
-        "action": action,
-        "detail": detail,
-    }
 
 
 def _merge(previous: Row | None, row: LinkRow | BookingRow, fields: dict[str, str]) -> Row:
@@ -273,7 +249,7 @@ class _Segment:
                 self._delete_booking(row.id, txn)
             elif not self._upsert_booking(row, txn):
                 detail["skipped"] = True
-        self.journal.append(_journal_row(self.now, entity, key, f"source.{change.op.value}", detail))
+        self.journal.append(outbound_row(self.now, entity, key, f"source.{change.op.value}", detail))
 
     def _queue(self, row: Row) -> None:
         """Make a link or activity pending work at a new version."""

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, or_, select
 
-from bridge.ledger.ingest import JOURNAL
 from bridge.ledger.rows import Direction, JournalEntry
-from bridge.ledger.workset import insert_many
+from bridge.ledger.tables import JOURNAL
+from bridge.ledger.workset import Row, insert_many
+
+
+def outbound_row(now: datetime, entity: str, key: str, action: str, detail: dict[str, Any]) -> Row:
+    """A journal row (as insert parameters) for an outbound entry."""
+    return {
+        "at": now,
+        "direction": Direction.OUTBOUND.value,
+        "entity": entity,
+        "entity_key": key,
+        "action": action,
+        "detail": detail,
+    }
 
 
 def append_journal(connection: Connection, entries: Sequence[JournalEntry]) -> None:

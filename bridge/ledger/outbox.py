@@ -25,10 +25,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 
-from bridge.ledger.ingest import ACTIVITIES, JOURNAL, LINKS, USERS
+from bridge.ledger.journal import outbound_row
 from bridge.ledger.rows import ActivitySyncState as A
 from bridge.ledger.rows import LinkSyncState as L
-from bridge.ledger.tables import UtcDateTime
+from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, USERS, UtcDateTime
 from bridge.ledger.workset import Row, chunked, insert_many
 from bridge.records import (
     ActivityOutcome,
@@ -330,7 +330,7 @@ def _outcome_detail(o: LinkOutcome | ActivityOutcome) -> dict[str, Any]:
 def _link_journal(o: LinkOutcome, now: datetime) -> Row:
     detail = _outcome_detail(o)
     detail.update(mogli_event_id=o.mogli_event_id, owner_salesforce_id=o.owner_salesforce_id)
-    return _journal(now, "link", o.link_id, _LINK_ACTIONS[o.state], detail)
+    return outbound_row(now, "link", o.link_id, _LINK_ACTIONS[o.state], detail)
 
 
 def _activity_journal(o: ActivityOutcome, now: datetime) -> Row:
@@ -340,15 +340,4 @@ def _activity_journal(o: ActivityOutcome, now: datetime) -> Row:
         detail.update(owner_id=o.fields.owner_id, who_id=o.fields.who_id, what_id=o.fields.what_id)
         detail["mogli_event_id"] = o.fields.mogli_event_id
     detail.update(dict(o.detail))
-    return _journal(now, "activity", o.booking_id, _ACTIVITY_ACTIONS[o.state], detail)
-
-
-def _journal(now: datetime, entity: str, key: str, action: str, detail: dict[str, Any]) -> Row:
-    return {
-        "at": now,
-        "direction": "outbound",
-        "entity": entity,
-        "entity_key": key,
-        "action": action,
-        "detail": detail,
-    }
+    return outbound_row(now, "activity", o.booking_id, _ACTIVITY_ACTIONS[o.state], detail)

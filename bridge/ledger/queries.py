@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, Table, func, literal, select, union_all
 
-from bridge.ledger.ingest import ACTIVITIES, LINKS
 from bridge.ledger.rows import ActivityRecord, FailureRecord, LinkRecord
+from bridge.ledger.tables import ACTIVITIES, LINKS
 from bridge.ledger.workset import chunked
 
 DEFAULT_LIMIT = 100

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from bridge.ledger import ingest, journal, outbox, queries, requeue, runs
+from bridge.ledger import checkpoints, ingest, journal, outbox, queries, requeue, runs
 from bridge.ledger.engine import READ_ONLY, make_engine
 from bridge.ledger.rows import (
     ActivityRecord,
@@ -62,12 +62,12 @@ class LedgerRepository:
     def read_checkpoint(self, stream: str) -> str | None:
         """The stored position of a stream, or None."""
         with self._read() as connection:
-            return ingest.read_position(connection, stream)
+            return checkpoints.read_position(connection, stream)
 
     def write_checkpoint(self, stream: str, position: str) -> None:
         """Store a stream position (e.g. a Salesforce channel's replay id)."""
         with self.engine.begin() as connection:
-            ingest.write_position(connection, stream, position, self._clock())
+            checkpoints.write_position(connection, stream, position, self._clock())
 
     def apply_source_batch(self, batch: IngestBatch) -> IngestSummary:
         """Apply source transactions and advance the 'source' checkpoint, all in one transaction."""

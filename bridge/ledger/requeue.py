@@ -7,11 +7,11 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, Connection, Table, select, update
 
-from bridge.ledger.ingest import ACTIVITIES, LINKS
 from bridge.ledger.journal import append_journal
 from bridge.ledger.rows import ActivitySyncState as A
 from bridge.ledger.rows import Direction, JournalEntry
 from bridge.ledger.rows import LinkSyncState as L
+from bridge.ledger.tables import ACTIVITIES, LINKS
 from bridge.ledger.workset import chunked
 
 

@@ -6,14 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from bridge.ledger.rows import DriftItem, JsonObject, ReconciliationRun
-from bridge.ledger.tables import DriftModel, ReconciliationRunModel
+from bridge.ledger.tables import DRIFT, RUNS
 from bridge.ledger.workset import insert_many
-
-RUNS: Table = ReconciliationRunModel.__table__  # type: ignore[assignment]
-DRIFT: Table = DriftModel.__table__  # type: ignore[assignment]
 
 
 def start_run(

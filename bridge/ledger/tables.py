@@ -93,6 +93,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Table,
     Text,
     false,
 )
@@ -100,6 +101,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "ACTIVITIES",
+    "CHECKPOINTS",
+    "DRIFT",
+    "JOURNAL",
+    "LINKS",
+    "RUNS",
+    "USERS",
     "ActivityModel",
     "Base",
     "CheckpointModel",
@@ -276,3 +284,13 @@ class DriftModel(Base):
     salesforce_id: Mapped[str | None]
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     repaired: Mapped[bool] = mapped_column(server_default=false())
+
+
+# Core handles on the tables, for the bulk statements of the repository.
+USERS: Table = UserModel.__table__  # type: ignore[assignment]
+LINKS: Table = LinkModel.__table__  # type: ignore[assignment]
+ACTIVITIES: Table = ActivityModel.__table__  # type: ignore[assignment]
+JOURNAL: Table = JournalModel.__table__  # type: ignore[assignment]
+CHECKPOINTS: Table = CheckpointModel.__table__  # type: ignore[assignment]
+RUNS: Table = ReconciliationRunModel.__table__  # type: ignore[assignment]
+DRIFT: Table = DriftModel.__table__  # type: ignore[assignment]

@@ -1,0 +1,26 @@
+"""Stream positions: the source LSN and a replay id per Salesforce channel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, select, update
+
+from bridge.ledger.tables import CHECKPOINTS
+from bridge.ledger.workset import insert_many
+
+SOURCE_STREAM = "source"
+
+
+def read_position(connection: Connection, stream: str) -> str | None:
+    """The stored position of a stream."""
+    query = select(CHECKPOINTS.c.position).where(CHECKPOINTS.c.stream == stream)
+    return connection.execute(query).scalar_one_or_none()
+
+
+def write_position(connection: Connection, stream: str, position: str, now: datetime) -> None:
+    """Store a stream position (update, else insert: the ledger has one writer)."""
+    values = {"position": position, "updated_at": now}
+    done = connection.execute(update(CHECKPOINTS).where(CHECKPOINTS.c.stream == stream).values(values))
+    if done.rowcount == 0:
+        insert_many(connection, CHECKPOINTS, [{"stream": stream, **values}])

@@ -13,6 +13,7 @@ from streaming_support import (
     StreamingOrg,
     change_event,
     events_of,
+    replay_ids,
     running_org,
     wait_until_held,
 )
@@ -312,3 +313,52 @@ async def test_close_releases_held_connects(http: aiohttp.ClientSession) -> None
         async with asyncio.timeout(30):  # a liveness bound, far under the 90-second poll
             [reply] = await held
     assert reply["successful"] is True
+
+
+async def test_subscribe_with_revoked_token_is_authentication_invalid(bayeux: BayeuxSession) -> None:
+    """Bearer auth applies to every message: a subscribe with a revoked token fails with 401 and advice."""
+    await bayeux.open()
+    bayeux.org.tokens.revoke_all()
+    reply = await bayeux.subscribe(EVENTS, -1)
+    assert reply["error"] == "401::Authentication invalid"
+    assert reply["subscription"] == EVENTS and reply["advice"] == {"reconnect": "none", "interval": 0}
+
+
+async def test_a_newer_connect_releases_the_held_one(http: aiohttp.ClientSession) -> None:
+    """A second connect from the same client answers the first (successful, empty) and is held itself."""
+    async with running_org(StreamingSettings(long_poll_timeout_seconds=90.0)) as org:
+        bayeux = BayeuxSession(http, org)
+        await bayeux.open(EVENTS, -1)
+        first = asyncio.create_task(bayeux.connect())
+        await wait_until_held(org)
+        second = asyncio.create_task(bayeux.connect())
+        async with asyncio.timeout(30):  # a liveness bound, far under the 90-second poll
+            [released] = await first
+            assert released["successful"] is True
+            await wait_until_held(org)
+            org.bus.publish([change_event("CREATE")])
+            replies = await second
+    assert [r["channel"] for r in replies] == [EVENTS, "/meta/connect"]
+
+
+async def test_replay_subscribe_wakes_the_held_connect(http: aiohttp.ClientSession) -> None:
+    """A -2 subscribe sent while a connect is held makes that connect return with the replayed events."""
+    async with running_org(StreamingSettings(long_poll_timeout_seconds=90.0)) as org:
+        org.bus.publish([change_event("CREATE"), change_event("UPDATE")])
+        bayeux = BayeuxSession(http, org)
+        await bayeux.open()
+        held = asyncio.create_task(bayeux.connect())
+        await wait_until_held(org)
+        assert (await bayeux.subscribe(EVENTS, -2))["successful"]
+        async with asyncio.timeout(30):  # a liveness bound, far under the 90-second poll
+            replies = await held
+    assert len(replay_ids(replies)) == 2
+
+
+async def test_publishing_from_the_client_is_denied(bayeux: BayeuxSession) -> None:
+    """CometD publish to a CDC channel is not part of the Streaming API: `403::Publish denied` with advice."""
+    await bayeux.open()
+    message = {"channel": EVENTS, "clientId": bayeux.client_id, "data": {}, "id": bayeux.next_id()}
+    _, [reply] = await bayeux.post([message])
+    assert reply["successful"] is False and reply["error"] == "403::Publish denied"
+    assert reply["id"] == message["id"] and "advice" in reply

@@ -280,6 +280,7 @@ class SalesforceClient:
         request = _Request(method, path, params, json_body, headers or {}, config_key)
 
         async def attempt() -> _Reply:
+            """One try of the request (with its own refresh-once on 401)."""
             return await self._authorized(request)
 
         return await call_with_retries(

@@ -39,6 +39,15 @@ class Plan:
     offset: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class InSet:
+    """A bound `[NOT] IN` over plain values: a set lookup per row instead of one compare per value."""
+
+    field: str
+    keys: frozenset[Any]
+    negate: bool
+
+
 def bind(query: Query, obj: ObjectDef) -> Plan:
     """Resolve every field name (INVALID_FIELD when unknown) and convert literals to the fields' types."""
     fields = tuple(_field(obj, name).name for name in query.fields)
@@ -68,7 +77,10 @@ def _bind_cond(node: Any, obj: ObjectDef) -> Any:
     if isinstance(node, Compare):
         return Compare(f.name, node.op, _literal(f, node.value))
     if isinstance(node, InList):
-        return InList(f.name, tuple(_literal(f, v) for v in node.values), node.negate)
+        values = tuple(_literal(f, v) for v in node.values)
+        if any(isinstance(v, DateLiteral) for v in values):
+            return InList(f.name, values, node.negate)
+        return InSet(f.name, frozenset(_key(v) for v in values), node.negate)
     return Like(f.name, node.pattern)
 
 
@@ -103,6 +115,22 @@ _NON_TEXT = {
 }
 
 
+def lookup_keys(plan: Plan) -> tuple[str, frozenset[Any]] | None:
+    """(field, values) when the WHERE clause limits a field to a few values (`=` / `IN`, alone or ANDed).
+
+    The store can then read candidate rows from an index instead of scanning; execute() still applies
+    the whole condition to them. Text values are lower-cased (SOQL compares text case-insensitively).
+    """
+    where = plan.where
+    items = where.items if isinstance(where, BoolOp) and where.op == "and" else (where,)
+    for node in items:
+        if isinstance(node, InSet) and not node.negate:
+            return node.field, node.keys
+        if isinstance(node, Compare) and node.op == "=" and not isinstance(node.value, DateLiteral):
+            return node.field, frozenset({_key(node.value)})
+    return None
+
+
 def execute(plan: Plan, rows: Iterable[Values], now: datetime) -> list[Values]:
     """The rows the plan selects, ordered, offset and limited."""
     where = plan.where
@@ -133,6 +161,8 @@ def _eval(node: Any, row: Values, now: datetime) -> bool:
             return any(_eval(i, row, now) for i in node.items)
         return not _eval(node.items[0], row, now)
     value = row.get(node.field)
+    if isinstance(node, InSet):
+        return (_key(value) in node.keys) != node.negate
     if isinstance(node, InList):
         hit = any(_compare(value, "=", v, now) for v in node.values)
         return hit != node.negate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -227,7 +227,7 @@ class OrgStore:
             raise soql.invalid_type(parsed.sobject)
         plan = soql_eval.bind(parsed, obj)
         with self._lock:
-            rows = (r.values for r in self._table.of_type(obj.name) if include_deleted or not r.deleted)
+            rows = (r.values for r in self._candidates(obj, plan, include_deleted))
             selected = soql_eval.execute(plan, rows, utc(self._clock()))
         if plan.count_only:
             return QueryResult(total_size=len(selected), records=[])
@@ -235,6 +235,28 @@ class OrgStore:
             self._render(obj, Row(obj.name, dict(values)), plan.fields, api_version) for values in selected
         ]
         return QueryResult(total_size=len(out), records=out)
+
+    def _candidates(self, obj: ObjectDef, plan: soql_eval.Plan, include_deleted: bool) -> Iterable[Row]:
+        """Rows that may match: from the id or External ID index when the WHERE clause allows, else all."""
+        keys = soql_eval.lookup_keys(plan)
+        f = obj.field(keys[0]) if keys is not None else None
+        if keys is None or f is None:
+            found: Iterable[Row] = self._table.of_type(obj.name)
+        elif f.type == "id":
+            found = sorted(
+                (r for k in keys[1] if (r := self._by_any_id(k)) is not None and r.sobject == obj.name),
+                key=lambda r: r.id,
+            )
+        elif (f.external_id or f.unique) and not include_deleted:
+            ids = sorted({i for k in keys[1] for i in self._table.matching(obj.name, f.name, k)})
+            found = [self._table.rows[i] for i in ids]
+        else:
+            found = self._table.of_type(obj.name)
+        return (r for r in found if include_deleted or not r.deleted)
+
+    def _by_any_id(self, key: Any) -> Row | None:
+        """The row with this id in any letter case (SOQL keys are lower-cased), or None."""
+        return self._table.get(sfid.to18(key)) if isinstance(key, str) and sfid.is_valid(key) else None
 
     # -- describe --------------------------------------------------------------------------------------
 

@@ -386,3 +386,38 @@ def test_query_errors_for_unknown_object(store: OrgStore) -> None:
     with pytest.raises(ApiError) as info:
         store.describe("Nope__c", "60.0")
     assert info.value.status == 404
+
+
+# -- indexed queries -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("Id = '{0}'", [0]),
+        ("Id IN ('{0}', '{1}') AND Subject = 'Call'", [0, 1]),
+        ("Id IN ('{0}', '{1}') AND Subject = 'Other'", []),
+        ("Scheduling_Booking_Id__c IN ('b-1', 'B-3', 'nope')", [0, 2]),
+        ("Scheduling_Booking_Id__c = 'B-2'", [1]),
+        ("Scheduling_Booking_Id__c != 'B-2'", [0, 2]),
+    ],
+)
+def test_queries_on_ids_and_external_ids(store: OrgStore, where: str, expected: list[int]) -> None:
+    """Queries by Id (any case, 15 or 18) and External ID values find exactly the live matching rows."""
+    with store.transaction(ctx(store)) as txn:
+        ids = [txn.create("Event", event(Scheduling_Booking_Id__c=f"B-{n}")) for n in (1, 2, 3)]
+        gone = txn.create("Event", event(Scheduling_Booking_Id__c="B-4"))
+        txn.delete(gone)
+    forms = [ids[0][:15], ids[1].lower()]
+    result = store.query(f"SELECT Id FROM Event WHERE {where.format(*forms)}")
+    assert sorted(r["Id"] for r in result.records) == sorted(ids[n] for n in expected)
+
+
+def test_query_all_by_external_id_includes_deleted(store: OrgStore) -> None:
+    """queryAll by External ID value also finds records in the recycle bin."""
+    with store.transaction(ctx(store)) as txn:
+        gone = txn.create("Event", event(Scheduling_Booking_Id__c="B-9"))
+        txn.delete(gone)
+    soql = "SELECT Id, IsDeleted FROM Event WHERE Scheduling_Booking_Id__c = 'B-9'"
+    assert store.query(soql).records == []
+    assert [r["IsDeleted"] for r in store.query(soql, include_deleted=True).records] == [True]

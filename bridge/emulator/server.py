@@ -58,41 +58,44 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
 ) -> web.Application:
     """Build the emulator application for one org (REST, OAuth, streaming and control routes)."""
-    now = clock or _default_clock
-
-    def wall() -> float:
-        return now().timestamp()
-
-    bus = EventBus(org.streaming, wall_clock=wall)
-    store = OrgStore(org, bus, now, state_file)
-    tokens = TokenStore(org.org_id, wall_clock=wall)
-    streaming = StreamingService(bus=bus, settings=org.streaming, validate_token=tokens.check)
-    policy = ClientPolicy(
-        org.accept_any_client, dict(org.clients), org.jwt_public_key_pem, org.refresh_token_rotation
-    )
-    state = EmulatorState(
-        org=org,
-        store=store,
-        bus=bus,
-        streaming=streaming,
-        tokens=tokens,
-        usage=ApiUsage(org.daily_api_requests, wall_clock=wall),
-        faults=FaultInjector(),
-        cursors=QueryCursors(),
-        client_policy=policy,
-        clock=now,
-        latency_ms=latency_ms,
-    )
+    state = build_state(org, state_file=state_file, latency_ms=latency_ms, clock=clock or _default_clock)
     app = web.Application(
         middlewares=[control.control_errors, faults_gate, latency_gate, rest_gate],
         client_max_size=_MAX_BODY_BYTES,
     )
     app[STATE] = state
     _add_rest_routes(app)
-    streaming.register(app)
+    state.streaming.register(app)
     control.register(app)
     app.on_cleanup.append(_close_store)
     return app
+
+
+def build_state(
+    org: OrgConfig, *, state_file: Path | None, latency_ms: int, clock: Callable[[], datetime]
+) -> EmulatorState:
+    """Wire the org's components: event bus, record store, tokens, streaming, usage, faults, cursors."""
+
+    def wall() -> float:
+        return clock().timestamp()
+
+    bus = EventBus(org.streaming, wall_clock=wall)
+    tokens = TokenStore(org.org_id, wall_clock=wall)
+    return EmulatorState(
+        org=org,
+        store=OrgStore(org, bus, clock, state_file),
+        bus=bus,
+        streaming=StreamingService(bus=bus, settings=org.streaming, validate_token=tokens.check),
+        tokens=tokens,
+        usage=ApiUsage(org.daily_api_requests, wall_clock=wall),
+        faults=FaultInjector(),
+        cursors=QueryCursors(),
+        client_policy=ClientPolicy(
+            org.accept_any_client, dict(org.clients), org.jwt_public_key_pem, org.refresh_token_rotation
+        ),
+        clock=clock,
+        latency_ms=latency_ms,
+    )
 
 
 def _add_rest_routes(app: web.Application) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -121,7 +122,8 @@ class ReplicationSource:
         self._reading = False
         self._failure: asyncio.Future[BaseException] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._closed = asyncio.Event()
+        self._connected_at = 0.0
 
     # ---------------------------------------------------------------- public surface
 
@@ -129,12 +131,27 @@ class ReplicationSource:
         """Yield transactions in commit order; raises FatalError when the stream cannot continue safely."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="source.replication")
-        while True:
-            item = await self._queue.get()
+        while (item := await self._next()) is not None:
             self._maybe_resume()
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+    async def _next(self) -> _Item | None:
+        """The next queued item, or None once close() was called."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if self._closed.is_set():
+            return None
+        getter = asyncio.ensure_future(self._queue.get())
+        closer = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closer.cancel()
+            if not getter.done():
+                getter.cancel()
+        return getter.result() if getter.done() and not getter.cancelled() else None
 
     def acknowledge(self, lsn: int) -> None:
         """Record that everything up to `lsn` is durable in the ledger; the status timer sends it."""
@@ -142,7 +159,7 @@ class ReplicationSource:
 
     async def close(self) -> None:
         """Stop reading and disconnect; idempotent."""
-        self._closed = True
+        self._closed.set()
         if self._task is not None:
             self._task.cancel()
             # close() also runs after the stream failed; that error already reached the consumer.
@@ -187,9 +204,12 @@ class ReplicationSource:
                 fatal = _fatal_cause(exc, self._settings.slot)
                 if fatal is not None:
                     raise fatal from exc
+                cap = self._settings.reconnect_max_seconds
+                if self._connected_at and time.monotonic() - self._connected_at > cap:
+                    attempt = 0  # the connection was healthy for a while: start the backoff afresh
+                self._connected_at = 0.0
                 attempt += 1
                 self._reconnects += 1
-                cap = self._settings.reconnect_max_seconds
                 delay = min(cap, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
                 log.warning(
                     "source.reconnecting", attempt=attempt, delay=round(delay, 2), error=type(exc).__name__
@@ -277,6 +297,7 @@ class ReplicationSource:
         start_lsn = max(self._acked, self._last_queued)
         self._cur = await self._executor(self._start_replication, self._conn, start_lsn)
         self._fd = self._conn.fileno()
+        self._connected_at = time.monotonic()
         log.info("source.connected", slot=self._settings.slot, start_lsn=format_lsn(start_lsn))
         loop = asyncio.get_running_loop()
         self._failure = loop.create_future()

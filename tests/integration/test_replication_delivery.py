@@ -165,3 +165,25 @@ async def test_resumes_after_a_server_restart(source_db: SourceDb) -> None:
         (t2,) = await take(stream, 1)
         assert source.stats.reconnects >= 1
     assert user_ids([t1, t2]) == [first, second]
+
+
+async def test_close_ends_a_waiting_consumer_and_is_idempotent(source_db: SourceDb) -> None:
+    """close() ends the iteration of a consumer that is waiting for the next transaction; a second
+    close() does nothing; the walsender lets go of the slot."""
+    async with streaming(source_db) as (source, stream):
+        await skip_snapshot(source, stream)
+        waiting = asyncio.create_task(anext(stream))  # type: ignore[arg-type]
+        await wait_until(lambda: source.stats.connected)
+        await source.close()
+        with pytest.raises(StopAsyncIteration):
+            await waiting
+        await source.close()
+        assert source.stats.connected is False
+
+    def released() -> bool:
+        rows = source_db.run(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (source_db.settings.slot,)
+        )
+        return rows == [(False,)]
+
+    await wait_until(released)

@@ -98,6 +98,8 @@ def parse_org(data: Mapping[str, Any], base_dir: Path | None) -> OrgConfig:
     if not versions:
         raise OrgFileError("org.api_versions: must list at least one version")
     seed = _seed(data)
+    if not seed.users:
+        raise OrgFileError("users: the org needs at least one user (the first one acts for the seed)")
     integration = str(org.get("integration_username", seed.users[0].username if seed.users else ""))
     return OrgConfig(
         org_id=sfid.to18(str(org.get("id", DEFAULT_ORG_ID))),

@@ -14,7 +14,7 @@ from typing import Any
 from bridge import sfid
 from bridge.emulator import soql, soql_eval
 from bridge.emulator.contracts import ApiError, ChangeEvent, ChangePublisher, DmlContext
-from bridge.emulator.org import OrgConfig, OrgUser, seed_id
+from bridge.emulator.org import OrgConfig, OrgFileError, OrgUser, seed_id
 from bridge.emulator.schema import ObjectDef, describe_object
 from bridge.emulator.store_lead import convert
 from bridge.emulator.store_rows import Row, RowTable
@@ -50,6 +50,7 @@ class OrgStore:
         self._lock = threading.RLock()
         self._table = RowTable(org.schema)
         self._counter = 0
+        self._commits = 0
         self._passwords = {u.id: u.password for u in org.seed.users if u.password is not None}
         self._rules = EventRules(org.lead_whatid_rule, org.multiday_events)
         self._state = StateFile(state_file) if state_file is not None else None
@@ -125,6 +126,7 @@ class OrgStore:
         if not txn.changes:
             return
         key = str(uuid.uuid4())
+        self._commits += 1
         stamp = int(utc(self._clock()).timestamp() * 1000)
         events = [
             ChangeEvent(
@@ -138,6 +140,7 @@ class OrgStore:
                 transaction_key=key,
                 sequence_number=n,
                 commit_timestamp_ms=stamp,
+                commit_number=self._commits,
             )
             for n, c in enumerate(txn.changes, start=1)
         ]
@@ -299,10 +302,8 @@ class OrgStore:
     def _seed(self) -> None:
         """Insert the org file's users and records with stable ids; persisted, never published."""
         seed = self.org.seed
-        admin = seed.users[0].id if seed.users else seed_id("005", 1)
-        txn = Txn(
-            self._table, self.schema, self._rules, DmlContext(admin, ""), utc(self._clock()), self._next_id
-        )
+        ctx = DmlContext(seed.users[0].id, "")
+        txn = Txn(self._table, self.schema, self._rules, ctx, utc(self._clock()), self._next_id)
         user_obj = self._object("User")
         for u in seed.users:
             given = {
@@ -314,12 +315,19 @@ class OrgStore:
             txn.insert(user_obj, given, u.id)
         keys = dict(seed.user_keys)
         for n, rec in enumerate(seed.records, start=1):
-            obj = self._object(rec.sobject)
+            obj = self.schema.get(rec.sobject)
+            if obj is None:
+                raise OrgFileError(f"records[{n}].sobject: unknown object {rec.sobject!r}")
             values = {
                 k: keys.get(v[1:], v) if isinstance(v, str) and v.startswith("@") else v
                 for k, v in rec.fields.items()
             }
-            record_id = txn.insert(obj, txn.coerce_input(obj, values, creating=True), seed_id(obj.prefix, n))
+            try:
+                record_id = txn.insert(
+                    obj, txn.coerce_input(obj, values, creating=True), seed_id(obj.prefix, n)
+                )
+            except ApiError as exc:
+                raise OrgFileError(f"records[{n}]: {exc.error_code}: {exc.message}") from exc
             if rec.key:
                 keys[rec.key] = record_id
         if self._state is not None:

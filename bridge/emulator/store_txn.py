@@ -311,7 +311,7 @@ class Txn:
             raise ApiError(
                 400,
                 "INVALID_CROSS_REFERENCE_KEY",
-                f"{f.id_label}: id value of incorrect type: {target_id}",
+                f"{f.id_label}: invalid cross reference id",
                 [f.name],
             )
         if target.deleted:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.emulator.contracts import ApiError, ChangeEvent, DmlContext, StreamingSettings
-from bridge.emulator.org import OrgConfig, load_org, parse_org
+from bridge.emulator.org import OrgConfig, OrgFileError, load_org, parse_org
 from bridge.emulator.store import OrgStore
 
 NOW = datetime(2024, 6, 10, 16, 0, 1, tzinfo=UTC)
@@ -358,6 +358,63 @@ def test_org_file_from_disk(pub: RecordingPublisher, tmp_path: Path) -> None:
         long_poll_timeout_seconds=2.5, retention_seconds=60, extra={"something_else": 1}
     )
     assert make_store(pub, org).integration_user_id == org.seed.users[0].id
+
+
+_USER = {"username": "a@example.com", "email": "a@example.com", "last_name": "A"}
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({}, "users"),
+        ({"users": [{"username": "x"}]}, "users[1].email"),
+        ({"users": [_USER], "objects": [{"name": "Bad", "prefix": "a0Z"}]}, "objects[1]"),
+        ({"users": [_USER], "fields": [{"object": "Nope", "name": "X__c"}]}, "fields[1].object"),
+        ({"users": [_USER], "fields": [{"object": "Event", "name": "NoSuffix"}]}, "fields[1].name"),
+        (
+            {"users": [_USER], "fields": [{"object": "Event", "name": "X__c", "type": "blob"}]},
+            "fields[1].type",
+        ),
+        ({"users": [_USER], "streaming": [1]}, "streaming"),
+        ({"users": [_USER], "org": {"jwt_public_key_file": "/nonexistent.pem"}}, "org.jwt_public_key_file"),
+    ],
+)
+def test_malformed_org_file_names_the_key(data: dict[str, Any], key: str) -> None:
+    """A malformed org file is an OrgFileError whose message starts with the offending key."""
+    with pytest.raises(OrgFileError) as info:
+        parse_org(data, None)
+    assert str(info.value).startswith(key)
+
+
+@pytest.mark.parametrize(
+    ("record", "key"),
+    [
+        ({"sobject": "Nope", "fields": {}}, "records[1].sobject"),
+        ({"sobject": "Contact", "fields": {"FirstName": "x"}}, "records[1]: REQUIRED_FIELD_MISSING"),
+        (
+            {"sobject": "Contact", "fields": {"LastName": "x", "AccountId": "@missing"}},
+            "records[1]: MALFORMED_ID",
+        ),
+    ],
+)
+def test_bad_seed_record_is_an_org_file_error(
+    pub: RecordingPublisher, record: dict[str, Any], key: str
+) -> None:
+    """A seed record Salesforce would reject stops start-up with an OrgFileError naming the record."""
+    org = parse_org({"users": [_USER], "records": [record]}, None)
+    with pytest.raises(OrgFileError) as info:
+        make_store(pub, org)
+    assert str(info.value).startswith(key)
+
+
+def test_commit_numbers_increase_per_transaction(store: OrgStore, pub: RecordingPublisher) -> None:
+    """Every event of one commit shares a commitNumber; later commits have larger ones."""
+    for n in range(2):
+        with store.transaction(ctx(store)) as txn:
+            txn.create("Event", event(Subject=f"a{n}"))
+            txn.create("Event", event(Subject=f"b{n}"))
+    numbers = [[e.commit_number for e in batch] for batch in pub.batches]
+    assert numbers[0][0] == numbers[0][1] < numbers[1][0] == numbers[1][1]
 
 
 # -- describe ----------------------------------------------------------------------------------------------

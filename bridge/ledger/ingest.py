@@ -123,10 +123,11 @@ def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: date
         "source_lsn": txn.end_lsn,
         "updated_at": now,
     }
+    present = ACTIVITIES.c.source_deleted.is_(False)
     live = ACTIVITIES.c.state != A.SKIPPED.value
-    queued = connection.execute(update(ACTIVITIES).where(live).values(queue)).rowcount
+    queued = connection.execute(update(ACTIVITIES).where(present, live).values(queue)).rowcount
     connection.execute(
-        update(ACTIVITIES).where(~live).values(source_deleted=True, updated_at=now),
+        update(ACTIVITIES).where(present, ~live).values(source_deleted=True, updated_at=now),
     )
     entry = outbound_row(now, "activity", "*", "source.truncate", _detail(txn))
     insert_many(connection, JOURNAL, [entry])
@@ -391,7 +392,7 @@ class _Segment:
 
     def _delete_booking(self, booking_id: str, txn: SourceTransaction) -> None:
         activity = self.activities.get(booking_id)
-        if activity is None:
+        if activity is None or activity["source_deleted"]:
             return
         activity.update(source_deleted=True, updated_at=self.now)
         if activity["state"] != A.SKIPPED:

@@ -328,3 +328,91 @@ def test_journal_rows_carry_lsn_and_xid(repo: LedgerRepository) -> None:
     entry = entries[0]
     assert (entry.direction, entry.action, entry.at) == ("outbound", "source.insert", NOW)
     assert entry.detail == {"lsn": BIG + 777, "xid": 7}
+
+
+def test_repeated_deletes_queue_once(repo: LedgerRepository) -> None:
+    """A booking deleted twice (or deleted, then truncated) is queued for deletion only once."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    gone = change(booking("b1"), ChangeOp.DELETE)
+    repo.apply_source_batch(batch(txn(gone), txn(gone), txn(truncate(SourceTable.BOOKINGS))))
+    activity = repo.get_activity("b1")
+    assert activity is not None and (activity.source_deleted, activity.version) == (True, 2)
+
+
+def test_unknown_booking_delete_is_journaled_only(repo: LedgerRepository) -> None:
+    """Deleting a booking the ledger never saw creates no row but leaves a journal entry."""
+    summary = repo.apply_source_batch(batch(txn(change(booking("ghost"), ChangeOp.DELETE))))
+    assert repo.get_activity("ghost") is None and not summary.pending_work
+    assert [e.action for e in repo.list_journal(booking_id="ghost")] == ["source.delete"]
+
+
+def test_truncate_of_users_and_links_is_journal_only(repo: LedgerRepository) -> None:
+    """TRUNCATE of users or links changes no ledger row; it is journaled for the table."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    summary = repo.apply_source_batch(batch(txn(truncate(SourceTable.LINKS), truncate(SourceTable.USERS))))
+    linked = repo.get_link("l1")
+    assert linked is not None and not linked.source_deleted and linked.version == 1
+    truncations = {e.entity for e in repo.list_journal(key="*")}
+    assert truncations == {"link", "user"} and summary.links == 1 and summary.users == 1
+
+
+def test_reinserted_booking_is_live_again(repo: LedgerRepository) -> None:
+    """A booking deleted and inserted again with the same id is live and queued."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    repo.apply_source_batch(batch(txn(change(booking("b1"), ChangeOp.DELETE)), txn(booking("b1"))))
+    activity = repo.get_activity("b1")
+    assert activity is not None and (activity.source_deleted, activity.state, activity.version) == (
+        False,
+        "pending",
+        3,
+    )
+
+
+def test_noop_update_queues_nothing(repo: LedgerRepository) -> None:
+    """An UPDATE that changes no mirrored column (e.g. only the invitee's name) is not Salesforce work."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    _sync_everything(repo)
+    summary = repo.apply_source_batch(batch(txn(change(booking("b1"), ChangeOp.UPDATE))))
+    activity = repo.get_activity("b1")
+    assert activity is not None and (activity.state, activity.version) == ("synced", 1)
+    assert not summary.pending_work
+
+
+def test_update_of_failed_booking_retries_it(repo: LedgerRepository) -> None:
+    """Any source update of a failed booking queues it again, even without a mirrored change."""
+    from bridge.records import ActivityOutcome, OutcomeState
+
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", 1, OutcomeState.FAILED, error_code="X", error="bad")], NOW
+    )
+    repo.apply_source_batch(batch(txn(change(booking("b1"), ChangeOp.UPDATE))))
+    activity = repo.get_activity("b1")
+    assert activity is not None and (activity.state, activity.version, activity.attempts) == ("pending", 2, 0)
+    assert activity.last_error == "bad"  # kept until the next outcome
+
+
+def test_users_keep_their_row_on_delete(repo: LedgerRepository) -> None:
+    """A deleted scheduler user keeps its ledger row and Salesforce id."""
+    repo.apply_source_batch(batch(setup_link()))
+    repo.apply_source_batch(batch(txn(change(user("u1"), ChangeOp.DELETE))))
+    assert repo.claim_link_work(NOW, 10) == []  # an unbooked link is no work
+    repo.apply_source_batch(batch(txn(booking("b1"))))
+    [claimed] = repo.claim_link_work(NOW, 10)
+    assert claimed.owner is not None and claimed.owner.salesforce_user_id == OWNER_SF
+
+
+def test_round_robin_reassignment_requeues(repo: LedgerRepository) -> None:
+    """A new round-robin assignee is a mirrored change: the activity is queued with the new assignee."""
+    repo.apply_source_batch(
+        batch(txn(user("u1"), user("u2", OTHER_SF), user("u3"), link("l1", link_type="round_robin")))
+    )
+    repo.apply_source_batch(batch(txn(booking("b1", assigned_user_id="u2"))))
+    _sync_everything(repo)
+    repo.apply_source_batch(batch(txn(change(booking("b1", assigned_user_id="u3"), ChangeOp.UPDATE))))
+    activity = repo.get_activity("b1")
+    assert activity is not None and (activity.assigned_user_id, activity.state, activity.version) == (
+        "u3",
+        "pending",
+        2,
+    )

@@ -147,7 +147,13 @@ class Collections:
         values = {k: v for k, v in fields.items() if k != key}
 
         def run(txn: Txn) -> dict[str, Any]:
-            record_id, created = txn.upsert(sobject, ext_field, value, values)
+            try:
+                record_id, created = txn.upsert(sobject, ext_field, value, values)
+            except ApiError as exc:
+                if exc.status != 300:
+                    raise
+                message = f"{ext_field}: more than one record found for external id field: {exc.fields}"
+                raise ApiError(400, "DUPLICATE_EXTERNAL_ID", message) from exc
             return {**_saved(record_id), "created": created}
 
         return _Planned(None, run)

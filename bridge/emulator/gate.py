@@ -95,9 +95,12 @@ async def rest_gate(request: web.Request, handler: Handler) -> web.StreamRespons
         return _with_limit_info(state, request, error_response(_LIMIT_EXCEEDED))
     state.usage.count(route_key(request))
     try:
+        user_id = acting_user(request.headers.get("X-Emulator-User"), session.user_id)
+        if user_id != session.user_id and state.store.user_by_id(user_id) is None:
+            raise ApiError(400, "INVALID_CROSS_REFERENCE_KEY", f"X-Emulator-User: no such user {user_id}")
         request[REST_CTX] = RestContext(
             version=match.group(1),
-            user_id=acting_user(request.headers.get("X-Emulator-User"), session.user_id),
+            user_id=user_id,
             client=call_options(request.headers.get("Sforce-Call-Options")).get("client") or None,
             batch_size=batch_size(request.headers.get("Sforce-Query-Options")),
         )

@@ -20,6 +20,7 @@ log = structlog.get_logger(__name__)
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _JWT_AUDIENCES = ("https://login.salesforce.com", "https://test.salesforce.com")
+_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
 _JWT_MAX_LIFETIME_SECONDS = 180
 _JWT_LEEWAY_SECONDS = 5
 
@@ -200,6 +201,7 @@ def grant(
     tokens: TokenStore,
     audiences: tuple[str, ...],
     now: float,
+    host: str = "",
 ) -> Grant:
     """Run one token request's grant; raises OAuthError with Salesforce's error pair."""
     grant_type = form.get("grant_type", "")
@@ -213,6 +215,8 @@ def grant(
             raise OAuthError("invalid_grant", "authentication failure")
         return Grant(user.id, client_id, secret)
     if grant_type == "client_credentials":
+        if host.partition(":")[0].lower() in _LOGIN_HOSTS:
+            raise OAuthError("invalid_grant", "request not supported on this domain")
         check_client(policy, client_id, secret, need_secret=True)
         return Grant(users.integration_user_id, client_id, secret)
     if grant_type == "refresh_token":

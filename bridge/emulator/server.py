@@ -153,6 +153,7 @@ async def handle_token(request: web.Request) -> web.StreamResponse:
             tokens=state.tokens,
             audiences=jwt_audiences(url, f"{request.scheme}://{request.host}"),
             now=now,
+            host=request.host,
         )
     except OAuthError as exc:
         log.info("emulator.token_refused", grant_type=form.get("grant_type", ""), error=exc.error)

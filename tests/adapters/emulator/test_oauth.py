@@ -163,6 +163,18 @@ async def test_client_credentials_run_as_the_integration_user(emulator: Emulator
     assert limits.status == 200
 
 
+async def test_client_credentials_refused_on_a_login_host(emulator: EmulatorClient) -> None:
+    """client_credentials sent to login.salesforce.com answers invalid_grant `request not supported on this
+    domain` (it must go to the org's My Domain)."""
+    form = {"grant_type": "client_credentials", "client_id": "c", "client_secret": "s"}
+    reply = await emulator.request("POST", TOKEN, data=form, headers={"Host": "login.salesforce.com"})
+    assert reply.status == 400
+    assert reply.body == {
+        "error": "invalid_grant",
+        "error_description": "request not supported on this domain",
+    }
+
+
 async def test_refresh_token_grant_issues_access_without_rotation(emulator: EmulatorClient) -> None:
     """A refresh token (issued through the control API) buys new access tokens and is not rotated."""
     issued = await emulator.control("POST", "/oauth/refresh-tokens", {"username": "owner1@example.com"})

@@ -111,7 +111,8 @@ external_id = true
 
 
 async def test_upsert_on_duplicate_external_ids_answers_300(tmp_path: Path) -> None:
-    """When the External ID value matches two records, upsert answers 300 with their URLs."""
+    """When the External ID value matches two records, upsert answers 300 with their URLs (and a
+    collections upsert fails that record with DUPLICATE_EXTERNAL_ID)."""
     org = tmp_path / "org.toml"
     org.write_text(ORG_WITH_LOOSE_KEY)
     async with running_emulator(org_file=org) as emu:
@@ -120,8 +121,13 @@ async def test_upsert_on_duplicate_external_ids_answers_300(tmp_path: Path) -> N
             reply = await emu.rest("POST", "/sobjects/Contact", json={"LastName": name, "Legacy_Key__c": "k"})
             ids.append(reply.body["id"])
         reply = await emu.rest("PATCH", "/sobjects/Contact/Legacy_Key__c/k", json={"FirstName": "X"})
+        records = [{"attributes": {"type": "Contact"}, "Legacy_Key__c": "k", "FirstName": "Y"}]
+        collection = await emu.rest(
+            "PATCH", "/composite/sobjects/Contact/Legacy_Key__c", json={"records": records}
+        )
     assert reply.status == 300
     assert sorted(reply.body) == sorted(f"/services/data/v60.0/sobjects/Contact/{i}" for i in ids)
+    assert collection.body[0]["errors"][0]["statusCode"] == "DUPLICATE_EXTERNAL_ID"
 
 
 async def test_validation_errors_use_the_rest_error_array(emulator: EmulatorClient) -> None:
@@ -186,6 +192,15 @@ async def test_emulator_user_header_sets_the_acting_user(emulator: EmulatorClien
     record = emulator.store.get("Contact", reply.body["id"])
     assert record["LastModifiedById"] == owner.id
     assert _contact_events(emulator)[-1].commit_user == owner.id
+
+
+async def test_emulator_user_header_must_name_a_user(emulator: EmulatorClient) -> None:
+    """`X-Emulator-User` naming no user is refused with 400 INVALID_CROSS_REFERENCE_KEY, and a malformed
+    id with 400 MALFORMED_ID."""
+    unknown = await emulator.rest("GET", "/limits", headers={"X-Emulator-User": "005000000000000AAA"})
+    malformed = await emulator.rest("GET", "/limits", headers={"X-Emulator-User": "nobody"})
+    assert (unknown.status, unknown.body[0]["errorCode"]) == (400, "INVALID_CROSS_REFERENCE_KEY")
+    assert (malformed.status, malformed.body[0]["errorCode"]) == (400, "MALFORMED_ID")
 
 
 async def test_describe_resources(emulator: EmulatorClient) -> None:

@@ -292,6 +292,11 @@ class Schema:
         return self.by_prefix.get(record_id[:3])
 
 
+def long_text(f: FieldDef) -> bool:
+    """True for long text areas, which SOQL can neither filter nor sort on."""
+    return f.type == "textarea" and f.length > 255
+
+
 def describe_field(f: FieldDef) -> dict[str, Any]:
     """The describe JSON of one field."""
     is_ref = f.type == "reference"
@@ -310,8 +315,8 @@ def describe_field(f: FieldDef) -> dict[str, Any]:
         "externalId": f.external_id,
         "unique": f.unique,
         "idLookup": f.type == "id" or f.external_id or f.unique,
-        "filterable": True,
-        "sortable": f.type != "textarea",
+        "filterable": not long_text(f),
+        "sortable": not long_text(f),
         "referenceTo": list(f.reference_to),
         "relationshipName": (f.name[:-2] if f.name.endswith("Id") else f.name[:-1] + "r") if is_ref else None,
         "polymorphicForeignKey": is_ref and len(f.reference_to) > 1,

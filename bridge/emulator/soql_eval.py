@@ -10,7 +10,7 @@ from typing import Any
 
 from bridge import sfid
 from bridge.emulator.contracts import ApiError
-from bridge.emulator.schema import FieldDef, ObjectDef
+from bridge.emulator.schema import FieldDef, ObjectDef, long_text
 from bridge.emulator.soql import (
     BoolOp,
     Compare,
@@ -56,7 +56,10 @@ def bind(query: Query, obj: ObjectDef) -> Plan:
         if name in seen:
             raise malformed(f"duplicate field selected: {name}")
         seen.add(name)
-    order = tuple(OrderItem(_field(obj, o.field).name, o.descending, o.nulls_last) for o in query.order)
+    order = tuple(
+        OrderItem(_usable(_field(obj, o.field), "sorted").name, o.descending, o.nulls_last)
+        for o in query.order
+    )
     where = _bind_cond(query.where, obj) if query.where is not None else None
     return Plan(obj.name, fields, query.count_only, where, order, query.limit, query.offset)
 
@@ -70,10 +73,17 @@ def _field(obj: ObjectDef, name: str) -> FieldDef:
     return f
 
 
+def _usable(f: FieldDef, how: str) -> FieldDef:
+    """Long text areas can be neither filtered nor sorted in SOQL."""
+    if not long_text(f):
+        return f
+    raise ApiError(400, "INVALID_FIELD", f"field '{f.name}' can not be {how} in a query call")
+
+
 def _bind_cond(node: Any, obj: ObjectDef) -> Any:
     if isinstance(node, BoolOp):
         return BoolOp(node.op, tuple(_bind_cond(i, obj) for i in node.items))
-    f = _field(obj, node.field)
+    f = _usable(_field(obj, node.field), "filtered")
     if isinstance(node, Compare):
         return Compare(f.name, node.op, _literal(f, node.value))
     if isinstance(node, InList):

@@ -12,6 +12,7 @@ from bridge import sfid
 from bridge.emulator.contracts import ApiError
 from bridge.emulator.schema import TEXT_TYPES, FieldDef, ObjectDef
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DAY_MINUTES = 1440
 MULTIDAY_MINUTES = 14 * DAY_MINUTES
 _DT = re.compile(
@@ -84,6 +85,8 @@ def _text(f: FieldDef, value: Any) -> Any:
             f"{f.label}: data value too large: {shown} (max length={f.length})",
             [f.name],
         )
+    if f.type == "email" and not _EMAIL.match(text):
+        raise ApiError(400, "INVALID_EMAIL_ADDRESS", f"{f.label}: invalid email address: {text}", [f.name])
     if f.picklist and text not in f.picklist:
         raise ApiError(
             400,

@@ -150,6 +150,27 @@ def test_quoted_literal_on_non_text_field_is_invalid_field(where: str) -> None:
     assert "should not be enclosed in quotes" in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "SELECT Id FROM Event WHERE Description = 'x'",
+            "field 'Description' can not be filtered in a query call",
+        ),
+        (
+            "SELECT Id FROM Event ORDER BY Description",
+            "field 'Description' can not be sorted in a query call",
+        ),
+    ],
+)
+def test_long_text_cannot_be_filtered_or_sorted(text: str, message: str) -> None:
+    """Long text areas (Description, 32,000) may be selected but not filtered or sorted on."""
+    with pytest.raises(ApiError) as info:
+        bind(parse(text), EVENT)
+    assert (info.value.error_code, info.value.message) == ("INVALID_FIELD", message)
+    assert bind(parse("SELECT Description FROM Event"), EVENT).fields == ("Description",)
+
+
 def test_bad_id_literal_is_rejected() -> None:
     """An id field compared with a non-id string is rejected like Salesforce does."""
     with pytest.raises(ApiError) as info:

@@ -410,6 +410,14 @@ def test_user_created_through_rest_is_active_and_found(store: OrgStore) -> None:
     assert store.authenticate("new@example.com", "") is None
 
 
+def test_user_email_must_be_an_address(store: OrgStore) -> None:
+    """Email fields reject values that are not addresses with INVALID_EMAIL_ADDRESS."""
+    error = api_error(
+        store, "User", {"LastName": "x", "Username": "x@example.com", "Email": "not-an-address"}
+    )
+    assert (error.error_code, error.fields) == ("INVALID_EMAIL_ADDRESS", ["Email"])
+
+
 def test_default_org_password_grant_user(store: OrgStore) -> None:
     """CONTRACT §6: bridge@example.com / emulator authenticates; a wrong password does not."""
     user = store.authenticate("bridge@example.com", "emulator")

@@ -137,7 +137,7 @@ class Txn:
             raise not_found()
         if not row.deleted:
             raise ApiError(400, "UNDELETE_FAILED", "Entity is not in the recycle bin")
-        victims = {r.id: r for r in self._table.cascaded_by(row.cascade_root or rid) if r.deleted}
+        victims = {r.id: r for r in self._table.cascaded_by(rid) if r.deleted}
         victims[rid] = row
         for victim in [row, *(v for k, v in victims.items() if k != rid)]:
             back = victim.copy()

@@ -160,6 +160,28 @@ def test_undelete_account_restores_what_the_delete_took(store: OrgStore, pub: Re
     assert store.get("Event", event_id)["IsDeleted"] is False
 
 
+def test_undelete_of_a_cascaded_child_restores_only_it(store: OrgStore) -> None:
+    """Undeleting one Event binned by its Account's delete leaves the Account in the recycle bin."""
+    account = first_id(store, "Account")
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event(WhatId=account))
+        txn.delete(account)
+        txn.undelete(event_id)
+    assert store.get("Event", event_id)["WhatId"] == account
+    assert store.query(f"SELECT Id FROM Account WHERE Id = '{account}'").records == []
+
+
+def test_undelete_conflicting_with_a_reused_external_id_is_duplicate_value(store: OrgStore) -> None:
+    """A record whose unique External ID was reused while it sat in the recycle bin cannot come back."""
+    with store.transaction(ctx(store)) as txn:
+        old = txn.create("Event", event(Scheduling_Booking_Id__c="B-1"))
+        txn.delete(old)
+        txn.create("Event", event(Scheduling_Booking_Id__c="B-1"))
+    with pytest.raises(ApiError) as info, store.transaction(ctx(store)) as txn:
+        txn.undelete(old)
+    assert info.value.error_code == "DUPLICATE_VALUE"
+
+
 def test_deleting_a_mogli_event_cascades_to_its_events(store: OrgStore) -> None:
     """Activities of a custom WhatId parent go to the recycle bin with it."""
     with store.transaction(ctx(store)) as txn:

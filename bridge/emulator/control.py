@@ -75,8 +75,10 @@ async def get_stats(request: web.Request) -> web.Response:
     streaming = state.streaming.stats()
     return json_response(
         {
-            "api_requests": state.usage.total_requests,
-            "api_requests_by_route": dict(sorted(state.usage.by_route.items())),
+            "api_requests": {
+                "total": state.usage.total_requests,
+                "by_route": dict(sorted(state.usage.by_route.items())),
+            },
             "api_usage": state.usage.used(),
             "api_allocation": state.usage.allocation,
             "token_requests": state.usage.token_requests,

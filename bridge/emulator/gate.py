@@ -33,6 +33,11 @@ CONTROL_PREFIX = "/__emulator/"
 DATA_PREFIX = "/services/data"
 _VERSIONED = re.compile(r"^/services/data/v(\d+\.\d)(?:/|$)")
 _LIMIT_EXCEEDED = ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+_UNKNOWN = ApiError(
+    500,
+    "UNKNOWN_EXCEPTION",
+    "An unexpected error occurred. Please include this ErrorId if you contact support",
+)
 
 
 @web.middleware
@@ -114,6 +119,10 @@ async def rest_gate(request: web.Request, handler: Handler) -> web.StreamRespons
     except web.HTTPNotFound:
         body = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
         response = json_response(body, status=404)
+    except Exception:
+        # An emulator bug: answer the way Salesforce answers its own internal errors, and say so loudly.
+        log.exception("emulator.unexpected_error", method=request.method, path=request.path)
+        response = error_response(_UNKNOWN)
     return _with_limit_info(state, request, response)
 
 

@@ -32,8 +32,8 @@ async def test_stats_counts_requests_by_route(emulator: EmulatorClient) -> None:
     await emulator.rest("GET", "/sobjects/Contact/describe")
     await emulator.rest("POST", "/sobjects/Account", json={"Name": "S"})
     stats = await emulator.control("GET", "/stats")
-    assert stats["api_requests"] == 3
-    assert stats["api_requests_by_route"] == {
+    assert stats["api_requests"]["total"] == 3
+    assert stats["api_requests"]["by_route"] == {
         "GET /sobjects/{sobject}/describe": 2,
         "POST /sobjects/{sobject}": 1,
     }
@@ -110,7 +110,7 @@ async def test_reset_returns_the_org_to_its_seed(emulator: EmulatorClient) -> No
     after = {r["Id"] for r in (await emulator.control("GET", "/records/Account"))["records"]}
     assert after == seed_accounts
     assert (await emulator.control("GET", "/faults"))["rules"] == []
-    assert (await emulator.control("GET", "/stats"))["api_requests"] == 0
+    assert (await emulator.control("GET", "/stats"))["api_requests"]["total"] == 0
     log = emulator.state.bus.channel_log("/data/ContactChangeEvent")
     assert log is not None and len(log.after(0, 100)) == 0
     assert (await emulator.rest("GET", "/limits")).status == 200

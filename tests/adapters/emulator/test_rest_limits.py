@@ -58,5 +58,5 @@ async def test_collections_and_composite_count_as_one_request(emulator: Emulator
     ]
     await emulator.rest("POST", "/composite", json={"compositeRequest": subrequests})
     stats = await emulator.control("GET", "/stats")
-    assert stats["api_requests"] == 2
-    assert stats["api_requests_by_route"] == {"POST /composite/sobjects": 1, "POST /composite": 1}
+    assert stats["api_requests"]["total"] == 2
+    assert stats["api_requests"]["by_route"] == {"POST /composite/sobjects": 1, "POST /composite": 1}

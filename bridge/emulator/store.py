@@ -19,7 +19,7 @@ from bridge.emulator.schema import ObjectDef, describe_object
 from bridge.emulator.store_lead import convert
 from bridge.emulator.store_rows import Row, RowTable
 from bridge.emulator.store_sqlite import StateFile
-from bridge.emulator.store_txn import Txn, normalize_id, not_found, utc
+from bridge.emulator.store_txn import Txn, normalize_id, not_found, record_time, utc
 from bridge.emulator.validation import EventRules, render_rest
 
 __all__ = ["OrgStore", "QueryResult", "Txn"]
@@ -111,7 +111,7 @@ class OrgStore:
         `all_or_none` is informational: per-record rollback for allOrNone=false uses `Txn.savepoint()`.
         """
         with self._lock:
-            txn = Txn(self._table, self.schema, self._rules, ctx, utc(self._clock()), self._next_id)
+            txn = Txn(self._table, self.schema, self._rules, ctx, record_time(self._clock()), self._next_id)
             try:
                 yield txn
             except BaseException:
@@ -303,7 +303,7 @@ class OrgStore:
         """Insert the org file's users and records with stable ids; persisted, never published."""
         seed = self.org.seed
         ctx = DmlContext(seed.users[0].id, "")
-        txn = Txn(self._table, self.schema, self._rules, ctx, utc(self._clock()), self._next_id)
+        txn = Txn(self._table, self.schema, self._rules, ctx, record_time(self._clock()), self._next_id)
         user_obj = self._object("User")
         for u in seed.users:
             given = {

@@ -363,3 +363,8 @@ def utc(now: datetime) -> datetime:
     """The clock's value as an aware UTC datetime with millisecond precision (what Salesforce stores)."""
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     return now.astimezone(UTC).replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def record_time(now: datetime) -> datetime:
+    """The clock's value as Salesforce stores it in datetime fields: UTC, whole seconds."""
+    return utc(now).replace(microsecond=0)

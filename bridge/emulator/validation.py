@@ -129,7 +129,7 @@ def _date(f: FieldDef, value: Any) -> date:
 def _datetime(f: FieldDef, value: Any) -> datetime:
     if not isinstance(value, str):
         raise TypeError("not a datetime")
-    return parse_datetime(value)
+    return parse_datetime(value).replace(microsecond=0)  # datetime fields keep whole seconds
 
 
 def _ref(f: FieldDef, value: Any) -> str:

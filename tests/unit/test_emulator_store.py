@@ -146,6 +146,20 @@ def test_get_with_wrong_object_type_is_not_found(store: OrgStore) -> None:
     assert info.value.error_code == "NOT_FOUND"
 
 
+def test_datetimes_are_stored_to_the_second(pub: RecordingPublisher) -> None:
+    """Datetime fields keep whole seconds: input and system timestamps render with `.000`."""
+    clock = Clock()
+    clock.now = NOW.replace(microsecond=987654)
+    store = OrgStore(load_org(None), pub, clock)
+    event_id = create(store, "Event", **event_fields(store, StartDateTime="2024-06-12T15:00:00.250Z"))
+    record = store.get("Event", event_id)
+    assert (record["StartDateTime"], record["CreatedDate"]) == (
+        "2024-06-12T15:00:00.000+0000",
+        "2024-06-10T16:00:01.000+0000",
+    )
+    assert pub.batches[-1][0].commit_timestamp_ms == int(NOW.timestamp()) * 1000 + 987
+
+
 def test_record_json_shape(store: OrgStore) -> None:
     """Reference §2.1: attributes carry type and versioned url; datetimes render as `...000+0000`."""
     event_id = create(store, "Event", **event_fields(store, StartDateTime="2024-06-12T17:00:00+02:00"))

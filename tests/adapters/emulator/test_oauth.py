@@ -319,3 +319,25 @@ async def test_token_requests_are_counted(emulator: EmulatorClient) -> None:
     stats = await emulator.control("GET", "/stats")
     assert stats["token_requests"] == 2
     assert stats["api_requests"]["total"] == 0
+
+
+async def test_default_org_accepts_any_well_formed_jwt(
+    emulator: EmulatorClient, key_pair: tuple[bytes, bytes]
+) -> None:
+    """The default org names no public key and accepts any client, so any well-formed RS256 assertion
+    for a known user works; an HS256 one does not."""
+    good = _assertion(key_pair[0], iss="whatever-app")
+    reply = await emulator.request("POST", TOKEN, data={"grant_type": JWT_GRANT, "assertion": good})
+    assert reply.status == 200
+    hs256 = jwt.encode(
+        {
+            "iss": "x",
+            "sub": "bridge@example.com",
+            "aud": "https://login.salesforce.com",
+            "exp": int(time.time()) + 60,
+        },
+        "a-shared-secret-of-sufficient-length",
+        algorithm="HS256",
+    )
+    refused = await emulator.request("POST", TOKEN, data={"grant_type": JWT_GRANT, "assertion": hs256})
+    assert refused.body == {"error": "invalid_grant", "error_description": "invalid assertion"}

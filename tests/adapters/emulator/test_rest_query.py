@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import pytest
+
+from bridge.emulator.contracts import ApiError
+from bridge.emulator.query import CURSOR_IDLE_SECONDS, QueryCursors
 from tests.adapters.emulator.conftest import EmulatorClient
 
 
@@ -92,3 +96,16 @@ async def test_a_finished_cursor_is_closed(emulator: EmulatorClient) -> None:
     assert last.body["done"] is True
     again = await emulator.rest("GET", next_path)
     assert again.body[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+
+
+def test_idle_cursors_expire() -> None:
+    """A query cursor left idle longer than the idle limit is forgotten (INVALID_QUERY_LOCATOR)."""
+    now = [0.0]
+    cursors = QueryCursors(monotonic=lambda: now[0])
+    page = cursors.first_page(list(range(450)), 450, 200, "/services/data/v60.0")
+    locator = page["nextRecordsUrl"].rsplit("/", 1)[1]
+    assert len(cursors.next_page(locator, "/services/data/v60.0")["records"]) == 200
+    now[0] += CURSOR_IDLE_SECONDS + 1
+    with pytest.raises(ApiError) as caught:
+        cursors.next_page(locator.replace("-200", "-400"), "/services/data/v60.0")
+    assert caught.value.error_code == "INVALID_QUERY_LOCATOR"

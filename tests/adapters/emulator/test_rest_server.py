@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from bridge.emulator.server import EmulatorStartError, serve, start_emulator
-from tests.adapters.emulator.conftest import EmulatorClient
+from tests.adapters.emulator.conftest import EmulatorClient, running_emulator
 
 SERVE = (
     "import sys; from pathlib import Path; from bridge.emulator.server import serve; "
@@ -115,3 +115,13 @@ async def test_latency_option_still_serves(tmp_path: Path) -> None:
     finally:
         await running.stop()
         await asyncio.sleep(0)
+
+
+async def test_state_file_keeps_records_across_restarts(tmp_path: Path) -> None:
+    """With a state file, records created over REST are still there after the emulator restarts."""
+    state = tmp_path / "org.sqlite"
+    async with running_emulator(state_file=state) as first:
+        account_id = (await first.rest("POST", "/sobjects/Account", json={"Name": "Durable"})).body["id"]
+    async with running_emulator(state_file=state) as second:
+        read = await second.rest("GET", f"/sobjects/Account/{account_id}")
+    assert (read.status, read.body["Name"]) == (200, "Durable")

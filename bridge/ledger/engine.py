@@ -43,7 +43,8 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # The daemon talks to the ledger from one worker thread, the CLI from its main thread.
-    engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+    connect_args = {"check_same_thread": False, **kwargs.pop("connect_args", {})}
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_immediate)
     return engine

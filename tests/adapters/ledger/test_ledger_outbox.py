@@ -297,3 +297,65 @@ def test_append_journal(repo: LedgerRepository) -> None:
     entries = repo.list_journal(booking_id="b1")
     assert [e.action for e in entries] == ["admin.note", "reconcile.repaired"]
     assert entries[0].id is not None and entries[1].id is not None and entries[0].id > entries[1].id
+
+
+def test_failures_list_links_and_activities(repo: LedgerRepository) -> None:
+    """list_failures shows failed links and activities; requeue --all-failed moves both back."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    repo.record_link_outcomes(
+        [
+            LinkOutcome(
+                "l1", 1, OutcomeState.FAILED, error_code="USER_NOT_CONNECTED", error="owner not connected"
+            )
+        ],
+        NOW,
+    )
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", 1, OutcomeState.FAILED, error_code="LINK_FAILED", error="link")], NOW
+    )
+    failures = {(f.entity, f.key, f.error_code) for f in repo.list_failures()}
+    assert failures == {("link", "l1", "USER_NOT_CONNECTED"), ("activity", "b1", "LINK_FAILED")}
+    assert [f.key for f in repo.list_failures(booking_id="b1")] == ["b1"]
+    assert repo.list_failures(since=NOW + timedelta(seconds=1)) == []
+    assert repo.requeue(all_failed=True) == 2
+    assert repo.list_failures() == []
+    assert repo.counts() == {"activities.pending": 1, "links.pending": 1}
+
+
+def test_requeue_by_booking_also_requeues_its_failed_link(repo: LedgerRepository) -> None:
+    """Retrying a booking whose link failed puts the link back in the queue too."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    repo.record_link_outcomes([LinkOutcome("l1", 1, OutcomeState.FAILED, error_code="E", error="e")], NOW)
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", 1, OutcomeState.FAILED, error_code="E", error="e")], NOW
+    )
+    assert repo.requeue(booking_ids=["b1"]) == 2
+    linked = repo.get_link("l1")
+    assert linked is not None and linked.state == "pending"
+
+
+def test_stale_failure_stays_pending(repo: LedgerRepository) -> None:
+    """A failure recorded for an outdated version leaves the row pending for its newer version."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    repo.apply_source_batch(
+        batch(txn(change(booking("b1", start=FUTURE + timedelta(hours=3)), ChangeOp.UPDATE)))
+    )
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", 1, OutcomeState.FAILED, error_code="E", error="old")], NOW
+    )
+    activity = repo.get_activity("b1")
+    assert activity is not None and (activity.state, activity.version, activity.last_error) == (
+        "pending",
+        2,
+        "old",
+    )
+
+
+def test_since_filters(repo: LedgerRepository) -> None:
+    """`since` selects rows changed, and journal entries written, at or after the given time."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    later = NOW + timedelta(hours=1)
+    repo.apply_source_batch(batch(txn(booking("b2")), now=later))
+    assert [a.booking_id for a in repo.list_activities(since=later)] == ["b2"]
+    assert [e.entity_key for e in repo.list_journal(since=later)] == ["b2"]
+    assert len(repo.list_links(since=NOW)) == 1 and repo.list_links(since=later) == []

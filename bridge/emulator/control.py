@@ -155,13 +155,13 @@ async def convert_lead(request: web.Request) -> web.Response:
     """POST /__emulator/leads/{id}/convert [{"create_opportunity"}]: convert as Salesforce does; answers
     the new ids (`accountId`, `contactId`, `opportunityId`)."""
     state = _state(request)
-    try:
-        lead_id = sfid.to18(request.match_info["id"])
-    except ValueError as exc:
-        raise ControlError("id: not a Salesforce id") from exc
     body = await _body(request)
     user = request.headers.get("X-Emulator-User") or state.store.integration_user_id
-    ctx = DmlContext(user_id=sfid.to18(user), change_origin="")
+    try:
+        lead_id = sfid.to18(request.match_info["id"])
+        ctx = DmlContext(user_id=sfid.to18(user), change_origin="")
+    except ValueError as exc:
+        raise ControlError("id / X-Emulator-User: not a Salesforce id") from exc
     result = state.store.convert_lead(lead_id, ctx, create_opportunity=bool(body.get("create_opportunity")))
     return json_response(dict(result))
 

@@ -53,6 +53,8 @@ async def test_convert_lead_answers_the_new_ids(emulator: EmulatorClient) -> Non
     assert emulator.store.get("Lead", lead_id)["IsConverted"] is True
     again = await emulator.request("POST", f"/__emulator/leads/{lead_id}/convert")
     assert again.status == 400
+    malformed = await emulator.request("POST", "/__emulator/leads/not-an-id/convert")
+    assert malformed.status == 400 and "error" in malformed.body
 
 
 async def test_gap_publishes_a_gap_event(emulator: EmulatorClient) -> None:

@@ -13,12 +13,11 @@ from bridge import sfid
 from bridge.emulator.context import REST_CTX, RestContext, read_json, require_object
 from bridge.emulator.contracts import ApiError
 from bridge.emulator.faults import FaultRule
-from bridge.emulator.rest import Reply, method_not_allowed, strip_attributes
+from bridge.emulator.rest import ID_IN_BODY, Reply, method_not_allowed, strip_attributes
 from bridge.emulator.state import STATE, EmulatorState
 from bridge.emulator.store import Txn
 
 MAX_RECORDS = 200
-ID_IN_BODY = "The Id field should not be specified in the sobject data."
 ROLLED_BACK = {
     "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
     "message": (
@@ -135,9 +134,7 @@ class Collections:
         try:
             _, fields = self._typed(record, default_type=sobject)
             if any(k.lower() == "id" for k in fields):
-                raise ApiError(
-                    400, "INVALID_FIELD", "The Id field should not be specified in the sobject data."
-                )
+                raise ApiError(400, "INVALID_FIELD", ID_IN_BODY)
             key = next((k for k in fields if k.lower() == ext_field.lower()), None)
             if key is None or fields[key] in (None, ""):
                 raise ApiError(400, "MISSING_ARGUMENT", f"{ext_field} not specified", [ext_field])

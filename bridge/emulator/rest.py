@@ -19,6 +19,7 @@ from bridge.emulator.state import STATE, EmulatorState
 from bridge.emulator.store import Txn
 
 T = TypeVar("T")
+ID_IN_BODY = "The Id field should not be specified in the sobject data."
 UPSERT_BODY_VERSION = 46.0  # from this API version an upsert that updates answers 200 with a body
 
 
@@ -230,7 +231,7 @@ def check_upsert_body(fields: dict[str, Any], ext_field: str) -> None:
     """An upsert body may carry neither `Id` nor the External ID field named in the URL."""
     for key in fields:
         if key.lower() == "id":
-            raise ApiError(400, "INVALID_FIELD", "The Id field should not be specified in the sobject data.")
+            raise ApiError(400, "INVALID_FIELD", ID_IN_BODY)
         if key.lower() == ext_field.lower():
             raise ApiError(
                 400, "INVALID_FIELD", f"{ext_field} is specified in the URL and in the request body", [key]

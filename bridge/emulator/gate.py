@@ -119,6 +119,8 @@ async def rest_gate(request: web.Request, handler: Handler) -> web.StreamRespons
     except web.HTTPNotFound:
         body = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
         response = json_response(body, status=404)
+    except web.HTTPException:
+        raise  # e.g. 413 for a body over the size limit: aiohttp answers it
     except Exception:
         # An emulator bug: answer the way Salesforce answers its own internal errors, and say so loudly.
         log.exception("emulator.unexpected_error", method=request.method, path=request.path)

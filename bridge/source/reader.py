@@ -228,7 +228,7 @@ class ReplicationSource:
             keepalives_idle=10,
             keepalives_interval=5,
             keepalives_count=3,
-            options=session_options(),
+            options=session_options(self._settings.dsn),
         )
 
     async def _disconnect(self) -> None:

@@ -43,7 +43,7 @@ class SnapshotReader:
 
     def open(self) -> None:
         """Connect and import the exported snapshot."""
-        conn = psycopg2.connect(self._dsn, options=session_options(), connect_timeout=10)
+        conn = psycopg2.connect(self._dsn, options=session_options(self._dsn), connect_timeout=10)
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION SNAPSHOT %s", (self._snapshot_name,))

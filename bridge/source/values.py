@@ -16,6 +16,7 @@ import psycopg
 from psycopg import pq
 from psycopg.abc import Loader
 from psycopg.adapt import Transformer
+from psycopg2.extensions import parse_dsn
 
 SESSION_GUCS: tuple[tuple[str, str], ...] = (
     ("DateStyle", "ISO"),
@@ -26,9 +27,11 @@ SESSION_GUCS: tuple[tuple[str, str], ...] = (
 """Session settings every connection that reads source values must use."""
 
 
-def session_options() -> str:
-    """The libpq `options` string that pins SESSION_GUCS on a connection."""
-    return " ".join(f"-c {name}={value}" for name, value in SESSION_GUCS)
+def session_options(dsn: str | None = None) -> str:
+    """The libpq `options` string that pins SESSION_GUCS, after any options the DSN already has."""
+    ours = " ".join(f"-c {name}={value}" for name, value in SESSION_GUCS)
+    theirs = parse_dsn(dsn).get("options", "") if dsn else ""
+    return f"{theirs} {ours}".strip()
 
 
 class ConversionError(ValueError):

@@ -14,7 +14,14 @@ from tests.integration.replication_support import SourceDb, skip_snapshot, strea
 
 
 def user_ids(txs: list) -> list[str]:  # type: ignore[type-arg]
+    """The row ids of every change of the transactions, in order."""
     return [c.row.id for tx in txs for c in tx.changes]
+
+
+def active_pid(db: SourceDb) -> int | None:
+    """The pid of the walsender currently holding the test's slot."""
+    rows = db.run("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (db.settings.slot,))
+    return rows[0][0] if rows else None
 
 
 async def test_acknowledged_transactions_are_not_redelivered_and_unacked_ones_are(
@@ -187,3 +194,20 @@ async def test_close_ends_a_waiting_consumer_and_is_idempotent(source_db: Source
         return rows == [(False,)]
 
     await wait_until(released)
+
+
+async def test_a_stalled_consumer_outlives_wal_sender_timeout(source_db: SourceDb) -> None:
+    """With wal_sender_timeout=1s, a consumer stalled for 3 s behind a full queue keeps its connection:
+    the status timer keeps answering the server while reading is paused."""
+    dsn = f"{source_db.dsn}?options=-c%20wal_sender_timeout%3D1s"
+    async with streaming(source_db, dsn=dsn, queue_size=2) as (source, stream):
+        await skip_snapshot(source, stream)
+        ids = [source_db.add_user() for _ in range(10)]
+        await wait_until(lambda: source.stats.paused)
+        walsender = active_pid(source_db)
+        await asyncio.sleep(3)  # the stall; nothing is asserted about time
+        txs = await take(stream, 10)
+        ids.append(source_db.add_user())
+        txs += await take(stream, 1)
+        assert active_pid(source_db) == walsender and source.stats.reconnects == 0
+    assert user_ids(txs) == ids

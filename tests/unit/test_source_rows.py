@@ -191,3 +191,9 @@ def test_width_mismatch_is_a_value_error() -> None:
     """A tuple whose width differs from its columns is refused (the assembler calls it a protocol error)."""
     with pytest.raises(ValueError, match="2 values for 1 columns"):
         build_row(SourceTable.USERS, cols(("id", UUID)), [U1, None])
+
+
+def test_session_options_keep_the_dsns_own_options() -> None:
+    """Options already in the DSN are kept, and the pinned formats come after them (so they win)."""
+    opts = session_options("postgresql://u@h/db?options=-c%20statement_timeout%3D5s")
+    assert opts.startswith("-c statement_timeout=5s -c DateStyle=ISO")

@@ -12,9 +12,8 @@ import functools
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from bridge.ledger.repository import LedgerRepository
 from bridge.ledger.rows import (
     ActivityRecord,
     DriftItem,
@@ -27,6 +26,9 @@ from bridge.ledger.rows import (
     ReconciliationRun,
 )
 from bridge.records import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
+
+if TYPE_CHECKING:
+    from bridge.ledger.repository import LedgerRepository
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -45,8 +47,8 @@ class AsyncLedger:
         call = functools.partial(context.run, fn, *args, **kwargs)
         return await loop.run_in_executor(self._executor, call)
 
-    async def aclose(self) -> None:
-        """Finish queued calls, stop the worker thread and close the engine's connections."""
+    async def close(self) -> None:
+        """Finish queued calls, stop the worker thread and close the engine's connections (idempotent)."""
         await asyncio.get_running_loop().run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:

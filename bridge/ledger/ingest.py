@@ -79,7 +79,7 @@ Item = tuple[SourceTransaction, SourceChange]
 def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
     """Apply a batch in order, then advance the 'source' checkpoint; the caller owns the transaction."""
     stored_text = read_position(connection, SOURCE_STREAM)
-    stored = int(stored_text) if stored_text is not None else None
+    stored = int(stored_text) if stored_text else None  # "" = reset by `setup`
     counts: dict[SourceTable, int] = defaultdict(int)
     skipped = 0
     last_lsn: int | None = None

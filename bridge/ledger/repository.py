@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, text
 
 from bridge.ledger import checkpoints, ingest, journal, outbox, queries, requeue, runs
+from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.engine import READ_ONLY, make_engine
 from bridge.ledger.rows import (
     ActivityRecord,
@@ -24,6 +25,8 @@ from bridge.ledger.rows import (
 from bridge.records import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
 
 Clock = Callable[[], datetime]
+
+__all__ = ["AsyncLedger", "Clock", "LedgerRepository", "utc_now"]
 
 
 def utc_now() -> datetime:

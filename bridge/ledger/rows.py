@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bridge.records import SourceTransaction
+from bridge.records import IngestBatch
 
 JsonObject = Mapping[str, Any]
+
+__all__ = [
+    "ActivityRecord",
+    "ActivitySyncState",
+    "Direction",
+    "DriftItem",
+    "FailureRecord",
+    "IngestBatch",
+    "IngestSummary",
+    "JournalEntry",
+    "JsonObject",
+    "LinkRecord",
+    "LinkSyncState",
+    "ReconciliationRun",
+]
 
 
 class LinkSyncState(enum.StrEnum):
@@ -41,18 +56,6 @@ class Direction(enum.StrEnum):
     INBOUND = "inbound"
     RECONCILE = "reconcile"
     ADMIN = "admin"
-
-
-@dataclass(frozen=True, slots=True)
-class IngestBatch:
-    """Source transactions to apply in one ledger transaction.
-
-    `quiet_booking_ids` are snapshot bookings the backfill policy leaves out: stored as 'skipped'.
-    """
-
-    transactions: Sequence[SourceTransaction]
-    now: datetime
-    quiet_booking_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

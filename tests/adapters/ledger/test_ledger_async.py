@@ -20,7 +20,7 @@ async def ledger(repo: LedgerRepository) -> AsyncIterator[AsyncLedger]:
     try:
         yield wrapper
     finally:
-        await wrapper.aclose()
+        await wrapper.close()
 
 
 async def test_calls_run_off_the_loop_in_one_thread(ledger: AsyncLedger) -> None:
@@ -53,3 +53,11 @@ async def test_errors_propagate_to_the_caller(ledger: AsyncLedger) -> None:
     with pytest.raises(Exception, match="timezone-aware"):
         await ledger.apply_source_batch(batch(txn(booking("b1", start=naive))))
     assert await ledger.get_activity("b1") is None
+
+
+async def test_close_is_idempotent(repo: LedgerRepository) -> None:
+    """Closing twice is harmless."""
+    wrapper = AsyncLedger(repo)
+    await wrapper.ping()
+    await wrapper.close()
+    await wrapper.close()

@@ -416,3 +416,12 @@ def test_round_robin_reassignment_requeues(repo: LedgerRepository) -> None:
         "pending",
         2,
     )
+
+
+def test_reset_checkpoint_applies_everything_again(repo: LedgerRepository) -> None:
+    """An empty 'source' position (written by `setup --reset-source`) means none: nothing is skipped."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 10)))
+    repo.write_checkpoint("source", "")
+    summary = repo.apply_source_batch(batch(txn(booking("b2"), lsn=BIG + 5)))
+    assert summary.skipped_txns == 0 and summary.checkpoint == str(BIG + 5)
+    assert repo.get_activity("b2") is not None

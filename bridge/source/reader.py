@@ -10,12 +10,19 @@ Shape (see ../shared/reference/postgres-cdc.md for the measurements behind it):
 - Idle WAL: psycopg2 moves its flush position to the keepalive's wal_end once everything it delivered has
   been acknowledged, and transactions with no change for us (commits on unpublished tables, PG < 15 sends
   them empty) are acknowledged here as soon as everything before them is. Together these keep the slot's
-  confirmed_flush_lsn moving on a database whose scheduler tables are idle, so no emitted heartbeat message
-  is needed (an integration test proves it).
+  confirmed_flush_lsn moving on a database whose scheduler tables are idle (an integration test proves it),
+  so `heartbeat_seconds` is deliberately unused: an emitted `pg_logical_emit_message` heartbeat would need
+  one more connection and only re-solve what the keepalives already solve.
 - Reconnect on connection errors with capped exponential backoff and jitter, rebuilding the relation
-  cache; resume from the acknowledged LSN. The server re-sends unacknowledged transactions; those already
-  handed to the consumer in this process are dropped (their end LSN is not above the last one queued), and
-  after a process restart the ledger dedupes re-sent ones by LSN.
+  cache. START_REPLICATION asks for everything after the last transaction already queued (the server uses
+  max(confirmed_flush, start_lsn), and a start ahead of the slot does not move it), so within one process
+  no transaction is yielded twice; a re-sent one would be dropped by its end LSN anyway. After a process
+  restart the server re-sends what was not acknowledged, and the ledger dedupes it by LSN.
+- First start (no checkpoint): the slot is created with EXPORT_SNAPSHOT and the tables are read in that
+  snapshot before START_REPLICATION. If that fails midway, the slot is dropped and the snapshot taken again
+  from the start, so some snapshot rows may be yielded twice (the ledger upserts them).
+- Fatal (raised to the consumer): a missing or invalidated slot, a missing publication, a protocol
+  violation. Everything else is retried.
 """
 
 from __future__ import annotations

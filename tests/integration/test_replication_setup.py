@@ -75,3 +75,18 @@ async def test_slot_status_reports_lag(source_db: SourceDb) -> None:
     status = slot_status(source_db.dsn, slot)
     assert status is not None and status.active is False and status.wal_status == "reserved"
     assert status.confirmed_flush_lsn is not None and status.restart_lsn is not None
+
+
+def test_check_source_reports_missing_privileges(source_db: SourceDb) -> None:
+    """A role without REPLICATION and without SELECT on the tables gets one readable problem for each."""
+    role = f"plain_{source_db.settings.slot}"
+    source_db.run(f"CREATE ROLE {role} LOGIN")
+    try:
+        dsn = source_db.dsn.replace("postgres@", f"{role}@", 1)
+        s = source_db.settings
+        report = check_source(dsn, s.schema, s.slot, s.publication)
+    finally:
+        source_db.run(f"DROP ROLE {role}")
+    assert not report.ready
+    assert any("lacks the REPLICATION attribute" in p for p in report.problems)
+    assert "the connecting role cannot SELECT from scheduler.bookings" in report.problems

@@ -202,7 +202,11 @@ def derive_event(values: dict[str, Any], given: set[str], rules: EventRules) -> 
             f"Duration must be between 0 and {cap} minutes",
             ["DurationInMinutes"],
         )
-    if values.get("WhoId", "")[:3] == sfid.LEAD_PREFIX and values.get("WhatId") and rules.lead_whatid_rule:
+    if (
+        (values.get("WhoId") or "")[:3] == sfid.LEAD_PREFIX
+        and values.get("WhatId")
+        and rules.lead_whatid_rule
+    ):
         raise ApiError(
             400,
             "FIELD_INTEGRITY_EXCEPTION",

@@ -381,6 +381,15 @@ def test_update_revalidates_and_rederives_the_merged_record(
     assert (record["EndDateTime"], record["DurationInMinutes"]) == expected
 
 
+def test_update_with_explicit_nulls_clears_fields(store: OrgStore) -> None:
+    """Null values in an update clear WhoId and Description; AccountId is re-derived (to null)."""
+    event_id = create(store, "Event", **event_fields(store, Description="text"))
+    with store.transaction(ctx(store)) as txn:
+        txn.update("Event", event_id, {"WhoId": None, "Description": None})
+    record = store.get("Event", event_id)
+    assert (record["WhoId"], record["Description"], record["AccountId"]) == (None, None, None)
+
+
 def test_update_to_lead_who_with_what_is_rejected(store: OrgStore) -> None:
     """Updates re-validate the merged record: a Lead WhoId on an Event that has a WhatId fails."""
     account = seed_id(store, "Account")

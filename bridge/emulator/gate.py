@@ -100,15 +100,7 @@ async def rest_gate(request: web.Request, handler: Handler) -> web.StreamRespons
         return _with_limit_info(state, request, error_response(_LIMIT_EXCEEDED))
     state.usage.count(route_key(request))
     try:
-        user_id = acting_user(request.headers.get("X-Emulator-User"), session.user_id)
-        if user_id != session.user_id and state.store.user_by_id(user_id) is None:
-            raise ApiError(400, "INVALID_CROSS_REFERENCE_KEY", f"X-Emulator-User: no such user {user_id}")
-        request[REST_CTX] = RestContext(
-            version=match.group(1),
-            user_id=user_id,
-            client=call_options(request.headers.get("Sforce-Call-Options")).get("client") or None,
-            batch_size=batch_size(request.headers.get("Sforce-Query-Options")),
-        )
+        request[REST_CTX] = _rest_context(request, state, match.group(1), session.user_id)
         response = await handler(request)
     except ApiError as exc:
         response = error_response(exc)
@@ -126,6 +118,20 @@ async def rest_gate(request: web.Request, handler: Handler) -> web.StreamRespons
         log.exception("emulator.unexpected_error", method=request.method, path=request.path)
         response = error_response(_UNKNOWN)
     return _with_limit_info(state, request, response)
+
+
+def _rest_context(request: web.Request, state: EmulatorState, version: str, token_user: str) -> RestContext:
+    """The caller of one REST request: version, acting user, `client=` label, query batch size."""
+    headers = request.headers
+    user_id = acting_user(headers.get("X-Emulator-User"), token_user)
+    if user_id != token_user and state.store.user_by_id(user_id) is None:
+        raise ApiError(400, "INVALID_CROSS_REFERENCE_KEY", f"X-Emulator-User: no such user {user_id}")
+    return RestContext(
+        version=version,
+        user_id=user_id,
+        client=call_options(headers.get("Sforce-Call-Options")).get("client") or None,
+        batch_size=batch_size(headers.get("Sforce-Query-Options")),
+    )
 
 
 def _with_limit_info(

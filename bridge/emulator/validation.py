@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def coerce(f: FieldDef, value: Any) -> Any:
     converter = _CONVERTERS.get(f.type, _text)
     try:
         return converter(f, value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise _type_error(f, value) from exc
 
 
@@ -117,7 +118,10 @@ def _int(f: FieldDef, value: Any) -> int:
 def _float(f: FieldDef, value: Any) -> float:
     if isinstance(value, bool):
         raise TypeError("not a number")
-    return float(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
 
 
 def _date(f: FieldDef, value: Any) -> date:

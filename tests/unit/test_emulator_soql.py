@@ -237,3 +237,25 @@ def test_bind_canonicalises_field_names() -> None:
     """Field names are case-insensitive on input and canonical in the plan."""
     plan = bind(parse("select subject, whoid from EVENT"), EVENT)
     assert plan.fields == ("Subject", "WhoId")
+
+
+_PIECES = ["SELECT", "Id", "Subject", ",", "FROM", "Event", "WHERE", "=", "!=", "<", "IN", "NOT", "LIKE", "(",
+           ")", "'a'", "'", "\\", "42", "-1.5", "null", "TRUE", "AND", "OR", "ORDER", "BY", "DESC", "NULLS",
+           "LAST", "LIMIT", "OFFSET", "COUNT()", "2024-01-01", "2024-01-01T00:00:00Z", "TODAY",
+           "LAST_N_DAYS:3", "WhoId", "'003Sd0000000002'", "@", "#", ":", "Description",
+           "StartDateTime"]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_arbitrary_text_only_ever_raises_api_errors(seed: int) -> None:
+    """Any text given as a query either runs or raises an ApiError with a 400 status."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(200):
+        head = "SELECT Id FROM Event " if rng.random() < 0.6 else ""
+        text = head + " ".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 12)))
+        try:
+            execute(bind(parse(text), EVENT), ROWS, NOW)
+        except ApiError as exc:
+            assert exc.status == 400

@@ -543,3 +543,54 @@ def test_savepoint_rolls_back_one_record(store: OrgStore, pub: RecordingPublishe
             txn.create("Event", event_fields(store, Subject="x" * 300))
     assert store.get("Event", good)["Subject"] == "ok"
     assert [e.change_type for e in pub.events] == ["CREATE"]
+
+
+# -- robustness ---------------------------------------------------------------------------------------------
+
+_ODD_VALUES: list[Any] = [
+    None,
+    "",
+    0,
+    -1,
+    1e30,
+    "inf",
+    "nan",
+    True,
+    "x",
+    "x" * 300,
+    [],
+    {},
+    ["a"],
+    {"a": 1},
+    "2024-06-12T15:00:00Z",
+    "2024-13-45T99:00:00Z",
+    "2024-06-12",
+    "005Sd0000000001",
+    "00QSd0000000004",
+    "001Sd0000000001IAA",
+    "a0XEm0000000001",
+    "003XXXXXXXXXXXXXXX",
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_arbitrary_field_values_only_ever_raise_api_errors(store: OrgStore, seed: int) -> None:
+    """Whatever JSON values arrive for Event fields, create and update answer a record or an ApiError."""
+    import random
+
+    rng = random.Random(seed)
+    names = ["Subject", "WhoId", "WhatId", "OwnerId", "StartDateTime", "EndDateTime", "DurationInMinutes",
+             "ActivityDateTime", "ActivityDate", "IsAllDayEvent", "Description", "ShowAs",
+             "Scheduling_Booking_Id__c"]  # fmt: skip
+    event_id = create(store, "Event", **event_fields(store))
+    for _ in range(25):
+        body = {name: rng.choice(_ODD_VALUES) for name in rng.sample(names, rng.randint(1, 5))}
+        try:
+            with store.transaction(ctx(store)) as txn:
+                if rng.random() < 0.5:
+                    txn.create("Event", body)
+                else:
+                    txn.update("Event", event_id, body)
+        except ApiError as exc:
+            assert exc.status in (300, 400, 404) and exc.error_code
+    assert store.get("Event", event_id)["Id"] == event_id

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import aiohttp
 import pytest
 
+from bridge.emulator.faults import FaultInjector, parse_rule
 from tests.adapters.emulator.conftest import EmulatorClient
 
 
@@ -123,3 +126,14 @@ async def test_delete_clears_rules_and_bad_rules_are_refused(emulator: EmulatorC
         reply = await emulator.request("POST", "/__emulator/faults", json=bad)
         assert reply.status == 400
         assert "error" in reply.body
+
+
+def test_probability_draws_per_matching_request() -> None:
+    """With probability 0.5 some matching requests fail and some pass; each failure uses up one `times`."""
+    injector = FaultInjector(random.Random(7))
+    injector.add(parse_rule({"path": "/x", "status": 503, "probability": 0.5, "times": 5}))
+    fired = [injector.fire("GET", "/x") is not None for _ in range(40)]
+    assert sum(fired) == 5
+    fifth_failure = [n for n, failed in enumerate(fired) if failed][4]
+    assert fifth_failure > 4  # some matching requests passed in between
+    assert injector.rules() == []

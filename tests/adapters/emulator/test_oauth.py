@@ -341,3 +341,14 @@ async def test_default_org_accepts_any_well_formed_jwt(
     )
     refused = await emulator.request("POST", TOKEN, data={"grant_type": JWT_GRANT, "assertion": hs256})
     assert refused.body == {"error": "invalid_grant", "error_description": "invalid assertion"}
+
+
+async def test_client_credentials_may_come_as_basic_auth(emulator: EmulatorClient) -> None:
+    """The consumer key and secret may be sent as `Authorization: Basic` instead of form fields."""
+    basic = base64.b64encode(b"app-id:app-secret").decode()
+    reply = await emulator.request(
+        "POST", TOKEN, data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {basic}"}
+    )
+    assert reply.status == 200
+    expected = hmac.new(b"app-secret", (reply.body["id"] + reply.body["issued_at"]).encode(), hashlib.sha256)
+    assert reply.body["signature"] == base64.b64encode(expected.digest()).decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bridge.emulator.limits import ApiUsage
 from tests.adapters.emulator.conftest import EmulatorClient
 
 
@@ -60,3 +61,20 @@ async def test_collections_and_composite_count_as_one_request(emulator: Emulator
     stats = await emulator.control("GET", "/stats")
     assert stats["api_requests"]["total"] == 2
     assert stats["api_requests"]["by_route"] == {"POST /composite/sobjects": 1, "POST /composite": 1}
+
+
+def test_usage_is_a_rolling_day() -> None:
+    """Requests older than 24 hours stop counting against the allocation."""
+    now = [1_000_000.0]
+    usage = ApiUsage(10, wall_clock=lambda: now[0])
+    for _ in range(10):
+        usage.count("GET /limits")
+    assert usage.exhausted()
+    now[0] += 12 * 3600
+    usage.count("GET /limits")
+    assert usage.used() == 11
+    now[0] += 12 * 3600 + 60
+    assert usage.used() == 1
+    assert not usage.exhausted()
+    assert usage.header() == "api-usage=1/10"
+    assert usage.total_requests == 11

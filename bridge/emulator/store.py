@@ -13,9 +13,10 @@ from typing import Any
 
 from bridge import sfid
 from bridge.emulator import soql, soql_eval
-from bridge.emulator.contracts import ApiError, ChangeEvent, ChangePublisher, DmlContext
+from bridge.emulator.contracts import ApiError, ChangePublisher, DmlContext
 from bridge.emulator.org import OrgConfig, OrgFileError, OrgUser, seed_id
 from bridge.emulator.schema import ObjectDef, describe_object
+from bridge.emulator.store_changes import OVERFLOW_THRESHOLD, Commit, change_events
 from bridge.emulator.store_lead import convert
 from bridge.emulator.store_rows import Row, RowTable
 from bridge.emulator.store_sqlite import StateFile
@@ -51,6 +52,7 @@ class OrgStore:
         self._table = RowTable(org.schema)
         self._counter = 0
         self._commits = 0
+        self._overflow_at = int(org.streaming.extra.get("overflow_threshold", OVERFLOW_THRESHOLD))
         self._passwords = {u.id: u.password for u in org.seed.users if u.password is not None}
         self._rules = EventRules(org.lead_whatid_rule, org.multiday_events)
         self._state = StateFile(state_file) if state_file is not None else None
@@ -125,25 +127,10 @@ class OrgStore:
             self._state.write(((rid, self._table.get(rid)) for rid in touched), self._counter)
         if not txn.changes:
             return
-        key = str(uuid.uuid4())
         self._commits += 1
         stamp = int(utc(self._clock()).timestamp() * 1000)
-        events = [
-            ChangeEvent(
-                entity=c.entity,
-                change_type=c.change_type,
-                record_ids=(c.record_id,),
-                fields=c.fields,
-                changed_fields=c.changed_fields,
-                change_origin=txn.ctx.change_origin,
-                commit_user=txn.ctx.user_id,
-                transaction_key=key,
-                sequence_number=n,
-                commit_timestamp_ms=stamp,
-                commit_number=self._commits,
-            )
-            for n, c in enumerate(txn.changes, start=1)
-        ]
+        commit = Commit(txn.ctx, str(uuid.uuid4()), stamp, self._commits)
+        events = change_events(txn.changes, commit, self._overflow_at)
         self._publisher.publish(events)
 
     def _next_id(self, prefix: str) -> str:

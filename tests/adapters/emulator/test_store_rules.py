@@ -429,6 +429,31 @@ def test_bad_seed_record_is_an_org_file_error(
     assert str(info.value).startswith(key)
 
 
+def test_huge_transaction_overflows_into_gap_overflow_per_entity(pub: RecordingPublisher) -> None:
+    """Reference §5.4: past the overflow threshold a transaction's remaining changes become one GAP_OVERFLOW
+    per entity, without record ids or fields (the threshold is 100,000; `overflow_threshold` lowers it)."""
+    org = load_org(None)
+    store = make_store(pub, replace(org, streaming=replace(org.streaming, extra={"overflow_threshold": 3})))
+    with store.transaction(ctx(store)) as txn:
+        for n in range(2):
+            txn.create("Event", event(Subject=f"E{n}"))
+        txn.create("Contact", {"LastName": "C0"})
+        txn.create("Event", event(Subject="E2"))
+        txn.create("Contact", {"LastName": "C1"})
+        txn.create("Event", event(Subject="E3"))
+    batch = pub.batches[-1]
+    assert [(e.entity, e.change_type) for e in batch] == [
+        ("Event", "CREATE"),
+        ("Event", "CREATE"),
+        ("Contact", "CREATE"),
+        ("Event", "GAP_OVERFLOW"),
+        ("Contact", "GAP_OVERFLOW"),
+    ]
+    assert [e.sequence_number for e in batch] == [1, 2, 3, 4, 5]
+    assert (batch[3].record_ids, batch[3].fields) == ((), {})
+    assert store.query("SELECT COUNT() FROM Event").total_size == 4
+
+
 def test_commit_numbers_increase_per_transaction(store: OrgStore, pub: RecordingPublisher) -> None:
     """Every event of one commit shares a commitNumber; later commits have larger ones."""
     for n in range(2):

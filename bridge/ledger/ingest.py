@@ -201,6 +201,9 @@ class _Segment:
         c = self.connection
         self.users.load_keys(c, user_ids)
         self.links.load_keys(c, link_ids)
+        # Links new to the ledger: a booking that arrived before its link books it.
+        unseen = edited_links - self.links.rows.keys()
+        self.activities.load_where(c, "link_id", unseen, ACTIVITIES.c.booking_id.is_not(None))
         self.links.load_where(c, "owner_user_id", user_ids, LINKS.c.link_id.is_not(None))
         owned = {k for k, r in self.links.rows.items() if r["owner_user_id"] in user_ids}
         self.activities.load_keys(c, booking_ids)
@@ -325,6 +328,7 @@ class _Segment:
             self._index_link(link, None)
             if any(self.activities.rows[k]["state"] != A.SKIPPED for k in self.by_link.get(row.id, ())):
                 self._first_booking(link)
+                self._requeue_failed(row.id)  # they failed for want of this link
             return
         pushed = any(previous[c] != merged[c] for c in LINK_PUSH_COLUMNS)
         changed = previous["source_deleted"] or any(previous[c] != v for c, v in merged.items())

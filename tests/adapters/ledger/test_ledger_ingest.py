@@ -425,3 +425,17 @@ def test_reset_checkpoint_applies_everything_again(repo: LedgerRepository) -> No
     summary = repo.apply_source_batch(batch(txn(booking("b2"), lsn=BIG + 5)))
     assert summary.skipped_txns == 0 and summary.checkpoint == str(BIG + 5)
     assert repo.get_activity("b2") is not None
+
+
+def test_late_link_requeues_bookings_that_failed_for_want_of_it(repo: LedgerRepository) -> None:
+    """A link that arrives in a later batch than its (past, failed) booking books itself and requeues it."""
+    from bridge.records import ActivityOutcome, OutcomeState
+
+    repo.apply_source_batch(batch(txn(booking("b1", "l1", start=PAST))))
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", 1, OutcomeState.FAILED, error_code="LINK_MISSING", error="no such link")], NOW
+    )
+    repo.apply_source_batch(batch(setup_link()))
+    linked, activity = repo.get_link("l1"), repo.get_activity("b1")
+    assert linked is not None and (linked.state, linked.first_booked_at) == ("pending", NOW)
+    assert activity is not None and (activity.state, activity.version) == ("pending", 2)

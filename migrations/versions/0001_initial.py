@@ -36,6 +36,7 @@ def _sync_columns() -> list[sa.Column[object]]:
 
 def upgrade() -> None:
     """Create every ledger table and its indexes."""
+    # Long by nature: Alembic's one upgrade() per revision, the whole initial schema top to bottom.
     op.create_table(
         "users",
         sa.Column("user_id", sa.Text(), primary_key=True),

@@ -60,18 +60,17 @@ class Check:
 
 
 def _ledger_checks(settings: Settings, reset_source: bool) -> list[Check]:
-    from bridge.ledger.engine import create_ledger_engine
     from bridge.ledger.migrate import upgrade_to_head
     from bridge.ledger.repository import LedgerRepository
 
     revision = upgrade_to_head(settings.ledger.url)
     checks = [Check("ledger", True, f"migrated to revision {revision} ({_safe_url(settings.ledger.url)})")]
     if reset_source:
-        engine = create_ledger_engine(settings.ledger.url)
+        repository = LedgerRepository.from_url(settings.ledger.url)
         try:
-            LedgerRepository(engine).write_checkpoint(SOURCE_CHECKPOINT, "")
+            repository.write_checkpoint(SOURCE_CHECKPOINT, "")
         finally:
-            engine.dispose()
+            repository.dispose()
         checks.append(Check("ledger", True, "source position forgotten: the next run re-reads the tables"))
     return checks
 
@@ -204,21 +203,21 @@ class Daemon:
 
     @contextlib.asynccontextmanager
     async def _ledger(self) -> AsyncIterator[object]:
-        from bridge.ledger.engine import create_ledger_engine
+        from bridge.ledger.async_ledger import AsyncLedger
         from bridge.ledger.migrate import current_revision, head_revision
-        from bridge.ledger.repository import AsyncLedger, LedgerRepository
+        from bridge.ledger.repository import LedgerRepository
 
         url = self.settings.ledger.url
         if current_revision(url) != head_revision():
             raise ConfigurationError("the ledger is not at the current schema: run `mogli-bridge setup` first",
                                      "ledger.url")
-        engine = create_ledger_engine(url)
-        ledger = AsyncLedger(LedgerRepository(engine))
+        repository = LedgerRepository.from_url(url, clock=self.clock)
+        ledger = AsyncLedger(repository)
         try:
             yield ledger
         finally:
             await ledger.close()
-            engine.dispose()
+            repository.dispose()
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1)."""

@@ -31,12 +31,9 @@ def system_bindirs() -> list[Path]:
 
 def pgserver_bindir() -> Path | None:
     """The binaries bundled in the `pgserver` wheel, when installed."""
-    try:
-        import pgserver  # noqa: F401  (imported only to locate its files)
-    except ImportError:
-        return None
     import importlib.util
 
+    # Locate the wheel without importing it: importing pgserver sets up its server manager, which we never use.
     spec = importlib.util.find_spec("pgserver")
     if spec is None or spec.origin is None:
         return None

@@ -1,9 +1,9 @@
-"""A SOQL subset: parse, bind to an object's fields, evaluate over rows (pure; no store access).
+"""A SOQL subset: parse (this module), bind and evaluate (soql_eval.py, soql_paths.py); pure.
 
-Supported: SELECT field list or COUNT(), FROM one object, WHERE with = != <> < <= > >= IN, NOT IN, LIKE,
-AND / OR / NOT and parentheses (AND and OR may not mix without parentheses, as in SOQL), string, number,
-boolean, null, date, datetime and date-literal (TODAY, LAST_N_DAYS:n, ...) values, ORDER BY with ASC/DESC
-and NULLS FIRST/LAST, LIMIT, OFFSET.
+Supported: SELECT a field list or COUNT(), with parent fields one level up (`Who.Name`, `Account.Name`);
+FROM one object; WHERE with = != <> < <= > >= IN, NOT IN, LIKE, AND / OR / NOT and parentheses (AND and
+OR may not mix without parentheses, as in SOQL); string, number, boolean, null, date, datetime and
+date-literal (TODAY, LAST_N_DAYS:n, ...) values; ORDER BY with ASC/DESC and NULLS FIRST/LAST; LIMIT, OFFSET.
 """
 
 from __future__ import annotations

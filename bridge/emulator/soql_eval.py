@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 from bridge import sfid
 from bridge.emulator.contracts import ApiError
-from bridge.emulator.schema import FieldDef, ObjectDef, long_text
+from bridge.emulator.schema import FieldDef, ObjectDef, Schema, long_text
 from bridge.emulator.soql import (
     BoolOp,
     Compare,
@@ -22,6 +22,7 @@ from bridge.emulator.soql import (
     invalid_field,
     malformed,
 )
+from bridge.emulator.soql_paths import Path, Resolver, RowView, resolve_path
 
 Values = Mapping[str, Any]
 
@@ -37,6 +38,7 @@ class Plan:
     order: tuple[OrderItem, ...]
     limit: int | None
     offset: int | None
+    paths: Mapping[str, Path] = field(default_factory=dict)  # `Relationship.Field` keys in use
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,29 +50,59 @@ class InSet:
     negate: bool
 
 
-def bind(query: Query, obj: ObjectDef) -> Plan:
-    """Resolve every field name (INVALID_FIELD when unknown) and convert literals to the fields' types."""
-    fields = tuple(_field(obj, name).name for name in query.fields)
+def bind(query: Query, obj: ObjectDef, schema: Schema | None = None) -> Plan:
+    """Resolve every field name (INVALID_FIELD when unknown) and convert literals to the fields' types.
+
+    With `schema`, parent relationship fields (`Who.Name`, `Account.Name`) are allowed too.
+    """
+    binder = _Binder(obj, schema)
+    fields = tuple(binder.field(name).name for name in query.fields)
     seen: set[str] = set()
     for name in fields:
         if name in seen:
             raise malformed(f"duplicate field selected: {name}")
         seen.add(name)
     order = tuple(
-        OrderItem(_usable(_field(obj, o.field), "sorted").name, o.descending, o.nulls_last)
+        OrderItem(_usable(binder.field(o.field), "sorted").name, o.descending, o.nulls_last)
         for o in query.order
     )
-    where = _bind_cond(query.where, obj) if query.where is not None else None
-    return Plan(obj.name, fields, query.count_only, where, order, query.limit, query.offset)
+    where = binder.condition(query.where) if query.where is not None else None
+    return Plan(obj.name, fields, query.count_only, where, order, query.limit, query.offset, binder.paths)
 
 
-def _field(obj: ObjectDef, name: str) -> FieldDef:
-    f = obj.field(name)
-    if f is None and "." in name and name.split(".", 1)[0].lower() == obj.name.lower():
-        f = obj.field(name.split(".", 1)[1])
-    if f is None:
-        raise invalid_field(name, obj.name)
-    return f
+class _Binder:
+    """Resolves names against one object (and its parents), remembering the relationship paths used."""
+
+    def __init__(self, obj: ObjectDef, schema: Schema | None) -> None:
+        self.obj, self.schema = obj, schema
+        self.paths: dict[str, Path] = {}
+
+    def field(self, name: str) -> FieldDef:
+        obj = self.obj
+        f = obj.field(name)
+        head, _, tail = name.partition(".")
+        if f is None and tail and head.lower() == obj.name.lower():
+            return self.field(tail)
+        if f is None and tail and self.schema is not None:
+            path, parent_field = resolve_path(obj, self.schema, name)
+            self.paths[path.key] = path
+            return replace(parent_field, name=path.key)
+        if f is None:
+            raise invalid_field(name, obj.name)
+        return f
+
+    def condition(self, node: Any) -> Any:
+        if isinstance(node, BoolOp):
+            return BoolOp(node.op, tuple(self.condition(i) for i in node.items))
+        f = _usable(self.field(node.field), "filtered")
+        if isinstance(node, Compare):
+            return Compare(f.name, node.op, _literal(f, node.value))
+        if isinstance(node, InList):
+            values = tuple(_literal(f, v) for v in node.values)
+            if any(isinstance(v, DateLiteral) for v in values):
+                return InList(f.name, values, node.negate)
+            return InSet(f.name, frozenset(_key(v) for v in values), node.negate)
+        return Like(f.name, node.pattern)
 
 
 def _usable(f: FieldDef, how: str) -> FieldDef:
@@ -78,20 +110,6 @@ def _usable(f: FieldDef, how: str) -> FieldDef:
     if not long_text(f):
         return f
     raise ApiError(400, "INVALID_FIELD", f"field '{f.name}' can not be {how} in a query call")
-
-
-def _bind_cond(node: Any, obj: ObjectDef) -> Any:
-    if isinstance(node, BoolOp):
-        return BoolOp(node.op, tuple(_bind_cond(i, obj) for i in node.items))
-    f = _usable(_field(obj, node.field), "filtered")
-    if isinstance(node, Compare):
-        return Compare(f.name, node.op, _literal(f, node.value))
-    if isinstance(node, InList):
-        values = tuple(_literal(f, v) for v in node.values)
-        if any(isinstance(v, DateLiteral) for v in values):
-            return InList(f.name, values, node.negate)
-        return InSet(f.name, frozenset(_key(v) for v in values), node.negate)
-    return Like(f.name, node.pattern)
 
 
 def _literal(f: FieldDef, value: Any) -> Any:
@@ -141,8 +159,14 @@ def lookup_keys(plan: Plan) -> tuple[str, frozenset[Any]] | None:
     return None
 
 
-def execute(plan: Plan, rows: Iterable[Values], now: datetime) -> list[Values]:
-    """The rows the plan selects, ordered, offset and limited."""
+def execute(
+    plan: Plan, rows: Iterable[Values], now: datetime, resolve: Resolver | None = None
+) -> list[Values]:
+    """The rows the plan selects, ordered, offset and limited (RowViews when the plan uses parent fields)."""
+    if plan.paths:
+        if resolve is None:
+            raise ValueError("a plan with relationship fields needs a resolver")
+        rows = (RowView(r, plan.paths, resolve) for r in rows)
     where = plan.where
     selected = [r for r in rows if where is None or _eval(where, r, now)]
     for item in reversed(plan.order):

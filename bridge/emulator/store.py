@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +16,7 @@ from bridge.emulator import soql, soql_eval
 from bridge.emulator.contracts import ApiError, ChangePublisher, DmlContext
 from bridge.emulator.org import OrgConfig, OrgFileError, OrgUser, seed_id
 from bridge.emulator.schema import ObjectDef, describe_object
+from bridge.emulator.soql_paths import RowView
 from bridge.emulator.store_changes import OVERFLOW_THRESHOLD, Commit, change_events
 from bridge.emulator.store_lead import convert
 from bridge.emulator.store_rows import Row, RowTable
@@ -215,16 +216,47 @@ class OrgStore:
         obj = self.schema.get(parsed.sobject)
         if obj is None:
             raise soql.invalid_type(parsed.sobject)
-        plan = soql_eval.bind(parsed, obj)
+        plan = soql_eval.bind(parsed, obj, self.schema)
         with self._lock:
             rows = (r.values for r in self._candidates(obj, plan, include_deleted))
-            selected = soql_eval.execute(plan, rows, utc(self._clock()))
-        if plan.count_only:
-            return QueryResult(total_size=len(selected), records=[])
-        out = [
-            self._render(obj, Row(obj.name, dict(values)), plan.fields, api_version) for values in selected
-        ]
+            selected = soql_eval.execute(plan, rows, utc(self._clock()), self._resolve)
+            if plan.count_only:
+                return QueryResult(total_size=len(selected), records=[])
+            out = [self._render_selected(obj, plan, row, api_version) for row in selected]
         return QueryResult(total_size=len(out), records=out)
+
+    def _resolve(self, record_id: str) -> tuple[str, Mapping[str, Any]] | None:
+        row = self._table.get(record_id)
+        return (row.sobject, row.values) if row is not None else None
+
+    def _render_selected(
+        self, obj: ObjectDef, plan: soql_eval.Plan, row: Mapping[str, Any], api_version: str | None
+    ) -> dict[str, Any]:
+        """A query row as REST JSON; parent fields nest under their relationship (null without a parent)."""
+        own = row.record if isinstance(row, RowView) else row
+        plain = [name for name in plan.fields if name not in plan.paths]
+        out = self._render(obj, Row(obj.name, dict(own)), plain, api_version)
+        version = api_version or self.org.api_versions[-1]
+        for name in plan.fields:
+            path = plan.paths.get(name)
+            if path is None or not isinstance(row, RowView):
+                continue
+            if path.relationship not in out:
+                parent = row.parent(path)
+                out[path.relationship] = (
+                    None
+                    if parent is None
+                    else {
+                        "attributes": {
+                            "type": "Name" if path.polymorphic else parent[0],
+                            "url": f"/services/data/v{version}/sobjects/{parent[0]}/{parent[1]['Id']}",
+                        }
+                    }
+                )
+            nested = out[path.relationship]
+            if nested is not None:
+                nested[path.field] = render_rest(row[name])
+        return {"attributes": out.pop("attributes"), **{n: out[n] for n in _output_order(plan)}}
 
     def _candidates(self, obj: ObjectDef, plan: soql_eval.Plan, include_deleted: bool) -> Iterable[Row]:
         """Rows that may match: from the id or External ID index when the WHERE clause allows, else all."""
@@ -351,3 +383,12 @@ class OrgStore:
         for name in names:
             out[name] = render_rest(row.values.get(name))
         return out
+
+
+def _output_order(plan: soql_eval.Plan) -> list[str]:
+    """Output keys in SELECT order: a relationship appears where its first field was selected."""
+    keys: dict[str, None] = {}
+    for name in plan.fields:
+        path = plan.paths.get(name)
+        keys[path.relationship if path is not None else name] = None
+    return list(keys)

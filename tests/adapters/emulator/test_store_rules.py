@@ -517,6 +517,66 @@ def test_queries_on_ids_and_external_ids(store: OrgStore, where: str, expected: 
     assert sorted(r["Id"] for r in result.records) == sorted(ids[n] for n in expected)
 
 
+def test_parent_relationship_fields_nest_under_the_relationship(store: OrgStore) -> None:
+    """`Who.Name` nests as {"attributes": {"type": "Name", ...}, "Name": ...}; an empty lookup is null."""
+    contact = first_id(store, "Contact")
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event(WhoId=contact))
+    [record] = store.query("SELECT Id, Who.Name, Who.Type, What.Name, Owner.Username FROM Event").records
+    assert record == {
+        "attributes": {"type": "Event", "url": f"/services/data/v62.0/sobjects/Event/{event_id}"},
+        "Id": event_id,
+        "Who": {
+            "attributes": {"type": "Name", "url": f"/services/data/v62.0/sobjects/Contact/{contact}"},
+            "Name": store.get("Contact", contact)["Name"],
+            "Type": "Contact",
+        },
+        "What": None,
+        "Owner": {
+            "attributes": {
+                "type": "User",
+                "url": f"/services/data/v62.0/sobjects/User/{store.integration_user_id}",
+            },
+            "Username": "bridge@example.com",
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("soql", "expected"),
+    [
+        ("SELECT Subject FROM Event WHERE Who.Type = 'Lead'", ["lead"]),
+        ("SELECT Subject FROM Event WHERE Who.Type != 'Lead' ORDER BY Subject", ["contact", "none"]),
+        ("SELECT Subject FROM Event WHERE Account.Name LIKE 'Acme%'", ["contact"]),
+        ("SELECT Subject FROM Event ORDER BY Who.Name NULLS LAST", ["lead", "contact", "none"]),
+    ],
+)
+def test_parent_relationship_fields_filter_and_sort(store: OrgStore, soql: str, expected: list[str]) -> None:
+    """Parent fields work in WHERE and ORDER BY (Lee Prospect sorts before Sam Sample / Kim Example)."""
+    contact = str(store.query("SELECT Id FROM Contact WHERE Name = 'Sam Sample'").records[0]["Id"])
+    with store.transaction(ctx(store)) as txn:
+        txn.create("Event", event(Subject="contact", WhoId=contact))
+        txn.create("Event", event(Subject="lead", WhoId=first_id(store, "Lead")))
+        txn.create("Event", event(Subject="none"))
+    assert [r["Subject"] for r in store.query(soql).records] == expected
+
+
+@pytest.mark.parametrize(
+    ("soql", "entity"),
+    [
+        ("SELECT Nope.Name FROM Event", "Event"),
+        ("SELECT Account.Foo FROM Contact", "Account"),
+        ("SELECT Who.Company FROM Event", "Name"),
+        ("SELECT Account.Owner.Name FROM Contact", "Contact"),
+    ],
+)
+def test_unknown_relationship_fields_are_invalid_field(store: OrgStore, soql: str, entity: str) -> None:
+    """An unknown relationship, parent field, or a second level is INVALID_FIELD naming the entity."""
+    with pytest.raises(ApiError) as info:
+        store.query(soql)
+    assert info.value.error_code == "INVALID_FIELD" and f"on entity '{entity}'" in info.value.message
+
+
 def test_query_all_by_external_id_includes_deleted(store: OrgStore) -> None:
     """queryAll by External ID value also finds records in the recycle bin."""
     with store.transaction(ctx(store)) as txn:

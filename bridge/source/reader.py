@@ -14,10 +14,12 @@ Shape (see ../shared/reference/postgres-cdc.md for the measurements behind it):
   so `heartbeat_seconds` is deliberately unused: an emitted `pg_logical_emit_message` heartbeat would need
   one more connection and only re-solve what the keepalives already solve.
 - Reconnect on connection errors with capped exponential backoff and jitter, rebuilding the relation
-  cache. START_REPLICATION asks for everything after the last transaction already queued (the server uses
-  max(confirmed_flush, start_lsn), and a start ahead of the slot does not move it), so within one process
-  no transaction is yielded twice; a re-sent one would be dropped by its end LSN anyway. After a process
-  restart the server re-sends what was not acknowledged, and the ledger dedupes it by LSN.
+  cache. START_REPLICATION starts at the acknowledged LSN (or the ledger's checkpoint), never at the last
+  transaction queued: psycopg2 confirms a keepalive's wal_end whenever nothing it received in the session
+  is unacknowledged, so skipping queued-but-unacknowledged transactions would let the slot move past them
+  (a test proves this). The server therefore re-sends them, and they are dropped by end LSN, so within one
+  process no transaction is yielded twice. After a process restart the server re-sends what was not
+  acknowledged, and the ledger dedupes it by LSN.
 - First start (no checkpoint): the slot is created with EXPORT_SNAPSHOT and the tables are read in that
   snapshot before START_REPLICATION. If that fails midway, the slot is dropped and the snapshot taken again
   from the start, so some snapshot rows may be yielded twice (the ledger upserts them).
@@ -119,6 +121,7 @@ class ReplicationSource:
         self._assembler = TransactionAssembler(settings.schema)
         self._acked = resume_lsn or 0
         self._last_queued = resume_lsn or 0  # never queue a transaction ending at or before this again
+        self._durable_start = resume_lsn or 0  # the ledger holds everything before this (or a snapshot)
         self._skipped_lsn = 0  # end of the newest transaction that had no change for us
         self._last_received = 0
         self._last_commit_time: datetime | None = None
@@ -281,7 +284,7 @@ class ReplicationSource:
                 end_lsn=consistent, commit_time=self._clock(), changes=(), snapshot=True
             )
         await self._queue.put(replace(pending, last_snapshot_chunk=True))
-        self._last_queued = consistent
+        self._last_queued = self._durable_start = consistent
         log.info("source.snapshot_finished", slot=self._settings.slot, rows=reader.row_counts)
 
     # ---------------------------------------------------------------- streaming
@@ -301,7 +304,10 @@ class ReplicationSource:
         """Start replication and pump messages until the connection fails (raises) or close()."""
         if self._conn is None:
             self._conn = await self._executor(self._open_connection)
-        start_lsn = max(self._acked, self._last_queued)
+        # Not from the last queued transaction: psycopg2 confirms a keepalive's wal_end when nothing it
+        # received is unacknowledged, so the server must re-send what the ledger has not acknowledged yet
+        # (it is dropped again in _handle) or the slot would move past it.
+        start_lsn = max(self._acked, self._durable_start)
         self._cur = await self._executor(self._start_replication, self._conn, start_lsn)
         self._fd = self._conn.fileno()
         self._connected_at = time.monotonic()

@@ -211,3 +211,25 @@ async def test_a_stalled_consumer_outlives_wal_sender_timeout(source_db: SourceD
         txs += await take(stream, 1)
         assert active_pid(source_db) == walsender and source.stats.reconnects == 0
     assert user_ids(txs) == ids
+
+
+async def test_reconnect_never_confirms_a_transaction_the_ledger_has_not_acknowledged(
+    source_db: SourceDb,
+) -> None:
+    """After a reconnect, keepalives must not move the slot past a transaction that was handed over but
+    not acknowledged: a crash now must still get it re-sent."""
+    async with streaming(source_db) as (source, stream):
+        consistent = await skip_snapshot(source, stream)
+        await wait_until(lambda: source_db.confirmed_flush() >= consistent)
+        source_db.add_user()
+        (t1,) = await take(stream, 1)  # handed over, never acknowledged
+        walsender = active_pid(source_db)
+        source_db.run("SELECT pg_terminate_backend(%s)", (walsender,))
+        await wait_until(lambda: active_pid(source_db) not in (None, walsender))
+        source_db.run("CREATE TABLE public.noise (id int)")  # WAL the walsender decodes and keeps alive over
+        source_db.run("INSERT INTO public.noise SELECT generate_series(1, 1000)")
+        await asyncio.sleep(1.5)  # several status intervals and keepalives; nothing is asserted about time
+        assert source_db.confirmed_flush() < t1.end_lsn
+    async with streaming(source_db, resume_lsn=consistent) as (source, stream):
+        (again,) = await take(stream, 1)
+    assert again.end_lsn == t1.end_lsn

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.source.setup import drop_slot
 from bridge.stack import (
     DaemonProcess,
     EmulatorProcess,
@@ -28,12 +29,14 @@ class Stack:
     emulator: EmulatorProcess
     scheduler: Scheduler
     seed: SalesforceSeed
+    slot: str
 
     def daemon(self, name: str = "daemon", on_cancel: str = "delete", backfill: str = "since:2000-01-01",
                extra: str = "", setup: bool = True) -> DaemonProcess:
         """A daemon process for this stack (configured, set up, not yet started)."""
         config = write_config(self.workdir / f"{name}.toml", dsn=self.dsn, ledger_url=self.ledger_url,
-                              emulator_url=self.emulator.url, on_cancel=on_cancel, backfill=backfill, extra=extra)
+                              emulator_url=self.emulator.url, slot=self.slot, on_cancel=on_cancel,
+                              backfill=backfill, extra=extra)
         daemon = DaemonProcess(config, self.workdir, name)
         if setup:
             result = daemon.setup()
@@ -46,9 +49,13 @@ def stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
     """A scheduler database, a running emulator seeded with users and people, and a ledger path."""
     emulator = EmulatorProcess(tmp_path)
     scheduler = Scheduler(scheduler_dsn)
+    # Slots are cluster-wide: one per test database.
+    slot = "mb_" + scheduler_dsn.rsplit("/", 1)[1]
     try:
         seed = seed_salesforce(emulator)
-        yield Stack(tmp_path, scheduler_dsn, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", emulator, scheduler, seed)
+        yield Stack(tmp_path, scheduler_dsn, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", emulator, scheduler, seed,
+                    slot)
     finally:
         scheduler.close()
         emulator.stop()
+        drop_slot(scheduler_dsn, slot)

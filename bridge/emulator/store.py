@@ -4,35 +4,25 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bridge import sfid
-from bridge.emulator import soql, soql_eval
 from bridge.emulator.contracts import ApiError, ChangePublisher, DmlContext
 from bridge.emulator.org import OrgConfig, OrgFileError, OrgUser, seed_id
 from bridge.emulator.schema import ObjectDef, describe_object
-from bridge.emulator.soql_paths import RowView
 from bridge.emulator.store_changes import OVERFLOW_THRESHOLD, Commit, change_events
 from bridge.emulator.store_lead import convert
-from bridge.emulator.store_rows import Row, RowTable
+from bridge.emulator.store_query import QueryResult, render_record, run_query
+from bridge.emulator.store_rows import RowTable
 from bridge.emulator.store_sqlite import StateFile
 from bridge.emulator.store_txn import Txn, normalize_id, not_found, record_time, utc
-from bridge.emulator.validation import EventRules, render_rest
+from bridge.emulator.validation import EventRules
 
 __all__ = ["OrgStore", "QueryResult", "Txn"]
-
-
-@dataclass(frozen=True, slots=True)
-class QueryResult:
-    """Every row a SOQL query selects (paging is the HTTP layer's); `records` is empty for COUNT()."""
-
-    total_size: int
-    records: list[dict[str, Any]]
 
 
 class OrgStore:
@@ -164,7 +154,7 @@ class OrgStore:
             row = self._table.get(rid)
             if row is None or row.deleted or row.sobject != obj.name:
                 raise not_found()
-            return self._render(obj, row, self._fields(obj, fields), api_version)
+            return render_record(obj, row.values, self._fields(obj, fields), self._version(api_version))
 
     def get_by_external_id(
         self,
@@ -190,7 +180,9 @@ class OrgStore:
                 raise not_found()
             if len(ids) > 1:
                 raise ApiError(300, "MULTIPLE_CHOICES", f"{f.name} matches {len(ids)} records", ids)
-            return self._render(obj, self._table.rows[ids[0]], self._fields(obj, fields), api_version)
+            return render_record(
+                obj, self._table.rows[ids[0]].values, self._fields(obj, fields), self._version(api_version)
+            )
 
     def records(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         """Every record of one object as REST JSON (for the control API)."""
@@ -198,7 +190,7 @@ class OrgStore:
         with self._lock:
             names = obj.field_names()
             return [
-                self._render(obj, row, names, None)
+                render_record(obj, row.values, names, self._version(None))
                 for row in self._table.of_type(obj.name)
                 if include_deleted or not row.deleted
             ]
@@ -212,75 +204,12 @@ class OrgStore:
         self, text: str, *, include_deleted: bool = False, api_version: str | None = None
     ) -> QueryResult:
         """Run a SOQL query (the subset in soql.py) over every matching row."""
-        parsed = soql.parse(text)
-        obj = self.schema.get(parsed.sobject)
-        if obj is None:
-            raise soql.invalid_type(parsed.sobject)
-        plan = soql_eval.bind(parsed, obj, self.schema)
         with self._lock:
-            rows = (r.values for r in self._candidates(obj, plan, include_deleted))
-            selected = soql_eval.execute(plan, rows, utc(self._clock()), self._resolve)
-            if plan.count_only:
-                return QueryResult(total_size=len(selected), records=[])
-            out = [self._render_selected(obj, plan, row, api_version) for row in selected]
-        return QueryResult(total_size=len(out), records=out)
-
-    def _resolve(self, record_id: str) -> tuple[str, Mapping[str, Any]] | None:
-        row = self._table.get(record_id)
-        return (row.sobject, row.values) if row is not None else None
-
-    def _render_selected(
-        self, obj: ObjectDef, plan: soql_eval.Plan, row: Mapping[str, Any], api_version: str | None
-    ) -> dict[str, Any]:
-        """A query row as REST JSON; parent fields nest under their relationship (null without a parent)."""
-        own = row.record if isinstance(row, RowView) else row
-        plain = [name for name in plan.fields if name not in plan.paths]
-        out = self._render(obj, Row(obj.name, dict(own)), plain, api_version)
-        version = api_version or self.org.api_versions[-1]
-        for name in plan.fields:
-            path = plan.paths.get(name)
-            if path is None or not isinstance(row, RowView):
-                continue
-            if path.relationship not in out:
-                parent = row.parent(path)
-                out[path.relationship] = (
-                    None
-                    if parent is None
-                    else {
-                        "attributes": {
-                            "type": "Name" if path.polymorphic else parent[0],
-                            "url": f"/services/data/v{version}/sobjects/{parent[0]}/{parent[1]['Id']}",
-                        }
-                    }
-                )
-            nested = out[path.relationship]
-            if nested is not None:
-                nested[path.field] = render_rest(row[name])
-        return {"attributes": out.pop("attributes"), **{n: out[n] for n in _output_order(plan)}}
-
-    def _candidates(self, obj: ObjectDef, plan: soql_eval.Plan, include_deleted: bool) -> Iterable[Row]:
-        """Rows that may match: from the id or External ID index when the WHERE clause allows, else all."""
-        keys = soql_eval.lookup_keys(plan)
-        f = obj.field(keys[0]) if keys is not None else None
-        if keys is None or f is None:
-            found: Iterable[Row] = self._table.of_type(obj.name)
-        elif f.type == "id":
-            found = sorted(
-                (r for k in keys[1] if (r := self._by_any_id(k)) is not None and r.sobject == obj.name),
-                key=lambda r: r.id,
+            return run_query(
+                self._table, text, include_deleted, utc(self._clock()), self._version(api_version)
             )
-        elif (f.external_id or f.unique) and not include_deleted:
-            ids = sorted({i for k in keys[1] for i in self._table.matching(obj.name, f.name, k)})
-            found = [self._table.rows[i] for i in ids]
-        else:
-            found = self._table.of_type(obj.name)
-        return (r for r in found if include_deleted or not r.deleted)
 
-    def _by_any_id(self, key: Any) -> Row | None:
-        """The row with this id in any letter case (SOQL keys are lower-cased), or None."""
-        return self._table.get(sfid.to18(key)) if isinstance(key, str) and sfid.is_valid(key) else None
-
-    # -- describe --------------------------------------------------------------------------------------
+    # -- describe ------------------------------------------------------------------------------------------
 
     def sobject_exists(self, name: str) -> bool:
         """True when the org defines this object (case-insensitive)."""
@@ -373,22 +302,5 @@ class OrgStore:
             out.append(f.name)
         return out
 
-    def _render(
-        self, obj: ObjectDef, row: Row, names: Sequence[str], api_version: str | None
-    ) -> dict[str, Any]:
-        version = api_version or self.org.api_versions[-1]
-        out: dict[str, Any] = {
-            "attributes": {"type": obj.name, "url": f"/services/data/v{version}/sobjects/{obj.name}/{row.id}"}
-        }
-        for name in names:
-            out[name] = render_rest(row.values.get(name))
-        return out
-
-
-def _output_order(plan: soql_eval.Plan) -> list[str]:
-    """Output keys in SELECT order: a relationship appears where its first field was selected."""
-    keys: dict[str, None] = {}
-    for name in plan.fields:
-        path = plan.paths.get(name)
-        keys[path.relationship if path is not None else name] = None
-    return list(keys)
+    def _version(self, api_version: str | None) -> str:
+        return api_version or self.org.api_versions[-1]

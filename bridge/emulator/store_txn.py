@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge import sfid
 from bridge.emulator.contracts import ApiError, DmlContext
 from bridge.emulator.schema import ObjectDef, Schema
 from bridge.emulator.store_related import cascade_targets, check_invitee_caps
@@ -16,6 +15,7 @@ from bridge.emulator.store_rows import Row, RowTable
 from bridge.emulator.validation import (
     EventRules,
     bad_type,
+    canonical_id,
     coerce,
     derive_event,
     full_name,
@@ -52,8 +52,8 @@ def entity_deleted(status: int = 404, fields: tuple[str, ...] = ()) -> ApiError:
 def normalize_id(record_id: str) -> str:
     """An 18-character id, or ApiError MALFORMED_ID."""
     try:
-        return sfid.to18(record_id)
-    except (ValueError, AttributeError) as exc:
+        return canonical_id(record_id)
+    except (ValueError, AttributeError, TypeError) as exc:
         raise ApiError(400, "MALFORMED_ID", f"malformed id {record_id}") from exc
 
 

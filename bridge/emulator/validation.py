@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -136,10 +137,16 @@ def _datetime(f: FieldDef, value: Any) -> datetime:
     return parse_datetime(value).replace(microsecond=0)  # datetime fields keep whole seconds
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def canonical_id(value: str) -> str:
+    """sfid.to18, memoised: the same few parent ids arrive on every record of a batch."""
+    return sfid.to18(value)
+
+
 def _ref(f: FieldDef, value: Any) -> str:
     try:
-        return sfid.to18(value)
-    except (ValueError, AttributeError):
+        return canonical_id(value)
+    except (ValueError, AttributeError, TypeError):
         raise ApiError(
             400, "MALFORMED_ID", f"{f.id_label}: id value of incorrect type: {value}", [f.name]
         ) from None

@@ -138,7 +138,7 @@ class ReplicationSource:
     # ---------------------------------------------------------------- public surface
 
     async def transactions(self) -> AsyncIterator[SourceTransaction]:
-        """Yield transactions in commit order; raises FatalError when the stream cannot continue safely."""
+        """Yield transactions in commit order (connecting on first use); FatalError if it cannot go on."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="source.replication")
         while (item := await self._next()) is not None:

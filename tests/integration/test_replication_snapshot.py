@@ -11,7 +11,7 @@ import psycopg2
 
 from bridge.records import ChangeOp, SourceTable, SourceTransaction, UserRow
 from bridge.source.setup import ensure_slot
-from tests.integration.replication_support import SourceDb, streaming, take
+from tests.integration.replication_support import SourceDb, streaming, take, wait_until
 
 SEED_USERS = 2500
 
@@ -145,3 +145,35 @@ async def test_snapshot_reads_tables_in_order_and_replaces_a_stale_slot(source_d
     assert len(chunk_users.changes) == 2 and chunk_bookings.last_snapshot_chunk
     assert "Ada" not in repr(chunk_bookings)
     assert tx.changes[0].row == UserRow(id=later) and not tx.snapshot
+
+
+async def test_a_snapshot_broken_midway_is_taken_again_from_the_start(source_db: SourceDb) -> None:
+    """If the snapshot reader's connection dies between chunks, the slot is recreated and the whole
+    snapshot read again (new consistent point); the final attempt is complete and streaming follows."""
+    seed_users(source_db, 5000)  # five chunks: the reader is still inside the snapshot while we stall
+    async with streaming(source_db, queue_size=1) as (source, stream):
+        chunks: list[SourceTransaction] = await take(stream, 1)
+
+        def reader_waiting() -> bool:
+            return bool(
+                source_db.run(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state = 'idle in transaction' AND backend_type = 'client backend'"
+                )
+            )
+
+        await wait_until(reader_waiting)  # blocked on the full queue between chunks
+        source_db.run(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state = 'idle in transaction' AND backend_type = 'client backend'"
+        )
+        while not chunks[-1].last_snapshot_chunk:
+            chunks.extend(await take(stream, 1))
+        final = [c for c in chunks if c.end_lsn == chunks[-1].end_lsn]
+        source.acknowledge(chunks[-1].end_lsn)
+        later = source_db.add_user()
+        (tx,) = await take(stream, 1)
+        assert source.stats.reconnects >= 1
+    assert len({c.end_lsn for c in chunks}) == 2  # two attempts, two consistent points
+    assert sum(len(c.changes) for c in final) == 5000
+    assert tx.changes[0].row == UserRow(id=later)

@@ -60,6 +60,7 @@ RECOVERY = (
     "then `mogli-bridge reconcile`"
 )
 BACKOFF_BASE_SECONDS = 0.25
+MESSAGES_PER_WAKEUP = 2000  # bounds the time one reader callback holds the event loop
 
 
 def _utcnow() -> datetime:
@@ -344,12 +345,16 @@ class ReplicationSource:
         if not self._reading or self._cur is None or self._failure is None or self._failure.done():
             return
         try:
-            while not self._queue.full():
+            for _ in range(MESSAGES_PER_WAKEUP):
+                if self._queue.full():
+                    self._stop_reading()
+                    return
                 msg = self._cur.read_message()
                 if msg is None:
                     return
                 self._handle(msg.data_start, msg.payload)
-            self._stop_reading()
+            # Budget spent (a huge transaction): let other tasks run, then go on with what libpq holds.
+            asyncio.get_running_loop().call_soon(self._on_readable)
         except Exception as exc:  # a callback must not raise into the loop; _stream re-raises it
             self._stop_reading()
             self._failure.set_result(exc)

@@ -166,3 +166,18 @@ async def test_primary_key_change_arrives_as_delete_then_insert(source_db: Sourc
         (ChangeOp.DELETE, UserRow(id=old)),
         (ChangeOp.INSERT, UserRow(id=new, salesforce_user_id="005K")),
     ]
+
+
+async def test_a_twenty_thousand_row_transaction_arrives_whole(source_db: SourceDb) -> None:
+    """One large transaction is one SourceTransaction holding every row, in insert order."""
+    async with streaming(source_db) as (source, stream):
+        await skip_snapshot(source, stream)
+        source_db.run(
+            "INSERT INTO scheduler.users (id, email, full_name, salesforce_user_id)"
+            " SELECT gen_random_uuid(), 'bulk@example.invalid', 'Bulk', 'n' || i"
+            " FROM generate_series(1, 20000) i"
+        )
+        (tx,) = await take(stream, 1)
+    assert len(tx.changes) == 20_000
+    assert [c.row.salesforce_user_id for c in tx.changes[:3]] == ["n1", "n2", "n3"]  # type: ignore[union-attr]
+    assert all(c.op is ChangeOp.INSERT and c.row and not c.row.problems for c in tx.changes)

@@ -148,6 +148,7 @@ class _Reader:
         self.pos = 0
 
     def take(self, n: int) -> bytes:
+        """The next n raw bytes."""
         if n < 0 or self.pos + n > len(self.data):
             raise ProtocolError(f"message truncated: wanted {n} bytes at offset {self.pos}")
         chunk = self.data[self.pos : self.pos + n]
@@ -155,28 +156,36 @@ class _Reader:
         return chunk
 
     def unpack(self, fmt: str) -> int:
+        """One big-endian integer of struct format `fmt`."""
         value: int = struct.unpack("!" + fmt, self.take(struct.calcsize(fmt)))[0]
         return value
 
     def u8(self) -> int:
+        """Unsigned byte."""
         return self.unpack("B")
 
     def i16(self) -> int:
+        """Signed 16-bit integer."""
         return self.unpack("h")
 
     def i32(self) -> int:
+        """Signed 32-bit integer."""
         return self.unpack("i")
 
     def u32(self) -> int:
+        """Unsigned 32-bit integer (OIDs, xids)."""
         return self.unpack("I")
 
     def u64(self) -> int:
+        """Unsigned 64-bit integer (LSNs)."""
         return self.unpack("Q")
 
     def timestamp(self) -> datetime:
+        """Microseconds since 2000-01-01 UTC as an aware datetime."""
         return PG_EPOCH + timedelta(microseconds=self.unpack("q"))
 
     def string(self) -> str:
+        """A NUL-terminated UTF-8 string."""
         end = self.data.find(b"\x00", self.pos)
         if end < 0:
             raise ProtocolError(f"unterminated string at offset {self.pos}")
@@ -185,9 +194,11 @@ class _Reader:
         return text
 
     def char(self) -> str:
+        """One byte as a one-letter tag."""
         return chr(self.u8())
 
     def done(self) -> None:
+        """Fail unless every byte was consumed."""
         if self.pos != len(self.data):
             raise ProtocolError(f"{len(self.data) - self.pos} trailing bytes")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -239,7 +240,7 @@ class Daemon:
         announced = False
         while not await asyncio.to_thread(lock.try_acquire):
             if not announced:
-                log.info("daemon.standby", reason="another mogli-bridge process owns this ledger")
+                log.info("daemon.standby", reason="another mogli-bridge process owns this ledger", pid=os.getpid())
                 announced = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), timeout=1.0)
@@ -275,7 +276,8 @@ class Daemon:
             ingestor = Ingestor(source, ledger,  # type: ignore[arg-type]
                                 backfill=self.settings.source.backfill_policy(),
                                 clock=self.clock, on_work=pusher.notify)
-            log.info("daemon.started", resume_lsn=resume, ledger=_safe_url(self.settings.ledger.url))
+            log.info("daemon.started", resume_lsn=resume, ledger=_safe_url(self.settings.ledger.url),
+                     pid=os.getpid())
             try:
                 await self._supervise({"ingest": ingestor.run, "push": pusher.run})
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,9 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mogli-bridge` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        # A stop requested while the daemon is still starting is a clean stop; the daemon installs its own
+        # draining handlers once its event loop runs.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         if args.command == "emulator":
             from bridge.emulator.server import serve

@@ -294,6 +294,19 @@ class DaemonProcess:
                                      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()
 
+    def wait_started(self, timeout: float = 30) -> None:
+        """Wait until this run of the daemon has logged that it started (or is a standby)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+
+        def started() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc and self.proc.returncode}")
+            return any(line.get("event") in ("daemon.started", "daemon.standby") and line.get("pid") == pid
+                       for line in self.log_lines())
+
+        wait_until(started, timeout=timeout, what="the daemon to start")
+
     def kill9(self) -> None:
         """SIGKILL, as a crash would."""
         assert self.proc is not None

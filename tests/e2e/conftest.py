@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ class Stack:
     scheduler: Scheduler
     seed: SalesforceSeed
     slot: str
+    daemons: list[DaemonProcess] = field(default_factory=list)
 
     def daemon(self, name: str = "daemon", on_cancel: str = "delete", backfill: str = "since:2000-01-01",
                extra: str = "", setup: bool = True) -> DaemonProcess:
@@ -38,6 +39,7 @@ class Stack:
                               emulator_url=self.emulator.url, slot=self.slot, on_cancel=on_cancel,
                               backfill=backfill, extra=extra)
         daemon = DaemonProcess(config, self.workdir, name)
+        self.daemons.append(daemon)
         if setup:
             result = daemon.setup()
             assert result.returncode == 0, result.stdout + result.stderr
@@ -51,11 +53,15 @@ def stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
     scheduler = Scheduler(scheduler_dsn)
     # Slots are cluster-wide: one per test database.
     slot = "mb_" + scheduler_dsn.rsplit("/", 1)[1]
+    daemons: list[DaemonProcess] = []
     try:
         seed = seed_salesforce(emulator)
-        yield Stack(tmp_path, scheduler_dsn, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", emulator, scheduler, seed,
-                    slot)
+        yield Stack(tmp_path, scheduler_dsn, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", emulator, scheduler,
+                    seed, slot, daemons)
     finally:
+        for daemon in daemons:
+            if daemon.alive():
+                daemon.kill9()
         scheduler.close()
         emulator.stop()
         drop_slot(scheduler_dsn, slot)

@@ -89,7 +89,10 @@ def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
         if not txn.snapshot and stored is not None and txn.end_lsn <= stored:
             skipped += 1
             continue
-        last_lsn = txn.end_lsn if last_lsn is None else max(last_lsn, txn.end_lsn)
+        if not txn.snapshot or txn.last_snapshot_chunk:
+            # A snapshot is only a position once all of it is in: a crash before its last chunk must
+            # re-read it (the source then takes a new snapshot), never resume the stream past it.
+            last_lsn = txn.end_lsn if last_lsn is None else max(last_lsn, txn.end_lsn)
         for change in txn.changes:
             counts[change.table] += 1
             if change.op is ChangeOp.TRUNCATE and change.table is SourceTable.BOOKINGS:

@@ -72,7 +72,7 @@ def truncate(table: SourceTable) -> SourceChange:
 
 
 def txn(
-    *changes: SourceChange | SourceRow, lsn: int | None = None, snapshot: bool = False
+    *changes: SourceChange | SourceRow, lsn: int | None = None, snapshot: bool = False, last_chunk: bool = False
 ) -> SourceTransaction:
     """A committed transaction; bare rows are INSERTs."""
     items = tuple(c if isinstance(c, SourceChange) else change(c) for c in changes)
@@ -82,6 +82,7 @@ def txn(
         changes=items,
         xid=7,
         snapshot=snapshot,
+        last_snapshot_chunk=last_chunk,
     )
 
 

@@ -87,13 +87,21 @@ def test_redelivered_transactions_are_skipped(repo: LedgerRepository) -> None:
 
 def test_snapshot_chunks_are_idempotent(repo: LedgerRepository) -> None:
     """Replaying the same snapshot chunk changes nothing and bumps no version."""
-    chunk = txn(user("u1"), link("l1"), booking("b1"), lsn=100, snapshot=True)
+    chunk = txn(user("u1"), link("l1"), booking("b1"), lsn=100, snapshot=True, last_chunk=True)
     repo.apply_source_batch(batch(chunk))
     repo.apply_source_batch(batch(chunk))
     activity = repo.get_activity("b1")
     linked = repo.get_link("l1")
     assert activity is not None and activity.version == 1
     assert linked is not None and linked.version == 1
+    assert repo.read_checkpoint("source") == "100"
+
+
+def test_snapshot_is_a_position_only_after_its_last_chunk(repo: LedgerRepository) -> None:
+    """A crash between snapshot chunks must re-read the snapshot: no checkpoint until the last chunk is in."""
+    repo.apply_source_batch(batch(txn(user("u1"), link("l1"), booking("b1"), lsn=100, snapshot=True)))
+    assert repo.read_checkpoint("source") is None
+    repo.apply_source_batch(batch(txn(booking("b2"), lsn=100, snapshot=True, last_chunk=True)))
     assert repo.read_checkpoint("source") == "100"
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.emulator.contracts import ApiError
 from bridge.emulator.schema import ObjectDef
-from bridge.emulator.store_txn import Txn
+from bridge.emulator.store_txn import Txn, converted_lead
 
 _CONVERTED_STATUS = "Closed - Converted"
 
@@ -21,7 +20,7 @@ def convert(txn: Txn, lead_id: str, create_opportunity: bool, emit_event_updates
     lead = txn.live(lead_id, "Lead")
     v = lead.values
     if v.get("IsConverted"):
-        raise ApiError(400, "CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", ["Id"])
+        raise converted_lead(["Id"])
     result = _create_records(txn, v, create_opportunity)
     txn.apply(
         lead,

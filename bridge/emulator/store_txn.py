@@ -49,6 +49,11 @@ def entity_deleted(status: int = 404, fields: tuple[str, ...] = ()) -> ApiError:
     return ApiError(status, "ENTITY_IS_DELETED", "entity is deleted", fields)
 
 
+def converted_lead(fields: list[str]) -> ApiError:
+    """CANNOT_UPDATE_CONVERTED_LEAD: a converted Lead can be neither changed nor referenced."""
+    return ApiError(400, "CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", fields)
+
+
 def normalize_id(record_id: str) -> str:
     """An 18-character id, or ApiError MALFORMED_ID."""
     try:
@@ -86,6 +91,8 @@ class Txn:
         """Change fields of one live record."""
         obj = self._object(sobject)
         row = self._live(normalize_id(record_id), obj)
+        if row.values.get("IsConverted") and obj.name == "Lead":
+            raise converted_lead(["Id"])
         given = self.coerce_input(obj, {k: v for k, v in fields.items() if k.lower() != "id"}, creating=False)
         self.apply(row, given)
 
@@ -316,6 +323,8 @@ class Txn:
             )
         if target.deleted:
             raise entity_deleted(400, (f.name,))
+        if target.sobject == "Lead" and target.values.get("IsConverted"):
+            raise converted_lead([f.name])
         if field_name == "OwnerId" and not target.values.get("IsActive"):
             raise ApiError(
                 400,

@@ -295,12 +295,24 @@ def test_lead_conversion_with_opportunity_moves_what(store: OrgStore) -> None:
     assert store.get("Event", event_id)["WhatId"] == result["opportunityId"]
 
 
-def test_converting_twice_fails(store: OrgStore) -> None:
-    """A converted Lead cannot be converted again."""
+@pytest.mark.parametrize("action", ["convert again", "update the lead", "use it as WhoId", "invite it"])
+def test_a_converted_lead_can_be_neither_changed_nor_referenced(store: OrgStore, action: str) -> None:
+    """After conversion the Lead is read-only and lookups to it fail with CANNOT_UPDATE_CONVERTED_LEAD."""
     lead = first_id(store, "Lead")
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event())
     store.convert_lead(lead, ctx(store))
-    with pytest.raises(ApiError):
-        store.convert_lead(lead, ctx(store))
+    with pytest.raises(ApiError) as info:
+        if action == "convert again":
+            store.convert_lead(lead, ctx(store))
+        with store.transaction(ctx(store)) as txn:
+            if action == "update the lead":
+                txn.update("Lead", lead, {"Company": "Other"})
+            elif action == "use it as WhoId":
+                txn.update("Event", event_id, {"WhoId": lead})
+            else:
+                txn.create("EventRelation", {"EventId": event_id, "RelationId": lead})
+    assert (info.value.status, info.value.error_code) == (400, "CANNOT_UPDATE_CONVERTED_LEAD")
 
 
 # -- persistence, reset, seed --------------------------------------------------------------------------------

@@ -193,9 +193,11 @@ class _Parser:
         self.tokens, self.pos = tokens, 0
 
     def peek(self) -> Token | None:
+        """The next token, or None at the end."""
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
     def take(self) -> Token:
+        """Consume and return the next token; MALFORMED_QUERY at the end."""
         tok = self.peek()
         if tok is None:
             raise malformed("unexpected end of query")
@@ -203,27 +205,32 @@ class _Parser:
         return tok
 
     def at(self, *words: str) -> bool:
+        """True when the next token is one of `words` (keywords or operators)."""
         tok = self.peek()
         return tok is not None and (tok.keyword in words or (tok.kind == "op" and tok.text in words))
 
     def expect(self, word: str) -> None:
+        """Consume `word` or raise MALFORMED_QUERY."""
         tok = self.take()
         if tok.keyword != word and tok.text != word:
             raise malformed(f"unexpected token: '{tok.text}'")
 
     def name(self) -> str:
+        """Consume an identifier that is not a keyword."""
         tok = self.take()
         if tok.kind != "name" or tok.keyword is not None:
             raise malformed(f"unexpected token: '{tok.text}'")
         return tok.text
 
     def number(self) -> int:
+        """Consume a non-negative integer."""
         tok = self.take()
         if tok.kind != "num" or not tok.text.isdigit():
             raise malformed(f"unexpected token: '{tok.text}'")
         return int(tok.text)
 
     def query(self) -> Query:
+        """SELECT ... FROM ... [WHERE] [ORDER BY] [LIMIT] [OFFSET], and nothing after."""
         self.expect("select")
         fields, count_only = self.select_list()
         self.expect("from")
@@ -244,6 +251,7 @@ class _Parser:
         return False
 
     def select_list(self) -> tuple[tuple[str, ...], bool]:
+        """COUNT() or a comma-separated field list."""
         if self.at("count"):
             self.pos += 1
             self.expect("(")
@@ -255,6 +263,7 @@ class _Parser:
         return tuple(fields), False
 
     def condition(self) -> Any:
+        """Predicates joined by AND or by OR (never both without parentheses)."""
         items, ops = [self.unary()], set()
         while self.at("and", "or"):
             ops.add(self.take().text.lower())
@@ -264,6 +273,7 @@ class _Parser:
         return BoolOp(ops.pop(), tuple(items)) if ops else items[0]
 
     def unary(self) -> Any:
+        """NOT, a parenthesised condition, or a predicate."""
         if self._eat("not"):
             return BoolOp("not", (self.unary(),))
         if self._eat("("):
@@ -273,6 +283,7 @@ class _Parser:
         return self.predicate()
 
     def predicate(self) -> Any:
+        """`field op value`, `field [NOT] IN (...)` or `field LIKE '...'`."""
         field = self.name()
         if self._eat("not"):
             self.expect("in")
@@ -290,6 +301,7 @@ class _Parser:
         return Compare(field, "!=" if op.text == "<>" else op.text, self.value())
 
     def value_list(self) -> tuple[Any, ...]:
+        """A parenthesised, comma-separated list of values."""
         self.expect("(")
         values = [self.value()]
         while self._eat(","):
@@ -298,6 +310,7 @@ class _Parser:
         return tuple(values)
 
     def value(self) -> Any:
+        """One literal."""
         tok = self.take()
         if tok.kind == "str":
             return _unquote(tok.text)
@@ -315,6 +328,7 @@ class _Parser:
         raise malformed(f"unexpected token: '{tok.text}'")
 
     def order_by(self) -> tuple[OrderItem, ...]:
+        """BY and one or more order keys."""
         self.expect("by")
         items = [self.order_item()]
         while self._eat(","):
@@ -322,6 +336,7 @@ class _Parser:
         return tuple(items)
 
     def order_item(self) -> OrderItem:
+        """`field [ASC|DESC] [NULLS FIRST|LAST]`."""
         field = self.name()
         descending = self._eat("desc")
         if not descending:

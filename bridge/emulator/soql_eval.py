@@ -78,6 +78,7 @@ class _Binder:
         self.paths: dict[str, Path] = {}
 
     def field(self, name: str) -> FieldDef:
+        """The field `name` denotes (parent paths become FieldDefs named `Rel.Field`)."""
         obj = self.obj
         f = obj.field(name)
         head, _, tail = name.partition(".")
@@ -92,6 +93,7 @@ class _Binder:
         return f
 
     def condition(self, node: Any) -> Any:
+        """Bind a WHERE node: canonical names, typed literals, IN lists as sets."""
         if isinstance(node, BoolOp):
             return BoolOp(node.op, tuple(self.condition(i) for i in node.items))
         f = _usable(self.field(node.field), "filtered")

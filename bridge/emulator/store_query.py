@@ -44,6 +44,7 @@ def run_query(table: RowTable, text: str, include_deleted: bool, now: datetime, 
     rows = (r.values for r in _candidates(table, obj, plan, include_deleted))
 
     def resolve(record_id: str) -> tuple[str, Mapping[str, Any]] | None:
+        """The parent record a relationship path reads."""
         row = table.get(record_id)
         return (row.sobject, row.values) if row is not None else None
 

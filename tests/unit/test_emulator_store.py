@@ -160,6 +160,33 @@ def test_datetimes_are_stored_to_the_second(pub: RecordingPublisher) -> None:
     assert pub.batches[-1][0].commit_timestamp_ms == int(NOW.timestamp()) * 1000 + 987
 
 
+def test_get_with_unknown_field_is_invalid_field(store: OrgStore) -> None:
+    """`?fields=` naming an unknown column is INVALID_FIELD in Salesforce's wording."""
+    with pytest.raises(ApiError) as info:
+        store.get("Account", seed_id(store, "Account"), ["Name", "Nope__c"])
+    assert (info.value.error_code, info.value.message) == (
+        "INVALID_FIELD",
+        "No such column 'Nope__c' on sobject of type Account",
+    )
+
+
+@pytest.mark.parametrize(
+    ("record_id", "expected"),
+    [("00USd0000000001", "Event"), ("a0XEm0000000001MAA", "Mogli_Event__c"), ("zzz000000000000", None)],
+)
+def test_sobject_for_id_uses_the_key_prefix(store: OrgStore, record_id: str, expected: str | None) -> None:
+    """The object of an id is read from its key prefix, custom prefixes included."""
+    assert store.sobject_for_id(record_id) == expected
+
+
+def test_upsert_by_id_updates_that_record(store: OrgStore) -> None:
+    """`Id` works as the upsert key: an existing id updates (created=False)."""
+    account = seed_id(store, "Account")
+    with store.transaction(ctx(store)) as txn:
+        assert txn.upsert("Account", "Id", account[:15], {"Name": "Renamed"}) == (account, False)
+    assert store.get("Account", account)["Name"] == "Renamed"
+
+
 def test_record_json_shape(store: OrgStore) -> None:
     """Reference §2.1: attributes carry type and versioned url; datetimes render as `...000+0000`."""
     event_id = create(store, "Event", **event_fields(store, StartDateTime="2024-06-12T17:00:00+02:00"))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.emulator.schema import ObjectDef, Schema
+from bridge.emulator.schema import Schema
 
 # Lookups that never drive a cascade or a reverse lookup; indexing them would only fill the index.
 _UNINDEXED_REFS = frozenset({"OwnerId", "CreatedById", "LastModifiedById"})
@@ -47,6 +47,7 @@ class RowTable:
     unique: dict[tuple[str, str], dict[Any, set[str]]] = field(default_factory=lambda: defaultdict(dict))
     refs: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     cascades: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    _indexed_fields: dict[str, _IndexedFields] = field(default_factory=dict)
 
     def clear(self) -> None:
         """Forget every record."""
@@ -89,39 +90,55 @@ class RowTable:
         """Deleted rows whose delete was caused by deleting `root_id`."""
         return [self.rows[r] for r in sorted(self.cascades.get(root_id, ())) if r in self.rows]
 
-    def _obj(self, row: Row) -> ObjectDef:
-        obj = self.schema.get(row.sobject)
-        assert obj is not None, row.sobject
-        return obj
+    def _indexed(self, sobject: str) -> _IndexedFields:
+        """Which fields of `sobject` the indexes cover (computed once per object)."""
+        found = self._indexed_fields.get(sobject)
+        if found is None:
+            obj = self.schema.get(sobject)
+            assert obj is not None, sobject
+            unique = tuple(f.name for f in obj.fields.values() if f.unique or f.external_id)
+            refs = tuple(
+                f.name for f in obj.fields.values() if f.type == "reference" and f.name not in _UNINDEXED_REFS
+            )
+            found = self._indexed_fields[sobject] = _IndexedFields(obj.name, unique, refs)
+        return found
 
     def _index(self, row: Row) -> None:
-        obj = self._obj(row)
-        self.by_type[obj.name][row.id] = None
-        for f in obj.fields.values():
-            value = row.values.get(f.name)
-            if value is None:
-                continue
-            if (f.unique or f.external_id) and not row.deleted:
-                self.unique[(obj.name, f.name)].setdefault(unique_key(value), set()).add(row.id)
-            if f.type == "reference" and f.name not in _UNINDEXED_REFS:
-                self.refs[value].add(row.id)
+        spec, values = self._indexed(row.sobject), row.values
+        self.by_type[spec.sobject][row.id] = None
+        if not row.deleted:
+            for name in spec.unique:
+                if values.get(name) is not None:
+                    self.unique[(spec.sobject, name)].setdefault(unique_key(values[name]), set()).add(row.id)
+        for name in spec.refs:
+            if values.get(name) is not None:
+                self.refs[values[name]].add(row.id)
         if row.cascade_root is not None:
             self.cascades[row.cascade_root].add(row.id)
 
     def _unindex(self, row: Row) -> None:
-        obj = self._obj(row)
-        self.by_type[obj.name].pop(row.id, None)
-        for f in obj.fields.values():
-            value = row.values.get(f.name)
-            if value is None:
+        spec, values = self._indexed(row.sobject), row.values
+        self.by_type[spec.sobject].pop(row.id, None)
+        for name in spec.unique:
+            if values.get(name) is None:
                 continue
-            if f.unique or f.external_id:
-                bucket = self.unique.get((obj.name, f.name), {}).get(unique_key(value))
-                if bucket is not None:
-                    bucket.discard(row.id)
-                    if not bucket:
-                        del self.unique[(obj.name, f.name)][unique_key(value)]
-            if f.type == "reference" and f.name not in _UNINDEXED_REFS:
-                self.refs[value].discard(row.id)
+            key = unique_key(values[name])
+            bucket = self.unique.get((spec.sobject, name), {}).get(key)
+            if bucket is not None:
+                bucket.discard(row.id)
+                if not bucket:
+                    del self.unique[(spec.sobject, name)][key]
+        for name in spec.refs:
+            if values.get(name) is not None:
+                self.refs[values[name]].discard(row.id)
         if row.cascade_root is not None:
             self.cascades[row.cascade_root].discard(row.id)
+
+
+@dataclass(frozen=True, slots=True)
+class _IndexedFields:
+    """The unique/External ID fields and the indexed lookups of one object."""
+
+    sobject: str
+    unique: tuple[str, ...]
+    refs: tuple[str, ...]

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from bridge.emulator.schema import Schema
+from bridge.emulator.schema import FieldDef, Schema
 from bridge.emulator.store_rows import Row
 from bridge.emulator.validation import decode_stored, encode_stored
 
@@ -40,18 +40,18 @@ class StateFile:
     def load(self, schema: Schema) -> tuple[list[Row], int]:
         """Every stored row in creation order, and the id counter."""
         rows = []
+        decoders: dict[str, dict[str, FieldDef]] = {}
         for _id, sobject, deleted, root, seq, data in self._db.execute(
             "SELECT id, sobject, deleted, cascade_root, seq, data FROM records ORDER BY seq"
         ):
-            obj = schema.get(sobject)
-            if obj is None:
+            known = decoders.get(sobject)
+            if known is None:
+                obj = schema.get(sobject)
+                known = decoders[sobject] = {f.name: f for f in obj.fields.values()} if obj else {}
+            if not known:
                 continue  # the org file no longer defines this object
-            values = {}
-            for name, value in json.loads(data).items():
-                f = obj.field(name)
-                if f is not None:
-                    values[f.name] = decode_stored(f, value)
-            rows.append(Row(obj.name, values, bool(deleted), root))
+            values = {k: decode_stored(known[k], v) for k, v in json.loads(data).items() if k in known}
+            rows.append(Row(sobject, values, bool(deleted), root))
             self._seq = max(self._seq, seq)
         found = self._db.execute("SELECT value FROM meta WHERE key = 'counter'").fetchone()
         return rows, int(found[0]) if found else 0

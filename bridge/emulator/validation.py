@@ -167,13 +167,11 @@ _CONVERTERS: Mapping[str, Callable[[FieldDef, Any], Any]] = {
 
 def decode_stored(f: FieldDef, value: Any) -> Any:
     """Inverse of `encode_stored` for values read back from the state file."""
-    if value is None:
-        return None
+    if value is None or f.type not in ("datetime", "date"):
+        return value
     if f.type == "datetime":
-        return parse_datetime(value)
-    if f.type == "date":
-        return date.fromisoformat(value)
-    return value
+        return datetime.fromisoformat(value)  # written by encode_stored: isoformat with +00:00
+    return date.fromisoformat(value)
 
 
 def encode_stored(value: Any) -> Any:

@@ -128,12 +128,17 @@ def test_account_delete_cascades_to_contacts_and_events(store: OrgStore, pub: Re
         on_account = txn.create("Event", event(WhatId=account))
         on_contact = txn.create("Event", event(WhoId=contact))
         unrelated = txn.create("Event", event(WhoId=first_id(store, "Lead")))
+        deal = txn.create(
+            "Opportunity",
+            {"Name": "Deal", "StageName": "Prospecting", "CloseDate": "2024-07-01", "AccountId": account},
+        )
+        on_deal = txn.create("Event", event(WhatId=deal))
     with store.transaction(ctx(store)) as txn:
         txn.delete(account)
     batch = pub.batches[-1]
     deleted = {e.record_ids[0] for e in batch}
     assert all(e.change_type == "DELETE" and e.fields == {} for e in batch)
-    assert {account, contact, on_account, on_contact} <= deleted and unrelated not in deleted
+    assert {account, contact, on_account, on_contact, deal, on_deal} <= deleted and unrelated not in deleted
     assert len({e.transaction_key for e in batch}) == 1
     assert store.query("SELECT Id FROM Event").total_size == 1
     everything = store.query("SELECT Id, IsDeleted FROM Event", include_deleted=True).records
@@ -141,6 +146,7 @@ def test_account_delete_cascades_to_contacts_and_events(store: OrgStore, pub: Re
         on_account: True,
         on_contact: True,
         unrelated: False,
+        on_deal: True,
     }
 
 

@@ -11,7 +11,7 @@ import enum
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +20,9 @@ import aiohttp
 import structlog
 
 from bridge.config import SalesforceSettings, Settings, require_salesforce_credentials
-from bridge.ledger.lock import InstanceLock
 from bridge.errors import BridgeError, ConfigurationError, FatalError
+from bridge.ledger.async_ledger import AsyncLedger
+from bridge.ledger.lock import InstanceLock
 from bridge.sync.ingest import Ingestor
 from bridge.sync.mapping import MappingOptions
 from bridge.sync.push import Pusher, PushSettings
@@ -83,7 +84,9 @@ def _source_checks(settings: Settings, create_demo_schema: bool, reset_source: b
     checks: list[Check] = []
     if create_demo_schema:
         created = _create_demo_schema(src.dsn, src.schema)
-        checks.append(Check("source", True, "reference schema created" if created else "schema already present"))
+        checks.append(
+            Check("source", True, "reference schema created" if created else "schema already present")
+        )
     if reset_source and drop_slot(src.dsn, src.slot):
         checks.append(Check("source", True, f"replication slot {src.slot} dropped"))
     pub = ensure_publication(src.dsn, src.schema, src.publication)
@@ -101,12 +104,17 @@ def _create_demo_schema(dsn: str, schema: str) -> bool:
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'bookings'",
-                        (schema,))
+            cur.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'bookings'",
+                (schema,),
+            )
             if cur.fetchone():
                 return False
-            cur.execute(SCHEMA_SQL.read_text().replace("scheduler.", f"{schema}.").replace(
-                "SCHEMA IF NOT EXISTS scheduler", f"SCHEMA IF NOT EXISTS {schema}"))
+            cur.execute(
+                SCHEMA_SQL.read_text()
+                .replace("scheduler.", f"{schema}.")
+                .replace("SCHEMA IF NOT EXISTS scheduler", f"SCHEMA IF NOT EXISTS {schema}")
+            )
         conn.commit()
         return True
     finally:
@@ -127,8 +135,11 @@ async def _salesforce_checks(settings: Settings) -> list[Check]:
         checks = [Check("salesforce", True, f"logged in ({sf.auth}) at {sf.login_url}")]
         names = sf.objects
         wanted = {
-            names.mogli_event_object: (names.link_external_id_field, names.link_type_field,
-                                       names.mogli_description_field),
+            names.mogli_event_object: (
+                names.link_external_id_field,
+                names.link_type_field,
+                names.mogli_description_field,
+            ),
             "Event": (names.booking_external_id_field, names.event_mogli_event_field),
         }
         for sobject, fields in wanted.items():
@@ -139,33 +150,45 @@ async def _salesforce_checks(settings: Settings) -> list[Check]:
                 continue
             missing = [f for f in fields if f.lower() not in {n.lower() for n in desc.fields}]
             if missing:
-                checks.append(Check("salesforce", False, f"object {sobject} lacks fields {', '.join(missing)} "
-                                                         "(salesforce.objects.* names them)"))
+                checks.append(
+                    Check(
+                        "salesforce",
+                        False,
+                        f"object {sobject} lacks fields {', '.join(missing)} "
+                        "(salesforce.objects.* names them)",
+                    )
+                )
             else:
                 checks.append(Check("salesforce", True, f"object {sobject} and its fields present"))
         return checks
 
 
-def setup(settings: Settings, *, create_demo_schema: bool = False, reset_source: bool = False,
-          check_salesforce: bool = True) -> int:
+def setup(
+    settings: Settings,
+    *,
+    create_demo_schema: bool = False,
+    reset_source: bool = False,
+    check_salesforce: bool = True,
+) -> int:
     """`mogli-bridge setup`: idempotent preparation of ledger, source and Salesforce; prints a report."""
     checks: list[Check] = []
-    for name, step in (
+    steps: tuple[tuple[str, Callable[[], list[Check]]], ...] = (
         ("ledger", lambda: _ledger_checks(settings, reset_source)),
         ("source", lambda: _source_checks(settings, create_demo_schema, reset_source)),
-    ):
+    )
+    for name, step in steps:
         try:
             checks.extend(step())
         except ConfigurationError:
             raise
-        except Exception as exc:  # noqa: BLE001 - setup reports every component, whatever broke
+        except Exception as exc:
             checks.append(Check(name, False, f"{type(exc).__name__}: {exc}"))
     if check_salesforce:
         try:
             checks.extend(asyncio.run(_salesforce_checks(settings)))
         except ConfigurationError as exc:
             checks.append(Check("salesforce", False, str(exc)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             checks.append(Check("salesforce", False, f"{type(exc).__name__}: {exc}"))
     for check in checks:
         print(f"{'ok ' if check.ok else 'NOT'}  {check.component:<10} {check.message}")
@@ -180,7 +203,7 @@ def _safe_url(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "(unparseable url)"
 
 
@@ -203,15 +226,15 @@ class Daemon:
             self.stop_event.set()
 
     @contextlib.asynccontextmanager
-    async def _ledger(self) -> AsyncIterator[object]:
-        from bridge.ledger.async_ledger import AsyncLedger
+    async def _ledger(self) -> AsyncIterator[AsyncLedger]:
         from bridge.ledger.migrate import current_revision, head_revision
         from bridge.ledger.repository import LedgerRepository
 
         url = self.settings.ledger.url
         if current_revision(url) != head_revision():
-            raise ConfigurationError("the ledger is not at the current schema: run `mogli-bridge setup` first",
-                                     "ledger.url")
+            raise ConfigurationError(
+                "the ledger is not at the current schema: run `mogli-bridge setup` first", "ledger.url"
+            )
         repository = LedgerRepository.from_url(url, clock=self.clock)
         ledger = AsyncLedger(repository)
         try:
@@ -240,7 +263,9 @@ class Daemon:
         announced = False
         while not await asyncio.to_thread(lock.try_acquire):
             if not announced:
-                log.info("daemon.standby", reason="another mogli-bridge process owns this ledger", pid=os.getpid())
+                log.info(
+                    "daemon.standby", reason="another mogli-bridge process owns this ledger", pid=os.getpid()
+                )
                 announced = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), timeout=1.0)
@@ -258,26 +283,38 @@ class Daemon:
 
         connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle), limit=sf.max_in_flight * 2)
         async with self._ledger() as ledger, aiohttp.ClientSession(connector=connector) as http:
-            checkpoint = await ledger.read_checkpoint(SOURCE_CHECKPOINT)  # type: ignore[attr-defined]
+            checkpoint = await ledger.read_checkpoint(SOURCE_CHECKPOINT)
             resume = int(checkpoint) if checkpoint else None
             source = ReplicationSource(self.settings.source, resume_lsn=resume)
             client = SalesforceClient(http, TokenManager(http, sf), sf)
             sync = self.settings.sync
-            pusher = Pusher(ledger, client,  # type: ignore[arg-type]
-                            options=MappingOptions(on_cancel=sync.on_cancel,
-                                                   multiday_events=sync.multiday_events),
-                            settings=PushSettings(batch_size=sync.batch_size,
-                                                  retry_base_seconds=sync.retry_base_seconds,
-                                                  retry_max_seconds=sync.retry_max_seconds,
-                                                  max_attempts=sync.max_attempts,
-                                                  idle_poll_seconds=sync.idle_poll_seconds,
-                                                  api_limit_wait_seconds=sync.api_limit_wait_seconds),
-                            clock=self.clock)
-            ingestor = Ingestor(source, ledger,  # type: ignore[arg-type]
-                                backfill=self.settings.source.backfill_policy(),
-                                clock=self.clock, on_work=pusher.notify)
-            log.info("daemon.started", resume_lsn=resume, ledger=_safe_url(self.settings.ledger.url),
-                     pid=os.getpid())
+            pusher = Pusher(
+                ledger,
+                client,
+                options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
+                settings=PushSettings(
+                    batch_size=sync.batch_size,
+                    retry_base_seconds=sync.retry_base_seconds,
+                    retry_max_seconds=sync.retry_max_seconds,
+                    max_attempts=sync.max_attempts,
+                    idle_poll_seconds=sync.idle_poll_seconds,
+                    api_limit_wait_seconds=sync.api_limit_wait_seconds,
+                ),
+                clock=self.clock,
+            )
+            ingestor = Ingestor(
+                source,
+                ledger,
+                backfill=self.settings.source.backfill_policy(),
+                clock=self.clock,
+                on_work=pusher.notify,
+            )
+            log.info(
+                "daemon.started",
+                resume_lsn=resume,
+                ledger=_safe_url(self.settings.ledger.url),
+                pid=os.getpid(),
+            )
             try:
                 await self._supervise({"ingest": ingestor.run, "push": pusher.run})
             finally:
@@ -285,13 +322,13 @@ class Daemon:
         log.info("daemon.stopped")
         return 0
 
-    async def _supervise(self, components: dict[str, Callable[[asyncio.Event], object]]) -> None:
+    async def _supervise(self, components: dict[str, Callable[[asyncio.Event], Awaitable[None]]]) -> None:
         """Run every component in one TaskGroup; the first failure stops them all."""
 
-        async def guarded(name: str, run: Callable[[asyncio.Event], object]) -> None:
+        async def guarded(name: str, run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
             self.states[name] = ComponentState.RUNNING
             try:
-                await run(self.stop_event)  # type: ignore[misc]
+                await run(self.stop_event)
                 self.states[name] = ComponentState.STOPPED
             except BaseException:
                 self.states[name] = ComponentState.FAILED

@@ -20,9 +20,12 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("setup", help="migrate the ledger, create publication and slot, check Salesforce")
     s.add_argument("--create-demo-schema", action="store_true", help="create the reference scheduler schema")
-    s.add_argument("--reset-source", action="store_true",
-                   help="drop the replication slot and forget the source position, so the next run re-reads "
-                        "the tables (after an admin dropped the slot)")
+    s.add_argument(
+        "--reset-source",
+        action="store_true",
+        help="drop the replication slot and forget the source position, so the next run re-reads "
+        "the tables (after an admin dropped the slot)",
+    )
     s.add_argument("--skip-salesforce", action="store_true", help="do not log in to Salesforce")
 
     sub.add_parser("run", help="the daemon, in the foreground")
@@ -38,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
 
     d = sub.add_parser("demo", help="private PostgreSQL + emulator + daemon + a realistic mix of bookings")
-    d.add_argument("--keep-running", action="store_true", help="leave everything up and print how to reach it")
+    d.add_argument(
+        "--keep-running", action="store_true", help="leave everything up and print how to reach it"
+    )
     return p
 
 
@@ -59,9 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.tls and args.ca_out is None:
                 raise ConfigurationError("--tls needs --ca-out FILE for the CA certificate", "--ca-out")
-            return serve(host=args.host, port=args.port, org_file=args.org, state_file=args.state,
-                         tls=args.tls, ca_out=args.ca_out, latency_ms=args.latency_ms,
-                         allow_remote=args.allow_remote)
+            return serve(
+                host=args.host,
+                port=args.port,
+                org_file=args.org,
+                state_file=args.state,
+                tls=args.tls,
+                ca_out=args.ca_out,
+                latency_ms=args.latency_ms,
+                allow_remote=args.allow_remote,
+            )
         if args.command == "demo":
             from bridge.demo import run_demo
 
@@ -76,8 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in settings.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if args.command == "setup":
-            return app.setup(settings, create_demo_schema=args.create_demo_schema,
-                             reset_source=args.reset_source, check_salesforce=not args.skip_salesforce)
+            return app.setup(
+                settings,
+                create_demo_schema=args.create_demo_schema,
+                reset_source=args.reset_source,
+                check_salesforce=not args.skip_salesforce,
+            )
         if args.command == "run":
             return app.run(settings)
     except ConfigurationError as exc:

@@ -46,40 +46,69 @@ class DemoWorld:
 
     def __init__(self, emu: EmulatorProcess, sched: Scheduler) -> None:
         self.emu, self.sched = emu, sched
-        self.sf_users = {name: emu.create("User", {"LastName": name, "Username": f"{name.lower()}@demo.example",
-                                                    "Email": f"{name.lower()}@demo.example"})
-                         for name in ("Alice Owner", "Bob Rotation", "Carol Rotation")}
+        self.sf_users = {
+            name: emu.create(
+                "User",
+                {
+                    "LastName": name,
+                    "Username": f"{name.lower()}@demo.example",
+                    "Email": f"{name.lower()}@demo.example",
+                },
+            )
+            for name in ("Alice Owner", "Bob Rotation", "Carol Rotation")
+        }
         self.account = emu.create("Account", {"Name": "Globex Corporation"})
-        self.contacts = [emu.create("Contact", {"LastName": n, "AccountId": self.account})
-                         for n in ("Dana Contact", "Eli Contact", "Fay Contact")]
+        self.contacts = [
+            emu.create("Contact", {"LastName": n, "AccountId": self.account})
+            for n in ("Dana Contact", "Eli Contact", "Fay Contact")
+        ]
         self.lead = emu.create("Lead", {"LastName": "Gus Lead", "Company": "Initech"})
         self.users = {name: sched.add_user(sf_id) for name, sf_id in self.sf_users.items()}
         alice = self.users["Alice Owner"]
-        self.one = sched.add_link("one_on_one", alice, "Intro call with Alice", "A 30-minute first conversation.")
-        self.rr = sched.add_link("round_robin", alice, "Sales demo", "A tour of the product with our sales team.")
-        self.rsvp = sched.add_link("rsvp", alice, "Quarterly webinar", "What's new this quarter.", duration=60)
+        self.one = sched.add_link(
+            "one_on_one", alice, "Intro call with Alice", "A 30-minute first conversation."
+        )
+        self.rr = sched.add_link(
+            "round_robin", alice, "Sales demo", "A tour of the product with our sales team."
+        )
+        self.rsvp = sched.add_link(
+            "rsvp", alice, "Quarterly webinar", "What's new this quarter.", duration=60
+        )
 
     def book(self) -> dict[str, str]:
         """A realistic mix: every link type, a Lead, an Account, then a reschedule and a cancellation."""
         s, base = self.sched, datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
         b = {
             "1:1 with a Contact": s.add_booking(self.one, start=base, related=self.contacts[0]),
-            "round robin with a Lead": s.add_booking(self.rr, start=base + timedelta(hours=2), related=self.lead,
-                                                     assigned=self.users["Bob Rotation"]),
-            "round robin for an Account": s.add_booking(self.rr, start=base + timedelta(hours=3),
-                                                        related=self.account, assigned=self.users["Carol Rotation"]),
+            "round robin with a Lead": s.add_booking(
+                self.rr,
+                start=base + timedelta(hours=2),
+                related=self.lead,
+                assigned=self.users["Bob Rotation"],
+            ),
+            "round robin for an Account": s.add_booking(
+                self.rr,
+                start=base + timedelta(hours=3),
+                related=self.account,
+                assigned=self.users["Carol Rotation"],
+            ),
         }
         for i, contact in enumerate(self.contacts):
-            b[f"RSVP attendee {i + 1}"] = s.add_booking(self.rsvp, start=base + timedelta(days=1), minutes=60,
-                                                        related=contact)
+            b[f"RSVP attendee {i + 1}"] = s.add_booking(
+                self.rsvp, start=base + timedelta(days=1), minutes=60, related=contact
+            )
         return b
 
     def change(self, b: dict[str, str]) -> None:
         """Reschedule the 1:1 by a day and cancel one RSVP."""
-        self.sched.execute("UPDATE scheduler.bookings SET start_at = start_at + interval '1 day', "
-                           "end_at = end_at + interval '1 day' WHERE id = %s", (b["1:1 with a Contact"],))
-        self.sched.execute("UPDATE scheduler.bookings SET status = 'cancelled' WHERE id = %s",
-                           (b["RSVP attendee 3"],))
+        self.sched.execute(
+            "UPDATE scheduler.bookings SET start_at = start_at + interval '1 day', "
+            "end_at = end_at + interval '1 day' WHERE id = %s",
+            (b["1:1 with a Contact"],),
+        )
+        self.sched.execute(
+            "UPDATE scheduler.bookings SET status = 'cancelled' WHERE id = %s", (b["RSVP attendee 3"],)
+        )
 
 
 def _print_results(world: DemoWorld, bookings: dict[str, str], ledger_url: str) -> None:
@@ -94,23 +123,43 @@ def _print_results(world: DemoWorld, bookings: dict[str, str], ledger_url: str) 
     for col in ("Id", "Name", "Link_Type__c", "Owner", "Scheduling_Link_Id__c"):
         t.add_column(col)
     for m in moglis:
-        t.add_row(m["Id"], m["Name"], m.get("Link_Type__c"), names.get(m["OwnerId"], m["OwnerId"]),
-                  m["Scheduling_Link_Id__c"])
+        t.add_row(
+            m["Id"],
+            m["Name"],
+            m.get("Link_Type__c"),
+            names.get(m["OwnerId"], m["OwnerId"]),
+            m["Scheduling_Link_Id__c"],
+        )
     console.print(t)
 
     events = {e["Scheduling_Booking_Id__c"]: e for e in emu.records("Event", include_deleted=True)}
     acts = ledger_activities(ledger_url)
     t = Table(title="Each booking: the Salesforce Event beside its ledger row")
-    for col in ("booking", "Assigned To", "Name (WhoId)", "Related To (WhatId)", "Start (UTC)", "Subject",
-                "in org", "ledger state", "ledger activity_id"):
+    for col in (
+        "booking",
+        "Assigned To",
+        "Name (WhoId)",
+        "Related To (WhatId)",
+        "Start (UTC)",
+        "Subject",
+        "in org",
+        "ledger state",
+        "ledger activity_id",
+    ):
         t.add_column(col)
     for label, bid in bookings.items():
         ev, act = events.get(bid, {}), acts.get(bid, {})
-        t.add_row(label, names.get(ev.get("OwnerId", ""), _short(ev.get("OwnerId"))),
-                  names.get(ev.get("WhoId") or "", ""), names.get(ev.get("WhatId") or "", ""),
-                  _when(ev.get("StartDateTime")), _short(ev.get("Subject")),
-                  "deleted" if ev.get("IsDeleted") else ("yes" if ev else "no"),
-                  _short(act.get("state")), _short(act.get("activity_id")))
+        t.add_row(
+            label,
+            names.get(ev.get("OwnerId", ""), _short(ev.get("OwnerId"))),
+            names.get(ev.get("WhoId") or "", ""),
+            names.get(ev.get("WhatId") or "", ""),
+            _when(ev.get("StartDateTime")),
+            _short(ev.get("Subject")),
+            "deleted" if ev.get("IsDeleted") else ("yes" if ev else "no"),
+            _short(act.get("state")),
+            _short(act.get("activity_id")),
+        )
     console.print(t)
 
 
@@ -125,12 +174,17 @@ def run_demo(keep_running: bool = False) -> int:
         _step("starting the Salesforce emulator")
         emu = EmulatorProcess(workdir)
         ledger_url = f"sqlite:///{workdir / 'ledger.sqlite3'}"
-        config = write_config(workdir / "bridge.toml", dsn=dsn, ledger_url=ledger_url, emulator_url=emu.url,
-                              backfill="upcoming")
+        config = write_config(
+            workdir / "bridge.toml", dsn=dsn, ledger_url=ledger_url, emulator_url=emu.url, backfill="upcoming"
+        )
         daemon = DaemonProcess(config, workdir)
         _step("mogli-bridge setup --create-demo-schema")
-        out = subprocess.run([sys.executable, "-m", "bridge", "--config", str(config), "setup",
-                              "--create-demo-schema"], capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "bridge", "--config", str(config), "setup", "--create-demo-schema"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         console.print(out.stdout.rstrip())
         if out.returncode != 0:
             console.print(out.stderr)
@@ -141,20 +195,25 @@ def run_demo(keep_running: bool = False) -> int:
         daemon.start()
         _step("booking meetings on a 1:1, a round-robin and an RSVP link")
         bookings = world.book()
-        wait_until(lambda: _settled(ledger_url, len(bookings)), timeout=60, what="the bookings to reach Salesforce")
+        wait_until(
+            lambda: _settled(ledger_url, len(bookings)), timeout=60, what="the bookings to reach Salesforce"
+        )
         _step("rescheduling the 1:1 and cancelling one RSVP attendee")
         world.change(bookings)
         wait_until(lambda: _changed(emu, bookings), timeout=60, what="the changes to reach Salesforce")
         wait_until(lambda: _settled(ledger_url, len(bookings)), timeout=60, what="the ledger to settle")
         _print_results(world, bookings, ledger_url)
         diffs = check_invariants(emu, sched, ledger_url)
-        console.print(f"invariant check: {'[green]scheduler, ledger and Salesforce agree[/]' if not diffs else diffs}")
+        verdict = diffs or "[green]scheduler, ledger and Salesforce agree[/]"
+        console.print(f"invariant check: {verdict}")
         stats = emu.stats()
         console.print(f"Salesforce API requests made: {stats.get('api_requests', {}).get('total', stats)}")
         if keep_running:
-            console.print(f"\nemulator:  {emu.url}   (curl {emu.url}/__emulator/records/Event)\n"
-                          f"scheduler: psql {dsn}\nledger:    {ledger_url}\nconfig:    {config}\n"
-                          f"daemon log: {daemon.log_path}\nPress Ctrl-C to stop.")
+            console.print(
+                f"\nemulator:  {emu.url}   (curl {emu.url}/__emulator/records/Event)\n"
+                f"scheduler: psql {dsn}\nledger:    {ledger_url}\nconfig:    {config}\n"
+                f"daemon log: {daemon.log_path}\nPress Ctrl-C to stop."
+            )
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return 0 if not diffs else 1
     finally:
@@ -170,7 +229,7 @@ def run_demo(keep_running: bool = False) -> int:
 def _settled(ledger_url: str, n: int) -> bool:
     try:
         acts = ledger_activities(ledger_url)
-    except Exception:  # noqa: BLE001 - the ledger may still be empty
+    except Exception:
         return False
     return len(acts) >= n and all(a["state"] != "pending" for a in acts.values())
 

@@ -1,13 +1,13 @@
 """The exception tree of mogli-bridge.
 
-    BridgeError
-    ├── ConfigurationError          stop and say which key to fix (exit code 2 at start-up)
-    ├── TransientError              retry with backoff; nothing is wrong with the data
-    │   ├── SalesforceUnavailable   5xx, timeouts, dropped connections, UNABLE_TO_LOCK_ROW
-    │   ├── ApiLimitExhausted       REQUEST_LIMIT_EXCEEDED: wait until the allocation resets
-    │   └── SourceDisconnected      the replication connection broke; reconnect
-    ├── PermanentError              the record cannot be written as it is; record it and move on
-    └── FatalError                  the daemon cannot continue safely (e.g. replication slot dropped)
+BridgeError
+├── ConfigurationError          stop and say which key to fix (exit code 2 at start-up)
+├── TransientError              retry with backoff; nothing is wrong with the data
+│   ├── SalesforceUnavailable   5xx, timeouts, dropped connections, UNABLE_TO_LOCK_ROW
+│   ├── ApiLimitExhausted       REQUEST_LIMIT_EXCEEDED: wait until the allocation resets
+│   └── SourceDisconnected      the replication connection broke; reconnect
+├── PermanentError              the record cannot be written as it is; record it and move on
+└── FatalError                  the daemon cannot continue safely (e.g. replication slot dropped)
 """
 
 from __future__ import annotations

@@ -99,16 +99,29 @@ def check(
             diffs.append(Difference("event_count", bid, f"expected 1 Event, found {len(evs)}"))
             continue
         link = links[str(b["link_id"])]
-        diffs.extend(_compare_event(bid, b, link, users, evs[0], mogli_by_link.get(str(link["id"])), cancelled))
+        diffs.extend(
+            _compare_event(bid, b, link, users, evs[0], mogli_by_link.get(str(link["id"])), cancelled)
+        )
         if ledger_activities is not None:
             act = ledger_activities.get(bid)
-            if act is None or act.get("state") != "synced" or not sfid.same(act.get("activity_id"), evs[0]["Id"]):
+            if (
+                act is None
+                or act.get("state") != "synced"
+                or not sfid.same(act.get("activity_id"), evs[0]["Id"])
+            ):
                 diffs.append(Difference("ledger_mismatch", bid, f"ledger row {act and dict(act)!r}"))
     return diffs
 
 
-def _compare_event(bid: str, b: Mapping[str, Any], link: Mapping[str, Any], users: Mapping[str, Mapping[str, Any]],
-                   ev: Mapping[str, Any], mogli: Mapping[str, Any] | None, cancelled: bool) -> list[Difference]:
+def _compare_event(
+    bid: str,
+    b: Mapping[str, Any],
+    link: Mapping[str, Any],
+    users: Mapping[str, Mapping[str, Any]],
+    ev: Mapping[str, Any],
+    mogli: Mapping[str, Any] | None,
+    cancelled: bool,
+) -> list[Difference]:
     diffs: list[Difference] = []
     if mogli is None:
         return [Difference("mogli_event_missing", str(link["id"]), "booked link without a Mogli Event")]

@@ -33,7 +33,7 @@ def pgserver_bindir() -> Path | None:
     """The binaries bundled in the `pgserver` wheel, when installed."""
     import importlib.util
 
-    # Locate the wheel without importing it: importing pgserver sets up its server manager, which we never use.
+    # Locate the wheel without importing it: importing pgserver sets up its server manager (unused here).
     spec = importlib.util.find_spec("pgserver")
     if spec is None or spec.origin is None:
         return None
@@ -88,8 +88,9 @@ def _make_readable(path: Path) -> None:
 class LocalPostgres:
     """A private cluster: `start()`, `dsn()`, `create_database()`, `stop()`."""
 
-    def __init__(self, bindir: Path | None = None, base: Path | None = None, port: int | None = None,
-                 **conf: str | int) -> None:
+    def __init__(
+        self, bindir: Path | None = None, base: Path | None = None, port: int | None = None, **conf: str | int
+    ) -> None:
         self.bindir = Path(bindir) if bindir else find_bindir()
         self.base = Path(base) if base else Path(tempfile.mkdtemp(prefix="mogli-pg-"))
         self.data = self.base / "data"
@@ -126,7 +127,11 @@ class LocalPostgres:
                 os.setgid(pw.pw_gid)
                 os.setuid(pw.pw_uid)
 
-            kwargs = {"preexec_fn": demote, "env": {**os.environ, "HOME": str(self.base)}, "cwd": str(self.base)}
+            kwargs = {
+                "preexec_fn": demote,
+                "env": {**os.environ, "HOME": str(self.base)},
+                "cwd": str(self.base),
+            }
         return subprocess.run(args, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
 
     def start(self) -> LocalPostgres:
@@ -137,22 +142,50 @@ class LocalPostgres:
             self.base.chmod(0o755)
             _make_readable(self.bindir)
         if not (self.data / "PG_VERSION").exists():
-            self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                      "-E", "UTF8", "--no-sync", "--no-instructions")
+            self._run(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            )
             with (self.data / "postgresql.conf").open("a") as fh:
                 fh.writelines(f"{k} = {v}\n" for k, v in self.conf.items())
             with (self.data / "pg_hba.conf").open("a") as fh:
                 fh.write("host replication all 127.0.0.1/32 trust\n")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"),
-                  "-w", "-t", "60", "start")
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self.started = True
         return self
 
     def restart(self, mode: str = "fast") -> None:
         """Stop and start again (same port, same data)."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"),
-                  "-w", "-t", "60", "start")
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self, remove: bool = True) -> None:
         """Stop the server (immediately) and, by default, delete its files."""

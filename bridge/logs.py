@@ -40,7 +40,7 @@ class SecretScrubber:
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
-    """Configure structlog and the stdlib root logger; JSON unless `fmt` is console or stderr is a terminal."""
+    """Configure structlog and the stdlib root logger: JSON, or console on a terminal or when asked."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):

@@ -29,7 +29,9 @@ from bridge.localpg import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = ""
+) -> Any:
     """Poll until `predicate()` is truthy; returns its value; AssertionError naming `what` on timeout."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -50,8 +52,15 @@ class HttpError(Exception):
         self.body = body
 
 
-def http_json(method: str, url: str, body: Any = None, *, form: dict[str, str] | None = None,
-              headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, Any]:
+def http_json(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    form: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
     """One HTTP request with a JSON (or form) body; returns (status, decoded JSON or None)."""
     data: bytes | None = None
     hdrs = dict(headers or {})
@@ -78,7 +87,16 @@ class EmulatorProcess:
         self.port = free_port()
         self.url = f"http://localhost:{self.port}"
         self.log_path = workdir / "emulator.log"
-        args = [sys.executable, "-m", "bridge", "emulator", "--port", str(self.port), "--latency-ms", str(latency_ms)]
+        args = [
+            sys.executable,
+            "-m",
+            "bridge",
+            "emulator",
+            "--port",
+            str(self.port),
+            "--latency-ms",
+            str(latency_ms),
+        ]
         if org_file is not None:
             args += ["--org", str(org_file)]
         self._log = self.log_path.open("ab")
@@ -131,17 +149,29 @@ class EmulatorProcess:
     def token(self) -> str:
         """An access token for the integration user."""
         if self._token is None:
-            _, body = http_json("POST", f"{self.url}/services/oauth2/token", form={
-                "grant_type": "password", "client_id": "local", "client_secret": "local",
-                "username": "bridge@example.com", "password": "emulator"})
+            _, body = http_json(
+                "POST",
+                f"{self.url}/services/oauth2/token",
+                form={
+                    "grant_type": "password",
+                    "client_id": "local",
+                    "client_secret": "local",
+                    "username": "bridge@example.com",
+                    "password": "emulator",
+                },
+            )
             self._token = body["access_token"]
         return self._token  # type: ignore[return-value]
 
     def create(self, sobject: str, fields: dict[str, Any]) -> str:
         """Create a record through REST; returns its id."""
         try:
-            _, body = http_json("POST", f"{self.url}/services/data/v60.0/sobjects/{sobject}/", fields,
-                                headers={"Authorization": f"Bearer {self.token()}"})
+            _, body = http_json(
+                "POST",
+                f"{self.url}/services/data/v60.0/sobjects/{sobject}/",
+                fields,
+                headers={"Authorization": f"Bearer {self.token()}"},
+            )
         except HttpError as exc:
             if exc.status != 401:
                 raise
@@ -160,13 +190,23 @@ class SalesforceSeed:
     accounts: list[str] = field(default_factory=list)
 
 
-def seed_salesforce(emu: EmulatorProcess, users: int = 3, contacts: int = 3, leads: int = 2, accounts: int = 1) -> SalesforceSeed:
+def seed_salesforce(
+    emu: EmulatorProcess, users: int = 3, contacts: int = 3, leads: int = 2, accounts: int = 1
+) -> SalesforceSeed:
     """Create Users, Accounts, Contacts and Leads through plain REST."""
     seed = SalesforceSeed()
     for i in range(users):
         tag = uuid.uuid4().hex[:8]
-        seed.users.append(emu.create("User", {"LastName": f"Host{i}", "Username": f"host{i}.{tag}@example.com",
-                                              "Email": f"host{i}.{tag}@example.com"}))
+        seed.users.append(
+            emu.create(
+                "User",
+                {
+                    "LastName": f"Host{i}",
+                    "Username": f"host{i}.{tag}@example.com",
+                    "Email": f"host{i}.{tag}@example.com",
+                },
+            )
+        )
     for i in range(accounts):
         seed.accounts.append(emu.create("Account", {"Name": f"Account {i}"}))
     for i in range(contacts):
@@ -200,41 +240,80 @@ class Scheduler:
         assert table in ("users", "scheduling_links", "bookings")
         with self.conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             cur.execute(f"SELECT * FROM scheduler.{table}")  # noqa: S608 - table name checked above
-            return [{k: (str(v) if k.endswith("id") and v is not None else v) for k, v in r.items()}
-                    for r in cur.fetchall()]
+            return [
+                {k: (str(v) if k.endswith("id") and v is not None else v) for k, v in r.items()}
+                for r in cur.fetchall()
+            ]
 
     def add_user(self, salesforce_user_id: str | None) -> str:
         """A scheduler user; returns its id."""
         uid = str(uuid.uuid4())
-        self.execute("INSERT INTO scheduler.users (id, email, full_name, salesforce_user_id) VALUES (%s,%s,%s,%s)",
-                     (uid, f"u{uid[:8]}@example.com", "Private Person", salesforce_user_id))
+        self.execute(
+            "INSERT INTO scheduler.users (id, email, full_name, salesforce_user_id) VALUES (%s,%s,%s,%s)",
+            (uid, f"u{uid[:8]}@example.com", "Private Person", salesforce_user_id),
+        )
         return uid
 
-    def add_link(self, link_type: str, owner_id: str, title: str = "Intro call", description: str | None = "Let's talk",
-                 duration: int = 30) -> str:
+    def add_link(
+        self,
+        link_type: str,
+        owner_id: str,
+        title: str = "Intro call",
+        description: str | None = "Let's talk",
+        duration: int = 30,
+    ) -> str:
         """A scheduling link; returns its id."""
         lid = str(uuid.uuid4())
-        self.execute("INSERT INTO scheduler.scheduling_links (id, link_type, owner_id, title, description, "
-                     "duration_minutes) VALUES (%s,%s,%s,%s,%s,%s)", (lid, link_type, owner_id, title, description,
-                                                                      duration))
+        self.execute(
+            "INSERT INTO scheduler.scheduling_links (id, link_type, owner_id, title, description, "
+            "duration_minutes) VALUES (%s,%s,%s,%s,%s,%s)",
+            (lid, link_type, owner_id, title, description, duration),
+        )
         return lid
 
-    def add_booking(self, link_id: str, start: datetime | None = None, minutes: int = 30,
-                    related: str | None = None, assigned: str | None = None, status: str = "scheduled",
-                    booking_id: str | None = None) -> str:
+    def add_booking(
+        self,
+        link_id: str,
+        start: datetime | None = None,
+        minutes: int = 30,
+        related: str | None = None,
+        assigned: str | None = None,
+        status: str = "scheduled",
+        booking_id: str | None = None,
+    ) -> str:
         """A booking; returns its id."""
         bid = booking_id or str(uuid.uuid4())
         start = start or (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
         self.execute(
-            "INSERT INTO scheduler.bookings (id, link_id, assigned_user_id, start_at, end_at, status, invitee_name, "
+            "INSERT INTO scheduler.bookings (id, link_id, assigned_user_id, start_at, end_at, status, "
+            "invitee_name, "
             "invitee_email, related_record_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            (bid, link_id, assigned, start, start + timedelta(minutes=minutes), status, "Invitee Person",
-             f"invitee.{bid[:8]}@example.org", related))
+            (
+                bid,
+                link_id,
+                assigned,
+                start,
+                start + timedelta(minutes=minutes),
+                status,
+                "Invitee Person",
+                f"invitee.{bid[:8]}@example.org",
+                related,
+            ),
+        )
         return bid
 
 
-def write_config(path: Path, *, dsn: str, ledger_url: str, emulator_url: str, slot: str = "mogli_bridge",
-                 on_cancel: str = "delete", backfill: str = "since:2000-01-01", extra: str = "") -> Path:
+def write_config(
+    path: Path,
+    *,
+    dsn: str,
+    ledger_url: str,
+    emulator_url: str,
+    slot: str = "mogli_bridge",
+    on_cancel: str = "delete",
+    backfill: str = "since:2000-01-01",
+    extra: str = "",
+) -> Path:
     """A bridge config file for the daemon under test."""
     path.write_text(f"""
 [source]
@@ -284,14 +363,23 @@ class DaemonProcess:
 
     def setup(self) -> subprocess.CompletedProcess[str]:
         """Run `mogli-bridge setup` once."""
-        return subprocess.run([sys.executable, "-m", "bridge", "--config", str(self.config), "setup"],
-                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "bridge", "--config", str(self.config), "setup"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
 
     def start(self) -> None:
         """Start `run`."""
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "--config", str(self.config), "run"],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "--config", str(self.config), "run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         log.close()
 
     def wait_started(self, timeout: float = 30) -> None:
@@ -302,8 +390,10 @@ class DaemonProcess:
         def started() -> bool:
             if self.proc is None or self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited with {self.proc and self.proc.returncode}")
-            return any(line.get("event") in ("daemon.started", "daemon.standby") and line.get("pid") == pid
-                       for line in self.log_lines())
+            return any(
+                line.get("event") in ("daemon.started", "daemon.standby") and line.get("pid") == pid
+                for line in self.log_lines()
+            )
 
         wait_until(started, timeout=timeout, what="the daemon to start")
 
@@ -344,8 +434,13 @@ def ledger_activities(url: str) -> dict[str, dict[str, Any]]:
     return {str(r["booking_id"]): dict(r) for r in rows}
 
 
-def check_invariants(emulator: EmulatorProcess, scheduler: Scheduler, ledger_url: str | None,
-                     on_cancel: str = "delete", failed_ok: frozenset[str] = frozenset()) -> list[Any]:
+def check_invariants(
+    emulator: EmulatorProcess,
+    scheduler: Scheduler,
+    ledger_url: str | None,
+    on_cancel: str = "delete",
+    failed_ok: frozenset[str] = frozenset(),
+) -> list[Any]:
     """Compare the scheduler, the org and the ledger; returns the differences (empty when they agree)."""
     from bridge.invariants import check
 
@@ -372,5 +467,3 @@ def ledger_connection(url: str) -> Iterator[Any]:
             yield conn
     finally:
         engine.dispose()
-
-

@@ -41,7 +41,11 @@ class InstanceLock:
 
     def _try_flock(self) -> bool:
         database = self._url.database or ""
-        path = Path(database + ".lock") if database and database != ":memory:" else Path("var/ledger-memory.lock")
+        path = (
+            Path(database + ".lock")
+            if database and database != ":memory:"
+            else Path("var/ledger-memory.lock")
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

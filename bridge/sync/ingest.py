@@ -16,13 +16,13 @@ from datetime import datetime
 import structlog
 
 from bridge.records import (
+    BackfillPolicy,
     BookingRow,
     ChangeOp,
     IngestBatch,
     SourceTable,
     SourceTransaction,
 )
-from bridge.records import BackfillPolicy
 from bridge.sync.backfill import backfill_admits
 from bridge.sync.ports import ChangeSource, Ledger
 
@@ -44,9 +44,9 @@ def quiet_bookings(txn: SourceTransaction, policy: BackfillPolicy, now: datetime
     quiet: set[str] = set()
     for change in txn.changes:
         row = change.row
-        if change.table is SourceTable.BOOKINGS and isinstance(row, BookingRow):
-            if not backfill_admits(policy, row, now):
-                quiet.add(row.id)
+        admitted = not isinstance(row, BookingRow) or backfill_admits(policy, row, now)
+        if change.table is SourceTable.BOOKINGS and isinstance(row, BookingRow) and not admitted:
+            quiet.add(row.id)
     return quiet
 
 
@@ -147,5 +147,7 @@ class Ingestor:
             skipped_by_backfill=len(quiet),
             summary=str(summary) if summary is not None else None,
         )
-        if any(c.op is not ChangeOp.TRUNCATE or c.table is SourceTable.BOOKINGS for t in batch for c in t.changes):
+        if any(
+            c.op is not ChangeOp.TRUNCATE or c.table is SourceTable.BOOKINGS for t in batch for c in t.changes
+        ):
             self._on_work()

@@ -55,7 +55,7 @@ class PushSettings:
 
 def retry_delay(attempts: int, settings: PushSettings, rand: Callable[[], float] = random.random) -> float:
     """Exponential backoff with full jitter, capped."""
-    ceiling = min(settings.retry_base_seconds * (2 ** min(attempts, 20)), settings.retry_max_seconds)
+    ceiling: float = min(settings.retry_base_seconds * 2.0 ** min(attempts, 20), settings.retry_max_seconds)
     return max(settings.retry_base_seconds, ceiling * rand())
 
 
@@ -95,15 +95,19 @@ class Pusher:
                 self.waiting_reason = None
             except ApiLimitExhausted as exc:
                 self.waiting_reason = "api_limit"
-                delay = min(exc.retry_after or self._settings.api_limit_wait_seconds,
-                            self._settings.api_limit_wait_seconds)
+                delay = min(
+                    exc.retry_after or self._settings.api_limit_wait_seconds,
+                    self._settings.api_limit_wait_seconds,
+                )
                 log.warning("push.api_limit_wait", seconds=delay, reason=str(exc))
                 await self._pause(stop, delay)
                 continue
             except TransientError as exc:
                 self.waiting_reason = "salesforce_unavailable"
                 delay = exc.retry_after or self._settings.retry_base_seconds * 5
-                log.warning("push.salesforce_unavailable", seconds=delay, error=type(exc).__name__, reason=str(exc))
+                log.warning(
+                    "push.salesforce_unavailable", seconds=delay, error=type(exc).__name__, reason=str(exc)
+                )
                 await self._pause(stop, delay)
                 continue
             if not did_work:
@@ -135,8 +139,13 @@ class Pusher:
             result = mogli_event_for(item)
             if isinstance(result, RuleFailure):
                 outcomes.append(
-                    LinkOutcome(item.link.link_id, item.version, OutcomeState.FAILED,
-                                error_code=result.code.value, error=result.message)
+                    LinkOutcome(
+                        item.link.link_id,
+                        item.version,
+                        OutcomeState.FAILED,
+                        error_code=result.code.value,
+                        error=result.message,
+                    )
                 )
             else:
                 to_write.append((item, result))
@@ -148,26 +157,50 @@ class Pusher:
         self._log_links(outcomes)
         return True
 
-    def _link_outcome(self, item: LinkWork, fields: MogliEventFields, res: WriteResult, now: datetime) -> LinkOutcome:
+    def _link_outcome(
+        self, item: LinkWork, fields: MogliEventFields, res: WriteResult, now: datetime
+    ) -> LinkOutcome:
         key, version = item.link.link_id, item.version
         if res.ok:
-            return LinkOutcome(key, version, OutcomeState.SYNCED, mogli_event_id=res.record_id,
-                               owner_salesforce_id=fields.owner_id, rule="owner=link owner")
+            return LinkOutcome(
+                key,
+                version,
+                OutcomeState.SYNCED,
+                mogli_event_id=res.record_id,
+                owner_salesforce_id=fields.owner_id,
+                rule="owner=link owner",
+            )
         return self._failure_outcome_link(item, res.error, now)
 
     def _failure_outcome_link(self, item: LinkWork, error: RecordError | None, now: datetime) -> LinkOutcome:
         assert error is not None
         if error.kind is ErrorKind.TRANSIENT and item.attempts + 1 < self._settings.max_attempts:
             retry_at = now + timedelta(seconds=retry_delay(item.attempts, self._settings))
-            return LinkOutcome(item.link.link_id, item.version, OutcomeState.RETRY, error_code=error.code,
-                               error=error.message, retry_at=retry_at)
-        return LinkOutcome(item.link.link_id, item.version, OutcomeState.FAILED, error_code=error.code,
-                           error=f"Salesforce rejected the Mogli Event: {error.code}: {error.message}")
+            return LinkOutcome(
+                item.link.link_id,
+                item.version,
+                OutcomeState.RETRY,
+                error_code=error.code,
+                error=error.message,
+                retry_at=retry_at,
+            )
+        return LinkOutcome(
+            item.link.link_id,
+            item.version,
+            OutcomeState.FAILED,
+            error_code=error.code,
+            error=f"Salesforce rejected the Mogli Event: {error.code}: {error.message}",
+        )
 
     def _log_links(self, outcomes: Sequence[LinkOutcome]) -> None:
         for o in outcomes:
-            log.info("sync.link_" + o.state.value, link_id=o.link_id, mogli_event_id=o.mogli_event_id,
-                     error_code=o.error_code, error=o.error)
+            log.info(
+                "sync.link_" + o.state.value,
+                link_id=o.link_id,
+                mogli_event_id=o.mogli_event_id,
+                error_code=o.error_code,
+                error=o.error,
+            )
 
     # ---------------------------------------------------------------- activities
 
@@ -186,17 +219,38 @@ class Pusher:
             elif isinstance(action, DeleteEvent):
                 deletes.append((item, action))
             elif isinstance(action, NothingToDo):
-                outcomes.append(ActivityOutcome(item.booking.booking_id, item.version, OutcomeState.CANCELLED,
-                                                activity_id=item.activity_id, rule=action.reason))
+                outcomes.append(
+                    ActivityOutcome(
+                        item.booking.booking_id,
+                        item.version,
+                        OutcomeState.CANCELLED,
+                        activity_id=item.activity_id,
+                        rule=action.reason,
+                    )
+                )
             elif action.code is FailureCode.MOGLI_EVENT_PENDING:
                 # The link's Mogli Event is on its way; try again shortly rather than fail the booking.
                 retry_at = now + timedelta(seconds=self._settings.retry_base_seconds)
-                outcomes.append(ActivityOutcome(item.booking.booking_id, item.version, OutcomeState.RETRY,
-                                                error_code=action.code.value, error=action.message,
-                                                retry_at=retry_at))
+                outcomes.append(
+                    ActivityOutcome(
+                        item.booking.booking_id,
+                        item.version,
+                        OutcomeState.RETRY,
+                        error_code=action.code.value,
+                        error=action.message,
+                        retry_at=retry_at,
+                    )
+                )
             else:
-                outcomes.append(ActivityOutcome(item.booking.booking_id, item.version, OutcomeState.FAILED,
-                                                error_code=action.code.value, error=action.message))
+                outcomes.append(
+                    ActivityOutcome(
+                        item.booking.booking_id,
+                        item.version,
+                        OutcomeState.FAILED,
+                        error_code=action.code.value,
+                        error=action.message,
+                    )
+                )
         if upserts:
             outcomes.extend(await self._write_events(upserts, now))
         if deletes:
@@ -205,19 +259,31 @@ class Pusher:
         self._log_activities(outcomes)
         return True
 
-    async def _write_events(self, upserts: list[tuple[ActivityWork, UpsertEvent]], now: datetime) -> list[ActivityOutcome]:
+    async def _write_events(
+        self, upserts: list[tuple[ActivityWork, UpsertEvent]], now: datetime
+    ) -> list[ActivityOutcome]:
         fields: list[EventFields] = [a.fields for _, a in upserts]
         results = await self._sf.upsert_events(fields)
         outcomes = []
         for (item, action), res in zip(upserts, results, strict=True):
             if res.ok:
-                outcomes.append(ActivityOutcome(item.booking.booking_id, item.version, OutcomeState.SYNCED,
-                                                activity_id=res.record_id, fields=action.fields, rule=action.rule))
+                outcomes.append(
+                    ActivityOutcome(
+                        item.booking.booking_id,
+                        item.version,
+                        OutcomeState.SYNCED,
+                        activity_id=res.record_id,
+                        fields=action.fields,
+                        rule=action.rule,
+                    )
+                )
             else:
                 outcomes.append(self._failure_outcome(item, res.error, now, "Salesforce rejected the Event"))
         return outcomes
 
-    async def _delete_events(self, deletes: list[tuple[ActivityWork, DeleteEvent]], now: datetime) -> list[ActivityOutcome]:
+    async def _delete_events(
+        self, deletes: list[tuple[ActivityWork, DeleteEvent]], now: datetime
+    ) -> list[ActivityOutcome]:
         known = {item.booking.booking_id: item.activity_id for item, _ in deletes if item.activity_id}
         unknown = [item.booking.booking_id for item, _ in deletes if not item.activity_id]
         if unknown:
@@ -231,21 +297,41 @@ class Pusher:
             event_id = known.get(booking_id)
             res = results.get(event_id) if event_id else None
             if res is None or res.ok:
-                outcomes.append(ActivityOutcome(booking_id, item.version, OutcomeState.CANCELLED,
-                                                activity_id=event_id, rule=action.reason))
+                outcomes.append(
+                    ActivityOutcome(
+                        booking_id,
+                        item.version,
+                        OutcomeState.CANCELLED,
+                        activity_id=event_id,
+                        rule=action.reason,
+                    )
+                )
             else:
                 outcomes.append(self._failure_outcome(item, res.error, now, "Salesforce refused the delete"))
         return outcomes
 
-    def _failure_outcome(self, item: ActivityWork, error: RecordError | None, now: datetime, what: str) -> ActivityOutcome:
+    def _failure_outcome(
+        self, item: ActivityWork, error: RecordError | None, now: datetime, what: str
+    ) -> ActivityOutcome:
         assert error is not None
         booking_id = item.booking.booking_id
         if error.kind is ErrorKind.TRANSIENT and item.attempts + 1 < self._settings.max_attempts:
             retry_at = now + timedelta(seconds=retry_delay(item.attempts, self._settings))
-            return ActivityOutcome(booking_id, item.version, OutcomeState.RETRY, error_code=error.code,
-                                   error=error.message, retry_at=retry_at)
-        return ActivityOutcome(booking_id, item.version, OutcomeState.FAILED, error_code=error.code,
-                               error=f"{what}: {error.code}: {error.message}")
+            return ActivityOutcome(
+                booking_id,
+                item.version,
+                OutcomeState.RETRY,
+                error_code=error.code,
+                error=error.message,
+                retry_at=retry_at,
+            )
+        return ActivityOutcome(
+            booking_id,
+            item.version,
+            OutcomeState.FAILED,
+            error_code=error.code,
+            error=f"{what}: {error.code}: {error.message}",
+        )
 
     def _log_activities(self, outcomes: Sequence[ActivityOutcome]) -> None:
         for o in outcomes:
@@ -253,5 +339,11 @@ class Pusher:
                 self.pushed += 1
             elif o.state is OutcomeState.FAILED:
                 self.failed += 1
-            log.info("sync.activity_" + o.state.value, booking_id=o.booking_id, activity_id=o.activity_id,
-                     rule=o.rule, error_code=o.error_code, error=o.error)
+            log.info(
+                "sync.activity_" + o.state.value,
+                booking_id=o.booking_id,
+                activity_id=o.activity_id,
+                rule=o.rule,
+                error_code=o.error_code,
+                error=o.error,
+            )

@@ -32,12 +32,25 @@ class Stack:
     slot: str
     daemons: list[DaemonProcess] = field(default_factory=list)
 
-    def daemon(self, name: str = "daemon", on_cancel: str = "delete", backfill: str = "since:2000-01-01",
-               extra: str = "", setup: bool = True) -> DaemonProcess:
+    def daemon(
+        self,
+        name: str = "daemon",
+        on_cancel: str = "delete",
+        backfill: str = "since:2000-01-01",
+        extra: str = "",
+        setup: bool = True,
+    ) -> DaemonProcess:
         """A daemon process for this stack (configured, set up, not yet started)."""
-        config = write_config(self.workdir / f"{name}.toml", dsn=self.dsn, ledger_url=self.ledger_url,
-                              emulator_url=self.emulator.url, slot=self.slot, on_cancel=on_cancel,
-                              backfill=backfill, extra=extra)
+        config = write_config(
+            self.workdir / f"{name}.toml",
+            dsn=self.dsn,
+            ledger_url=self.ledger_url,
+            emulator_url=self.emulator.url,
+            slot=self.slot,
+            on_cancel=on_cancel,
+            backfill=backfill,
+            extra=extra,
+        )
         daemon = DaemonProcess(config, self.workdir, name)
         self.daemons.append(daemon)
         if setup:
@@ -56,8 +69,16 @@ def stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
     daemons: list[DaemonProcess] = []
     try:
         seed = seed_salesforce(emulator)
-        yield Stack(tmp_path, scheduler_dsn, f"sqlite:///{tmp_path / 'ledger.sqlite3'}", emulator, scheduler,
-                    seed, slot, daemons)
+        yield Stack(
+            tmp_path,
+            scheduler_dsn,
+            f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+            emulator,
+            scheduler,
+            seed,
+            slot,
+            daemons,
+        )
     finally:
         for daemon in daemons:
             if daemon.alive():

@@ -48,9 +48,15 @@ def test_each_bad_row_fails_with_a_reason_and_later_rows_sync(stack: Stack) -> N
             "fifteen_char_contact": s.add_booking(good_link, related=seed.contacts[1][:15]),
             "long_description": s.add_booking(long_link),
         }
-        wait_until(lambda: len(ledger_activities(stack.ledger_url)) == len(bad) + len(good)
-                   and all(a["state"] in ("synced", "failed") for a in ledger_activities(stack.ledger_url).values()),
-                   what="every booking to settle")
+        wait_until(
+            lambda: (
+                len(ledger_activities(stack.ledger_url)) == len(bad) + len(good)
+                and all(
+                    a["state"] in ("synced", "failed") for a in ledger_activities(stack.ledger_url).values()
+                )
+            ),
+            what="every booking to settle",
+        )
         acts = ledger_activities(stack.ledger_url)
         for name, bid in bad.items():
             assert acts[bid]["state"] == "failed", name
@@ -64,11 +70,18 @@ def test_each_bad_row_fails_with_a_reason_and_later_rows_sync(stack: Stack) -> N
         assert len(desc) <= 32_000 and "truncated" in desc
 
         # The unconnected user connects: their booking syncs by itself.
-        s.execute("UPDATE scheduler.users SET salesforce_user_id=%s WHERE id=%s", (seed.users[1], unconnected))
-        wait_until(lambda: ledger_activities(stack.ledger_url)[bad["user_not_connected"]]["state"] == "synced",
-                   what="the newly connected user's booking to sync")
-        ev = next(e for e in stack.emulator.records("Event")
-                  if e["Scheduling_Booking_Id__c"] == bad["user_not_connected"])
+        s.execute(
+            "UPDATE scheduler.users SET salesforce_user_id=%s WHERE id=%s", (seed.users[1], unconnected)
+        )
+        wait_until(
+            lambda: ledger_activities(stack.ledger_url)[bad["user_not_connected"]]["state"] == "synced",
+            what="the newly connected user's booking to sync",
+        )
+        ev = next(
+            e
+            for e in stack.emulator.records("Event")
+            if e["Scheduling_Booking_Id__c"] == bad["user_not_connected"]
+        )
         assert sfid.same(ev["OwnerId"], seed.users[1])
     finally:
         assert daemon.terminate() == 0

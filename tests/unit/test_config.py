@@ -54,9 +54,20 @@ def test_environment_overrides_every_level_of_the_tree(tmp_path: Path) -> None:
         ('[source]\nslot = "bad-name;drop"\n', {}, "source.slot"),
         ("[nonsense]\nx = 1\n", {}, "nonsense"),
     ],
-    ids=["unknown-key", "batch-over-200", "not-an-int", "on-cancel", "auth", "backfill", "slot-ident", "section"],
+    ids=[
+        "unknown-key",
+        "batch-over-200",
+        "not-an-int",
+        "on-cancel",
+        "auth",
+        "backfill",
+        "slot-ident",
+        "section",
+    ],
 )
-def test_bad_settings_raise_an_error_naming_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
+def test_bad_settings_raise_an_error_naming_the_key(
+    tmp_path: Path, toml: str, env: dict[str, str], key: str
+) -> None:
     """Every validation error carries the dotted key so the operator knows what to fix."""
     cfg = tmp_path / "b.toml"
     cfg.write_text(toml)
@@ -96,8 +107,10 @@ def test_backfill_values() -> None:
 
 def test_each_auth_flow_requires_its_keys() -> None:
     """The credentials check names the first missing key of the chosen flow."""
-    s = load_settings(None, environ={"MOGLI_BRIDGE_SALESFORCE__AUTH": "password",
-                                     "MOGLI_BRIDGE_SALESFORCE__CLIENT_ID": "id"})
+    s = load_settings(
+        None,
+        environ={"MOGLI_BRIDGE_SALESFORCE__AUTH": "password", "MOGLI_BRIDGE_SALESFORCE__CLIENT_ID": "id"},
+    )
     with pytest.raises(ConfigurationError) as err:
         require_salesforce_credentials(s.salesforce)
     assert err.value.key == "salesforce.username"

@@ -72,7 +72,10 @@ def truncate(table: SourceTable) -> SourceChange:
 
 
 def txn(
-    *changes: SourceChange | SourceRow, lsn: int | None = None, snapshot: bool = False, last_chunk: bool = False
+    *changes: SourceChange | SourceRow,
+    lsn: int | None = None,
+    snapshot: bool = False,
+    last_chunk: bool = False,
 ) -> SourceTransaction:
     """A committed transaction; bare rows are INSERTs."""
     items = tuple(c if isinstance(c, SourceChange) else change(c) for c in changes)

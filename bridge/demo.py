@@ -26,7 +26,7 @@ from bridge.stack import (
     write_config,
 )
 
-console = Console()
+console = Console(width=max(Console().width, 200))
 
 
 def _step(text: str) -> None:
@@ -38,7 +38,7 @@ def _short(value: Any) -> str:
 
 
 def _when(value: str | None) -> str:
-    return (value or "")[:16].replace("T", " ")
+    return (value or "")[5:16].replace("T", " ")
 
 
 class DemoWorld:
@@ -51,8 +51,8 @@ class DemoWorld:
                 "User",
                 {
                     "LastName": name,
-                    "Username": f"{name.lower()}@demo.example",
-                    "Email": f"{name.lower()}@demo.example",
+                    "Username": f"{name.split()[0].lower()}@demo.example",
+                    "Email": f"{name.split()[0].lower()}@demo.example",
                 },
             )
             for name in ("Alice Owner", "Bob Rotation", "Carol Rotation")
@@ -118,10 +118,10 @@ def _print_results(world: DemoWorld, bookings: dict[str, str], ledger_url: str) 
         for rec in emu.records(sobject):
             names[rec["Id"]] = rec.get("Name") or rec.get("LastName") or rec["Id"]
     moglis = emu.records("Mogli_Event__c")
-    names.update({m["Id"]: f"Mogli Event: {m['Name']}" for m in moglis})
+    names.update({m["Id"]: f"Mogli Event {m['Name']!r}" for m in moglis})
     t = Table(title="Salesforce: Mogli Events (one per link)")
-    for col in ("Id", "Name", "Link_Type__c", "Owner", "Scheduling_Link_Id__c"):
-        t.add_column(col)
+    for col in ("Id", "Name", "Link_Type__c", "Owner (Assigned To)", "Scheduling_Link_Id__c"):
+        t.add_column(col, no_wrap=True)
     for m in moglis:
         t.add_row(
             m["Id"],
@@ -146,7 +146,7 @@ def _print_results(world: DemoWorld, bookings: dict[str, str], ledger_url: str) 
         "ledger state",
         "ledger activity_id",
     ):
-        t.add_column(col)
+        t.add_column(col, no_wrap=True)
     for label, bid in bookings.items():
         ev, act = events.get(bid, {}), acts.get(bid, {})
         t.add_row(
@@ -185,7 +185,7 @@ def run_demo(keep_running: bool = False) -> int:
             text=True,
             timeout=120,
         )
-        console.print(out.stdout.rstrip())
+        print(out.stdout.rstrip())
         if out.returncode != 0:
             console.print(out.stderr)
             return 1

@@ -72,14 +72,16 @@ def _create_records(txn: Txn, v: Mapping[str, Any], create_opportunity: bool) ->
 
 
 def _move_events(txn: Txn, lead_id: str, result: Mapping[str, str], emit: bool) -> None:
-    """Re-point the Lead's Events: WhoId -> the Contact, WhatId -> the Opportunity when one was created."""
-    for event in [r for r in txn.referrers(lead_id) if r.sobject == "Event" and not r.deleted]:
-        if event.values.get("WhoId") != lead_id:
-            continue
-        moved: dict[str, object] = {"WhoId": result["contactId"]}
-        if "opportunityId" in result:
-            moved["WhatId"] = result["opportunityId"]
-        txn.apply(event, moved, emit=emit)
+    """Re-point the Lead's Events (WhoId -> the Contact, WhatId -> the Opportunity when one was created)
+    and its EventRelations (RelationId -> the Contact)."""
+    for row in [r for r in txn.referrers(lead_id) if not r.deleted]:
+        if row.sobject == "Event" and row.values.get("WhoId") == lead_id:
+            moved: dict[str, object] = {"WhoId": result["contactId"]}
+            if "opportunityId" in result:
+                moved["WhatId"] = result["opportunityId"]
+            txn.apply(row, moved, emit=emit)
+        elif row.sobject == "EventRelation" and row.values.get("RelationId") == lead_id:
+            txn.apply(row, {"RelationId": result["contactId"]}, emit=emit)
 
 
 def _insert(txn: Txn, sobject: str, values: dict[str, object]) -> str:

@@ -292,6 +292,16 @@ def test_lead_conversion(pub: RecordingPublisher, emit: bool) -> None:
     assert "IsConverted" in batch[2].changed_fields
 
 
+def test_lead_conversion_moves_event_relations(store: OrgStore) -> None:
+    """EventRelations naming the Lead name the new Contact after conversion."""
+    lead = first_id(store, "Lead")
+    with store.transaction(ctx(store)) as txn:
+        event_id = txn.create("Event", event())
+        relation = txn.create("EventRelation", {"EventId": event_id, "RelationId": lead, "IsParent": True})
+    result = store.convert_lead(lead, ctx(store))
+    assert store.get("EventRelation", relation)["RelationId"] == result["contactId"]
+
+
 def test_lead_conversion_with_opportunity_moves_what(store: OrgStore) -> None:
     """With an Opportunity, the Lead's Events get WhatId = the Opportunity."""
     lead = first_id(store, "Lead")

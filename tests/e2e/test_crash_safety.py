@@ -90,10 +90,13 @@ def _scenario(stack: Stack, seed_value: int, faults: bool) -> None:
     daemon.start()
     writer.start()
     for _ in range(KILLS):
-        time.sleep(rng.uniform(0.5, 3.0))
-        daemon.kill9()
+        pause = rng.uniform(0.5, 3.0)
+        time.sleep(pause / 2)
         if faults:
+            # The running daemon's session dies under it: it must log in again once, not lose the batch.
             stack.emulator.control("sessions/expire")
+        time.sleep(pause / 2)
+        daemon.kill9()
         daemon.start()
     writer.join()
     assert done.is_set()

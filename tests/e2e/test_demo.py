@@ -9,7 +9,7 @@ from bridge.stack import ROOT
 
 
 def test_demo_runs_and_reports_agreement() -> None:
-    """`mogli-bridge demo` books on every link type and finds the scheduler, ledger and Salesforce in agreement."""
+    """`mogli-bridge demo` books on every link type; scheduler, ledger and Salesforce then agree."""
     out = subprocess.run(
         [sys.executable, "-m", "bridge", "demo"], capture_output=True, text=True, cwd=ROOT, timeout=110
     )

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg2
 
 from bridge import sfid
+from bridge.localpg import LocalPostgres
 from bridge.stack import check_invariants, ledger_activities, wait_until
 
 from .conftest import Stack
@@ -185,5 +186,48 @@ def test_cancel_in_keep_mode_keeps_the_event_with_a_prefixed_subject(stack: Stac
             what="the cancelled subject",
         )
         assert check_invariants(stack.emulator, s, None, on_cancel="keep") == []
+    finally:
+        assert daemon.terminate() == 0
+
+
+def test_deactivated_link_still_syncs_and_a_moved_booking_follows_its_new_link(stack: Stack) -> None:
+    """A deactivated link's bookings still reach Salesforce; a booking moved to another link relates to it."""
+    s, seed = stack.scheduler, stack.seed
+    owner = s.add_user(seed.users[0])
+    old_link = s.add_link("one_on_one", owner, title="Old link")
+    new_link = s.add_link("rsvp", owner, title="New link", description="Moved here")
+    daemon = stack.daemon()
+    daemon.start()
+    try:
+        s.execute("UPDATE scheduler.scheduling_links SET is_active = false WHERE id = %s", (old_link,))
+        booking = s.add_booking(old_link, related=seed.contacts[0])
+        wait_until(lambda: _settled(stack, 1), what="the booking on the deactivated link")
+        assert _events_by_booking(stack)[booking]["Subject"] == "Old link"
+        s.execute("UPDATE scheduler.bookings SET link_id = %s WHERE id = %s", (new_link, booking))
+        wait_until(lambda: _events_by_booking(stack)[booking]["Subject"] == "New link", what="the move")
+        moglis = {m["Scheduling_Link_Id__c"]: m["Id"] for m in stack.emulator.records("Mogli_Event__c")}
+        event = _events_by_booking(stack)[booking]
+        assert sfid.same(event["WhatId"], moglis[new_link])
+        assert event["Description"] == "Moved here"
+        assert len(stack.emulator.records("Event")) == 1
+    finally:
+        assert daemon.terminate() == 0
+
+
+def test_a_postgresql_ledger_works_end_to_end(stack: Stack, pg_cluster: LocalPostgres) -> None:
+    """The daemon keeps its ledger in PostgreSQL as well as in SQLite."""
+    stack.ledger_url = pg_cluster.create_database("ledger_" + stack.slot).replace(
+        "postgresql://", "postgresql+psycopg2://"
+    )
+    s, seed = stack.scheduler, stack.seed
+    owner = s.add_user(seed.users[0])
+    link = s.add_link("one_on_one", owner)
+    daemon = stack.daemon()
+    daemon.start()
+    try:
+        for contact in seed.contacts:
+            s.add_booking(link, related=contact)
+        wait_until(lambda: _settled(stack, 3), what="three bookings in a PostgreSQL ledger")
+        assert check_invariants(stack.emulator, s, stack.ledger_url) == []
     finally:
         assert daemon.terminate() == 0

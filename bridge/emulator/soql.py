@@ -184,6 +184,7 @@ class Query:
     order: tuple[OrderItem, ...]
     limit: int | None
     offset: int | None
+    aggregate: tuple[str, str] | None = None  # COUNT(field) [alias]: (field, output key)
 
 
 class _Parser:
@@ -232,7 +233,8 @@ class _Parser:
     def query(self) -> Query:
         """SELECT ... FROM ... [WHERE] [ORDER BY] [LIMIT] [OFFSET], and nothing after."""
         self.expect("select")
-        fields, count_only = self.select_list()
+        aggregate = self.aggregate()
+        fields, count_only = ((), False) if aggregate else self.select_list()
         self.expect("from")
         sobject = self.name()
         where = self.condition() if self._eat("where") else None
@@ -242,13 +244,27 @@ class _Parser:
         tok = self.peek()
         if tok is not None:
             raise malformed(f"unexpected token: '{tok.text}'")
-        return Query(sobject, fields, count_only, where, order, limit, offset)
+        return Query(sobject, fields, count_only, where, order, limit, offset, aggregate)
 
     def _eat(self, word: str) -> bool:
         if self.at(word):
             self.pos += 1
             return True
         return False
+
+    def aggregate(self) -> tuple[str, str] | None:
+        """`COUNT(field) [alias]` as the whole SELECT list (no GROUP BY), else None (nothing consumed)."""
+        ahead = self.tokens[self.pos : self.pos + 3]
+        if len(ahead) < 3 or ahead[0].keyword != "count" or ahead[2].text == ")":
+            return None
+        self.pos += 2
+        field = self.name()
+        self.expect(")")
+        tok = self.peek()
+        alias = self.name() if tok is not None and tok.kind == "name" and tok.keyword is None else "expr0"
+        if self.at(","):
+            raise malformed("Field must be grouped or aggregated")
+        return field, alias
 
     def select_list(self) -> tuple[tuple[str, ...], bool]:
         """COUNT() or a comma-separated field list."""

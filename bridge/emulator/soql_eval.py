@@ -39,6 +39,7 @@ class Plan:
     limit: int | None
     offset: int | None
     paths: Mapping[str, Path] = field(default_factory=dict)  # `Relationship.Field` keys in use
+    aggregate: tuple[str, str] | None = None  # COUNT(field): (canonical field, output key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,10 @@ def bind(query: Query, obj: ObjectDef, schema: Schema | None = None) -> Plan:
         for o in query.order
     )
     where = binder.condition(query.where) if query.where is not None else None
-    return Plan(obj.name, fields, query.count_only, where, order, query.limit, query.offset, binder.paths)
+    aggregate = (binder.field(query.aggregate[0]).name, query.aggregate[1]) if query.aggregate else None
+    return Plan(
+        obj.name, fields, query.count_only, where, order, query.limit, query.offset, binder.paths, aggregate
+    )
 
 
 class _Binder:

@@ -51,6 +51,10 @@ def run_query(table: RowTable, text: str, include_deleted: bool, now: datetime, 
     selected = soql_eval.execute(plan, rows, now, resolve)
     if plan.count_only:
         return QueryResult(total_size=len(selected), records=[])
+    if plan.aggregate is not None:
+        counted, key = plan.aggregate
+        value = sum(1 for row in selected if row.get(counted) is not None)
+        return QueryResult(total_size=1, records=[{"attributes": {"type": "AggregateResult"}, key: value}])
     out = [_render_selected(obj, plan, row, version) for row in selected]
     return QueryResult(total_size=len(out), records=out)
 

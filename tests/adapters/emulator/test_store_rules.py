@@ -605,6 +605,30 @@ def test_unknown_relationship_fields_are_invalid_field(store: OrgStore, soql: st
     assert info.value.error_code == "INVALID_FIELD" and f"on entity '{entity}'" in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("soql", "expected"),
+    [
+        ("SELECT COUNT(Id) FROM Contact", {"expr0": 2}),
+        ("SELECT COUNT(Email) n FROM Contact WHERE Name LIKE 'Sam%'", {"n": 1}),
+        ("SELECT COUNT(Phone) FROM Contact", {"expr0": 0}),
+    ],
+)
+def test_count_of_a_field_is_an_aggregate_result(
+    store: OrgStore, soql: str, expected: dict[str, int]
+) -> None:
+    """COUNT(field) [alias] answers one AggregateResult row counting non-null values."""
+    result = store.query(soql)
+    assert result.total_size == 1
+    assert result.records == [{"attributes": {"type": "AggregateResult"}, **expected}]
+
+
+def test_count_mixed_with_fields_is_malformed(store: OrgStore) -> None:
+    """An aggregate next to plain fields needs GROUP BY, which the subset lacks: MALFORMED_QUERY."""
+    with pytest.raises(ApiError) as info:
+        store.query("SELECT COUNT(Id), Name FROM Contact")
+    assert info.value.error_code == "MALFORMED_QUERY"
+
+
 def test_query_all_by_external_id_includes_deleted(store: OrgStore) -> None:
     """queryAll by External ID value also finds records in the recycle bin."""
     with store.transaction(ctx(store)) as txn:

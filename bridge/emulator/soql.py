@@ -1,6 +1,6 @@
 """A SOQL subset: parse (this module), bind and evaluate (soql_eval.py, soql_paths.py); pure.
 
-Supported: SELECT a field list or COUNT(), with parent fields one level up (`Who.Name`, `Account.Name`);
+Supported: SELECT a field list, COUNT() or COUNT(field) [alias], parent fields one level up (`Who.Name`);
 FROM one object; WHERE with = != <> < <= > >= IN, NOT IN, LIKE, AND / OR / NOT and parentheses (AND and
 OR may not mix without parentheses, as in SOQL); string, number, boolean, null, date, datetime and
 date-literal (TODAY, LAST_N_DAYS:n, ...) values; ORDER BY with ASC/DESC and NULLS FIRST/LAST; LIMIT, OFFSET.

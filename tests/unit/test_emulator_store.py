@@ -351,6 +351,27 @@ def _replace(org: OrgConfig, **changes: Any) -> OrgConfig:
     return replace(org, **changes)
 
 
+def test_all_day_event_longer_than_a_day_needs_multiday(store: OrgStore) -> None:
+    """An all-day event spanning two days breaks the 1,440-minute cap unless multiday events are on."""
+    body = {
+        "Subject": "Offsite",
+        "IsAllDayEvent": True,
+        "ActivityDate": "2024-06-12",
+        "DurationInMinutes": 2880,
+    }
+    error = api_error(store, "Event", body)
+    assert (error.error_code, error.fields) == ("FIELD_INTEGRITY_EXCEPTION", ["DurationInMinutes"])
+
+
+def test_unknown_object_is_not_found(store: OrgStore) -> None:
+    """DML, reads and the record listing of an object the org lacks answer 404 NOT_FOUND."""
+    for action in (lambda: store.records("Nope__c"), lambda: store.get("Nope__c", "001Sd0000000001")):
+        with pytest.raises(ApiError) as info:
+            action()
+        assert (info.value.status, info.value.error_code) == (404, "NOT_FOUND")
+    assert api_error(store, "Nope__c", {"Name": "x"}).error_code == "NOT_FOUND"
+
+
 def test_multiday_cap_is_14_days(pub: RecordingPublisher) -> None:
     """With multiday events on, more than 20,160 minutes is still rejected."""
     store = OrgStore(_replace(load_org(None), multiday_events=True), pub, Clock())

@@ -354,6 +354,26 @@ def test_state_file_survives_a_restart(pub: RecordingPublisher, tmp_path: Path) 
     second.close()
 
 
+def test_users_created_through_rest_survive_a_restart(pub: RecordingPublisher, tmp_path: Path) -> None:
+    """A User created via REST is found by id and username after a restart; seed passwords still work."""
+    state = tmp_path / "org.sqlite"
+    first = make_store(pub, state=state)
+    with first.transaction(ctx(first)) as txn:
+        user_id = txn.create("User", {"LastName": "N", "Username": "n@example.com", "Email": "n@example.com"})
+    first.close()
+    second = make_store(pub, state=state)
+    assert second.user_by_username("n@example.com") == second.user_by_id(user_id)
+    assert second.authenticate("bridge@example.com", "emulator") is not None
+
+
+def test_any_exception_inside_a_transaction_rolls_it_back(store: OrgStore, pub: RecordingPublisher) -> None:
+    """Not only ApiError: a programming error inside transaction() also leaves nothing behind."""
+    with pytest.raises(ZeroDivisionError), store.transaction(ctx(store)) as txn:
+        txn.create("Event", event())
+        _ = 1 / 0
+    assert store.records("Event", include_deleted=True) == [] and pub.batches == []
+
+
 def test_rolled_back_work_is_not_persisted(pub: RecordingPublisher, tmp_path: Path) -> None:
     """Only committed transactions reach the state file."""
     state = tmp_path / "org.sqlite"

@@ -28,6 +28,7 @@ from bridge.ledger.rows import (
 from bridge.records import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
 
 if TYPE_CHECKING:
+    from bridge.ledger.reports import DriftTotals
     from bridge.ledger.repository import LedgerRepository
 
 _P = ParamSpec("_P")
@@ -193,3 +194,15 @@ class AsyncLedger:
     ) -> list[DriftItem]:
         """See LedgerRepository.list_drift."""
         return await self._run(self.repository.list_drift, run_id, link_id, booking_id, limit)
+
+    async def list_reconciliations(self, limit: int = 10) -> list[ReconciliationRun]:
+        """See LedgerRepository.list_reconciliations."""
+        return await self._run(self.repository.list_reconciliations, limit)
+
+    async def drift_totals(self) -> DriftTotals:
+        """See LedgerRepository.drift_totals."""
+        return await self._run(self.repository.drift_totals)
+
+    async def list_checkpoints(self) -> dict[str, str]:
+        """See LedgerRepository.list_checkpoints."""
+        return await self._run(self.repository.list_checkpoints)

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from bridge.ledger import checkpoints, ingest, journal, outbox, queries, requeue, runs
+from bridge.ledger import checkpoints, ingest, journal, outbox, queries, reports, requeue, runs
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.engine import READ_ONLY, make_engine
+from bridge.ledger.reports import DriftTotals
 from bridge.ledger.rows import (
     ActivityRecord,
     DriftItem,
@@ -241,3 +242,20 @@ class LedgerRepository:
             return runs.list_drift(
                 connection, run_id=run_id, link_id=link_id, booking_id=booking_id, limit=limit
             )
+
+    # ------------------------------------------------------------------ operator reports
+
+    def list_reconciliations(self, limit: int = 10) -> list[ReconciliationRun]:
+        """The newest reconciliation runs first."""
+        with self._read() as connection:
+            return reports.list_runs(connection, limit)
+
+    def drift_totals(self) -> DriftTotals:
+        """Drift items found and repaired over every run."""
+        with self._read() as connection:
+            return reports.drift_totals(connection)
+
+    def list_checkpoints(self) -> dict[str, str]:
+        """Every stream position by stream name."""
+        with self._read() as connection:
+            return reports.list_checkpoints(connection)

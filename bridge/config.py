@@ -104,6 +104,7 @@ class AdminSettings:
 
     listen: str = "127.0.0.1:8787"
     token: str = ""
+    allow_remote: bool = False  # listen on a non-loopback address (the token then crosses the network)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,19 @@ class Stack:
         return daemon
 
 
+SECRETS = ("e2e-secret-value", "e2e-admin-token-value")
+PERSONAL = ("Invitee Person", "Private Person", "@example.org", "@example.com")
+
+
+def assert_logs_clean(daemon: DaemonProcess) -> None:
+    """No configured secret, access token, invitee or user name or email appears in any log line."""
+    text = daemon.log_path.read_text(errors="replace")
+    assert text, "the daemon wrote no log"
+    for needle in (*SECRETS, *PERSONAL):
+        assert needle not in text, f"{needle!r} leaked into {daemon.log_path}"
+    assert "Bearer " not in text and "access_token" not in text
+
+
 @pytest.fixture
 def stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
     """A scheduler database, a running emulator seeded with users and people, and a ledger path."""

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from bridge import sfid
 from bridge.stack import ledger_activities, wait_until
 
-from .conftest import Stack
+from .conftest import Stack, assert_logs_clean
 
 
 def test_each_bad_row_fails_with_a_reason_and_later_rows_sync(stack: Stack) -> None:
@@ -85,3 +85,4 @@ def test_each_bad_row_fails_with_a_reason_and_later_rows_sync(stack: Stack) -> N
         assert sfid.same(ev["OwnerId"], seed.users[1])
     finally:
         assert daemon.terminate() == 0
+    assert_logs_clean(daemon)

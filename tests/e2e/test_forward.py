@@ -13,7 +13,7 @@ from bridge import sfid
 from bridge.localpg import LocalPostgres
 from bridge.stack import check_invariants, ledger_activities, wait_until
 
-from .conftest import Stack
+from .conftest import Stack, assert_logs_clean
 
 
 def _settled(stack: Stack, n: int) -> bool:
@@ -74,6 +74,7 @@ def test_bookings_on_every_link_type_reach_salesforce_with_every_field(stack: St
         assert check_invariants(stack.emulator, s, stack.ledger_url) == []
     finally:
         assert daemon.terminate() == 0
+    assert_logs_clean(daemon)
 
 
 def test_twenty_first_bookings_in_the_same_second_create_one_mogli_event(stack: Stack) -> None:

@@ -161,7 +161,7 @@ def test_event_undeleted_restores_the_activity() -> None:
 
 
 def test_time_changed_restores_by_default() -> None:
-    """A moved Event is requeued so the scheduler's time is written to it again; the scheduler is untouched."""
+    """A moved Event is requeued so the scheduler's time is rewritten; the scheduler is untouched."""
     decision = decide(event(ChangeType.UPDATE, start_at=T0 + timedelta(hours=1)), KNOWN, DEFAULTS)
     (change,) = decision.activities
     assert change.requeue and change.start_at is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -356,10 +357,14 @@ format = "json"
 class DaemonProcess:
     """`mogli-bridge run` in a subprocess, logging JSON lines to a file."""
 
-    def __init__(self, config: Path, workdir: Path, name: str = "daemon") -> None:
+    def __init__(
+        self, config: Path, workdir: Path, name: str = "daemon", env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # Extra environment (e.g. MOGLI_BRIDGE_* overrides) for the processes this object starts.
+        self.env = {**os.environ, **env} if env else None
 
     def setup(self) -> subprocess.CompletedProcess[str]:
         """Run `mogli-bridge setup` once."""
@@ -369,6 +374,7 @@ class DaemonProcess:
             text=True,
             cwd=ROOT,
             timeout=120,
+            env=self.env,
         )
 
     def start(self) -> None:
@@ -379,6 +385,7 @@ class DaemonProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            env=self.env,
         )
         log.close()
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bridge import sfid
 from bridge.emulator.context import json_response
-from bridge.emulator.contracts import ApiError, DmlContext
+from bridge.emulator.contracts import ApiError, DmlContext, change_event_channel
 from bridge.emulator.faults import FaultSpecError, parse_rule
 from bridge.emulator.state import STATE, EmulatorState
 
@@ -67,6 +67,35 @@ async def get_records(request: web.Request) -> web.Response:
     include_deleted = request.query.get("include_deleted", "") in ("1", "true", "yes")
     records = list(state.store.records(sobject, include_deleted))
     return json_response({"sobject": sobject, "totalSize": len(records), "records": records})
+
+
+async def get_created(request: web.Request) -> web.Response:
+    """GET /__emulator/created/{sobject}?after=<replay id>[&field=F][&limit=N]: records created after a
+    cursor, from the Change Data Capture log, each with its commit time (epoch seconds) and field F."""
+    state = _state(request)
+    entity = state.store.canonical_name(request.match_info["sobject"])
+    channel_log = state.bus.channel_log(change_event_channel(entity)) if entity else None
+    if channel_log is None:
+        raise ControlError("sobject: unknown, or Change Data Capture is not enabled for it")
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = max(1, int(request.query.get("limit", "10000")))
+    except ValueError as exc:
+        raise ControlError("after/limit: expected integers") from exc
+    field_name = request.query.get("field")
+    stored = channel_log.after(after, limit)
+    records = [
+        {
+            "id": record_id,
+            "at": s.published_at,
+            "value": s.event.fields.get(field_name) if field_name else None,
+        }
+        for s in stored
+        if s.event.change_type == "CREATE"
+        for record_id in s.event.record_ids
+    ]
+    cursor = stored[-1].replay_id if stored else after
+    return json_response({"after": cursor, "records": records})
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -220,6 +249,7 @@ def register(app: web.Application) -> None:
     """Add the control routes to the app."""
     app.router.add_get(PREFIX + "/records/{sobject}", get_records)
     app.router.add_get(PREFIX + "/stats", get_stats)
+    app.router.add_get(PREFIX + "/created/{sobject}", get_created)
     app.router.add_get(PREFIX + "/faults", get_faults)
     app.router.add_post(PREFIX + "/faults", post_faults)
     app.router.add_delete(PREFIX + "/faults", delete_faults)

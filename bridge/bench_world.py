@@ -1,0 +1,237 @@
+"""One benchmark scenario: a scheduler database, an emulator process, a ledger and a daemon process.
+
+The bench (bridge/bench.py) builds a `BenchWorld` per workload; this module knows how to fill the scheduler
+fast (one INSERT ... SELECT generate_series per table), how to watch Events appear in the emulator (the
+`/__emulator/created/Event` cursor route, which carries each record's commit time) and how to read the
+daemon's peak memory (VmHWM).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from bridge.localpg import LocalPostgres
+from bridge.stack import (
+    DaemonProcess,
+    EmulatorProcess,
+    SalesforceSeed,
+    Scheduler,
+    http_json,
+    seed_salesforce,
+    write_config,
+)
+
+SCHEMA_SQL = Path(__file__).parent / "schema" / "scheduler_schema.sql"
+LINK_TYPES = ("one_on_one", "round_robin", "rsvp")
+SF_USERS = 10
+SEED_CONTACTS = 100
+SEED_LEADS = 30
+SEED_ACCOUNTS = 20
+BOOKING_EXTERNAL_ID = "Scheduling_Booking_Id__c"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonMode:
+    """How the daemon under test is configured: pipelined (the defaults) or naive."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+PIPELINED = DaemonMode("pipelined")
+# One record per REST call and one call at a time: what a straightforward integration does.
+NAIVE = DaemonMode(
+    "naive", {"MOGLI_BRIDGE_SYNC__BATCH_SIZE": "1", "MOGLI_BRIDGE_SALESFORCE__MAX_IN_FLIGHT": "1"}
+)
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM) in MiB, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return None
+
+
+class CreatedWatcher:
+    """Follows the Events the emulator commits, by booking id, with their commit times (epoch seconds)."""
+
+    def __init__(self, emulator_url: str) -> None:
+        self._url = f"{emulator_url}/__emulator/created/Event"
+        self._cursor = 0
+        self.seen: dict[str, float] = {}
+
+    def poll(self) -> int:
+        """Fetch what was created since the last poll; returns how many new Events arrived."""
+        new = 0
+        while True:
+            _, body = http_json(
+                "GET", f"{self._url}?after={self._cursor}&field={BOOKING_EXTERNAL_ID}&limit=20000", timeout=30
+            )
+            for record in body["records"]:
+                booking = record["value"]
+                if booking is not None and booking not in self.seen:
+                    self.seen[booking] = float(record["at"])
+                    new += 1
+            more = body["after"] != self._cursor and len(body["records"]) >= 20000
+            self._cursor = body["after"]
+            if not more:
+                return new
+
+
+class BenchWorld:
+    """A fresh scheduler database, emulator and ledger; the daemon is started by the caller."""
+
+    def __init__(
+        self, pg: LocalPostgres, workdir: Path, name: str, latency_ms: int, mode: DaemonMode
+    ) -> None:
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True)
+        self.name = name
+        self.dsn = pg.create_database(f"bench_{name}")
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute(SCHEMA_SQL.read_text())
+        self.scheduler = Scheduler(self.dsn)
+        self.emulator = EmulatorProcess(self.workdir, latency_ms=0)
+        self.seed: SalesforceSeed = seed_salesforce(
+            self.emulator, users=SF_USERS, contacts=SEED_CONTACTS, leads=SEED_LEADS, accounts=SEED_ACCOUNTS
+        )
+        self.emulator.control("latency", {"latency_ms": latency_ms})
+        self.ledger_path = self.workdir / "ledger.sqlite3"
+        config = write_config(
+            self.workdir / "bridge.toml",
+            dsn=self.dsn,
+            ledger_url=f"sqlite:///{self.ledger_path}",
+            emulator_url=self.emulator.url,
+            slot=f"bench_{name}",
+            backfill="since:2000-01-01",
+        )
+        self.daemon = DaemonProcess(config, self.workdir, "daemon", env=mode.env)
+        self.user_ids: list[str] = []
+        self.link_ids: list[str] = []
+        self.link_types: list[str] = []
+        self.watcher = CreatedWatcher(self.emulator.url)
+
+    def close(self) -> None:
+        """Stop the daemon and the emulator, close connections."""
+        if self.daemon.alive():
+            self.daemon.terminate(timeout=60)
+        self.scheduler.close()
+        self.emulator.stop()
+
+    # ------------------------------------------------------------------------------ workload
+
+    def add_links(self, count: int) -> None:
+        """Scheduler users (one per Salesforce user) and `count` links of all three types."""
+        with self.scheduler.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO scheduler.users (id, email, full_name, salesforce_user_id) "
+                "SELECT gen_random_uuid(), 'host' || i || '@example.com', 'Host Person', u "
+                "FROM unnest(%s::text[]) WITH ORDINALITY AS t(u, i) RETURNING id",
+                (self.seed.users,),
+            )
+            self.user_ids = [str(r[0]) for r in cur.fetchall()]
+            cur.execute(
+                "INSERT INTO scheduler.scheduling_links (id, link_type, owner_id, title, description, "
+                "duration_minutes) SELECT gen_random_uuid(), (%s::text[])[1 + i %% 3], "
+                "(%s::uuid[])[1 + i %% %s], 'Link ' || i, 'Booked through the benchmark', 30 "
+                "FROM generate_series(0, %s - 1) AS i RETURNING id, link_type",
+                (list(LINK_TYPES), self.user_ids, len(self.user_ids), count),
+            )
+            rows = cur.fetchall()
+        self.link_ids = [str(r[0]) for r in rows]
+        self.link_types = [str(r[1]) for r in rows]
+
+    def add_bookings(self, count: int, offset: int = 0) -> None:
+        """`count` bookings in one transaction, spread over the links; ~60% Contacts, 20% Leads, 10%
+        Accounts, 10% nothing related."""
+        related = self._related_pool()
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+        with self.scheduler.conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO scheduler.bookings (id, link_id, assigned_user_id, start_at, end_at, status, "
+                "invitee_name, invitee_email, related_record_id) "
+                "SELECT gen_random_uuid(), (%(links)s::uuid[])[1 + i %% %(nl)s], "
+                "CASE WHEN (%(types)s::text[])[1 + i %% %(nl)s] = 'round_robin' "
+                "     THEN (%(users)s::uuid[])[1 + i %% %(nu)s] END, "
+                "%(start)s + (i %% 10000) * interval '1 minute', "
+                "%(start)s + (i %% 10000) * interval '1 minute' + interval '30 minutes', 'scheduled', "
+                "'Invitee Person', 'invitee' || i || '@example.org', (%(related)s::text[])[1 + i %% %(nr)s] "
+                "FROM generate_series(%(first)s, %(last)s) AS i",
+                {
+                    "links": self.link_ids,
+                    "nl": len(self.link_ids),
+                    "types": self.link_types,
+                    "users": self.user_ids,
+                    "nu": len(self.user_ids),
+                    "start": start,
+                    "related": related,
+                    "nr": len(related),
+                    "first": offset,
+                    "last": offset + count - 1,
+                },
+            )
+
+    def _related_pool(self) -> list[str | None]:
+        """Ten slots: six Contacts, two Leads, one Account, one empty (cycled by booking number)."""
+        s = self.seed
+        return [*s.contacts[:6], *s.leads[:2], s.accounts[0], None]
+
+    def book_one(self, index: int) -> tuple[str, float]:
+        """Commit one booking in its own transaction; returns its id and the wall time right after COMMIT."""
+        booking_id = str(uuid.uuid4())
+        related = self._related_pool()
+        link = index % len(self.link_ids)
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2, minutes=index)
+        self.scheduler.execute(
+            "INSERT INTO scheduler.bookings (id, link_id, assigned_user_id, start_at, end_at, status, "
+            "invitee_name, invitee_email, related_record_id) VALUES (%s,%s,%s,%s,%s,'scheduled',"
+            "'Invitee Person',%s,%s)",
+            (
+                booking_id,
+                self.link_ids[link],
+                self.user_ids[index % len(self.user_ids)] if self.link_types[link] == "round_robin" else None,
+                start,
+                start + timedelta(minutes=30),
+                f"steady{index}@example.org",
+                related[index % len(related)],
+            ),
+        )
+        return booking_id, time.time()
+
+    # ------------------------------------------------------------------------------ observing
+
+    def api_requests(self) -> int:
+        """REST requests the emulator has answered so far (control routes and token requests excluded)."""
+        return int(self.emulator.stats()["api_requests"]["total"])
+
+    def ledger_counts(self) -> dict[str, int]:
+        """Activities by state, read straight from the SQLite ledger (WAL lets us read beside the daemon)."""
+        if not self.ledger_path.exists():
+            return {}
+        conn = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=30)
+        try:
+            rows: Iterator[Any] = conn.execute("SELECT state, COUNT(*) FROM activities GROUP BY state")
+            return {str(state): int(n) for state, n in rows}
+        except sqlite3.OperationalError:
+            return {}  # not migrated yet
+        finally:
+            conn.close()
+
+    def daemon_peak_rss_mb(self) -> float | None:
+        """VmHWM of the running daemon."""
+        proc = self.daemon.proc
+        return peak_rss_mb(proc.pid) if proc is not None else None

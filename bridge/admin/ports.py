@@ -1,0 +1,192 @@
+"""What the admin app sees of the daemon: Protocols only (app.py wires the real components in)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from bridge.ledger.reports import DriftTotals
+from bridge.ledger.rows import DriftItem, FailureRecord, ReconciliationRun
+from bridge.records import ApiUsage
+
+OptionsT = TypeVar("OptionsT", contravariant=True)
+
+
+class ReconcileRunner(Protocol[OptionsT]):
+    """Starts and executes reconciliation runs (bridge.sync.reconcile.Reconciler)."""
+
+    async def start(self, options: OptionsT) -> int:
+        """Create the run row; returns its id."""
+        ...
+
+    async def execute(self, run_id: int, options: OptionsT) -> Any:
+        """Compare, record drift, repair unless dry run, and close the run row."""
+        ...
+
+
+class AdminLedger(Protocol):
+    """The ledger reads and writes the admin app makes (AsyncLedger)."""
+
+    async def ping(self) -> None:
+        """Raise when the ledger is unreachable."""
+
+    async def counts(self) -> dict[str, int]:
+        """Rows by state: 'activities.<state>' and 'links.<state>'."""
+        ...
+
+    async def requeue(
+        self,
+        booking_ids: Collection[str] | None = None,
+        all_failed: bool = False,
+        now: datetime | None = None,
+        requested_by: str = "admin",
+    ) -> int:
+        """Failed rows back to pending; how many moved."""
+        ...
+
+    async def get_reconciliation(self, run_id: int) -> ReconciliationRun | None:
+        """One run, or None."""
+        ...
+
+    async def list_reconciliations(self, limit: int = 10) -> list[ReconciliationRun]:
+        """The newest runs first."""
+        ...
+
+    async def list_drift(
+        self,
+        run_id: int | None = None,
+        link_id: str | None = None,
+        booking_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DriftItem]:
+        """Drift items, newest first."""
+        ...
+
+    async def drift_totals(self) -> DriftTotals:
+        """Drift found and repaired over every run."""
+        ...
+
+    async def list_failures(
+        self,
+        link_id: str | None = None,
+        booking_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[FailureRecord]:
+        """Failed links and activities, newest first."""
+        ...
+
+    async def list_checkpoints(self) -> dict[str, str]:
+        """Every stream position by stream name."""
+        ...
+
+
+class SourceStatsView(Protocol):
+    """The replication reader's counters (bridge.source.reader.SourceStats)."""
+
+    @property
+    def connected(self) -> bool:
+        """The replication stream is open."""
+        ...
+
+    @property
+    def acked_lsn(self) -> int:
+        """Newest LSN acknowledged to the server."""
+        ...
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnections so far."""
+        ...
+
+    @property
+    def last_commit_time(self) -> datetime | None:
+        """Commit time of the newest transaction received."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Transactions read, not yet handed on."""
+        ...
+
+
+class SourceView(Protocol):
+    """The replication reader."""
+
+    @property
+    def stats(self) -> SourceStatsView:
+        """Current counters."""
+        ...
+
+
+class SlotView(Protocol):
+    """One reading of the replication slot (bridge.source.status.SlotStatus)."""
+
+    @property
+    def active(self) -> bool:
+        """A consumer is attached."""
+        ...
+
+    @property
+    def wal_status(self) -> str | None:
+        """reserved | extended | unreserved | lost."""
+        ...
+
+    @property
+    def unconfirmed_bytes(self) -> int | None:
+        """WAL not yet confirmed."""
+        ...
+
+    @property
+    def retained_bytes(self) -> int | None:
+        """WAL retained on the server."""
+        ...
+
+
+class SalesforceView(Protocol):
+    """The Salesforce client's counters and its cheapest call."""
+
+    @property
+    def usage(self) -> ApiUsage | None:
+        """Last API usage reading."""
+        ...
+
+    @property
+    def calls(self) -> int:
+        """REST requests sent."""
+        ...
+
+    async def limits(self) -> ApiUsage:
+        """The daily allocation, fetched now."""
+        ...
+
+
+class PusherView(Protocol):
+    """The push worker's counters and its wake-up call."""
+
+    pushed: int
+    failed: int
+    waiting_reason: str | None
+
+    def notify(self) -> None:
+        """New work may be pending."""
+
+
+class IngestorView(Protocol):
+    """The ingest worker's progress."""
+
+    applied_lsn: int | None
+    last_commit_time: datetime | None
+
+
+__all__: Sequence[str] = (
+    "AdminLedger",
+    "IngestorView",
+    "PusherView",
+    "ReconcileRunner",
+    "SalesforceView",
+    "SlotView",
+    "SourceStatsView",
+    "SourceView",
+)

@@ -1,0 +1,293 @@
+"""The admin HTTP app (CONTRACT §8) inside the daemon's event loop.
+
+`GET /healthz`, `GET /metrics` and the read-only status page `GET /` need no token; everything else needs
+`Authorization: Bearer <admin.token>` (compared in constant time). Without a configured token every
+protected route answers 401. The listener is loopback-only unless `admin.allow_remote` is true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+import structlog
+from aiohttp import web
+
+from bridge.admin import views
+from bridge.admin.page import render_status_page
+from bridge.admin.ports import AdminLedger, ReconcileRunner
+from bridge.config import AdminSettings
+from bridge.errors import ConfigurationError
+from bridge.metrics import CONTENT_TYPE, BridgeMetrics, Readings
+
+log = structlog.get_logger(__name__)
+
+PUBLIC = frozenset({("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/"), ("POST", "/ui/reconciliations")})
+BIND_RETRY_SECONDS = 5.0
+OptionsT = TypeVar("OptionsT")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ReadingsSource(Protocol):
+    """Gives a fresh snapshot of the daemon (DaemonProbe)."""
+
+    async def readings(self) -> Readings:
+        """One snapshot."""
+        ...
+
+
+def parse_listen(listen: str, allow_remote: bool) -> tuple[str, int]:
+    """Split `host:port` (IPv6 in brackets); refuse a non-loopback host unless allowed."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        raise ConfigurationError(f"admin.listen must be host:port, not {listen!r}", "admin.listen")
+    host = host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise ConfigurationError(
+            f"admin.listen {listen!r} is not a loopback address; set admin.allow_remote = true to allow it",
+            "admin.listen",
+        )
+    return host, int(port_text)
+
+
+def token_matches(expected: str, offered: str | None) -> bool:
+    """Constant-time comparison; an unset token matches nothing."""
+    if not expected or offered is None:
+        return False
+    return hmac.compare_digest(expected.encode(), offered.encode())
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+class AdminServer(Generic[OptionsT]):
+    """The admin app and its listener; `run(stop)` is the supervised component."""
+
+    def __init__(
+        self,
+        settings: AdminSettings,
+        *,
+        probe: ReadingsSource,
+        ledger: AdminLedger,
+        metrics: BridgeMetrics,
+        notify_pusher: Callable[[], None],
+        runner: ReconcileRunner[OptionsT] | None = None,
+        make_options: Callable[..., OptionsT] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.probe = probe
+        self.ledger = ledger
+        self.metrics = metrics
+        self.notify_pusher = notify_pusher
+        self.runner = runner
+        self.make_options = make_options
+        self.port: int | None = None
+        self._runs: set[asyncio.Task[None]] = set()
+
+    def app(self) -> web.Application:
+        """The aiohttp application (also used directly by tests)."""
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get("/", self.page)
+        app.router.add_post("/ui/reconciliations", self.page_reconcile)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_text)
+        app.router.add_get("/api/status", self.status)
+        app.router.add_post("/api/retry", self.retry)
+        app.router.add_post("/api/reconciliations", self.start_reconciliation)
+        app.router.add_get("/api/reconciliations/{id}", self.get_reconciliation)
+        app.on_shutdown.append(self._cancel_runs)
+        return app
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop`; a busy port is retried (syncing goes on without the admin API meanwhile)."""
+        host, port = parse_listen(self.settings.listen, self.settings.allow_remote)
+        if not self.settings.token:
+            log.warning("admin.no_token", reason="admin.token is empty: every protected route answers 401")
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        try:
+            while not stop.is_set():
+                site = web.TCPSite(runner, host, port)
+                try:
+                    await site.start()
+                except OSError as exc:
+                    log.error("admin.bind_failed", host=host, port=port, error=str(exc))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), BIND_RETRY_SECONDS)
+                    continue
+                self.port = _bound_port(runner, port)
+                log.info("admin.listening", host=host, port=self.port)
+                await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    # ------------------------------------------------------------------ middleware and public routes
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (request.method, request.path) in PUBLIC:
+            return await handler(request)
+        scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token_matches(self.settings.token, offered.strip()):
+            return _json({"error": "a valid Authorization: Bearer <admin.token> header is required"}, 401)
+        return await handler(request)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness: the event loop answers."""
+        return _json({"status": "alive"})
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        """Prometheus text, refreshed from a fresh snapshot."""
+        self.metrics.update(await self.probe.readings())
+        response = web.Response(body=self.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    async def page(self, request: web.Request) -> web.Response:
+        """The read-only status page."""
+        readings = await self.probe.readings()
+        failures = await self.ledger.list_failures(limit=20)
+        runs = await self.ledger.list_reconciliations(limit=10)
+        notice = request.query.get("notice")
+        html = render_status_page(readings, failures, runs, notice=notice[:200] if notice else None)
+        return web.Response(text=html, content_type="text/html")
+
+    async def page_reconcile(self, request: web.Request) -> web.StreamResponse:
+        """The page's form: checks the token field, starts a run, redirects back to the page."""
+        form = await request.post()
+        token = form.get("token")
+        if not token_matches(self.settings.token, token if isinstance(token, str) else None):
+            return web.Response(status=401, text="wrong or missing admin token", content_type="text/plain")
+        links = [p.strip() for p in str(form.get("links") or "").replace(",", " ").split() if p.strip()]
+        body = {
+            "links": links,
+            "since": form.get("since") or None,
+            "until": form.get("until") or None,
+            "dry_run": bool(form.get("dry_run")),
+        }
+        try:
+            run_id = await self._start(views.parse_reconcile(body), requested_by="admin-page")
+        except views.BadRequest as exc:
+            return web.Response(status=400, text=str(exc), content_type="text/plain")
+        raise web.HTTPSeeOther(f"/?notice=reconciliation+run+{run_id}+started")
+
+    # ------------------------------------------------------------------ protected routes
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """200 when every component runs and every dependency answered its ping, else 503."""
+        readings = await self.probe.readings()
+        body = views.status_json(readings)
+        return _json({k: body[k] for k in ("ready", "components", "checks")}, 200 if readings.ready else 503)
+
+    async def status(self, request: web.Request) -> web.Response:
+        """Components, lags, API budget, pending and failed counts."""
+        return _json(views.status_json(await self.probe.readings()))
+
+    async def retry(self, request: web.Request) -> web.Response:
+        """Failed records back to the queue; wakes the pusher."""
+        try:
+            req = views.parse_retry(await _body(request))
+        except views.BadRequest as exc:
+            return _json({"error": str(exc)}, 400)
+        moved = await self.ledger.requeue(
+            booking_ids=req.booking_ids or None, all_failed=req.all_failed, requested_by="admin-api"
+        )
+        if moved:
+            self.notify_pusher()
+        log.info("admin.retry", requeued=moved, all_failed=req.all_failed, bookings=len(req.booking_ids))
+        return _json({"requeued": moved})
+
+    async def start_reconciliation(self, request: web.Request) -> web.Response:
+        """Validate the options, open a run and execute it in the background; 202 with its id."""
+        try:
+            req = views.parse_reconcile(await _body(request))
+            run_id = await self._start(req, requested_by="admin-api")
+        except views.BadRequest as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json({"id": run_id}, 202)
+
+    async def get_reconciliation(self, request: web.Request) -> web.Response:
+        """One run and its drift counts."""
+        try:
+            run_id = int(request.match_info["id"])
+        except ValueError:
+            return _json({"error": "the run id must be an integer"}, 400)
+        run = await self.ledger.get_reconciliation(run_id)
+        if run is None:
+            return _json({"error": f"no reconciliation run {run_id}"}, 404)
+        drift = await self.ledger.list_drift(run_id=run_id, limit=100_000)
+        return _json(views.run_json(run, drift))
+
+    # ------------------------------------------------------------------ reconciliation tasks
+
+    async def _start(self, req: views.ReconcileRequest, *, requested_by: str) -> int:
+        if self.runner is None or self.make_options is None:
+            raise web.HTTPServiceUnavailable(
+                text=json.dumps({"error": "reconciliation is not available in this daemon"}),
+                content_type="application/json",
+            )
+        if any(not t.done() for t in self._runs):
+            raise web.HTTPConflict(
+                text=json.dumps({"error": "a reconciliation run is already in progress"}),
+                content_type="application/json",
+            )
+        options = self.make_options(
+            links=req.links,
+            bookings=req.bookings,
+            since=req.since,
+            until=req.until,
+            dry_run=req.dry_run,
+            requested_by=requested_by,
+        )
+        run_id = await self.runner.start(options)
+        task = asyncio.create_task(self._execute(self.runner, run_id, options), name=f"reconcile-{run_id}")
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        log.info("admin.reconciliation_started", run_id=run_id, dry_run=req.dry_run, by=requested_by)
+        return run_id
+
+    async def _execute(self, runner: ReconcileRunner[OptionsT], run_id: int, options: OptionsT) -> None:
+        try:
+            await runner.execute(run_id, options)
+        except asyncio.CancelledError:
+            log.warning("admin.reconciliation_cancelled", run_id=run_id)
+            raise
+        except Exception as exc:
+            log.error(
+                "admin.reconciliation_failed", run_id=run_id, error_type=type(exc).__name__, error=str(exc)
+            )
+        else:
+            log.info("admin.reconciliation_finished", run_id=run_id)
+
+    async def _cancel_runs(self, app: web.Application) -> None:
+        """Cancel runs still executing (the app is stopping)."""
+        tasks = [t for t in self._runs if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise views.BadRequest("the body must be JSON") from exc
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    """The port actually bound (differs from the configured one for port 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return configured

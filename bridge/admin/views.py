@@ -1,0 +1,158 @@
+"""JSON shapes of the admin API, and parsing of its request bodies (pure functions)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.ledger.rows import DriftItem, ReconciliationRun
+from bridge.metrics import Readings
+
+RECONCILE_KEYS = frozenset({"links", "bookings", "since", "until", "dry_run"})
+
+
+class BadRequest(ValueError):
+    """A request body the API refuses (answered with 400 and this message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRequest:
+    """The validated body of POST /api/reconciliations."""
+
+    links: tuple[str, ...] = ()
+    bookings: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequest:
+    """The validated body of POST /api/retry."""
+
+    booking_ids: tuple[str, ...] = ()
+    all_failed: bool = False
+
+
+def iso(value: datetime | None) -> str | None:
+    """An ISO 8601 timestamp, or None."""
+    return value.isoformat() if value is not None else None
+
+
+def parse_when(key: str, value: Any) -> datetime | None:
+    """An ISO date or datetime (naive means UTC), or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be an ISO date or datetime string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadRequest(f"{key}: {value!r} is not an ISO date or datetime") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _ids(key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise BadRequest(f"{key} must be a list of non-empty strings")
+    return tuple(v.strip() for v in value)
+
+
+def parse_reconcile(body: Any) -> ReconcileRequest:
+    """Validate a reconcile body: links, bookings, since, until, dry_run (all optional)."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("the body must be a JSON object")
+    unknown = sorted(set(body) - RECONCILE_KEYS)
+    if unknown:
+        raise BadRequest(f"unknown keys: {', '.join(unknown)} (allowed: {', '.join(sorted(RECONCILE_KEYS))})")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadRequest("dry_run must be true or false")
+    request = ReconcileRequest(
+        links=_ids("links", body.get("links")),
+        bookings=_ids("bookings", body.get("bookings")),
+        since=parse_when("since", body.get("since")),
+        until=parse_when("until", body.get("until")),
+        dry_run=dry_run,
+    )
+    if request.since and request.until and request.since >= request.until:
+        raise BadRequest("since must be before until")
+    return request
+
+
+def parse_retry(body: Any) -> RetryRequest:
+    """Validate a retry body: {"booking_ids": [...]} or {"all_failed": true}, not both."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("the body must be a JSON object")
+    ids = _ids("booking_ids", body.get("booking_ids"))
+    all_failed = body.get("all_failed", False)
+    if not isinstance(all_failed, bool):
+        raise BadRequest("all_failed must be true or false")
+    if bool(ids) == all_failed:
+        raise BadRequest('give either {"booking_ids": [...]} or {"all_failed": true}')
+    return RetryRequest(booking_ids=ids, all_failed=all_failed)
+
+
+def status_json(readings: Readings) -> dict[str, Any]:
+    """The body of GET /api/status."""
+    rep = readings.replication
+    return {
+        "at": iso(readings.at),
+        "ready": readings.ready,
+        "components": dict(readings.components),
+        "checks": {c.name: {"ok": c.ok, "error": c.error} for c in readings.checks},
+        "replication": {
+            "slot": rep.slot,
+            "connected": rep.connected,
+            "slot_exists": rep.slot_exists,
+            "slot_active": rep.slot_active,
+            "wal_status": rep.wal_status,
+            "lag_bytes": rep.lag_bytes,
+            "retained_bytes": rep.retained_bytes,
+            "lag_seconds": rep.lag_seconds,
+            "applied_lsn": rep.applied_lsn,
+            "acked_lsn": rep.acked_lsn,
+            "last_commit_time": iso(rep.last_commit_time),
+            "queue_depth": rep.queue_depth,
+            "reconnects": rep.reconnects,
+        },
+        "salesforce": {
+            "api_used": readings.api_used,
+            "api_limit": readings.api_limit,
+            "api_calls": readings.api_calls,
+            "waiting_reason": readings.waiting_reason,
+            "stream_positions": dict(readings.stream_positions),
+        },
+        "push": {"pushed": readings.pushed, "failed": readings.failed},
+        "ledger": {
+            "pending": readings.count("pending"),
+            "failed": readings.count("failed"),
+            "counts": dict(readings.ledger_counts),
+        },
+        "reconciliation": {"drift_found": readings.drift_found, "drift_repaired": readings.drift_repaired},
+    }
+
+
+def run_json(run: ReconciliationRun, drift: Sequence[DriftItem]) -> dict[str, Any]:
+    """The body of GET /api/reconciliations/{id}: the run row plus its drift counts."""
+    by_kind = Counter(d.kind for d in drift)
+    return {
+        "id": run.id,
+        "requested_by": run.requested_by,
+        "scope": dict(run.scope),
+        "dry_run": run.dry_run,
+        "state": run.state,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "summary": dict(run.summary) if run.summary is not None else None,
+        "drift": {
+            "found": len(drift),
+            "repaired": sum(1 for d in drift if d.repaired),
+            "by_kind": dict(sorted(by_kind.items())),
+        },
+    }

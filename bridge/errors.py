@@ -55,6 +55,10 @@ class SourceDisconnected(TransientError):
     """The replication connection to the scheduling database broke."""
 
 
+class LedgerUnavailable(TransientError):
+    """The ledger database cannot be reached (or stays locked); nothing is acknowledged until it is back."""
+
+
 class PermanentError(BridgeError):
     """The data cannot be written as it is; retrying the same request will fail again."""
 

@@ -187,11 +187,11 @@ class LocalPostgres:
             "start",
         )
 
-    def stop(self, remove: bool = True) -> None:
-        """Stop the server (immediately) and, by default, delete its files."""
+    def stop(self, remove: bool = True, mode: str = "immediate") -> None:
+        """Stop the server (immediately unless told `fast`) and, by default, delete its files."""
         if self.started:
             with contextlib.suppress(subprocess.CalledProcessError):
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
             self.started = False
         if remove:
             shutil.rmtree(self.base, ignore_errors=True)

@@ -14,6 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from bridge.errors import LedgerUnavailable
 from bridge.ledger.rows import (
     ActivityRecord,
     DriftItem,
@@ -46,7 +49,14 @@ class AsyncLedger:
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()  # keep structlog's bound context in the worker
         call = functools.partial(context.run, fn, *args, **kwargs)
-        return await loop.run_in_executor(self._executor, call)
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except (OperationalError, InterfaceError) as exc:
+            # Connection refused, server gone, database locked past the busy timeout: a transient state of
+            # the ledger, not of the data. Integrity and programming errors stay what they are.
+            raise LedgerUnavailable(
+                f"ledger unavailable: {type(exc.orig).__name__ if exc.orig else exc}"
+            ) from exc
 
     async def close(self) -> None:
         """Finish queued calls, stop the worker thread and close the engine's connections (idempotent)."""
@@ -206,3 +216,31 @@ class AsyncLedger:
     async def list_checkpoints(self) -> dict[str, str]:
         """See LedgerRepository.list_checkpoints."""
         return await self._run(self.repository.list_checkpoints)
+
+    async def find_inbound_activities(
+        self, salesforce_ids: Collection[str], booking_ids: Collection[str] = ()
+    ) -> list[KnownActivity]:
+        """See LedgerRepository.find_inbound_activities."""
+        return await self._run(self.repository.find_inbound_activities, salesforce_ids, booking_ids)
+
+    async def activities_of_people(self, who_ids: Collection[str]) -> list[KnownActivity]:
+        """See LedgerRepository.activities_of_people."""
+        return await self._run(self.repository.activities_of_people, who_ids)
+
+    async def find_inbound_links(
+        self, salesforce_ids: Collection[str], link_ids: Collection[str] = ()
+    ) -> list[KnownLink]:
+        """See LedgerRepository.find_inbound_links."""
+        return await self._run(self.repository.find_inbound_links, salesforce_ids, link_ids)
+
+    async def user_for_salesforce_id(self, salesforce_user_id: str) -> str | None:
+        """See LedgerRepository.user_for_salesforce_id."""
+        return await self._run(self.repository.user_for_salesforce_id, salesforce_user_id)
+
+    async def apply_inbound(self, batch: InboundBatch) -> None:
+        """See LedgerRepository.apply_inbound."""
+        await self._run(self.repository.apply_inbound, batch)
+
+    async def recreate_deleted_links(self) -> list[str]:
+        """See LedgerRepository.recreate_deleted_links."""
+        return await self._run(self.repository.recreate_deleted_links)

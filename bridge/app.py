@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -23,9 +25,15 @@ from bridge.config import SalesforceSettings, Settings, require_salesforce_crede
 from bridge.errors import BridgeError, ConfigurationError, FatalError
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.lock import InstanceLock
+from bridge.metrics import BridgeMetrics, CountingLedger
 from bridge.sync.ingest import Ingestor
 from bridge.sync.mapping import MappingOptions
 from bridge.sync.push import Pusher, PushSettings
+
+if TYPE_CHECKING:
+    from bridge.admin import AdminServer
+    from bridge.salesforce.rest import SalesforceClient
+    from bridge.source.reader import ReplicationSource
 
 log = structlog.get_logger(__name__)
 
@@ -288,8 +296,9 @@ class Daemon:
             source = ReplicationSource(self.settings.source, resume_lsn=resume)
             client = SalesforceClient(http, TokenManager(http, sf), sf)
             sync = self.settings.sync
+            metrics = BridgeMetrics()
             pusher = Pusher(
-                ledger,
+                CountingLedger(ledger, metrics),
                 client,
                 options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
                 settings=PushSettings(
@@ -315,12 +324,43 @@ class Daemon:
                 ledger=_safe_url(self.settings.ledger.url),
                 pid=os.getpid(),
             )
+            admin = self._admin_server(ledger, source, client, pusher, ingestor, metrics)
             try:
-                await self._supervise({"ingest": ingestor.run, "push": pusher.run})
+                await self._supervise({"ingest": ingestor.run, "push": pusher.run, "admin": admin.run})
             finally:
                 await source.close()
         log.info("daemon.stopped")
         return 0
+
+    def _admin_server(
+        self,
+        ledger: AsyncLedger,
+        source: ReplicationSource,
+        client: SalesforceClient,
+        pusher: Pusher,
+        ingestor: Ingestor,
+        metrics: BridgeMetrics,
+    ) -> AdminServer[object]:
+        """The admin app, reading the live components (reconciliation is not wired in yet)."""
+        from bridge.admin import AdminServer, DaemonProbe, ping_postgres
+        from bridge.source.status import slot_status
+
+        src = self.settings.source
+        probe = DaemonProbe(
+            slot=src.slot,
+            states=self.states,
+            ledger=ledger,
+            source=source,
+            salesforce=client,
+            pusher=pusher,
+            ingestor=ingestor,
+            ping_scheduler=functools.partial(ping_postgres, src.dsn),
+            read_slot=functools.partial(slot_status, src.dsn, src.slot),
+            clock=self.clock,
+        )
+        return AdminServer(
+            self.settings.admin, probe=probe, ledger=ledger, metrics=metrics, notify_pusher=pusher.notify
+        )
 
     async def _supervise(self, components: dict[str, Callable[[asyncio.Event], Awaitable[None]]]) -> None:
         """Run every component in one TaskGroup; the first failure stops them all."""

@@ -1,0 +1,237 @@
+"""Ledger reads and writes of reconciliation: rows in a scope, requeueing drifted rows, chunk progress."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, select, update
+
+from bridge.ledger.journal import append_journal
+from bridge.ledger.queries import _link_record, activities_by_id
+from bridge.ledger.rows import (
+    ActivityRecord,
+    Direction,
+    DriftItem,
+    JournalEntry,
+    JsonObject,
+    LinkRecord,
+    ReconciliationRun,
+)
+from bridge.ledger.rows import ActivitySyncState as A
+from bridge.ledger.runs import add_drift
+from bridge.ledger.tables import ACTIVITIES, LINKS, RUNS, USERS
+from bridge.ledger.workset import chunked
+
+_T = TypeVar("_T")
+# Activities a link's new Mogli Event sends again (the others are gone, waiting or refused anyway).
+_RELINK_STATES = (A.SYNCED.value, A.PENDING.value, A.FAILED.value)
+# Runs that stopped before their last chunk and may be resumed.
+RESUMABLE_STATES = ("running", "paused")
+
+
+def activity_ids(
+    connection: Connection,
+    links: Sequence[str],
+    bookings: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+) -> list[str]:
+    """Booking ids of the ledger's activities in scope (all when no filter), sorted."""
+    query = select(ACTIVITIES.c.booking_id)
+    if links:
+        query = query.where(ACTIVITIES.c.link_id.in_(list(links)))
+    if bookings:
+        query = query.where(ACTIVITIES.c.booking_id.in_(list(bookings)))
+    if since is not None:
+        query = query.where(ACTIVITIES.c.start_at >= since)
+    if until is not None:
+        query = query.where(ACTIVITIES.c.start_at < until)
+    return sorted(k for (k,) in connection.execute(query))
+
+
+def link_ids(connection: Connection) -> list[str]:
+    """Every link id the ledger knows, sorted."""
+    return sorted(k for (k,) in connection.execute(select(LINKS.c.link_id)))
+
+
+def links_by_id(connection: Connection, ids: Collection[str]) -> dict[str, LinkRecord]:
+    """The links with these ids."""
+    found: dict[str, LinkRecord] = {}
+    for part in chunked(sorted(set(ids))):
+        for m in connection.execute(select(LINKS).where(LINKS.c.link_id.in_(part))).mappings():
+            found[m["link_id"]] = _link_record(m)
+    return found
+
+
+def users_by_id(connection: Connection, ids: Collection[str]) -> dict[str, str | None]:
+    """User id -> Salesforce user id, for the users with these ids the ledger knows."""
+    found: dict[str, str | None] = {}
+    for part in chunked(sorted(set(ids))):
+        query = select(USERS.c.user_id, USERS.c.salesforce_user_id).where(USERS.c.user_id.in_(part))
+        found.update({u: s for u, s in connection.execute(query)})
+    return found
+
+
+def requeue_drifted(
+    connection: Connection,
+    *,
+    booking_ids: Collection[str],
+    link_ids: Collection[str],
+    relink_ids: Collection[str],
+    now: datetime,
+    run_id: int,
+) -> int:
+    """Push rows again at a new version; `relink_ids` also forget their Mogli Event id and resend bookings.
+
+    Returns how many rows were queued. Each queued row gets a journal entry naming the run.
+    """
+    queue: dict[str, Any] = {
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": None,
+        "last_error": None,
+        "error_code": None,
+        "updated_at": now,
+    }
+    entries: list[JournalEntry] = []
+    relink = sorted(set(relink_ids))
+    for part in chunked(relink):
+        where = LINKS.c.link_id.in_(part)
+        connection.execute(
+            update(LINKS).where(where).values(queue, version=LINKS.c.version + 1, mogli_event_id=None)
+        )
+        live = ACTIVITIES.c.link_id.in_(part) & ACTIVITIES.c.state.in_(_RELINK_STATES)
+        live &= ACTIVITIES.c.source_deleted.is_(False)
+        keys = [k for (k,) in connection.execute(select(ACTIVITIES.c.booking_id).where(live))]
+        booking_ids = {*booking_ids, *keys}
+    for table, key, ids in (
+        (LINKS, LINKS.c.link_id, sorted(set(link_ids) - set(relink))),
+        (ACTIVITIES, ACTIVITIES.c.booking_id, sorted(set(booking_ids))),
+    ):
+        for part in chunked(ids):
+            connection.execute(update(table).where(key.in_(part)).values(queue, version=table.c.version + 1))
+    entity_keys = [("link", k) for k in sorted(set(link_ids) | set(relink))]
+    entity_keys += [("activity", k) for k in sorted(set(booking_ids))]
+    entries = [
+        JournalEntry(now, Direction.RECONCILE, entity, k, "reconcile.requeue", {"run_id": run_id})
+        for entity, k in entity_keys
+    ]
+    append_journal(connection, entries)
+    return len(entries)
+
+
+def record_chunk(
+    connection: Connection, run_id: int, items: Sequence[DriftItem], summary: JsonObject
+) -> None:
+    """Store a chunk's drift and the run's progress together: a crash repeats the chunk, never half of it."""
+    add_drift(connection, items)
+    connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(summary=dict(summary)))
+
+
+def find_resumable(connection: Connection, scope: JsonObject, dry_run: bool) -> ReconciliationRun | None:
+    """The newest run with this scope that stopped before its last chunk, or None."""
+    query = (
+        select(RUNS)
+        .where(RUNS.c.state.in_(RESUMABLE_STATES), RUNS.c.dry_run.is_(dry_run))
+        .order_by(RUNS.c.id.desc())
+    )
+    for m in connection.execute(query).mappings():
+        if dict(m["scope"]) == dict(scope):
+            return ReconciliationRun(**dict(m))
+    return None
+
+
+def resume_run(connection: Connection, run_id: int) -> None:
+    """Mark a paused run running again."""
+    connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(state="running", finished_at=None))
+
+
+class ReconcileStore:
+    """Reconciliation's own ledger calls as coroutines, in one worker thread over the repository's engine.
+
+    The shared calls (runs, drift listing, ingest, checkpoints) stay on the daemon's AsyncLedger; these are
+    the reconciliation-only ones. SQLite's busy timeout serialises the two threads' writes.
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile-ledger")
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        def call() -> _T:
+            with self._engine.connect() as connection:
+                return fn(connection, *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        def call() -> _T:
+            with self._engine.begin() as connection:
+                return fn(connection, *args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        """Stop the worker thread (the engine belongs to the repository)."""
+        self._executor.shutdown(wait=True)
+
+    def now(self) -> datetime:
+        """The repository's clock."""
+        return self._clock()
+
+    async def activity_ids(
+        self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
+    ) -> list[str]:
+        """See activity_ids."""
+        return await self._read(activity_ids, links, bookings, since, until)
+
+    async def link_ids(self) -> list[str]:
+        """See link_ids."""
+        return await self._read(link_ids)
+
+    async def links(self, ids: Collection[str]) -> dict[str, LinkRecord]:
+        """See links_by_id."""
+        return await self._read(links_by_id, ids)
+
+    async def activities(self, ids: Collection[str]) -> dict[str, ActivityRecord]:
+        """The activities with these booking ids."""
+        return await self._read(activities_by_id, ids)
+
+    async def users(self, ids: Collection[str]) -> dict[str, str | None]:
+        """See users_by_id."""
+        return await self._read(users_by_id, ids)
+
+    async def requeue(
+        self,
+        *,
+        booking_ids: Collection[str],
+        link_ids: Collection[str],
+        relink_ids: Collection[str],
+        run_id: int,
+    ) -> int:
+        """See requeue_drifted."""
+        return await self._write(
+            requeue_drifted,
+            booking_ids=booking_ids,
+            link_ids=link_ids,
+            relink_ids=relink_ids,
+            now=self._clock(),
+            run_id=run_id,
+        )
+
+    async def record_chunk(self, run_id: int, items: Sequence[DriftItem], summary: JsonObject) -> None:
+        """See record_chunk."""
+        await self._write(record_chunk, run_id, items, summary)
+
+    async def find_resumable(self, scope: JsonObject, dry_run: bool) -> ReconciliationRun | None:
+        """See find_resumable."""
+        return await self._read(find_resumable, scope, dry_run)
+
+    async def resume(self, run_id: int) -> None:
+        """See resume_run."""
+        await self._write(resume_run, run_id)

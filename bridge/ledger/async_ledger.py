@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bridge.errors import LedgerUnavailable
+from bridge.inbound_records import InboundBatch, KnownActivity, KnownLink
 from bridge.ledger.rows import (
     ActivityRecord,
     DriftItem,

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from bridge.ledger import checkpoints, ingest, journal, outbox, queries, reports, requeue, runs
+from bridge.inbound_records import InboundBatch, KnownActivity, KnownLink
+from bridge.ledger import checkpoints, inbound, ingest, journal, outbox, queries, reports, requeue, runs
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.engine import READ_ONLY, make_engine
 from bridge.ledger.reports import DriftTotals
@@ -259,3 +260,39 @@ class LedgerRepository:
         """Every stream position by stream name."""
         with self._read() as connection:
             return reports.list_checkpoints(connection)
+
+    # ------------------------------------------------------------------ inbound (Salesforce changes)
+
+    def find_inbound_activities(
+        self, salesforce_ids: Collection[str], booking_ids: Collection[str] = ()
+    ) -> list[KnownActivity]:
+        """Activities by Event id or booking id (see ledger/inbound.py)."""
+        with self._read() as connection:
+            return inbound.find_activities(connection, salesforce_ids, booking_ids)
+
+    def activities_of_people(self, who_ids: Collection[str]) -> list[KnownActivity]:
+        """Activities last written with one of these WhoIds."""
+        with self._read() as connection:
+            return inbound.activities_of_people(connection, who_ids)
+
+    def find_inbound_links(
+        self, salesforce_ids: Collection[str], link_ids: Collection[str] = ()
+    ) -> list[KnownLink]:
+        """Links by Mogli Event id or link id."""
+        with self._read() as connection:
+            return inbound.find_links(connection, salesforce_ids, link_ids)
+
+    def user_for_salesforce_id(self, salesforce_user_id: str) -> str | None:
+        """The scheduler user connected to this Salesforce user, or None."""
+        with self._read() as connection:
+            return inbound.user_for_salesforce_id(connection, salesforce_user_id)
+
+    def apply_inbound(self, batch: InboundBatch) -> None:
+        """Write the effects of one Salesforce change with its channel position, in one transaction."""
+        with self.engine.begin() as connection:
+            inbound.apply_batch(connection, batch, self._clock())
+
+    def recreate_deleted_links(self) -> list[str]:
+        """Links whose Mogli Event was deleted in Salesforce and that have a new booking: queued again."""
+        with self.engine.begin() as connection:
+            return inbound.recreate_deleted_links(connection, self._clock())

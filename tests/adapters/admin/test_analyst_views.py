@@ -1,4 +1,4 @@
-"""Analyst views (migration 0002) on SQLite and PostgreSQL, the README's example queries, and the upgrade path."""
+"""Analyst views (migration 0002) on SQLite and PostgreSQL, the README example queries, the upgrade path."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_link_summary_counts_bookings_by_state(ledger_url: str, filled: Filled) 
     assert (l1["bookings"], l1["synced"], l1["pending"], l1["failed"]) == (3, 1, 1, 1)
     assert l1["last_booking_synced_at"] is not None
     assert rows[filled.unbooked_link]["bookings"] == 0
-    assert list(rows)[0] == "l1"  # ordered by failures first
+    assert next(iter(rows)) == "l1"  # ordered by failures first
 
 
 def test_failures_by_reason_groups_error_codes(ledger_url: str, filled: Filled) -> None:

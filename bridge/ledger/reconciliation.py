@@ -39,9 +39,9 @@ def activity_ids(
     bookings: Sequence[str],
     since: datetime | None,
     until: datetime | None,
-) -> list[str]:
-    """Booking ids of the ledger's activities in scope (all when no filter), sorted."""
-    query = select(ACTIVITIES.c.booking_id)
+) -> list[tuple[str, str | None, str | None]]:
+    """(booking id, link id, assigned user id) of the ledger's activities in scope (all: no filter), sorted."""
+    query = select(ACTIVITIES.c.booking_id, ACTIVITIES.c.link_id, ACTIVITIES.c.assigned_user_id)
     if links:
         query = query.where(ACTIVITIES.c.link_id.in_(list(links)))
     if bookings:
@@ -50,7 +50,7 @@ def activity_ids(
         query = query.where(ACTIVITIES.c.start_at >= since)
     if until is not None:
         query = query.where(ACTIVITIES.c.start_at < until)
-    return sorted(k for (k,) in connection.execute(query))
+    return sorted((b, link, a) for b, link, a in connection.execute(query))
 
 
 def link_ids(connection: Connection) -> list[str]:
@@ -186,7 +186,7 @@ class ReconcileStore:
 
     async def activity_ids(
         self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
-    ) -> list[str]:
+    ) -> list[tuple[str, str | None, str | None]]:
         """See activity_ids."""
         return await self._read(activity_ids, links, bookings, since, until)
 

@@ -54,7 +54,7 @@ class SchedulerReader:
 
     def _booking_ids(
         self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
-    ) -> list[str]:
+    ) -> list[tuple[str, str | None, str | None]]:
         where: list[sql.Composable] = []
         params: list[object] = []
         for column, values in (("link_id", links), ("id", bookings)):
@@ -65,12 +65,14 @@ class SchedulerReader:
             if value is not None:
                 where.append(sql.SQL("start_at " + op + " %s"))
                 params.append(value)
-        query = sql.SQL("SELECT id::text FROM {}").format(self._table("bookings"))
+        query = sql.SQL("SELECT id::text, link_id::text, assigned_user_id::text FROM {}").format(
+            self._table("bookings")
+        )
         if where:
             query = query + sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
         with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:
             cur.execute(query, params)
-            return sorted(r[0] for r in cur.fetchall())
+            return sorted((r[0], r[1], r[2]) for r in cur.fetchall())
 
     def _rows(self, table: SourceTable, ids: Sequence[str]) -> list[UserRow | LinkRow | BookingRow]:
         ids = _uuids(ids)
@@ -92,13 +94,17 @@ class SchedulerReader:
 
     async def booking_ids(
         self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
-    ) -> list[str]:
-        """Ids of the bookings in scope (all when no filter), sorted."""
+    ) -> list[tuple[str, str | None, str | None]]:
+        """(booking id, link id, assigned user id) of the bookings in scope (all when no filter), sorted."""
         return await asyncio.to_thread(self._booking_ids, links, bookings, since, until)
 
     async def link_ids(self) -> list[str]:
         """Every link id, sorted."""
         return await asyncio.to_thread(self._all_ids, "scheduling_links")
+
+    async def user_ids(self) -> list[str]:
+        """Every user id, sorted."""
+        return await asyncio.to_thread(self._all_ids, "users")
 
     def _all_ids(self, table: str) -> list[str]:
         with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:

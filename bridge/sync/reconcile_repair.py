@@ -1,0 +1,106 @@
+"""Repairs of drift findings: re-mirror scheduler rows through ingest, requeue rows, delete orphans.
+
+Re-mirroring goes through the ledger's ordinary ingest as a snapshot-like transaction at the stored source
+position: the ingest rules decide what to queue (exactly as if the change had streamed in) and the source
+checkpoint does not move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+
+from bridge.records import (
+    BookingRow,
+    ChangeOp,
+    IngestBatch,
+    LinkRow,
+    SourceChange,
+    SourceTable,
+    SourceTransaction,
+)
+from bridge.sync.drift import Finding, Repair
+from bridge.sync.reconcile_ports import (
+    ReconcileLedger,
+    ReconcileStorePort,
+    SalesforceSnapshot,
+    SchedulerSnapshot,
+)
+
+log = structlog.get_logger(__name__)
+
+SOURCE_STREAM = "source"
+
+
+class Repairer:
+    """Applies the repairs of a chunk's findings; says which findings it repaired."""
+
+    def __init__(
+        self,
+        ledger: ReconcileLedger,
+        store: ReconcileStorePort,
+        scheduler: SchedulerSnapshot,
+        salesforce: SalesforceSnapshot,
+    ) -> None:
+        self._ledger = ledger
+        self._store = store
+        self._scheduler = scheduler
+        self._sf = salesforce
+
+    async def repair(self, run_id: int, findings: Sequence[Finding]) -> tuple[set[int], int]:
+        """Repair what can be repaired; returns (indexes of repaired findings, ledger rows queued)."""
+        by_kind = {r: [i for i, f in enumerate(findings) if f.repair is r] for r in Repair}
+        repaired: set[int] = set()
+        queued = 0
+        if by_kind[Repair.DELETE]:
+            ids = [findings[i].salesforce_id or "" for i in by_kind[Repair.DELETE]]
+            gone = await self._sf.delete(ids)
+            repaired |= {i for i in by_kind[Repair.DELETE] if findings[i].salesforce_id in gone}
+        if by_kind[Repair.INGEST]:
+            queued += await self._remirror([findings[i] for i in by_kind[Repair.INGEST]])
+            repaired |= set(by_kind[Repair.INGEST])
+        requeue = by_kind[Repair.REQUEUE] + by_kind[Repair.RELINK]
+        if requeue:
+            chosen = [findings[i] for i in requeue]
+            queued += await self._store.requeue(
+                booking_ids={f.booking_id for f in chosen if f.booking_id},
+                link_ids={f.link_id for f in chosen if f.link_id and not f.booking_id},
+                relink_ids={f.link_id for f in chosen if f.link_id and f.repair is Repair.RELINK},
+                run_id=run_id,
+            )
+            repaired |= set(requeue)
+        log.info("reconcile.repaired", run_id=run_id, repaired=len(repaired), queued=queued)
+        return repaired, queued
+
+    async def _remirror(self, findings: Sequence[Finding]) -> int:
+        """Feed the scheduler's current rows (or their absence) to the ledger's ingest."""
+        user_ids = sorted({str(f.detail["user_id"]) for f in findings if "user_id" in f.detail})
+        link_ids = sorted({f.link_id for f in findings if f.link_id and not f.booking_id})
+        booking_ids = sorted({f.booking_id for f in findings if f.booking_id})
+        users = await self._scheduler.users(user_ids)
+        links = await self._scheduler.links(link_ids)
+        bookings = await self._scheduler.bookings(booking_ids)
+        changes = [SourceChange(SourceTable.USERS, ChangeOp.UPDATE, users[u]) for u in user_ids if u in users]
+        changes += [_change(SourceTable.LINKS, k, links.get(k), LinkRow(k)) for k in link_ids]
+        changes += [_change(SourceTable.BOOKINGS, k, bookings.get(k), BookingRow(k)) for k in booking_ids]
+        if not changes:
+            return 0
+        now = self._store.now()
+        stored = await self._ledger.read_checkpoint(SOURCE_STREAM)
+        txn = SourceTransaction(
+            end_lsn=int(stored) if stored else 0, commit_time=now, changes=tuple(changes), snapshot=True
+        )
+        await self._ledger.apply_source_batch(IngestBatch((txn,), now))
+        return len(changes)
+
+
+def _change(
+    table: SourceTable, key: str, row: LinkRow | BookingRow | None, gone: LinkRow | BookingRow
+) -> SourceChange:
+    """An upsert of the current row, or a delete when the scheduler no longer has it."""
+    return (
+        SourceChange(table, ChangeOp.UPDATE, row)
+        if row is not None
+        else SourceChange(table, ChangeOp.DELETE, gone)
+    )

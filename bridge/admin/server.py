@@ -92,6 +92,7 @@ class AdminServer(Generic[OptionsT]):
         self.runner = runner
         self.make_options = make_options
         self.port: int | None = None
+        self.listening = asyncio.Event()
         self._runs: set[asyncio.Task[None]] = set()
 
     def app(self) -> web.Application:
@@ -127,6 +128,7 @@ class AdminServer(Generic[OptionsT]):
                         await asyncio.wait_for(stop.wait(), BIND_RETRY_SECONDS)
                     continue
                 self.port = _bound_port(runner, port)
+                self.listening.set()
                 log.info("admin.listening", host=host, port=self.port)
                 await stop.wait()
         finally:

@@ -160,3 +160,40 @@ class InboundBatch:
     checkpoint_stream: str | None = None
     checkpoint_position: str | None = None
     notes: tuple[tuple[str, str, str, tuple[tuple[str, str], ...]], ...] = ()  # (entity, key, action, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPosition:
+    """A channel's position in the ledger: the last replay id whose effect is committed, and its commit time.
+
+    Stored as checkpoint text `<replayId>;<ISO commit time>` under the channel name as stream.
+    """
+
+    replay_id: int
+    commit_time: datetime | None = None
+
+    def encode(self) -> str:
+        """The checkpoint text."""
+        return f"{self.replay_id};{self.commit_time.isoformat() if self.commit_time else ''}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> ReplayPosition | None:
+        """Parse checkpoint text; None for an empty or unreadable position."""
+        if not text:
+            return None
+        replay, _, when = text.partition(";")
+        try:
+            return cls(int(replay), datetime.fromisoformat(when) if when else None)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowLost:
+    """The stored replay id of a channel is outside the retention window: events after `since` may be lost.
+
+    The stream has resubscribed with -2 (everything still retained); the consumer reconciles the window.
+    """
+
+    channel: str
+    since: datetime | None

@@ -1,0 +1,284 @@
+"""Change Data Capture over the Streaming API: aiosfstream-ng, unmodified, its known faults worked around.
+
+Work-arounds (reference: salesforce-protocol.md section 8):
+- one token for REST and streaming: `TokenAuthenticator` takes it from the shared TokenManager;
+- the hard-coded API version 45.0: `_VersionedClient.get_cometd_url` uses `salesforce.api_version`;
+- its connection watchdog calls `asyncio.wait_for(loop=...)`: clients are built with `connection_timeout=0`
+  and `ChangeStream` runs its own watchdog on the transport state;
+- the runaway reconnect loop after a failed `open()`: `_open` tears the transport and HTTP session down;
+- replay ids: `ReplayStore` hands out the ids the ledger committed (MANUAL policy: receiving a message never
+  moves a position; the consumer calls `committed()` after its ledger transaction);
+- a fatal `ServerError` ("Connection closed by the server") or a stalled transport: the client is closed and
+  rebuilt with jittered exponential backoff, resubscribing from the committed ids;
+- a stored replay id outside retention: `WindowLost` is reported and the channel is resubscribed with -2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiocometd_ng.constants import TransportState
+from aiosfstream_ng.auth import AuthenticatorBase
+from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
+from aiosfstream_ng.exceptions import AiosfstreamException, ServerError
+from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOption
+
+from bridge.config import SalesforceSettings
+from bridge.inbound_records import ReplayPosition, SalesforceChange, WindowLost
+from bridge.salesforce.auth import AccessToken, TokenManager
+from bridge.salesforce.changes import decode_change
+
+log = structlog.get_logger(__name__)
+
+StreamItem = SalesforceChange | WindowLost
+
+
+def channel_for(sobject: str) -> str:
+    """`Event` -> `/data/EventChangeEvent`; `Mogli_Event__c` -> `/data/Mogli_Event__ChangeEvent`."""
+    if sobject.endswith("__c"):
+        return f"/data/{sobject[:-3]}__ChangeEvent"
+    return f"/data/{sobject}ChangeEvent"
+
+
+def default_channels(settings: SalesforceSettings) -> tuple[str, ...]:
+    """The channels the bridge watches: Events, the Mogli Event object and Leads."""
+    return (channel_for("Event"), channel_for(settings.objects.mogli_event_object), channel_for("Lead"))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTiming:
+    """Watchdog and rebuild pacing."""
+
+    check_seconds: float = 5.0  # how often the watchdog looks at the transport
+    stall_seconds: float = 60.0  # not connected for this long: the client is rebuilt
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+
+
+class TokenAuthenticator(AuthenticatorBase):
+    """Hands aiosfstream-ng the bridge's token; a re-authentication refreshes it once, shared with REST."""
+
+    def __init__(self, tokens: TokenManager) -> None:
+        super().__init__()
+        self._tokens = tokens
+        self._last: AccessToken | None = None
+
+    async def _authenticate(self) -> tuple[int, dict[str, Any]]:
+        token = await (self._tokens.get() if self._last is None else self._tokens.refresh(self._last))
+        self._last = token
+        return 200, {
+            "access_token": token.access_token,
+            "token_type": "Bearer",
+            "instance_url": token.instance_url,
+        }
+
+
+class _VersionedClient(Client):
+    """aiosfstream-ng's Client at the configured API version instead of its hard-coded 45.0."""
+
+    def __init__(self, authenticator: AuthenticatorBase, *, api_version: str, **kwargs: Any) -> None:
+        self._api_version = api_version
+        super().__init__(authenticator, **kwargs)
+
+    def get_cometd_url(self, instance_url: str) -> str:  # type: ignore[override]
+        """The CometD endpoint of the instance at our API version."""
+        return f"{instance_url.rstrip('/')}/cometd/{self._api_version}"
+
+
+class ReplayStore(ReplayMarkerStorage):
+    """Replay ids per channel as last committed to the ledger; -1 (new events) for a channel never seen."""
+
+    def __init__(self, positions: Mapping[str, ReplayPosition]) -> None:
+        super().__init__()
+        self._ids: dict[str, int] = {channel: p.replay_id for channel, p in positions.items()}
+
+    async def get_replay_marker(self, subscription: str) -> ReplayMarker | None:
+        """The committed marker of a channel, if any."""
+        replay_id = self._ids.get(subscription)
+        return None if replay_id is None else ReplayMarker(date="", replay_id=replay_id)
+
+    async def get_replay_id(self, subscription: str) -> int:
+        """The id sent on subscribe: the committed one, else -1."""
+        return self._ids.get(subscription, int(ReplayOption.NEW_EVENTS))
+
+    async def set_replay_marker(self, subscription: str, replay_marker: ReplayMarker) -> None:
+        """Ignored: positions move only through `commit` (after the ledger transaction)."""
+
+    def commit(self, channel: str, replay_id: int) -> None:
+        """The effect of this event is durable: a resubscription starts after it."""
+        self._ids[channel] = replay_id
+
+    def replay_all(self, channel: str) -> None:
+        """Resubscribe this channel with -2 (every retained event)."""
+        self._ids[channel] = int(ReplayOption.ALL_EVENTS)
+
+
+def _is_replay_invalid(error: ServerError) -> bool:
+    text = f"{error.error or ''} {error.message}"
+    return "replayId" in text or "replay id" in text.lower()
+
+
+class _Stalled(Exception):
+    """The transport has not been connected for too long."""
+
+
+class ChangeStream:
+    """Decoded change events from the watched channels, across reconnects and client rebuilds."""
+
+    def __init__(
+        self,
+        tokens: TokenManager,
+        settings: SalesforceSettings,
+        positions: Mapping[str, ReplayPosition],
+        *,
+        channels: Sequence[str] | None = None,
+        timing: StreamTiming = StreamTiming(),
+    ) -> None:
+        self._tokens = tokens
+        self._settings = settings
+        self._channels = tuple(channels or default_channels(settings))
+        self._positions = dict(positions)
+        self._store = ReplayStore(positions)
+        self._timing = timing
+        self._client: Client | None = None
+        self.rebuilds = 0
+        self.received = 0
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The subscribed channels."""
+        return self._channels
+
+    def committed(self, channel: str, replay_id: int) -> None:
+        """Called after the event's effect is in the ledger: a resubscription starts after it."""
+        self._store.commit(channel, replay_id)
+
+    async def changes(self) -> AsyncIterator[StreamItem]:
+        """Yield changes forever; rebuild the client after fatal errors with backoff."""
+        failures = 0
+        while True:
+            client: Client | None = None
+            lost: list[WindowLost] = []
+            try:
+                client = await self._open()
+                for channel in self._channels:
+                    lost += await self._subscribe(client, channel)
+                failures = 0
+                for item in lost:
+                    yield item
+                async for change in self._receive(client):
+                    yield change
+            except (AiosfstreamException, _Stalled, OSError) as exc:
+                failures += 1
+                self.rebuilds += 1
+                delay = min(
+                    self._timing.backoff_base_seconds * 2 ** (failures - 1), self._timing.backoff_max_seconds
+                )
+                delay *= random.uniform(0.5, 1.0)
+                log.warning(
+                    "streaming.client_rebuild",
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:300],
+                    delay=delay,
+                )
+                await self._close(client)
+                await asyncio.sleep(delay)
+            finally:
+                await self._close(client)
+
+    async def _open(self) -> Client:
+        """A new, opened client; a failed open leaves no transport running (section 8, bug 2)."""
+        client = _VersionedClient(
+            TokenAuthenticator(self._tokens),
+            api_version=self._settings.api_version,
+            replay=self._store,
+            replay_storage_policy=ReplayMarkerStoragePolicy.MANUAL,
+            connection_timeout=0,
+        )
+        try:
+            await client.open()
+        except BaseException:
+            await self._teardown(client)
+            raise
+        self._client = client
+        log.info("streaming.connected", channels=len(self._channels), api_version=self._settings.api_version)
+        return client
+
+    async def _subscribe(self, client: Client, channel: str) -> list[WindowLost]:
+        """Subscribe from the committed id; an id outside retention is reported and replaced by -2."""
+        try:
+            await client.subscribe(channel)
+            return []
+        except ServerError as exc:
+            if not _is_replay_invalid(exc):
+                raise
+        position = self._positions.get(channel)
+        since = position.commit_time if position else None
+        log.warning(
+            "streaming.replay_window_lost", channel=channel, since=since.isoformat() if since else None
+        )
+        self._store.replay_all(channel)
+        await client.subscribe(channel)
+        return [WindowLost(channel, since)]
+
+    async def _receive(self, client: Client) -> AsyncIterator[SalesforceChange]:
+        """Messages until the client fails; the watchdog raises _Stalled on a transport stuck unconnected."""
+        stalled_for = 0.0
+        names = self._settings.objects
+        while True:
+            try:
+                message = await asyncio.wait_for(client.receive(), timeout=self._timing.check_seconds)
+            except TimeoutError:
+                stalled_for = self._watchdog(client, stalled_for)
+                continue
+            stalled_for = 0.0
+            self.received += 1
+            change = decode_change(message, names)
+            if change is None:
+                log.warning("streaming.message_undecodable", channel=str(message.get("channel")))
+                continue
+            yield change
+
+    def _watchdog(self, client: Client, stalled_for: float) -> float:
+        transport = client._transport
+        state = transport.state if transport is not None else TransportState.DISCONNECTED
+        if state is TransportState.SERVER_DISCONNECTED:
+            raise _Stalled("the server closed the connection")
+        if state is TransportState.CONNECTED:
+            return 0.0
+        stalled_for += self._timing.check_seconds
+        if stalled_for >= self._timing.stall_seconds:
+            raise _Stalled(f"transport {state.name} for {stalled_for:.0f}s")
+        return stalled_for
+
+    async def _close(self, client: Client | None) -> None:
+        if client is None:
+            return
+        if self._client is client:
+            self._client = None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await client.close()
+        await self._teardown(client)
+
+    @staticmethod
+    async def _teardown(client: Client) -> None:
+        """Stop the transport's background connect task and the HTTP session, whatever state they are in."""
+        transport = client._transport
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                if transport is not None:
+                    await transport.disconnect()
+                    await transport.close()
+        with contextlib.suppress(Exception):
+            await client._close_http_session()
+
+    async def close(self) -> None:
+        """Close the current client (idempotent)."""
+        await self._close(self._client)

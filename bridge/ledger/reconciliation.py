@@ -102,7 +102,9 @@ def requeue_drifted(
     for part in chunked(relink):
         where = LINKS.c.link_id.in_(part)
         connection.execute(
-            update(LINKS).where(where).values(queue, version=LINKS.c.version + 1, mogli_event_id=None)
+            update(LINKS)
+            .where(where)
+            .values({**queue, "version": LINKS.c.version + 1, "mogli_event_id": None})
         )
         live = ACTIVITIES.c.link_id.in_(part) & ACTIVITIES.c.state.in_(_RELINK_STATES)
         live &= ACTIVITIES.c.source_deleted.is_(False)
@@ -113,7 +115,9 @@ def requeue_drifted(
         (ACTIVITIES, ACTIVITIES.c.booking_id, sorted(set(booking_ids))),
     ):
         for part in chunked(ids):
-            connection.execute(update(table).where(key.in_(part)).values(queue, version=table.c.version + 1))
+            connection.execute(
+                update(table).where(key.in_(part)).values({**queue, "version": table.c.version + 1})
+            )
     entity_keys = [("link", k) for k in sorted(set(link_ids) | set(relink))]
     entity_keys += [("activity", k) for k in sorted(set(booking_ids))]
     entries = [

@@ -125,7 +125,7 @@ class LedgerView:
 
 
 # Ledger states in which a row is still on its way (or refused): not drift, the pusher owns it.
-_IN_FLIGHT = frozenset({"pending", "failed", "skipped", "unbooked"})
+_IN_FLIGHT = frozenset({"pending", "failed", "unbooked"})
 _LINK_MIRROR = ("link_type", "owner_user_id", "title", "description", "duration_minutes", "is_active")
 _LINK_SOURCE = ("link_type", "owner_id", "title", "description", "duration_minutes", "is_active")
 _BOOKING_MIRROR = ("link_id", "assigned_user_id", "start_at", "end_at", "status", "related_record_id")
@@ -353,8 +353,8 @@ def classify_booking(booking: BookingView, view: LedgerView, options: MappingOpt
         return [
             Finding(DriftKind.CANCELLED_EVENT_EXISTS, Repair.DELETE, ledger.link_id, bid, e.id) for e in live
         ]
-    if not isinstance(action, UpsertEvent) or ledger.state == "deleted_in_salesforce":
-        return []  # refused by the rules (the push records why), or deleted by a person (policy)
+    if not isinstance(action, UpsertEvent) or ledger.state in ("deleted_in_salesforce", "skipped"):
+        return []  # refused by the rules, deleted by a person (policy), or left out by the backfill
     return _event_findings(booking, ledger, live, action)
 
 
@@ -392,10 +392,8 @@ def _event_field_findings(
         "Mogli_Event_Id__c": (_id(want.mogli_event_id), _id(found.mogli_event_id)),
         "Subject": (want.subject, found.subject),
         "Description": (_text(want.description), _text(found.description)),
-        "StartDateTime": (_ms(want.start_at), _ms(found.start_at)),
-        "EndDateTime": (_ms(want.end_at), _ms(found.end_at)),
     }
-    return [
+    findings = [
         Finding(
             DriftKind.FIELD_MISMATCH,
             Repair.REQUEUE,
@@ -407,6 +405,23 @@ def _event_field_findings(
         for name, (expected, got) in pairs.items()
         if expected != got
     ]
+    return findings + _time_findings(link_id, bid, found, want.start_at, want.end_at)
+
+
+def _time_findings(
+    link_id: str | None, bid: str, found: EventSnapshot, start: datetime, end: datetime
+) -> list[Finding]:
+    """One finding for a moved Event: Salesforce shifts the end with the start, so a drag is one drift."""
+    detail: dict[str, Any] = {}
+    if _ms(start) != _ms(found.start_at):
+        detail.update(field="StartDateTime", expected=_plain(start), found=_plain(found.start_at))
+    if _ms(end) != _ms(found.end_at):
+        key = "end_" if detail else ""
+        detail.setdefault("field", "EndDateTime")
+        detail.update({f"{key}expected": _plain(end), f"{key}found": _plain(found.end_at)})
+    if not detail:
+        return []
+    return [Finding(DriftKind.FIELD_MISMATCH, Repair.REQUEUE, link_id, bid, found.id, detail)]
 
 
 def _ms(value: datetime | None) -> datetime | None:

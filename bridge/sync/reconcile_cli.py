@@ -1,0 +1,343 @@
+"""`mogli-bridge reconcile`: through the running daemon's admin API, else in-process under the ledger lock.
+
+Never two writers: when the admin API answers, the daemon runs the reconciliation and this process only
+polls it. When it does not answer, this process takes the ledger's InstanceLock (so no daemon can become
+active meanwhile) and runs the Reconciler itself, then pushes the rows it requeued through the ordinary
+Pusher. A lock held by a process whose admin API does not answer is refused with a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import structlog
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from bridge.config import Settings
+from bridge.errors import ApiLimitExhausted
+from bridge.ledger.rows import DriftItem
+from bridge.sync.mapping import MappingOptions
+from bridge.sync.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS = 0.5
+ADMIN_TIMEOUT_SECONDS = 5.0
+DRAIN_ROUNDS = 1_000  # push rounds after a repair; each round handles up to sync.batch_size rows
+
+
+class DaemonRefused(Exception):
+    """The daemon's admin API answered but would not run the reconciliation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished (or paused) run and its drift items, however it ran."""
+
+    run_id: int
+    state: str
+    dry_run: bool
+    counts: dict[str, int]
+    repaired: int
+    message: str | None
+    items: tuple[DriftItem, ...]
+    via: str  # 'daemon' | 'in-process'
+
+
+def parse_when(value: str | datetime | None, key: str) -> datetime | None:
+    """An ISO date or datetime (naive means UTC); ValueError names the option."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"--{key}: {value!r} is not an ISO date or datetime") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def run_reconcile(
+    settings: Settings,
+    *,
+    links: Sequence[str] | None,
+    bookings: Sequence[str] | None,
+    since: str | datetime | None,
+    until: str | datetime | None,
+    dry_run: bool,
+    as_json: bool,
+) -> int:
+    """The `reconcile` command; returns the exit code (0 done, 1 paused or failed, 2 usage)."""
+    console = Console(stderr=True)
+    try:
+        options = ReconcileOptions(
+            links=tuple(links or ()),
+            bookings=tuple(bookings or ()),
+            since=parse_when(since, "since"),
+            until=parse_when(until, "until"),
+            dry_run=dry_run,
+        )
+    except ValueError as exc:
+        console.print(f"error: {exc}")
+        return 2
+    try:
+        outcome = _via_daemon(settings, options, console) or _in_process(settings, options, as_json, console)
+    except DaemonRefused as exc:
+        console.print(f"error: {exc}")
+        return 1
+    if outcome is None:
+        return 1
+    if as_json:
+        print(json.dumps(outcome_json(outcome), indent=2, default=str))
+    else:
+        print_table(outcome, Console())
+    if outcome.message:
+        console.print(outcome.message)
+    return 0 if outcome.state == "finished" else 1
+
+
+# ---------------------------------------------------------------------------------------- via the daemon
+
+
+def _admin_request(settings: Settings, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"http://{settings.admin.listen}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {settings.admin.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_SECONDS) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console) -> Outcome | None:
+    """Ask the running daemon; None when its admin API does not answer."""
+    body = {
+        "links": list(options.links),
+        "bookings": list(options.bookings),
+        "since": options.since.isoformat() if options.since else None,
+        "until": options.until.isoformat() if options.until else None,
+        "dry_run": options.dry_run,
+    }
+    try:
+        started = _admin_request(settings, "POST", "/api/reconciliations", body)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        raise DaemonRefused(
+            f"the daemon's admin API refused the reconciliation (HTTP {exc.code}): {detail}"
+        ) from None
+    except (OSError, ValueError):
+        return None
+    run_id = int(started["id"])
+    console.print(f"reconciliation run {run_id} started by the running daemon")
+    while True:
+        try:
+            run = _admin_request(settings, "GET", f"/api/reconciliations/{run_id}")
+        except (OSError, ValueError) as exc:
+            raise DaemonRefused(f"lost the daemon while polling run {run_id}: {exc}") from None
+        if run.get("state") != "running":
+            break
+        time.sleep(POLL_SECONDS)
+    summary = run.get("summary") or {}
+    return Outcome(
+        run_id=run_id,
+        state=str(run.get("state")),
+        dry_run=bool(run.get("dry_run")),
+        counts=dict(summary.get("counts") or {}),
+        repaired=int(summary.get("repaired") or 0),
+        message=summary.get("message"),
+        items=tuple(_drift_items(settings, run_id)),
+        via="daemon",
+    )
+
+
+def _drift_items(settings: Settings, run_id: int) -> list[DriftItem]:
+    """The run's drift items, oldest first (a read-only ledger query)."""
+    from bridge.ledger.repository import LedgerRepository
+
+    repository = LedgerRepository.from_url(settings.ledger.url)
+    try:
+        return list(reversed(repository.list_drift(run_id=run_id, limit=10_000_000)))
+    finally:
+        repository.dispose()
+
+
+# ---------------------------------------------------------------------------------------- in-process
+
+
+def _in_process(
+    settings: Settings, options: ReconcileOptions, as_json: bool, console: Console
+) -> Outcome | None:
+    """Run under the ledger lock; None (after a message) when a daemon holds it."""
+    from bridge.ledger.lock import InstanceLock
+
+    lock = InstanceLock(settings.ledger.url)
+    if not lock.try_acquire():
+        console.print(
+            f"error: another mogli-bridge process owns the ledger, but its admin API at "
+            f"http://{settings.admin.listen} does not answer; check admin.listen, or wait for it to stop"
+        )
+        return None
+    try:
+        with ProgressBar(console, enabled=console.is_terminal and not as_json) as report:
+            summary = asyncio.run(_execute(settings, options, report))
+    finally:
+        lock.release()
+    return Outcome(
+        run_id=summary.run_id,
+        state=summary.state,
+        dry_run=summary.dry_run,
+        counts=summary.counts,
+        repaired=summary.repaired,
+        message=summary.message,
+        items=tuple(_drift_items(settings, summary.run_id)),
+        via="in-process",
+    )
+
+
+async def _execute(
+    settings: Settings, options: ReconcileOptions, report: Callable[[str, int, int], None] | None
+) -> ReconcileSummary:
+    from bridge.ledger.reconciliation import ReconcileStore
+    from bridge.ledger.repository import AsyncLedger, LedgerRepository, utc_now
+    from bridge.salesforce.auth import TokenManager, make_ssl_context
+    from bridge.salesforce.reads import SalesforceReads
+    from bridge.salesforce.rest import SalesforceClient
+    from bridge.source.reader_sql import SchedulerReader
+    from bridge.sync.push import Pusher, PushSettings
+
+    sf, sync = settings.salesforce, settings.sync
+    repository = LedgerRepository.from_url(settings.ledger.url)
+    ledger = AsyncLedger(repository)
+    store = ReconcileStore(repository.engine, utc_now)
+    mapping = MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events)
+    connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle))
+    try:
+        async with aiohttp.ClientSession(connector=connector) as http:
+            client = SalesforceClient(http, TokenManager(http, sf), sf)
+            pusher = Pusher(
+                ledger,
+                client,
+                options=mapping,
+                settings=PushSettings(batch_size=sync.batch_size, max_attempts=sync.max_attempts),
+                clock=utc_now,
+            )
+            reconciler = Reconciler(
+                ledger=ledger,
+                store=store,
+                scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
+                salesforce=SalesforceReads(client, sf.objects),
+                options=mapping,
+                chunk_size=sync.batch_size,
+                after_repair=_drainer(pusher.push_once),
+                progress=report,
+            )
+            run_id = await reconciler.start(options)
+            return await reconciler.execute(run_id, options)
+    finally:
+        store.close()
+        await ledger.close()
+
+
+def _drainer(push_once: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[None]]:
+    """Push until nothing is due; a spent API budget leaves the rest queued for the daemon."""
+
+    async def drain() -> None:
+        try:
+            for _ in range(DRAIN_ROUNDS):
+                if not await push_once():
+                    return
+        except ApiLimitExhausted as exc:
+            log.warning("reconcile.push_paused", reason=str(exc))
+
+    return drain
+
+
+class ProgressBar:
+    """A rich progress bar on a terminal (a no-op callback elsewhere)."""
+
+    def __init__(self, console: Console, *, enabled: bool) -> None:
+        self._progress = (
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console)
+            if enabled
+            else None
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> Callable[[str, int, int], None] | None:
+        if self._progress is None:
+            return None
+        self._progress.start()
+        return self._update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _update(self, phase: str, done: int, total: int) -> None:
+        assert self._progress is not None
+        if phase not in self._tasks:
+            self._tasks[phase] = self._progress.add_task(phase, total=total)
+        self._progress.update(self._tasks[phase], completed=done, total=total)
+
+
+# ---------------------------------------------------------------------------------------- output
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """The --json document: run id, state, counts by kind, and every item."""
+    return {
+        "run_id": outcome.run_id,
+        "state": outcome.state,
+        "dry_run": outcome.dry_run,
+        "via": outcome.via,
+        "total": sum(outcome.counts.values()),
+        "repaired": outcome.repaired,
+        "counts": dict(sorted(outcome.counts.items())),
+        "message": outcome.message,
+        "items": [
+            {k: v for k, v in asdict(item).items() if k not in ("run_id", "id")} for item in outcome.items
+        ],
+    }
+
+
+def print_table(outcome: Outcome, console: Console) -> None:
+    """Drift by kind, then the items (ids and fields, never personal data)."""
+    mode = "dry run" if outcome.dry_run else "repair"
+    title = f"Reconciliation run {outcome.run_id} ({mode}, {outcome.via}): {outcome.state}"
+    table = Table(title=title)
+    for column in ("kind", "found", "repaired"):
+        table.add_column(column)
+    for kind, count in sorted(outcome.counts.items()):
+        fixed = sum(1 for i in outcome.items if i.kind == kind and i.repaired)
+        table.add_row(kind, str(count), str(fixed))
+    table.add_row("total", str(sum(outcome.counts.values())), str(outcome.repaired))
+    console.print(table)
+    if not outcome.items:
+        return
+    items = Table(title="Drift")
+    for column in ("kind", "link", "booking", "salesforce id", "detail"):
+        items.add_column(column, overflow="fold")
+    for item in outcome.items:
+        detail = {k: v for k, v in item.detail.items() if k != "repair"}
+        items.add_row(
+            item.kind,
+            item.link_id or "",
+            item.booking_id or "",
+            item.salesforce_id or "",
+            json.dumps(detail, default=str),
+        )
+    console.print(items)

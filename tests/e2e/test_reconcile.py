@@ -1,0 +1,205 @@
+"""End to end: damage made by people in the org and in the scheduling database while the daemon is stopped is
+found by `reconcile --dry-run --json` (each damage once, with its kind), repaired by `reconcile`, and gone on
+the next run. The in-process reconcile pushes the rows it requeued itself (the daemon stays stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bridge.localpg import free_port
+from bridge.stack import ROOT, check_invariants, http_json, ledger_activities, wait_until
+
+from .conftest import Stack
+
+API = "/services/data/v60.0/sobjects"
+
+
+def _person(stack: Stack, method: str, path: str, body: Any = None) -> Any:
+    """A plain REST call as a person would make it (no client name in Sforce-Call-Options)."""
+    headers = {"Authorization": f"Bearer {stack.emulator.token()}"}
+    return http_json(method, f"{stack.emulator.url}{API}/{path}", body, headers=headers)[1]
+
+
+def _reconcile(stack: Stack, config: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """`mogli-bridge reconcile --json ...` as a process; the admin API points at a port nobody listens on."""
+    env_port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", "--config", config, "reconcile", "--json", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=110,
+        env={
+            **__import__("os").environ,
+            "MOGLI_BRIDGE_ADMIN__LISTEN": f"127.0.0.1:{env_port}",
+        },
+    )
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def _settled(stack: Stack, n: int) -> bool:
+    try:
+        acts = ledger_activities(stack.ledger_url)
+    except Exception:
+        return False
+    return len(acts) >= n and all(a["state"] not in ("pending",) for a in acts.values())
+
+
+def _key(item: dict[str, Any]) -> tuple[str, str]:
+    if item["kind"] == "ledger_user_stale":
+        return item["kind"], str(item["detail"]["user_id"])
+    if item["kind"] in ("orphan_event", "orphan_mogli_event"):
+        return item["kind"], str(item["salesforce_id"])
+    if item["kind"] in ("field_mismatch", "mogli_field_mismatch"):
+        return item["kind"], f"{item['booking_id'] or item['link_id']}:{item['detail']['field']}"
+    return item["kind"], str(item["booking_id"] or item["link_id"])
+
+
+def test_reconcile_finds_each_damage_once_repairs_all_and_then_finds_none(stack: Stack) -> None:
+    """28 kinds of damage in the org and the scheduler: each reported once, all repaired, then zero drift."""
+    s, seed = stack.scheduler, stack.seed
+    owner, other = s.add_user(seed.users[0]), s.add_user(seed.users[1])
+    moved_user, rr_a = s.add_user(seed.users[1]), s.add_user(seed.users[2])
+    links = [s.add_link("one_on_one", owner, title=f"Call {i}", description=f"About {i}") for i in range(10)]
+    lead_link = s.add_link("one_on_one", owner, title="Lead call")
+    moved_link = s.add_link("one_on_one", moved_user, title="Moved owner")
+    rr = s.add_link("round_robin", owner, title="Demo")
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    b = [
+        s.add_booking(links[i % 8], start + timedelta(hours=i), related=seed.contacts[i % 3])
+        for i in range(16)
+    ]
+    lead_bookings = [s.add_booking(lead_link, start, related=seed.leads[0])]
+    lead_bookings += [s.add_booking(link, start, related=seed.contacts[0]) for link in links[8:]]
+    moved_booking = s.add_booking(moved_link, start, related=seed.contacts[0])
+    rr_booking = s.add_booking(rr, start, related=seed.contacts[1], assigned=rr_a)
+    cancelled = s.add_booking(links[0], start, related=seed.contacts[0], status="cancelled")
+    daemon = stack.daemon()
+    daemon.start()
+    wait_until(lambda: _settled(stack, 22), what="the bookings to sync")
+    wait_until(lambda: check_invariants(stack.emulator, s, stack.ledger_url) == [], what="a clean start")
+    assert daemon.terminate() == 0
+
+    events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
+    moglis = {m["Scheduling_Link_Id__c"]: m for m in stack.emulator.records("Mogli_Event__c")}
+    expected: set[tuple[str, str]] = set()
+
+    def patch_event(booking: str, field: str, value: Any) -> None:
+        _person(stack, "PATCH", f"Event/{events[booking]['Id']}", {field: value})
+        expected.add(("field_mismatch", f"{booking}:{field}"))
+
+    def patch_mogli(link: str, field: str, value: Any, shown: str) -> None:
+        _person(stack, "PATCH", f"Mogli_Event__c/{moglis[link]['Id']}", {field: value})
+        expected.add(("mogli_field_mismatch", f"{link}:{shown}"))
+
+    # --- Salesforce, as people
+    _person(stack, "DELETE", f"Event/{events[b[0]]['Id']}")
+    expected.add(("ledger_points_at_deleted", b[0]))
+    patch_event(b[1], "OwnerId", seed.users[2])
+    patch_event(
+        b[2],
+        "WhoId",
+        seed.contacts[2] if events[b[2]]["WhoId"][:15] != seed.contacts[2][:15] else seed.contacts[0],
+    )
+    patch_event(b[3], "WhatId", moglis[links[5]]["Id"])
+    patch_event(b[4], "Mogli_Event_Id__c", moglis[links[6]]["Id"])
+    patch_event(b[5], "Subject", "Changed by hand")
+    patch_event(b[6], "Description", "Notes typed in Salesforce")
+    patch_event(
+        b[7], "StartDateTime", (start + timedelta(hours=7, minutes=-10)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    )
+    patch_event(
+        b[8], "EndDateTime", (start + timedelta(hours=8, minutes=45)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    )
+    orphan = _person(
+        stack,
+        "POST",
+        "Event/",
+        {
+            "Subject": "Made by hand",
+            "OwnerId": seed.users[0],
+            "Scheduling_Booking_Id__c": str(uuid.uuid4()),
+            "StartDateTime": "2030-01-01T10:00:00.000Z",
+            "EndDateTime": "2030-01-01T10:30:00.000Z",
+        },
+    )["id"]
+    expected.add(("orphan_event", orphan))
+    orphan_mogli = _person(
+        stack,
+        "POST",
+        "Mogli_Event__c/",
+        {
+            "Name": "Stray",
+            "Scheduling_Link_Id__c": str(uuid.uuid4()),
+            "OwnerId": seed.users[0],
+        },
+    )["id"]
+    expected.add(("orphan_mogli_event", orphan_mogli))
+    _person(stack, "DELETE", f"Mogli_Event__c/{moglis[lead_link]['Id']}")
+    expected.add(("ledger_points_at_deleted", lead_link))
+    patch_mogli(links[1], "Name", "Renamed by hand", "Name")
+    patch_mogli(links[2], "OwnerId", seed.users[2], "OwnerId")
+    patch_mogli(links[3], "Description__c", "Edited", "Description")
+    patch_mogli(links[4], "Link_Type__c", "rsvp", "Link_Type")
+    revived = _person(
+        stack,
+        "POST",
+        "Event/",
+        {
+            "Subject": "Restored by hand",
+            "OwnerId": seed.users[0],
+            "Scheduling_Booking_Id__c": cancelled,
+            "StartDateTime": "2030-01-01T10:00:00.000Z",
+            "EndDateTime": "2030-01-01T10:30:00.000Z",
+        },
+    )["id"]
+    expected.add(("cancelled_event_exists", cancelled))
+
+    # --- the scheduling database, behind the stopped daemon's back
+    s.execute(
+        "UPDATE scheduler.bookings SET start_at = start_at + interval '1 hour', end_at = end_at + "
+        "interval '1 hour' WHERE id = %s",
+        (b[9],),
+    )
+    s.execute("UPDATE scheduler.bookings SET status = 'cancelled' WHERE id = %s", (b[10],))
+    s.execute("DELETE FROM scheduler.bookings WHERE id = %s", (b[11],))
+    s.execute("UPDATE scheduler.bookings SET related_record_id = %s WHERE id = %s", (seed.leads[1], b[12]))
+    s.execute("UPDATE scheduler.bookings SET assigned_user_id = %s WHERE id = %s", (other, rr_booking))
+    for booking in (b[9], b[10], b[11], b[12], rr_booking):
+        expected.add(("ledger_booking_stale", booking))
+    new_booking = s.add_booking(links[7], start + timedelta(days=1), related=seed.contacts[0])
+    expected.add(("ledger_missing_booking", new_booking))
+    s.execute("UPDATE scheduler.scheduling_links SET title = 'Renamed call' WHERE id = %s", (links[8],))
+    s.execute("UPDATE scheduler.scheduling_links SET description = 'New text' WHERE id = %s", (links[9],))
+    expected |= {("ledger_link_stale", links[8]), ("ledger_link_stale", links[9])}
+    new_link = s.add_link("rsvp", owner, title="Fresh link")
+    expected.add(("ledger_missing_link", new_link))
+    s.execute("UPDATE scheduler.users SET salesforce_user_id = %s WHERE id = %s", (seed.users[2], moved_user))
+    expected.add(("ledger_user_stale", moved_user))
+    new_user = s.add_user(seed.users[0])
+    expected.add(("ledger_user_stale", new_user))
+    assert len(expected) >= 25
+
+    config = str(stack.workdir / "daemon.toml")
+    code, report = _reconcile(stack, config, "--dry-run")
+    assert code == 0, report
+    found = Counter(_key(item) for item in report["items"])
+    assert set(found) == expected, (set(found) - expected, expected - set(found))
+    assert all(n == 1 for n in found.values()), found
+    assert report["total"] == len(expected) and not any(i["repaired"] for i in report["items"])
+    assert stack.emulator.records("Event") and orphan and revived and lead_bookings and moved_booking
+
+    code, report = _reconcile(stack, config)
+    assert code == 0, report
+    assert report["total"] == len(expected) and all(i["repaired"] for i in report["items"]), report
+    code, report = _reconcile(stack, config, "--dry-run")
+    assert code == 0 and report["total"] == 0, report["items"]
+    assert check_invariants(stack.emulator, s, stack.ledger_url) == []

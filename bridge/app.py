@@ -303,6 +303,7 @@ class Daemon:
                 options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
                 settings=PushSettings(
                     batch_size=sync.batch_size,
+                    max_in_flight=sf.max_in_flight,
                     retry_base_seconds=sync.retry_base_seconds,
                     retry_max_seconds=sync.retry_max_seconds,
                     max_attempts=sync.max_attempts,

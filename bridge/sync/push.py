@@ -1,62 +1,53 @@
 """Push: pending ledger rows become Salesforce records, and their outcomes go back to the ledger.
 
-Mogli Events are written before the Events that point at them. Writes are upserts by External ID, so a crash
-between a Salesforce write and the ledger record is healed by writing again on restart.
+Scheduling. Up to `max_in_flight` calls run at once, each carrying one claimed batch (up to `batch_size`
+rows). A part-filled batch may be sent only while no other part-filled batch of its kind (links or
+activities) is in flight: at low load a booking goes out at once, and whatever arrives while that call is in
+flight is batched into the next call (no fixed linger); under load every slot carries a full batch. Mogli
+Events are claimed before Events, and the ledger only offers an Event whose link already has its Mogli
+Event, so Events of synced links never wait behind Mogli Events still on their way.
+
+Invariants. The ids of rows in flight are excluded from later claims until their outcome is recorded, so no
+booking or link is ever pushed twice at once. Outcomes carry the version claimed; the ledger marks a row
+synced only if that version is still current. Writes are upserts by External ID, so a crash between a
+Salesforce write and the ledger record is healed by writing again on restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 
-from bridge.errors import ApiLimitExhausted, ErrorKind, TransientError
-from bridge.records import (
-    ActivityOutcome,
-    ActivityWork,
-    EventFields,
-    LinkOutcome,
-    LinkWork,
-    MogliEventFields,
-    OutcomeState,
-    RecordError,
-    WriteResult,
-)
-from bridge.sync.mapping import (
-    DeleteEvent,
-    FailureCode,
-    MappingOptions,
-    NothingToDo,
-    RuleFailure,
-    UpsertEvent,
-    event_action,
-    mogli_event_for,
-)
+from bridge.errors import ApiLimitExhausted, TransientError
+from bridge.records import ActivityOutcome, ActivityWork, EventFields, LinkOutcome, LinkWork, OutcomeState
+from bridge.sync.mapping import DeleteEvent, MappingOptions, UpsertEvent
 from bridge.sync.ports import Ledger, SalesforceWriter
+from bridge.sync.push_outcomes import (
+    PushSettings,
+    failure_outcome,
+    link_outcome,
+    plan_activities,
+    plan_links,
+    retry_delay,
+    upsert_outcome,
+)
+
+__all__ = ["PushSettings", "Pusher", "retry_delay"]
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class PushSettings:
-    """Pacing of the push worker."""
+class Claim:
+    """One batch for one call: links or activities, and whether it fills a whole batch."""
 
-    batch_size: int = 200
-    retry_base_seconds: float = 1.0
-    retry_max_seconds: float = 300.0
-    max_attempts: int = 20
-    idle_poll_seconds: float = 1.0
-    api_limit_wait_seconds: float = 300.0
-
-
-def retry_delay(attempts: int, settings: PushSettings, rand: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with full jitter, capped."""
-    ceiling: float = min(settings.retry_base_seconds * 2.0 ** min(attempts, 20), settings.retry_max_seconds)
-    return max(settings.retry_base_seconds, ceiling * rand())
+    links: list[LinkWork] = field(default_factory=list)
+    activities: list[ActivityWork] = field(default_factory=list)
+    full: bool = False
 
 
 class Pusher:
@@ -77,120 +68,164 @@ class Pusher:
         self._options = options
         self._settings = settings
         self._clock = clock
-        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()  # new work was ingested, or a call finished
+        self._calls: set[asyncio.Task[None]] = set()
+        self._partial_links = 0  # part-filled calls in flight, per kind: at most one each
+        self._partial_activities = 0
+        self._busy_links: set[str] = set()
+        self._busy_bookings: set[str] = set()
+        self._resume_at = 0.0  # loop time before which no call starts (Salesforce unavailable, API limit)
+        self._error: BaseException | None = None
         self.pushed = 0
         self.failed = 0
         self.waiting_reason: str | None = None
 
+    @property
+    def in_flight(self) -> int:
+        """Salesforce calls running now."""
+        return len(self._calls)
+
     def notify(self) -> None:
         """New work may be pending (called by the ingestor)."""
-        self._wake.set()
+        self._changed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Push until `stop` is set; a Salesforce call in flight is finished first."""
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                did_work = await asyncio.shield(self.push_once())
-                self.waiting_reason = None
-            except ApiLimitExhausted as exc:
-                self.waiting_reason = "api_limit"
-                delay = min(
-                    exc.retry_after or self._settings.api_limit_wait_seconds,
-                    self._settings.api_limit_wait_seconds,
-                )
-                log.warning("push.api_limit_wait", seconds=delay, reason=str(exc))
-                await self._pause(stop, delay)
-                continue
-            except TransientError as exc:
-                self.waiting_reason = "salesforce_unavailable"
-                delay = exc.retry_after or self._settings.retry_base_seconds * 5
-                log.warning(
-                    "push.salesforce_unavailable", seconds=delay, error=type(exc).__name__, reason=str(exc)
-                )
-                await self._pause(stop, delay)
-                continue
-            if not did_work:
-                await self._pause(stop, self._settings.idle_poll_seconds)
+        """Push until `stop` is set; calls in flight are finished first."""
+        try:
+            while not stop.is_set():
+                self._changed.clear()
+                self._raise_error()
+                await self.dispatch()
+                await self._wait(stop)
+        finally:
+            await self._finish_calls()
+        self._raise_error()
 
-    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
-        """Sleep until new work, stop, or the timeout."""
-        waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
-        _, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    async def push_once(self) -> bool:
+        """Start every call the ledger's work allows now and wait for them; True when any was started."""
+        started = await self.dispatch()
+        await self._finish_calls()
+        self._raise_error()
+        return started > 0
+
+    async def dispatch(self) -> int:
+        """Claim and start calls while a slot is free and there is work for it; returns how many started."""
+        loop = asyncio.get_running_loop()
+        started = 0
+        while len(self._calls) < self._settings.max_in_flight and loop.time() >= self._resume_at:
+            claim = await self._claim()
+            if claim is None:
+                break
+            self._start(claim)
+            started += 1
+        return started
+
+    async def _claim(self) -> Claim | None:
+        """The next batch: links first, then activities; None when nothing may be sent now."""
+        size = self._settings.batch_size
+        busy_links = frozenset(self._busy_links)
+        now = self._clock()
+        # Claims take no lock: rows in flight come back and are dropped here (they head the ledger's order).
+        claimed = await self._ledger.claim_link_work(now, size + len(busy_links))
+        links = [w for w in claimed if w.link.link_id not in busy_links][:size]
+        if links and (len(links) >= size or not self._partial_links):
+            return Claim(links=links, full=len(links) >= size)
+        activities = await self._ledger.claim_activity_work(now, size, frozenset(self._busy_bookings))
+        if activities and (len(activities) >= size or not self._partial_activities):
+            return Claim(activities=activities, full=len(activities) >= size)
+        return None
+
+    def _start(self, claim: Claim) -> None:
+        """Mark the claim's rows busy and run its call as a task."""
+        links = {w.link.link_id for w in claim.links}
+        bookings = {w.booking.booking_id for w in claim.activities}
+        self._busy_links |= links
+        self._busy_bookings |= bookings
+        self._count_partial(claim, 1)
+        task = asyncio.create_task(self._call(claim, links, bookings), name="push.call")
+        self._calls.add(task)
+
+    async def _call(self, claim: Claim, links: set[str], bookings: set[str]) -> None:
+        """One call and its ledger record; releases the rows afterwards, whatever happened."""
+        try:
+            if claim.links:
+                await self._push_links(claim.links)
+            else:
+                await self._push_activities(claim.activities)
+            self.waiting_reason = None
+        except ApiLimitExhausted as exc:
+            self.waiting_reason = "api_limit"
+            limit = self._settings.api_limit_wait_seconds
+            delay = min(exc.retry_after or limit, limit)
+            log.warning("push.api_limit_wait", seconds=delay, reason=str(exc))
+            self._hold(delay)
+        except TransientError as exc:
+            self.waiting_reason = "salesforce_unavailable"
+            delay = exc.retry_after or self._settings.retry_base_seconds * 5
+            log.warning(
+                "push.salesforce_unavailable", seconds=delay, error=type(exc).__name__, reason=str(exc)
+            )
+            self._hold(delay)
+        except Exception as exc:
+            if self._error is None:
+                self._error = exc
+        finally:
+            self._busy_links -= links
+            self._busy_bookings -= bookings
+            self._count_partial(claim, -1)
+            current = asyncio.current_task()
+            if current is not None:
+                self._calls.discard(current)
+            self._changed.set()
+
+    def _count_partial(self, claim: Claim, step: int) -> None:
+        if claim.full:
+            return
+        if claim.links:
+            self._partial_links += step
+        else:
+            self._partial_activities += step
+
+    def _hold(self, seconds: float) -> None:
+        """Start no call for `seconds` (rows of the failed call stay pending and are claimed again)."""
+        loop = asyncio.get_running_loop()
+        self._resume_at = max(self._resume_at, loop.time() + seconds)
+
+    def _raise_error(self) -> None:
+        """Re-raise the first unexpected error of a call (the supervisor stops the daemon)."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        """Sleep until new work, a finished call, stop, or the idle poll (retries come due); during a hold
+        only stop or the hold's end wake it."""
+        loop = asyncio.get_running_loop()
+        held = self._resume_at - loop.time()
+        waiters = {asyncio.ensure_future(stop.wait())}
+        if held <= 0:
+            waiters.add(asyncio.ensure_future(self._changed.wait()))
+        timeout = held if held > 0 else self._settings.idle_poll_seconds
+        _, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
 
-    async def push_once(self) -> bool:
-        """One round: Mogli Events first, then Events. True when anything was attempted."""
-        links = await self._push_links()
-        activities = await self._push_activities()
-        return links or activities
+    async def _finish_calls(self) -> None:
+        """Wait for every call in flight (a cancellation of the waiter does not cancel the calls)."""
+        if self._calls:
+            await asyncio.shield(asyncio.gather(*self._calls, return_exceptions=True))
 
     # ---------------------------------------------------------------- links
 
-    async def _push_links(self) -> bool:
+    async def _push_links(self, work: Sequence[LinkWork]) -> None:
         now = self._clock()
-        work = await self._ledger.claim_link_work(now, self._settings.batch_size)
-        if not work:
-            return False
-        outcomes: list[LinkOutcome] = []
-        to_write: list[tuple[LinkWork, MogliEventFields]] = []
-        for item in work:
-            result = mogli_event_for(item)
-            if isinstance(result, RuleFailure):
-                outcomes.append(
-                    LinkOutcome(
-                        item.link.link_id,
-                        item.version,
-                        OutcomeState.FAILED,
-                        error_code=result.code.value,
-                        error=result.message,
-                    )
-                )
-            else:
-                to_write.append((item, result))
-        if to_write:
-            results = await self._sf.upsert_mogli_events([fields for _, fields in to_write])
-            for (item, fields), res in zip(to_write, results, strict=True):
-                outcomes.append(self._link_outcome(item, fields, res, now))
-        await self._ledger.record_link_outcomes(outcomes, self._clock())
-        self._log_links(outcomes)
-        return True
-
-    def _link_outcome(
-        self, item: LinkWork, fields: MogliEventFields, res: WriteResult, now: datetime
-    ) -> LinkOutcome:
-        key, version = item.link.link_id, item.version
-        if res.ok:
-            return LinkOutcome(
-                key,
-                version,
-                OutcomeState.SYNCED,
-                mogli_event_id=res.record_id,
-                owner_salesforce_id=fields.owner_id,
-                rule="owner=link owner",
-            )
-        return self._failure_outcome_link(item, res.error, now)
-
-    def _failure_outcome_link(self, item: LinkWork, error: RecordError | None, now: datetime) -> LinkOutcome:
-        assert error is not None
-        if error.kind is ErrorKind.TRANSIENT and item.attempts + 1 < self._settings.max_attempts:
-            retry_at = now + timedelta(seconds=retry_delay(item.attempts, self._settings))
-            return LinkOutcome(
-                item.link.link_id,
-                item.version,
-                OutcomeState.RETRY,
-                error_code=error.code,
-                error=error.message,
-                retry_at=retry_at,
-            )
-        return LinkOutcome(
-            item.link.link_id,
-            item.version,
-            OutcomeState.FAILED,
-            error_code=error.code,
-            error=f"Salesforce rejected the Mogli Event: {error.code}: {error.message}",
-        )
+        plan = plan_links(work)
+        if plan.writes:
+            results = await self._sf.upsert_mogli_events([fields for _, fields in plan.writes])
+            for (item, fields), res in zip(plan.writes, results, strict=True):
+                plan.outcomes.append(link_outcome(item, fields, res, now, self._settings))
+        await self._ledger.record_link_outcomes(plan.outcomes, self._clock())
+        self._log_links(plan.outcomes)
 
     def _log_links(self, outcomes: Sequence[LinkOutcome]) -> None:
         for o in outcomes:
@@ -204,82 +239,25 @@ class Pusher:
 
     # ---------------------------------------------------------------- activities
 
-    async def _push_activities(self) -> bool:
+    async def _push_activities(self, work: Sequence[ActivityWork]) -> None:
         now = self._clock()
-        work = await self._ledger.claim_activity_work(now, self._settings.batch_size)
-        if not work:
-            return False
-        outcomes: list[ActivityOutcome] = []
-        upserts: list[tuple[ActivityWork, UpsertEvent]] = []
-        deletes: list[tuple[ActivityWork, DeleteEvent]] = []
-        for item in work:
-            action = event_action(item, self._options)
-            if isinstance(action, UpsertEvent):
-                upserts.append((item, action))
-            elif isinstance(action, DeleteEvent):
-                deletes.append((item, action))
-            elif isinstance(action, NothingToDo):
-                outcomes.append(
-                    ActivityOutcome(
-                        item.booking.booking_id,
-                        item.version,
-                        OutcomeState.CANCELLED,
-                        activity_id=item.activity_id,
-                        rule=action.reason,
-                    )
-                )
-            elif action.code is FailureCode.MOGLI_EVENT_PENDING:
-                # The link's Mogli Event is on its way; try again shortly rather than fail the booking.
-                retry_at = now + timedelta(seconds=self._settings.retry_base_seconds)
-                outcomes.append(
-                    ActivityOutcome(
-                        item.booking.booking_id,
-                        item.version,
-                        OutcomeState.RETRY,
-                        error_code=action.code.value,
-                        error=action.message,
-                        retry_at=retry_at,
-                    )
-                )
-            else:
-                outcomes.append(
-                    ActivityOutcome(
-                        item.booking.booking_id,
-                        item.version,
-                        OutcomeState.FAILED,
-                        error_code=action.code.value,
-                        error=action.message,
-                    )
-                )
-        if upserts:
-            outcomes.extend(await self._write_events(upserts, now))
-        if deletes:
-            outcomes.extend(await self._delete_events(deletes, now))
-        await self._ledger.record_activity_outcomes(outcomes, self._clock())
-        self._log_activities(outcomes)
-        return True
+        plan = plan_activities(work, self._options, now, self._settings)
+        if plan.upserts:
+            plan.outcomes.extend(await self._write_events(plan.upserts, now))
+        if plan.deletes:
+            plan.outcomes.extend(await self._delete_events(plan.deletes, now))
+        await self._ledger.record_activity_outcomes(plan.outcomes, self._clock())
+        self._log_activities(plan.outcomes)
 
     async def _write_events(
         self, upserts: list[tuple[ActivityWork, UpsertEvent]], now: datetime
     ) -> list[ActivityOutcome]:
         fields: list[EventFields] = [a.fields for _, a in upserts]
         results = await self._sf.upsert_events(fields)
-        outcomes = []
-        for (item, action), res in zip(upserts, results, strict=True):
-            if res.ok:
-                outcomes.append(
-                    ActivityOutcome(
-                        item.booking.booking_id,
-                        item.version,
-                        OutcomeState.SYNCED,
-                        activity_id=res.record_id,
-                        fields=action.fields,
-                        rule=action.rule,
-                    )
-                )
-            else:
-                outcomes.append(self._failure_outcome(item, res.error, now, "Salesforce rejected the Event"))
-        return outcomes
+        return [
+            upsert_outcome(item, action, res, now, self._settings)
+            for (item, action), res in zip(upserts, results, strict=True)
+        ]
 
     async def _delete_events(
         self, deletes: list[tuple[ActivityWork, DeleteEvent]], now: datetime
@@ -307,31 +285,10 @@ class Pusher:
                     )
                 )
             else:
-                outcomes.append(self._failure_outcome(item, res.error, now, "Salesforce refused the delete"))
+                outcomes.append(
+                    failure_outcome(item, res.error, now, "Salesforce refused the delete", self._settings)
+                )
         return outcomes
-
-    def _failure_outcome(
-        self, item: ActivityWork, error: RecordError | None, now: datetime, what: str
-    ) -> ActivityOutcome:
-        assert error is not None
-        booking_id = item.booking.booking_id
-        if error.kind is ErrorKind.TRANSIENT and item.attempts + 1 < self._settings.max_attempts:
-            retry_at = now + timedelta(seconds=retry_delay(item.attempts, self._settings))
-            return ActivityOutcome(
-                booking_id,
-                item.version,
-                OutcomeState.RETRY,
-                error_code=error.code,
-                error=error.message,
-                retry_at=retry_at,
-            )
-        return ActivityOutcome(
-            booking_id,
-            item.version,
-            OutcomeState.FAILED,
-            error_code=error.code,
-            error=f"{what}: {error.code}: {error.message}",
-        )
 
     def _log_activities(self, outcomes: Sequence[ActivityOutcome]) -> None:
         for o in outcomes:

@@ -107,7 +107,7 @@ def write_table(out: TextIO, title: str, columns: Sequence[str], rows: Iterable[
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False, header_style="bold")
+    table = Table(title=title, header_style="bold", min_width=len(title) + 4)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:

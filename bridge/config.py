@@ -96,6 +96,13 @@ class SyncSettings:
     max_attempts: int = 20
     idle_poll_seconds: float = 1.0
     api_limit_wait_seconds: float = 300.0  # pause after REQUEST_LIMIT_EXCEEDED before trying again
+    # Inbound: Salesforce change events (Change Data Capture) and the policy for changes made there.
+    streaming: bool = True  # subscribe to Event, Mogli Event and Lead change events
+    on_activity_deleted: Literal["keep_deleted", "recreate"] = "keep_deleted"
+    on_time_changed: Literal["restore", "write_back"] = "restore"  # restore: the scheduler's time wins
+    on_owner_changed: Literal["accept", "write_back"] = "accept"  # write_back: round robin assignee follows
+    on_mogli_event_deleted: Literal["recreate", "keep_deleted"] = "recreate"  # on the link's next booking
+    streaming_stall_seconds: float = 60.0  # transport not connected this long: the client is rebuilt
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +275,14 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     return settings
 
 
+_POLICY_CHOICES = {
+    "on_activity_deleted": ("keep_deleted", "recreate"),
+    "on_time_changed": ("restore", "write_back"),
+    "on_owner_changed": ("accept", "write_back"),
+    "on_mogli_event_deleted": ("recreate", "keep_deleted"),
+}
+
+
 def validate(settings: Settings) -> None:
     """Check values that a type alone cannot; raise ConfigurationError naming the key."""
     sf = settings.salesforce
@@ -280,6 +295,12 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError(
             f"sync.on_cancel must be delete or keep, not {settings.sync.on_cancel!r}", "sync.on_cancel"
         )
+    for key, allowed in _POLICY_CHOICES.items():
+        value = getattr(settings.sync, key)
+        if value not in allowed:
+            raise ConfigurationError(
+                f"sync.{key} must be one of {', '.join(allowed)}, not {value!r}", f"sync.{key}"
+            )
     if not 1 <= settings.sync.batch_size <= 200:
         raise ConfigurationError("sync.batch_size must be between 1 and 200", "sync.batch_size")
     if settings.log.format not in ("auto", "json", "console"):

@@ -27,6 +27,7 @@ from bridge.inbound_records import (
 
 DELETED_IN_SALESFORCE = "deleted_in_salesforce"
 SYNCED = "synced"
+PENDING = "pending"
 CANCELLED = "cancelled"
 ROUND_ROBIN = "round_robin"
 
@@ -219,11 +220,11 @@ def _event_values_changed(
     change: SalesforceChange, activity: KnownActivity, record_id: str, options: PolicyOptions
 ) -> Decision:
     """UPDATE (or CREATE/UNDELETE of a live record): compare with what we last wrote, field group by group."""
-    parts = [
-        _time_rule(change, activity, options),
-        _owner_rule(change, activity, options),
-        _who_rule(change, activity),
-    ]
+    parts = [_who_rule(change, activity)]
+    if activity.state != PENDING:
+        # A pending row is about to be written with the scheduler's values: a time or owner that differs
+        # is most likely the previous write, not a person's edit.
+        parts += [_time_rule(change, activity, options), _owner_rule(change, activity, options)]
     acting = [p for p in parts if not p.is_noop]
     if not acting:
         return Decision(ignored=IgnoreReason.UNCHANGED)

@@ -14,7 +14,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mogli-bridge", description=__doc__)
+    p = argparse.ArgumentParser(prog="mogli-bridge", description="Mogli Scheduler bookings to Salesforce.")
     p.add_argument("--config", type=Path, default=None, help="TOML settings (default config/bridge.toml)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -44,6 +44,44 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--keep-running", action="store_true", help="leave everything up and print how to reach it"
     )
+
+    r = sub.add_parser("reconcile", help="compare scheduler, ledger and Salesforce; repair drift")
+    r.add_argument("--link", action="append", default=[], metavar="ID", help="only this link (repeatable)")
+    r.add_argument(
+        "--booking", action="append", default=[], metavar="ID", help="only this booking (repeatable)"
+    )
+    r.add_argument("--since", default=None, metavar="DATE", help="bookings starting on or after DATE")
+    r.add_argument("--until", default=None, metavar="DATE", help="bookings starting before DATE")
+    r.add_argument("--dry-run", action="store_true", help="report drift, repair nothing")
+    r.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    st = sub.add_parser("status", help="health, lags, API budget, pending and failed counts")
+    st.add_argument("--json", action="store_true")
+
+    lg = sub.add_parser("ledger", help="query the ledger")
+    lg.add_argument("what", choices=["links", "activities", "journal", "failures", "drift"])
+    lg.add_argument("--link", default=None)
+    lg.add_argument("--booking", default=None)
+    lg.add_argument("--state", default=None)
+    lg.add_argument("--since", default=None, metavar="DATE")
+    lg.add_argument("--limit", type=int, default=100)
+    lg.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default=None,
+        help="default: table on a terminal, csv in a pipe",
+    )
+
+    rt = sub.add_parser("retry", help="put failed records back in the queue")
+    grp = rt.add_mutually_exclusive_group(required=True)
+    grp.add_argument("--booking", action="append", default=[], metavar="ID")
+    grp.add_argument("--all-failed", action="store_true")
+
+    b = sub.add_parser("bench", help="the benchmark: throughput, latency, API calls, memory")
+    b.add_argument("--quick", action="store_true", help="a scaled-down run (about a minute)")
+    b.add_argument("--naive", action="store_true", help="also run one REST call per record, for the ratio")
+    b.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    b.add_argument("--out", type=Path, default=None, help="also write the JSON figures to this file")
     return p
 
 
@@ -78,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.demo import run_demo
 
             return run_demo(keep_running=args.keep_running)
+        if args.command == "bench":
+            from bridge.bench import run_bench
+
+            return run_bench(quick=args.quick, naive=args.naive, as_json=args.json, out=args.out)
 
         from bridge import app
         from bridge.config import load_settings
@@ -96,6 +138,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "run":
             return app.run(settings)
+        if args.command == "reconcile":
+            from bridge.sync.reconcile_cli import run_reconcile
+
+            return run_reconcile(
+                settings,
+                links=args.link,
+                bookings=args.booking,
+                since=args.since,
+                until=args.until,
+                dry_run=args.dry_run,
+                as_json=args.json,
+            )
+        if args.command in ("status", "ledger", "retry"):
+            from bridge import ops
+
+            if args.command == "status":
+                return ops.status(settings, as_json=args.json)
+            if args.command == "ledger":
+                return ops.ledger(
+                    settings,
+                    args.what,
+                    link=args.link,
+                    booking=args.booking,
+                    state=args.state,
+                    since=args.since,
+                    limit=args.limit,
+                    fmt=args.format,
+                )
+            return ops.retry(settings, booking_ids=args.booking, all_failed=args.all_failed)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -40,7 +40,7 @@ def activity_ids(
     since: datetime | None,
     until: datetime | None,
 ) -> list[tuple[str, str | None, str | None]]:
-    """(booking id, link id, assigned user id) of the ledger's activities in scope (all: no filter), sorted."""
+    """(booking id, link id, assigned user id) of the activities in scope (all: no filter), sorted."""
     query = select(ACTIVITIES.c.booking_id, ACTIVITIES.c.link_id, ACTIVITIES.c.assigned_user_id)
     if links:
         query = query.where(ACTIVITIES.c.link_id.in_(list(links)))

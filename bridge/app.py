@@ -26,14 +26,18 @@ from bridge.errors import BridgeError, ConfigurationError, FatalError
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.lock import InstanceLock
 from bridge.metrics import BridgeMetrics, CountingLedger
+from bridge.sync.echo import EchoFilter
 from bridge.sync.ingest import Ingestor
 from bridge.sync.mapping import MappingOptions
 from bridge.sync.push import Pusher, PushSettings
 
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
+    from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.rest import SalesforceClient
     from bridge.source.reader import ReplicationSource
+    from bridge.source.writeback import SchedulerWriter
+    from bridge.sync.inbound import Inbound
 
 log = structlog.get_logger(__name__)
 
@@ -294,7 +298,8 @@ class Daemon:
             checkpoint = await ledger.read_checkpoint(SOURCE_CHECKPOINT)
             resume = int(checkpoint) if checkpoint else None
             source = ReplicationSource(self.settings.source, resume_lsn=resume)
-            client = SalesforceClient(http, TokenManager(http, sf), sf)
+            tokens = TokenManager(http, sf)  # one token for REST and streaming
+            client = SalesforceClient(http, tokens, sf)
             sync = self.settings.sync
             metrics = BridgeMetrics()
             pusher = Pusher(
@@ -313,7 +318,7 @@ class Daemon:
                 clock=self.clock,
             )
             ingestor = Ingestor(
-                source,
+                EchoFilter(source),  # the bridge's own write-backs are not new work
                 ledger,
                 backfill=self.settings.source.backfill_policy(),
                 clock=self.clock,
@@ -326,12 +331,96 @@ class Daemon:
                 pid=os.getpid(),
             )
             admin = self._admin_server(ledger, source, client, pusher, ingestor, metrics)
+            components: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
+                "ingest": ingestor.run,
+                "push": pusher.run,
+                "admin": admin.run,
+            }
+            inbound, writer = await self._inbound(ledger, tokens, client, pusher)
+            if inbound is not None:
+                components["inbound"] = inbound.run
             try:
-                await self._supervise({"ingest": ingestor.run, "push": pusher.run, "admin": admin.run})
+                await self._supervise(components)
             finally:
                 await source.close()
+                if writer is not None:
+                    await asyncio.to_thread(writer.close)
         log.info("daemon.stopped")
         return 0
+
+    async def _inbound(
+        self, ledger: AsyncLedger, tokens: TokenManager, client: SalesforceClient, pusher: Pusher
+    ) -> tuple[Inbound | None, SchedulerWriter | None]:
+        """The inbound component (Salesforce change events), unless `sync.streaming` is off."""
+        from bridge.inbound_records import ReplayPosition
+        from bridge.salesforce.changes import ChangeReader
+        from bridge.salesforce.streaming import ChangeStream, StreamTiming, default_channels
+        from bridge.source.writeback import SchedulerWriter
+        from bridge.sync.inbound import Inbound
+        from bridge.sync.policy import PolicyOptions
+
+        sf, sync = self.settings.salesforce, self.settings.sync
+        if not sync.streaming:
+            return None, None
+        positions = {}
+        for channel in default_channels(sf):
+            position = ReplayPosition.decode(await ledger.read_checkpoint(channel))
+            if position is not None:
+                positions[channel] = position
+        stream = ChangeStream(
+            tokens, sf, positions, timing=StreamTiming(stall_seconds=sync.streaming_stall_seconds)
+        )
+        writer = SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
+        options = PolicyOptions(
+            client_name=sf.client_name,
+            on_activity_deleted=sync.on_activity_deleted,
+            on_time_changed=sync.on_time_changed,
+            on_owner_changed=sync.on_owner_changed,
+            on_mogli_event_deleted=sync.on_mogli_event_deleted,
+        )
+        reconcile = self._window_reconciler(ledger, client, pusher)
+        inbound = Inbound(
+            stream,
+            ledger,
+            ChangeReader(client, sf.objects),
+            writer,
+            options,
+            on_work=pusher.notify,
+            reconcile=reconcile,
+        )
+        return inbound, writer
+
+    def _window_reconciler(
+        self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher
+    ) -> Callable[[datetime, str], Awaitable[None]]:
+        """A targeted reconciliation of bookings from a point in time, for change events that were lost."""
+        from bridge.ledger.reconciliation import ReconcileStore
+        from bridge.salesforce.reads import SalesforceReads
+        from bridge.source.reader_sql import SchedulerReader
+        from bridge.sync.reconcile import ReconcileOptions, Reconciler
+
+        sync = self.settings.sync
+
+        async def after_repair() -> None:
+            pusher.notify()
+
+        reconciler = Reconciler(
+            ledger=ledger,
+            store=ReconcileStore(ledger.repository.engine, self.clock),
+            scheduler=SchedulerReader(self.settings.source.dsn, self.settings.source.schema),
+            salesforce=SalesforceReads(client, self.settings.salesforce.objects),
+            options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
+            chunk_size=sync.batch_size,
+            after_repair=after_repair,
+        )
+
+        async def reconcile(since: datetime, reason: str) -> None:
+            options = ReconcileOptions(since=since, requested_by="streaming")
+            run_id = await reconciler.start(options)
+            summary = await reconciler.execute(run_id, options)
+            log.warning("inbound.reconciled", run_id=run_id, reason=reason, state=summary.state)
+
+        return reconcile
 
     def _admin_server(
         self,

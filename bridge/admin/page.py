@@ -19,6 +19,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:16px;margin:22px 0 8px}
 .sub{color:#5b6472;font-size:13px}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(280px,1fr));gap:14px}
 .card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:12px 14px}
+.wide{margin-top:14px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceef2} th{color:#5b6472;font-weight:600}
 .ok{color:#137333;font-weight:600} .bad{color:#b3261e;font-weight:600} .warn{color:#a15c00;font-weight:600}
@@ -144,8 +145,8 @@ def render_status_page(
 <div class="card"><h2>Replication</h2>{_replication(readings)}</div>
 <div class="card"><h2>Salesforce and ledger</h2>{_salesforce(readings)}</div>
 </div>
-<div class="card"><h2>Recent failures</h2>{_failures(failures)}</div>
-<div class="card"><h2>Reconciliation runs</h2>{_runs(runs)}
+<div class="card wide"><h2>Recent failures</h2>{_failures(failures)}</div>
+<div class="card wide"><h2>Reconciliation runs</h2>{_runs(runs)}
 <h2>Start a reconciliation</h2>{_FORM}</div>
 </body></html>
 """

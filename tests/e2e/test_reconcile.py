@@ -6,6 +6,7 @@ the next run. The in-process reconcile pushes the rows it requeued itself (the d
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -13,8 +14,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+import sqlalchemy as sa
+
 from bridge.localpg import free_port
-from bridge.stack import ROOT, check_invariants, http_json, ledger_activities, wait_until
+from bridge.stack import ROOT, check_invariants, http_json, ledger_activities, ledger_connection, wait_until
 
 from .conftest import Stack
 
@@ -27,22 +31,26 @@ def _person(stack: Stack, method: str, path: str, body: Any = None) -> Any:
     return http_json(method, f"{stack.emulator.url}{API}/{path}", body, headers=headers)[1]
 
 
-def _reconcile(stack: Stack, config: str, *args: str) -> tuple[int, dict[str, Any]]:
+def _reconcile(stack: Stack, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """`mogli-bridge reconcile --json ...` as a process; the admin API points at a port nobody listens on."""
-    env_port = free_port()
-    result = subprocess.run(
-        [sys.executable, "-m", "bridge", "--config", config, "reconcile", "--json", *args],
+    result = _reconcile_raw(stack, "--json", *args, env=env)
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def _reconcile_raw(
+    stack: Stack, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The reconcile command as a process, with `env` added to the environment."""
+    config = str(stack.workdir / "daemon.toml")
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "--config", config, "reconcile", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=110,
-        env={
-            **__import__("os").environ,
-            "MOGLI_BRIDGE_ADMIN__LISTEN": f"127.0.0.1:{env_port}",
-        },
+        env={**os.environ, "MOGLI_BRIDGE_ADMIN__LISTEN": f"127.0.0.1:{free_port()}", **(env or {})},
     )
-    assert result.stdout, result.stderr
-    return result.returncode, json.loads(result.stdout)
 
 
 def _settled(stack: Stack, n: int) -> bool:
@@ -63,8 +71,14 @@ def _key(item: dict[str, Any]) -> tuple[str, str]:
     return item["kind"], str(item["booking_id"] or item["link_id"])
 
 
-def test_reconcile_finds_each_damage_once_repairs_all_and_then_finds_none(stack: Stack) -> None:
-    """28 kinds of damage in the org and the scheduler: each reported once, all repaired, then zero drift."""
+def test_reconcile_finds_each_damage_once_repairs_all_and_then_finds_none(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """28 kinds of damage in the org and the scheduler: each reported once, all repaired, then zero drift.
+
+    Scoped dry runs (by link, by booking, by a window on the start) report only the drift inside the scope.
+    """
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
     s, seed = stack.scheduler, stack.seed
     owner, other = s.add_user(seed.users[0]), s.add_user(seed.users[1])
     moved_user, rr_a = s.add_user(seed.users[1]), s.add_user(seed.users[2])
@@ -188,8 +202,7 @@ def test_reconcile_finds_each_damage_once_repairs_all_and_then_finds_none(stack:
     expected.add(("ledger_user_stale", new_user))
     assert len(expected) >= 25
 
-    config = str(stack.workdir / "daemon.toml")
-    code, report = _reconcile(stack, config, "--dry-run")
+    code, report = _reconcile(stack, "--dry-run")
     assert code == 0, report
     found = Counter(_key(item) for item in report["items"])
     assert set(found) == expected, (set(found) - expected, expected - set(found))
@@ -197,9 +210,94 @@ def test_reconcile_finds_each_damage_once_repairs_all_and_then_finds_none(stack:
     assert report["total"] == len(expected) and not any(i["repaired"] for i in report["items"])
     assert stack.emulator.records("Event") and orphan and revived and lead_bookings and moved_booking
 
-    code, report = _reconcile(stack, config)
+    _check_scopes(stack, links, b, start)
+    code, report = _reconcile(stack)
     assert code == 0, report
     assert report["total"] == len(expected) and all(i["repaired"] for i in report["items"]), report
-    code, report = _reconcile(stack, config, "--dry-run")
+    code, report = _reconcile(stack, "--dry-run")
     assert code == 0 and report["total"] == 0, report["items"]
     assert check_invariants(stack.emulator, s, stack.ledger_url) == []
+
+
+def _check_scopes(stack: Stack, links: list[str], b: list[str], start: datetime) -> None:
+    """Dry runs by link, by booking and by window see only their part of the damage."""
+    _, report = _reconcile(stack, "--dry-run", "--link", links[1])
+    assert {_key(i) for i in report["items"]} == {
+        ("mogli_field_mismatch", f"{links[1]}:Name"),
+        ("field_mismatch", f"{b[1]}:OwnerId"),
+        ("ledger_booking_stale", b[9]),
+    }
+    _, report = _reconcile(stack, "--dry-run", "--booking", b[5])
+    assert {_key(i) for i in report["items"]} == {("field_mismatch", f"{b[5]}:Subject")}
+    window = ("--since", (start + timedelta(hours=5, minutes=30)).isoformat())
+    window += ("--until", (start + timedelta(hours=6, minutes=30)).isoformat())
+    _, report = _reconcile(stack, "--dry-run", *window)
+    assert {_key(i) for i in report["items"]} == {("field_mismatch", f"{b[6]}:Description")}
+
+
+def _small_world(stack: Stack) -> list[str]:
+    """Nine bookings on three links, synced by the daemon, which is then stopped; returns the booking ids."""
+    s, seed = stack.scheduler, stack.seed
+    owner = s.add_user(seed.users[0])
+    links = [s.add_link("one_on_one", owner, title=f"Call {i}") for i in range(3)]
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    bookings = [
+        s.add_booking(links[i % 3], start + timedelta(hours=i), related=seed.contacts[0]) for i in range(9)
+    ]
+    daemon = stack.daemon()
+    daemon.start()
+    wait_until(lambda: _settled(stack, 9), what="the bookings to sync")
+    wait_until(lambda: check_invariants(stack.emulator, s, stack.ledger_url) == [], what="a clean start")
+    assert daemon.terminate() == 0
+    return bookings
+
+
+def test_a_run_out_of_api_budget_pauses_and_the_next_resumes_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that reaches the API reserve stops as 'paused'; the next run with the same scope resumes it."""
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    bookings = _small_world(stack)
+    events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
+    expected = set()
+    for booking in (bookings[0], bookings[4], bookings[8]):
+        _person(stack, "PATCH", f"Event/{events[booking]['Id']}", {"Subject": "Edited"})
+        expected.add(("field_mismatch", f"{booking}:Subject"))
+    small = {"MOGLI_BRIDGE_SYNC__BATCH_SIZE": "2"}
+    used_before = stack.emulator.control("limits")["used"]
+    code, first = _reconcile(stack, "--dry-run", env=small)
+    calls = stack.emulator.control("limits")["used"] - used_before
+    assert code == 0 and {_key(i) for i in first["items"]} == expected and calls > 6
+
+    # 10% of 1,000 is the reserve: leave room for about half of a run's calls.
+    stack.emulator.control("limits", {"allocation": 1000, "used": 900 - calls // 2})
+    code, paused = _reconcile(stack, "--dry-run", env=small)
+    assert code == 1 and paused["state"] == "paused" and "API budget" in paused["message"]
+    assert paused["run_id"] != first["run_id"] and len(paused["items"]) < len(expected)
+
+    stack.emulator.control("limits", {"used": 0})
+    code, resumed = _reconcile(stack, "--dry-run", env=small)
+    assert code == 0 and resumed["state"] == "finished" and resumed["run_id"] == paused["run_id"]
+    found = Counter(_key(i) for i in resumed["items"])
+    assert set(found) == expected and all(n == 1 for n in found.values()), found
+
+
+def test_reconcile_refuses_when_a_daemon_holds_the_ledger_and_its_admin_api_is_silent(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never two writers: lock held, admin API silent: reconcile refuses and changes nothing."""
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    s, seed = stack.scheduler, stack.seed
+    link = s.add_link("one_on_one", s.add_user(seed.users[0]))
+    s.add_booking(link, related=seed.contacts[0])
+    daemon = stack.daemon()
+    daemon.start()
+    try:
+        wait_until(lambda: _settled(stack, 1), what="the booking to sync")
+        result = _reconcile_raw(stack, "--dry-run")
+        assert result.returncode == 1
+        assert "owns the ledger" in result.stderr and "does not answer" in result.stderr
+        with ledger_connection(stack.ledger_url) as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM reconciliation_runs")).scalar() == 0
+    finally:
+        assert daemon.terminate() == 0

@@ -229,9 +229,9 @@ def _check_scopes(stack: Stack, links: list[str], b: list[str], start: datetime)
     }
     _, report = _reconcile(stack, "--dry-run", "--booking", b[5])
     assert {_key(i) for i in report["items"]} == {("field_mismatch", f"{b[5]}:Subject")}
-    window = ("--since", (start + timedelta(hours=5, minutes=30)).isoformat())
-    window += ("--until", (start + timedelta(hours=6, minutes=30)).isoformat())
-    _, report = _reconcile(stack, "--dry-run", *window)
+    since = (start + timedelta(hours=5, minutes=30)).isoformat()
+    until = (start + timedelta(hours=6, minutes=30)).isoformat()
+    _, report = _reconcile(stack, "--dry-run", "--since", since, "--until", until)
     assert {_key(i) for i in report["items"]} == {("field_mismatch", f"{b[6]}:Description")}
 
 

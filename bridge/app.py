@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from bridge.source.reader import ReplicationSource
     from bridge.source.writeback import SchedulerWriter
     from bridge.sync.inbound import Inbound
+    from bridge.sync.reconcile import ReconcileOptions, Reconciler
 
 log = structlog.get_logger(__name__)
 
@@ -390,21 +391,19 @@ class Daemon:
         )
         return inbound, writer
 
-    def _window_reconciler(
-        self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher
-    ) -> Callable[[datetime, str], Awaitable[None]]:
-        """A targeted reconciliation of bookings from a point in time, for change events that were lost."""
+    def _reconciler(self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher) -> Reconciler:
+        """A Reconciler on the daemon's ledger and Salesforce client; repairs wake the pusher."""
         from bridge.ledger.reconciliation import ReconcileStore
         from bridge.salesforce.reads import SalesforceReads
         from bridge.source.reader_sql import SchedulerReader
-        from bridge.sync.reconcile import ReconcileOptions, Reconciler
+        from bridge.sync.reconcile import Reconciler
 
         sync = self.settings.sync
 
         async def after_repair() -> None:
             pusher.notify()
 
-        reconciler = Reconciler(
+        return Reconciler(
             ledger=ledger,
             store=ReconcileStore(ledger.repository.engine, self.clock),
             scheduler=SchedulerReader(self.settings.source.dsn, self.settings.source.schema),
@@ -413,6 +412,14 @@ class Daemon:
             chunk_size=sync.batch_size,
             after_repair=after_repair,
         )
+
+    def _window_reconciler(
+        self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher
+    ) -> Callable[[datetime, str], Awaitable[None]]:
+        """A targeted reconciliation of bookings from a point in time, for change events that were lost."""
+        from bridge.sync.reconcile import ReconcileOptions
+
+        reconciler = self._reconciler(ledger, client, pusher)
 
         async def reconcile(since: datetime, reason: str) -> None:
             options = ReconcileOptions(since=since, requested_by="streaming")
@@ -430,10 +437,11 @@ class Daemon:
         pusher: Pusher,
         ingestor: Ingestor,
         metrics: BridgeMetrics,
-    ) -> AdminServer[object]:
-        """The admin app, reading the live components (reconciliation is not wired in yet)."""
+    ) -> AdminServer[ReconcileOptions]:
+        """The admin app, reading the live components; it runs reconciliations on request."""
         from bridge.admin import AdminServer, DaemonProbe, ping_postgres
         from bridge.source.status import slot_status
+        from bridge.sync.reconcile import ReconcileOptions
 
         src = self.settings.source
         probe = DaemonProbe(
@@ -449,7 +457,13 @@ class Daemon:
             clock=self.clock,
         )
         return AdminServer(
-            self.settings.admin, probe=probe, ledger=ledger, metrics=metrics, notify_pusher=pusher.notify
+            self.settings.admin,
+            probe=probe,
+            ledger=ledger,
+            metrics=metrics,
+            notify_pusher=pusher.notify,
+            runner=self._reconciler(ledger, client, pusher),
+            make_options=ReconcileOptions,
         )
 
     async def _supervise(self, components: dict[str, Callable[[asyncio.Event], Awaitable[None]]]) -> None:

@@ -70,7 +70,8 @@ def settle(stack: Stack) -> tuple[str, str, DaemonProcess]:
 
 def test_admin_api_metrics_status_ledger_and_retry_of_a_running_daemon(stack: Stack, admin_port: int) -> None:
     """Against the daemon process: /readyz from real pings, metrics counting outcomes, `status --json`
-    merging the daemon's view, `ledger failures`, and `retry --all-failed` through the admin API."""
+    merging the daemon's view, `ledger failures`, `retry --all-failed` and a dry-run `reconcile`, both
+    through the admin API."""
     good, bad, daemon = settle(stack)
     base = f"http://127.0.0.1:{admin_port}"
     wait_until(lambda: ready(admin_port), what="/readyz to answer 200")
@@ -103,5 +104,14 @@ def test_admin_api_metrics_status_ledger_and_retry_of_a_running_daemon(stack: St
         lambda: ledger_activities(stack.ledger_url)[bad]["state"] == "failed", what="the retry to fail again"
     )
     assert ledger_activities(stack.ledger_url)[good]["state"] == "synced"
+
+    reconciled = cli(daemon, "reconcile", "--dry-run", "--json")
+    assert reconciled.returncode in (0, 1), reconciled.stderr
+    outcome = json.loads(reconciled.stdout)
+    assert outcome["via"] == "daemon" and outcome["state"] == "finished" and outcome["dry_run"] is True
+    _, run = http_json(
+        "GET", f"{base}/api/reconciliations/{outcome['run_id']}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert run["requested_by"] == "admin-api" and run["drift"]["repaired"] == 0
     assert daemon.terminate() == 0
     assert_logs_clean(daemon)

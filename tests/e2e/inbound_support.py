@@ -1,0 +1,145 @@
+"""Support for the inbound end-to-end tests: a stack whose emulator answers long polls within 2 seconds, and a
+person who edits records through plain REST (no client name, `X-Emulator-User` set)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.source.setup import drop_slot
+from bridge.stack import (
+    DaemonProcess,
+    EmulatorProcess,
+    HttpError,
+    Scheduler,
+    http_json,
+    ledger_connection,
+    seed_salesforce,
+    wait_until,
+)
+
+from .conftest import Stack
+
+LONG_POLL_SECONDS = 2.0
+API = "/services/data/v60.0"
+
+
+def short_poll_org(workdir: Path) -> Path:
+    """The emulator's default org with 2-second long polls."""
+    text = resources.files("bridge.emulator").joinpath("default_org.toml").read_text("utf-8")
+    text = text.replace(
+        "long_poll_timeout_seconds = 110.0", f"long_poll_timeout_seconds = {LONG_POLL_SECONDS}"
+    )
+    assert f"long_poll_timeout_seconds = {LONG_POLL_SECONDS}" in text
+    path = workdir / "org.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def inbound_stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
+    """Like `stack`, with an emulator whose long polls last 2 seconds."""
+    emulator = EmulatorProcess(tmp_path, org_file=short_poll_org(tmp_path))
+    scheduler = Scheduler(scheduler_dsn)
+    slot = "mb_" + scheduler_dsn.rsplit("/", 1)[1]
+    daemons: list[DaemonProcess] = []
+    try:
+        seed = seed_salesforce(emulator)
+        yield Stack(
+            tmp_path,
+            scheduler_dsn,
+            f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+            emulator,
+            scheduler,
+            seed,
+            slot,
+            daemons,
+        )
+    finally:
+        for daemon in daemons:
+            if daemon.alive():
+                daemon.kill9()
+        scheduler.close()
+        emulator.stop()
+        drop_slot(scheduler_dsn, slot)
+
+
+class Person:
+    """Someone editing the org through REST, as the Salesforce UI would (no `Sforce-Call-Options`)."""
+
+    def __init__(self, emulator: EmulatorProcess, user_id: str) -> None:
+        self.emulator = emulator
+        self.user_id = user_id
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.emulator.token()}", "X-Emulator-User": self.user_id}
+        return http_json(method, f"{self.emulator.url}{API}{path}", body, headers=headers)[1]
+
+    def update(self, sobject: str, record_id: str, fields: dict[str, Any]) -> None:
+        """PATCH one record."""
+        self._call("PATCH", f"/sobjects/{sobject}/{record_id}", fields)
+
+    def delete(self, sobject: str, record_id: str) -> None:
+        """DELETE one record (to the recycle bin)."""
+        self._call("DELETE", f"/sobjects/{sobject}/{record_id}")
+
+    def convert_lead(self, lead_id: str) -> dict[str, Any]:
+        """Convert a Lead through the control API (Salesforce's convertLead is not REST)."""
+        url = f"{self.emulator.url}/__emulator/leads/{lead_id}/convert"
+        _, body = http_json("POST", url, {}, headers={"X-Emulator-User": self.user_id})
+        return dict(body)
+
+
+def record(emulator: EmulatorProcess, sobject: str, record_id: str) -> dict[str, Any] | None:
+    """One record from the control API (deleted ones included), or None."""
+    for row in emulator.records(sobject, include_deleted=True):
+        if row["Id"] == record_id:
+            return row
+    return None
+
+
+def ledger_rows(url: str, table: str) -> list[dict[str, Any]]:
+    """Every row of a ledger table."""
+    import sqlalchemy as sa
+
+    assert table in ("activities", "links", "journal", "checkpoints", "reconciliation_runs")
+    with ledger_connection(url) as conn:
+        return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table}")).mappings()]  # noqa: S608
+
+
+def inbound_journal(url: str) -> list[dict[str, Any]]:
+    """The inbound journal entries, oldest first."""
+    return sorted(
+        (e for e in ledger_rows(url, "journal") if e["direction"] == "inbound"), key=lambda e: int(e["id"])
+    )
+
+
+def wait_streaming(emulator: EmulatorProcess) -> None:
+    """Wait until the daemon's streaming client is connected."""
+    wait_until(lambda: emulator.stats()["streaming_clients"] >= 1, timeout=60, what="a streaming client")
+
+
+def wait_journal(url: str, action: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """Wait for inbound journal entries with this action; returns them."""
+
+    def found() -> list[dict[str, Any]]:
+        try:
+            return [e for e in inbound_journal(url) if e["action"] == action]
+        except Exception:
+            return []
+
+    return list(wait_until(found, timeout=timeout, what=f"journal action {action}"))
+
+
+def ignore_missing(fn: Any, *args: Any) -> Any:
+    """Call fn, mapping an HTTP 404 to None."""
+    try:
+        return fn(*args)
+    except HttpError as exc:
+        if exc.status == 404:
+            return None
+        raise

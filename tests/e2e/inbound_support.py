@@ -108,7 +108,7 @@ def ledger_rows(url: str, table: str) -> list[dict[str, Any]]:
 
     assert table in ("activities", "links", "journal", "checkpoints", "reconciliation_runs")
     with ledger_connection(url) as conn:
-        return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table}")).mappings()]  # noqa: S608
+        return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table}")).mappings()]
 
 
 def inbound_journal(url: str) -> list[dict[str, Any]]:

@@ -75,7 +75,7 @@ def _stop(stack: Stack, synced: Synced) -> None:
 
 
 def test_event_deleted_by_a_person_stays_deleted(inbound_stack: Stack) -> None:
-    """Default policy: the ledger marks the activity deleted_in_salesforce, journals it, and writes nothing."""
+    """Default policy: the ledger marks the activity deleted_in_salesforce, journals it, writes nothing."""
     stack = inbound_stack
     synced = _synced(stack)
     writes_before = stack.emulator.stats()["api_requests"]["total"]

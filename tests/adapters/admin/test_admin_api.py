@@ -154,3 +154,22 @@ async def test_retry_refuses_an_ambiguous_body(make: Make, body: dict[str, Any])
     assert response.status == 400
     row = await h.ledger.get_activity(h.filled.failed)
     assert row is not None and row.state == "failed"
+
+
+async def test_status_survives_an_unreadable_slot_and_unknown_budget(make: Make) -> None:
+    """A slot query that fails and a client that has not seen a usage reading yet give nulls, not errors."""
+    h: Harness = await make()
+    probe = h.server.probe
+    assert isinstance(probe, DaemonProbe)
+
+    def broken_slot() -> None:
+        raise ConnectionError("scheduler gone")
+
+    probe._read_slot = broken_slot
+    h.salesforce.usage = None
+    body = await (await h.client.get("/api/status", headers=AUTH)).json()
+    assert body["replication"]["lag_bytes"] is None and body["replication"]["slot_exists"] is False
+    assert body["salesforce"]["api_used"] is None and body["salesforce"]["api_limit"] is None
+    text = await (await h.client.get("/metrics")).text()
+    assert "mogli_bridge_replication_lag_bytes 0.0" in text
+    assert "mogli_bridge_salesforce_api_remaining" in text  # declared, left unset until a reading exists

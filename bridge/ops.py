@@ -212,16 +212,19 @@ def ledger(
         records = fetch[what]()
     finally:
         repository.dispose()
+    _print_rows(out, _output_format(fmt, out), what, record_rows(records, COLUMNS[what]))
+    return 0
+
+
+def _print_rows(out: TextIO, form: str, what: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows of one listing as JSON, CSV or a table."""
     columns = COLUMNS[what]
-    rows = record_rows(records, columns)
-    form = _output_format(fmt, out)
     if form == "json":
         out.write(json.dumps([jsonable(r) for r in rows], indent=2) + "\n")
     elif form == "csv":
         write_csv(out, columns, rows)
     else:
         write_table(out, f"ledger {what} ({len(rows)} rows)", columns, rows)
-    return 0
 
 
 # ------------------------------------------------------------------------------------ retry

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from bridge.ledger.journal import append_journal
 from bridge.ledger.queries import _link_record, activities_by_id
+from bridge.ledger.requeue import mark_deleted_in_salesforce
 from bridge.ledger.rows import (
     ActivityRecord,
     Direction,
@@ -128,6 +129,27 @@ def requeue_drifted(
     return len(entries)
 
 
+def mark_deleted(connection: Connection, salesforce_ids: Collection[str], now: datetime, run_id: int) -> int:
+    """Rows whose record a person deleted and the policy keeps deleted; returns how many rows changed."""
+    return mark_deleted_in_salesforce(connection, salesforce_ids, now, reason=f"reconcile run {run_id}")
+
+
+def accept_owners(connection: Connection, owners: Mapping[str, str], now: datetime, run_id: int) -> int:
+    """Record Event owners a person set in Salesforce (the owner policy accepts them); returns how many."""
+    entries = []
+    for booking_id, owner_id in sorted(owners.items()):
+        where = ACTIVITIES.c.booking_id == booking_id
+        connection.execute(
+            update(ACTIVITIES).where(where).values(owner_salesforce_id=owner_id, updated_at=now)
+        )
+        detail = {"run_id": run_id, "owner_id": owner_id, "policy": "accept"}
+        entries.append(
+            JournalEntry(now, Direction.RECONCILE, "activity", booking_id, "reconcile.owner_accepted", detail)
+        )
+    append_journal(connection, entries)
+    return len(entries)
+
+
 def record_chunk(
     connection: Connection, run_id: int, items: Sequence[DriftItem], summary: JsonObject
 ) -> None:
@@ -227,6 +249,14 @@ class ReconcileStore:
             now=self._clock(),
             run_id=run_id,
         )
+
+    async def mark_deleted(self, salesforce_ids: Collection[str], run_id: int) -> int:
+        """See mark_deleted."""
+        return await self._write(mark_deleted, salesforce_ids, self._clock(), run_id)
+
+    async def accept_owners(self, owners: Mapping[str, str], run_id: int) -> int:
+        """See accept_owners."""
+        return await self._write(accept_owners, owners, self._clock(), run_id)
 
     async def record_chunk(self, run_id: int, items: Sequence[DriftItem], summary: JsonObject) -> None:
         """See record_chunk."""

@@ -16,7 +16,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from bridge.ledger.rows import ActivityRecord, LinkRecord
 from bridge.records import (
@@ -69,6 +69,21 @@ class Repair(enum.StrEnum):
     REQUEUE = "requeue"  # push the ledger row again (upsert by External ID)
     RELINK = "relink"  # forget the link's Mogli Event id, push the link and its bookings again
     DELETE = "delete"  # delete the Salesforce record
+    MARK_DELETED = "mark_deleted"  # policy keeps a person's delete: the ledger records it, nothing is written
+    ACCEPT_OWNER = "accept_owner"  # policy accepts a person's reassignment: the ledger records the owner
+
+
+@dataclass(frozen=True, slots=True)
+class RepairPolicy:
+    """The `[sync]` policy rows reconciliation follows, so it never undoes what the inbound path accepts.
+
+    A person's delete of an Event is kept (or the Event recreated); a deleted Mogli Event is recreated (or
+    left deleted); a person's reassignment of an Event is accepted and recorded (with either owner policy:
+    writing a round-robin owner back to the scheduler is the inbound path's, not reconciliation's).
+    """
+
+    on_activity_deleted: Literal["keep_deleted", "recreate"] = "keep_deleted"
+    on_mogli_event_deleted: Literal["recreate", "keep_deleted"] = "recreate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +213,9 @@ def _link_mirror_diff(source: LinkRow | None, ledger: LinkRecord) -> dict[str, A
     return diff
 
 
-def classify_link(view: LinkView, users: Mapping[str, str | None]) -> list[Finding]:
+def classify_link(
+    view: LinkView, users: Mapping[str, str | None], policy: RepairPolicy = RepairPolicy()
+) -> list[Finding]:
     """Every disagreement about one link and its Mogli Events."""
     link_id, ledger = view.link_id, view.ledger
     live = sorted((m for m in view.mogli_events if not m.deleted), key=lambda m: (m.created_at, m.id))
@@ -214,17 +231,24 @@ def classify_link(view: LinkView, users: Mapping[str, str | None]) -> list[Findi
         return [Finding(DriftKind.LEDGER_LINK_STALE, Repair.INGEST, link_id=link_id, detail={"fields": diff})]
     if ledger.state != "synced":
         return []
-    return _mogli_findings(view, ledger, live, users)
+    return _mogli_findings(view, ledger, live, users, policy)
 
 
 def _mogli_findings(
-    view: LinkView, ledger: LinkRecord, live: list[MogliSnapshot], users: Mapping[str, str | None]
+    view: LinkView,
+    ledger: LinkRecord,
+    live: list[MogliSnapshot],
+    users: Mapping[str, str | None],
+    policy: RepairPolicy,
 ) -> list[Finding]:
     link_id, known = view.link_id, _id(ledger.mogli_event_id)
     if not live:
-        deleted = {_id(m.id) for m in view.mogli_events if m.deleted}
-        kind = DriftKind.LEDGER_POINTS_AT_DELETED if known in deleted else DriftKind.MOGLI_EVENT_MISSING
-        return [Finding(kind, Repair.RELINK, link_id=link_id, salesforce_id=known)]
+        if known in {_id(m.id) for m in view.mogli_events if m.deleted}:
+            kept = policy.on_mogli_event_deleted == "keep_deleted"
+            repair = Repair.MARK_DELETED if kept else Repair.RELINK
+            policy_detail = {"policy": policy.on_mogli_event_deleted}
+            return [Finding(DriftKind.LEDGER_POINTS_AT_DELETED, repair, link_id, None, known, policy_detail)]
+        return [Finding(DriftKind.MOGLI_EVENT_MISSING, Repair.RELINK, link_id=link_id, salesforce_id=known)]
     keep = next((m for m in live if _id(m.id) == known), live[0])
     findings = [
         Finding(
@@ -332,7 +356,9 @@ def activity_work(record: ActivityRecord, view: LedgerView) -> ActivityWork:
     )
 
 
-def classify_booking(booking: BookingView, view: LedgerView, options: MappingOptions) -> list[Finding]:
+def classify_booking(
+    booking: BookingView, view: LedgerView, options: MappingOptions, policy: RepairPolicy = RepairPolicy()
+) -> list[Finding]:
     """Every disagreement about one booking and its Event."""
     bid, ledger = booking.booking_id, booking.ledger
     live = sorted((e for e in booking.events if not e.deleted), key=lambda e: (e.created_at, e.id))
@@ -355,17 +381,24 @@ def classify_booking(booking: BookingView, view: LedgerView, options: MappingOpt
         ]
     if not isinstance(action, UpsertEvent) or ledger.state in ("deleted_in_salesforce", "skipped"):
         return []  # refused by the rules, deleted by a person (policy), or left out by the backfill
-    return _event_findings(booking, ledger, live, action)
+    return _event_findings(booking, ledger, live, action, policy)
 
 
 def _event_findings(
-    booking: BookingView, ledger: ActivityRecord, live: list[EventSnapshot], action: UpsertEvent
+    booking: BookingView,
+    ledger: ActivityRecord,
+    live: list[EventSnapshot],
+    action: UpsertEvent,
+    policy: RepairPolicy,
 ) -> list[Finding]:
     bid, link_id, known = booking.booking_id, ledger.link_id, _id(ledger.activity_id)
     if not live:
-        deleted = {_id(e.id) for e in booking.events if e.deleted}
-        kind = DriftKind.LEDGER_POINTS_AT_DELETED if known in deleted else DriftKind.MISSING_IN_SALESFORCE
-        return [Finding(kind, Repair.REQUEUE, link_id, bid, known)]
+        if known in {_id(e.id) for e in booking.events if e.deleted}:
+            kept = policy.on_activity_deleted == "keep_deleted"
+            repair = Repair.MARK_DELETED if kept else Repair.REQUEUE
+            policy_detail = {"policy": policy.on_activity_deleted}
+            return [Finding(DriftKind.LEDGER_POINTS_AT_DELETED, repair, link_id, bid, known, policy_detail)]
+        return [Finding(DriftKind.MISSING_IN_SALESFORCE, Repair.REQUEUE, link_id, bid, known)]
     keep = next((e for e in live if _id(e.id) == known), live[0])
     findings = [
         Finding(DriftKind.DUPLICATE_EVENT, Repair.DELETE, link_id, bid, e.id, {"kept": keep.id})
@@ -378,22 +411,22 @@ def _event_findings(
             *findings,
             Finding(DriftKind.LEDGER_ID_MISMATCH, Repair.REQUEUE, link_id, bid, keep.id, detail),
         ]
-    return findings + _event_field_findings(link_id, bid, keep, action)
+    return findings + _event_field_findings(link_id, bid, keep, action, ledger.owner_salesforce_id)
 
 
 def _event_field_findings(
-    link_id: str | None, bid: str, found: EventSnapshot, action: UpsertEvent
+    link_id: str | None, bid: str, found: EventSnapshot, action: UpsertEvent, accepted_owner: str | None
 ) -> list[Finding]:
     want = action.fields
+    findings = _owner_findings(link_id, bid, found, want.owner_id, accepted_owner)
     pairs: dict[str, tuple[Any, Any]] = {
-        "OwnerId": (_id(want.owner_id), _id(found.owner_id)),
         "WhoId": (_id(want.who_id), _id(found.who_id)),
         "WhatId": (_id(want.what_id), _id(found.what_id)),
         "Mogli_Event_Id__c": (_id(want.mogli_event_id), _id(found.mogli_event_id)),
         "Subject": (want.subject, found.subject),
         "Description": (_text(want.description), _text(found.description)),
     }
-    findings = [
+    findings += [
         Finding(
             DriftKind.FIELD_MISMATCH,
             Repair.REQUEUE,
@@ -406,6 +439,17 @@ def _event_field_findings(
         if expected != got
     ]
     return findings + _time_findings(link_id, bid, found, want.start_at, want.end_at)
+
+
+def _owner_findings(
+    link_id: str | None, bid: str, found: EventSnapshot, expected: str, accepted: str | None
+) -> list[Finding]:
+    """A reassignment the ledger already recorded was accepted (policy): drift only when it is new."""
+    got = _id(found.owner_id)
+    if got == _id(expected) or (got is not None and got == _id(accepted)):
+        return []
+    detail = {"field": "OwnerId", "expected": _id(expected), "found": got, "policy": "accept"}
+    return [Finding(DriftKind.FIELD_MISMATCH, Repair.ACCEPT_OWNER, link_id, bid, found.id, detail)]
 
 
 def _time_findings(

@@ -26,6 +26,7 @@ from bridge.sync.drift import (
     LedgerView,
     LinkView,
     Repair,
+    RepairPolicy,
     classify_booking,
     classify_link,
     classify_user,
@@ -143,6 +144,7 @@ class Reconciler:
         scheduler: SchedulerSnapshot,
         salesforce: SalesforceSnapshot,
         options: MappingOptions,
+        policy: RepairPolicy = RepairPolicy(),
         chunk_size: int = 200,
         after_repair: Callable[[], Awaitable[None]] | None = None,
         progress: Progress | None = None,
@@ -152,6 +154,7 @@ class Reconciler:
         self._scheduler = scheduler
         self._sf = salesforce
         self._options = options
+        self._policy = policy
         self._chunk = max(chunk_size, 1)
         self._after_repair = after_repair
         self._progress = progress
@@ -263,7 +266,7 @@ class Reconciler:
                     ledger_links.get(link_id),
                     [m for m in moglis if m.link_id == link_id],
                 )
-                findings += classify_link(view, ledger_users)
+                findings += classify_link(view, ledger_users, self._policy)
             progress.links_checked += len(chunk)
             self._report("links", min(start + self._chunk, len(links)), len(links))
         findings += await self._user_findings(sorted(users))
@@ -297,7 +300,7 @@ class Reconciler:
                 ledger.get(booking_id),
                 [e for e in events if e.booking_id == booking_id],
             )
-            findings += classify_booking(booking, view, self._options)
+            findings += classify_booking(booking, view, self._options, self._policy)
         return findings
 
     async def _store_chunk(

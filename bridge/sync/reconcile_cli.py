@@ -27,6 +27,7 @@ from rich.table import Table
 from bridge.config import Settings
 from bridge.errors import ApiLimitExhausted
 from bridge.ledger.rows import DriftItem
+from bridge.sync.drift import RepairPolicy
 from bridge.sync.mapping import MappingOptions
 from bridge.sync.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
 
@@ -241,6 +242,7 @@ async def _execute(
                 scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
                 salesforce=SalesforceReads(client, sf.objects),
                 options=mapping,
+                policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
                 chunk_size=sync.batch_size,
                 after_repair=_drainer(pusher.push_once),
                 progress=report,

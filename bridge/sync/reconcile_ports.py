@@ -5,7 +5,7 @@ except for the repairs. The adapters are `AsyncLedger` + `ledger.reconciliation.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -78,6 +78,14 @@ class ReconcileStorePort(Protocol):
         run_id: int,
     ) -> int:
         """Push rows again; returns how many were queued."""
+        ...
+
+    async def mark_deleted(self, salesforce_ids: Collection[str], run_id: int) -> int:
+        """Record deletes the policy keeps; returns how many rows changed."""
+        ...
+
+    async def accept_owners(self, owners: Mapping[str, str], run_id: int) -> int:
+        """Record owners the policy accepts; returns how many rows changed."""
         ...
 
     async def record_chunk(self, run_id: int, items: Sequence[DriftItem], summary: JsonObject) -> None:

@@ -60,6 +60,16 @@ class Repairer:
         if by_kind[Repair.INGEST]:
             queued += await self._remirror([findings[i] for i in by_kind[Repair.INGEST]])
             repaired |= set(by_kind[Repair.INGEST])
+        if by_kind[Repair.MARK_DELETED]:
+            deleted_ids = {findings[i].salesforce_id or "" for i in by_kind[Repair.MARK_DELETED]}
+            await self._store.mark_deleted(deleted_ids, run_id)
+            repaired |= set(by_kind[Repair.MARK_DELETED])
+        if by_kind[Repair.ACCEPT_OWNER]:
+            chosen = [findings[i] for i in by_kind[Repair.ACCEPT_OWNER]]
+            await self._store.accept_owners(
+                {f.booking_id or "": str(f.detail["found"]) for f in chosen}, run_id
+            )
+            repaired |= set(by_kind[Repair.ACCEPT_OWNER])
         requeue = by_kind[Repair.REQUEUE] + by_kind[Repair.RELINK]
         if requeue:
             chosen = [findings[i] for i in requeue]

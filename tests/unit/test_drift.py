@@ -20,6 +20,7 @@ from bridge.sync.drift import (
     LinkView,
     MogliSnapshot,
     Repair,
+    RepairPolicy,
     classify_booking,
     classify_link,
     classify_user,
@@ -130,13 +131,18 @@ BOOKING_CASES: list[tuple[str, BookingView, Expected]] = [
     (
         "Event deleted by a person",
         _booking(events=(_event(deleted=True),)),
-        [(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.REQUEUE, None)],
+        [(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.MARK_DELETED, None)],
     ),
     ("no Event at all", _booking(events=()), [(DriftKind.MISSING_IN_SALESFORCE, Repair.REQUEUE, None)]),
     (
         "owner changed",
         _booking(events=(_event(owner_id=SF_OTHER),)),
-        [(DriftKind.FIELD_MISMATCH, Repair.REQUEUE, "OwnerId")],
+        [(DriftKind.FIELD_MISMATCH, Repair.ACCEPT_OWNER, "OwnerId")],
+    ),
+    (
+        "owner change the ledger already accepted",
+        _booking(ledger=_ledger(owner_salesforce_id=SF_OTHER), events=(_event(owner_id=SF_OTHER),)),
+        [],
     ),
     (
         "who changed",
@@ -185,7 +191,7 @@ BOOKING_CASES: list[tuple[str, BookingView, Expected]] = [
         "two fields changed: two findings",
         _booking(events=(_event(subject="x", owner_id=SF_OTHER),)),
         [
-            (DriftKind.FIELD_MISMATCH, Repair.REQUEUE, "OwnerId"),
+            (DriftKind.FIELD_MISMATCH, Repair.ACCEPT_OWNER, "OwnerId"),
             (DriftKind.FIELD_MISMATCH, Repair.REQUEUE, "Subject"),
         ],
     ),
@@ -416,3 +422,18 @@ USER_CASES: list[tuple[str, Callable[[], list[Any]], Expected]] = [
 def test_user_drift(name: str, classify: Callable[[], list[Any]], expected: Expected) -> None:
     """A user whose ledger mirror is missing or stale is one finding, repaired by re-mirroring."""
     assert _shape(classify()) == expected
+
+
+def test_policy_recreate_requeues_a_deleted_event() -> None:
+    """With sync.on_activity_deleted=recreate the Event a person deleted is written again."""
+    policy = RepairPolicy(on_activity_deleted="recreate")
+    findings = classify_booking(_booking(events=(_event(deleted=True),)), VIEW, DELETE, policy)
+    assert _shape(findings) == [(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.REQUEUE, None)]
+
+
+def test_policy_keep_deleted_leaves_a_deleted_mogli_event_deleted() -> None:
+    """With sync.on_mogli_event_deleted=keep_deleted the ledger records the delete instead of a relink."""
+    policy = RepairPolicy(on_mogli_event_deleted="keep_deleted")
+    findings = classify_link(_link(mogli_events=(_mogli(deleted=True),)), {OWNER: SF_OWNER}, policy)
+    assert _shape(findings) == [(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.MARK_DELETED, None)]
+    assert findings[0].salesforce_id == MOGLI

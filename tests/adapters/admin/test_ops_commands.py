@@ -207,3 +207,29 @@ async def test_status_exits_1_when_the_source_is_unreachable(make: Make, tmp_pat
     code = await asyncio.to_thread(ops.status, _settings(tmp_path, dead), as_json=True, out=out)
     report = json.loads(out.getvalue())
     assert code == 1 and report["source"]["reachable"] is False and report["source"]["error"]
+
+
+class _Terminal(io.StringIO):
+    """A StringIO that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_status_and_ledger_print_tables_on_a_terminal(
+    make: Make, tmp_path: Path, pg_database: str
+) -> None:
+    """On a terminal, status prints one table per section and ledger a titled table (no CSV header line)."""
+    h: Harness = await make()
+    settings = _settings(tmp_path, pg_database)
+    out = _Terminal()
+    await asyncio.to_thread(ops.status, settings, as_json=False, out=out)
+    text = out.getvalue()
+    for section in ("summary", "ledger", "source", "daemon"):
+        assert section in text
+    assert "key,value" not in text and "not running" in text
+    out = _Terminal()
+    ops.ledger(
+        settings, "failures", link=None, booking=None, state=None, since=None, limit=10, fmt=None, out=out
+    )
+    assert "ledger failures (1 rows)" in out.getvalue() and h.filled.failed in out.getvalue()

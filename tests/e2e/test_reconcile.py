@@ -305,3 +305,41 @@ def test_reconcile_refuses_when_a_daemon_holds_the_ledger_and_its_admin_api_is_s
             assert conn.execute(sa.text("SELECT count(*) FROM reconciliation_runs")).scalar() == 0
     finally:
         assert daemon.terminate() == 0
+
+
+def test_a_run_left_running_by_a_crash_resumes_after_its_last_stored_chunk(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run a crash left 'running' is continued by the next one with its scope, after its last stored chunk."""
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    bookings = _small_world(stack)
+    events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
+    for booking in bookings:
+        _person(stack, "PATCH", f"Event/{events[booking]['Id']}", {"Subject": "Edited"})
+    ordered = sorted(bookings)
+    # What a process killed after storing the links and the first two booking chunks (of 2) leaves behind.
+    progress = {
+        "links_done": True,
+        "after": ordered[3],
+        "counts": {"field_mismatch": 4},
+        "bookings_checked": 4,
+    }
+    scope = {"links": [], "bookings": [], "since": None, "until": None}
+    with ledger_connection(stack.ledger_url) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO reconciliation_runs (requested_by, scope, dry_run, state, started_at, summary) "
+                "VALUES ('cli', :scope, true, 'running', :now, :summary)"
+            ),
+            {
+                "scope": json.dumps(scope),
+                "now": datetime.now(UTC).replace(tzinfo=None),
+                "summary": json.dumps(progress),
+            },
+        )
+        conn.commit()
+        crashed = conn.execute(sa.text("SELECT max(id) FROM reconciliation_runs")).scalar()
+    code, report = _reconcile(stack, "--dry-run", env={"MOGLI_BRIDGE_SYNC__BATCH_SIZE": "2"})
+    assert code == 0 and report["run_id"] == crashed and report["state"] == "finished"
+    assert sorted(i["booking_id"] for i in report["items"]) == ordered[4:], "only the chunks not yet stored"
+    assert report["counts"] == {"field_mismatch": 9}, "the crashed part's counts carry over"

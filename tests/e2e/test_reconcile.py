@@ -310,7 +310,7 @@ def test_reconcile_refuses_when_a_daemon_holds_the_ledger_and_its_admin_api_is_s
 def test_a_run_left_running_by_a_crash_resumes_after_its_last_stored_chunk(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run a crash left 'running' is continued by the next one with its scope, after its last stored chunk."""
+    """A run a crash left 'running' is continued by the next with its scope, after its last stored chunk."""
     monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
     bookings = _small_world(stack)
     events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}

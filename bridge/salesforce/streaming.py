@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import structlog
 from aiocometd_ng.constants import TransportState
 from aiosfstream_ng.auth import AuthenticatorBase
@@ -174,7 +175,17 @@ class ChangeStream:
                     yield item
                 async for change in self._receive(client):
                     yield change
-            except (AiosfstreamException, _Stalled, OSError) as exc:
+            # aiocometd-ng lets malformed replies (e.g. an HTTP 503 with a REST error body) escape as
+            # KeyError/TypeError/ValueError from its message parsing: transport failures, not our bugs.
+            except (
+                AiosfstreamException,
+                _Stalled,
+                OSError,
+                aiohttp.ClientError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 failures += 1
                 self.rebuilds += 1
                 delay = min(

@@ -74,7 +74,9 @@ async def _next_change(items: AsyncIterator[StreamItem]) -> SalesforceChange:
 async def _subscribed(control: Control) -> None:
     """Wait until the stream's client is connected (subscriptions go out with the first connect)."""
     async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
-        while (await control.stats())["streaming_clients"] < 1:
+        while True:
+            if (await control.stats())["streaming_clients"] >= 1:
+                return
             await asyncio.sleep(0.05)
 
 

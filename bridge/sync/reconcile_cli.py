@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -31,11 +31,17 @@ from bridge.sync.drift import RepairPolicy
 from bridge.sync.mapping import MappingOptions
 from bridge.sync.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
 
+if TYPE_CHECKING:
+    from bridge.ledger.reconciliation import ReconcileStore
+    from bridge.ledger.repository import AsyncLedger
+    from bridge.salesforce.rest import SalesforceClient
+
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 0.5
 ADMIN_TIMEOUT_SECONDS = 5.0
 DRAIN_ROUNDS = 1_000  # push rounds after a repair; each round handles up to sync.batch_size rows
+TABLE_ITEMS = 200  # items listed under the table; --json has them all
 
 
 class DaemonRefused(Exception):
@@ -209,22 +215,46 @@ def _in_process(
     )
 
 
+def make_reconciler(
+    settings: Settings,
+    ledger: AsyncLedger,
+    client: SalesforceClient,
+    *,
+    clock: Callable[[], datetime],
+    after_repair: Callable[[], Awaitable[None]] | None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[Reconciler, ReconcileStore]:
+    """A Reconciler on the daemon's (or this process's) ledger and client; close the store when done."""
+    from bridge.ledger.reconciliation import ReconcileStore
+    from bridge.salesforce.reads import SalesforceReads
+    from bridge.source.reader_sql import SchedulerReader
+
+    sync = settings.sync
+    store = ReconcileStore(ledger.repository.engine, clock)
+    reconciler = Reconciler(
+        ledger=ledger,
+        store=store,
+        scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
+        salesforce=SalesforceReads(client, settings.salesforce.objects),
+        options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
+        policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
+        chunk_size=sync.batch_size,
+        after_repair=after_repair,
+        progress=progress,
+    )
+    return reconciler, store
+
+
 async def _execute(
     settings: Settings, options: ReconcileOptions, report: Callable[[str, int, int], None] | None
 ) -> ReconcileSummary:
-    from bridge.ledger.reconciliation import ReconcileStore
     from bridge.ledger.repository import AsyncLedger, LedgerRepository, utc_now
     from bridge.salesforce.auth import TokenManager, make_ssl_context
-    from bridge.salesforce.reads import SalesforceReads
     from bridge.salesforce.rest import SalesforceClient
-    from bridge.source.reader_sql import SchedulerReader
     from bridge.sync.push import Pusher, PushSettings
 
     sf, sync = settings.salesforce, settings.sync
-    repository = LedgerRepository.from_url(settings.ledger.url)
-    ledger = AsyncLedger(repository)
-    store = ReconcileStore(repository.engine, utc_now)
-    mapping = MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events)
+    ledger = AsyncLedger(LedgerRepository.from_url(settings.ledger.url))
     connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle))
     try:
         async with aiohttp.ClientSession(connector=connector) as http:
@@ -232,25 +262,24 @@ async def _execute(
             pusher = Pusher(
                 ledger,
                 client,
-                options=mapping,
+                options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
                 settings=PushSettings(batch_size=sync.batch_size, max_attempts=sync.max_attempts),
                 clock=utc_now,
             )
-            reconciler = Reconciler(
-                ledger=ledger,
-                store=store,
-                scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
-                salesforce=SalesforceReads(client, sf.objects),
-                options=mapping,
-                policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
-                chunk_size=sync.batch_size,
+            reconciler, store = make_reconciler(
+                settings,
+                ledger,
+                client,
+                clock=utc_now,
                 after_repair=_drainer(pusher.push_once),
                 progress=report,
             )
-            run_id = await reconciler.start(options)
-            return await reconciler.execute(run_id, options)
+            try:
+                run_id = await reconciler.start(options)
+                return await reconciler.execute(run_id, options)
+            finally:
+                store.close()
     finally:
-        store.close()
         await ledger.close()
 
 
@@ -333,7 +362,7 @@ def print_table(outcome: Outcome, console: Console) -> None:
     items = Table(title="Drift")
     for column in ("kind", "link", "booking", "salesforce id", "detail"):
         items.add_column(column, overflow="fold")
-    for item in outcome.items:
+    for item in outcome.items[:TABLE_ITEMS]:
         detail = {k: v for k, v in item.detail.items() if k != "repair"}
         items.add_row(
             item.kind,
@@ -343,3 +372,5 @@ def print_table(outcome: Outcome, console: Console) -> None:
             json.dumps(detail, default=str),
         )
     console.print(items)
+    if len(outcome.items) > TABLE_ITEMS:
+        console.print(f"... and {len(outcome.items) - TABLE_ITEMS:,} more items: use --json for all of them")

@@ -231,6 +231,13 @@ class BenchWorld:
         finally:
             conn.close()
 
+    def daemon_started_at(self) -> float | None:
+        """Wall time at which the daemon logged `daemon.started` (its imports and set-up done)."""
+        for line in self.daemon.log_lines():
+            if line.get("event") == "daemon.started" and isinstance(line.get("timestamp"), str):
+                return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+        return None
+
     def daemon_peak_rss_mb(self) -> float | None:
         """VmHWM of the running daemon."""
         proc = self.daemon.proc

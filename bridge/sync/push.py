@@ -1,9 +1,9 @@
 """Push: pending ledger rows become Salesforce records, and their outcomes go back to the ledger.
 
 Scheduling. Up to `max_in_flight` calls run at once, each carrying one claimed batch (up to `batch_size`
-rows). A part-filled batch may be sent only while no other part-filled batch of its kind (links or
-activities) is in flight: at low load a booking goes out at once, and whatever arrives while that call is in
-flight is batched into the next call (no fixed linger); under load every slot carries a full batch. Mogli
+rows). Part-filled batches of one kind (links or activities) may use only `max_partial_in_flight` of the
+slots: at low load a booking goes out at once, and whatever arrives while those calls are in flight is
+batched into the next call (no fixed linger); under load every slot carries a full batch. Mogli
 Events are claimed before Events, and the ledger only offers an Event whose link already has its Mogli
 Event, so Events of synced links never wait behind Mogli Events still on their way.
 
@@ -50,6 +50,16 @@ class Claim:
     full: bool = False
 
 
+@dataclass(slots=True)
+class Flight:
+    """A started claim: its rows stay busy until recorded; its slot frees as soon as Salesforce answered."""
+
+    claim: Claim
+    links: set[str]
+    bookings: set[str]
+    holds_slot: bool = True
+
+
 class Pusher:
     """Claims pending work from the ledger, writes it to Salesforce and records the outcome."""
 
@@ -69,8 +79,9 @@ class Pusher:
         self._settings = settings
         self._clock = clock
         self._changed = asyncio.Event()  # new work was ingested, or a call finished
-        self._calls: set[asyncio.Task[None]] = set()
-        self._partial_links = 0  # part-filled calls in flight, per kind: at most one each
+        self._tasks: set[asyncio.Task[None]] = set()  # calls and the ledger records that follow them
+        self._sending = 0  # slots taken by calls waiting for Salesforce
+        self._partial_links = 0  # part-filled calls in flight, per kind
         self._partial_activities = 0
         self._busy_links: set[str] = set()
         self._busy_bookings: set[str] = set()
@@ -82,8 +93,8 @@ class Pusher:
 
     @property
     def in_flight(self) -> int:
-        """Salesforce calls running now."""
-        return len(self._calls)
+        """Salesforce calls waiting for an answer now."""
+        return self._sending
 
     def notify(self) -> None:
         """New work may be pending (called by the ingestor)."""
@@ -112,7 +123,7 @@ class Pusher:
         """Claim and start calls while a slot is free and there is work for it; returns how many started."""
         loop = asyncio.get_running_loop()
         started = 0
-        while len(self._calls) < self._settings.max_in_flight and loop.time() >= self._resume_at:
+        while self._sending < self._settings.max_in_flight and loop.time() >= self._resume_at:
             claim = await self._claim()
             if claim is None:
                 break
@@ -128,10 +139,11 @@ class Pusher:
         # Claims take no lock: rows in flight come back and are dropped here (they head the ledger's order).
         claimed = await self._ledger.claim_link_work(now, size + len(busy_links))
         links = [w for w in claimed if w.link.link_id not in busy_links][:size]
-        if links and (len(links) >= size or not self._partial_links):
+        if links and (len(links) >= size or self._partial_links < self._settings.max_partial_in_flight):
             return Claim(links=links, full=len(links) >= size)
         activities = await self._ledger.claim_activity_work(now, size, frozenset(self._busy_bookings))
-        if activities and (len(activities) >= size or not self._partial_activities):
+        partial_ok = self._partial_activities < self._settings.max_partial_in_flight
+        if activities and (len(activities) >= size or partial_ok):
             return Claim(activities=activities, full=len(activities) >= size)
         return None
 
@@ -141,17 +153,26 @@ class Pusher:
         bookings = {w.booking.booking_id for w in claim.activities}
         self._busy_links |= links
         self._busy_bookings |= bookings
+        self._sending += 1
         self._count_partial(claim, 1)
-        task = asyncio.create_task(self._call(claim, links, bookings), name="push.call")
-        self._calls.add(task)
+        task = asyncio.create_task(self._call(Flight(claim, links, bookings)), name="push.call")
+        self._tasks.add(task)
 
-    async def _call(self, claim: Claim, links: set[str], bookings: set[str]) -> None:
+    def _land(self, flight: Flight) -> None:
+        """Salesforce answered (or the call failed): free the slot for the next claim."""
+        if flight.holds_slot:
+            flight.holds_slot = False
+            self._sending -= 1
+            self._count_partial(flight.claim, -1)
+            self._changed.set()
+
+    async def _call(self, flight: Flight) -> None:
         """One call and its ledger record; releases the rows afterwards, whatever happened."""
         try:
-            if claim.links:
-                await self._push_links(claim.links)
+            if flight.claim.links:
+                await self._push_links(flight)
             else:
-                await self._push_activities(claim.activities)
+                await self._push_activities(flight)
             self.waiting_reason = None
         except ApiLimitExhausted as exc:
             self.waiting_reason = "api_limit"
@@ -170,12 +191,12 @@ class Pusher:
             if self._error is None:
                 self._error = exc
         finally:
-            self._busy_links -= links
-            self._busy_bookings -= bookings
-            self._count_partial(claim, -1)
+            self._land(flight)
+            self._busy_links -= flight.links
+            self._busy_bookings -= flight.bookings
             current = asyncio.current_task()
             if current is not None:
-                self._calls.discard(current)
+                self._tasks.discard(current)
             self._changed.set()
 
     def _count_partial(self, claim: Claim, step: int) -> None:
@@ -212,18 +233,19 @@ class Pusher:
 
     async def _finish_calls(self) -> None:
         """Wait for every call in flight (a cancellation of the waiter does not cancel the calls)."""
-        if self._calls:
-            await asyncio.shield(asyncio.gather(*self._calls, return_exceptions=True))
+        if self._tasks:
+            await asyncio.shield(asyncio.gather(*self._tasks, return_exceptions=True))
 
     # ---------------------------------------------------------------- links
 
-    async def _push_links(self, work: Sequence[LinkWork]) -> None:
+    async def _push_links(self, flight: Flight) -> None:
         now = self._clock()
-        plan = plan_links(work)
+        plan = plan_links(flight.claim.links)
         if plan.writes:
             results = await self._sf.upsert_mogli_events([fields for _, fields in plan.writes])
             for (item, fields), res in zip(plan.writes, results, strict=True):
                 plan.outcomes.append(link_outcome(item, fields, res, now, self._settings))
+        self._land(flight)
         await self._ledger.record_link_outcomes(plan.outcomes, self._clock())
         self._log_links(plan.outcomes)
 
@@ -239,13 +261,14 @@ class Pusher:
 
     # ---------------------------------------------------------------- activities
 
-    async def _push_activities(self, work: Sequence[ActivityWork]) -> None:
+    async def _push_activities(self, flight: Flight) -> None:
         now = self._clock()
-        plan = plan_activities(work, self._options, now, self._settings)
+        plan = plan_activities(flight.claim.activities, self._options, now, self._settings)
         if plan.upserts:
             plan.outcomes.extend(await self._write_events(plan.upserts, now))
         if plan.deletes:
             plan.outcomes.extend(await self._delete_events(plan.deletes, now))
+        self._land(flight)
         await self._ledger.record_activity_outcomes(plan.outcomes, self._clock())
         self._log_activities(plan.outcomes)
 

@@ -38,7 +38,10 @@ class PushSettings:
     """Pacing of the push worker."""
 
     batch_size: int = 200
-    max_in_flight: int = 4  # Salesforce calls at once; one part-filled batch per kind among them
+    max_in_flight: int = 4  # Salesforce calls at once
+    # Of those, calls carrying a part-filled batch, per kind (links, activities): more cuts latency at
+    # moderate load, fewer saves API calls; a full batch may always take a free slot.
+    max_partial_in_flight: int = 2
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     max_attempts: int = 20

@@ -264,7 +264,7 @@ async def test_low_load_sends_at_once_and_batches_what_queued_meanwhile() -> Non
     ledger, sf = FakeLedger(), FakeSalesforce()
     ledger.add_link("link-a", synced=True)
     bookings(ledger, 1)
-    pusher = make_pusher(ledger, sf)
+    pusher = make_pusher(ledger, sf, max_partial_in_flight=1)
 
     assert await pusher.dispatch() == 1
     await settle()
@@ -278,12 +278,32 @@ async def test_low_load_sends_at_once_and_batches_what_queued_meanwhile() -> Non
     assert [keys for _, keys in sf.calls] == [["b00000"], ["b00001", "b00002", "b00003"]]
 
 
+async def test_part_filled_calls_are_capped_per_kind() -> None:
+    """With two part-filled calls allowed, a third trickle of bookings waits; a new link's Mogli Event
+    (the other kind) still goes out."""
+    ledger, sf = FakeLedger(), FakeSalesforce()
+    ledger.add_link("link-a", synced=True)
+    pusher = make_pusher(ledger, sf, max_partial_in_flight=2)
+
+    for start in (0, 1, 2):
+        bookings(ledger, 1, start=start)
+        await pusher.dispatch()
+    ledger.add_link("link-new", synced=False)
+    await pusher.dispatch()
+    await settle()
+    assert sf.calls == [("event", ["b00000"]), ("event", ["b00001"]), ("mogli", ["link-new"])]
+    sf.release_all()
+    await settle()
+    assert await pusher.push_once()
+    assert sf.calls[-1] == ("event", ["b00002"])
+
+
 async def test_a_full_batch_may_join_a_part_filled_call() -> None:
     """While a part-filled call is in flight, a full batch still gets its own slot."""
     ledger, sf = FakeLedger(), FakeSalesforce()
     ledger.add_link("link-a", synced=True)
     bookings(ledger, 1)
-    pusher = make_pusher(ledger, sf, batch_size=10)
+    pusher = make_pusher(ledger, sf, batch_size=10, max_partial_in_flight=1)
 
     assert await pusher.dispatch() == 1
     bookings(ledger, 25, start=1)

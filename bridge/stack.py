@@ -314,8 +314,10 @@ def write_config(
     on_cancel: str = "delete",
     backfill: str = "since:2000-01-01",
     extra: str = "",
+    admin_port: int | None = None,
 ) -> Path:
-    """A bridge config file for the daemon under test."""
+    """A bridge config file for a local daemon (its admin API on a free port unless told one)."""
+    admin_port = admin_port or free_port()
     path.write_text(f"""
 [source]
 dsn = "{dsn}"
@@ -344,6 +346,7 @@ idle_poll_seconds = 0.2
 api_limit_wait_seconds = 2.0
 
 [admin]
+listen = "127.0.0.1:{admin_port}"
 token = "e2e-admin-token-value"
 
 [log]

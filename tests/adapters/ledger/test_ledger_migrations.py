@@ -17,8 +17,8 @@ from bridge.ledger.tables import Base
 def test_upgrade_empty_database_to_head(ledger_url: str) -> None:
     """An empty database has no revision; after the upgrade it is at head and holds every table."""
     assert current_revision(ledger_url) is None
-    assert upgrade_to_head(ledger_url) == head_revision() == "0001"
-    assert current_revision(ledger_url) == "0001"
+    assert upgrade_to_head(ledger_url) == head_revision() is not None
+    assert current_revision(ledger_url) == head_revision()
     engine = make_engine(ledger_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -31,7 +31,7 @@ def test_upgrade_empty_database_to_head(ledger_url: str) -> None:
 def test_upgrade_is_idempotent(ledger_url: str) -> None:
     """Running the upgrade twice leaves the ledger at head without error."""
     upgrade_to_head(ledger_url)
-    assert upgrade_to_head(ledger_url) == "0001"
+    assert upgrade_to_head(ledger_url) == head_revision()
 
 
 def test_models_match_migration(ledger_url: str) -> None:

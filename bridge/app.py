@@ -396,6 +396,7 @@ class Daemon:
         from bridge.ledger.reconciliation import ReconcileStore
         from bridge.salesforce.reads import SalesforceReads
         from bridge.source.reader_sql import SchedulerReader
+        from bridge.sync.drift import RepairPolicy
         from bridge.sync.reconcile import Reconciler
 
         sync = self.settings.sync
@@ -409,6 +410,7 @@ class Daemon:
             scheduler=SchedulerReader(self.settings.source.dsn, self.settings.source.schema),
             salesforce=SalesforceReads(client, self.settings.salesforce.objects),
             options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
+            policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
             chunk_size=sync.batch_size,
             after_repair=after_repair,
         )

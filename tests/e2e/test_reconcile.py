@@ -343,3 +343,32 @@ def test_a_run_left_running_by_a_crash_resumes_after_its_last_stored_chunk(
     assert code == 0 and report["run_id"] == crashed and report["state"] == "finished"
     assert sorted(i["booking_id"] for i in report["items"]) == ordered[4:], "only the chunks not yet stored"
     assert report["counts"] == {"field_mismatch": 9}, "the crashed part's counts carry over"
+
+
+def test_with_a_daemon_running_reconcile_goes_through_its_admin_api(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command asks the running daemon (admin API), which finds, stores and repairs the drift itself."""
+    admin = {"MOGLI_BRIDGE_ADMIN__LISTEN": f"127.0.0.1:{free_port()}"}
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", admin["MOGLI_BRIDGE_ADMIN__LISTEN"])
+    s, seed = stack.scheduler, stack.seed
+    link = s.add_link("one_on_one", s.add_user(seed.users[0]), title="Intro call")
+    booking = s.add_booking(link, related=seed.contacts[0])
+    daemon = stack.daemon()
+    daemon.start()
+    try:
+        wait_until(lambda: _settled(stack, 1), what="the booking to sync")
+        [event] = stack.emulator.records("Event")
+        _person(stack, "PATCH", f"Event/{event['Id']}", {"Subject": "Edited by hand"})
+        code, report = _reconcile(stack, "--dry-run", env=admin)
+        assert code == 0 and report["via"] == "daemon", report
+        assert [_key(i) for i in report["items"]] == [("field_mismatch", f"{booking}:Subject")]
+        code, report = _reconcile(stack, env=admin)
+        assert code == 0 and report["via"] == "daemon" and report["repaired"] == 1, report
+        wait_until(
+            lambda: stack.emulator.records("Event")[0]["Subject"] == "Intro call", what="the daemon's repair"
+        )
+        code, report = _reconcile(stack, "--dry-run", env=admin)
+        assert code == 0 and report["total"] == 0, report
+    finally:
+        assert daemon.terminate() == 0

@@ -324,7 +324,7 @@ def test_a_run_left_running_by_a_crash_resumes_after_its_last_stored_chunk(
         "counts": {"field_mismatch": 4},
         "bookings_checked": 4,
     }
-    scope = {"links": [], "bookings": [], "since": None, "until": None}
+    scope: dict[str, Any] = {"links": [], "bookings": [], "since": None, "until": None}
     with ledger_connection(stack.ledger_url) as conn:
         conn.execute(
             sa.text(

@@ -22,10 +22,10 @@ from bridge.errors import ApiLimitExhausted
 from bridge.ledger.rows import DriftItem
 from bridge.sync.drift import (
     BookingView,
+    DriftKind,
     Finding,
     LedgerView,
     LinkView,
-    Repair,
     RepairPolicy,
     classify_booking,
     classify_link,
@@ -43,6 +43,9 @@ from bridge.sync.reconcile_repair import Repairer
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+_MOGLI_GONE = frozenset(
+    {DriftKind.LEDGER_POINTS_AT_DELETED, DriftKind.MOGLI_EVENT_MISSING, DriftKind.LEDGER_ID_MISMATCH}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +274,9 @@ class Reconciler:
             self._report("links", min(start + self._chunk, len(links)), len(links))
         findings += await self._user_findings(sorted(users))
         progress.links_done = True
-        progress.relinked |= {f.link_id for f in findings if f.repair is Repair.RELINK and f.link_id}
+        # Bookings on a link whose Mogli Event is gone are the link's business this run (their Events went
+        # with it, or are rewritten when it is recreated): one damage, one item.
+        progress.relinked |= {f.link_id for f in findings if f.kind in _MOGLI_GONE and f.link_id}
         await self._store_chunk(run_id, options, progress, findings)
 
     async def _user_findings(self, user_ids: Sequence[str]) -> list[Finding]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from bridge.localpg import free_port
+from bridge.localpg import LocalPostgres, free_port
 from bridge.stack import ROOT, check_invariants, http_json, ledger_activities, ledger_connection, wait_until
 
 from .conftest import Stack
@@ -372,3 +372,44 @@ def test_with_a_daemon_running_reconcile_goes_through_its_admin_api(
         assert code == 0 and report["total"] == 0, report
     finally:
         assert daemon.terminate() == 0
+
+
+def test_other_policies_on_a_postgresql_ledger(
+    stack: Stack, pg_cluster: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """recreate / keep_deleted: a deleted Event is written again, a deleted Mogli Event stays deleted (and its
+    cascaded Events are its item, not theirs); the ledger in PostgreSQL works the same.
+    """
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    stack.ledger_url = pg_cluster.create_database("ledger_" + stack.slot).replace(
+        "postgresql://", "postgresql+psycopg2://"
+    )
+    bookings = _small_world(stack)
+    events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
+    moglis = {m["Id"]: m for m in stack.emulator.records("Mogli_Event__c")}
+    _person(stack, "DELETE", f"Event/{events[bookings[0]]['Id']}")
+    gone_link_mogli = events[bookings[2]]["WhatId"]
+    gone_link = moglis[gone_link_mogli]["Scheduling_Link_Id__c"]
+    _person(stack, "DELETE", f"Mogli_Event__c/{gone_link_mogli}")
+    policies = {
+        "MOGLI_BRIDGE_SYNC__ON_ACTIVITY_DELETED": "recreate",
+        "MOGLI_BRIDGE_SYNC__ON_MOGLI_EVENT_DELETED": "keep_deleted",
+    }
+    code, report = _reconcile(stack, env=policies)
+    assert code == 0, report
+    assert sorted(
+        (i["kind"], i["detail"]["repair"], i["booking_id"] or i["link_id"]) for i in report["items"]
+    ) == sorted(
+        [
+            ("ledger_points_at_deleted", "requeue", bookings[0]),
+            ("ledger_points_at_deleted", "mark_deleted", gone_link),
+        ]
+    )
+    code, report = _reconcile(stack, "--dry-run", env=policies)
+    assert code == 0 and report["total"] == 0, report["items"]
+    assert bookings[0] in {e["Scheduling_Booking_Id__c"] for e in stack.emulator.records("Event")}
+    on_gone_link = frozenset(bookings[2::3])
+    assert check_invariants(stack.emulator, stack.scheduler, stack.ledger_url, failed_ok=on_gone_link) == []
+    with ledger_connection(stack.ledger_url) as conn:
+        state = conn.execute(sa.text("SELECT state FROM links WHERE link_id = :k"), {"k": gone_link}).scalar()
+    assert state == "deleted_in_salesforce"

@@ -108,6 +108,10 @@ def _source_checks(settings: Settings, create_demo_schema: bool, reset_source: b
     checks.append(Check("source", True, f"replication slot {src.slot} {'created' if slot else 'present'}"))
     report = check_source(src.dsn, src.schema, src.slot, src.publication)
     checks.extend(Check("source", False, problem) for problem in report.problems)
+    if settings.sync.streaming:
+        from bridge.source.writeback import check_origin
+
+        checks.append(Check("source", *check_origin(src.dsn)))
     return checks
 
 

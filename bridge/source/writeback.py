@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extensions
 import structlog
 
-from bridge.errors import ConfigurationError
+from bridge.errors import ConfigurationError, SourceDisconnected
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +44,35 @@ def ensure_origin(dsn: str, name: str = WRITER_ORIGIN) -> bool:
         conn.close()
 
 
+def check_origin(dsn: str, name: str = WRITER_ORIGIN) -> tuple[bool, str]:
+    """For `setup`: create the origin and try to take it in a session; (ok, a line for the report)."""
+    try:
+        created = ensure_origin(dsn, name)
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_replication_origin_session_setup(%s)", (name,))
+                cur.execute("SELECT pg_replication_origin_session_reset()")
+        finally:
+            conn.close()
+    except psycopg2.errors.InsufficientPrivilege:
+        return False, (
+            f"replication origin {name}: permission denied; the bridge's write-backs need "
+            "pg_replication_origin_create/_session_setup (superuser, or GRANT EXECUTE on those functions)"
+        )
+    except psycopg2.errors.ObjectInUse:
+        return True, f"replication origin {name} present (in use by a running daemon)"
+    return (
+        True,
+        f"replication origin {name} {'created' if created else 'present'} (write-backs are not echoed)",
+    )
+
+
+def _close(conn: psycopg2.extensions.connection | None) -> None:
+    if conn is not None and not conn.closed:
+        conn.close()
+
+
 class SchedulerWriter:
     """The bridge's write-backs to `bookings`, on one connection under the writer's replication origin."""
 
@@ -58,19 +87,24 @@ class SchedulerWriter:
     def _connect(self) -> psycopg2.extensions.connection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        ensure_origin(self._dsn, self._origin)
-        conn = psycopg2.connect(self._dsn)
+        conn: psycopg2.extensions.connection | None = None
         try:
+            ensure_origin(self._dsn, self._origin)
+            conn = psycopg2.connect(self._dsn)
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_replication_origin_session_setup(%s)", (self._origin,))
             conn.commit()
         except psycopg2.errors.InsufficientPrivilege as exc:
-            conn.close()
+            _close(conn)
             raise ConfigurationError(
-                "the source role may not tag its writes with a replication origin: "
-                "GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text) to it",
+                "the source role may not tag its writes with a replication origin: GRANT EXECUTE ON FUNCTION "
+                "pg_replication_origin_create(text) and pg_replication_origin_session_setup(text) to it",
                 "source.dsn",
             ) from exc
+        except (psycopg2.OperationalError, psycopg2.errors.ObjectInUse) as exc:
+            # Unreachable, or the origin still held by a previous daemon's backend that has not ended yet.
+            _close(conn)
+            raise SourceDisconnected(f"write-back connection not available: {exc}") from exc
         self._conn = conn
         return conn
 
@@ -88,9 +122,9 @@ class SchedulerWriter:
                     cur.execute(sql, {**assignments, "booking_id": booking_id})
                     found = cur.rowcount == 1
                 conn.commit()
-            except psycopg2.OperationalError:
+            except psycopg2.OperationalError as exc:
                 conn.close()
-                raise
+                raise SourceDisconnected(f"scheduling database unreachable for a write-back: {exc}") from exc
             except BaseException:
                 conn.rollback()
                 raise

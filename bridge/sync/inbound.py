@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from bridge.errors import PermanentError, TransientError
 from bridge.inbound_records import (
     ActivityChange,
     ChangeEntity,
@@ -114,6 +115,8 @@ class InboundSettings:
 
     sweep_seconds: float = 2.0  # how often deleted Mogli Events with new bookings are queued again
     flush_every: int = 200  # ignored changes between position writes
+    retry_base_seconds: float = 1.0  # first wait after a transient failure (ledger, Salesforce, scheduler)
+    retry_max_seconds: float = 60.0
 
 
 @dataclass
@@ -171,7 +174,7 @@ class Inbound:
                 item = await self._next_or_stop(changes, stop)
                 if item is None:
                     break
-                await asyncio.shield(self.handle(item))
+                await asyncio.shield(self._handle_until_done(item, stop))
         finally:
             with contextlib.suppress(Exception):
                 await changes.aclose()  # type: ignore[attr-defined]
@@ -197,15 +200,42 @@ class Inbound:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._settings.sweep_seconds)
-            if self._unflushed:
-                await self._flush()
-            if self._options.on_mogli_event_deleted == "recreate" and not stop.is_set():
-                recreated = await self._ledger.recreate_deleted_links()
-                if recreated:
-                    log.info("inbound.mogli_events_recreated", links=len(recreated))
-                    self._on_work()
+            try:
+                await self._sweep_once(stop)
+            except TransientError as exc:  # the ledger is away; the next tick tries again
+                log.warning("inbound.sweep_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+
+    async def _sweep_once(self, stop: asyncio.Event) -> None:
+        if self._unflushed:
+            await self._flush()
+        if self._options.on_mogli_event_deleted == "recreate" and not stop.is_set():
+            recreated = await self._ledger.recreate_deleted_links()
+            if recreated:
+                log.info("inbound.mogli_events_recreated", links=len(recreated))
+                self._on_work()
 
     # ------------------------------------------------------------------------------ one change
+
+    async def _handle_until_done(self, item: SalesforceChange | WindowLost, stop: asyncio.Event) -> None:
+        """Handle one change; transient failures retry it (its position is not committed until it is done)."""
+        delay = self._settings.retry_base_seconds
+        while True:
+            try:
+                await self.handle(item)
+                return
+            except TransientError as exc:
+                log.warning("inbound.retry", error_type=type(exc).__name__, error=str(exc)[:300], delay=delay)
+            except PermanentError as exc:
+                # Nothing to retry (e.g. a re-read the org refuses): skip it, visible in the log and journal.
+                log.error("inbound.change_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+                note = ("source", "salesforce", "inbound.change_failed", (("error", str(exc)[:300]),))
+                await self._ledger.apply_inbound(InboundBatch(notes=(note,)))
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if stop.is_set():
+                return  # not committed: the change is delivered again after the restart
+            delay = min(delay * 2, self._settings.retry_max_seconds)
 
     async def handle(self, item: SalesforceChange | WindowLost) -> None:
         """Decide on one change and carry the decision out."""

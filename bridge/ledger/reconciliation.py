@@ -77,6 +77,18 @@ def users_by_id(connection: Connection, ids: Collection[str]) -> dict[str, str |
     return found
 
 
+def _relink(connection: Connection, link_ids: Sequence[str], queue: Mapping[str, Any]) -> set[str]:
+    """Queue links that forget their Mogli Event id; returns their live bookings (they follow the link)."""
+    bookings: set[str] = set()
+    for part in chunked(link_ids):
+        values = {**queue, "version": LINKS.c.version + 1, "mogli_event_id": None}
+        connection.execute(update(LINKS).where(LINKS.c.link_id.in_(part)).values(values))
+        live = ACTIVITIES.c.link_id.in_(part) & ACTIVITIES.c.state.in_(_RELINK_STATES)
+        live &= ACTIVITIES.c.source_deleted.is_(False)
+        bookings |= {k for (k,) in connection.execute(select(ACTIVITIES.c.booking_id).where(live))}
+    return bookings
+
+
 def requeue_drifted(
     connection: Connection,
     *,
@@ -98,32 +110,20 @@ def requeue_drifted(
         "error_code": None,
         "updated_at": now,
     }
-    entries: list[JournalEntry] = []
     relink = sorted(set(relink_ids))
-    for part in chunked(relink):
-        where = LINKS.c.link_id.in_(part)
-        connection.execute(
-            update(LINKS)
-            .where(where)
-            .values({**queue, "version": LINKS.c.version + 1, "mogli_event_id": None})
-        )
-        live = ACTIVITIES.c.link_id.in_(part) & ACTIVITIES.c.state.in_(_RELINK_STATES)
-        live &= ACTIVITIES.c.source_deleted.is_(False)
-        keys = [k for (k,) in connection.execute(select(ACTIVITIES.c.booking_id).where(live))]
-        booking_ids = {*booking_ids, *keys}
+    bookings = set(booking_ids) | _relink(connection, relink, queue)
+    links = sorted(set(link_ids) - set(relink))
     for table, key, ids in (
-        (LINKS, LINKS.c.link_id, sorted(set(link_ids) - set(relink))),
-        (ACTIVITIES, ACTIVITIES.c.booking_id, sorted(set(booking_ids))),
+        (LINKS, LINKS.c.link_id, links),
+        (ACTIVITIES, ACTIVITIES.c.booking_id, sorted(bookings)),
     ):
         for part in chunked(ids):
-            connection.execute(
-                update(table).where(key.in_(part)).values({**queue, "version": table.c.version + 1})
-            )
-    entity_keys = [("link", k) for k in sorted(set(link_ids) | set(relink))]
-    entity_keys += [("activity", k) for k in sorted(set(booking_ids))]
+            values = {**queue, "version": table.c.version + 1}
+            connection.execute(update(table).where(key.in_(part)).values(values))
+    keys = [("link", k) for k in sorted({*links, *relink})] + [("activity", k) for k in sorted(bookings)]
     entries = [
         JournalEntry(now, Direction.RECONCILE, entity, k, "reconcile.requeue", {"run_id": run_id})
-        for entity, k in entity_keys
+        for entity, k in keys
     ]
     append_journal(connection, entries)
     return len(entries)

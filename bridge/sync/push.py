@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import structlog
 
@@ -39,6 +40,7 @@ from bridge.sync.push_outcomes import (
 __all__ = ["PushSettings", "Pusher", "retry_delay"]
 
 log = structlog.get_logger(__name__)
+_W = TypeVar("_W", LinkWork, ActivityWork)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,32 +122,47 @@ class Pusher:
         return started > 0
 
     async def dispatch(self) -> int:
-        """Claim and start calls while a slot is free and there is work for it; returns how many started."""
-        loop = asyncio.get_running_loop()
-        started = 0
-        while self._sending < self._settings.max_in_flight and loop.time() >= self._resume_at:
-            claim = await self._claim()
-            if claim is None:
-                break
+        """Claim work for every free slot and start those calls; returns how many started."""
+        free = self._settings.max_in_flight - self._sending
+        if free <= 0 or asyncio.get_running_loop().time() < self._resume_at:
+            return 0
+        claims = await self._claim(free)
+        for claim in claims:
             self._start(claim)
-            started += 1
-        return started
+        return len(claims)
 
-    async def _claim(self) -> Claim | None:
-        """The next batch: links first, then activities; None when nothing may be sent now."""
+    async def _claim(self, free: int) -> list[Claim]:
+        """Batches for up to `free` calls: links first, then activities, each kind in one ledger query.
+
+        One query for several batches matters: a claim's cost grows with the pending backlog, not with
+        its limit. Claims take no lock: rows in flight come back and are dropped here.
+        """
         size = self._settings.batch_size
-        busy_links = frozenset(self._busy_links)
         now = self._clock()
-        # Claims take no lock: rows in flight come back and are dropped here (they head the ledger's order).
-        claimed = await self._ledger.claim_link_work(now, size + len(busy_links))
-        links = [w for w in claimed if w.link.link_id not in busy_links][:size]
-        if links and (len(links) >= size or self._partial_links < self._settings.max_partial_in_flight):
-            return Claim(links=links, full=len(links) >= size)
-        activities = await self._ledger.claim_activity_work(now, size, frozenset(self._busy_bookings))
-        partial_ok = self._partial_activities < self._settings.max_partial_in_flight
-        if activities and (len(activities) >= size or partial_ok):
-            return Claim(activities=activities, full=len(activities) >= size)
-        return None
+        busy_links = frozenset(self._busy_links)
+        claimed = await self._ledger.claim_link_work(now, size * free + len(busy_links))
+        links = [w for w in claimed if w.link.link_id not in busy_links][: size * free]
+        claims = [
+            Claim(links=part, full=full)
+            for part, full in self._batches(links, self._partial_links < self._settings.max_partial_in_flight)
+        ]
+        free -= len(claims)
+        if free > 0:
+            busy = frozenset(self._busy_bookings)
+            activities = await self._ledger.claim_activity_work(now, size * free, busy)
+            partial_ok = self._partial_activities < self._settings.max_partial_in_flight
+            claims += [
+                Claim(activities=part, full=full) for part, full in self._batches(activities, partial_ok)
+            ]
+        return claims
+
+    def _batches(self, rows: list[_W], partial_ok: bool) -> list[tuple[list[_W], bool]]:
+        """Full batches of `rows`, plus the part-filled rest when `partial_ok`; (batch, full) pairs."""
+        size = self._settings.batch_size
+        out = [(rows[i : i + size], len(rows) - i >= size) for i in range(0, len(rows), size)]
+        if out and not out[-1][1] and not partial_ok:
+            out.pop()
+        return out
 
     def _start(self, claim: Claim) -> None:
         """Mark the claim's rows busy and run its call as a task."""

@@ -16,6 +16,7 @@ Everything runs as on a real installation: a private PostgreSQL cluster, the emu
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -100,7 +101,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100.0 * len(ordered))))
     return ordered[rank - 1]
 
 

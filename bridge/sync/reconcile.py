@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from bridge.errors import ApiLimitExhausted
+from bridge.errors import ApiLimitExhausted, TransientError
 from bridge.ledger.rows import DriftItem
 from bridge.sync.drift import (
     BookingView,
@@ -43,6 +43,9 @@ from bridge.sync.reconcile_repair import Repairer
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+# Runs this process is executing right now: never resumed a second time by another Reconciler here (other
+# processes are kept out by the ledger's instance lock).
+_ACTIVE: set[int] = set()
 _MOGLI_GONE = frozenset(
     {DriftKind.LEDGER_POINTS_AT_DELETED, DriftKind.MOGLI_EVENT_MISSING, DriftKind.LEDGER_ID_MISMATCH}
 )
@@ -167,7 +170,7 @@ class Reconciler:
         """Open a run (or resume the unfinished run with the same scope); returns its id."""
         scope = options.scope()
         previous = await self._store.find_resumable(scope, options.dry_run)
-        if previous is not None:
+        if previous is not None and previous.id not in _ACTIVE:
             await self._store.resume(previous.id)
             log.info("reconcile.resumed", run_id=previous.id)
             return previous.id
@@ -180,19 +183,26 @@ class Reconciler:
         run = await self._ledger.get_reconciliation(run_id)
         progress = _Progress.load(run.summary if run is not None else None)
         state, message = "finished", None
+        _ACTIVE.add(run_id)
         try:
             await self._run(run_id, options, progress)
-        except ApiLimitExhausted as exc:
+        except TransientError as exc:
+            # Budget spent, Salesforce or the ledger away: stop cleanly; the next run resumes after the last
+            # stored chunk.
             state = "paused"
-            message = f"paused: the Salesforce API budget is spent ({exc}); run reconcile again to resume"
-            log.warning("reconcile.paused", run_id=run_id, reason=str(exc))
+            reason = (
+                "the Salesforce API budget is spent" if isinstance(exc, ApiLimitExhausted) else "unavailable"
+            )
+            message = f"paused: {reason} ({exc}); run reconcile again with the same options to resume"
+            log.warning("reconcile.paused", run_id=run_id, error=type(exc).__name__, reason=str(exc))
         except Exception:
-            await self._ledger.finish_reconciliation(run_id, "failed", progress.dump())
+            await self._close(run_id, "failed", "failed: see the log")
             raise
+        finally:
+            _ACTIVE.discard(run_id)
+        progress = await self._close(run_id, state, message)
         if progress.queued and self._after_repair is not None and not options.dry_run:
             await self._after_repair()
-        summary = {**progress.dump(), "message": message}
-        await self._ledger.finish_reconciliation(run_id, state, summary)
         log.info("reconcile.finished", run_id=run_id, state=state, drift=sum(progress.counts.values()))
         return ReconcileSummary(
             run_id=run_id,
@@ -204,6 +214,13 @@ class Reconciler:
             bookings_checked=progress.bookings_checked,
             message=message,
         )
+
+    async def _close(self, run_id: int, state: str, message: str | None) -> _Progress:
+        """End the run with its last stored progress (a chunk cut short by an error is not counted)."""
+        run = await self._ledger.get_reconciliation(run_id)
+        stored = dict(run.summary or {}) if run is not None else {}
+        await self._ledger.finish_reconciliation(run_id, state, {**stored, "message": message})
+        return _Progress.load(stored)
 
     # ------------------------------------------------------------------ scope
 

@@ -1,0 +1,106 @@
+"""The reconcile command's pure parts: option parsing, the run's scope key, the JSON and table output."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from rich.console import Console
+
+from bridge.ledger.rows import DriftItem
+from bridge.sync.reconcile import ReconcileOptions
+from bridge.sync.reconcile_cli import TABLE_ITEMS, Outcome, ProgressBar, outcome_json, parse_when, print_table
+
+
+def _outcome(items: int) -> Outcome:
+    drift = tuple(
+        DriftItem(
+            7, "field_mismatch", "l-1", f"b-{i}", None, {"field": "Subject", "repair": "requeue"}, i % 2 == 0
+        )
+        for i in range(items)
+    )
+    return Outcome(
+        7, "finished", False, {"field_mismatch": items}, (items + 1) // 2, None, drift, "in-process"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2030-06-01", datetime(2030, 6, 1, tzinfo=UTC)),
+        ("2030-06-01T15:30", datetime(2030, 6, 1, 15, 30, tzinfo=UTC)),
+        ("2030-06-01T15:30+02:00", datetime(2030, 6, 1, 15, 30, tzinfo=timezone(timedelta(hours=2)))),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_dates_are_iso_and_naive_means_utc(text: str | None, expected: datetime | None) -> None:
+    """--since/--until take an ISO date or datetime; without a zone it is UTC."""
+    assert parse_when(text, "since") == expected
+
+
+def test_a_bad_date_names_the_option() -> None:
+    """An unreadable date is a usage error that names the option."""
+    with pytest.raises(ValueError, match="--until"):
+        parse_when("next tuesday", "until")
+
+
+def test_the_scope_is_the_resume_key_whatever_the_order_of_ids() -> None:
+    """Two runs with the same ids in another order have the same scope, so one resumes the other."""
+    a = ReconcileOptions(links=("b", "a"), since=datetime(2030, 1, 1, tzinfo=UTC))
+    b = ReconcileOptions(links=("a", "b"), since=datetime(2030, 1, 1, tzinfo=UTC), requested_by="admin-api")
+    assert (
+        a.scope()
+        == b.scope()
+        == {
+            "links": ["a", "b"],
+            "bookings": [],
+            "since": "2030-01-01T00:00:00+00:00",
+            "until": None,
+        }
+    )
+    assert not a.full and ReconcileOptions().full
+
+
+def test_json_output_has_counts_and_every_item_without_row_ids() -> None:
+    """--json: run id, state, totals, counts by kind and each item (no internal ids)."""
+    doc = outcome_json(_outcome(3))
+    assert {k: doc[k] for k in ("run_id", "state", "total", "repaired", "counts", "via")} == {
+        "run_id": 7,
+        "state": "finished",
+        "total": 3,
+        "repaired": 2,
+        "counts": {"field_mismatch": 3},
+        "via": "in-process",
+    }
+    assert doc["items"][0] == {
+        "kind": "field_mismatch",
+        "link_id": "l-1",
+        "booking_id": "b-0",
+        "salesforce_id": None,
+        "detail": {"field": "Subject", "repair": "requeue"},
+        "repaired": True,
+    }
+
+
+def test_table_lists_kinds_and_caps_the_items() -> None:
+    """The table shows found/repaired per kind and at most TABLE_ITEMS items, pointing at --json."""
+    out = io.StringIO()
+    print_table(_outcome(TABLE_ITEMS + 5), Console(file=out, width=200))
+    text = out.getvalue()
+    assert "field_mismatch" in text and f"{TABLE_ITEMS + 5}" in text
+    assert "b-0 " in text and f"b-{TABLE_ITEMS + 4} " not in text
+    assert "and 5 more items" in text
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    """Off a terminal no progress callback is given; on one it follows each phase."""
+    with ProgressBar(Console(file=io.StringIO()), enabled=False) as report:
+        assert report is None
+    out = io.StringIO()
+    with ProgressBar(Console(file=out, force_terminal=True, width=80), enabled=True) as report:
+        assert report is not None
+        report("links", 1, 2)
+        report("bookings", 3, 4)
+    assert "bookings" in out.getvalue() and "3/4" in out.getvalue()

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from bridge.config import Settings
-from bridge.errors import ApiLimitExhausted
+from bridge.errors import ApiLimitExhausted, ConfigurationError
 from bridge.ledger.rows import DriftItem
 from bridge.sync.drift import RepairPolicy
 from bridge.sync.mapping import MappingOptions
@@ -98,6 +98,9 @@ def run_reconcile(
         )
     except ValueError as exc:
         console.print(f"error: {exc}")
+        return 2
+    if options.since and options.until and options.since >= options.until:
+        console.print("error: --since must be before --until")
         return 2
     try:
         outcome = _via_daemon(settings, options, console) or _in_process(settings, options, as_json, console)
@@ -190,7 +193,12 @@ def _in_process(
 ) -> Outcome | None:
     """Run under the ledger lock; None (after a message) when a daemon holds it."""
     from bridge.ledger.lock import InstanceLock
+    from bridge.ledger.migrate import current_revision, head_revision
 
+    if current_revision(settings.ledger.url) != head_revision():
+        raise ConfigurationError(
+            "the ledger is not at the current schema: run `mogli-bridge setup` first", "ledger.url"
+        )
     lock = InstanceLock(settings.ledger.url)
     if not lock.try_acquire():
         console.print(

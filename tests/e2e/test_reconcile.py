@@ -413,3 +413,13 @@ def test_other_policies_on_a_postgresql_ledger(
     with ledger_connection(stack.ledger_url) as conn:
         state = conn.execute(sa.text("SELECT state FROM links WHERE link_id = :k"), {"k": gone_link}).scalar()
     assert state == "deleted_in_salesforce"
+
+
+def test_reconcile_on_a_ledger_never_set_up_says_to_run_setup(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without `setup` there is nothing to compare against: a configuration error that says what to run."""
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    stack.daemon(setup=False)
+    result = _reconcile_raw(stack, "--dry-run")
+    assert result.returncode == 2 and "run `mogli-bridge setup` first" in result.stderr

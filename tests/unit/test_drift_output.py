@@ -104,3 +104,14 @@ def test_progress_bar_only_on_a_terminal() -> None:
         report("links", 1, 2)
         report("bookings", 3, 4)
     assert "bookings" in out.getvalue() and "3/4" in out.getvalue()
+
+
+def test_a_window_that_ends_before_it_starts_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--since after --until: exit 2 with a message, before anything is read."""
+    from bridge.config import Settings
+    from bridge.sync.reconcile_cli import run_reconcile
+
+    code = run_reconcile(
+        Settings(), links=(), bookings=(), since="2030-02-01", until="2030-01-01", dry_run=True, as_json=True
+    )
+    assert code == 2 and "--since must be before --until" in capsys.readouterr().err

@@ -3,6 +3,7 @@ person who edits records through plain REST (no client name, `X-Emulator-User` s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -28,22 +29,28 @@ LONG_POLL_SECONDS = 2.0
 API = "/services/data/v60.0"
 
 
-def short_poll_org(workdir: Path) -> Path:
-    """The emulator's default org with 2-second long polls."""
+def short_poll_org(workdir: Path, overrides: dict[str, str] | None = None) -> Path:
+    """The emulator's default org with 2-second long polls and other `[streaming]` lines replaced."""
     text = resources.files("bridge.emulator").joinpath("default_org.toml").read_text("utf-8")
-    text = text.replace(
-        "long_poll_timeout_seconds = 110.0", f"long_poll_timeout_seconds = {LONG_POLL_SECONDS}"
-    )
-    assert f"long_poll_timeout_seconds = {LONG_POLL_SECONDS}" in text
+    lines = {"long_poll_timeout_seconds": str(LONG_POLL_SECONDS), **(overrides or {})}
+    for key, value in lines.items():
+        text, count = re.subn(rf"(?m)^{key} = \S+", f"{key} = {value}", text)
+        assert count == 1, key
     path = workdir / "org.toml"
     path.write_text(text)
     return path
 
 
 @pytest.fixture
-def inbound_stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
+def org_overrides() -> dict[str, str]:
+    """`[streaming]` lines of the org file to replace (tests parametrize this to change the org)."""
+    return {}
+
+
+@pytest.fixture
+def inbound_stack(tmp_path: Path, scheduler_dsn: str, org_overrides: dict[str, str]) -> Iterator[Stack]:
     """Like `stack`, with an emulator whose long polls last 2 seconds."""
-    emulator = EmulatorProcess(tmp_path, org_file=short_poll_org(tmp_path))
+    emulator = EmulatorProcess(tmp_path, org_file=short_poll_org(tmp_path, org_overrides))
     scheduler = Scheduler(scheduler_dsn)
     slot = "mb_" + scheduler_dsn.rsplit("/", 1)[1]
     daemons: list[DaemonProcess] = []
@@ -82,6 +89,12 @@ class Person:
     def update(self, sobject: str, record_id: str, fields: dict[str, Any]) -> None:
         """PATCH one record."""
         self._call("PATCH", f"/sobjects/{sobject}/{record_id}", fields)
+
+    def update_many(self, sobject: str, changes: dict[str, dict[str, Any]]) -> None:
+        """PATCH several records in one transaction (sObject Collections, allOrNone)."""
+        records = [{"attributes": {"type": sobject}, "Id": rid, **fields} for rid, fields in changes.items()]
+        results = self._call("PATCH", "/composite/sobjects", {"allOrNone": True, "records": records})
+        assert all(r["success"] for r in results), results
 
     def delete(self, sobject: str, record_id: str) -> None:
         """DELETE one record (to the recycle bin)."""

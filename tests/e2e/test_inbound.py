@@ -17,12 +17,13 @@ from .inbound_support import (
     inbound_journal,
     inbound_stack,
     ledger_rows,
+    org_overrides,
     record,
     wait_journal,
     wait_streaming,
 )
 
-__all__ = ["inbound_stack"]
+__all__ = ["inbound_stack", "org_overrides"]
 
 
 @dataclass
@@ -270,3 +271,49 @@ def test_gap_event_is_answered_by_reading_the_record_again(inbound_stack: Stack)
     _stop(stack, synced)
     # The re-read found the record deleted, which the ledger already knew: one deletion entry only.
     assert [e["action"] for e in inbound_journal(stack.ledger_url)].count("salesforce.event_deleted") == 1
+
+
+@pytest.mark.parametrize("org_overrides", [{"emit_event_updates_on_lead_convert": "false"}])
+def test_converted_lead_without_event_changes_is_found_by_re_reading(inbound_stack: Stack) -> None:
+    """When a conversion emits only the Lead UPDATE, the Lead's Events are re-read and the booking follows."""
+    stack = inbound_stack
+    lead = stack.seed.leads[0]
+    synced = _synced(stack, related=lead)
+    contact = synced.person.convert_lead(lead)["contactId"]
+    (reread,) = wait_journal(stack.ledger_url, "salesforce.reread")
+    detail = reread["detail"]
+    assert (json.loads(detail) if isinstance(detail, str) else detail)["kind"] == "events_of_leads"
+    wait_until(
+        lambda: _booking(stack, synced.booking_id)["related_record_id"] == contact, what="booking re-pointed"
+    )
+    _stop(stack, synced)
+    assert _activity(stack, synced.booking_id)["who_id"] == contact
+
+
+@pytest.mark.parametrize("org_overrides", [{"overflow_threshold": "3"}])
+def test_overflow_reconciles_events_from_the_commit_time(inbound_stack: Stack) -> None:
+    """A person's transaction too big for change events (GAP_OVERFLOW, no record ids) is answered by a
+    targeted reconciliation, which restores the scheduler's times."""
+    stack = inbound_stack
+    synced = _synced(stack)
+    second = stack.scheduler.add_booking(
+        synced.link_id, start=synced.start + timedelta(days=1), related=stack.seed.contacts[1]
+    )
+    wait_until(
+        lambda: ledger_activities(stack.ledger_url).get(second, {}).get("state") == "synced",
+        what="the second Event written",
+    )
+    second_event = _activity(stack, second)["activity_id"]
+    moved = {"StartDateTime": "2031-01-01T10:00:00Z", "EndDateTime": "2031-01-01T10:30:00Z"}
+    synced.person.update_many("Event", {synced.event_id: moved, second_event: moved})
+    wait_journal(stack.ledger_url, "reconcile_requested", timeout=90)
+
+    def restored() -> bool:
+        events = [record(stack.emulator, "Event", i) for i in (synced.event_id, second_event)]
+        return all(e is not None and not e["StartDateTime"].startswith("2031-01-01") for e in events)
+
+    wait_until(restored, timeout=90, what="both Events restored")
+    _stop(stack, synced)
+    runs = ledger_rows(stack.ledger_url, "reconciliation_runs")
+    assert runs and {r["requested_by"] for r in runs} == {"streaming"}
+    assert "salesforce.time_changed" not in [e["action"] for e in inbound_journal(stack.ledger_url)]

@@ -17,12 +17,13 @@ from .inbound_support import (
     inbound_journal,
     inbound_stack,
     ledger_rows,
+    org_overrides,
     record,
     wait_journal,
     wait_streaming,
 )
 
-__all__ = ["inbound_stack"]
+__all__ = ["inbound_stack", "org_overrides"]
 
 BOOKINGS = 1000
 LINKS = 5

@@ -301,7 +301,7 @@ def test_overflow_asks_for_a_reconciliation_from_its_commit_time() -> None:
 
 
 def test_pending_activity_ignores_time_and_owner_differences() -> None:
-    """A row waiting to be pushed already carries newer scheduler values: an old time is not a person's edit."""
+    """A row waiting to be pushed carries newer scheduler values: an old time is not a person's edit."""
     pending = replace(ACTIVITY, state="pending")
     known = replace(KNOWN, activities_by_sfid={EVENT_ID: pending})
     change = event(ChangeType.UPDATE, start_at=T0 - timedelta(hours=1), owner_id=OTHER_OWNER)

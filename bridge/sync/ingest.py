@@ -35,6 +35,9 @@ class IngestLimits:
 
     max_transactions: int = 500
     max_changes: int = 5000
+    # Changes read ahead of the ledger: bounds memory while a large snapshot (1,000-row chunks) or backlog
+    # streams in faster than the ledger takes it.
+    max_queued_changes: int = 10000
 
 
 def quiet_bookings(txn: SourceTransaction, policy: BackfillPolicy, now: datetime) -> set[str]:
@@ -71,6 +74,8 @@ class Ingestor:
         self._on_work = on_work
         self._limits = limits
         self._queue: asyncio.Queue[SourceTransaction | None] = asyncio.Queue(maxsize=queue_size)
+        self._queued_changes = 0
+        self._room = asyncio.Event()
         self.applied_lsn: int | None = None
         self.applied_transactions = 0
         self.last_commit_time: datetime | None = None
@@ -87,8 +92,18 @@ class Ingestor:
     async def _read_source(self) -> None:
         """Feed the bounded queue from the source iterator (the queue gives us non-blocking batching)."""
         async for txn in self._source.transactions():
+            while self._queued_changes >= self._limits.max_queued_changes:
+                self._room.clear()
+                await self._room.wait()
+            self._queued_changes += len(txn.changes)
             await self._queue.put(txn)
         await self._queue.put(None)
+
+    def _taken(self, txn: SourceTransaction) -> SourceTransaction:
+        """Account for a transaction leaving the queue (and wake the reader if it waits for room)."""
+        self._queued_changes -= len(txn.changes)
+        self._room.set()
+        return txn
 
     async def _ingest_until(self, stop: asyncio.Event, reader: asyncio.Task[None]) -> None:
         while not stop.is_set():
@@ -107,7 +122,7 @@ class Ingestor:
                 nxt = self._queue.get_nowait()
                 if nxt is None:
                     break
-                batch.append(nxt)
+                batch.append(self._taken(nxt))
                 changes += len(nxt.changes)
             # The ledger write and the acknowledgement belong together: a cancellation (SIGTERM) must not
             # separate them, so they are shielded.
@@ -119,7 +134,8 @@ class Ingestor:
         done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if getter in done:
-            return getter.result()
+            txn = getter.result()
+            return self._taken(txn) if txn is not None else None
         getter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await getter

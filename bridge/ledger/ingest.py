@@ -39,6 +39,7 @@ from bridge.records import (
 )
 
 USER_NOT_CONNECTED = "USER_NOT_CONNECTED"
+SOURCE_TRUNCATED = "SOURCE_TRUNCATED"
 # Activities a link edit or an owner change sends again (not cancelled, skipped or gone from Salesforce).
 REQUEUE_STATES = (A.SYNCED.value, A.FAILED.value, A.PENDING.value)
 # Columns of the Mogli Event; a change to one of them is pushed (is_active is mirror only).
@@ -117,24 +118,33 @@ def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
 
 
 def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: datetime) -> bool:
-    queue = {
+    """TRUNCATE is not a cancellation of every meeting: nothing is deleted in Salesforce.
+
+    Every live booking fails with the reason, so an operator sees it; re-inserting a booking (a reload)
+    syncs it again, and `retry` or `reconcile` apply the removal deliberately.
+    """
+    present = ACTIVITIES.c.source_deleted.is_(False)
+    live = ACTIVITIES.c.state.in_(REQUEUE_STATES)
+    failed = {
         "source_deleted": True,
-        "state": A.PENDING.value,
-        "version": ACTIVITIES.c.version + 1,
-        "attempts": 0,
+        "state": A.FAILED.value,
+        "error_code": SOURCE_TRUNCATED,
+        "last_error": (
+            "the bookings table was truncated in the scheduler; the Event was left in Salesforce "
+            "(re-insert the booking to sync it again, or retry it to delete the Event)"
+        ),
         "next_attempt_at": None,
         "source_lsn": txn.end_lsn,
         "updated_at": now,
     }
-    present = ACTIVITIES.c.source_deleted.is_(False)
-    live = ACTIVITIES.c.state != A.SKIPPED.value
-    queued = connection.execute(update(ACTIVITIES).where(present, live).values(queue)).rowcount
+    truncated = connection.execute(update(ACTIVITIES).where(present, live).values(failed)).rowcount
     connection.execute(
         update(ACTIVITIES).where(present, ~live).values(source_deleted=True, updated_at=now),
     )
-    entry = outbound_row(now, "activity", "*", "source.truncate", _detail(txn))
+    detail = {**_detail(txn), "bookings_failed": truncated}
+    entry = outbound_row(now, "activity", "*", "source.truncate", detail)
     insert_many(connection, JOURNAL, [entry])
-    return queued > 0
+    return False
 
 
 def _detail(txn: SourceTransaction) -> dict[str, Any]:
@@ -274,7 +284,12 @@ class _Segment:
         for key in self.by_link.get(link_id, ()):
             activity = self.activities.rows[key]
             start = activity["start_at"]
-            if start is not None and start > self.now and activity["state"] in REQUEUE_STATES:
+            if (
+                start is not None
+                and start > self.now
+                and activity["state"] in REQUEUE_STATES
+                and activity["error_code"] != SOURCE_TRUNCATED
+            ):
                 self._queue_activity(activity)
 
     def _upsert_user(self, row: UserRow) -> None:
@@ -309,7 +324,7 @@ class _Segment:
         """A failed link goes again: so do its activities that failed (most failed because of it)."""
         for key in self.by_link.get(link_id, ()):
             activity = self.activities.rows[key]
-            if activity["state"] == A.FAILED:
+            if activity["state"] == A.FAILED and activity["error_code"] != SOURCE_TRUNCATED:
                 self._queue_activity(activity)
 
     def _upsert_link(self, row: LinkRow) -> None:

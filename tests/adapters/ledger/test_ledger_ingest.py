@@ -300,7 +300,7 @@ def test_link_arriving_after_its_booking_is_booked(repo: LedgerRepository) -> No
 
 
 def test_booking_delete_and_truncate(repo: LedgerRepository) -> None:
-    """DELETE flags one booking deleted and queued; TRUNCATE flags them all (skipped rows stay skipped)."""
+    """DELETE queues one booking's delete; TRUNCATE fails the live ones with the reason and deletes nothing."""
     repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), booking("b2"), booking("b3"))))
     repo.apply_source_batch(
         batch(txn(booking("q", start=PAST), snapshot=True, lsn=1), quiet=frozenset({"q"}))
@@ -311,9 +311,17 @@ def test_booking_delete_and_truncate(repo: LedgerRepository) -> None:
     assert b1 is not None and (b1.source_deleted, b1.state, b1.version) == (True, "pending", 2)
     repo.apply_source_batch(batch(txn(truncate(SourceTable.BOOKINGS), booking("b4"))))
     states = {a.booking_id: (a.source_deleted, a.state) for a in repo.list_activities(limit=None)}
-    assert states["b2"] == (True, "pending") and states["b3"] == (True, "pending")
+    assert states["b2"] == (True, "failed") and states["b3"] == (True, "failed")
+    assert states["b1"] == (True, "pending"), "a delete already queued stays queued"
     assert states["q"] == (True, "skipped")
     assert states["b4"] == (False, "pending")
+    b2 = repo.get_activity("b2")
+    assert b2 is not None and b2.error_code == "SOURCE_TRUNCATED" and "truncated" in (b2.last_error or "")
+    assert b2.version == 1, "nothing is queued for Salesforce"
+    # A reload re-inserts the booking: it syncs again.
+    repo.apply_source_batch(batch(txn(booking("b2"))))
+    again = repo.get_activity("b2")
+    assert again is not None and (again.source_deleted, again.state) == (False, "pending")
 
 
 def test_link_delete_and_user_delete_are_recorded(repo: LedgerRepository) -> None:

@@ -300,7 +300,7 @@ def test_link_arriving_after_its_booking_is_booked(repo: LedgerRepository) -> No
 
 
 def test_booking_delete_and_truncate(repo: LedgerRepository) -> None:
-    """DELETE queues one booking's delete; TRUNCATE fails the live ones with the reason and deletes nothing."""
+    """DELETE queues one booking's delete; TRUNCATE fails the live ones with a reason, deletes nothing."""
     repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), booking("b2"), booking("b3"))))
     repo.apply_source_batch(
         batch(txn(booking("q", start=PAST), snapshot=True, lsn=1), quiet=frozenset({"q"}))

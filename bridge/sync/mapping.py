@@ -39,6 +39,8 @@ from bridge.records import (
     UserState,
 )
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
 NAME_LIMIT = 80
 SUBJECT_LIMIT = 255
 DESCRIPTION_LIMIT = 32_000
@@ -292,6 +294,7 @@ def mogli_event_for(work: LinkWork) -> MogliEventFields | RuleFailure:
     """The Mogli Event of a link, or why it cannot be written."""
     link = work.link
     try:
+        _check_uuid("link", link.link_id)
         if link.source_deleted and link.mogli_event_id is None:
             raise _refuse(
                 FailureCode.LINK_DELETED,
@@ -379,7 +382,18 @@ def _rule(owner: str, who: str, is_lead: bool, cancelled: bool, link: LinkState,
     return "; ".join(parts)
 
 
+def _check_uuid(kind: str, value: str) -> None:
+    """Scheduler ids are UUIDs; anything else is a broken row (shown by its form, never its content)."""
+    if not _UUID.match(value):
+        stripped = value.strip()
+        raise _refuse(
+            FailureCode.BAD_VALUE,
+            f"the {kind} id is not a UUID ({len(stripped)} characters); the scheduler's ids are UUIDs",
+        )
+
+
 def _check_booking(booking: BookingState) -> None:
+    _check_uuid("booking", booking.booking_id)
     if booking.problems:
         raise _refuse(
             FailureCode.BAD_VALUE,

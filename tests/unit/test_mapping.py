@@ -1492,3 +1492,14 @@ def test_rule_text_for_the_journal(item: ActivityWork, options: MappingOptions, 
     action = event_action(item, options)
     assert isinstance(action, UpsertEvent)
     assert action.rule == rule
+
+
+@pytest.mark.parametrize("bad_id", ["42", "not-a-uuid", "b0000000-0000-4000-8000-00000000000", "a@b.example"])
+def test_non_uuid_ids_are_bad_values_described_by_form_only(bad_id: str) -> None:
+    """A booking or link id that is not a UUID fails the row, and the message never quotes the value."""
+    failure = event_action(work({"booking_id": bad_id}), DELETE)
+    assert isinstance(failure, RuleFailure) and failure.code is FailureCode.BAD_VALUE
+    assert bad_id not in failure.message and "UUID" in failure.message
+    link_failure = mogli_event_for(link_work(link_id=bad_id))
+    assert isinstance(link_failure, RuleFailure) and link_failure.code is FailureCode.BAD_VALUE
+    assert bad_id not in link_failure.message

@@ -96,7 +96,13 @@ class BenchWorld:
     """A fresh scheduler database, emulator and ledger; the daemon is started by the caller."""
 
     def __init__(
-        self, pg: LocalPostgres, workdir: Path, name: str, latency_ms: int, mode: DaemonMode
+        self,
+        pg: LocalPostgres,
+        workdir: Path,
+        name: str,
+        latency_ms: int,
+        mode: DaemonMode,
+        ledger: str = "sqlite",
     ) -> None:
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True)
@@ -111,10 +117,11 @@ class BenchWorld:
         )
         self.emulator.control("latency", {"latency_ms": latency_ms})
         self.ledger_path = self.workdir / "ledger.sqlite3"
+        self.ledger_dsn = pg.create_database(f"ledger_{name}") if ledger == "postgresql" else None
         config = write_config(
             self.workdir / "bridge.toml",
             dsn=self.dsn,
-            ledger_url=f"sqlite:///{self.ledger_path}",
+            ledger_url=self.ledger_dsn or f"sqlite:///{self.ledger_path}",
             emulator_url=self.emulator.url,
             slot=f"bench_{name}",
             backfill="since:2000-01-01",
@@ -219,7 +226,9 @@ class BenchWorld:
         return int(self.emulator.stats()["api_requests"]["total"])
 
     def ledger_counts(self) -> dict[str, int]:
-        """Activities by state, read straight from the SQLite ledger (WAL lets us read beside the daemon)."""
+        """Activities by state, read from the ledger (SQLite's WAL lets us read beside the daemon)."""
+        if self.ledger_dsn is not None:
+            return self._postgres_ledger_counts(self.ledger_dsn)
         if not self.ledger_path.exists():
             return {}
         conn = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=30)
@@ -230,6 +239,16 @@ class BenchWorld:
             return {}  # not migrated yet
         finally:
             conn.close()
+
+    @staticmethod
+    def _postgres_ledger_counts(dsn: str) -> dict[str, int]:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('activities') IS NOT NULL")
+            row = cur.fetchone()
+            if not row or not row[0]:
+                return {}
+            cur.execute("SELECT state, COUNT(*) FROM activities GROUP BY state")
+            return {str(state): int(n) for state, n in cur.fetchall()}
 
     def daemon_started_at(self) -> float | None:
         """Wall time at which the daemon logged `daemon.started` (its imports and set-up done)."""

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import structlog
 
+from bridge.errors import LedgerUnavailable
 from bridge.records import (
     BackfillPolicy,
     BookingRow,
@@ -27,6 +28,8 @@ from bridge.sync.backfill import backfill_admits
 from bridge.sync.ports import ChangeSource, Ledger
 
 log = structlog.get_logger(__name__)
+LEDGER_RETRY_FIRST_SECONDS = 0.5
+LEDGER_RETRY_MAX_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class Ingestor:
         self._backfill = backfill
         self._clock = clock
         self._on_work = on_work
+        self._stop = asyncio.Event()
         self._limits = limits
         self._queue: asyncio.Queue[SourceTransaction | None] = asyncio.Queue(maxsize=queue_size)
         self._queued_changes = 0
@@ -82,6 +86,7 @@ class Ingestor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Ingest until `stop` is set; the batch in hand is always finished first."""
+        self._stop = stop
         async with asyncio.TaskGroup() as tg:
             reader = tg.create_task(self._read_source())
             try:
@@ -141,12 +146,26 @@ class Ingestor:
             await getter
         return None
 
+    async def _apply_durably(self, batch: IngestBatch) -> object:
+        """Write the batch to the ledger, waiting out a ledger that is unreachable; nothing is acknowledged
+        meanwhile, so PostgreSQL keeps every change (the reader pauses once its queue is full)."""
+        delay = LEDGER_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await self._ledger.apply_source_batch(batch)
+            except LedgerUnavailable as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("ingest.ledger_unavailable", retry_in_seconds=delay, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LEDGER_RETRY_MAX_SECONDS)
+
     async def _apply(self, batch: list[SourceTransaction]) -> None:
         now = self._clock()
         quiet: set[str] = set()
         for txn in batch:
             quiet |= quiet_bookings(txn, self._backfill, now)
-        summary = await self._ledger.apply_source_batch(
+        summary = await self._apply_durably(
             IngestBatch(transactions=tuple(batch), now=now, quiet_booking_ids=frozenset(quiet))
         )
         last = batch[-1]

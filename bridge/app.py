@@ -24,7 +24,7 @@ import structlog
 from bridge.config import SalesforceSettings, Settings, require_salesforce_credentials
 from bridge.errors import BridgeError, ConfigurationError, FatalError
 from bridge.ledger.async_ledger import AsyncLedger
-from bridge.ledger.lock import InstanceLock
+from bridge.ledger.lock import InstanceLock, LockHealth
 from bridge.metrics import BridgeMetrics, CountingLedger
 from bridge.sync.echo import EchoFilter
 from bridge.sync.ingest import Ingestor
@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 SCHEMA_SQL = Path(__file__).parent / "schema" / "scheduler_schema.sql"
 SOURCE_CHECKPOINT = "source"
 SHUTDOWN_GRACE_SECONDS = 20.0
+LOCK_CHECK_SECONDS = 2.0
 
 
 def utcnow() -> datetime:
@@ -235,6 +236,7 @@ class Daemon:
         self.clock = clock
         self.stop_event = asyncio.Event()
         self.states: dict[str, ComponentState] = {}
+        self._lock: InstanceLock | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (idempotent; safe from a signal handler)."""
@@ -271,9 +273,28 @@ class Daemon:
         try:
             if not await self._become_active(lock):
                 return 0
+            self._lock = lock
             return await self._run_active(sf)
         finally:
             lock.release()
+
+    async def _watch_lock(self, stop: asyncio.Event) -> None:
+        """Stop at once if another process took the ledger while its database was unreachable."""
+        warned = False
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=LOCK_CHECK_SECONDS)
+            if stop.is_set() or self._lock is None:
+                return
+            health = await asyncio.to_thread(self._lock.verify)
+            if health is LockHealth.LOST:
+                raise FatalError(
+                    "another mogli-bridge process took over the ledger while its database was unreachable; "
+                    "this one stops so that only one works (it is safe to start it again as a standby)"
+                )
+            if health is LockHealth.UNREACHABLE and not warned:
+                log.warning("daemon.ledger_lock_unreachable")
+            warned = health is LockHealth.UNREACHABLE
 
     async def _become_active(self, lock: InstanceLock) -> bool:
         """Wait as a standby until this process owns the ledger; False if told to stop first."""
@@ -340,6 +361,7 @@ class Daemon:
                 "ingest": ingestor.run,
                 "push": pusher.run,
                 "admin": admin.run,
+                "lock": self._watch_lock,
             }
             inbound, writer = await self._inbound(ledger, tokens, client, pusher)
             if inbound is not None:

@@ -7,6 +7,7 @@ so a standby takes over without any home-made consensus.
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import os
 from pathlib import Path
@@ -15,6 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 ADVISORY_KEY = 0x6D6F676C  # "mogl"
+
+
+class LockHealth(enum.StrEnum):
+    """What a check of a held lock found."""
+
+    HELD = "held"
+    UNREACHABLE = "unreachable"  # the ledger database cannot be reached: nobody can take the lock either
+    LOST = "lost"  # the database came back and another process holds the lock now
 
 
 class InstanceLock:
@@ -69,6 +78,27 @@ class InstanceLock:
             return True
         conn.close()
         return False
+
+    def verify(self) -> LockHealth:
+        """Check that the lock is still ours; re-take it after the ledger database came back.
+
+        A PostgreSQL advisory lock dies with its session: when the ledger server restarts, a standby may take
+        it. An flock cannot be lost while the process lives.
+        """
+        if self._fd is not None:
+            return LockHealth.HELD
+        if self._conn is not None:
+            try:
+                self._conn.execute(sa.text("SELECT 1"))
+                self._conn.commit()
+                return LockHealth.HELD
+            except sa.exc.DBAPIError:
+                self._conn.close()
+                self._conn = None
+        try:
+            return LockHealth.HELD if self._try_advisory() else LockHealth.LOST
+        except sa.exc.DBAPIError:
+            return LockHealth.UNREACHABLE
 
     def release(self) -> None:
         """Give the lock up (idempotent)."""

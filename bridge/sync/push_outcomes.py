@@ -131,6 +131,7 @@ def plan_activities(
     work: Sequence[ActivityWork], options: MappingOptions, now: datetime, settings: PushSettings
 ) -> ActivityPlan:
     """Apply the mapping rules to every claimed booking."""
+    # Longer than most: one branch per kind of mapping action, kept together so they read as one table.
     plan = ActivityPlan()
     for item in work:
         action = event_action(item, options)

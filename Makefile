@@ -23,7 +23,14 @@ test: install browser
 # Headless Chromium for the status-page test (Debian package); best effort: the test skips, saying why,
 # only where it still cannot be installed.
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) || true
+	@command -v chromium >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+		apt-get install -y -qq chromium >/dev/null) || true
+
+# The long chaos run (20 kill cycles, 3,000 operations per scenario); figures in var/chaos-report.jsonl.
+chaos: install
+	mkdir -p var && rm -f var/chaos-report.jsonl
+	MOGLI_CHAOS=long MOGLI_CHAOS_REPORT=var/chaos-report.jsonl $(PY) -m pytest -q -p no:cacheprovider tests/chaos
+	cat var/chaos-report.jsonl
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

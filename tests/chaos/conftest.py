@@ -1,0 +1,14 @@
+"""Chaos fixtures: the end-to-end stacks, and how long to run (`MOGLI_CHAOS=long` for `make chaos`)."""
+
+from __future__ import annotations
+
+import os
+
+from tests.e2e.conftest import stack
+from tests.e2e.inbound_support import inbound_stack, org_overrides
+
+LONG = os.environ.get("MOGLI_CHAOS") == "long"
+KILL_CYCLES = 20 if LONG else 5
+OPERATIONS = 3000 if LONG else 600
+
+__all__ = ["KILL_CYCLES", "LONG", "OPERATIONS", "inbound_stack", "org_overrides", "stack"]

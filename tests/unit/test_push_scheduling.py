@@ -38,6 +38,14 @@ NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OWNER = UserState("7f1e0c1a-0000-4000-8000-000000000001", "005Dn000001OwNrIAK")
 CONTACT = "003Dn00000CoNtAIAV"
 MOGLI = "a01Dn00000MoGlIIAV"
+LINK_A = "9a1b2c3d-0000-4000-8000-00000000000a"
+LINK_NEW = "9a1b2c3d-0000-4000-8000-00000000000b"
+LINK_OLD = "9a1b2c3d-0000-4000-8000-00000000000c"
+
+
+def bid(n: int) -> str:
+    """The id of booking number `n` (the scheduler's ids are UUIDs)."""
+    return f"b0000000-0000-4000-8000-{n:012d}"
 
 
 def link_state(link_id: str, mogli_event_id: str | None) -> LinkState:
@@ -225,9 +233,9 @@ def make_pusher(ledger: FakeLedger, sf: FakeSalesforce, **settings: Any) -> Push
     )
 
 
-def bookings(ledger: FakeLedger, count: int, link_id: str = "link-a", start: int = 0) -> list[str]:
+def bookings(ledger: FakeLedger, count: int, link_id: str = LINK_A, start: int = 0) -> list[str]:
     """`count` pending bookings on `link_id`."""
-    ids = [f"b{start + i:05d}" for i in range(count)]
+    ids = [bid(start + i) for i in range(count)]
     for booking_id in ids:
         ledger.add_booking(booking_id, link_id)
     return ids
@@ -242,7 +250,7 @@ async def settle() -> None:
 async def test_a_backlog_fills_every_slot_with_full_disjoint_batches() -> None:
     """1,000 pending bookings: four full calls start at once, no booking twice; all settle in five calls."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-a", synced=True)
+    ledger.add_link(LINK_A, synced=True)
     ids = bookings(ledger, 1000)
     pusher = make_pusher(ledger, sf)
 
@@ -262,7 +270,7 @@ async def test_a_backlog_fills_every_slot_with_full_disjoint_batches() -> None:
 async def test_low_load_sends_at_once_and_batches_what_queued_meanwhile() -> None:
     """One booking goes out alone at once; three arriving during that call wait for it, then share a call."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-a", synced=True)
+    ledger.add_link(LINK_A, synced=True)
     bookings(ledger, 1)
     pusher = make_pusher(ledger, sf, max_partial_in_flight=1)
 
@@ -275,33 +283,33 @@ async def test_low_load_sends_at_once_and_batches_what_queued_meanwhile() -> Non
     assert pusher.in_flight == 0
     assert await pusher.dispatch() == 1
     await settle()
-    assert [keys for _, keys in sf.calls] == [["b00000"], ["b00001", "b00002", "b00003"]]
+    assert [keys for _, keys in sf.calls] == [[bid(0)], [bid(1), bid(2), bid(3)]]
 
 
 async def test_part_filled_calls_are_capped_per_kind() -> None:
     """With two part-filled calls allowed, a third trickle of bookings waits; a new link's Mogli Event
     (the other kind) still goes out."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-a", synced=True)
+    ledger.add_link(LINK_A, synced=True)
     pusher = make_pusher(ledger, sf, max_partial_in_flight=2)
 
     for start in (0, 1, 2):
         bookings(ledger, 1, start=start)
         await pusher.dispatch()
-    ledger.add_link("link-new", synced=False)
+    ledger.add_link(LINK_NEW, synced=False)
     await pusher.dispatch()
     await settle()
-    assert sf.calls == [("event", ["b00000"]), ("event", ["b00001"]), ("mogli", ["link-new"])]
+    assert sf.calls == [("event", [bid(0)]), ("event", [bid(1)]), ("mogli", [LINK_NEW])]
     sf.release_all()
     await settle()
     assert await pusher.push_once()
-    assert sf.calls[-1] == ("event", ["b00002"])
+    assert sf.calls[-1] == ("event", [bid(2)])
 
 
 async def test_a_full_batch_may_join_a_part_filled_call() -> None:
     """While a part-filled call is in flight, a full batch still gets its own slot."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-a", synced=True)
+    ledger.add_link(LINK_A, synced=True)
     bookings(ledger, 1)
     pusher = make_pusher(ledger, sf, batch_size=10, max_partial_in_flight=1)
 
@@ -316,15 +324,15 @@ async def test_mogli_events_go_first_without_holding_back_synced_links() -> None
     """A link without its Mogli Event is written first; bookings of a synced link go out beside it,
     and the new link's bookings follow once its Mogli Event is recorded."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-new", synced=False)
-    ledger.add_link("link-old", synced=True)
-    new = bookings(ledger, 2, link_id="link-new")
-    old = bookings(ledger, 2, link_id="link-old", start=100)
+    ledger.add_link(LINK_NEW, synced=False)
+    ledger.add_link(LINK_OLD, synced=True)
+    new = bookings(ledger, 2, link_id=LINK_NEW)
+    old = bookings(ledger, 2, link_id=LINK_OLD, start=100)
     pusher = make_pusher(ledger, sf)
 
     assert await pusher.dispatch() == 2
     await settle()
-    assert sf.calls == [("mogli", ["link-new"]), ("event", old)]
+    assert sf.calls == [("mogli", [LINK_NEW]), ("event", old)]
     sf.release_all()
     await pusher.push_once()
     await pusher.push_once()
@@ -336,27 +344,27 @@ async def test_a_booking_changed_during_its_call_is_pushed_again() -> None:
     """The outcome carries the claimed version: a change during the call leaves the row pending, and the
     next round writes the new version."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-a", synced=True)
+    ledger.add_link(LINK_A, synced=True)
     bookings(ledger, 1)
     pusher = make_pusher(ledger, sf)
 
     await pusher.dispatch()
     await settle()
-    ledger.change_booking("b00000")
+    ledger.change_booking(bid(0))
     assert await pusher.dispatch() == 0  # in flight: excluded from claims
     sf.release_all()
     await settle()
-    assert ledger.state("b00000") == "pending"
+    assert ledger.state(bid(0)) == "pending"
     assert await pusher.push_once()
-    assert ledger.state("b00000") == "synced"
-    assert ledger.activities["b00000"].synced_version == 2
+    assert ledger.state(bid(0)) == "synced"
+    assert ledger.activities[bid(0)].synced_version == 2
     assert sf.overlaps == []
 
 
 async def test_salesforce_unavailable_holds_new_calls_and_keeps_rows_pending() -> None:
     """A call that fails as unavailable records nothing, frees its rows and starts no call for a while."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-a", synced=True)
+    ledger.add_link(LINK_A, synced=True)
     bookings(ledger, 3)
     pusher = make_pusher(ledger, sf, retry_base_seconds=60.0)
     sf.fail_next = SalesforceUnavailable("PATCH /composite/sobjects: ServerDisconnectedError")
@@ -364,7 +372,7 @@ async def test_salesforce_unavailable_holds_new_calls_and_keeps_rows_pending() -
     sf.release_all()
     await pusher.push_once()
     assert pusher.waiting_reason == "salesforce_unavailable"
-    assert {ledger.state(b) for b in ("b00000", "b00001", "b00002")} == {"pending"}
+    assert {ledger.state(b) for b in (bid(0), bid(1), bid(2))} == {"pending"}
     assert await pusher.dispatch() == 0
     assert len(sf.calls) == 1
 
@@ -372,7 +380,7 @@ async def test_salesforce_unavailable_holds_new_calls_and_keeps_rows_pending() -
 async def test_an_unexpected_error_reaches_the_supervisor() -> None:
     """An error that is neither transient nor an API limit ends run() with that error."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-a", synced=True)
+    ledger.add_link(LINK_A, synced=True)
     bookings(ledger, 1)
     pusher = make_pusher(ledger, sf)
     sf.fail_next = PermanentError("INVALID_TYPE: sObject type 'Event' is not supported", code="INVALID_TYPE")
@@ -385,7 +393,7 @@ async def test_an_unexpected_error_reaches_the_supervisor() -> None:
 async def test_stop_finishes_the_calls_in_flight() -> None:
     """run() returns after stop only once the call in flight has answered and its outcome is recorded."""
     ledger, sf = FakeLedger(), FakeSalesforce()
-    ledger.add_link("link-a", synced=True)
+    ledger.add_link(LINK_A, synced=True)
     bookings(ledger, 2)
     pusher = make_pusher(ledger, sf)
     stop = asyncio.Event()
@@ -398,4 +406,4 @@ async def test_stop_finishes_the_calls_in_flight() -> None:
     assert not runner.done()
     sf.release_all()
     await asyncio.wait_for(runner, timeout=10)
-    assert {ledger.state("b00000"), ledger.state("b00001")} == {"synced"}
+    assert {ledger.state(bid(0)), ledger.state(bid(1))} == {"synced"}

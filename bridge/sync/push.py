@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import structlog
 
-from bridge.errors import ApiLimitExhausted, TransientError
+from bridge.errors import ApiLimitExhausted, LedgerUnavailable, TransientError
 from bridge.records import ActivityOutcome, ActivityWork, EventFields, LinkOutcome, LinkWork, OutcomeState
 from bridge.sync.mapping import DeleteEvent, MappingOptions, UpsertEvent
 from bridge.sync.ports import Ledger, SalesforceWriter
@@ -108,7 +108,10 @@ class Pusher:
             while not stop.is_set():
                 self._changed.clear()
                 self._raise_error()
-                await self.dispatch()
+                try:
+                    await self.dispatch()
+                except LedgerUnavailable as exc:
+                    self._ledger_away(exc)
                 await self._wait(stop)
         finally:
             await self._finish_calls()
@@ -191,6 +194,9 @@ class Pusher:
             else:
                 await self._push_activities(flight)
             self.waiting_reason = None
+        except LedgerUnavailable as exc:
+            # The rows stay pending in the ledger and are written again (by External ID) once it is back.
+            self._ledger_away(exc)
         except ApiLimitExhausted as exc:
             self.waiting_reason = "api_limit"
             limit = self._settings.api_limit_wait_seconds
@@ -223,6 +229,13 @@ class Pusher:
             self._partial_links += step
         else:
             self._partial_activities += step
+
+    def _ledger_away(self, exc: LedgerUnavailable) -> None:
+        """The ledger cannot be reached: start no call until it has had time to come back."""
+        self.waiting_reason = "ledger_unavailable"
+        delay = self._settings.retry_base_seconds * 5
+        log.warning("push.ledger_unavailable", seconds=delay, reason=str(exc))
+        self._hold(delay)
 
     def _hold(self, seconds: float) -> None:
         """Start no call for `seconds` (rows of the failed call stay pending and are claimed again)."""

@@ -197,6 +197,8 @@ class ActivityModel(Base):
     __tablename__ = "activities"
     __table_args__ = (
         Index("ix_activities_state_next_attempt_at", "state", "next_attempt_at"),
+        # The push worker's claim: pending rows in the order they changed (migration 0003).
+        Index("ix_activities_state_updated_at", "state", "updated_at", "booking_id"),
         Index("ix_activities_link_id", "link_id"),
         Index("ix_activities_assigned_user_id", "assigned_user_id"),
     )

@@ -102,7 +102,7 @@ def test_upgrade_from_0001_keeps_data_and_adds_views(ledger_url: str) -> None:
         before = repo.counts()
     finally:
         repo.dispose()
-    assert upgrade_to_head(ledger_url) == head_revision() == "0002"
+    assert upgrade_to_head(ledger_url) == head_revision() is not None
     repo = LedgerRepository.from_url(ledger_url, clock=lambda: NOW)
     try:
         assert repo.counts() == before

@@ -337,6 +337,7 @@ client_secret = "e2e-secret-value"
 username = "bridge@example.com"
 password = "emulator"
 max_attempts = 4
+request_timeout_seconds = 5.0
 
 [sync]
 on_cancel = "{on_cancel}"

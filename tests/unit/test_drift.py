@@ -30,7 +30,11 @@ from bridge.sync.mapping import MappingOptions
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 START = datetime(2030, 6, 1, 15, 0, tzinfo=UTC)
 END = START + timedelta(minutes=30)
-BOOKING, LINK, OWNER = "b-1", "l-1", "u-owner"
+BOOKING, LINK, OWNER = (
+    "b0000000-0000-4000-8000-000000000001",
+    "10000000-0000-4000-8000-00000000000a",
+    "u-owner",
+)
 SF_OWNER = sfid.to18("005000000000001")
 SF_OTHER = sfid.to18("005000000000002")
 CONTACT = sfid.to18("003000000000001")

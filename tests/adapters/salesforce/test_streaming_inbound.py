@@ -44,6 +44,9 @@ from bridge.sync.push import Pusher, PushSettings
 BOUND_SECONDS = 30
 FAST = StreamTiming(check_seconds=0.5, stall_seconds=5.0, backoff_base_seconds=0.05, backoff_max_seconds=0.2)
 
+LINK_ID = "10000000-0000-4000-8000-00000000000a"
+BOOKING_ID = "b0000000-0000-4000-8000-000000000001"
+
 
 @dataclass
 class FakeWriter:
@@ -106,10 +109,10 @@ def _source(owner_sf: str, contact: str) -> SourceTransaction:
     start = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     rows = [
         (SourceTable.USERS, UserRow("u1", owner_sf)),
-        (SourceTable.LINKS, LinkRow("l1", "one_on_one", "u1", "Intro call", "Talk", 30, True)),
+        (SourceTable.LINKS, LinkRow(LINK_ID, "one_on_one", "u1", "Intro call", "Talk", 30, True)),
         (
             SourceTable.BOOKINGS,
-            BookingRow("b1", "l1", None, start, start + timedelta(minutes=30), "scheduled", contact),
+            BookingRow(BOOKING_ID, LINK_ID, None, start, start + timedelta(minutes=30), "scheduled", contact),
         ),
     ]
     changes = tuple(SourceChange(table, ChangeOp.INSERT, row) for table, row in rows)
@@ -135,7 +138,7 @@ async def test_deleted_then_undeleted_mogli_event_restores_the_link(
         await ledger.apply_source_batch(IngestBatch((_source(owner.id, contact),), datetime.now(UTC)))
         while await pusher.push_once():
             pass
-        link = await ledger.get_link("l1")
+        link = await ledger.get_link(LINK_ID)
         assert link is not None and link.state == "synced" and link.mogli_event_id
         mogli_id = link.mogli_event_id
 
@@ -159,28 +162,28 @@ async def test_deleted_then_undeleted_mogli_event_restores_the_link(
                 txn.delete(mogli_id)
 
             async def link_state(state: str) -> bool:
-                row = await ledger.get_link("l1")
+                row = await ledger.get_link(LINK_ID)
                 return row is not None and row.state == state
 
             await until(lambda: link_state("deleted_in_salesforce"), "the link marked")
-            activity = await ledger.get_activity("b1")
+            activity = await ledger.get_activity(BOOKING_ID)
             assert activity is not None and activity.state == "deleted_in_salesforce"
 
             with store.transaction(person) as txn:
                 txn.undelete(mogli_id)
             await until(lambda: link_state("synced"), "the link restored")
-            restored = await ledger.get_link("l1")
+            restored = await ledger.get_link(LINK_ID)
             assert restored is not None and restored.mogli_event_id == mogli_id
-            pending = await ledger.get_activity("b1")
+            pending = await ledger.get_activity(BOOKING_ID)
             assert pending is not None and pending.state == "pending"
             while await pusher.push_once():
                 pass
         finally:
             stop.set()
             await task
-    activity = await ledger.get_activity("b1")
+    activity = await ledger.get_activity(BOOKING_ID)
     assert activity is not None and activity.state == "synced"
-    events = [r for r in store.records("Event") if r.get("Scheduling_Booking_Id__c") == "b1"]
+    events = [r for r in store.records("Event") if r.get("Scheduling_Booking_Id__c") == BOOKING_ID]
     assert len(events) == 1 and events[0]["WhatId"] == mogli_id
     assert writer.calls == []
     assert inbound.applied == 2  # the delete and the undelete; the bridge's own writes applied nothing

@@ -164,6 +164,10 @@ class EmulatorProcess:
             self._token = body["access_token"]
         return self._token  # type: ignore[return-value]
 
+    def forget_token(self) -> None:
+        """Drop the cached access token (after the control API expired every session)."""
+        self._token = None
+
     def create(self, sobject: str, fields: dict[str, Any]) -> str:
         """Create a record through REST; returns its id."""
         try:
@@ -345,6 +349,7 @@ retry_base_seconds = 0.2
 retry_max_seconds = 2.0
 idle_poll_seconds = 0.2
 api_limit_wait_seconds = 2.0
+streaming_stall_seconds = 5.0
 
 [admin]
 listen = "127.0.0.1:{admin_port}"

@@ -58,6 +58,10 @@ class StreamTiming:
 
     check_seconds: float = 5.0  # how often the watchdog looks at the transport
     stall_seconds: float = 60.0  # not connected for this long: the client is rebuilt
+    # No message at all for this long: the client is rebuilt and resubscribes from the committed ids. A long
+    # poll that hangs while the transport still calls itself connected is caught here; in a quiet org it costs
+    # one handshake now and then, and nothing is missed (replay from the stored ids).
+    silence_factor: float = 5.0
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
 
@@ -239,22 +243,38 @@ class ChangeStream:
         return [WindowLost(channel, since)]
 
     async def _receive(self, client: Client) -> AsyncIterator[SalesforceChange]:
-        """Messages until the client fails; the watchdog raises _Stalled on a transport stuck unconnected."""
-        stalled_for = 0.0
+        """Messages until the client fails; the watchdog raises _Stalled on a transport stuck unconnected,
+        or silent for `stall_seconds * silence_factor`.
+
+        One `receive()` stays pending across watchdog ticks: cancelling it on every tick (as `wait_for`
+        does) can drop a message that was taken off the client's queue in the same instant.
+        """
+        stalled_for = silent_for = 0.0
         names = self._settings.objects
-        while True:
-            try:
-                message = await asyncio.wait_for(client.receive(), timeout=self._timing.check_seconds)
-            except TimeoutError:
-                stalled_for = self._watchdog(client, stalled_for)
-                continue
-            stalled_for = 0.0
-            self.received += 1
-            change = decode_change(message, names)
-            if change is None:
-                log.warning("streaming.message_undecodable", channel=str(message.get("channel")))
-                continue
-            yield change
+        silence_limit = self._timing.stall_seconds * self._timing.silence_factor
+        pending: asyncio.Future[dict[str, Any]] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(client.receive())
+                done, _ = await asyncio.wait({pending}, timeout=self._timing.check_seconds)
+                if not done:
+                    stalled_for = self._watchdog(client, stalled_for)
+                    silent_for += self._timing.check_seconds
+                    if silent_for >= silence_limit:
+                        raise _Stalled(f"no message for {silent_for:.0f}s")
+                    continue
+                message, pending = pending.result(), None
+                stalled_for = silent_for = 0.0
+                self.received += 1
+                change = decode_change(message, names)
+                if change is None:
+                    log.warning("streaming.message_undecodable", channel=str(message.get("channel")))
+                    continue
+                yield change
+        finally:
+            if pending is not None:
+                pending.cancel()
 
     def _watchdog(self, client: Client, stalled_for: float) -> float:
         transport = client._transport

@@ -222,9 +222,12 @@ def _event_values_changed(
     """UPDATE (or CREATE/UNDELETE of a live record): compare with what we last wrote, field group by group."""
     parts = [_who_rule(change, activity)]
     if activity.state != PENDING:
-        # A pending row is about to be written with the scheduler's values: a time or owner that differs
-        # is most likely the previous write, not a person's edit.
         parts += [_time_rule(change, activity, options), _owner_rule(change, activity, options)]
+    elif options.on_time_changed == "restore":
+        # A pending row may be in flight with a write that Salesforce already applied before this person's
+        # edit: requeueing it (a new version) makes sure the scheduler's time is written after the edit.
+        # Owner and write-back rules wait: the row's own write may be what this event shows.
+        parts.append(_time_rule(change, activity, options))
     acting = [p for p in parts if not p.is_noop]
     if not acting:
         return Decision(ignored=IgnoreReason.UNCHANGED)

@@ -300,9 +300,13 @@ def test_overflow_asks_for_a_reconciliation_from_its_commit_time() -> None:
     assert (decision.reconcile.entity, decision.reconcile.since) == (ChangeEntity.EVENT, T0)
 
 
-def test_pending_activity_ignores_time_and_owner_differences() -> None:
-    """A row waiting to be pushed carries newer scheduler values: an old time is not a person's edit."""
+def test_pending_activity_is_requeued_for_a_moved_time_and_keeps_its_owner() -> None:
+    """A row in flight may already be written before a person's edit: a moved time requeues it so the
+    scheduler's time lands last; an owner difference waits (it may be the row's own write)."""
     pending = replace(ACTIVITY, state="pending")
     known = replace(KNOWN, activities_by_sfid={EVENT_ID: pending})
     change = event(ChangeType.UPDATE, start_at=T0 - timedelta(hours=1), owner_id=OTHER_OWNER)
-    assert decide(change, known, DEFAULTS).ignored is IgnoreReason.UNCHANGED
+    decision = decide(change, known, DEFAULTS)
+    assert [(a.action, a.requeue) for a in decision.activities] == [("salesforce.time_changed", True)]
+    owner_only = event(ChangeType.UPDATE, owner_id=OTHER_OWNER)
+    assert decide(owner_only, known, DEFAULTS).ignored is IgnoreReason.UNCHANGED

@@ -158,6 +158,11 @@ class LocalPostgres:
                 fh.writelines(f"{k} = {v}\n" for k, v in self.conf.items())
             with (self.data / "pg_hba.conf").open("a") as fh:
                 fh.write("host replication all 127.0.0.1/32 trust\n")
+        self._pg_ctl_start()
+        self.started = True
+        return self
+
+    def _pg_ctl_start(self) -> None:
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
@@ -169,23 +174,11 @@ class LocalPostgres:
             "60",
             "start",
         )
-        self.started = True
-        return self
 
     def restart(self, mode: str = "fast") -> None:
         """Stop and start again (same port, same data)."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.base / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self._pg_ctl_start()
 
     def stop(self, remove: bool = True, mode: str = "immediate") -> None:
         """Stop the server (immediately unless told `fast`) and, by default, delete its files."""

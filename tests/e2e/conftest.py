@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,26 +73,18 @@ def assert_logs_clean(daemon: DaemonProcess) -> None:
     assert "Bearer " not in text and "access_token" not in text
 
 
-@pytest.fixture
-def stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
+@contextlib.contextmanager
+def make_stack(tmp_path: Path, scheduler_dsn: str, org_file: Path | None = None) -> Iterator[Stack]:
     """A scheduler database, a running emulator seeded with users and people, and a ledger path."""
-    emulator = EmulatorProcess(tmp_path)
+    emulator = EmulatorProcess(tmp_path, org_file=org_file)
     scheduler = Scheduler(scheduler_dsn)
     # Slots are cluster-wide: one per test database.
     slot = "mb_" + scheduler_dsn.rsplit("/", 1)[1]
     daemons: list[DaemonProcess] = []
     try:
         seed = seed_salesforce(emulator)
-        yield Stack(
-            tmp_path,
-            scheduler_dsn,
-            f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
-            emulator,
-            scheduler,
-            seed,
-            slot,
-            daemons,
-        )
+        ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+        yield Stack(tmp_path, scheduler_dsn, ledger_url, emulator, scheduler, seed, slot, daemons)
     finally:
         for daemon in daemons:
             if daemon.alive():
@@ -99,3 +92,10 @@ def stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
         scheduler.close()
         emulator.stop()
         drop_slot(scheduler_dsn, slot)
+
+
+@pytest.fixture
+def stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[Stack]:
+    """A stack on the emulator's default org (long polls of 110 s, as Salesforce)."""
+    with make_stack(tmp_path, scheduler_dsn) as built:
+        yield built

@@ -11,19 +11,15 @@ from typing import Any
 
 import pytest
 
-from bridge.source.setup import drop_slot
 from bridge.stack import (
-    DaemonProcess,
     EmulatorProcess,
     HttpError,
-    Scheduler,
     http_json,
     ledger_connection,
-    seed_salesforce,
     wait_until,
 )
 
-from .conftest import Stack
+from .conftest import Stack, make_stack
 
 LONG_POLL_SECONDS = 2.0
 API = "/services/data/v60.0"
@@ -50,29 +46,8 @@ def org_overrides() -> dict[str, str]:
 @pytest.fixture
 def inbound_stack(tmp_path: Path, scheduler_dsn: str, org_overrides: dict[str, str]) -> Iterator[Stack]:
     """Like `stack`, with an emulator whose long polls last 2 seconds."""
-    emulator = EmulatorProcess(tmp_path, org_file=short_poll_org(tmp_path, org_overrides))
-    scheduler = Scheduler(scheduler_dsn)
-    slot = "mb_" + scheduler_dsn.rsplit("/", 1)[1]
-    daemons: list[DaemonProcess] = []
-    try:
-        seed = seed_salesforce(emulator)
-        yield Stack(
-            tmp_path,
-            scheduler_dsn,
-            f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
-            emulator,
-            scheduler,
-            seed,
-            slot,
-            daemons,
-        )
-    finally:
-        for daemon in daemons:
-            if daemon.alive():
-                daemon.kill9()
-        scheduler.close()
-        emulator.stop()
-        drop_slot(scheduler_dsn, slot)
+    with make_stack(tmp_path, scheduler_dsn, short_poll_org(tmp_path, org_overrides)) as built:
+        yield built
 
 
 class Person:

@@ -59,6 +59,7 @@ RETRY_DEADLINE_SECONDS = 120.0
 # Booking ids per SOQL IN-list: the query travels in the URL, and 100 quoted UUIDs (~4.5 KB encoded) stay
 # well inside the URL limits of Salesforce and of common proxies (8 KB request lines).
 LOOKUP_CHUNK = 100
+SESSION_REFRESHES = 2  # token refreshes within one request before its 401 counts as a transient failure
 _OBJECTS = "salesforce.objects."
 
 
@@ -288,21 +289,28 @@ class SalesforceClient:
         )
 
     async def _authorized(self, request: _Request) -> _Reply:
-        """Send with the current token; on 401 refresh it once and resend once."""
+        """Send with the current token; on 401 refresh and resend, at most `SESSION_REFRESHES` times.
+
+        Two session invalidations close together can refuse the first fresh token too (or the refresh was
+        a no-op because another caller had just replaced the token): one more real refresh is forced. A 401
+        after that is transient (`SalesforceUnavailable`, retried with backoff), never a configuration
+        error: a login that succeeds proves the credentials, and a stop would not be restarted by systemd.
+        """
         token = await self._tokens.get()
         reply = await self._send(token, request)
-        if reply.status == 401:
+        refreshes = 0
+        while reply.status == 401:
             if not isinstance(classify_response(reply.status, reply.body), SessionExpired):
                 _raise(classify_response(reply.status, reply.body, config_key=request.config_key))
-            log.info("salesforce.session_expired", method=request.method)
+            if refreshes == SESSION_REFRESHES:
+                raise SalesforceUnavailable(
+                    f"{request.method} {request.path.split('?')[0]}: Salesforce refused "
+                    f"{refreshes + 1} access tokens in a row (401 INVALID_SESSION_ID); retrying"
+                )
+            refreshes += 1
+            log.info("salesforce.session_expired", method=request.method, refresh=refreshes)
             token = await self._tokens.refresh(token)
             reply = await self._send(token, request)
-            if reply.status == 401 and isinstance(classify_response(401, reply.body), SessionExpired):
-                raise ConfigurationError(
-                    "Salesforce rejected a freshly issued access token (401 INVALID_SESSION_ID twice); "
-                    "check salesforce.auth and the connected app's OAuth policies",
-                    "salesforce.auth",
-                )
         if 200 <= reply.status < 300:
             return reply
         _raise(classify_response(reply.status, reply.body, config_key=request.config_key))

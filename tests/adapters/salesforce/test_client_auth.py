@@ -182,18 +182,6 @@ async def test_refresh_with_stale_token_is_a_no_op_once_replaced(tokens: TokenMa
     assert tokens.token_requests == 2
 
 
-async def test_second_401_after_refresh_is_configuration(
-    client: SalesforceClient, tokens: TokenManager, control: Control
-) -> None:
-    """A fresh token that is refused again means the org does not let this app in: stop, name the key."""
-    await client.limits()
-    await control.fault(method="GET", path="/limits", status=401, error_code="INVALID_SESSION_ID", times=2)
-    with pytest.raises(ConfigurationError) as info:
-        await client.limits()
-    assert info.value.key == "salesforce.auth"
-    assert tokens.token_requests == 2
-
-
 async def test_session_not_valid_for_rest_is_not_refreshed(
     client: SalesforceClient, tokens: TokenManager, control: Control
 ) -> None:

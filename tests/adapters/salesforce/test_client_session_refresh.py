@@ -13,7 +13,7 @@ from bridge.salesforce.rest import SalesforceClient
 async def test_two_invalidations_in_one_request_force_a_second_refresh(
     client: SalesforceClient, tokens: TokenManager, control: Control
 ) -> None:
-    """Two 401s in a row (the fresh token invalidated too) lead to one more real login, and the call succeeds."""
+    """Two 401s in a row (the fresh token invalidated too) lead to one more real login; the call succeeds."""
     await client.limits()
     await control.fault(method="GET", path="/limits", status=401, error_code="INVALID_SESSION_ID", times=2)
     usage = await client.limits()

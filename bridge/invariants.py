@@ -71,6 +71,7 @@ def check(
     `events` / `mogli_events` are live (not deleted) org records; `failed_ok` lists bookings expected to fail.
     """
     diffs: list[Difference] = []
+    mogli_events = list(mogli_events)  # read twice below; a generator would be empty the second time
     by_booking: dict[str, list[Mapping[str, Any]]] = {}
     for ev in events:
         by_booking.setdefault(str(ev.get(booking_field) or ""), []).append(ev)
@@ -139,6 +140,11 @@ def _compare_event(
         if got != want:
             diffs.append(Difference("field_mismatch", bid, f"{name}: expected {want!r}, found {got!r}"))
     for name, want in (("StartDateTime", b["start_at"]), ("EndDateTime", b["end_at"])):
-        if parse_sf_datetime(ev.get(name)) != want:
+        if _whole_seconds(parse_sf_datetime(ev.get(name))) != _whole_seconds(want):
             diffs.append(Difference("field_mismatch", bid, f"{name}: expected {want}, found {ev.get(name)}"))
     return diffs
+
+
+def _whole_seconds(value: datetime | None) -> datetime | None:
+    """Salesforce keeps Event times to the second: sub-second digits of a booking are not drift."""
+    return value.replace(microsecond=0) if value is not None else None

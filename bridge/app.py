@@ -246,6 +246,7 @@ class Daemon:
 
     @contextlib.asynccontextmanager
     async def _ledger(self) -> AsyncIterator[AsyncLedger]:
+        from bridge.ledger.engine import durability_problems
         from bridge.ledger.migrate import current_revision, head_revision
         from bridge.ledger.repository import LedgerRepository
 
@@ -255,6 +256,8 @@ class Daemon:
                 "the ledger is not at the current schema: run `mogli-bridge setup` first", "ledger.url"
             )
         repository = LedgerRepository.from_url(url, clock=self.clock)
+        for problem in durability_problems(repository.engine):
+            log.warning("ledger.not_durable", problem=problem)
         ledger = AsyncLedger(repository)
         try:
             yield ledger

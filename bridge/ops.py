@@ -270,6 +270,7 @@ def _reason(reply: Any) -> str:
 
 def _ledger_section(settings: Settings) -> dict[str, Any]:
     """What the ledger says, read directly."""
+    from bridge.ledger.engine import durability_problems
     from bridge.ledger.migrate import current_revision, head_revision
     from bridge.ledger.repository import LedgerRepository
     from bridge.records import format_lsn
@@ -282,6 +283,7 @@ def _ledger_section(settings: Settings) -> dict[str, Any]:
             positions = repository.list_checkpoints()
             totals = repository.drift_totals()
             runs = repository.list_reconciliations(1)
+            durability = durability_problems(repository.engine)
         finally:
             repository.dispose()
     except Exception as exc:
@@ -293,6 +295,8 @@ def _ledger_section(settings: Settings) -> dict[str, Any]:
         "reachable": True,
         "revision": revision,
         "current_schema": revision == head_revision(),
+        "durable": not durability,
+        "durability_problems": durability,
         "pending": pending,
         "failed": failed,
         "counts": counts,

@@ -1,11 +1,17 @@
-"""Engine factory for the ledger: SQLite (WAL, busy timeout, foreign keys) or PostgreSQL (psycopg2)."""
+"""Engine factory for the ledger: SQLite (WAL, synchronous FULL, busy timeout, foreign keys) or PostgreSQL.
+
+Durability. The daemon acknowledges a source LSN only after the ledger commit that recorded it, so a commit
+must survive power loss. SQLite in WAL mode with `synchronous=FULL` syncs the WAL at every commit (NORMAL
+syncs only at checkpoints: a committed transaction could vanish). PostgreSQL is durable at commit with
+`fsync=on` and `synchronous_commit` not `off`; `durability_problems` reports a server set otherwise.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
 from bridge.errors import ConfigurationError
@@ -14,6 +20,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option for read-only work: on SQLite it starts a deferred transaction instead of taking the
 # write lock (ignored elsewhere).
 READ_ONLY = "ledger_read_only"
+# PRAGMA synchronous values: 2 = FULL, 3 = EXTRA; below FULL a WAL commit is not synced to disk.
+SQLITE_SYNCHRONOUS_FULL = 2
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -62,7 +70,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA synchronous=FULL")
     finally:
         cursor.close()
 
@@ -72,3 +80,21 @@ def _begin_immediate(connection: Any) -> None:
     # with SQLITE_BUSY_SNAPSHOT in WAL mode without waiting for busy_timeout.
     read_only = connection.get_execution_options().get(READ_ONLY, False)
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def durability_problems(engine: Engine) -> list[str]:
+    """Why a commit on this ledger might not survive a crash or power loss (empty when it will)."""
+    with engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+        if engine.dialect.name == "sqlite":
+            synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+            if int(synchronous or 0) < SQLITE_SYNCHRONOUS_FULL:
+                return [f"SQLite PRAGMA synchronous is {synchronous}, below FULL (2)"]
+            return []
+        fsync = connection.execute(text("SHOW fsync")).scalar()
+        commit = connection.execute(text("SHOW synchronous_commit")).scalar()
+    problems = []
+    if fsync != "on":
+        problems.append(f"PostgreSQL fsync is {fsync}: a crash of its host can lose committed data")
+    if commit == "off":
+        problems.append("PostgreSQL synchronous_commit is off: a server crash can lose the last commits")
+    return problems

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from bridge import ops
 from bridge.admin import AdminServer
 from bridge.config import AdminSettings, LedgerSettings, Settings, SourceSettings
 from bridge.errors import ConfigurationError
+from bridge.ledger import upgrade_to_head
 from bridge.localpg import free_port
 from bridge.metrics import BridgeMetrics
 from tests.adapters.admin.conftest import TOKEN, Harness, Make
@@ -233,3 +235,22 @@ async def test_status_and_ledger_print_tables_on_a_terminal(
         settings, "failures", link=None, booking=None, state=None, since=None, limit=10, fmt=None, out=out
     )
     assert "ledger failures (1 rows)" in out.getvalue() and h.filled.failed in out.getvalue()
+
+
+async def test_status_says_whether_the_ledger_survives_a_crash(
+    make: Make, tmp_path: Path, pg_database: str
+) -> None:
+    """status reports the SQLite ledger (synchronous=FULL) durable, and names fsync on a PostgreSQL ledger
+    whose server runs without it (the test cluster does)."""
+    await make()
+    out = io.StringIO()
+    await asyncio.to_thread(ops.status, _settings(tmp_path, pg_database), as_json=True, out=out)
+    ledger = json.loads(out.getvalue())["ledger"]
+    assert ledger["durable"] is True and ledger["durability_problems"] == []
+    upgrade_to_head(pg_database)
+    settings = replace(_settings(tmp_path, pg_database), ledger=LedgerSettings(url=pg_database))
+    out = io.StringIO()
+    await asyncio.to_thread(ops.status, settings, as_json=True, out=out)
+    ledger = json.loads(out.getvalue())["ledger"]
+    assert ledger["reachable"] is True and ledger["durable"] is False
+    assert any("fsync is off" in problem for problem in ledger["durability_problems"])

@@ -13,7 +13,7 @@ Event is covered by the link's finding.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.ledger.rows import ActivityRecord, LinkRecord
@@ -71,6 +71,7 @@ _IN_FLIGHT = frozenset({"pending", "failed", "unbooked"})
 _LINK_MIRROR = ("link_type", "owner_user_id", "title", "description", "duration_minutes", "is_active")
 _LINK_SOURCE = ("link_type", "owner_id", "title", "description", "duration_minutes", "is_active")
 _BOOKING_MIRROR = ("link_id", "assigned_user_id", "start_at", "end_at", "status", "related_record_id")
+_PRECISION = timedelta(seconds=1)  # of a Salesforce dateTime field
 
 
 def _id(value: str | None) -> str | None:
@@ -364,9 +365,9 @@ def _time_findings(
 ) -> list[Finding]:
     """One finding for a moved Event: Salesforce shifts the end with the start, so a drag is one drift."""
     detail: dict[str, Any] = {}
-    if _ms(start) != _ms(found.start_at):
+    if not _same_time(start, found.start_at):
         detail.update(field="StartDateTime", expected=_plain(start), found=_plain(found.start_at))
-    if _ms(end) != _ms(found.end_at):
+    if not _same_time(end, found.end_at):
         key = "end_" if detail else ""
         detail.setdefault("field", "EndDateTime")
         detail.update({f"{key}expected": _plain(end), f"{key}found": _plain(found.end_at)})
@@ -375,6 +376,7 @@ def _time_findings(
     return [Finding(DriftKind.FIELD_MISMATCH, Repair.REQUEUE, link_id, bid, found.id, detail)]
 
 
-def _ms(value: datetime | None) -> datetime | None:
-    """Salesforce keeps milliseconds: compare at that precision."""
-    return value.replace(microsecond=value.microsecond // 1000 * 1000) if value is not None else None
+def _same_time(expected: datetime, found: datetime | None) -> bool:
+    """Equal at Salesforce's precision: dateTime fields keep whole seconds (the API's primitive data types),
+    so the sub-second digits the bridge sends are dropped (or rounded) and never count as a move."""
+    return found is not None and abs(expected - found) < _PRECISION

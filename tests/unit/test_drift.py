@@ -30,6 +30,7 @@ from bridge.sync.mapping import MappingOptions
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 START = datetime(2030, 6, 1, 15, 0, tzinfo=UTC)
 END = START + timedelta(minutes=30)
+SUB_START, SUB_END = START.replace(microsecond=594570), END.replace(microsecond=594570)
 BOOKING, LINK, OWNER = (
     "b0000000-0000-4000-8000-000000000001",
     "10000000-0000-4000-8000-00000000000a",
@@ -190,6 +191,19 @@ BOOKING_CASES: list[tuple[str, BookingView, Expected]] = [
             ledger=_ledger(start_at=START.replace(microsecond=400)),
         ),
         [],
+    ),
+    (
+        "sub-second digits the bridge sends, Salesforce keeps whole seconds",
+        _booking(
+            source=dataclasses.replace(SOURCE_BOOKING, start_at=SUB_START, end_at=SUB_END),
+            ledger=_ledger(start_at=SUB_START, end_at=SUB_END),
+        ),
+        [],
+    ),
+    (
+        "a whole second off is a move",
+        _booking(events=(_event(start_at=START + timedelta(seconds=1), end_at=END + timedelta(seconds=1)),)),
+        [(DriftKind.FIELD_MISMATCH, Repair.REQUEUE, "StartDateTime")],
     ),
     (
         "two fields changed: two findings",

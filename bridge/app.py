@@ -417,6 +417,7 @@ class Daemon:
             options,
             on_work=pusher.notify,
             reconcile=reconcile,
+            identity=tokens.user_id,
         )
         return inbound, writer
 

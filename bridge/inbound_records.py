@@ -55,6 +55,7 @@ class SalesforceChange:
     record_ids: tuple[str, ...]
     commit_time: datetime
     change_origin: str = ""
+    commit_user: str | None = None  # `ChangeEventHeader.commitUser` (None for re-reads: nobody is known)
     present: frozenset[str] = frozenset()
     owner_id: str | None = None
     who_id: str | None = None

@@ -21,6 +21,7 @@ import aiohttp
 import jwt
 import structlog
 
+from bridge import sfid
 from bridge.config import SalesforceSettings
 from bridge.errors import ConfigurationError, SalesforceUnavailable
 from bridge.salesforce.errors import classify_oauth_error
@@ -39,6 +40,7 @@ class AccessToken:
     access_token: str = field(repr=False)
     instance_url: str
     obtained_at: float  # monotonic clock reading when it was issued to us
+    user_id: str | None = None  # the token's identity: the user every change the bridge makes runs as
 
     def authorization(self) -> str:
         """The `Authorization` header value."""
@@ -184,13 +186,23 @@ def make_ssl_context(ca_bundle: str) -> ssl.SSLContext:
         ) from exc
 
 
+def identity_user_id(identity_url: Any) -> str | None:
+    """The user id (18 characters) of a token identity URL `.../id/<orgId>/<userId>`; None if unreadable."""
+    if not isinstance(identity_url, str):
+        return None
+    parts = identity_url.rstrip("/").split("/")
+    if len(parts) < 3 or parts[-3] != "id" or not sfid.is_valid(parts[-1]):
+        return None
+    return sfid.to18(parts[-1])
+
+
 def decode_token_response(body: Mapping[str, Any], obtained_at: float) -> AccessToken:
     """An AccessToken from a 200 token response; SalesforceUnavailable when fields are missing."""
     token = body.get("access_token")
     instance_url = body.get("instance_url")
     if not isinstance(token, str) or not isinstance(instance_url, str) or not token or not instance_url:
         raise SalesforceUnavailable("token response lacks access_token or instance_url")
-    return AccessToken(token, instance_url.rstrip("/"), obtained_at)
+    return AccessToken(token, instance_url.rstrip("/"), obtained_at, identity_user_id(body.get("id")))
 
 
 class TokenManager:
@@ -226,6 +238,10 @@ class TokenManager:
     def token_requests(self) -> int:
         """How many token requests this manager sent (failed ones included)."""
         return self._requests
+
+    async def user_id(self) -> str | None:
+        """The integration user's id (the current token's identity), logging in first if need be."""
+        return (await self.get()).user_id
 
     async def get(self) -> AccessToken:
         """The current token, logging in first if there is none yet."""

@@ -122,6 +122,7 @@ def decode_change(message: Mapping[str, Any], names: SalesforceObjectNames) -> S
         record_ids=record_ids,
         commit_time=utc_from_millis(header.get("commitTimestamp")),
         change_origin=str(header.get("changeOrigin") or ""),
+        commit_user=_id(header.get("commitUser")),
         **_values(payload, entity, names),
     )
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 Note = tuple[str, str, str, tuple[tuple[str, str], ...]]
 Reconcile = Callable[[datetime, str], Awaitable[None]]
+Identity = Callable[[], Awaitable[str | None]]
 
 
 class ChangeFeed(Protocol):
@@ -141,6 +142,7 @@ class Inbound:
         *,
         on_work: Callable[[], None],
         reconcile: Reconcile | None = None,
+        identity: Identity | None = None,
         settings: InboundSettings = InboundSettings(),
     ) -> None:
         self._feed = feed
@@ -150,6 +152,7 @@ class Inbound:
         self._options = options
         self._on_work = on_work
         self._reconcile = reconcile
+        self._identity = identity  # the integration user's id (commitUser of the bridge's own changes)
         self._settings = settings
         self._unflushed: dict[str, ReplayPosition] = {}
         self._lock = asyncio.Lock()  # one change or one position flush at a time
@@ -246,6 +249,7 @@ class Inbound:
         if isinstance(item, WindowLost):
             await self._window_lost(item)
             return
+        await self._learn_identity()
         decision = decide(item, await self._known(item), self._options)
         if decision.is_noop:
             self.ignored[str(decision.ignored)] += 1
@@ -275,6 +279,18 @@ class Inbound:
         )
         if effects.links or any(a.requeue for a in effects.activities):
             self._on_work()
+
+    async def _learn_identity(self) -> None:
+        """Once: the integration user's id, so that its changes are recognised by commitUser."""
+        if self._identity is None or self._options.integration_user_id is not None:
+            return
+        user_id = await self._identity()  # a Salesforce outage is transient: the change is retried
+        if user_id is None:
+            log.warning("inbound.integration_user_unknown", hint="the token response named no identity")
+            self._identity = None
+            return
+        self._options = replace(self._options, integration_user_id=user_id)
+        log.info("inbound.integration_user", user_id=user_id)
 
     async def _known(self, change: SalesforceChange) -> Known:
         keys = [change.external_id] if change.external_id else []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -42,6 +42,7 @@ class PolicyOptions:
     """The configurable rows of the policy (`[sync]` keys of the same names)."""
 
     client_name: str = "mogli-bridge"
+    integration_user_id: str | None = None  # the user the bridge writes as (its token's identity)
     on_activity_deleted: OnActivityDeleted = "keep_deleted"
     on_time_changed: OnTimeChanged = "restore"
     on_owner_changed: OnOwnerChanged = "accept"
@@ -51,7 +52,9 @@ class PolicyOptions:
 class IgnoreReason(enum.StrEnum):
     """Why a change needs no action."""
 
-    ECHO = "echo"  # made by this bridge (changeOrigin carries our client name)
+    ECHO = (
+        "echo"  # made by this bridge (commitUser is the integration user, or changeOrigin names our client)
+    )
     UNCHANGED = "unchanged"  # its values equal what the ledger says we last wrote
     UNKNOWN_RECORD = "unknown_record"  # not a record the bridge wrote
     NOT_WATCHED = "not_watched"  # a change type or field the policy leaves alone
@@ -126,9 +129,25 @@ def is_echo(change_origin: str, client_name: str) -> bool:
     return any(part.strip() == wanted for part in change_origin.split(";"))
 
 
+def is_own_change(change: SalesforceChange, options: PolicyOptions) -> bool:
+    """Made by this bridge: committed by its integration user (documented, always set), or, as a further
+    line, `changeOrigin` names our client (Salesforce sets it only for some APIs, never for Collections)."""
+    own_user = options.integration_user_id is not None and change.commit_user == options.integration_user_id
+    return own_user or is_echo(change.change_origin, options.client_name)
+
+
+def is_persons_change(change: SalesforceChange, options: PolicyOptions) -> bool:
+    """Surely made by someone else: committed by a user other than the integration user."""
+    return (
+        options.integration_user_id is not None
+        and change.commit_user is not None
+        and change.commit_user != options.integration_user_id
+    )
+
+
 def decide(change: SalesforceChange, known: Known, options: PolicyOptions) -> Decision:
     """The decision for one change event."""
-    if is_echo(change.change_origin, options.client_name):
+    if is_own_change(change, options):
         return Decision(ignored=IgnoreReason.ECHO)
     if change.change_type is ChangeType.GAP_OVERFLOW:
         return Decision(reconcile=ReconcileRequest(change.entity, change.commit_time))
@@ -223,15 +242,29 @@ def _event_values_changed(
     parts = [_who_rule(change, activity)]
     if activity.state != PENDING:
         parts += [_time_rule(change, activity, options), _owner_rule(change, activity, options)]
+    elif is_persons_change(change, options):
+        # A person's edit (commitUser) to a row in flight: every rule applies, and a rule that changes the
+        # booking also requeues the row, so the in-flight write (made before the edit) cannot land last.
+        owner = _owner_rule(change, activity, options)
+        parts += [
+            _requeued(_time_rule(change, activity, options)),
+            _requeued(owner) if owner.write_backs else owner,
+        ]
     elif options.on_time_changed == "restore":
-        # A pending row may be in flight with a write that Salesforce already applied before this person's
-        # edit: requeueing it (a new version) makes sure the scheduler's time is written after the edit.
-        # Owner and write-back rules wait: the row's own write may be what this event shows.
+        # Nobody known made it (a re-read): a pending row may be in flight with a write Salesforce already
+        # applied; requeueing it (a new version) makes sure the scheduler's time is written after the edit.
+        # Owner and write-back rules wait: the row's own write may be what this shows.
         parts.append(_time_rule(change, activity, options))
     acting = [p for p in parts if not p.is_noop]
     if not acting:
         return Decision(ignored=IgnoreReason.UNCHANGED)
     return _merge(acting)
+
+
+def _requeued(decision: Decision) -> Decision:
+    """The decision with every activity change also putting its row back to pending at a new version."""
+    activities = tuple(replace(a, requeue=True) for a in decision.activities)
+    return replace(decision, activities=activities)
 
 
 def _time_rule(change: SalesforceChange, activity: KnownActivity, options: PolicyOptions) -> Decision:

@@ -359,3 +359,41 @@ def test_since_filters(repo: LedgerRepository) -> None:
     assert [a.booking_id for a in repo.list_activities(since=later)] == ["b2"]
     assert [e.entity_key for e in repo.list_journal(since=later)] == ["b2"]
     assert len(repo.list_links(since=NOW)) == 1 and repo.list_links(since=later) == []
+
+
+def test_retry_for_an_old_version_does_not_delay_the_new_one(repo: LedgerRepository) -> None:
+    """A RETRY recorded for version 1 after version 2 was ingested leaves version 2 claimable at once,
+    for a booking and for a link alike."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
+    _sync_link(repo)
+    [work] = repo.claim_activity_work(NOW, 10)
+    assert work.version == 1
+    repo.apply_source_batch(
+        batch(
+            txn(change(booking("b1", start=FUTURE + timedelta(hours=1)), ChangeOp.UPDATE)),
+            txn(change(link("l1", title="Renamed"), ChangeOp.UPDATE)),
+        )
+    )
+    later = NOW + timedelta(hours=1)
+    repo.record_activity_outcomes(
+        [
+            ActivityOutcome(
+                "b1", 1, OutcomeState.RETRY, error_code="UNABLE_TO_LOCK_ROW", error="l", retry_at=later
+            )
+        ],
+        NOW,
+    )
+    repo.record_link_outcomes(
+        [
+            LinkOutcome(
+                "l1", 1, OutcomeState.RETRY, error_code="UNABLE_TO_LOCK_ROW", error="l", retry_at=later
+            )
+        ],
+        NOW,
+    )
+    activity, linked = repo.get_activity("b1"), repo.get_link("l1")
+    # The link edit queued the future booking again: it is at version 3.
+    assert activity is not None and (activity.version, activity.next_attempt_at) == (3, None)
+    assert linked is not None and (linked.version, linked.next_attempt_at) == (2, None)
+    assert [w.version for w in repo.claim_link_work(NOW, 10)] == [2]
+    assert [w.version for w in repo.claim_activity_work(NOW, 10)] == [3]

@@ -1,4 +1,9 @@
-"""sObject Collections (`/composite/sobjects`): up to 200 records a call, one transaction, ordered results."""
+"""sObject Collections (`/composite/sobjects`): up to 200 records a call, one transaction, ordered results.
+
+Every documented form: create (POST), retrieve (GET `?ids=&fields=`, or POST `{ids, fields}` for up to
+2,000 ids), update (PATCH), upsert (PATCH `/{SObject}/{ExternalIdField}`, API 46.0+), delete (DELETE
+`?ids=&allOrNone=`). https://developer.salesforce.com/docs/platform/api-rest/guide/resources-composite-sobjects-collections.html
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,16 @@ from bridge import sfid
 from bridge.emulator.context import REST_CTX, RestContext, read_json, require_object
 from bridge.emulator.contracts import ApiError
 from bridge.emulator.faults import FaultRule
-from bridge.emulator.rest import ID_IN_BODY, Reply, method_not_allowed, strip_attributes
+from bridge.emulator.rest import ID_IN_BODY, Reply, method_not_allowed, not_found, strip_attributes
+from bridge.emulator.schema import FieldDef
 from bridge.emulator.state import STATE, EmulatorState
 from bridge.emulator.store import Txn
+from bridge.emulator.store_rows import unique_key
 
 MAX_RECORDS = 200
+MAX_RETRIEVE = 2000  # POST retrieve; GET is bounded by the URL's length (about 800 ids)
+COLLECTIONS_VERSION = 42.0  # the resource exists from this API version
+UPSERT_VERSION = 46.0  # the upsert form exists from this API version
 ROLLED_BACK = {
     "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
     "message": (
@@ -41,6 +51,7 @@ class _Planned:
     known_id: str | None
     run: RecordOp | None = None
     error: ApiError | None = None
+    key: str | None = None  # the External ID value an upsert matches on
 
 
 def failure(record_id: str | None, error: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,12 +59,12 @@ def failure(record_id: str | None, error: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": record_id, "success": False, "errors": [dict(error)]}
 
 
-def too_many(count: int) -> ApiError:
-    """The whole-call rejection above 200 records."""
+def too_many(count: int, limit: int = MAX_RECORDS) -> ApiError:
+    """The whole-call rejection above 200 records (2,000 ids for a POST retrieve)."""
     return ApiError(
         400,
         "EXCEEDED_ID_LIMIT",
-        f"record limit reached. cannot submit more than {MAX_RECORDS} records into this call ({count} sent)",
+        f"record limit reached. cannot submit more than {limit} records into this call ({count} sent)",
     )
 
 
@@ -73,9 +84,11 @@ class Collections:
         query: Mapping[str, str],
         fault: FaultRule | None = None,
     ) -> Reply:
-        """Route `/composite/sobjects[/{sobject}[/{field}]]` by method."""
-        if method == "GET" and len(path) == 1:
-            return self.retrieve(path[0], query)
+        """Route `/composite/sobjects[/{sobject}[/{field}]]` by method; 404 below the resource's version."""
+        _require_version(self.ctx.version, UPSERT_VERSION if len(path) == 2 else COLLECTIONS_VERSION)
+        if len(path) == 1 and method in ("GET", "POST"):
+            ids, fields = _retrieve_arguments(method, body, query)
+            return self.retrieve(path[0], ids, fields)
         if method == "DELETE" and not path:
             ids = [i for i in query.get("ids", "").split(",") if i]
             return self.run(self.plan_delete(ids), _flag(query.get("allOrNone")), fault)
@@ -113,7 +126,11 @@ class Collections:
         return [self._update_one(record) for record in records]
 
     def _update_one(self, record: Any) -> _Planned:
-        raw_id = record.get("Id") if isinstance(record, dict) else None
+        raw_id = (
+            next((v for k, v in record.items() if k.lower() == "id"), None)
+            if isinstance(record, dict)
+            else None
+        )
         try:
             sobject, fields = self._typed(record)
             if not raw_id:
@@ -125,23 +142,54 @@ class Collections:
         return _Planned(record_id, lambda txn: _saved(_update(txn, sobject, record_id, values)))
 
     def plan_upsert(self, sobject: str, ext_field: str, records: list[Any]) -> list[_Planned]:
-        """One upsert per record, matched on the External ID value each record carries."""
+        """One upsert per record, matched on the External ID value each record carries.
+
+        The URL's field must be an External ID field (never `Id`): else the whole call is refused. A
+        record of another type, or without `attributes.type`, fails alone; so does every record whose
+        External ID value another record of the call repeats.
+        """
         _check_size(len(records))
         name = self._object(sobject)
-        return [self._upsert_one(name, ext_field, record) for record in records]
+        field = self._external_id_field(name, ext_field)
+        return _refuse_repeated_keys([self._upsert_one(name, field, record) for record in records], field)
 
-    def _upsert_one(self, sobject: str, ext_field: str, record: Any) -> _Planned:
+    def _external_id_field(self, sobject: str, ext_field: str) -> FieldDef:
+        obj = self.state.store.schema.get(sobject)
+        field = obj.field(ext_field) if obj is not None else None
+        if field is None:
+            raise ApiError(
+                404,
+                "NOT_FOUND",
+                f"Provided external ID field does not exist or is not accessible: {ext_field}",
+            )
+        if not field.external_id:
+            raise ApiError(
+                400,
+                "INVALID_FIELD",
+                f"Field name provided, {field.name} is not an External ID or indexed field for {sobject}",
+                [field.name],
+            )
+        return field
+
+    def _upsert_one(self, sobject: str, field: FieldDef, record: Any) -> _Planned:
         try:
-            _, fields = self._typed(record, default_type=sobject)
+            named, fields = self._typed(record)
+            if named != sobject:
+                raise ApiError(
+                    400,
+                    "INVALID_TYPE",
+                    f"Record type {named} does not match the type {sobject} of this upsert request",
+                )
             if any(k.lower() == "id" for k in fields):
                 raise ApiError(400, "INVALID_FIELD", ID_IN_BODY)
-            key = next((k for k in fields if k.lower() == ext_field.lower()), None)
+            key = next((k for k in fields if k.lower() == field.name.lower()), None)
             if key is None or fields[key] in (None, ""):
-                raise ApiError(400, "MISSING_ARGUMENT", f"{ext_field} not specified", [ext_field])
+                raise ApiError(400, "MISSING_ARGUMENT", f"{field.name} not specified", [field.name])
         except ApiError as exc:
             return _Planned(None, error=exc)
         value = str(fields[key])
         values = {k: v for k, v in fields.items() if k != key}
+        ext_field = field.name
 
         def run(txn: Txn) -> dict[str, Any]:
             try:
@@ -153,7 +201,7 @@ class Collections:
                 raise ApiError(400, "DUPLICATE_EXTERNAL_ID", message) from exc
             return {**_saved(record_id), "created": created}
 
-        return _Planned(None, run)
+        return _Planned(None, run, key=value)
 
     def plan_delete(self, ids: list[str]) -> list[_Planned]:
         """One delete per id."""
@@ -206,28 +254,33 @@ class Collections:
                 results.append(failure(item.known_id, exc.record_error()))
         return results
 
-    def retrieve(self, sobject: str, query: Mapping[str, str]) -> Reply:
-        """GET /composite/sobjects/{sobject}?ids=&fields=: the records in id order, null for unknown ids."""
+    def retrieve(self, sobject: str, ids: list[str], fields: list[str]) -> Reply:
+        """The records in id order, null for an unknown or malformed id or one of another type.
+
+        A field the object does not have answers 400 for the whole call, as Salesforce documents.
+        """
         name = self._object(sobject)
-        ids = [i for i in query.get("ids", "").split(",") if i]
-        fields = [f for f in query.get("fields", "").split(",") if f]
-        _check_size(len(ids))
+        if not ids:
+            raise ApiError(400, "MISSING_ARGUMENT", "The ids parameter is required", ["ids"])
         if not fields:
-            raise ApiError(400, "MALFORMED_QUERY", "The fields parameter is required")
+            raise ApiError(400, "MISSING_ARGUMENT", "The fields parameter is required", ["fields"])
+        if len(ids) > MAX_RETRIEVE:
+            raise too_many(len(ids), MAX_RETRIEVE)
+        store, version = self.state.store, self.ctx.version
+        columns = store.field_names(name, fields)
         found: list[Any] = []
         for raw in ids:
             try:
-                found.append(self.state.store.get(name, _valid_id(raw), fields, api_version=self.ctx.version))
+                found.append(store.get(name, _valid_id(raw), columns, api_version=version))
             except ApiError:
                 found.append(None)
         return Reply(200, found)
 
-    def _typed(self, record: Any, default_type: str | None = None) -> tuple[str, dict[str, Any]]:
+    def _typed(self, record: Any) -> tuple[str, dict[str, Any]]:
         if not isinstance(record, dict):
             raise ApiError(400, "JSON_PARSER_ERROR", "each record must be a JSON object")
         attributes = record.get("attributes") or {}
         sobject = attributes.get("type") if isinstance(attributes, dict) else None
-        sobject = sobject or default_type
         if not sobject:
             raise ApiError(400, "INVALID_TYPE", "Must send a concrete entity type.")
         return self._object(str(sobject)), strip_attributes(record)
@@ -269,6 +322,50 @@ def _valid_id(raw: str) -> str:
         return sfid.to18(raw)
     except ValueError as exc:
         raise ApiError(400, "MALFORMED_ID", f"malformed id {raw}", ["Id"]) from exc
+
+
+def _refuse_repeated_keys(planned: list[_Planned], field: FieldDef) -> list[_Planned]:
+    """Fail every record whose External ID value another record of the same call also carries.
+
+    Observed (Salesforce StackExchange 104048, 296121): DUPLICATE_VALUE "Duplicate external id
+    specified: <value>" on the field, from the first occurrence on.
+    """
+    counts: dict[Any, int] = {}
+    for item in planned:
+        if item.key is not None:
+            counts[unique_key(item.key)] = counts.get(unique_key(item.key), 0) + 1
+    out: list[_Planned] = []
+    for item in planned:
+        if item.key is not None and counts[unique_key(item.key)] > 1:
+            message = f"Duplicate external id specified: {item.key}"
+            item = _Planned(None, error=ApiError(400, "DUPLICATE_VALUE", message, [field.name]))
+        out.append(item)
+    return out
+
+
+def _retrieve_arguments(method: str, body: Any, query: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(ids, fields) from the GET query string or the POST body `{"ids": [...], "fields": [...]}`."""
+    if method == "GET":
+        return _listed(query.get("ids", "")), _listed(query.get("fields", ""))
+    envelope = require_object(body)
+    lists = []
+    for name in ("ids", "fields"):
+        value = envelope.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ApiError(400, "JSON_PARSER_ERROR", f"{name}: expected an array of strings")
+        lists.append([v.strip() for v in value if v.strip()])
+    return lists[0], lists[1]
+
+
+def _listed(text: str) -> list[str]:
+    """The non-empty items of a comma-separated query parameter."""
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _require_version(version: str, since: float) -> None:
+    """404 NOT_FOUND, as for any unknown resource, when the API version predates the resource."""
+    if float(version) < since:
+        raise not_found()
 
 
 def _check_size(count: int) -> None:

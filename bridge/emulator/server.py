@@ -118,7 +118,8 @@ def _add_rest_routes(app: web.Application) -> None:
     r.add_post(_V + "/composite" + _S, handle_composite)
     for method in ("POST", "PATCH", "DELETE"):
         r.add_route(method, _V + "/composite/sobjects" + _S, handle_collections)
-    r.add_get(_V + "/composite/sobjects/{sobject}" + _S, handle_collections)
+    for method in ("GET", "POST"):
+        r.add_route(method, _V + "/composite/sobjects/{sobject}" + _S, handle_collections)
     r.add_patch(_V + "/composite/sobjects/{sobject}/{field}" + _S, handle_collections)
 
 

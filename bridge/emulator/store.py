@@ -184,6 +184,10 @@ class OrgStore:
                 obj, self._table.rows[ids[0]].values, self._fields(obj, fields), self._version(api_version)
             )
 
+    def field_names(self, sobject: str, fields: Sequence[str]) -> list[str]:
+        """The canonical spelling of each named field; 400 INVALID_FIELD for a field the object lacks."""
+        return self._fields(self._object(sobject), fields)
+
     def records(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         """Every record of one object as REST JSON (for the control API)."""
         obj = self._object(sobject)

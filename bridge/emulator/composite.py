@@ -203,7 +203,7 @@ class Composite:
             reply = Operations(self.state, ctx, txn).by_path(
                 segments[1], segments[2:], method, body, _fields(query)
             )
-            return _with_location(reply, method, segments[1], ctx)
+            return _with_location(reply, method, self.state.store.canonical_name(segments[1]), ctx)
         if segments[:2] == ["composite", "sobjects"]:
             return Collections(self.state, ctx, txn).dispatch(method, segments[2:], body, query)
         if segments[:1] in (["query"], ["queryAll"]) and method == "GET":
@@ -214,8 +214,9 @@ class Composite:
         raise not_found()
 
 
-def _with_location(reply: Reply, method: str, sobject: str, ctx: RestContext) -> Reply:
-    if method == "POST" and reply.status == 201 and isinstance(reply.body, dict):
+def _with_location(reply: Reply, method: str, sobject: str | None, ctx: RestContext) -> Reply:
+    """A create's `Location` header, naming the object by its canonical spelling."""
+    if method == "POST" and reply.status == 201 and isinstance(reply.body, dict) and sobject:
         location = f"{ctx.base}/sobjects/{sobject}/{reply.body['id']}"
         return Reply(reply.status, reply.body, {"Location": location})
     return reply

@@ -1,23 +1,27 @@
 """The emulator's Change Data Capture event bus: per-channel logs of change events with replay ids.
 
-Every committed transaction arrives as a list of ChangeEvents. The bus keeps each event (for entities whose
-Change Data Capture is enabled) in its entity channel and in `/data/ChangeEvents`, under one replay id that
-grows by a random step of 1..7, so clients cannot do arithmetic on ids. Events older than the retention
-window are dropped. Appends are O(1); finding "the events after replay id N" is a bisection.
+Every committed transaction arrives as a list of ChangeEvents. The same change to several records of one
+object in one transaction becomes one event with several record ids (unless `merge_same_changes` is off).
+The bus keeps each event (for entities whose Change Data Capture is enabled) in its entity channel, in
+`/data/ChangeEvents` and in each custom channel whose member filter it passes (see channels.py), under one
+replay id that grows by a random step of 1..7, so clients cannot do arithmetic on ids. Events older than the
+retention window are dropped. Appends are O(1); finding "the events after replay id N" is a bisection.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
 
+from bridge.emulator.channels import ChannelRegistry
 from bridge.emulator.contracts import ChangeEvent, StreamingSettings, change_event_channel
 
 log = structlog.get_logger(__name__)
@@ -117,6 +121,9 @@ class EventBus:
         self._channels = {change_event_channel(entity): entity for entity in settings.cdc_entities}
         self._logs: dict[str, ChannelLog] = {}
         self._listeners: list[BusListener] = []
+        self.merge_same_changes = settings.merge_same_changes
+        # Channel definitions are setup metadata, not data: reset() keeps them and empties their logs.
+        self.channels = ChannelRegistry()
         # Never reset, so cursors of live subscriptions stay meaningful across reset().
         self._last_replay_id = 0
         self._last_time = 0.0
@@ -140,21 +147,34 @@ class EventBus:
         """Register a listener for publications and resets."""
         self._listeners.append(listener)
 
+    def sync_channels(self) -> None:
+        """Give every custom channel of the registry a log, and drop the logs of deleted ones."""
+        wanted = {channel.path for channel in self.channels.channels()}
+        fixed = {*self._channels, ALL_CHANGE_EVENTS}
+        for path in [p for p in self._logs if p not in fixed and p not in wanted]:
+            del self._logs[path]
+        for path in wanted - set(self._logs):
+            self._logs[path] = ChannelLog()
+
     def publish(self, events: Sequence[ChangeEvent]) -> None:
         """Store one transaction's events (enabled entities only) and wake listeners."""
         now = self._now()
         self._purge_if_due(now)
         touched: set[str] = set()
-        for event in events:
+        for event in merge_same_changes(events) if self.merge_same_changes else events:
             if event.entity not in self._enabled:
                 continue
             stored = StoredEvent(replay_id=self._next_replay_id(), published_at=now, event=event)
             channel = change_event_channel(event.entity)
             self._logs[channel].append(stored)
-            self._logs[ALL_CHANGE_EVENTS].append(stored)
             touched.add(channel)
+            if not self.channels.filters_standard_channel(event.entity):
+                self._logs[ALL_CHANGE_EVENTS].append(stored)
+                touched.add(ALL_CHANGE_EVENTS)
+            for path, delivered in self.channels.route(event):
+                self._logs[path].append(replace(stored, event=delivered))
+                touched.add(path)
         if touched:
-            touched.add(ALL_CHANGE_EVENTS)
             self._notify(frozenset(touched))
 
     def publish_gap(self, entity: str, record_ids: Sequence[str], change_type: str) -> None:
@@ -198,6 +218,7 @@ class EventBus:
         """Forget every stored event; replay ids keep growing from where they were."""
         self._logs = {channel: ChannelLog() for channel in self._channels}
         self._logs[ALL_CHANGE_EVENTS] = ChannelLog()
+        self.sync_channels()
         for listener in self._listeners:
             listener.bus_reset()
 
@@ -230,3 +251,32 @@ class EventBus:
     def _notify(self, channels: frozenset[str]) -> None:
         for listener in self._listeners:
             listener.events_published(channels)
+
+
+def merge_same_changes(events: Sequence[ChangeEvent]) -> list[ChangeEvent]:
+    """One event per (transaction, entity, change type, body, changed fields), with every record id.
+
+    Salesforce documents that the same change to several records of one object in one transaction may
+    come as one event whose `recordIds` lists them all; the emulator always merges (the least convenient
+    reading for a subscriber), then renumbers `sequenceNumber` 1..n. Overflow events stay as they are.
+    """
+    out: list[ChangeEvent] = []
+    position: dict[tuple[str, str, str, str, tuple[str, ...]], int] = {}
+    for event in events:
+        if event.change_type == "GAP_OVERFLOW":
+            out.append(event)
+            continue
+        body = json.dumps(event.fields, sort_keys=True, default=str)
+        key = (event.transaction_key, event.entity, event.change_type, body, event.changed_fields)
+        index = position.get(key)
+        if index is None:
+            position[key] = len(out)
+            out.append(event)
+            continue
+        first = out[index]
+        out[index] = replace(
+            first,
+            record_ids=first.record_ids + event.record_ids,
+            record_values=first.record_values + event.record_values,
+        )
+    return [replace(event, sequence_number=n) for n, event in enumerate(out, start=1)]

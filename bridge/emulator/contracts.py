@@ -33,6 +33,9 @@ class ChangeEvent:
     sequence_number: int
     commit_timestamp_ms: int
     commit_number: int = 0
+    # Per record id: the record's rendered field values after the change (before it, for a DELETE). Never
+    # sent; filters of channel members read it, and enrich the fields they name from it.
+    record_values: tuple[Mapping[str, Any], ...] = ()
 
 
 class ChangePublisher(Protocol):
@@ -68,6 +71,11 @@ class StreamingSettings:
     daily_delivered_events: int = 10_000
     cdc_entities: tuple[str, ...] = ("Event", "Lead", "Contact", "Mogli_Event__c")
     emit_event_updates_on_lead_convert: bool = True
+    # Sforce-Call-Options is documented only for sObject Basic Information, Rows, Rows by External ID, Query,
+    # QueryAll, Search and Bulk API: by default writes through Collections and Composite carry no `client=`.
+    collections_client_origin: bool = False
+    # The same change to several records of one object in one transaction may come as one event.
+    merge_same_changes: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

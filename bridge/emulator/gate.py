@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 CONTROL_PREFIX = "/__emulator/"
 DATA_PREFIX = "/services/data"
 _VERSIONED = re.compile(r"^/services/data/v(\d+\.\d)(?:/|$)")
+# Composite and sObject Collections: resources the `Sforce-Call-Options` documentation does not list.
+_COMPOSITE = re.compile(r"^/services/data/v\d+\.\d/composite(?:/|$)")
 _LIMIT_EXCEEDED = ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
 _UNKNOWN = ApiError(
     500,
@@ -126,10 +128,13 @@ def _rest_context(request: web.Request, state: EmulatorState, version: str, toke
     user_id = acting_user(headers.get("X-Emulator-User"), token_user)
     if user_id != token_user and state.store.user_by_id(user_id) is None:
         raise ApiError(400, "INVALID_CROSS_REFERENCE_KEY", f"X-Emulator-User: no such user {user_id}")
+    client = call_options(headers.get("Sforce-Call-Options")).get("client") or None
+    if _COMPOSITE.match(request.path) and not state.org.streaming.collections_client_origin:
+        client = None
     return RestContext(
         version=version,
         user_id=user_id,
-        client=call_options(headers.get("Sforce-Call-Options")).get("client") or None,
+        client=client,
         batch_size=batch_size(headers.get("Sforce-Query-Options")),
     )
 

@@ -65,4 +65,5 @@ def _event(
         sequence_number=sequence_number,
         commit_timestamp_ms=commit.timestamp_ms,
         commit_number=commit.number,
+        record_values=(change.snapshot,) if change is not None else (),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ class PendingChange:
     record_id: str
     fields: Mapping[str, Any]
     changed_fields: tuple[str, ...]
+    snapshot: Mapping[str, Any] = field(default_factory=dict)  # every rendered value, for channel filters
 
 
 def not_found() -> ApiError:
@@ -191,9 +192,8 @@ class Txn:
         obj = self._schema_obj(row)
         values = {**row.values, **given}
         self._validate(obj, values, set(given), row.id)
+        # An update that changes no value is still a save: Salesforce stamps it and publishes an UPDATE.
         changed = [k for k, v in values.items() if row.values.get(k) != v]
-        if not changed:
-            return  # a no-op update keeps LastModifiedDate and emits nothing
         values.update(LastModifiedDate=self.now, LastModifiedById=self.ctx.user_id, SystemModstamp=self.now)
         new = Row(row.sobject, values)
         self.write(new)
@@ -360,7 +360,8 @@ class Txn:
                 )
 
     def _change(self, row: Row, change_type: str, body: Mapping[str, Any], changed: tuple[str, ...]) -> None:
-        self.changes.append(PendingChange(row.sobject, change_type, row.id, body, changed))
+        snapshot = {k: render_cdc(v) for k, v in row.values.items()}
+        self.changes.append(PendingChange(row.sobject, change_type, row.id, body, changed, snapshot))
 
 
 def _body(values: Mapping[str, Any]) -> dict[str, Any]:

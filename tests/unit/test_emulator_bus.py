@@ -40,20 +40,29 @@ class Listener:
         self.resets += 1
 
 
+_transactions = itertools.count(1)
+
+
 def event(
-    entity: str = "Event", change_type: str = "CREATE", record_id: str = "00U000000000001AAA"
+    entity: str = "Event",
+    change_type: str = "CREATE",
+    record_id: str = "00U000000000001AAA",
+    *,
+    transaction_key: str | None = None,
+    fields: dict[str, object] | None = None,
+    sequence_number: int = 1,
 ) -> ChangeEvent:
-    """A minimal change event."""
+    """A minimal change event, alone in its transaction unless `transaction_key` is shared."""
     return ChangeEvent(
         entity=entity,
         change_type=change_type,
         record_ids=(record_id,),
-        fields={},
+        fields=fields or {},
         changed_fields=(),
         change_origin="",
         commit_user="005000000000001AAA",
-        transaction_key="tx",
-        sequence_number=1,
+        transaction_key=transaction_key or f"tx{next(_transactions)}",
+        sequence_number=sequence_number,
         commit_timestamp_ms=1,
     )
 
@@ -249,3 +258,43 @@ def test_reset_forgets_events_but_replay_ids_keep_growing(bus: EventBus) -> None
     assert ids(bus, ALL_CHANGE_EVENTS) == [] and listener.resets == 1
     bus.publish([event()])
     assert ids(bus, EVENTS)[0] > before
+
+
+def test_the_same_change_to_several_records_in_one_transaction_is_one_event(bus: EventBus) -> None:
+    """CDC general considerations: the same change to several records of one object in one transaction may
+    come as one event with several recordIds; the emulator merges them (sequence numbers renumbered)."""
+    first, second = "00U000000000001AAA", "00U000000000002AAA"
+    bus.publish(
+        [
+            event("Event", "DELETE", first, transaction_key="t1", sequence_number=1),
+            event("Mogli_Event__c", "DELETE", "a0X000000000001AAA", transaction_key="t1", sequence_number=2),
+            event("Event", "DELETE", second, transaction_key="t1", sequence_number=3),
+        ]
+    )
+    log = bus.channel_log(ALL_CHANGE_EVENTS)
+    assert log is not None
+    stored = [s.event for s in log.after(0, 10)]
+    assert [(e.entity, e.record_ids, e.sequence_number) for e in stored] == [
+        ("Event", (first, second), 1),
+        ("Mogli_Event__c", ("a0X000000000001AAA",), 2),
+    ]
+
+
+def test_different_changes_or_transactions_are_never_merged(bus: EventBus) -> None:
+    """Only identical changes of one transaction merge: other values or another transaction stay apart."""
+    bus.publish(
+        [
+            event("Event", "UPDATE", "00U000000000001AAA", transaction_key="t1", fields={"Subject": "A"}),
+            event("Event", "UPDATE", "00U000000000002AAA", transaction_key="t1", fields={"Subject": "B"}),
+        ]
+    )
+    bus.publish([event("Event", "DELETE", "00U000000000003AAA")])
+    bus.publish([event("Event", "DELETE", "00U000000000004AAA")])
+    assert len(ids(bus, EVENTS)) == 4
+
+
+def test_merging_can_be_switched_off(clock: Clock) -> None:
+    """With `merge_same_changes = false` every record's change is its own event."""
+    bus = EventBus(StreamingSettings(retention_seconds=100.0, merge_same_changes=False), wall_clock=clock)
+    bus.publish([event("Event", "DELETE", f"00U00000000000{n}AAA", transaction_key="t1") for n in range(3)])
+    assert len(ids(bus, EVENTS)) == 3

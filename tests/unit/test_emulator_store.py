@@ -553,12 +553,18 @@ def test_update_by_same_user_omits_last_modified_by(store: OrgStore, pub: Record
     assert pub.events[-1].changed_fields == ("Subject", "LastModifiedDate")
 
 
-def test_no_op_update_emits_nothing(store: OrgStore, pub: RecordingPublisher) -> None:
-    """An update that changes no value leaves the record and the bus alone."""
+def test_no_op_update_still_publishes_an_update(store: OrgStore, pub: RecordingPublisher) -> None:
+    """An update that changes no value is still a save: Salesforce stamps LastModifiedDate and publishes an
+    UPDATE whose changedFields name it (Change Event Body Fields, cdc_event_fields_body.htm: "It also
+    includes the LastModifiedDate system field")."""
     event_id = create(store, "Event", **event_fields(store))
     with store.transaction(ctx(store)) as txn:
         txn.update("Event", event_id, {"Subject": "Intro call"})
-    assert len(pub.batches) == 1
+    assert len(pub.batches) == 2
+    (update,) = pub.batches[1]
+    assert (update.change_type, update.record_ids) == ("UPDATE", (event_id,))
+    assert update.changed_fields == ("LastModifiedDate",)
+    assert set(update.fields) == {"LastModifiedDate"}
 
 
 def test_transaction_events_share_key_and_number_in_order(store: OrgStore, pub: RecordingPublisher) -> None:

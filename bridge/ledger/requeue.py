@@ -16,11 +16,21 @@ from bridge.ledger.workset import chunked
 
 
 def _retry(connection: Connection, table: Table, where: ColumnElement[bool], now: datetime) -> list[str]:
-    """Failed rows matching `where` go back to pending (attempts reset); returns their keys."""
+    """Failed rows matching `where` go back to pending at a new version (attempts reset); returns their keys.
+
+    The new version makes the row due even when the failure came after its last write reached Salesforce
+    (a TRUNCATE fails synced rows without a new version): the push then does what the mirror says now.
+    """
     key = table.c.booking_id if table is ACTIVITIES else table.c.link_id
     failed = (table.c.state == "failed") & where
     keys = [k for (k,) in connection.execute(select(key).where(failed))]
-    values = {"state": "pending", "attempts": 0, "next_attempt_at": None, "updated_at": now}
+    values = {
+        "state": "pending",
+        "version": table.c.version + 1,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
     connection.execute(update(table).where(failed).values(values))
     return keys
 

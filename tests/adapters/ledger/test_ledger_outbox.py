@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bridge.ledger import Direction, DriftItem, JournalEntry, LedgerRepository
-from bridge.records import ActivityOutcome, ChangeOp, EventFields, LinkOutcome, OutcomeState
+from bridge.records import ActivityOutcome, ChangeOp, EventFields, LinkOutcome, OutcomeState, SourceTable
 from tests.adapters.ledger.factory import (
     FUTURE,
     NOW,
@@ -15,12 +15,14 @@ from tests.adapters.ledger.factory import (
     change,
     link,
     setup_link,
+    truncate,
     txn,
     user,
 )
 
 MOGLI = "a0B000000000001AAA"
 EVENT = "00U000000000001AAA"
+EVENT2 = "00U000000000002AAA"
 
 
 def _fields(booking_id: str = "b1") -> EventFields:
@@ -397,3 +399,28 @@ def test_retry_for_an_old_version_does_not_delay_the_new_one(repo: LedgerReposit
     assert linked is not None and (linked.version, linked.next_attempt_at) == (2, None)
     assert [w.version for w in repo.claim_link_work(NOW, 10)] == [2]
     assert [w.version for w in repo.claim_activity_work(NOW, 10)] == [3]
+
+
+def test_retry_of_a_truncated_booking_claims_its_removal(repo: LedgerRepository) -> None:
+    """A synced booking failed by a TRUNCATE is claimed again after `retry`, as a source delete that
+    knows its Event, by id and by --all-failed; once its removal is recorded nothing is left pending."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), booking("b2"))))
+    _sync_link(repo)
+    synced = [
+        ActivityOutcome(w.booking.booking_id, w.version, OutcomeState.SYNCED, activity_id=event_id)
+        for w, event_id in zip(repo.claim_activity_work(NOW, 10), (EVENT, EVENT2), strict=True)
+    ]
+    repo.record_activity_outcomes(synced, NOW)
+    repo.apply_source_batch(batch(txn(truncate(SourceTable.BOOKINGS))))
+    assert {a.error_code for a in repo.list_activities()} == {"SOURCE_TRUNCATED"}
+    assert repo.requeue(booking_ids=["b1"]) == 1
+    [work] = repo.claim_activity_work(NOW, 10)
+    assert work.booking.booking_id == "b1" and work.booking.source_deleted and work.activity_id
+    repo.record_activity_outcomes(
+        [ActivityOutcome("b1", work.version, OutcomeState.CANCELLED, activity_id=work.activity_id)], NOW
+    )
+    assert repo.requeue(all_failed=True) == 1
+    [work] = repo.claim_activity_work(NOW, 10)
+    assert work.booking.booking_id == "b2" and work.booking.source_deleted
+    repo.record_activity_outcomes([ActivityOutcome("b2", work.version, OutcomeState.CANCELLED)], NOW)
+    assert repo.counts() == {"activities.cancelled": 2, "links.synced": 1}

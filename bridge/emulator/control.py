@@ -6,6 +6,7 @@ never subject to faults or latency.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -180,6 +181,30 @@ async def purge_events(request: web.Request) -> web.Response:
     return json_response({"purged": purged})
 
 
+_SWITCHES = ("collections_client_origin", "merge_same_changes")
+
+
+async def set_switches(request: web.Request) -> web.Response:
+    """POST /__emulator/streaming/switches {"collections_client_origin"?, "merge_same_changes"?}: turn the
+    org's change-event switches at run time (the org file's `[streaming]` keys of the same names)."""
+    state = _state(request)
+    body = await _body(request)
+    unknown = sorted(set(body) - set(_SWITCHES))
+    if unknown or not all(isinstance(value, bool) for value in body.values()):
+        raise ControlError(f"expected booleans among {list(_SWITCHES)}, got {unknown or body}")
+    streaming = replace(state.org.streaming, **body)
+    state.org = replace(state.org, streaming=streaming)
+    state.bus.merge_same_changes = streaming.merge_same_changes
+    log.info("emulator.switches_set", **body)
+    return await get_switches(request)
+
+
+async def get_switches(request: web.Request) -> web.Response:
+    """GET /__emulator/streaming/switches: the change-event switches in force."""
+    streaming = _state(request).org.streaming
+    return json_response({name: getattr(streaming, name) for name in _SWITCHES})
+
+
 async def convert_lead(request: web.Request) -> web.Response:
     """POST /__emulator/leads/{id}/convert [{"create_opportunity"}]: convert as Salesforce does; answers
     the new ids (`accountId`, `contactId`, `opportunityId`)."""
@@ -257,6 +282,8 @@ def register(app: web.Application) -> None:
     app.router.add_post(PREFIX + "/oauth/refresh-tokens", issue_refresh_token)
     app.router.add_post(PREFIX + "/streaming/forget-clients", forget_clients)
     app.router.add_post(PREFIX + "/streaming/purge", purge_events)
+    app.router.add_get(PREFIX + "/streaming/switches", get_switches)
+    app.router.add_post(PREFIX + "/streaming/switches", set_switches)
     app.router.add_post(PREFIX + "/leads/{id}/convert", convert_lead)
     app.router.add_post(PREFIX + "/gap", publish_gap)
     app.router.add_post(PREFIX + "/limits", set_limits)

@@ -1,4 +1,7 @@
-"""The Composite resource (`POST /composite`): up to 25 dependent subrequests, `@{ref.field}`, allOrNone."""
+"""The Composite resource (`POST /composite`): up to 25 dependent subrequests, `@{ref.field}`, allOrNone.
+
+https://developer.salesforce.com/docs/platform/api-rest/guide/resources-composite-composite-post.html
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from bridge.emulator.state import STATE, EmulatorState
 from bridge.emulator.store import Txn
 
 MAX_SUBREQUESTS = 25
+MAX_HEAVY_SUBREQUESTS = 5  # "up to 5 of these subrequests can be sObject Collections or query operations"
+_HEAVY = re.compile(r"^/services/data/v\d+\.\d/(?:composite/sobjects|query|queryAll)(?:[/?]|$)")
 _REFERENCE = re.compile(r"@\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])+)\}")
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 _REF_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -65,6 +70,14 @@ def parse_envelope(envelope: Any) -> tuple[bool, list[Subrequest]]:
         )
     seen: set[str] = set()
     subrequests = [_subrequest(item, seen) for item in raw]
+    heavy = sum(bool(_HEAVY.match(sub.url)) for sub in subrequests)
+    if heavy > MAX_HEAVY_SUBREQUESTS:
+        raise ApiError(
+            400,
+            "LIMIT_EXCEEDED",
+            f"Limit Exceeded: at most {MAX_HEAVY_SUBREQUESTS} sObject Collections or query subrequests"
+            f" allowed ({heavy} sent)",
+        )
     return bool(body.get("allOrNone", False)), subrequests
 
 

@@ -109,3 +109,26 @@ async def test_unknown_subrequest_url_fails_that_subrequest(emulator: EmulatorCl
     ]
     responses = await _composite(emulator, subs, all_or_none=False)
     assert [r["httpStatusCode"] for r in responses] == [404, 200]
+
+
+async def test_at_most_five_collections_or_query_subrequests(emulator: EmulatorClient) -> None:
+    """Six sObject Collections or query subrequests in one Composite call are refused whole with 400
+    LIMIT_EXCEEDED before anything runs; five, beside other subrequests, are served.
+    Doc: "Up to 5 of these subrequests can be sObject Collections or query operations" (Send Multiple
+    Requests Using Composite, resources_composite_composite_post.htm)."""
+    create = _sub("POST", "/sobjects/Account", "made", {"Name": "Heavy Neighbour"})
+    records = {"records": [{"attributes": {"type": "Account"}, "Name": "Heavy Collection"}]}
+    heavy = [
+        _sub("POST", "/composite/sobjects", "coll", records),
+        *(_sub("GET", "/query?q=SELECT+Id+FROM+Account", f"q{n}") for n in range(3)),
+        _sub("GET", "/queryAll?q=SELECT+Id+FROM+Account", "qa"),
+    ]
+    extra = _sub("GET", "/query/?q=SELECT+Id+FROM+Contact", "q6")
+    refused = await emulator.rest("POST", "/composite", json={"compositeRequest": [create, *heavy, extra]})
+    assert refused.status == 400
+    assert refused.body[0]["errorCode"] == "LIMIT_EXCEEDED"
+    assert {"Heavy Neighbour", "Heavy Collection"}.isdisjoint(
+        {r["Name"] for r in emulator.store.records("Account")}
+    )
+    responses = await _composite(emulator, [create, *heavy], all_or_none=False)
+    assert [r["httpStatusCode"] for r in responses] == [201, 200, 200, 200, 200, 200]

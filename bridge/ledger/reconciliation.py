@@ -1,4 +1,6 @@
-"""Ledger reads and writes of reconciliation: rows in a scope, requeueing drifted rows, chunk progress."""
+"""Ledger reads and writes of reconciliation: rows in a scope, re-mirroring and requeueing drifted rows, chunk
+progress.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 
+from bridge.ledger.checkpoints import SOURCE_STREAM, read_position
+from bridge.ledger.inbound import MOGLI_EVENT_DELETED
+from bridge.ledger.ingest import apply_batch
 from bridge.ledger.journal import append_journal
 from bridge.ledger.queries import _link_record, activities_by_id
 from bridge.ledger.requeue import mark_deleted_in_salesforce
@@ -24,14 +29,18 @@ from bridge.ledger.rows import (
 )
 from bridge.ledger.rows import ActivitySyncState as A
 from bridge.ledger.runs import add_drift
-from bridge.ledger.tables import ACTIVITIES, LINKS, RUNS, USERS
+from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, RUNS, USERS
 from bridge.ledger.workset import chunked
+from bridge.records import IngestBatch, SourceChange, SourceTable, SourceTransaction
 
 _T = TypeVar("_T")
 # Activities a link's new Mogli Event sends again (the others are gone, waiting or refused anyway).
 _RELINK_STATES = (A.SYNCED.value, A.PENDING.value, A.FAILED.value)
 # Runs that stopped before their last chunk and may be resumed.
 RESUMABLE_STATES = ("running", "paused")
+# The journal's entity for each source table (ingest journals every source change under it).
+_ENTITY = {SourceTable.USERS: "user", SourceTable.LINKS: "link", SourceTable.BOOKINGS: "activity"}
+MirrorKey = tuple[str, str]  # journal entity, row id
 
 
 def activity_ids(
@@ -77,13 +86,24 @@ def users_by_id(connection: Connection, ids: Collection[str]) -> dict[str, str |
     return found
 
 
-def _relink(connection: Connection, link_ids: Sequence[str], queue: Mapping[str, Any]) -> set[str]:
-    """Queue links that forget their Mogli Event id; returns their live bookings (they follow the link)."""
+def _relink(
+    connection: Connection, link_ids: Sequence[str], queue: Mapping[str, Any], now: datetime
+) -> set[str]:
+    """Queue links that forget their Mogli Event id; returns their live bookings (they follow the link).
+
+    Live: synced, pending or failed, and the future Events that went with a deleted Mogli Event (as the
+    inbound path's `recreate` does on the link's next booking; past meetings stay as they are).
+    """
     bookings: set[str] = set()
     for part in chunked(link_ids):
         values = {**queue, "version": LINKS.c.version + 1, "mogli_event_id": None}
         connection.execute(update(LINKS).where(LINKS.c.link_id.in_(part)).values(values))
-        live = ACTIVITIES.c.link_id.in_(part) & ACTIVITIES.c.state.in_(_RELINK_STATES)
+        went = and_(
+            ACTIVITIES.c.state == A.DELETED_IN_SALESFORCE.value,
+            ACTIVITIES.c.error_code == MOGLI_EVENT_DELETED,
+            ACTIVITIES.c.start_at > now,
+        )
+        live = ACTIVITIES.c.link_id.in_(part) & or_(ACTIVITIES.c.state.in_(_RELINK_STATES), went)
         live &= ACTIVITIES.c.source_deleted.is_(False)
         bookings |= {k for (k,) in connection.execute(select(ACTIVITIES.c.booking_id).where(live))}
     return bookings
@@ -111,7 +131,7 @@ def requeue_drifted(
         "updated_at": now,
     }
     relink = sorted(set(relink_ids))
-    bookings = set(booking_ids) | _relink(connection, relink, queue)
+    bookings = set(booking_ids) | _relink(connection, relink, queue, now)
     links = sorted(set(link_ids) - set(relink))
     for table, key, ids in (
         (LINKS, LINKS.c.link_id, links),
@@ -148,6 +168,65 @@ def accept_owners(connection: Connection, owners: Mapping[str, str], now: dateti
         )
     append_journal(connection, entries)
     return len(entries)
+
+
+def journal_mark(connection: Connection) -> int:
+    """The newest journal entry's id: taken before a re-mirror reads the scheduler (0 when empty)."""
+    return int(connection.execute(select(func.max(JOURNAL.c.id))).scalar() or 0)
+
+
+def _streamed_since(connection: Connection, keys: Collection[MirrorKey], mark: int) -> set[MirrorKey]:
+    """The keys the source changed (journal `source.*`) after `mark`; a TRUNCATE counts for every booking.
+
+    An ingest that committed after the mark carries what the scheduler held at least as late as the
+    re-mirror's read. One whose entries got ids below the mark (PostgreSQL hands sequence values out before
+    commit) had its scheduler commit before the mark, so the re-mirror's read already holds its values.
+    """
+    found: set[MirrorKey] = set()
+    for entity in sorted({e for e, _ in keys}):
+        ids = sorted({k for e, k in keys if e == entity})
+        for part in chunked([*ids, "*"]):
+            query = select(JOURNAL.c.entity_key).where(
+                JOURNAL.c.id > mark,
+                JOURNAL.c.entity == entity,
+                JOURNAL.c.entity_key.in_(part),
+                JOURNAL.c.action.like("source.%"),
+            )
+            found |= {(entity, k) for (k,) in connection.execute(query)}
+        if (entity, "*") in found:
+            found |= {(entity, k) for k in ids}
+    return found
+
+
+def _lock_mirror(connection: Connection) -> None:
+    """Keep the ingestor out until this transaction ends (SQLite: BEGIN IMMEDIATE already does)."""
+    if connection.dialect.name == "postgresql":
+        tables = ", ".join(t.name for t in (USERS, LINKS, ACTIVITIES))
+        connection.exec_driver_sql(f"LOCK TABLE {tables} IN SHARE ROW EXCLUSIVE MODE")
+
+
+def mirror_key(change: SourceChange) -> MirrorKey:
+    """The journal entity and row id a source change is journaled under."""
+    return _ENTITY[change.table], change.row.id if change.row is not None else "*"
+
+
+def remirror(
+    connection: Connection, changes: Sequence[SourceChange], mark: int, now: datetime
+) -> set[MirrorKey]:
+    """Apply scheduler rows read after `mark` through the ordinary ingest, as a snapshot at the stored source
+    position (the checkpoint does not move), leaving out every row the stream changed since `mark`: the
+    ledger already holds a version at least as new. Returns the keys left out.
+    """
+    _lock_mirror(connection)
+    newer = _streamed_since(connection, {mirror_key(c) for c in changes}, mark)
+    kept = tuple(c for c in changes if mirror_key(c) not in newer)
+    if kept:
+        stored = read_position(connection, SOURCE_STREAM)
+        txn = SourceTransaction(
+            end_lsn=int(stored) if stored else 0, commit_time=now, changes=kept, snapshot=True
+        )
+        apply_batch(connection, IngestBatch((txn,), now))
+    return {mirror_key(c) for c in changes} & newer
 
 
 def record_chunk(
@@ -231,6 +310,14 @@ class ReconcileStore:
     async def users(self, ids: Collection[str]) -> dict[str, str | None]:
         """See users_by_id."""
         return await self._read(users_by_id, ids)
+
+    async def journal_mark(self) -> int:
+        """See journal_mark."""
+        return await self._read(journal_mark)
+
+    async def remirror(self, changes: Sequence[SourceChange], mark: int) -> set[MirrorKey]:
+        """See remirror."""
+        return await self._write(remirror, changes, mark, self._clock())
 
     async def requeue(
         self,

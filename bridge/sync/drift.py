@@ -147,9 +147,21 @@ def classify_link(
     diff = _link_mirror_diff(view.source, ledger)
     if diff:
         return [Finding(DriftKind.LEDGER_LINK_STALE, Repair.INGEST, link_id=link_id, detail={"fields": diff})]
+    if ledger.state == "deleted_in_salesforce" and not ledger.source_deleted:
+        return _deleted_mogli_findings(view, policy)
     if ledger.state != "synced":
         return []
     return _mogli_findings(view, ledger, live, users, policy)
+
+
+def _deleted_mogli_findings(view: LinkView, policy: RepairPolicy) -> list[Finding]:
+    """A Mogli Event the inbound path saw deleted: recreated (with the link's future Events) by policy."""
+    if policy.on_mogli_event_deleted == "keep_deleted":
+        return []
+    deleted = sorted((m for m in view.mogli_events if m.deleted), key=lambda m: (m.created_at, m.id))
+    gone = deleted[-1].id if deleted else None
+    detail = {"policy": policy.on_mogli_event_deleted, "state": "deleted_in_salesforce"}
+    return [Finding(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.RELINK, view.link_id, None, gone, detail)]
 
 
 def _mogli_findings(

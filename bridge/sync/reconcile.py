@@ -164,7 +164,7 @@ class Reconciler:
         self._chunk = max(chunk_size, 1)
         self._after_repair = after_repair
         self._progress = progress
-        self._repairer = Repairer(ledger, store, scheduler, salesforce)
+        self._repairer = Repairer(store, scheduler, salesforce)
 
     async def start(self, options: ReconcileOptions) -> int:
         """Open a run (or resume the unfinished run with the same scope); returns its id."""

@@ -7,25 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from bridge.ledger.rows import ActivityRecord, DriftItem, JsonObject, LinkRecord, ReconciliationRun
-from bridge.records import BookingRow, IngestBatch, LinkRow, UserRow
+from bridge.records import BookingRow, LinkRow, SourceChange, UserRow
 from bridge.sync.drift import EventSnapshot, MogliSnapshot
 
 BookingKey = tuple[str, str | None, str | None]  # booking id, link id, assigned user id
+MirrorKey = tuple[str, str]  # journal entity ('user' | 'link' | 'activity'), row id
 
 
 class ReconcileLedger(Protocol):
     """The shared ledger calls reconciliation makes (AsyncLedger implements them)."""
-
-    async def read_checkpoint(self, stream: str) -> str | None:
-        """The stored position of a stream."""
-        ...
-
-    async def apply_source_batch(self, batch: IngestBatch) -> Any:
-        """Mirror source rows (and queue the work they imply)."""
-        ...
 
     async def start_reconciliation(self, requested_by: str, scope: JsonObject, dry_run: bool) -> int:
         """Open a run."""
@@ -67,6 +60,14 @@ class ReconcileStorePort(Protocol):
 
     async def users(self, ids: Collection[str]) -> dict[str, str | None]:
         """User id -> Salesforce user id."""
+        ...
+
+    async def journal_mark(self) -> int:
+        """The newest journal entry's id, taken before a re-mirror reads the scheduler."""
+        ...
+
+    async def remirror(self, changes: Sequence[SourceChange], mark: int) -> set[MirrorKey]:
+        """Apply re-read scheduler rows through ingest, except rows streamed after `mark` (returned)."""
         ...
 
     async def requeue(

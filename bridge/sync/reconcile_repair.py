@@ -2,7 +2,8 @@
 
 Re-mirroring goes through the ledger's ordinary ingest as a snapshot-like transaction at the stored source
 position: the ingest rules decide what to queue (exactly as if the change had streamed in) and the source
-checkpoint does not move.
+checkpoint does not move. A snapshot passes no LSN check, so the ledger leaves out every row the stream
+changed after the re-mirror began to read the scheduler: that row is already newer than what was read.
 """
 
 from __future__ import annotations
@@ -11,26 +12,11 @@ from collections.abc import Sequence
 
 import structlog
 
-from bridge.records import (
-    BookingRow,
-    ChangeOp,
-    IngestBatch,
-    LinkRow,
-    SourceChange,
-    SourceTable,
-    SourceTransaction,
-)
+from bridge.records import BookingRow, ChangeOp, LinkRow, SourceChange, SourceTable
 from bridge.sync.drift import Finding, Repair
-from bridge.sync.reconcile_ports import (
-    ReconcileLedger,
-    ReconcileStorePort,
-    SalesforceSnapshot,
-    SchedulerSnapshot,
-)
+from bridge.sync.reconcile_ports import MirrorKey, ReconcileStorePort, SalesforceSnapshot, SchedulerSnapshot
 
 log = structlog.get_logger(__name__)
-
-SOURCE_STREAM = "source"
 
 
 class Repairer:
@@ -38,12 +24,10 @@ class Repairer:
 
     def __init__(
         self,
-        ledger: ReconcileLedger,
         store: ReconcileStorePort,
         scheduler: SchedulerSnapshot,
         salesforce: SalesforceSnapshot,
     ) -> None:
-        self._ledger = ledger
         self._store = store
         self._scheduler = scheduler
         self._sf = salesforce
@@ -58,8 +42,9 @@ class Repairer:
             gone = await self._sf.delete(ids)
             repaired |= {i for i in by_kind[Repair.DELETE] if findings[i].salesforce_id in gone}
         if by_kind[Repair.INGEST]:
-            queued += await self._remirror([findings[i] for i in by_kind[Repair.INGEST]])
-            repaired |= set(by_kind[Repair.INGEST])
+            mirrored, streamed = await self._remirror([findings[i] for i in by_kind[Repair.INGEST]])
+            queued += mirrored
+            repaired |= {i for i in by_kind[Repair.INGEST] if _mirror_key(findings[i]) not in streamed}
         if by_kind[Repair.MARK_DELETED]:
             deleted_ids = {findings[i].salesforce_id or "" for i in by_kind[Repair.MARK_DELETED]}
             await self._store.mark_deleted(deleted_ids, run_id)
@@ -83,11 +68,15 @@ class Repairer:
         log.info("reconcile.repaired", run_id=run_id, repaired=len(repaired), queued=queued)
         return repaired, queued
 
-    async def _remirror(self, findings: Sequence[Finding]) -> int:
-        """Feed the scheduler's current rows (or their absence) to the ledger's ingest."""
+    async def _remirror(self, findings: Sequence[Finding]) -> tuple[int, set[MirrorKey]]:
+        """Feed the scheduler's current rows (or their absence) to the ledger's ingest.
+
+        Returns how many rows were applied and the keys left out because the stream changed them meanwhile.
+        """
         user_ids = sorted({str(f.detail["user_id"]) for f in findings if "user_id" in f.detail})
         link_ids = sorted({f.link_id for f in findings if f.link_id and not f.booking_id})
         booking_ids = sorted({f.booking_id for f in findings if f.booking_id})
+        mark = await self._store.journal_mark()  # before the reads: what streams in after is newer
         users = await self._scheduler.users(user_ids)
         links = await self._scheduler.links(link_ids)
         bookings = await self._scheduler.bookings(booking_ids)
@@ -95,14 +84,20 @@ class Repairer:
         changes += [_change(SourceTable.LINKS, k, links.get(k), LinkRow(k)) for k in link_ids]
         changes += [_change(SourceTable.BOOKINGS, k, bookings.get(k), BookingRow(k)) for k in booking_ids]
         if not changes:
-            return 0
-        now = self._store.now()
-        stored = await self._ledger.read_checkpoint(SOURCE_STREAM)
-        txn = SourceTransaction(
-            end_lsn=int(stored) if stored else 0, commit_time=now, changes=tuple(changes), snapshot=True
-        )
-        await self._ledger.apply_source_batch(IngestBatch((txn,), now))
-        return len(changes)
+            return 0, set()
+        streamed = await self._store.remirror(changes, mark)
+        if streamed:
+            log.info("reconcile.remirror_superseded", rows=len(streamed))
+        return len(changes) - len(streamed), streamed
+
+
+def _mirror_key(finding: Finding) -> MirrorKey:
+    """The journal key of the row a re-mirror finding is about."""
+    if finding.booking_id:
+        return "activity", finding.booking_id
+    if "user_id" in finding.detail:
+        return "user", str(finding.detail["user_id"])
+    return "link", finding.link_id or ""
 
 
 def _change(

@@ -455,3 +455,24 @@ def test_policy_keep_deleted_leaves_a_deleted_mogli_event_deleted() -> None:
     findings = classify_link(_link(mogli_events=(_mogli(deleted=True),)), {OWNER: SF_OWNER}, policy)
     assert _shape(findings) == [(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.MARK_DELETED, None)]
     assert findings[0].salesforce_id == MOGLI
+
+
+GONE_LINK = dataclasses.replace(
+    LEDGER_LINK, state="deleted_in_salesforce", mogli_event_id=None, error_code="MOGLI_EVENT_DELETED"
+)
+
+
+def test_a_mogli_event_deleted_in_salesforce_is_recreated_by_default() -> None:
+    """A link the inbound path left `deleted_in_salesforce` is relinked under the default policy `recreate`."""
+    findings = classify_link(_link(ledger=GONE_LINK, mogli_events=(_mogli(deleted=True),)), {OWNER: SF_OWNER})
+    assert _shape(findings) == [(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.RELINK, None)]
+    assert findings[0].salesforce_id == MOGLI and findings[0].detail["policy"] == "recreate"
+    purged = classify_link(_link(ledger=GONE_LINK, mogli_events=()), {OWNER: SF_OWNER})
+    assert _shape(purged) == [(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.RELINK, None)]
+
+
+def test_a_mogli_event_deleted_in_salesforce_stays_deleted_under_keep_deleted() -> None:
+    """With sync.on_mogli_event_deleted=keep_deleted a link the inbound path marked deleted is not drift."""
+    policy = RepairPolicy(on_mogli_event_deleted="keep_deleted")
+    link = _link(ledger=GONE_LINK, mogli_events=(_mogli(deleted=True),))
+    assert classify_link(link, {OWNER: SF_OWNER}, policy) == []

@@ -1,0 +1,234 @@
+"""Reconciliation's repairs on a real ledger (SQLite and PostgreSQL), with hand-written scheduler and
+Salesforce fakes: a re-mirror never overwrites a newer ingested version, a Mogli Event deleted in Salesforce
+is recreated with the link's future Events, and a dry run writes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from bridge import sfid
+from bridge.ledger import LedgerRepository
+from bridge.ledger.reconciliation import ReconcileStore
+from bridge.ledger.repository import AsyncLedger
+from bridge.records import ChangeOp
+from bridge.sync.drift import EventSnapshot, MogliSnapshot, RepairPolicy
+from bridge.sync.mapping import MappingOptions
+from bridge.sync.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
+from tests.adapters.ledger.factory import (
+    BIG,
+    FUTURE,
+    NOW,
+    OWNER_SF,
+    PAST,
+    batch,
+    booking,
+    change,
+    link,
+    setup_link,
+    txn,
+    user,
+)
+from tests.adapters.ledger.reconcile_fakes import FakeSalesforce, FakeScheduler
+
+MOGLI = sfid.to18("a0X000000000001")
+CREATED = "2026-11-01T00:00:00.000+0000"
+
+
+def _scheduler(*bookings: Any) -> FakeScheduler:
+    """The scheduler holding user u1, link l1 and these bookings."""
+    return FakeScheduler(
+        user_rows={"u1": user("u1")},
+        link_rows={"l1": link("l1", "u1")},
+        booking_rows={b.id: b for b in bookings},
+    )
+
+
+async def _reconcile(
+    repo: LedgerRepository,
+    scheduler: FakeScheduler,
+    salesforce: FakeSalesforce,
+    *,
+    dry_run: bool = False,
+    policy: RepairPolicy = RepairPolicy(),
+) -> ReconcileSummary:
+    """One full reconciliation run on the repository's ledger."""
+    ledger = AsyncLedger(repo)
+    store = ReconcileStore(repo.engine, lambda: NOW)
+    reconciler = Reconciler(
+        ledger=ledger,
+        store=store,
+        scheduler=scheduler,
+        salesforce=salesforce,
+        options=MappingOptions(),
+        policy=policy,
+    )
+    try:
+        options = ReconcileOptions(dry_run=dry_run)
+        return await reconciler.execute(await reconciler.start(options), options)
+    finally:
+        store.close()
+        await ledger.close()
+
+
+def _rows(repo: LedgerRepository, table: str) -> list[dict[str, Any]]:
+    """Every row of a ledger table, in key order."""
+    with repo.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1")).mappings()]
+
+
+async def test_a_remirror_never_overwrites_a_reschedule_ingested_meanwhile(repo: LedgerRepository) -> None:
+    """Defect 5: the stream ingests a reschedule between the re-mirror's scheduler read and its apply; the
+    ledger keeps the newer times (and their LSN), queued for the pusher, and the finding is not 'repaired'."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 100)))
+    stale = booking("b1", start=FUTURE + timedelta(hours=1))
+    newer = booking("b1", start=FUTURE + timedelta(hours=2))
+    scheduler = _scheduler(stale)
+
+    def reschedule_streams_in(read: int) -> None:
+        if read == 2:  # the re-mirror's read: the scheduler has moved on and the ingestor applies it
+            repo.apply_source_batch(batch(txn(change(newer, ChangeOp.UPDATE), lsn=BIG + 200)))
+
+    scheduler.on_bookings_read = reschedule_streams_in
+    summary = await _reconcile(repo, scheduler, FakeSalesforce())
+
+    assert scheduler.bookings_reads == 2, "the hook ran between the re-mirror's read and its apply"
+    activity = repo.get_activity("b1")
+    assert activity is not None
+    assert activity.start_at == newer.start_at and activity.source_lsn == BIG + 200
+    assert activity.state == "pending"
+    assert summary.counts == {"ledger_booking_stale": 1} and summary.repaired == 0
+    [item] = repo.list_drift(run_id=summary.run_id)
+    assert item.booking_id == "b1" and not item.repaired
+
+
+async def test_a_remirror_with_nothing_streamed_meanwhile_applies_the_scheduler_row(
+    repo: LedgerRepository,
+) -> None:
+    """Without an interleaved ingest the stale mirror takes the scheduler's row and is queued at a new
+    version; the source checkpoint does not move."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 100)))
+    before = repo.get_activity("b1")
+    assert before is not None
+    moved = booking("b1", start=FUTURE + timedelta(hours=1))
+    summary = await _reconcile(repo, _scheduler(moved), FakeSalesforce())
+    activity = repo.get_activity("b1")
+    assert activity is not None and activity.start_at == moved.start_at
+    assert activity.state == "pending" and activity.version == before.version + 1
+    assert summary.repaired == 1 and repo.read_checkpoint("source") == str(BIG + 100)
+
+
+def _synced_then_mogli_deleted(repo: LedgerRepository) -> None:
+    """Link l1 with a past (b0) and a future (b1) booking, synced; then what the inbound path leaves when a
+    person deletes the Mogli Event: link and both activities `deleted_in_salesforce`, the link's id
+    cleared."""
+    repo.apply_source_batch(
+        batch(setup_link(), txn(booking("b0", start=PAST), booking("b1", start=FUTURE), lsn=BIG + 100))
+    )
+    with repo.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE links SET state = 'deleted_in_salesforce', error_code = 'MOGLI_EVENT_DELETED', "
+                "mogli_event_id = NULL, synced_version = version, owner_salesforce_id = :owner"
+            ),
+            {"owner": OWNER_SF},
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE activities SET state = 'deleted_in_salesforce', error_code = 'MOGLI_EVENT_DELETED', "
+                "synced_version = version, what_id = :mogli, activity_id = '00U00000000000' || booking_id"
+            ),
+            {"mogli": MOGLI},
+        )
+
+
+def _deleted_in_salesforce() -> FakeSalesforce:
+    """The recycle bin: the Mogli Event and its cascaded Events."""
+    mogli = MogliSnapshot(MOGLI, "l1", True, CREATED, "Intro call", OWNER_SF, "one_on_one", "Say hello")
+    events = [
+        EventSnapshot(
+            f"00U00000000000{b}",
+            b,
+            True,
+            CREATED,
+            OWNER_SF,
+            None,
+            MOGLI,
+            MOGLI,
+            "Intro call",
+            None,
+            None,
+            None,
+        )
+        for b in ("b0", "b1")
+    ]
+    return FakeSalesforce(events=events, moglis=[mogli])
+
+
+async def test_a_mogli_event_deleted_in_salesforce_is_recreated_with_the_links_future_events(
+    repo: LedgerRepository,
+) -> None:
+    """Defect 11: under the default policy `recreate` reconciliation queues the link (forgetting the deleted
+    id) and its future Event; the past meeting's Event stays deleted. A second run finds it in flight."""
+    _synced_then_mogli_deleted(repo)
+    scheduler = _scheduler(booking("b0", start=PAST), booking("b1", start=FUTURE))
+    summary = await _reconcile(repo, scheduler, _deleted_in_salesforce())
+    assert summary.counts == {"ledger_points_at_deleted": 1} and summary.repaired == 1
+    [item] = repo.list_drift(run_id=summary.run_id)
+    assert item.link_id == "l1" and item.salesforce_id == MOGLI and item.detail["repair"] == "relink"
+    linked = repo.get_link("l1")
+    assert linked is not None
+    assert (linked.state, linked.mogli_event_id, linked.error_code) == ("pending", None, None)
+    future, past = repo.get_activity("b1"), repo.get_activity("b0")
+    assert future is not None and past is not None
+    assert (future.state, future.error_code) == ("pending", None)
+    assert past.state == "deleted_in_salesforce"
+    again = await _reconcile(repo, scheduler, _deleted_in_salesforce(), dry_run=True)
+    assert again.total == 0
+
+
+async def test_keep_deleted_leaves_a_deleted_mogli_event_deleted(repo: LedgerRepository) -> None:
+    """Under `keep_deleted` the link the inbound path marked deleted is no drift and nothing is queued."""
+    _synced_then_mogli_deleted(repo)
+    scheduler = _scheduler(booking("b0", start=PAST), booking("b1", start=FUTURE))
+    policy = RepairPolicy(on_mogli_event_deleted="keep_deleted")
+    summary = await _reconcile(repo, scheduler, _deleted_in_salesforce(), policy=policy)
+    assert summary.total == 0
+    linked = repo.get_link("l1")
+    assert linked is not None and linked.state == "deleted_in_salesforce"
+
+
+async def test_a_dry_run_writes_neither_salesforce_nor_the_ledgers_rows(repo: LedgerRepository) -> None:
+    """A dry run over every kind of repair (delete an orphan, re-mirror, relink) reports them and changes no
+    link, activity, user, journal entry or checkpoint, and deletes nothing in Salesforce."""
+    _synced_then_mogli_deleted(repo)
+    orphan = EventSnapshot(
+        sfid.to18("00U000000000009"),
+        "b-orphan",
+        False,
+        CREATED,
+        OWNER_SF,
+        None,
+        None,
+        None,
+        "x",
+        None,
+        None,
+        None,
+    )
+    salesforce = _deleted_in_salesforce()
+    salesforce.events.append(orphan)
+    scheduler = _scheduler(booking("b0", start=PAST), booking("b1", start=FUTURE + timedelta(hours=1)))
+    tables = ("links", "activities", "users", "journal", "checkpoints")
+    before = {t: _rows(repo, t) for t in tables}
+    summary = await _reconcile(repo, scheduler, salesforce, dry_run=True)
+    assert summary.counts == {
+        "ledger_points_at_deleted": 1,
+        "orphan_event": 1,
+        "ledger_booking_stale": 1,
+    }
+    assert summary.repaired == 0 and salesforce.deleted == []
+    assert {t: _rows(repo, t) for t in tables} == before

@@ -25,6 +25,7 @@ from bridge.emulator.store import Txn
 from bridge.emulator.store_rows import unique_key
 
 MAX_RECORDS = 200
+MAX_CHUNKS = 10  # runs of one object type in a create or update call
 MAX_RETRIEVE = 2000  # POST retrieve; GET is bounded by the URL's length (about 800 ids)
 COLLECTIONS_VERSION = 42.0  # the resource exists from this API version
 UPSERT_VERSION = 46.0  # the upsert form exists from this API version
@@ -109,6 +110,7 @@ class Collections:
     def plan_create(self, records: list[Any]) -> list[_Planned]:
         """One create per record; `attributes.type` names the object."""
         _check_size(len(records))
+        self._check_chunks(records)
         return [self._create_one(record) for record in records]
 
     def _create_one(self, record: Any) -> _Planned:
@@ -123,6 +125,7 @@ class Collections:
     def plan_update(self, records: list[Any]) -> list[_Planned]:
         """One update per record; each carries its `Id`."""
         _check_size(len(records))
+        self._check_chunks(records)
         return [self._update_one(record) for record in records]
 
     def _update_one(self, record: Any) -> _Planned:
@@ -140,6 +143,23 @@ class Collections:
             return _Planned(str(raw_id) if raw_id else None, error=exc)
         values = {k: v for k, v in fields.items() if k.lower() != "id"}
         return _Planned(record_id, lambda txn: _saved(_update(txn, sobject, record_id, values)))
+
+    def _check_chunks(self, records: list[Any]) -> None:
+        """At most 10 chunks (runs of records of one type) a call, as the create page documents."""
+        types = [self._type_of(record) for record in records]
+        chunks = sum(1 for n, t in enumerate(types) if n == 0 or t != types[n - 1])
+        if chunks > MAX_CHUNKS:
+            raise ApiError(
+                400,
+                "EXCEEDED_MAX_TYPES_LIMIT",
+                f"Cannot have more than {MAX_CHUNKS} chunks in a single operation. Please rearrange the"
+                " data to reduce chunking.",
+            )
+
+    def _type_of(self, record: Any) -> str | None:
+        attributes = record.get("attributes") if isinstance(record, dict) else None
+        named = attributes.get("type") if isinstance(attributes, dict) else None
+        return self.state.store.canonical_name(named) if isinstance(named, str) else None
 
     def plan_upsert(self, sobject: str, ext_field: str, records: list[Any]) -> list[_Planned]:
         """One upsert per record, matched on the External ID value each record carries.

@@ -154,3 +154,29 @@ async def test_upsert_does_not_exist_before_api_46(emulator: EmulatorClient) -> 
     assert created.body[0]["success"] is True
     on_46 = await emulator.rest("PATCH", UPSERT, json={"records": [_mogli("v46")]}, version="v46.0")
     assert on_46.status == 200 and on_46.body[0]["created"] is True
+
+
+async def test_create_and_update_take_at_most_ten_chunks(emulator: EmulatorClient) -> None:
+    """Records of several types are processed in chunks (runs of one type): ten chunks are served,
+    eleven are refused whole with 400 and nothing is created.
+    Doc: "If the request body includes objects of more than one type, they are processed as chunks ...
+    A single request can process up to 10 chunks." (collections create page); message as observed in
+    Apex ("Cannot have more than 10 chunks in a single operation")."""
+    kinds = [("Account", "Name"), ("Contact", "LastName")]
+    records = [{"attributes": {"type": kinds[n % 2][0]}, kinds[n % 2][1]: f"Chunk{n}"} for n in range(11)]
+    refused = await emulator.rest("POST", "/composite/sobjects", json={"records": records})
+    assert refused.status == 400
+    assert refused.body[0]["errorCode"] == "EXCEEDED_MAX_TYPES_LIMIT"
+    assert not [r for r in emulator.store.records("Contact") if r["LastName"].startswith("Chunk")]
+    served = await emulator.rest("POST", "/composite/sobjects", json={"records": records[:10]})
+    assert [r["success"] for r in served.body] == [True] * 10
+    updates = [
+        {"attributes": records[n]["attributes"], "Id": result["id"], kinds[n % 2][1]: f"Chunk{n}b"}
+        for n, result in enumerate(served.body)
+    ]
+    extra = {**updates[0], "Name": "Chunk10b"}
+    refused_update = await emulator.rest("PATCH", "/composite/sobjects", json={"records": [*updates, extra]})
+    assert refused_update.status == 400
+    assert refused_update.body[0]["errorCode"] == "EXCEEDED_MAX_TYPES_LIMIT"
+    updated = await emulator.rest("PATCH", "/composite/sobjects", json={"records": updates})
+    assert [r["success"] for r in updated.body] == [True] * 10

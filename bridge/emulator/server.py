@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge.emulator import control
+from bridge.emulator import control, tooling
 from bridge.emulator.bus import EventBus
 from bridge.emulator.collections import handle_collections
 from bridge.emulator.composite import handle_composite
@@ -121,6 +121,7 @@ def _add_rest_routes(app: web.Application) -> None:
     for method in ("GET", "POST"):
         r.add_route(method, _V + "/composite/sobjects/{sobject}" + _S, handle_collections)
     r.add_patch(_V + "/composite/sobjects/{sobject}/{field}" + _S, handle_collections)
+    tooling.register(app, _V)
 
 
 async def _close_store(app: web.Application) -> None:

@@ -41,6 +41,9 @@ from bridge.records import (
     UserState,
 )
 
+# Error codes of bookings that failed only for want of their link's Mogli Event: the rules' WAITING_CODES
+# that wait for a link (tests/unit/test_push_scheduling.py keeps the two in step).
+LINK_WAITING_CODES = ("MOGLI_EVENT_PENDING", "MOGLI_EVENT_FAILED", "MOGLI_EVENT_DELETED")
 _OWNER = USERS.alias("owner")
 _ASSIGNEE = USERS.alias("assignee")
 _LINK_ACTIONS = {
@@ -252,6 +255,41 @@ def record_links(connection: Connection, outcomes: Sequence[LinkOutcome], now: d
     params = [_link_params(o) for o in outcomes]
     _execute_grouped(connection, statements, outcomes, params)
     insert_many(connection, JOURNAL, [_link_journal(o, now) for o in outcomes])
+    _release_waiting(connection, [o.link_id for o in outcomes if o.state is OutcomeState.SYNCED], now)
+
+
+def _release_waiting(connection: Connection, link_ids: Sequence[str], now: datetime) -> None:
+    """Bookings failed for want of these links' Mogli Events go again, started meetings included.
+
+    A link edit queues only bookings still to come; these failed because the link could not be written,
+    so they are owed their Event whenever the Mogli Event exists again.
+    """
+    for part in chunked(sorted(set(link_ids))):
+        waiting = and_(
+            ACTIVITIES.c.link_id.in_(part),
+            ACTIVITIES.c.state == A.FAILED.value,
+            ACTIVITIES.c.error_code.in_(LINK_WAITING_CODES),
+        )
+        rows = connection.execute(
+            select(ACTIVITIES.c.booking_id, ACTIVITIES.c.link_id, ACTIVITIES.c.error_code).where(waiting)
+        ).all()
+        if not rows:
+            continue
+        values = {
+            "state": A.PENDING.value,
+            "version": ACTIVITIES.c.version + 1,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "updated_at": now,
+        }
+        connection.execute(update(ACTIVITIES).where(waiting).values(values))
+        entries = [
+            outbound_row(
+                now, "activity", key, "ledger.mogli_event_available", {"link_id": link_id, "error_code": code}
+            )
+            for key, link_id, code in rows
+        ]
+        insert_many(connection, JOURNAL, entries)
 
 
 def record_activities(connection: Connection, outcomes: Sequence[ActivityOutcome], now: datetime) -> None:

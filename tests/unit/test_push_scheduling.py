@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from bridge.errors import PermanentError, SalesforceUnavailable
+from bridge.ledger.outbox import LINK_WAITING_CODES
 from bridge.records import (
     ActivityOutcome,
     ActivityWork,
@@ -31,7 +32,7 @@ from bridge.records import (
     UserState,
     WriteResult,
 )
-from bridge.sync.mapping import MappingOptions
+from bridge.sync.mapping import WAITING_CODES, FailureCode, MappingOptions
 from bridge.sync.push import Pusher, PushSettings
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -407,3 +408,10 @@ async def test_stop_finishes_the_calls_in_flight() -> None:
     sf.release_all()
     await asyncio.wait_for(runner, timeout=10)
     assert {ledger.state(bid(0)), ledger.state(bid(1))} == {"synced"}
+
+
+def test_the_ledger_releases_exactly_the_bookings_that_wait_for_a_link() -> None:
+    """The codes the ledger releases when a link's Mogli Event is written are the rules' waiting codes that
+    wait for a link (the rest, USER_NOT_CONNECTED, clear when the user connects)."""
+    waiting_for_link = {c.value for c in WAITING_CODES} - {FailureCode.USER_NOT_CONNECTED.value}
+    assert set(LINK_WAITING_CODES) == waiting_for_link

@@ -10,6 +10,7 @@ from tests.adapters.ledger.factory import (
     FUTURE,
     NOW,
     OWNER_SF,
+    PAST,
     batch,
     booking,
     change,
@@ -424,3 +425,27 @@ def test_retry_of_a_truncated_booking_claims_its_removal(repo: LedgerRepository)
     assert work.booking.booking_id == "b2" and work.booking.source_deleted
     repo.record_activity_outcomes([ActivityOutcome("b2", work.version, OutcomeState.CANCELLED)], NOW)
     assert repo.counts() == {"activities.cancelled": 2, "links.synced": 1}
+
+
+def test_bookings_waiting_for_a_failed_link_go_again_once_it_is_written(repo: LedgerRepository) -> None:
+    """Bookings failed with MOGLI_EVENT_FAILED, a started meeting among them, are claimed again as soon as
+    their link's Mogli Event is written; a booking failed for its own reason stays failed."""
+    repo.apply_source_batch(
+        batch(setup_link(), txn(booking("b0", start=PAST), booking("b1"), booking("b2", start=PAST)))
+    )
+    repo.record_link_outcomes([LinkOutcome("l1", 1, OutcomeState.FAILED, error_code="E", error="e")], NOW)
+    waiting = [
+        ActivityOutcome(b, 1, OutcomeState.FAILED, error_code="MOGLI_EVENT_FAILED", error="link")
+        for b in ("b0", "b1")
+    ]
+    own = ActivityOutcome("b2", 1, OutcomeState.FAILED, error_code="END_BEFORE_START", error="own")
+    repo.record_activity_outcomes([*waiting, own], NOW)
+    repo.apply_source_batch(batch(txn(change(link("l1", title="Fixed"), ChangeOp.UPDATE))))
+    _sync_link(repo)
+    claimed = {w.booking.booking_id: w for w in repo.claim_activity_work(NOW, 10)}
+    assert set(claimed) == {"b0", "b1"}
+    assert claimed["b0"].link is not None and claimed["b0"].link.mogli_event_id == MOGLI
+    b2 = repo.get_activity("b2")
+    assert b2 is not None and (b2.state, b2.error_code) == ("failed", "END_BEFORE_START")
+    [entry] = repo.list_journal(booking_id="b0", limit=1)
+    assert entry.action == "ledger.mogli_event_available" and entry.detail["link_id"] == "l1"

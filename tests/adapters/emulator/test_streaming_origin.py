@@ -85,9 +85,9 @@ async def test_x_emulator_user_names_the_commit_user_of_a_collections_write(emul
 async def test_org_file_switch_restores_client_on_collections(tmp_path: Path) -> None:
     """`[streaming] collections_client_origin = true` brings `client=` back for Collections writes."""
     org_file = tmp_path / "org.toml"
-    text = DEFAULT_ORG.read_text("utf-8").replace(
-        "[streaming]\n", "[streaming]\ncollections_client_origin = true\n"
-    )
+    text = DEFAULT_ORG.read_text("utf-8")
+    assert "collections_client_origin = false" in text
+    text = text.replace("collections_client_origin = false", "collections_client_origin = true")
     org_file.write_text(text, "utf-8")
     async with running_emulator(org_file=org_file) as emulator:
         [contact] = await _contacts(emulator, 1)

@@ -76,6 +76,32 @@ class Check:
 
 
 def _ledger_checks(settings: Settings, reset_source: bool) -> list[Check]:
+    """Migrate the ledger (and forget the source position), only while no daemon holds it."""
+    lock = InstanceLock(settings.ledger.url)
+    if not lock.try_acquire():
+        return _ledger_checks_behind_daemon(settings, reset_source)
+    try:
+        return _ledger_writes(settings, reset_source)
+    finally:
+        lock.release()
+
+
+def _ledger_checks_behind_daemon(settings: Settings, reset_source: bool) -> list[Check]:
+    """A running daemon holds the ledger: report its schema, write nothing."""
+    from bridge.ledger.migrate import current_revision, head_revision
+
+    holder = "a running mogli-bridge daemon holds the ledger"
+    revision = current_revision(settings.ledger.url)
+    if revision != head_revision():
+        checks = [Check("ledger", False, f"{holder}; stop it, then run setup to migrate (at {revision})")]
+    else:
+        checks = [Check("ledger", True, f"at revision {revision} ({holder})")]
+    if reset_source:
+        checks.append(Check("ledger", False, f"{holder}; stop it before --reset-source"))
+    return checks
+
+
+def _ledger_writes(settings: Settings, reset_source: bool) -> list[Check]:
     from bridge.ledger.migrate import upgrade_to_head
     from bridge.ledger.repository import LedgerRepository
 

@@ -233,7 +233,12 @@ def _print_rows(out: TextIO, form: str, what: str, rows: Sequence[Mapping[str, A
 def retry(
     settings: Settings, *, booking_ids: Sequence[str], all_failed: bool, out: TextIO | None = None
 ) -> int:
-    """`mogli-bridge retry`: failed records back to the queue, through the daemon when it runs."""
+    """`mogli-bridge retry`: failed records back to the queue, through the daemon when it runs.
+
+    Without an answer from the daemon's API the ledger is written directly, but only under the ledger's
+    instance lock: a command never writes behind a daemon that holds it (exit 1 with the reason instead).
+    """
+    from bridge.ledger.lock import InstanceLock
     from bridge.ledger.repository import LedgerRepository
 
     out = out or sys.stdout
@@ -245,17 +250,26 @@ def retry(
         moved = int(answer[1]["requeued"])
         out.write(f"requeued {moved} record(s) through the running daemon\n")
         return 0
-    if answer is not None:
-        status, reply = answer
-        out.write(
-            f"the daemon's admin API answered {status} ({_reason(reply)}); writing the ledger directly\n"
+    api = "did not answer" if answer is None else f"answered {answer[0]} ({_reason(answer[1])})"
+    lock = InstanceLock(settings.ledger.url)
+    if not lock.try_acquire():
+        print(
+            f"error: a running mogli-bridge daemon holds the ledger, but its admin API at "
+            f"{settings.admin.listen} {api}; the ledger was not changed (check admin.listen and "
+            "admin.token, then retry through the daemon)",
+            file=sys.stderr,
         )
-    repository = LedgerRepository.from_url(settings.ledger.url)
+        return 1
     try:
-        moved = repository.requeue(list(booking_ids) or None, all_failed, requested_by="cli")
+        out.write(f"no daemon holds the ledger (the admin API {api}); writing the ledger directly\n")
+        repository = LedgerRepository.from_url(settings.ledger.url)
+        try:
+            moved = repository.requeue(list(booking_ids) or None, all_failed, requested_by="cli")
+        finally:
+            repository.dispose()
     finally:
-        repository.dispose()
-    out.write(f"requeued {moved} record(s) in the ledger; the daemon pushes them on its next poll\n")
+        lock.release()
+    out.write(f"requeued {moved} record(s) in the ledger; a daemon pushes them once it runs\n")
     return 0
 
 

@@ -6,7 +6,7 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from bridge.admin import AdminServer
 from bridge.config import AdminSettings, LedgerSettings, Settings, SourceSettings
 from bridge.errors import ConfigurationError
 from bridge.ledger import upgrade_to_head
+from bridge.ledger.lock import InstanceLock
 from bridge.localpg import free_port
 from bridge.metrics import BridgeMetrics
 from tests.adapters.admin.conftest import TOKEN, Harness, Make
@@ -254,3 +255,57 @@ async def test_status_says_whether_the_ledger_survives_a_crash(
     ledger = json.loads(out.getvalue())["ledger"]
     assert ledger["reachable"] is True and ledger["durable"] is False
     assert any("fsync is off" in problem for problem in ledger["durability_problems"])
+
+
+@pytest.fixture
+def daemon_lock(tmp_path: Path) -> Iterator[InstanceLock]:
+    """The ledger's instance lock, held as a running daemon holds it."""
+    lock = InstanceLock(f"sqlite:///{tmp_path}/ledger.sqlite3")
+    assert lock.try_acquire()
+    yield lock
+    lock.release()
+
+
+async def test_retry_refused_by_the_api_never_writes_behind_the_daemon(
+    daemon_api: tuple[Harness, str],
+    daemon_lock: InstanceLock,
+    tmp_path: Path,
+    pg_database: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When the daemon holds the ledger and its API answers 401 (a wrong token), retry exits 1 naming the
+    reason, and the failed booking is still failed: the ledger was not written."""
+    h, listen = daemon_api
+    settings = _settings(tmp_path, pg_database, listen)
+    settings = replace(settings, admin=replace(settings.admin, token="not-the-daemons-token"))
+    out = io.StringIO()
+    code = await asyncio.to_thread(
+        ops.retry, settings, booking_ids=[h.filled.failed], all_failed=False, out=out
+    )
+    assert code == 1 and "requeued" not in out.getvalue()
+    error = capsys.readouterr().err
+    assert "daemon holds the ledger" in error and "answered 401" in error and "not changed" in error
+    row = await h.ledger.get_activity(h.filled.failed)
+    assert row is not None and row.state == "failed"
+    assert h.pusher.notified == 0
+
+
+async def test_retry_with_a_silent_daemon_holding_the_ledger_exits_1(
+    make: Make,
+    daemon_lock: InstanceLock,
+    tmp_path: Path,
+    pg_database: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When nothing answers on admin.listen but a process holds the ledger lock, retry exits 1 and writes
+    nothing; once the lock is free it writes the ledger directly."""
+    h: Harness = await make()
+    settings = _settings(tmp_path, pg_database)
+    code = await asyncio.to_thread(ops.retry, settings, booking_ids=[], all_failed=True, out=io.StringIO())
+    assert code == 1 and "did not answer" in capsys.readouterr().err
+    row = await h.ledger.get_activity(h.filled.failed)
+    assert row is not None and row.state == "failed"
+    daemon_lock.release()
+    out = io.StringIO()
+    assert await asyncio.to_thread(ops.retry, settings, booking_ids=[], all_failed=True, out=out) == 0
+    assert "requeued 1 record(s) in the ledger" in out.getvalue()

@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--since", default=None, metavar="DATE", help="bookings starting on or after DATE")
     r.add_argument("--until", default=None, metavar="DATE", help="bookings starting before DATE")
+    r.add_argument(
+        "--changed-since",
+        default=None,
+        metavar="DATE",
+        help="records changed on or after DATE (Salesforce's SystemModstamp, the ledger's rows)",
+    )
+    r.add_argument("--changed-until", default=None, metavar="DATE", help="with --changed-since: before DATE")
     r.add_argument("--dry-run", action="store_true", help="report drift, repair nothing")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -147,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bookings=args.booking,
                 since=args.since,
                 until=args.until,
+                changed_since=args.changed_since,
+                changed_until=args.changed_until,
                 dry_run=args.dry_run,
                 as_json=args.json,
             )

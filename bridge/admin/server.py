@@ -249,6 +249,8 @@ class AdminServer(Generic[OptionsT]):
             bookings=req.bookings,
             since=req.since,
             until=req.until,
+            changed_since=req.changed_since,
+            changed_until=req.changed_until,
             dry_run=req.dry_run,
             requested_by=requested_by,
         )

@@ -11,7 +11,9 @@ from typing import Any
 from bridge.ledger.rows import DriftItem, ReconciliationRun
 from bridge.metrics import Readings
 
-RECONCILE_KEYS = frozenset({"links", "bookings", "since", "until", "dry_run"})
+RECONCILE_KEYS = frozenset(
+    {"links", "bookings", "since", "until", "changed_since", "changed_until", "dry_run"}
+)
 
 
 class BadRequest(ValueError):
@@ -27,6 +29,8 @@ class ReconcileRequest:
     since: datetime | None = None
     until: datetime | None = None
     dry_run: bool = False
+    changed_since: datetime | None = None
+    changed_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,7 @@ def _ids(key: str, value: Any) -> tuple[str, ...]:
 
 
 def parse_reconcile(body: Any) -> ReconcileRequest:
-    """Validate a reconcile body: links, bookings, since, until, dry_run (all optional)."""
+    """Validate a reconcile body: links, bookings, since, until, or changed_since, changed_until; dry_run."""
     if not isinstance(body, Mapping):
         raise BadRequest("the body must be a JSON object")
     unknown = sorted(set(body) - RECONCILE_KEYS)
@@ -79,10 +83,23 @@ def parse_reconcile(body: Any) -> ReconcileRequest:
         since=parse_when("since", body.get("since")),
         until=parse_when("until", body.get("until")),
         dry_run=dry_run,
+        changed_since=parse_when("changed_since", body.get("changed_since")),
+        changed_until=parse_when("changed_until", body.get("changed_until")),
     )
-    if request.since and request.until and request.since >= request.until:
-        raise BadRequest("since must be before until")
+    _check_windows(request)
     return request
+
+
+def _check_windows(r: ReconcileRequest) -> None:
+    """The rules ReconcileOptions enforces, answered as 400 before a run is opened."""
+    if r.since and r.until and r.since >= r.until:
+        raise BadRequest("since must be before until")
+    if r.changed_until is not None and r.changed_since is None:
+        raise BadRequest("changed_until needs changed_since")
+    if r.changed_since and r.changed_until and r.changed_since >= r.changed_until:
+        raise BadRequest("changed_since must be before changed_until")
+    if r.changed_since is not None and (r.links or r.bookings or r.since or r.until):
+        raise BadRequest("changed_since cannot be combined with links, bookings, since or until")
 
 
 def parse_retry(body: Any) -> RetryRequest:

@@ -63,6 +63,23 @@ def activity_ids(
     return sorted((b, link, a) for b, link, a in connection.execute(query))
 
 
+def changed_ids(
+    connection: Connection, since: datetime, until: datetime | None
+) -> tuple[list[tuple[str, str | None, str | None]], list[str]]:
+    """Activities (booking, link, assigned user) and link ids whose row changed in [since, until), sorted."""
+
+    def window(table: Any) -> Any:
+        changed = table.c.updated_at >= since
+        return changed & (table.c.updated_at < until) if until is not None else changed
+
+    columns = (ACTIVITIES.c.booking_id, ACTIVITIES.c.link_id, ACTIVITIES.c.assigned_user_id)
+    activities = sorted(
+        (b, link, a) for b, link, a in connection.execute(select(*columns).where(window(ACTIVITIES)))
+    )
+    links = sorted(k for (k,) in connection.execute(select(LINKS.c.link_id).where(window(LINKS))))
+    return activities, links
+
+
 def link_ids(connection: Connection) -> list[str]:
     """Every link id the ledger knows, sorted."""
     return sorted(k for (k,) in connection.execute(select(LINKS.c.link_id)))
@@ -298,6 +315,12 @@ class ReconcileStore:
     async def link_ids(self) -> list[str]:
         """See link_ids."""
         return await self._read(link_ids)
+
+    async def changed_ids(
+        self, since: datetime, until: datetime | None
+    ) -> tuple[list[tuple[str, str | None, str | None]], list[str]]:
+        """See changed_ids."""
+        return await self._read(changed_ids, since, until)
 
     async def links(self, ids: Collection[str]) -> dict[str, LinkRecord]:
         """See links_by_id."""

@@ -7,7 +7,7 @@ missing and a record deleted by a person is told apart from one that never exist
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.config import SalesforceObjectNames
@@ -29,6 +29,15 @@ def _parse_datetime(value: Any) -> datetime | None:
 def _literal(value: datetime) -> str:
     """A SOQL datetime literal (UTC, whole seconds)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _window(field: str, since: datetime, until: datetime | None) -> list[str]:
+    """SOQL conditions for [since, until) at whole seconds, widened rather than narrowed."""
+    where = [f"{field} >= {_literal(since)}"]
+    if until is not None:
+        end = until if until.microsecond == 0 else until.replace(microsecond=0) + timedelta(seconds=1)
+        where.append(f"{field} < {_literal(end)}")
+    return where
 
 
 def _str(record: Mapping[str, Any], name: str) -> str | None:
@@ -140,6 +149,24 @@ class SalesforceReads:
         )
         field = n.link_external_id_field
         return {str(r[field]) for r in await self._client.query(soql) if r.get(field)}
+
+    async def changed_keys(self, since: datetime, until: datetime | None) -> tuple[set[str], set[str]]:
+        """Booking External IDs of Events and link External IDs of Mogli Events changed in [since, until).
+
+        By SystemModstamp (it moves with every change, LastModifiedDate only with a user's), through queryAll
+        so that records deleted in the window are in it too.
+        """
+        n = self._names
+        keys: list[set[str]] = []
+        for sobject, ext in (
+            ("Event", n.booking_external_id_field),
+            (n.mogli_event_object, n.link_external_id_field),
+        ):
+            where = " AND ".join([f"{ext} != null", *_window("SystemModstamp", since, until)])
+            soql = f"SELECT {ext} FROM {sobject} WHERE {where}"  # noqa: S608
+            records = await self._client.query(soql, include_deleted=True)
+            keys.append({str(r[ext]) for r in records if r.get(ext)})
+        return keys[0], keys[1]
 
     async def delete(self, ids: Sequence[str]) -> set[str]:
         """Delete records; returns the ids deleted (already gone counts as deleted)."""

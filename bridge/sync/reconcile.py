@@ -53,7 +53,13 @@ _MOGLI_GONE = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ReconcileOptions:
-    """What to reconcile: link ids, booking ids and/or a window on the booking's start; dry run or repair."""
+    """What to reconcile; dry run or repair.
+
+    Either link ids, booking ids and/or a window on the booking's start (`since`, `until`), or a window on
+    the change time (`changed_since`, `changed_until`): the Events and Mogli Events Salesforce changed in it
+    (SystemModstamp, deleted ones too) and the ledger rows changed in it, with what they relate to. The
+    change window is what a lost stretch of the change stream needs, whenever the meetings take place.
+    """
 
     links: tuple[str, ...] = ()
     bookings: tuple[str, ...] = ()
@@ -61,20 +67,40 @@ class ReconcileOptions:
     until: datetime | None = None
     dry_run: bool = False
     requested_by: str = "cli"
+    changed_since: datetime | None = None
+    changed_until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until", "changed_since", "changed_until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} must carry a time zone")
+        if self.since and self.until and self.since >= self.until:
+            raise ValueError("since must be before until")
+        if self.changed_until is not None and self.changed_since is None:
+            raise ValueError("changed_until needs changed_since")
+        if self.changed_since and self.changed_until and self.changed_since >= self.changed_until:
+            raise ValueError("changed_since must be before changed_until")
+        if self.changed_since is not None and (self.links or self.bookings or self.since or self.until):
+            raise ValueError("changed_since cannot be combined with links, bookings, since or until")
 
     def scope(self) -> dict[str, Any]:
         """The options as the run's JSON scope (also the key a run is resumed by)."""
-        return {
+        scope: dict[str, Any] = {
             "links": sorted(self.links),
             "bookings": sorted(self.bookings),
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
         }
+        if self.changed_since is not None:  # absent otherwise: runs stored before it existed still resume
+            scope["changed_since"] = self.changed_since.isoformat()
+            scope["changed_until"] = self.changed_until.isoformat() if self.changed_until else None
+        return scope
 
     @property
     def full(self) -> bool:
         """True when no filter narrows the run: orphans anywhere in Salesforce are in scope."""
-        return not (self.links or self.bookings or self.since or self.until)
+        return not (self.links or self.bookings or self.since or self.until or self.changed_since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +252,8 @@ class Reconciler:
 
     async def _universe(self, options: ReconcileOptions) -> tuple[list[str], set[str], set[str]]:
         """Booking ids, link ids and user ids of the scope, from all three sides."""
+        if options.changed_since is not None:
+            return await self._changed_universe(options.changed_since, options.changed_until)
         args = (options.links, options.bookings, options.since, options.until)
         triples = [*await self._scheduler.booking_ids(*args), *await self._store.activity_ids(*args)]
         bookings = {b for b, _, _ in triples} | set(options.bookings)
@@ -242,6 +270,23 @@ class Reconciler:
             known = await self._store.links(options.links)
             moglis = [r.mogli_event_id for r in known.values() if r.mogli_event_id]
             bookings |= await self._sf.booking_keys_of_links(moglis)
+        return sorted(bookings), links, users
+
+    async def _changed_universe(
+        self, since: datetime, until: datetime | None
+    ) -> tuple[list[str], set[str], set[str]]:
+        """Records Salesforce changed in the window, ledger rows changed in it, and what they relate to.
+
+        The ledger side stands for the scheduler side: every scheduler change reaches the ledger through the
+        replication slot, which loses nothing, so a row the scheduler changed in the window was ingested
+        (or is still on its way, and the stream brings it).
+        """
+        events, moglis = await self._sf.changed_keys(since, until)
+        triples, changed_links = await self._store.changed_ids(since, until)
+        bookings = events | {b for b, _, _ in triples}
+        known = (await self._store.activities(bookings)).values()
+        links = moglis | set(changed_links) | {a.link_id for a in known if a.link_id}
+        users = {a.assigned_user_id for a in known if a.assigned_user_id}
         return sorted(bookings), links, users
 
     # ------------------------------------------------------------------ phases

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +43,14 @@ POLL_SECONDS = 0.5
 ADMIN_TIMEOUT_SECONDS = 5.0
 DRAIN_ROUNDS = 1_000  # push rounds after a repair; each round handles up to sync.batch_size rows
 TABLE_ITEMS = 200  # items listed under the table; --json has them all
+_FLAGS = {
+    "changed_since": "--changed-since",
+    "changed_until": "--changed-until",
+    "since": "--since",
+    "until": "--until",
+    "links": "--link",
+    "bookings": "--booking",
+}
 
 
 class DaemonRefused(Exception):
@@ -85,6 +94,8 @@ def run_reconcile(
     until: str | datetime | None,
     dry_run: bool,
     as_json: bool,
+    changed_since: str | datetime | None = None,
+    changed_until: str | datetime | None = None,
 ) -> int:
     """The `reconcile` command; returns the exit code (0 done, 1 paused or failed, 2 usage)."""
     console = Console(stderr=True)
@@ -95,12 +106,11 @@ def run_reconcile(
             since=parse_when(since, "since"),
             until=parse_when(until, "until"),
             dry_run=dry_run,
+            changed_since=parse_when(changed_since, "changed-since"),
+            changed_until=parse_when(changed_until, "changed-until"),
         )
     except ValueError as exc:
-        console.print(f"error: {exc}")
-        return 2
-    if options.since and options.until and options.since >= options.until:
-        console.print("error: --since must be before --until")
+        console.print(f"error: {_as_flags(str(exc))}")
         return 2
     try:
         outcome = _via_daemon(settings, options, console) or _in_process(settings, options, as_json, console)
@@ -116,6 +126,13 @@ def run_reconcile(
     if outcome.message:
         console.print(outcome.message)
     return 0 if outcome.state == "finished" else 1
+
+
+def _as_flags(message: str) -> str:
+    """An options error in the command's words (`changed_since` -> `--changed-since`)."""
+    for name, flag in _FLAGS.items():
+        message = re.sub(rf"(?<![-\w]){name}\b", flag, message)
+    return message
 
 
 # ---------------------------------------------------------------------------------------- via the daemon
@@ -140,6 +157,8 @@ def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console)
         "bookings": list(options.bookings),
         "since": options.since.isoformat() if options.since else None,
         "until": options.until.isoformat() if options.until else None,
+        "changed_since": options.changed_since.isoformat() if options.changed_since else None,
+        "changed_until": options.changed_until.isoformat() if options.changed_until else None,
         "dry_run": options.dry_run,
     }
     try:

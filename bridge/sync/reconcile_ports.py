@@ -50,6 +50,12 @@ class ReconcileStorePort(Protocol):
         """Every link id."""
         ...
 
+    async def changed_ids(
+        self, since: datetime, until: datetime | None
+    ) -> tuple[list[BookingKey], list[str]]:
+        """Activities and link ids whose ledger row changed in [since, until)."""
+        ...
+
     async def links(self, ids: Collection[str]) -> dict[str, LinkRecord]:
         """Links by id."""
         ...
@@ -153,6 +159,10 @@ class SalesforceSnapshot(Protocol):
 
     async def link_keys(self) -> set[str]:
         """Link External IDs of live Mogli Events."""
+        ...
+
+    async def changed_keys(self, since: datetime, until: datetime | None) -> tuple[set[str], set[str]]:
+        """Booking and link External IDs of Events and Mogli Events (deleted too) changed in the window."""
         ...
 
     async def delete(self, ids: Sequence[str]) -> set[str]:

@@ -115,3 +115,60 @@ def test_a_window_that_ends_before_it_starts_is_a_usage_error(capsys: pytest.Cap
         Settings(), links=(), bookings=(), since="2030-02-01", until="2030-01-01", dry_run=True, as_json=True
     )
     assert code == 2 and "--since must be before --until" in capsys.readouterr().err
+
+
+def test_a_change_window_is_part_of_the_scope_and_absent_otherwise() -> None:
+    """changed_since/changed_until enter the scope (the resume key) only when given, so runs stored before
+    the option existed keep resuming with the same key."""
+    since = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    options = ReconcileOptions(changed_since=since, requested_by="streaming")
+    assert options.scope() == {
+        "links": [],
+        "bookings": [],
+        "since": None,
+        "until": None,
+        "changed_since": "2030-01-01T12:00:00+00:00",
+        "changed_until": None,
+    }
+    assert not options.full
+    assert set(ReconcileOptions(links=("a",)).scope()) == {"links", "bookings", "since", "until"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"changed_until": datetime(2030, 1, 1, tzinfo=UTC)}, "changed_until needs changed_since"),
+        (
+            {
+                "changed_since": datetime(2030, 1, 2, tzinfo=UTC),
+                "changed_until": datetime(2030, 1, 1, tzinfo=UTC),
+            },
+            "changed_since must be before changed_until",
+        ),
+        ({"changed_since": datetime(2030, 1, 1, tzinfo=UTC), "links": ("l",)}, "cannot be combined"),
+        ({"changed_since": datetime(2030, 1, 1)}, "time zone"),
+    ],
+)
+def test_change_window_options_that_cannot_run_are_refused(kwargs: dict[str, object], reason: str) -> None:
+    """A change window without a start, ending before it starts, mixed with other filters, or naive."""
+    with pytest.raises(ValueError, match=reason):
+        ReconcileOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_command_refuses_a_change_window_mixed_with_links(capsys: pytest.CaptureFixture[str]) -> None:
+    """--changed-since with --link: exit 2, the message names the flags, before anything is read."""
+    from bridge.config import Settings
+    from bridge.sync.reconcile_cli import run_reconcile
+
+    code = run_reconcile(
+        Settings(),
+        links=("l",),
+        bookings=(),
+        since=None,
+        until=None,
+        changed_since="2030-01-01",
+        dry_run=True,
+        as_json=True,
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--changed-since cannot be combined with --link" in err

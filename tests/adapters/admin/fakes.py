@@ -91,6 +91,8 @@ class FakeOptions:
     until: datetime | None = None
     dry_run: bool = False
     requested_by: str = "cli"
+    changed_since: datetime | None = None
+    changed_until: datetime | None = None
 
 
 class FakeRunner:

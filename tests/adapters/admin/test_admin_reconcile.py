@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -39,6 +40,21 @@ async def test_start_answers_202_and_the_run_finishes_in_the_background(make: Ma
     assert h.runner.finished == [run_id]
 
 
+async def test_a_run_by_change_time_is_passed_on(make: Make) -> None:
+    """POST with changed_since/changed_until hands the runner a change window (zone-aware) and no other
+    filter."""
+    h: Harness = await make()
+    body = {"changed_since": "2026-11-01T10:00:00Z", "changed_until": "2026-11-02", "dry_run": True}
+    response = await h.client.post("/api/reconciliations", json=body, headers=AUTH)
+    assert response.status == 202
+    assert h.runner is not None
+    [options] = h.runner.started
+    assert options.changed_since == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert options.changed_until == datetime(2026, 11, 2, tzinfo=UTC)
+    assert options.links == () and options.since is None and options.dry_run
+    await _wait_finished(h, (await response.json())["id"])
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -47,6 +63,10 @@ async def test_start_answers_202_and_the_run_finishes_in_the_background(make: Ma
         ({"since": "2026-02-01", "until": "2026-01-01"}, "since must be before until"),
         ({"dry_run": "no"}, "dry_run must be true or false"),
         ({"link": ["l1"]}, "unknown keys: link"),
+        ({"changed_until": "2026-01-01"}, "changed_until needs changed_since"),
+        ({"changed_since": "2026-02-01", "changed_until": "2026-01-01"}, "changed_since must be before"),
+        ({"changed_since": "2026-02-01", "links": ["l1"]}, "cannot be combined"),
+        ({"changed_since": 3}, "changed_since must be an ISO date"),
         ([], "JSON object"),
     ],
 )

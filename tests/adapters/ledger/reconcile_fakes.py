@@ -67,6 +67,9 @@ class FakeSalesforce:
     events: list[EventSnapshot] = field(default_factory=list)
     moglis: list[MogliSnapshot] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    changed_events: set[str] = field(default_factory=set)  # booking keys of Events changed in any window
+    changed_moglis: set[str] = field(default_factory=set)
+    windows: list[tuple[datetime, datetime | None]] = field(default_factory=list)
 
     async def events_by_booking(self, booking_ids: Sequence[str]) -> list[EventSnapshot]:
         """Events by booking External ID."""
@@ -91,6 +94,11 @@ class FakeSalesforce:
     async def link_keys(self) -> set[str]:
         """Link External IDs of live Mogli Events."""
         return {m.link_id for m in self.moglis if m.link_id and not m.deleted}
+
+    async def changed_keys(self, since: datetime, until: datetime | None) -> tuple[set[str], set[str]]:
+        """The keys set as changed; the window asked for is recorded."""
+        self.windows.append((since, until))
+        return set(self.changed_events), set(self.changed_moglis)
 
     async def delete(self, ids: Sequence[str]) -> set[str]:
         """Record the deletes."""

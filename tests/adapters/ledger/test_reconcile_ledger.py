@@ -36,6 +36,8 @@ from tests.adapters.ledger.reconcile_fakes import FakeSalesforce, FakeScheduler
 
 MOGLI = sfid.to18("a0X000000000001")
 CREATED = "2026-11-01T00:00:00.000+0000"
+LINK_ID = "10000000-0000-4000-8000-00000000000a"
+B_OLD, B_EDITED, B_INGESTED, B_ORPHAN = (f"b0000000-0000-4000-8000-00000000000{n}" for n in range(1, 5))
 
 
 def _scheduler(*bookings: Any) -> FakeScheduler:
@@ -54,8 +56,9 @@ async def _reconcile(
     *,
     dry_run: bool = False,
     policy: RepairPolicy = RepairPolicy(),
+    options: ReconcileOptions | None = None,
 ) -> ReconcileSummary:
-    """One full reconciliation run on the repository's ledger."""
+    """One reconciliation run (full unless `options` say otherwise) on the repository's ledger."""
     ledger = AsyncLedger(repo)
     store = ReconcileStore(repo.engine, lambda: NOW)
     reconciler = Reconciler(
@@ -67,7 +70,7 @@ async def _reconcile(
         policy=policy,
     )
     try:
-        options = ReconcileOptions(dry_run=dry_run)
+        options = options or ReconcileOptions(dry_run=dry_run)
         return await reconciler.execute(await reconciler.start(options), options)
     finally:
         store.close()
@@ -232,3 +235,60 @@ async def test_a_dry_run_writes_neither_salesforce_nor_the_ledgers_rows(repo: Le
     }
     assert summary.repaired == 0 and salesforce.deleted == []
     assert {t: _rows(repo, t) for t in tables} == before
+
+
+async def test_a_run_by_change_time_covers_what_changed_in_the_window_only(repo: LedgerRepository) -> None:
+    """changed_since: the Events Salesforce changed in the window (an edited one, an orphan) and the ledger
+    rows changed in it (a booking ingested then, now stale) are checked; a drifted Event nobody changed in
+    the window is not. The window is what Salesforce is asked for."""
+    two_days_ago = NOW - timedelta(days=2)
+    repo.apply_source_batch(
+        batch(
+            txn(
+                user("u1"),
+                link(LINK_ID, "u1"),
+                booking(B_OLD, LINK_ID),
+                booking(B_EDITED, LINK_ID),
+                lsn=BIG + 100,
+            ),
+            now=two_days_ago,
+        )
+    )
+    repo.apply_source_batch(batch(txn(booking(B_INGESTED, LINK_ID), lsn=BIG + 200)))
+    with repo.engine.begin() as conn:
+        event_id = "'00U00000000000' || substr(booking_id, 36, 1)"  # 00U...1 for B_OLD, and so on
+        conn.execute(sa.text(f"UPDATE activities SET state = 'synced', activity_id = {event_id}"))
+        conn.execute(sa.text("UPDATE links SET state = 'synced', mogli_event_id = :m"), {"m": MOGLI})
+    edited = [
+        EventSnapshot(
+            f"00U00000000000{n}", b, False, CREATED, OWNER_SF, None, None, None, "x", None, FUTURE, FUTURE
+        )
+        for n, b in enumerate((B_OLD, B_EDITED, B_ORPHAN), start=1)
+    ]
+    mogli = MogliSnapshot(MOGLI, LINK_ID, False, CREATED, "Intro call", OWNER_SF, "one_on_one", "Say hello")
+    salesforce = FakeSalesforce(events=edited, moglis=[mogli], changed_events={B_EDITED, B_ORPHAN})
+    scheduler = FakeScheduler(
+        user_rows={"u1": user("u1")},
+        link_rows={LINK_ID: link(LINK_ID, "u1")},
+        booking_rows={
+            b.id: b
+            for b in (
+                booking(B_OLD, LINK_ID),
+                booking(B_EDITED, LINK_ID),
+                booking(B_INGESTED, LINK_ID, start=FUTURE + timedelta(hours=1)),
+            )
+        },
+    )
+    window = ReconcileOptions(changed_since=NOW - timedelta(hours=1), dry_run=True)
+    summary = await _reconcile(repo, scheduler, salesforce, options=window)
+
+    items = repo.list_drift(run_id=summary.run_id)
+    assert {i.booking_id for i in items} == {B_EDITED, B_ORPHAN, B_INGESTED}
+    assert summary.bookings_checked == 3 and salesforce.windows == [(NOW - timedelta(hours=1), None)]
+    assert ("field_mismatch", "Subject") in {
+        (i.kind, i.detail.get("field")) for i in items if i.booking_id == B_EDITED
+    }
+    assert {i.kind for i in items if i.booking_id == B_ORPHAN} == {"orphan_event"}
+    assert {i.kind for i in items if i.booking_id == B_INGESTED} == {"ledger_booking_stale"}
+    run = repo.get_reconciliation(summary.run_id)
+    assert run is not None and run.scope["changed_since"] == (NOW - timedelta(hours=1)).isoformat()

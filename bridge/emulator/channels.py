@@ -132,17 +132,23 @@ class ChannelRegistry:
             m.channel.lower() == channel_name.lower() and m.entity == entity for m in self._members.values()
         ):
             raise _duplicate()
-        parsed = None
-        if filter_text:
-            try:
-                parsed = parse_filter(filter_text, lambda name: resolve_field(entity, name))
-            except ValueError as exc:
-                raise ChannelError(_INTEGRITY, f"filterExpression: {exc}", ("FilterExpression",)) from exc
+        parsed = _parsed(filter_text, lambda name: resolve_field(entity, name))
         member = ChannelMember(
             self._new_id(MEMBER_PREFIX), full_name, channel_name, selected_entity, entity, parsed
         )
         self._members[member.id] = member
         return member
+
+    def set_filter(
+        self, member_id: str, filter_text: str | None, resolve_field: Callable[[str, str], str | None]
+    ) -> ChannelMember | None:
+        """Replace a member's filter expression (None removes it); None when there is no such member."""
+        member = self._members.get(member_id)
+        if member is None:
+            return None
+        parsed = _parsed(filter_text, lambda name: resolve_field(member.entity, name))
+        self._members[member_id] = replace(member, filter=parsed)
+        return self._members[member_id]
 
     def remove(self, record_id: str) -> CustomChannel | ChannelMember | None:
         """Delete a channel (with its members) or a member by id; None when there is no such record."""
@@ -212,6 +218,15 @@ def _shared_values(snapshots: tuple[Mapping[str, Any], ...], names: tuple[str, .
         if values[0] is not None and all(value == values[0] for value in values):
             shared[name] = values[0]
     return shared
+
+
+def _parsed(filter_text: str | None, resolve_field: Callable[[str], str | None]) -> FilterExpression | None:
+    if not filter_text:
+        return None
+    try:
+        return parse_filter(filter_text, resolve_field)
+    except ValueError as exc:
+        raise ChannelError(_INTEGRITY, f"filterExpression: {exc}", ("FilterExpression",)) from exc
 
 
 def _duplicate() -> ChannelError:

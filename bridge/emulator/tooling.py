@@ -9,6 +9,7 @@ Filter expressions on members need API 56.0 or later (cdc-filter-tooling-api-add
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +23,7 @@ from bridge.emulator.store_txn import not_found
 
 CHANNEL, MEMBER = "PlatformEventChannel", "PlatformEventChannelMember"
 _TYPES = {CHANNEL.lower(): CHANNEL, MEMBER.lower(): MEMBER}
-_MIN_FILTER_VERSION = 56.0
+_MIN_VERSION, _MIN_FILTER_VERSION = 47.0, 56.0  # the channel objects; filters on their members
 _QUERY = re.compile(
     r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<type>\w+)(?:\s+WHERE\s+(?P<where>.+?))?\s*$", re.I | re.S
 )
@@ -31,7 +32,7 @@ _QUERY = re.compile(
 def register(app: web.Application, prefix: str) -> None:
     """Add the Tooling routes under `prefix` (`/services/data/{version}`)."""
     app.router.add_post(prefix + "/tooling/sobjects/{type}", handle_create)
-    for method in ("GET", "DELETE"):
+    for method in ("GET", "PATCH", "DELETE"):
         app.router.add_route(method, prefix + "/tooling/sobjects/{type}/{id}", handle_record)
     app.router.add_get(prefix + "/tooling/query", handle_query)
     app.router.add_get(prefix + "/tooling/query/", handle_query)
@@ -60,7 +61,7 @@ async def handle_create(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_record(request: web.Request) -> web.StreamResponse:
-    """GET or DELETE .../tooling/sobjects/{type}/{id}."""
+    """GET, PATCH (a member's filterExpression only) or DELETE .../tooling/sobjects/{type}/{id}."""
     state = request.app[STATE]
     type_name = _type(request)
     record_id = request.match_info["id"]
@@ -70,6 +71,9 @@ async def handle_record(request: web.Request) -> web.StreamResponse:
         raise not_found()
     if request.method == "GET":
         return json_response(row)
+    if request.method == "PATCH":
+        await _patch(request, state, type_name, row["Id"])
+        return web.Response(status=204)
     state.bus.channels.remove(row["Id"])
     state.bus.sync_channels()
     return web.Response(status=204)
@@ -112,33 +116,56 @@ async def handle_query(request: web.Request) -> web.StreamResponse:
 
 def _type(request: web.Request) -> str:
     type_name = _TYPES.get(request.match_info["type"].lower())
-    if type_name is None:
+    if type_name is None or float(request[REST_CTX].version) < _MIN_VERSION:
         raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
     return type_name
 
 
-def _add_member(
-    state: EmulatorState, version: str, full_name: str, metadata: dict[str, Any]
-) -> ChannelMember:
+async def _patch(request: web.Request, state: EmulatorState, type_name: str, record_id: str) -> None:
+    """Change a member's filter expression; EventChannel and SelectedEntity can't be updated."""
+    body = require_object(await read_json(request))
+    metadata = body.get("Metadata")
+    if type_name != MEMBER or not isinstance(metadata, dict) or set(metadata) - {"filterExpression"}:
+        raise ApiError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "only a member's filterExpression can change")
     filter_text = metadata.get("filterExpression")
+    _check_filter_version(request[REST_CTX].version, filter_text)
+    try:
+        state.bus.channels.set_filter(record_id, str(filter_text) if filter_text else None, _resolver(state))
+    except ChannelError as exc:
+        raise ApiError(400, exc.code, exc.message, exc.fields) from exc
+
+
+def _check_filter_version(version: str, filter_text: object) -> None:
     if filter_text is not None and float(version) < _MIN_FILTER_VERSION:
         raise ApiError(400, "INVALID_FIELD", "filterExpression: available in API version 56.0 and later")
-    enabled = {
-        change_event_channel(entity)[len("/data/") :]: entity for entity in state.org.streaming.cdc_entities
-    }
+
+
+def _resolver(state: EmulatorState) -> Callable[[str, str], str | None]:
+    """Canonical name of an entity's field, None when the entity has no such field."""
 
     def resolve_field(entity: str, name: str) -> str | None:
         obj = state.store.schema.get(entity)
         found = obj.field(name) if obj is not None else None
         return found.name if found is not None else None
 
+    return resolve_field
+
+
+def _add_member(
+    state: EmulatorState, version: str, full_name: str, metadata: dict[str, Any]
+) -> ChannelMember:
+    filter_text = metadata.get("filterExpression")
+    _check_filter_version(version, filter_text)
+    enabled = {
+        change_event_channel(entity)[len("/data/") :]: entity for entity in state.org.streaming.cdc_entities
+    }
     return state.bus.channels.add_member(
         full_name,
         str(metadata.get("eventChannel") or ""),
         str(metadata.get("selectedEntity") or ""),
         str(filter_text) if filter_text else None,
         entity_of=enabled.get,
-        resolve_field=resolve_field,
+        resolve_field=_resolver(state),
     )
 
 

@@ -263,3 +263,46 @@ async def test_the_delivered_allocation_counts_events_after_the_filter_per_subsc
     assert after["Max"] == before["Max"] == 10_000
     assert before["Remaining"] - after["Remaining"] == 2
     assert (await emulator.control("GET", "/stats"))["delivered_events"] == 2
+
+
+async def test_patching_a_members_filter_changes_what_the_channel_carries(emulator: EmulatorClient) -> None:
+    """PlatformEventChannelMember supports PATCH (tooling-platformeventchannelmember): a new
+    filterExpression takes effect for later changes; an invalid one is refused and the old one stays."""
+    member_id = await _channel_with_member(emulator, "Title = 'VIP'")
+    path = f"{TOOLING}/PlatformEventChannelMember/{member_id}"
+    bad = await emulator.rest("PATCH", path, json={"Metadata": {"filterExpression": "Nope__c = 1"}})
+    assert bad.status == 400
+    reply = await emulator.rest("PATCH", path, json={"Metadata": {"filterExpression": "Title = 'Other'"}})
+    assert reply.status == 204, reply.body
+    user = emulator.store.integration_user_id
+    await _write(emulator, "POST", "/sobjects/Contact", user, {"LastName": "Vip", "Title": "VIP"})
+    await _write(emulator, "POST", "/sobjects/Contact", user, {"LastName": "Other", "Title": "Other"})
+    log = emulator.state.bus.channel_log(CHANNEL_PATH)
+    assert log is not None
+    assert [s.event.fields.get("Title") for s in log.after(0, 10)] == ["Other"]
+    read = await emulator.rest("GET", path)
+    assert read.body["FilterExpression"] == "Title = 'Other'"
+
+
+async def test_the_channel_objects_need_api_47(emulator: EmulatorClient) -> None:
+    """PlatformEventChannel and PlatformEventChannelMember exist from API version 47.0: below, 404."""
+    body = {"FullName": CHANNEL, "Metadata": {"channelType": "data", "label": "Bridge"}}
+    reply = await emulator.rest("POST", f"{TOOLING}/PlatformEventChannel", json=body, version="v46.0")
+    assert reply.status == 404
+
+
+async def test_an_org_reset_keeps_channel_definitions_and_empties_their_events(
+    emulator: EmulatorClient,
+) -> None:
+    """Channels and members are setup metadata, not data: the control API's reset empties their logs and
+    keeps them subscribable with their filters."""
+    await _channel_with_member(emulator, "Title = 'VIP'")
+    user = emulator.store.integration_user_id
+    await _write(emulator, "POST", "/sobjects/Contact", user, {"LastName": "Vip", "Title": "VIP"})
+    await emulator.control("POST", "/reset")
+    log = emulator.state.bus.channel_log(CHANNEL_PATH)
+    assert log is not None and len(log) == 0
+    found = await emulator.rest(
+        "GET", "/tooling/query?q=SELECT Id, FilterExpression FROM PlatformEventChannelMember"
+    )
+    assert [r["FilterExpression"] for r in found.body["records"]] == ["Title = 'VIP'"]

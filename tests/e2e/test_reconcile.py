@@ -225,17 +225,20 @@ def test_reconcile_finds_each_damage_once_repairs_all_and_then_finds_none(
 
 def _check_scopes(stack: Stack, links: list[str], b: list[str], start: datetime) -> None:
     """Dry runs by link, by booking and by window see only their part of the damage."""
-    _, report = _reconcile(stack, "--dry-run", "--link", links[1])
+    code, report = _reconcile(stack, "--dry-run", "--link", links[1])
+    assert code == 0, report
     assert {_key(i) for i in report["items"]} == {
         ("mogli_field_mismatch", f"{links[1]}:Name"),
         ("field_mismatch", f"{b[1]}:OwnerId"),
         ("ledger_booking_stale", b[9]),
     }
-    _, report = _reconcile(stack, "--dry-run", "--booking", b[5])
+    code, report = _reconcile(stack, "--dry-run", "--booking", b[5])
+    assert code == 0, report
     assert {_key(i) for i in report["items"]} == {("field_mismatch", f"{b[5]}:Subject")}
     since = (start + timedelta(hours=5, minutes=30)).isoformat()
     until = (start + timedelta(hours=6, minutes=30)).isoformat()
-    _, report = _reconcile(stack, "--dry-run", "--since", since, "--until", until)
+    code, report = _reconcile(stack, "--dry-run", "--since", since, "--until", until)
+    assert code == 0, report
     assert {_key(i) for i in report["items"]} == {("field_mismatch", f"{b[6]}:Description")}
 
 
@@ -423,3 +426,78 @@ def test_reconcile_on_a_ledger_never_set_up_says_to_run_setup(
     stack.daemon(setup=False)
     result = _reconcile_raw(stack, "--dry-run")
     assert result.returncode == 2 and "run `mogli-bridge setup` first" in result.stderr
+
+
+def test_sub_second_booking_times_are_no_drift_run_after_run(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 10: a booking at `now() + interval '3 days'` (microseconds) is written to the second Salesforce
+    keeps; reconciliation finds no drift for it, neither on the first run nor on the next."""
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    s, seed = stack.scheduler, stack.seed
+    link = s.add_link("one_on_one", s.add_user(seed.users[0]), title="Sub-second call")
+    booking = s.add_booking(link, related=seed.contacts[0])
+    s.execute(
+        "UPDATE scheduler.bookings SET start_at = now() + interval '3 days', "
+        "end_at = now() + interval '3 days 30 minutes' WHERE id = %s",
+        (booking,),
+    )
+    [row] = [r for r in s.rows("bookings") if r["id"] == booking]
+    assert row["start_at"].microsecond != 0, "the booking carries sub-second digits"
+    daemon = stack.daemon()
+    daemon.start()
+    wait_until(lambda: _settled(stack, 1), what="the booking to sync")
+    assert daemon.terminate() == 0
+    [event] = stack.emulator.records("Event")
+    assert event["StartDateTime"][:19] == row["start_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+    for args in (("--dry-run",), (), ()):
+        code, report = _reconcile(stack, *args)
+        assert code == 0 and report["total"] == 0, report["items"]
+
+
+def test_a_dry_run_writes_nothing_to_salesforce_or_the_ledger(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reconcile --dry-run --json` is a verdict: with damage whose repair would delete (an orphan), mark an
+    activity deleted (a person's delete) and rewrite (an edited Subject), it reports all three and sends only
+    reads to Salesforce; every record (deleted ones too) and every ledger row stays as it was."""
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    bookings = _small_world(stack)
+    events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
+    _person(stack, "PATCH", f"Event/{events[bookings[0]]['Id']}", {"Subject": "Edited"})
+    _person(stack, "DELETE", f"Event/{events[bookings[1]]['Id']}")
+    orphan = {
+        "Subject": "Made by hand",
+        "OwnerId": stack.seed.users[0],
+        "Scheduling_Booking_Id__c": str(uuid.uuid4()),
+        "StartDateTime": "2030-01-01T10:00:00.000Z",
+        "EndDateTime": "2030-01-01T10:30:00.000Z",
+    }
+    _person(stack, "POST", "Event/", orphan)
+
+    def salesforce() -> dict[str, Any]:
+        return {o: stack.emulator.records(o, include_deleted=True) for o in ("Event", "Mogli_Event__c")}
+
+    def ledger() -> dict[str, Any]:
+        with ledger_connection(stack.ledger_url) as conn:
+            return {
+                t: [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1")).mappings()]
+                for t in ("activities", "links", "users", "checkpoints")
+            }
+
+    records, rows = salesforce(), ledger()
+    routes = stack.emulator.stats()["api_requests"]["by_route"]
+    code, report = _reconcile(stack, "--dry-run")
+    assert code == 0 and report["dry_run"] is True, report
+    assert sorted(i["kind"] for i in report["items"]) == [
+        "field_mismatch",
+        "ledger_points_at_deleted",
+        "orphan_event",
+    ]
+    assert not any(i["repaired"] for i in report["items"])
+    after = stack.emulator.stats()["api_requests"]["by_route"]
+    moved = {k for k in after if after[k] != routes.get(k)}
+    assert moved and all(k.startswith("GET ") for k in moved), moved
+    assert salesforce() == records
+    assert ledger() == rows

@@ -409,6 +409,7 @@ class Daemon:
     ) -> tuple[Inbound | None, SchedulerWriter | None]:
         """The inbound component (Salesforce change events), unless `sync.streaming` is off."""
         from bridge.inbound_records import ReplayPosition
+        from bridge.salesforce.auth import make_ssl_context
         from bridge.salesforce.changes import ChangeReader
         from bridge.salesforce.streaming import ChangeStream, StreamTiming, default_channels
         from bridge.source.writeback import SchedulerWriter
@@ -424,7 +425,11 @@ class Daemon:
             if position is not None:
                 positions[channel] = position
         stream = ChangeStream(
-            tokens, sf, positions, timing=StreamTiming(stall_seconds=sync.streaming_stall_seconds)
+            tokens,
+            sf,
+            positions,
+            timing=StreamTiming(stall_seconds=sync.streaming_stall_seconds),
+            ssl_context=make_ssl_context(sf.ca_bundle),  # the CometD transport trusts what REST trusts
         )
         writer = SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
         options = PolicyOptions(

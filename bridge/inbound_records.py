@@ -193,7 +193,7 @@ class ReplayPosition:
 class WindowLost:
     """The stored replay id of a channel is outside the retention window: events after `since` may be lost.
 
-    The stream has resubscribed with -2 (everything still retained); the consumer reconciles the window.
+    The stream has resubscribed with -1 (new events only); the consumer reconciles the window by change time.
     """
 
     channel: str

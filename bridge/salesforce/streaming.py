@@ -10,7 +10,18 @@ Work-arounds (reference: salesforce-protocol.md section 8):
   moves a position; the consumer calls `committed()` after its ledger transaction);
 - a fatal `ServerError` ("Connection closed by the server") or a stalled transport: the client is closed and
   rebuilt with jittered exponential backoff, resubscribing from the committed ids;
-- a stored replay id outside retention: `WindowLost` is reported and the channel is resubscribed with -2.
+- on `403::Unknown client` aiocometd re-handshakes and re-subscribes inside `/meta/connect`, and a subscribe
+  that fails there drops the channel from its set for good while the transport stays CONNECTED: every
+  watchdog tick checks that each configured channel is still subscribed, and rebuilds when one is missing;
+- Salesforce's guidance for long-lived CometD subscribers is to keep sessions long: a quiet stream is never
+  rebuilt while every channel is subscribed and the connect loop runs (a connect request that stays pending
+  far beyond a long poll is a hung loop and is rebuilt);
+- closing a transport cancels its pending connect task, whose done-callback then raises CancelledError into
+  the event loop's exception handler (a plain-text traceback): the callback is detached before closing;
+- `salesforce.ca_bundle`: the CometD transport gets the same TLS context as the REST client;
+- a stored replay id outside retention: `WindowLost` is reported and the channel is resubscribed with -1
+  (new events only; replaying the whole retention with -2 would redeliver every retained change, each one
+  counted against the delivered-event allocation); the consumer reconciles the window by change time.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,9 +70,9 @@ class StreamTiming:
 
     check_seconds: float = 5.0  # how often the watchdog looks at the transport
     stall_seconds: float = 60.0  # not connected for this long: the client is rebuilt
-    # No message at all for this long: the client is rebuilt and resubscribes from the committed ids. A long
-    # poll that hangs while the transport still calls itself connected is caught here; in a quiet org it costs
-    # one handshake now and then, and nothing is missed (replay from the stored ids).
+    # One connect request pending for `stall_seconds * silence_factor` (far beyond a long poll, 110 s on
+    # Salesforce): the long poll hangs while the transport still calls itself connected, and the client is
+    # rebuilt. Silence alone never is: a quiet org sends nothing for hours.
     silence_factor: float = 5.0
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
@@ -119,9 +131,9 @@ class ReplayStore(ReplayMarkerStorage):
         """The effect of this event is durable: a resubscription starts after it."""
         self._ids[channel] = replay_id
 
-    def replay_all(self, channel: str) -> None:
-        """Resubscribe this channel with -2 (every retained event)."""
-        self._ids[channel] = int(ReplayOption.ALL_EVENTS)
+    def replay_new(self, channel: str) -> None:
+        """Resubscribe this channel with -1 (new events only)."""
+        self._ids[channel] = int(ReplayOption.NEW_EVENTS)
 
 
 def _is_replay_invalid(error: ServerError) -> bool:
@@ -130,7 +142,30 @@ def _is_replay_invalid(error: ServerError) -> bool:
 
 
 class _Stalled(Exception):
-    """The transport has not been connected for too long."""
+    """The transport has not been connected for too long, its connect loop hangs, or a channel is gone."""
+
+
+def _connect_task(client: Client) -> asyncio.Future[Any] | None:
+    """The transport's current connect (or re-handshake) request, if any."""
+    transport = client._transport
+    task = getattr(transport, "_connect_task", None) if transport is not None else None
+    return task if isinstance(task, asyncio.Future) else None
+
+
+def _detach_connect_callback(client: Client) -> None:
+    """Keep a cancelled connect task from raising CancelledError into the loop's exception handler."""
+    transport, task = client._transport, _connect_task(client)
+    if transport is not None and task is not None:
+        task.remove_done_callback(getattr(transport, "_connect_done"))  # noqa: B009 (private, untyped)
+
+
+@dataclass(slots=True)
+class _Watch:
+    """What the watchdog has seen of one client: unconnected time, and how long the current connect pends."""
+
+    unconnected: float = 0.0
+    task: asyncio.Future[Any] | None = None
+    pending: float = 0.0
 
 
 class ChangeStream:
@@ -144,6 +179,7 @@ class ChangeStream:
         *,
         channels: Sequence[str] | None = None,
         timing: StreamTiming = StreamTiming(),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._tokens = tokens
         self._settings = settings
@@ -152,6 +188,7 @@ class ChangeStream:
         self._store = ReplayStore(positions)
         self._timing = timing
         self._client: Client | None = None
+        self._ssl = ssl_context
         self.rebuilds = 0
         self.received = 0
 
@@ -216,6 +253,7 @@ class ChangeStream:
             replay_storage_policy=ReplayMarkerStoragePolicy.MANUAL,
             connection_timeout=0,
         )
+        client.ssl = self._ssl  # None: the system's trust store; else `salesforce.ca_bundle`'s context
         try:
             await client.open()
         except BaseException:
@@ -226,7 +264,7 @@ class ChangeStream:
         return client
 
     async def _subscribe(self, client: Client, channel: str) -> list[WindowLost]:
-        """Subscribe from the committed id; an id outside retention is reported and replaced by -2."""
+        """Subscribe from the committed id; an id outside retention is reported and replaced by -1."""
         try:
             await client.subscribe(channel)
             return []
@@ -238,34 +276,28 @@ class ChangeStream:
         log.warning(
             "streaming.replay_window_lost", channel=channel, since=since.isoformat() if since else None
         )
-        self._store.replay_all(channel)
+        self._store.replay_new(channel)
         await client.subscribe(channel)
         return [WindowLost(channel, since)]
 
     async def _receive(self, client: Client) -> AsyncIterator[SalesforceChange]:
-        """Messages until the client fails; the watchdog raises _Stalled on a transport stuck unconnected,
-        or silent for `stall_seconds * silence_factor`.
+        """Messages until the client fails; the watchdog raises _Stalled (see `_watchdog`).
 
         One `receive()` stays pending across watchdog ticks: cancelling it on every tick (as `wait_for`
         does) can drop a message that was taken off the client's queue in the same instant.
         """
-        stalled_for = silent_for = 0.0
+        watch = _Watch()
         names = self._settings.objects
-        silence_limit = self._timing.stall_seconds * self._timing.silence_factor
         pending: asyncio.Future[dict[str, Any]] | None = None
         try:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(client.receive())
                 done, _ = await asyncio.wait({pending}, timeout=self._timing.check_seconds)
+                self._watchdog(client, watch)
                 if not done:
-                    stalled_for = self._watchdog(client, stalled_for)
-                    silent_for += self._timing.check_seconds
-                    if silent_for >= silence_limit:
-                        raise _Stalled(f"no message for {silent_for:.0f}s")
                     continue
                 message, pending = pending.result(), None
-                stalled_for = silent_for = 0.0
                 self.received += 1
                 change = decode_change(message, names)
                 if change is None:
@@ -276,23 +308,38 @@ class ChangeStream:
             if pending is not None:
                 pending.cancel()
 
-    def _watchdog(self, client: Client, stalled_for: float) -> float:
+    def _watchdog(self, client: Client, watch: _Watch) -> None:
+        """Raise _Stalled when the client cannot deliver: the server closed it, it stays unconnected, a
+        configured channel fell out of its subscriptions, or one connect request hangs."""
         transport = client._transport
         state = transport.state if transport is not None else TransportState.DISCONNECTED
         if state is TransportState.SERVER_DISCONNECTED:
             raise _Stalled("the server closed the connection")
-        if state is TransportState.CONNECTED:
-            return 0.0
-        stalled_for += self._timing.check_seconds
-        if stalled_for >= self._timing.stall_seconds:
-            raise _Stalled(f"transport {state.name} for {stalled_for:.0f}s")
-        return stalled_for
+        tick = self._timing.check_seconds
+        if state is not TransportState.CONNECTED:
+            watch.unconnected += tick
+            if watch.unconnected >= self._timing.stall_seconds:
+                raise _Stalled(f"transport {state.name} for {watch.unconnected:.0f}s")
+            return
+        watch.unconnected = 0.0
+        missing = sorted(set(self._channels) - set(client.subscriptions))
+        if missing:
+            raise _Stalled(f"not subscribed to {', '.join(missing)}")
+        task = _connect_task(client)
+        if task is None or task is not watch.task:
+            watch.task, watch.pending = task, 0.0
+            return
+        watch.pending += tick
+        limit = self._timing.stall_seconds * self._timing.silence_factor
+        if not task.done() and watch.pending >= limit:
+            raise _Stalled(f"one connect request pending for {watch.pending:.0f}s")
 
     async def _close(self, client: Client | None) -> None:
         if client is None:
             return
         if self._client is client:
             self._client = None
+        _detach_connect_callback(client)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await client.close()
@@ -302,6 +349,7 @@ class ChangeStream:
     async def _teardown(client: Client) -> None:
         """Stop the transport's background connect task and the HTTP session, whatever state they are in."""
         transport = client._transport
+        _detach_connect_callback(client)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 if transport is not None:

@@ -376,7 +376,7 @@ class Inbound:
             effects.notes.append(("source", "salesforce", "reconcile_needed", detail))
 
     async def _window_lost(self, lost: WindowLost) -> None:
-        """The channel was resubscribed with -2: reconcile the window that may have been missed."""
+        """The channel was resubscribed with -1: reconcile, by change time, the window that was missed."""
         effects = _Effects()
         detail = (("channel", lost.channel),)
         effects.notes.append(("source", lost.channel, "streaming.replay_window_lost", detail))

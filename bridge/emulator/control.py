@@ -181,6 +181,18 @@ async def purge_events(request: web.Request) -> web.Response:
     return json_response({"purged": purged})
 
 
+async def set_delivered(request: web.Request) -> web.Response:
+    """POST /__emulator/streaming/delivered {"used"}: pretend that many change events were delivered today
+    (DailyDeliveredPlatformEvents in /limits moves; at the maximum, connects fail the documented 403)."""
+    state = _state(request)
+    body = await _body(request)
+    used = body.get("used")
+    if isinstance(used, bool) or not isinstance(used, int):
+        raise ControlError("used: expected an integer")
+    state.streaming.set_delivered(used)
+    return json_response({"delivered_events": state.streaming.stats()["delivered_events"]})
+
+
 _SWITCHES = ("collections_client_origin", "merge_same_changes")
 
 
@@ -282,6 +294,7 @@ def register(app: web.Application) -> None:
     app.router.add_post(PREFIX + "/oauth/refresh-tokens", issue_refresh_token)
     app.router.add_post(PREFIX + "/streaming/forget-clients", forget_clients)
     app.router.add_post(PREFIX + "/streaming/purge", purge_events)
+    app.router.add_post(PREFIX + "/streaming/delivered", set_delivered)
     app.router.add_get(PREFIX + "/streaming/switches", get_switches)
     app.router.add_post(PREFIX + "/streaming/switches", set_switches)
     app.router.add_post(PREFIX + "/leads/{id}/convert", convert_lead)

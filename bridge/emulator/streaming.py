@@ -97,6 +97,11 @@ class StreamingService:
         self._roll_allocation_window()
         return {"streaming_clients": len(self._clients), "delivered_events": self._delivered}
 
+    def set_delivered(self, used: int) -> None:
+        """Pretend `used` events were delivered in the current allocation window (tests of the allocation)."""
+        self._roll_allocation_window()
+        self._delivered = max(0, used)
+
     def held_connects(self) -> int:
         """How many connects are parked waiting for events right now."""
         return sum(1 for client in self._clients.values() if client.waiter is not None)

@@ -306,3 +306,16 @@ async def test_an_org_reset_keeps_channel_definitions_and_empties_their_events(
         "GET", "/tooling/query?q=SELECT Id, FilterExpression FROM PlatformEventChannelMember"
     )
     assert [r["FilterExpression"] for r in found.body["records"]] == ["Title = 'VIP'"]
+
+
+async def test_the_control_api_sets_todays_deliveries_and_limits_follow(emulator: EmulatorClient) -> None:
+    """POST /__emulator/streaming/delivered moves DailyDeliveredPlatformEvents' Remaining, and at the
+    maximum a connect fails with the documented daily-limit error."""
+    await emulator.control("POST", "/streaming/delivered", json={"used": 9_990})
+    limits = (await emulator.rest("GET", "/limits")).body["DailyDeliveredPlatformEvents"]
+    assert limits == {"Max": 10_000, "Remaining": 10}
+    await emulator.control("POST", "/streaming/delivered", json={"used": 10_000})
+    subscriber = Subscriber(emulator, await emulator.token())
+    await subscriber.open("/data/ContactChangeEvent")
+    replies = await subscriber.post({"channel": "/meta/connect", "connectionType": "long-polling"})
+    assert replies[-1]["error"] == "403::Organization total events daily limit exceeded"

@@ -21,6 +21,9 @@ from bridge.localpg import LocalPostgres, free_port
 from bridge.stack import ROOT, check_invariants, http_json, ledger_activities, ledger_connection, wait_until
 
 from .conftest import Stack
+from .inbound_support import Person, inbound_stack, ledger_rows, org_overrides, wait_journal, wait_streaming
+
+__all__ = ["inbound_stack", "org_overrides"]
 
 API = "/services/data/v60.0/sobjects"
 
@@ -501,3 +504,62 @@ def test_a_dry_run_writes_nothing_to_salesforce_or_the_ledger(
     assert moved and all(k.startswith("GET ") for k in moved), moved
     assert salesforce() == records
     assert ledger() == rows
+
+
+def test_a_mogli_event_deleted_in_salesforce_is_recreated_by_reconciliation(
+    inbound_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 11: a person deletes a Mogli Event, the running daemon marks the link and its Events
+    `deleted_in_salesforce`; a reconciliation through the daemon (default policy `recreate`) writes a new
+    Mogli Event and the link's future Event again, leaves the past meeting's Event deleted, and then finds
+    no drift."""
+    stack = inbound_stack
+    admin = {"MOGLI_BRIDGE_ADMIN__LISTEN": f"127.0.0.1:{free_port()}"}
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", admin["MOGLI_BRIDGE_ADMIN__LISTEN"])
+    s, seed = stack.scheduler, stack.seed
+    link = s.add_link("one_on_one", s.add_user(seed.users[0]), title="Weekly call")
+    now = datetime.now(UTC).replace(microsecond=0)
+    future = s.add_booking(link, start=now + timedelta(days=3), related=seed.contacts[0])
+    past = s.add_booking(link, start=now - timedelta(days=1), related=seed.contacts[0])
+    daemon = stack.daemon()
+    daemon.start()
+    try:
+        wait_until(lambda: _settled(stack, 2), what="both bookings to sync")
+        wait_streaming(stack.emulator)
+        [gone] = [
+            m["Id"] for m in stack.emulator.records("Mogli_Event__c") if m["Scheduling_Link_Id__c"] == link
+        ]
+        Person(stack.emulator, seed.users[2]).delete("Mogli_Event__c", gone)
+        wait_journal(stack.ledger_url, "salesforce.mogli_event_deleted")
+        wait_until(
+            lambda: (
+                {ledger_activities(stack.ledger_url)[b]["state"] for b in (future, past)}
+                == {"deleted_in_salesforce"}
+            ),
+            what="the cascade marked",
+        )
+        [row] = [r for r in ledger_rows(stack.ledger_url, "links") if r["link_id"] == link]
+        assert row["state"] == "deleted_in_salesforce"
+
+        code, report = _reconcile(stack, env=admin)
+        assert code == 0 and report["via"] == "daemon", report
+        assert [(i["kind"], i["link_id"], i["repaired"]) for i in report["items"]] == [
+            ("ledger_points_at_deleted", link, True)
+        ]
+
+        def recreated() -> dict[str, Any] | None:
+            live = [m for m in stack.emulator.records("Mogli_Event__c") if m["Scheduling_Link_Id__c"] == link]
+            events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
+            if len(live) == 1 and future in events and events[future]["WhatId"] == live[0]["Id"]:
+                return events
+            return None
+
+        events = wait_until(recreated, timeout=60, what="the Mogli Event and the future Event written again")
+        assert (
+            past not in events
+            and ledger_activities(stack.ledger_url)[past]["state"] == "deleted_in_salesforce"
+        )
+        code, report = _reconcile(stack, "--dry-run", env=admin)
+        assert code == 0 and report["total"] == 0, report["items"]
+    finally:
+        assert daemon.terminate() == 0

@@ -4,10 +4,13 @@ cdc-filters.html, cdc-filter-event-allocations.html)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
 import pytest
+from aiosfstream_ng import Client, ReplayMarker, ReplayMarkerStoragePolicy
+from streaming_support import LocalAuthenticator
 
 from tests.adapters.emulator.conftest import EmulatorClient
 
@@ -319,3 +322,31 @@ async def test_the_control_api_sets_todays_deliveries_and_limits_follow(emulator
     await subscriber.open("/data/ContactChangeEvent")
     replies = await subscriber.post({"channel": "/meta/connect", "connectionType": "long-polling"})
     assert replies[-1]["error"] == "403::Organization total events daily limit exceeded"
+
+
+async def test_an_unmodified_cometd_client_receives_a_custom_channel(emulator: EmulatorClient) -> None:
+    """aiosfstream-ng subscribes to `/data/Name__chn` as to any CDC channel and receives the passing events,
+    with replay ids it can store (cdc-filter-tooling-api-add-filter.html: "Subscribe to /data/Name__chn")."""
+    owner = _user(emulator, "owner1@example.com")
+    await _channel_with_member(emulator, "Title = 'VIP'")
+    storage: dict[str, ReplayMarker] = {}
+    client = Client(
+        LocalAuthenticator(emulator.url + "/services/oauth2/token"),
+        replay=storage,
+        replay_storage_policy=ReplayMarkerStoragePolicy.AUTOMATIC,
+        connection_timeout=0,
+    )
+    await client.open()
+    try:
+        await client.subscribe(CHANNEL_PATH)
+        await _write(emulator, "POST", "/sobjects/Contact", owner, {"LastName": "Other", "Title": "Other"})
+        vip = (
+            await _write(emulator, "POST", "/sobjects/Contact", owner, {"LastName": "Vip", "Title": "VIP"})
+        )["id"]
+        async with asyncio.timeout(30):  # a liveness bound only: the event wakes the long poll at once
+            message = dict(await client.receive())
+    finally:
+        await client.close()
+    assert message["channel"] == CHANNEL_PATH
+    assert message["data"]["payload"]["ChangeEventHeader"]["recordIds"] == [vip]
+    assert storage[CHANNEL_PATH].replay_id == message["data"]["event"]["replayId"]

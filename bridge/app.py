@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 
-from bridge.config import SalesforceSettings, Settings, require_salesforce_credentials
+from bridge.config import SalesforceSettings, Settings, require_salesforce_credentials, validate_for_run
 from bridge.errors import BridgeError, ConfigurationError, FatalError
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.lock import InstanceLock, LockHealth
@@ -297,7 +297,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         sf = self.settings.salesforce
-        require_salesforce_credentials(sf)
+        validate_for_run(self.settings)  # a bad setting ends `run` now, not after waiting for the lock
         lock = InstanceLock(self.settings.ledger.url)
         try:
             if not await self._become_active(lock):

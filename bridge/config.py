@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -332,3 +333,74 @@ def require_salesforce_credentials(sf: SalesforceSettings) -> None:
                 f"(set it in the config file or MOGLI_BRIDGE_SALESFORCE__{key.upper()})",
                 f"salesforce.{key}",
             )
+
+
+def validate_for_run(settings: Settings) -> None:
+    """Everything `run` needs, checked before it waits for the ledger lock: connection strings and URLs
+    parse, the files it reads exist, the auth flow's keys are set. Raises ConfigurationError naming the key.
+    """
+    check_source_dsn(settings.source.dsn)
+    check_ledger_url(settings.ledger.url)
+    sf = settings.salesforce
+    require_salesforce_credentials(sf)
+    _check_http_url(sf.login_url, "salesforce.login_url")
+    if sf.auth == "jwt":
+        _check_file(sf.private_key_file, "salesforce.private_key_file")
+    if sf.ca_bundle:
+        _check_file(sf.ca_bundle, "salesforce.ca_bundle")
+    _check_listen(settings.admin.listen, "admin.listen")
+
+
+def check_source_dsn(dsn: str) -> None:
+    """The scheduling database's DSN parses as libpq does (URI or key=value), with numeric ports."""
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    key = "source.dsn"
+    if not dsn.strip():
+        raise ConfigurationError(f"{key} is empty: set a PostgreSQL connection string", key)
+    try:
+        parts = parse_dsn(dsn)
+    except ProgrammingError as exc:
+        # libpq's message may quote the string, password included: keep only its reason.
+        reason = str(exc).strip().splitlines()[0].split(' in URI: "')[0].split(" in connection info")[0]
+        raise ConfigurationError(f"{key} is not a PostgreSQL connection string ({reason})", key) from None
+    for port in (parts.get("port") or "").split(","):
+        if port and not port.isdigit():
+            raise ConfigurationError(f"{key}: port {port!r} is not a number", key)
+
+
+def check_ledger_url(url: str) -> None:
+    """The ledger URL is a SQLAlchemy sqlite or postgresql URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(
+            "ledger.url is not a sqlite:/// or postgresql:// URL", "ledger.url"
+        ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigurationError("ledger.url must be a sqlite:/// or postgresql:// URL", "ledger.url")
+
+
+def _check_http_url(url: str, key: str) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigurationError(f"{key} must be an https:// (or http://) URL, not {url!r}", key)
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigurationError(f"{key}: the port of {url!r} is not a number", key) from None
+
+
+def _check_file(path: str, key: str) -> None:
+    if not path or not Path(path).expanduser().is_file():
+        raise ConfigurationError(f"{key}: file {path!r} does not exist", key)
+
+
+def _check_listen(listen: str, key: str) -> None:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(f"{key} must be HOST:PORT, not {listen!r}", key)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import load_settings, parse_backfill, require_salesforce_credentials
+from bridge.config import load_settings, parse_backfill, require_salesforce_credentials, validate_for_run
 from bridge.errors import ConfigurationError
 from bridge.records import BackfillMode
 
@@ -114,3 +114,45 @@ def test_each_auth_flow_requires_its_keys() -> None:
     with pytest.raises(ConfigurationError) as err:
         require_salesforce_credentials(s.salesforce)
     assert err.value.key == "salesforce.username"
+
+
+_RUN_READY = {
+    "MOGLI_BRIDGE_SALESFORCE__AUTH": "password",
+    "MOGLI_BRIDGE_SALESFORCE__CLIENT_ID": "cid",
+    "MOGLI_BRIDGE_SALESFORCE__USERNAME": "bridge",
+    "MOGLI_BRIDGE_SALESFORCE__PASSWORD": "pw",
+}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("SOURCE__DSN", "not a dsn", "source.dsn"),
+        ("SOURCE__DSN", "", "source.dsn"),
+        ("SOURCE__DSN", "postgresql://u@h:port/db", "source.dsn"),
+        ("SOURCE__DSN", "host=h port=54x", "source.dsn"),
+        ("SOURCE__DSN", "hostname=h", "source.dsn"),
+        ("LEDGER__URL", "not a url", "ledger.url"),
+        ("LEDGER__URL", "mysql://h/db", "ledger.url"),
+        ("SALESFORCE__LOGIN_URL", "login.salesforce.com", "salesforce.login_url"),
+        ("SALESFORCE__LOGIN_URL", "https://h:port", "salesforce.login_url"),
+        ("SALESFORCE__PASSWORD", "", "salesforce.password"),
+        ("ADMIN__LISTEN", "8787", "admin.listen"),
+        ("ADMIN__LISTEN", "127.0.0.1:http", "admin.listen"),
+    ],
+)
+def test_run_refuses_a_malformed_setting_naming_its_key(variable: str, value: str, key: str) -> None:
+    """validate_for_run (what `run` checks before the ledger lock) names the key of each malformed value."""
+    settings = load_settings(None, environ={**_RUN_READY, f"MOGLI_BRIDGE_{variable}": value})
+    with pytest.raises(ConfigurationError) as err:
+        validate_for_run(settings)
+    assert err.value.key == key and key in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "dsn", ["postgresql://u:p@h:5432,h2:5433/db?sslmode=require", "host=h port=5432 dbname=db", "dbname=x"]
+)
+def test_run_accepts_every_libpq_form_of_the_dsn(dsn: str) -> None:
+    """URIs (several hosts included) and key=value strings pass the DSN check."""
+    settings = load_settings(None, environ={**_RUN_READY, "MOGLI_BRIDGE_SOURCE__DSN": dsn})
+    validate_for_run(settings)

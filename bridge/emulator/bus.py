@@ -11,6 +11,7 @@ retention window are dropped. Appends are O(1); finding "the events after replay
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import random
 import time
@@ -258,18 +259,17 @@ def merge_same_changes(events: Sequence[ChangeEvent]) -> list[ChangeEvent]:
 
     Salesforce documents that the same change to several records of one object in one transaction may
     come as one event whose `recordIds` lists them all; the emulator always merges (the least convenient
-    reading for a subscriber), then renumbers `sequenceNumber` 1..n. Overflow events stay as they are.
+    reading for a subscriber), then renumbers `sequenceNumber` 1..n within each transaction it merged in.
+    Overflow events stay as they are.
     """
     out: list[ChangeEvent] = []
     position: dict[tuple[str, str, str, str, tuple[str, ...]], int] = {}
+    merged: set[str] = set()
     for event in events:
-        if event.change_type == "GAP_OVERFLOW":
-            out.append(event)
-            continue
         body = json.dumps(event.fields, sort_keys=True, default=str)
         key = (event.transaction_key, event.entity, event.change_type, body, event.changed_fields)
         index = position.get(key)
-        if index is None:
+        if index is None or event.change_type == "GAP_OVERFLOW":
             position[key] = len(out)
             out.append(event)
             continue
@@ -279,4 +279,11 @@ def merge_same_changes(events: Sequence[ChangeEvent]) -> list[ChangeEvent]:
             record_ids=first.record_ids + event.record_ids,
             record_values=first.record_values + event.record_values,
         )
-    return [replace(event, sequence_number=n) for n, event in enumerate(out, start=1)]
+        merged.add(event.transaction_key)
+    numbers = {key: itertools.count(1) for key in merged}
+    return [
+        replace(event, sequence_number=next(numbers[event.transaction_key]))
+        if event.transaction_key in numbers
+        else event
+        for event in out
+    ]

@@ -298,3 +298,19 @@ def test_merging_can_be_switched_off(clock: Clock) -> None:
     bus = EventBus(StreamingSettings(retention_seconds=100.0, merge_same_changes=False), wall_clock=clock)
     bus.publish([event("Event", "DELETE", f"00U00000000000{n}AAA", transaction_key="t1") for n in range(3)])
     assert len(ids(bus, EVENTS)) == 3
+
+
+def test_merging_renumbers_only_the_transactions_it_merged_in(bus: EventBus) -> None:
+    """sequenceNumber runs 1..n within a transaction after a merge; other transactions keep their numbers."""
+    bus.publish(
+        [
+            event("Event", "DELETE", "00U000000000001AAA", transaction_key="t1", sequence_number=1),
+            event("Event", "DELETE", "00U000000000002AAA", transaction_key="t1", sequence_number=2),
+            event("Lead", "CREATE", "00Q000000000001AAA", transaction_key="t1", sequence_number=3),
+            event("Lead", "CREATE", "00Q000000000002AAA", transaction_key="t2", sequence_number=4),
+        ]
+    )
+    log = bus.channel_log(ALL_CHANGE_EVENTS)
+    assert log is not None
+    stored = [(s.event.transaction_key, s.event.sequence_number) for s in log.after(0, 10)]
+    assert stored == [("t1", 1), ("t1", 2), ("t2", 4)]

@@ -479,13 +479,13 @@ class Daemon:
     def _window_reconciler(
         self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher
     ) -> Callable[[datetime, str], Awaitable[None]]:
-        """A targeted reconciliation of bookings from a point in time, for change events that were lost."""
+        """A targeted reconciliation of what changed since a point in time, for lost change events."""
         from bridge.sync.reconcile import ReconcileOptions
 
         reconciler = self._reconciler(ledger, client, pusher)
 
         async def reconcile(since: datetime, reason: str) -> None:
-            options = ReconcileOptions(since=since, requested_by="streaming")
+            options = ReconcileOptions(changed_since=since, requested_by="streaming")  # by change time
             run_id = await reconciler.start(options)
             summary = await reconciler.execute(run_id, options)
             log.warning("inbound.reconciled", run_id=run_id, reason=reason, state=summary.state)

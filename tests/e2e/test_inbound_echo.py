@@ -171,5 +171,5 @@ def test_replay_id_outside_retention_is_reconciled(inbound_stack: Stack) -> None
     runs = ledger_rows(stack.ledger_url, "reconciliation_runs")
     assert [r["requested_by"] for r in runs] == ["streaming"] * len(runs) and runs
     scope = runs[0]["scope"]
-    assert (json.loads(scope) if isinstance(scope, str) else scope)["since"] is not None
+    assert (json.loads(scope) if isinstance(scope, str) else scope)["changed_since"] is not None
     assert "reconcile_requested" in [e["action"] for e in inbound_journal(stack.ledger_url)]

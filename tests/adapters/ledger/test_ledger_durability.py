@@ -8,7 +8,11 @@ from typing import Any
 import psycopg2
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from structlog.testing import capture_logs
 
+from bridge.app import Daemon
+from bridge.config import LedgerSettings, Settings
+from bridge.ledger import upgrade_to_head
 from bridge.ledger.engine import durability_problems, make_engine
 
 
@@ -61,3 +65,15 @@ def test_postgresql_without_fsync_or_synchronous_commit_is_reported(pg_database:
         assert len(durability_problems(engine)) == 1
     finally:
         engine.dispose()
+
+
+async def test_the_daemon_warns_at_start_about_a_ledger_that_is_not_durable(pg_database: str) -> None:
+    """Opening its ledger, the daemon logs one `ledger.not_durable` warning per problem of the server."""
+    upgrade_to_head(pg_database)
+    daemon = Daemon(Settings(ledger=LedgerSettings(url=pg_database)))
+    with capture_logs() as logs:
+        async with daemon._ledger():
+            pass
+    warnings = [e for e in logs if e["event"] == "ledger.not_durable"]
+    assert [e["log_level"] for e in warnings] == ["warning", "warning"]
+    assert "fsync is off" in warnings[0]["problem"]

@@ -563,3 +563,33 @@ def test_a_mogli_event_deleted_in_salesforce_is_recreated_by_reconciliation(
         assert code == 0 and report["total"] == 0, report["items"]
     finally:
         assert daemon.terminate() == 0
+
+
+def test_reconcile_by_change_time_sees_only_what_changed_in_the_window(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reconcile --changed-since` covers the Events people changed since then, whenever they take place: an
+    Event edited before the window is left out (a full run still finds it); one edited in it is found."""
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    bookings = _small_world(stack)
+    events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
+    _person(stack, "PATCH", f"Event/{events[bookings[0]]['Id']}", {"Subject": "Edited before"})
+    since = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    wait_until(lambda: datetime.now(UTC) > since, what="the window to open")
+    _person(stack, "PATCH", f"Event/{events[bookings[5]]['Id']}", {"Subject": "Edited in the window"})
+
+    code, report = _reconcile(stack, "--dry-run", "--changed-since", since.isoformat())
+    assert code == 0, report
+    assert [_key(i) for i in report["items"]] == [("field_mismatch", f"{bookings[5]}:Subject")]
+    later = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    code, report = _reconcile(
+        stack, "--dry-run", "--changed-since", since.isoformat(), "--changed-until", later
+    )
+    assert code == 0 and report["total"] == 1, report
+    code, report = _reconcile(stack, "--dry-run")
+    assert code == 0 and {_key(i) for i in report["items"]} == {
+        ("field_mismatch", f"{bookings[0]}:Subject"),
+        ("field_mismatch", f"{bookings[5]}:Subject"),
+    }
+    result = _reconcile_raw(stack, "--dry-run", "--changed-since", since.isoformat(), "--link", "x")
+    assert result.returncode == 2 and "cannot be combined" in result.stderr

@@ -210,8 +210,8 @@ def _settled(state: str, now: datetime) -> dict[str, Any]:
 def _failure_statements(table: Table, key: str, now: datetime) -> list[tuple[Any, OutcomeState]]:
     """FAILED and RETRY updates for links or activities.
 
-    A stale claim (the row moved to a newer version meanwhile) stays pending and keeps the error; a stale
-    RETRY sets no retry time, which would delay the newer version for the old one's fault.
+    A stale claim (the row moved to a newer version meanwhile) stays pending and keeps the error, but
+    neither counts an attempt against the newer version nor (RETRY) delays it for the old one's fault.
     """
     error = {
         "attempts": table.c.attempts + 1,
@@ -227,10 +227,11 @@ def _failure_statements(table: Table, key: str, now: datetime) -> list[tuple[Any
         "updated_at": now,
     }
     failed = {**error, "state": L.FAILED.value, "next_attempt_at": None}
+    stale_error = {k: error[k] for k in ("last_error", "error_code", "updated_at")}
     stale_retry = {k: retry[k] for k in ("last_error", "error_code", "updated_at")}
     return [
         (update(table).where(_fresh(table, key)).values(failed), OutcomeState.FAILED),
-        (update(table).where(_stale(table, key)).values(error), OutcomeState.FAILED),
+        (update(table).where(_stale(table, key)).values(stale_error), OutcomeState.FAILED),
         (update(table).where(_fresh(table, key)).values(retry), OutcomeState.RETRY),
         (update(table).where(_stale(table, key)).values(stale_retry), OutcomeState.RETRY),
     ]

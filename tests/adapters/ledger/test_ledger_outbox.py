@@ -352,6 +352,7 @@ def test_stale_failure_stays_pending(repo: LedgerRepository) -> None:
         2,
         "old",
     )
+    assert activity.attempts == 0, "the old version's failure uses none of the new version's attempts"
 
 
 def test_since_filters(repo: LedgerRepository) -> None:

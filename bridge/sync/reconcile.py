@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -73,8 +73,8 @@ class ReconcileOptions:
     def __post_init__(self) -> None:
         for name in ("since", "until", "changed_since", "changed_until"):
             value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"{name} must carry a time zone")
+            if value is not None and value.tzinfo is None:  # naive means UTC, as on the command line
+                object.__setattr__(self, name, value.replace(tzinfo=UTC))
         if self.since and self.until and self.since >= self.until:
             raise ValueError("since must be before until")
         if self.changed_until is not None and self.changed_since is None:

@@ -146,13 +146,19 @@ def test_a_change_window_is_part_of_the_scope_and_absent_otherwise() -> None:
             "changed_since must be before changed_until",
         ),
         ({"changed_since": datetime(2030, 1, 1, tzinfo=UTC), "links": ("l",)}, "cannot be combined"),
-        ({"changed_since": datetime(2030, 1, 1)}, "time zone"),
     ],
 )
 def test_change_window_options_that_cannot_run_are_refused(kwargs: dict[str, object], reason: str) -> None:
     """A change window without a start, ending before it starts, mixed with other filters, or naive."""
     with pytest.raises(ValueError, match=reason):
         ReconcileOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_naive_window_means_utc() -> None:
+    """A window given without a zone (as the daemon's callers might) is UTC, never a crash."""
+    options = ReconcileOptions(changed_since=datetime(2030, 1, 1, 12))
+    assert options.changed_since == datetime(2030, 1, 1, 12, tzinfo=UTC)
+    assert options.scope()["changed_since"] == "2030-01-01T12:00:00+00:00"
 
 
 def test_the_command_refuses_a_change_window_mixed_with_links(capsys: pytest.CaptureFixture[str]) -> None:

@@ -463,7 +463,7 @@ GONE_LINK = dataclasses.replace(
 
 
 def test_a_mogli_event_deleted_in_salesforce_is_recreated_by_default() -> None:
-    """A link the inbound path left `deleted_in_salesforce` is relinked under the default policy `recreate`."""
+    """A link the inbound path left `deleted_in_salesforce` is relinked under the default policy, recreate."""
     findings = classify_link(_link(ledger=GONE_LINK, mogli_events=(_mogli(deleted=True),)), {OWNER: SF_OWNER})
     assert _shape(findings) == [(DriftKind.LEDGER_POINTS_AT_DELETED, Repair.RELINK, None)]
     assert findings[0].salesforce_id == MOGLI and findings[0].detail["policy"] == "recreate"

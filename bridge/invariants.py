@@ -148,3 +148,37 @@ def _compare_event(
 def _whole_seconds(value: datetime | None) -> datetime | None:
     """Salesforce keeps Event times to the second: sub-second digits of a booking are not drift."""
     return value.replace(microsecond=0) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What a chaos report counts: bookings without their Event, and Events or Mogli Events too many."""
+
+    lost: int
+    doubled: int
+
+
+def tally(
+    *,
+    bookings: Sequence[Mapping[str, Any]],
+    events: Iterable[Mapping[str, Any]],
+    mogli_events: Iterable[Mapping[str, Any]],
+    on_cancel: str = "delete",
+    booking_field: str = "Scheduling_Booking_Id__c",
+    link_field: str = "Scheduling_Link_Id__c",
+    failed_ok: frozenset[str] = frozenset(),
+) -> Tally:
+    """Count lost bookings (an Event expected, none live) and doubles (live Events beyond one per booking,
+    Mogli Events beyond one per link), from the same plain records `check` reads."""
+    per_booking = Counter(str(ev.get(booking_field) or "") for ev in events)
+    per_link = Counter(str(m.get(link_field) or "") for m in mogli_events)
+    lost = sum(
+        1
+        for b in bookings
+        if str(b["id"]) not in failed_ok
+        and not (b["status"] == "cancelled" and on_cancel == "delete")
+        and per_booking[str(b["id"])] == 0
+    )
+    extra_events = sum(n - 1 for key, n in per_booking.items() if key and n > 1)
+    extra_moglis = sum(n - 1 for key, n in per_link.items() if key and n > 1)
+    return Tally(lost=lost, doubled=extra_events + extra_moglis)

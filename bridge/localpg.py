@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 RUN_AS = "postgres"
+# What a crash needs to lose no committed transaction (the defaults below turn them off for speed).
+CRASH_SAFE: dict[str, str | int] = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+RECOVERY_LINE = "automatic recovery in progress"
 
 
 def system_bindirs() -> list[Path]:
@@ -179,6 +182,30 @@ class LocalPostgres:
         """Stop and start again (same port, same data)."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
         self._pg_ctl_start()
+
+    def crash(self) -> None:
+        """Stop as a crash would (`pg_ctl stop -m immediate`: no checkpoint), keeping the data directory;
+        the next `start()` runs crash recovery."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def recoveries(self) -> int:
+        """How many times the server log says it recovered from a crash."""
+        log = self.base / "server.log"
+        return log.read_text(errors="replace").count(RECOVERY_LINE) if log.exists() else 0
+
+    def setting(self, name: str) -> str:
+        """The running server's value of one setting (`SHOW name`)."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.dsn())
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_setting(%s)", (name,))
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        assert row is not None
+        return str(row[0])
 
     def stop(self, remove: bool = True, mode: str = "immediate") -> None:
         """Stop the server (immediately unless told `fast`) and, by default, delete its files."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg2
 
+from bridge.invariants import Tally, tally
 from bridge.localpg import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,10 @@ class EmulatorProcess:
     def clear_faults(self) -> None:
         """Remove every fault rule."""
         http_json("DELETE", f"{self.url}/__emulator/faults")
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The active fault rules, in matching order, each with the `times` it has left."""
+        return http_json("GET", f"{self.url}/__emulator/faults")[1]["rules"]  # type: ignore[no-any-return]
 
     def control(self, path: str, body: Any = None) -> Any:
         """POST to a control route."""
@@ -413,6 +418,38 @@ class DaemonProcess:
 
         wait_until(started, timeout=timeout, what="the daemon to start")
 
+    def wait_active(self, timeout: float = 60) -> None:
+        """Wait until this run of the daemon holds the ledger and works (`daemon.started`, not a standby)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+
+        def active() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc and self.proc.returncode}")
+            return any(
+                line.get("event") == "daemon.started" and line.get("pid") == pid for line in self.log_lines()
+            )
+
+        wait_until(active, timeout=timeout, what="the daemon to become active")
+
+    def reconcile(self, *, dry_run: bool, timeout: float = 300) -> dict[str, Any]:
+        """`mogli-bridge reconcile --json` (through this daemon when it runs): the JSON it printed.
+        AssertionError with the output when it does not exit 0."""
+        args = [sys.executable, "-m", "bridge", "--config", str(self.config), "reconcile", "--json"]
+        out = subprocess.run(
+            [*args, "--dry-run"] if dry_run else args,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env=self.env,
+        )
+        assert out.returncode == 0, (
+            f"reconcile exited {out.returncode}: {out.stdout[-2000:]}{out.stderr[-2000:]}"
+        )
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
     def kill9(self) -> None:
         """SIGKILL, as a crash would."""
         assert self.proc is not None
@@ -467,6 +504,22 @@ def check_invariants(
         events=emulator.records("Event"),
         mogli_events=emulator.records("Mogli_Event__c"),
         ledger_activities=ledger_activities(ledger_url) if ledger_url else None,
+        on_cancel=on_cancel,
+        failed_ok=failed_ok,
+    )
+
+
+def count_damage(
+    emulator: EmulatorProcess,
+    scheduler: Scheduler,
+    on_cancel: str = "delete",
+    failed_ok: frozenset[str] = frozenset(),
+) -> Tally:
+    """Count lost bookings and doubled Events from the org's live records."""
+    return tally(
+        bookings=scheduler.rows("bookings"),
+        events=emulator.records("Event"),
+        mogli_events=emulator.records("Mogli_Event__c"),
         on_cancel=on_cancel,
         failed_ok=failed_ok,
     )

@@ -1,17 +1,14 @@
 """The chaos suite: break everything that can break, then prove scheduler, ledger and Salesforce agree.
 
 `make test` runs the short version (5 kill cycles, 600 operations); `make chaos` the long one
-(`MOGLI_CHAOS=long`: 20 cycles, 3,000 operations). Each run ends with the invariant checker reporting zero
-differences; the figures go to `$MOGLI_CHAOS_REPORT` (JSON lines) when it is set.
+(`MOGLI_CHAOS=long`: 20 cycles, 3,000 operations). Each scenario is judged before anything repairs: the
+invariant checker and a dry-run reconciliation find zero differences, nothing is lost or doubled (counted),
+each injected fault is shown to have hit; the figures go to `$MOGLI_CHAOS_REPORT` (JSON lines) when set.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,75 +17,43 @@ from typing import Any
 import psycopg2
 import pytest
 
-from bridge.localpg import LocalPostgres
-from bridge.stack import (
-    ROOT,
-    DaemonProcess,
-    EmulatorProcess,
-    HttpError,
-    check_invariants,
-    ledger_activities,
-    wait_until,
-)
-from tests.e2e.conftest import Stack, assert_logs_clean
+from bridge.localpg import CRASH_SAFE, LocalPostgres
+from bridge.stack import DaemonProcess, EmulatorProcess, HttpError, Scheduler, ledger_activities, wait_until
+from tests.conftest import SCHEMA_SQL
+from tests.e2e.conftest import Stack, assert_logs_clean, make_stack
 from tests.e2e.inbound_support import Person
 
 from .conftest import KILL_CYCLES, OPERATIONS
 from .traffic import Traffic, make_links
-
-
-def _report(name: str, **figures: Any) -> None:
-    path = os.environ.get("MOGLI_CHAOS_REPORT")
-    if path:
-        with Path(path).open("a") as fh:
-            fh.write(json.dumps({"scenario": name, **figures}) + "\n")
-
-
-def _converged(stack: Stack, traffic: Traffic, timeout: float = 240) -> None:
-    """Wait until nothing is pending and the three sides agree; fail with the differences otherwise."""
-
-    def agree() -> bool:
-        acts = ledger_activities(stack.ledger_url)
-        if len(acts) < len(traffic.bookings) or any(a["state"] == "pending" for a in acts.values()):
-            return False
-        return check_invariants(stack.emulator, stack.scheduler, stack.ledger_url) == []
-
-    try:
-        wait_until(agree, timeout=timeout, interval=1.0, what="the scheduler, ledger and org to agree")
-    except AssertionError:
-        diffs = check_invariants(stack.emulator, stack.scheduler, stack.ledger_url)
-        raise AssertionError(f"{len(diffs)} differences, first: {diffs[:5]}") from None
+from .verdict import EditsNotRestored, Kills, count_logged, fault_hits, install_faults, report, verdict
 
 
 class Saboteur(threading.Thread):
-    """Keeps breaking Salesforce while it runs: sessions, streaming clients, the daily allocation."""
+    """Keeps breaking Salesforce while it runs: sessions, streaming clients, the daily API allocation.
+    `hits` counts the acts that hit something (a live session expired, a connected client forgotten)."""
 
     def __init__(self, emulator: EmulatorProcess, seed: int) -> None:
         super().__init__(daemon=True)
         self.emulator, self.rng = emulator, random.Random(seed)
         self.stop = threading.Event()
-        self.count: dict[str, int] = {
-            "sessions_expired": 0,
-            "clients_forgotten": 0,
-            "allocation_exhausted": 0,
-        }
+        self.hits = {"sessions_expired": 0, "clients_forgotten": 0}
+        self.allocation_exhausted = 0
 
     def run(self) -> None:
         """Every half second, one act of sabotage."""
         while not self.stop.wait(0.5):
             roll = self.rng.random()
             if roll < 0.5:
-                self.emulator.control("sessions/expire")
-                self.count["sessions_expired"] += 1
+                self.hits["sessions_expired"] += self.emulator.control("sessions/expire")["expired"] > 0
             elif roll < 0.8:
-                self.emulator.control("streaming/forget-clients")
-                self.count["clients_forgotten"] += 1
+                forgotten = self.emulator.control("streaming/forget-clients")["forgotten"]
+                self.hits["clients_forgotten"] += forgotten > 0
             elif roll < 0.9:
                 limits = self.emulator.control("limits", {})
                 self.emulator.control("limits", {"used": limits["allocation"]})
                 time.sleep(1.0)
                 self.emulator.control("limits", {"used": 0})
-                self.count["allocation_exhausted"] += 1
+                self.allocation_exhausted += 1
 
 
 FAULTS = [
@@ -99,77 +64,78 @@ FAULTS = [
     {"path": "/query", "status": 500, "error_code": "UNKNOWN_EXCEPTION", "probability": 0.05},
     {"path": "/cometd", "action": "drop", "probability": 0.05},
 ]
+# Seconds between scheduler operations in the kill scenario: rows keep flowing until after the last kill.
+KILL_PACE = 0.05
+DRAGGED_TO = "2030-01-01T10:00:00Z"  # where people drag the bridge's Events (the scheduler wins them back)
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.xfail(
+    raises=EditsNotRestored,
+    strict=False,  # some runs miss no edit
+    reason="the change stream misses people's edits under chaos (CometD rebuilds, issue 11 defects 2 and 13, "
+    "inbound rework in progress); only this failure is expected, any other fails the test",
+)
 def test_kill_minus_nine_cycles_under_salesforce_faults_and_people_editing(inbound_stack: Stack) -> None:
-    """SIGKILL at random moments while Salesforce fails, expires sessions, runs out of API calls, forgets
-    streaming clients and cuts long polls, and people drag Events around: nothing lost, nothing doubled."""
+    """SIGKILL at random moments of a working daemon while Salesforce fails, expires sessions, runs out of API
+    calls, forgets streaming clients and cuts long polls, and people drag Events around: every kill lands on
+    a daemon with rows in flight, every fault hits; before any repair nothing is lost, doubled, drifted."""
     stack, rng = inbound_stack, random.Random(20261124)
     s, seed = stack.scheduler, stack.seed
     owner, member_a, member_b = (s.add_user(u) for u in seed.users)
     links = make_links(s, owner, 12)
     daemon = stack.daemon()
-    for fault in FAULTS:
-        stack.emulator.add_fault(**fault)
-    traffic = Traffic(stack.dsn, links, [member_a, member_b], seed.contacts + seed.leads[:1], OPERATIONS, 7)
+    install_faults(stack.emulator, FAULTS)
+    contacts = seed.contacts + seed.leads[:1]
+    traffic = Traffic(stack.dsn, links, [member_a, member_b], contacts, OPERATIONS, 7, pace=KILL_PACE)
     saboteur = Saboteur(stack.emulator, 11)
     person = Person(stack.emulator, seed.users[1])
+    kills = Kills()
     daemon.start()
     traffic.start()
     saboteur.start()
     moved = 0
     for _ in range(KILL_CYCLES):
+        kills.started(stack.emulator, daemon)
         deadline = time.monotonic() + rng.uniform(1.0, 4.0)
         while time.monotonic() < deadline:
             moved += _person_drags_an_event(stack, person, rng)
             time.sleep(0.3)
-        daemon.kill9()
+        kills.kill(stack, daemon)
         daemon.start()
     traffic.join()
     saboteur.stop.set()
     saboteur.join()
     assert traffic.error is None, traffic.error
+    hits = fault_hits(stack.emulator)
     stack.emulator.clear_faults()
-    # Change events can be missed (Salesforce drops them too: gaps, retention); reconciliation is the net.
-    # How many person edits the stream missed is reported, so a regression in the stream shows up here.
-    missed = _reconcile_through_the_daemon(stack, daemon)
-    _converged(stack, traffic)
+    assert kills.landed == KILL_CYCLES, f"kills that found the daemon idle or starting: {kills.missed}"
+    assert all(hits.values()), f"fault rules that never fired: {hits}"
+    assert saboteur.hits["sessions_expired"] > 0 and saboteur.hits["clients_forgotten"] > 0, saboteur.hits
+    assert moved > 0, "nobody edited an Event: the inbound half of the scenario did not run"
+    figures: dict[str, Any] = {
+        "kills_landed": kills.landed,
+        "operations": dict(traffic.done),
+        "person_edits": moved,
+        "fault_hits": hits,
+        **saboteur.hits,
+        "allocation_exhausted": saboteur.allocation_exhausted,
+        "api_limit_waits": count_logged(daemon, "push.api_limit_wait"),
+    }
+    try:
+        figures.update(verdict(stack, daemon, dragged_to=DRAGGED_TO[:11]))
+    except EditsNotRestored as exc:
+        report("kill_9_with_salesforce_faults", **figures, edits_not_restored=str(exc).split(" ", 1)[0])
+        raise
     daemon.wait_started()
     assert daemon.terminate() == 0
-    assert len(stack.emulator.records("Mogli_Event__c")) == len(links)
     assert_logs_clean(daemon)
-    _report(
+    report(
         "kill_9_with_salesforce_faults",
-        kills=KILL_CYCLES,
-        operations=dict(traffic.done),
-        bookings=len(traffic.bookings),
-        person_edits=moved,
-        edits_repaired_by_reconcile=missed,
-        **saboteur.count,
+        **figures,
+        daemon_reconciliations=count_logged(daemon, "inbound.reconciled"),
         api_requests=stack.emulator.stats()["api_requests"]["total"],
-        lost=0,
-        doubled=0,
     )
-
-
-def _reconcile_through_the_daemon(stack: Stack, daemon: DaemonProcess) -> int:
-    """Let pushes settle, then `mogli-bridge reconcile` through the running daemon; returns the repairs."""
-    wait_until(
-        lambda: all(a["state"] != "pending" for a in ledger_activities(stack.ledger_url).values()),
-        timeout=120,
-        what="the pushes to settle",
-    )
-    time.sleep(3.0)  # change events in flight reach the daemon before the reconciliation reads the org
-    out = subprocess.run(
-        [sys.executable, "-m", "bridge", "--config", str(daemon.config), "reconcile", "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    return int(json.loads(out.stdout)["repaired"])
 
 
 def _person_drags_an_event(stack: Stack, person: Person, rng: random.Random) -> int:
@@ -178,7 +144,7 @@ def _person_drags_an_event(stack: Stack, person: Person, rng: random.Random) -> 
     if not events:
         return 0
     event = rng.choice(events)
-    fields = {"StartDateTime": "2030-01-01T10:00:00Z", "EndDateTime": "2030-01-01T11:00:00Z"}
+    fields = {"StartDateTime": DRAGGED_TO, "EndDateTime": DRAGGED_TO.replace("T10", "T11")}
     for _ in range(2):
         try:
             person.update("Event", event["Id"], fields)
@@ -192,47 +158,142 @@ def _person_drags_an_event(stack: Stack, person: Person, rng: random.Random) -> 
 
 @pytest.mark.timeout(600)
 def test_postgres_restart_and_walsender_kills_mid_stream(stack: Stack, pg_cluster: LocalPostgres) -> None:
-    """The scheduling database restarts and its walsender is killed twice while bookings stream in."""
+    """The scheduling database restarts cleanly and its walsender is killed twice while bookings stream in:
+    each kill and the restart hit the running stream, and before any repair nothing is lost or doubled."""
     s, seed = stack.scheduler, stack.seed
     owner, member = s.add_user(seed.users[0]), s.add_user(seed.users[1])
     links = make_links(s, owner, 6)
     daemon = stack.daemon()
     daemon.start()
-    traffic = Traffic(stack.dsn, links, [member], seed.contacts, OPERATIONS, 3)
+    daemon.wait_active()
+    traffic = Traffic(stack.dsn, links, [member], seed.contacts, OPERATIONS, 3, pace=0.01)
     traffic.start()
+    walsenders_killed = []
     for _ in range(2):
         time.sleep(1.5)
-        _kill_walsenders(pg_cluster)
+        walsenders_killed.append(_kill_walsenders(pg_cluster))
     time.sleep(1.0)
     pg_cluster.restart(mode="fast")
     traffic.join()
     assert traffic.error is None, traffic.error
-    s.conn = psycopg2.connect(stack.dsn)
-    s.conn.autocommit = True
-    _converged(stack, traffic)
+    _reconnect(s)
+    figures = verdict(stack, daemon)
     daemon.wait_started()
     assert daemon.terminate() == 0
-    _report(
+    assert all(walsenders_killed), f"walsenders terminated per kill: {walsenders_killed}"
+    assert traffic.reconnects > 0, "the restart came after the writer finished"
+    reconnected = count_logged(daemon, "source.connected") - 1
+    assert reconnected >= 3, f"the stream reconnected {reconnected} times for 2 kills and a restart"
+    report(
         "postgres_restart_and_walsender_kills",
-        walsender_kills=2,
+        walsender_kills=sum(walsenders_killed),
         restarts=1,
-        bookings=len(traffic.bookings),
-        lost=0,
-        doubled=0,
+        writer_reconnects=traffic.reconnects,
+        stream_reconnects=reconnected,
+        **figures,
     )
 
 
-def _kill_walsenders(pg: LocalPostgres) -> None:
+def _kill_walsenders(pg: LocalPostgres) -> int:
+    """Terminate every walsender; returns how many were terminated."""
     conn = psycopg2.connect(pg.dsn())
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'walsender'")
+        killed = sum(1 for (ok,) in cur.fetchall() if ok)
     conn.close()
+    return killed
+
+
+def _reconnect(s: Scheduler) -> None:
+    """The test's own scheduler connection, after the server went away under it."""
+    s.conn = psycopg2.connect(s.dsn)
+    s.conn.autocommit = True
+
+
+def _crash_safe_cluster() -> LocalPostgres:
+    """A private cluster that keeps every commit through a crash; shown to run with those settings."""
+    pg = LocalPostgres(**CRASH_SAFE).start()
+    running = {name: pg.setting(name) for name in CRASH_SAFE}
+    assert running == dict.fromkeys(CRASH_SAFE, "on"), running
+    return pg
+
+
+def _scheduler_database(pg: LocalPostgres) -> str:
+    """A database holding the reference scheduler schema; returns its DSN."""
+    dsn = pg.create_database("scheduler")
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(SCHEMA_SQL.read_text())
+        conn.commit()
+    finally:
+        conn.close()
+    return dsn
+
+
+def _synced(stack: Stack) -> int:
+    return sum(a["state"] == "synced" for a in ledger_activities(stack.ledger_url).values())
+
+
+@pytest.mark.timeout(600)
+def test_postgres_crashes_of_the_source_and_the_ledger_lose_nothing(tmp_path: Path) -> None:
+    """`pg_ctl stop -m immediate` of the scheduling database, then of a PostgreSQL ledger, both running with
+    fsync and synchronous_commit on, while bookings flow: each crash hits (the writer and the stream are cut,
+    the server recovers), and before any repair nothing is lost, doubled or drifted."""
+    source_pg, ledger_pg = _crash_safe_cluster(), _crash_safe_cluster()
+    try:
+        with make_stack(tmp_path, _scheduler_database(source_pg)) as stack:
+            stack.ledger_url = ledger_pg.create_database("ledger").replace(
+                "postgresql://", "postgresql+psycopg2://"
+            )
+            s, seed = stack.scheduler, stack.seed
+            owner, member = s.add_user(seed.users[0]), s.add_user(seed.users[1])
+            links = make_links(s, owner, 6)
+            daemon = stack.daemon()
+            daemon.start()
+            daemon.wait_active()
+            traffic = Traffic(stack.dsn, links, [member], seed.contacts, OPERATIONS, 13, pace=0.01)
+            traffic.start()
+            wait_until(lambda: _synced(stack) >= 20, what="bookings to flow")
+            source_pg.crash()
+            source_pg.start()
+            before = _synced(stack)
+            wait_until(lambda: _synced(stack) > before, what="bookings to flow after the source crash")
+            ledger_pg.crash()
+            ledger_pg.start()
+            traffic.join()
+            assert traffic.error is None, traffic.error
+            _reconnect(s)
+            figures = verdict(stack, daemon)
+            assert daemon.alive(), "the daemon waited out both crashes instead of dying"
+            daemon.wait_started()
+            assert daemon.terminate() == 0
+            assert (source_pg.recoveries(), ledger_pg.recoveries()) == (1, 1), "a crash did not happen"
+            assert traffic.reconnects > 0, "the source crashed after the writer finished"
+            reconnected = count_logged(daemon, "source.connected") - 1
+            ledger_waits = count_logged(daemon, "ingest.ledger_unavailable") + count_logged(
+                daemon, "push.ledger_unavailable"
+            )
+            assert reconnected >= 1 and ledger_waits >= 1, (reconnected, ledger_waits)
+            report(
+                "postgres_crashes_fsync_on",
+                source_crashes=source_pg.recoveries(),
+                ledger_crashes=ledger_pg.recoveries(),
+                writer_reconnects=traffic.reconnects,
+                stream_reconnects=reconnected,
+                ledger_waits=ledger_waits,
+                **figures,
+            )
+    finally:
+        source_pg.stop()
+        ledger_pg.stop()
 
 
 @pytest.mark.timeout(600)
 def test_ledger_database_unavailable_for_a_while(stack: Stack) -> None:
-    """The ledger's PostgreSQL stops for seconds mid-stream: the daemon waits, resumes, loses nothing."""
+    """The ledger's PostgreSQL stops cleanly for seconds mid-stream: the daemon waits (it says so), resumes,
+    and before any repair nothing is lost or doubled."""
     ledger_pg = LocalPostgres().start()
     try:
         stack.ledger_url = ledger_pg.create_database("ledger").replace(
@@ -243,26 +304,32 @@ def test_ledger_database_unavailable_for_a_while(stack: Stack) -> None:
         links = make_links(s, owner, 6)
         daemon = stack.daemon()
         daemon.start()
-        traffic = Traffic(stack.dsn, links, [member], seed.contacts, OPERATIONS, 5)
+        daemon.wait_active()
+        traffic = Traffic(stack.dsn, links, [member], seed.contacts, OPERATIONS, 5, pace=0.01)
         traffic.start()
-        time.sleep(2.0)
+        wait_until(lambda: _synced(stack) >= 20, what="bookings to flow")
         ledger_pg.stop(remove=False, mode="fast")
         time.sleep(5.0)
         ledger_pg.start()
         traffic.join()
         assert traffic.error is None, traffic.error
-        _converged(stack, traffic)
+        figures = verdict(stack, daemon)
         assert daemon.alive(), "the daemon waited for the ledger instead of dying"
         daemon.wait_started()
         assert daemon.terminate() == 0
-        _report("ledger_unavailable", seconds_down=5, bookings=len(traffic.bookings), lost=0, doubled=0)
+        ledger_waits = count_logged(daemon, "ingest.ledger_unavailable") + count_logged(
+            daemon, "push.ledger_unavailable"
+        )
+        assert ledger_waits >= 1, "the outage never reached the daemon"
+        report("ledger_unavailable", ledger_waits=ledger_waits, **figures)
     finally:
         ledger_pg.stop()
 
 
 @pytest.mark.timeout(300)
 def test_two_daemons_started_at_once_only_one_does_work(stack: Stack) -> None:
-    """Two `run` processes with one configuration, started together: one works, one waits; all agree."""
+    """Two `run` processes with one configuration, started together: one works, one waits; before any repair
+    nothing is lost, doubled or drifted."""
     s, seed = stack.scheduler, stack.seed
     owner, member = s.add_user(seed.users[0]), s.add_user(seed.users[1])
     links = make_links(s, owner, 3)
@@ -274,10 +341,17 @@ def test_two_daemons_started_at_once_only_one_does_work(stack: Stack) -> None:
     traffic = Traffic(stack.dsn, links, [member], seed.contacts, 200, 9)
     traffic.start()
     traffic.join()
-    _converged(stack, traffic)
-    started = [d for d in (first, second) if any(e.get("event") == "daemon.started" for e in d.log_lines())]
-    standby = [d for d in (first, second) if any(e.get("event") == "daemon.standby" for e in d.log_lines())]
+    assert traffic.error is None, traffic.error
+    decided = ("daemon.started", "daemon.standby")
+    wait_until(
+        lambda: all(sum(count_logged(d, e) for e in decided) for d in (first, second)),
+        what="both daemons to decide",
+    )
+    started = [d for d in (first, second) if count_logged(d, "daemon.started")]
+    standby = [d for d in (first, second) if count_logged(d, "daemon.standby")]
     assert len(started) == 1 and len(standby) == 1
+    figures = verdict(stack, started[0])
     for d in (first, second):
         d.wait_started()
         assert d.terminate() == 0
+    report("two_daemons", **figures)

@@ -15,7 +15,8 @@ from bridge.stack import Scheduler
 
 
 class Traffic(threading.Thread):
-    """Commits `operations` scheduler changes on its own connection, reconnecting when the server goes."""
+    """Commits `operations` scheduler changes on its own connection, reconnecting when the server goes;
+    `pace` seconds apart, so that a scenario can keep rows flowing for as long as it breaks things."""
 
     def __init__(
         self,
@@ -25,13 +26,15 @@ class Traffic(threading.Thread):
         contacts: list[str],
         operations: int,
         seed: int,
+        pace: float = 0.002,
     ) -> None:
         super().__init__(daemon=True)
         self.dsn, self.links, self.members, self.contacts = dsn, links, members, contacts
-        self.operations = operations
+        self.operations, self.pace = operations, pace
         self.rng = random.Random(seed)
         self.bookings: list[str] = []
         self.done: Counter[str] = Counter()
+        self.reconnects = 0  # how often the server went away under the writer
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -45,9 +48,10 @@ class Traffic(threading.Thread):
                             self.done[self._one(cur, i)] += 1
                         break
                     except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                        self.reconnects += 1
                         time.sleep(0.2)
                         conn = self._connect()
-                time.sleep(0.002)
+                time.sleep(self.pace)
             conn.close()
         except BaseException as exc:  # reported to the test thread
             self.error = exc

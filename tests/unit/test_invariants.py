@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge import sfid
-from bridge.invariants import Difference, check
+from bridge.invariants import Difference, Tally, check, tally
 
 START = datetime(2030, 6, 1, 15, 0, tzinfo=UTC)
 END = START + timedelta(minutes=30)
@@ -309,3 +309,33 @@ def test_differences_are_plain_records() -> None:
     assert isinstance(diff, Difference)
     assert (diff.kind, diff.key) == ("field_mismatch", BOOKING)
     assert "2030-06-01T16:00:00" in diff.detail
+
+
+def _tally(world: World, **options: Any) -> Tally:
+    return tally(
+        bookings=world["bookings"], events=world["events"], mogli_events=world["mogli_events"], **options
+    )
+
+
+def test_the_tally_of_an_intact_world_is_zero() -> None:
+    """A chaos report's `lost` and `doubled` are counted: an intact world counts none of either."""
+    assert _tally(_world()) == Tally(lost=0, doubled=0)
+
+
+def test_the_tally_counts_lost_and_doubled_bookings() -> None:
+    """A booking without an Event counts as lost; an extra Event and an extra Mogli Event count as doubled."""
+    world = _world()
+    world["events"] = [e for e in world["events"] if e["Id"] != EVENT]
+    world["events"].append({**_event_of(world, RR_BOOKING), "Id": EXTRA_EVENT})
+    world["mogli_events"].append({"Id": STRAY_MOGLI, "Scheduling_Link_Id__c": LINK})
+    assert _tally(world) == Tally(lost=1, doubled=2)
+
+
+def test_the_tally_follows_the_cancel_policy() -> None:
+    """A cancelled booking without an Event is not lost under `delete`, and is under `keep`."""
+    world = _world()
+    world["bookings"][0]["status"] = "cancelled"
+    world["events"] = [e for e in world["events"] if e["Id"] != EVENT]
+    assert _tally(world) == Tally(lost=0, doubled=0)
+    assert _tally(world, on_cancel="keep") == Tally(lost=1, doubled=0)
+    assert _tally(world, on_cancel="keep", failed_ok=frozenset({BOOKING})) == Tally(lost=0, doubled=0)

@@ -1,0 +1,157 @@
+"""How a chaos scenario is judged and reported: the verdict before any repair, and figures that are counted.
+
+The verdict is the pipeline's own: wait until nothing is pending, ask the oracle (`bridge.invariants`) and a
+DRY-RUN reconciliation, count lost and doubled bookings; any of them non-zero fails the scenario. Nothing
+repairs before that (a repairing run would hide what the pipeline lost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.invariants import Tally
+from bridge.stack import (
+    DaemonProcess,
+    EmulatorProcess,
+    check_invariants,
+    count_damage,
+    ledger_activities,
+    wait_until,
+)
+from tests.e2e.conftest import Stack
+
+TIME_FIELDS = ("StartDateTime", "EndDateTime")
+FAULT_BUDGET = 1_000_000
+AGREE_SECONDS = 30  # `times` on every fault rule, so that the rules list shows each rule's hits
+
+
+class EditsNotRestored(AssertionError):
+    """The only differences left are Events still at the time a person dragged them to: the stream missed
+    those edits (reconciliation would repair them, which the verdict does not allow). Nothing else differs."""
+
+
+def report(name: str, **figures: Any) -> None:
+    """Append one scenario's figures to `$MOGLI_CHAOS_REPORT` (JSON lines) when it is set."""
+    path = os.environ.get("MOGLI_CHAOS_REPORT")
+    if path:
+        with Path(path).open("a") as fh:
+            fh.write(json.dumps({"scenario": name, **figures}) + "\n")
+
+
+def verdict(
+    stack: Stack, daemon: DaemonProcess, timeout: float = 240, dragged_to: str | None = None
+) -> dict[str, int]:
+    """Judge what the pipeline did, repairing nothing: every committed booking settled, the oracle finds no
+    difference, a dry-run reconciliation (through the running daemon) finds no drift, nothing lost or doubled.
+    Returns the counted figures; AssertionError with the evidence otherwise (`EditsNotRestored` when the only
+    differences are Events still at `dragged_to`, the time people dragged them to)."""
+    # Counted in the database, not by the writer: a commit cut by a server crash may or may not have landed.
+    bookings = len(stack.scheduler.rows("bookings"))
+
+    def settled() -> bool:
+        acts = ledger_activities(stack.ledger_url)
+        return len(acts) >= bookings and not any(a["state"] == "pending" for a in acts.values())
+
+    def agree() -> bool:
+        return settled() and check_invariants(stack.emulator, stack.scheduler, stack.ledger_url) == []
+
+    agreed = True
+    try:
+        wait_until(settled, timeout=timeout, interval=1.0, what="every booking to settle")
+        # Restores of people's last edits follow their change events by a few seconds.
+        wait_until(agree, timeout=AGREE_SECONDS, interval=1.0, what="the scheduler, ledger and org to agree")
+    except AssertionError:
+        agreed = False
+    time.sleep(2.0)  # change events of the last restores reach the daemon before the dry run reads the org
+    diffs = check_invariants(stack.emulator, stack.scheduler, stack.ledger_url)
+    dry = daemon.reconcile(dry_run=True)
+    damage = count_damage(stack.emulator, stack.scheduler)
+    figures = {
+        "bookings": bookings,
+        "lost": damage.lost,
+        "doubled": damage.doubled,
+        "differences": len(diffs),
+        "drift_found_by_dry_run": int(dry["total"]),
+    }
+    evidence = (
+        f"{figures}; oracle: {diffs[:5]}; dry-run drift by kind {dry['counts']}, first items "
+        f"{dry['items'][:5]}; daemon log {daemon.log_path}"
+    )
+    if diffs and damage == Tally(0, 0) and dragged_to is not None:
+        unrestored = _only_unrestored_edits(diffs, dry["items"], dragged_to)
+        if unrestored:
+            raise EditsNotRestored(f"{unrestored} people's edits not restored: {evidence}")
+    assert agreed and not diffs, f"the three sides did not agree: {evidence}"
+    assert dry["dry_run"] is True and dry["state"] == "finished", f"the dry run did not finish: {dry}"
+    assert figures["drift_found_by_dry_run"] == 0, f"the dry-run reconciliation found drift: {evidence}"
+    assert damage.lost == 0 and damage.doubled == 0, f"lost or doubled bookings: {evidence}"
+    return figures
+
+
+def _only_unrestored_edits(diffs: list[Any], drift: list[dict[str, Any]], dragged_to: str) -> int:
+    """How many bookings differ only by an Event time still at `dragged_to`; 0 when anything else differs."""
+    unrestored = {
+        d.key for d in diffs if d.detail.split(":")[0] in TIME_FIELDS and f"found {dragged_to}" in d.detail
+    }
+    others = [d for d in diffs if d.key not in unrestored] + [
+        i for i in drift if i.get("booking_id") not in unrestored
+    ]
+    return 0 if others else len(unrestored)
+
+
+def install_faults(emulator: EmulatorProcess, faults: list[dict[str, Any]]) -> None:
+    """Add each fault rule with a `times` budget it cannot use up, so `fault_hits` can count its hits."""
+    for fault in faults:
+        emulator.add_fault(**fault, times=FAULT_BUDGET)
+
+
+def fault_hits(emulator: EmulatorProcess) -> dict[str, int]:
+    """Hits per active fault rule (its budget minus the times it has left), keyed by what the rule does."""
+    hits: dict[str, int] = {}
+    for rule in emulator.faults():
+        what = rule["action"] if rule["action"] == "drop" else rule["error_code"] or f"{rule['latency_ms']}ms"
+        hits[f"{rule['path']} {what}"] = FAULT_BUDGET - int(rule["times"])
+    return hits
+
+
+def count_logged(daemon: DaemonProcess, event: str) -> int:
+    """How many times the daemon's log (every run of it) has this event."""
+    return sum(1 for line in daemon.log_lines() if line.get("event") == event)
+
+
+def push_requests(emulator: EmulatorProcess) -> int:
+    """Requests to sObject Collections so far: the bridge's writes (a person edits one record at a time)."""
+    by_route = emulator.stats()["api_requests"]["by_route"]
+    return sum(int(n) for route, n in by_route.items() if "/composite/sobjects" in route)
+
+
+@dataclass
+class Kills:
+    """Each kill -9 and whether it landed on a working daemon: active, writing to the org since its start,
+    and with rows still to push (pending in the ledger, or committed and not yet ingested) when it died."""
+
+    landed: int = 0
+    missed: list[str] = field(default_factory=list)
+    _requests_at_start: int = 0
+
+    def started(self, emulator: EmulatorProcess, daemon: DaemonProcess) -> None:
+        """Note the org's request counter once this run of the daemon is active."""
+        daemon.wait_active()
+        self._requests_at_start = push_requests(emulator)
+
+    def kill(self, stack: Stack, daemon: DaemonProcess) -> None:
+        """SIGKILL the daemon, then read what it was doing at that moment (its ledger no longer moves)."""
+        daemon.kill9()
+        requests = push_requests(stack.emulator) - self._requests_at_start
+        acts = ledger_activities(stack.ledger_url)
+        bookings = len(stack.scheduler.rows("bookings"))
+        in_flight = sum(a["state"] == "pending" for a in acts.values()) + max(0, bookings - len(acts))
+        if requests > 0 and in_flight > 0:
+            self.landed += 1
+        else:
+            self.missed.append(f"{requests} push requests since start, {in_flight} rows in flight")

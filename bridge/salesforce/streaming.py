@@ -44,6 +44,7 @@ from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOptio
 
 from bridge.config import SalesforceSettings
 from bridge.inbound_records import ReplayPosition, SalesforceChange, WindowLost
+from bridge.salesforce.allocation import is_daily_limit_error
 from bridge.salesforce.auth import AccessToken, TokenManager
 from bridge.salesforce.changes import decode_change
 
@@ -161,11 +162,11 @@ def _detach_connect_callback(client: Client) -> None:
 
 @dataclass(slots=True)
 class _Watch:
-    """What the watchdog has seen of one client: unconnected time, and how long the current connect pends."""
+    """What the watchdog has seen of one client (event-loop clock readings)."""
 
-    unconnected: float = 0.0
-    task: asyncio.Future[Any] | None = None
-    pending: float = 0.0
+    unconnected_since: float | None = None  # since when the transport is not CONNECTED
+    task: asyncio.Future[Any] | None = None  # the connect request seen last
+    task_since: float = 0.0  # when it was first seen
 
 
 class ChangeStream:
@@ -191,6 +192,7 @@ class ChangeStream:
         self._ssl = ssl_context
         self.rebuilds = 0
         self.received = 0
+        self.allocation_exhausted = False  # CometD refused: the delivered-event allocation is used up
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -212,6 +214,7 @@ class ChangeStream:
                 for channel in self._channels:
                     lost += await self._subscribe(client, channel)
                 failures = 0
+                self.allocation_exhausted = False
                 for item in lost:
                     yield item
                 async for change in self._receive(client):
@@ -233,6 +236,7 @@ class ChangeStream:
                     self._timing.backoff_base_seconds * 2 ** (failures - 1), self._timing.backoff_max_seconds
                 )
                 delay *= random.uniform(0.5, 1.0)
+                self._note_refusal(exc)
                 log.warning(
                     "streaming.client_rebuild",
                     error_type=type(exc).__name__,
@@ -243,6 +247,16 @@ class ChangeStream:
                 await asyncio.sleep(delay)
             finally:
                 await self._close(client)
+
+    def _note_refusal(self, exc: BaseException) -> None:
+        """Remember (and say once) that Salesforce refuses the stream for the daily allocation."""
+        if not is_daily_limit_error(str(exc)) or self.allocation_exhausted:
+            return
+        self.allocation_exhausted = True
+        log.error(
+            "streaming.allocation_exhausted",
+            reason="Salesforce refuses change events: the daily delivered-event allocation is used up",
+        )
 
     async def _open(self) -> Client:
         """A new, opened client; a failed open leaves no transport running (section 8, bug 2)."""
@@ -315,24 +329,23 @@ class ChangeStream:
         state = transport.state if transport is not None else TransportState.DISCONNECTED
         if state is TransportState.SERVER_DISCONNECTED:
             raise _Stalled("the server closed the connection")
-        tick = self._timing.check_seconds
+        now = asyncio.get_running_loop().time()
         if state is not TransportState.CONNECTED:
-            watch.unconnected += tick
-            if watch.unconnected >= self._timing.stall_seconds:
-                raise _Stalled(f"transport {state.name} for {watch.unconnected:.0f}s")
+            watch.unconnected_since = watch.unconnected_since or now
+            if now - watch.unconnected_since >= self._timing.stall_seconds:
+                raise _Stalled(f"transport {state.name} for {now - watch.unconnected_since:.0f}s")
             return
-        watch.unconnected = 0.0
+        watch.unconnected_since = None
         missing = sorted(set(self._channels) - set(client.subscriptions))
         if missing:
             raise _Stalled(f"not subscribed to {', '.join(missing)}")
         task = _connect_task(client)
         if task is None or task is not watch.task:
-            watch.task, watch.pending = task, 0.0
+            watch.task, watch.task_since = task, now
             return
-        watch.pending += tick
         limit = self._timing.stall_seconds * self._timing.silence_factor
-        if not task.done() and watch.pending >= limit:
-            raise _Stalled(f"one connect request pending for {watch.pending:.0f}s")
+        if not task.done() and now - watch.task_since >= limit:
+            raise _Stalled(f"one connect request pending for {now - watch.task_since:.0f}s")
 
     async def _close(self, client: Client | None) -> None:
         if client is None:

@@ -194,3 +194,25 @@ async def test_a_replay_id_outside_retention_takes_new_events_only(
         await _stop(items)
     assert lost == WindowLost(EVENTS, seen.commit_time)
     assert change.record_ids == (later,)
+
+
+async def test_a_burst_of_events_does_not_look_like_a_hung_connect(
+    http: aiohttp.ClientSession, tokens: TokenManager, control: Control, settings: SalesforceSettings
+) -> None:
+    """Many messages in a row are no reason to rebuild: the hang check measures time, not loop turns."""
+    stream = ChangeStream(tokens, settings, {}, channels=[EVENTS], timing=FAST)
+    items = stream.changes()
+    burst = 60  # more than FAST's 25 s hang limit in 0.5 s watchdog ticks
+    try:
+        first = asyncio.ensure_future(_next_change(items))
+        await _subscribed(control)
+        created = [
+            await _person_creates_event(http, tokens, control, f"booking-burst-{n}") for n in range(burst)
+        ]
+        received = [(await first).record_ids[0]]
+        while len(received) < burst:
+            received.append((await _next_change(items)).record_ids[0])
+    finally:
+        await _stop(items)
+    assert received == created
+    assert stream.rebuilds == 0

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     from bridge.admin import AdminServer
     from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.rest import SalesforceClient
+    from bridge.salesforce.streaming import ChangeStream
     from bridge.source.reader import ReplicationSource
     from bridge.source.writeback import SchedulerWriter
+    from bridge.sync.allocation import AllocationWatch
     from bridge.sync.inbound import Inbound
     from bridge.sync.reconcile import ReconcileOptions, Reconciler
 
@@ -262,6 +264,8 @@ class Daemon:
         self.clock = clock
         self.stop_event = asyncio.Event()
         self.states: dict[str, ComponentState] = {}
+        self.streaming_lines: dict[str, Callable[[], str]] = {}  # status lines of the inbound stream
+        self.stream: ChangeStream | None = None
         self._lock: InstanceLock | None = None
 
     def request_stop(self) -> None:
@@ -395,6 +399,7 @@ class Daemon:
             inbound, writer = await self._inbound(ledger, tokens, client, pusher)
             if inbound is not None:
                 components["inbound"] = inbound.run
+                components["allocation"] = self._allocation_watch(ledger, client, pusher, metrics).run
             try:
                 await self._supervise(components)
             finally:
@@ -450,7 +455,30 @@ class Daemon:
             reconcile=reconcile,
             identity=tokens.user_id,
         )
+        self.stream = stream
         return inbound, writer
+
+    def _allocation_watch(
+        self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher, metrics: BridgeMetrics
+    ) -> AllocationWatch:
+        """The delivered-event allocation watch of the stream: metric, status line, reconciliation."""
+        from bridge.sync.allocation import AllocationSettings, AllocationWatch
+
+        sync = self.settings.sync
+        assert self.stream is not None  # built by _inbound
+        watch = AllocationWatch(
+            client,
+            self.stream,
+            clock=self.clock,
+            reconcile=self._window_reconciler(ledger, client, pusher),
+            on_reading=lambda reading: metrics.observe_event_allocation(reading.limit, reading.remaining),
+            settings=AllocationSettings(
+                check_seconds=sync.delivered_events_check_seconds,
+                warn_fraction=sync.delivered_events_warn_fraction,
+            ),
+        )
+        self.streaming_lines["delivered_events"] = lambda: watch.status
+        return watch
 
     def _reconciler(self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher) -> Reconciler:
         """A Reconciler on the daemon's ledger and Salesforce client; repairs wake the pusher."""
@@ -517,6 +545,7 @@ class Daemon:
             ingestor=ingestor,
             ping_scheduler=functools.partial(ping_postgres, src.dsn),
             read_slot=functools.partial(slot_status, src.dsn, src.slot),
+            streaming=lambda: {name: line() for name, line in self.streaming_lines.items()},
             clock=self.clock,
         )
         return AdminServer(

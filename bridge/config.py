@@ -106,6 +106,11 @@ class SyncSettings:
     on_owner_changed: Literal["accept", "write_back"] = "accept"  # write_back: round robin assignee follows
     on_mogli_event_deleted: Literal["recreate", "keep_deleted"] = "recreate"  # on the link's next booking
     streaming_stall_seconds: float = 60.0  # transport not connected this long: the client is rebuilt
+    # auto: the custom filtered channel when `setup` created it, else the standard channels (with a warning)
+    channel: Literal["auto", "custom", "standard"] = "auto"
+    channel_name: str = "MogliBridge__chn"  # the custom channel `setup` creates (Tooling API)
+    delivered_events_warn_fraction: float = 0.2  # warn when less than this share of the allocation is left
+    delivered_events_check_seconds: float = 300.0  # how often /limits is read for DailyDeliveredPlatformEvents
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +288,7 @@ _POLICY_CHOICES = {
     "on_time_changed": ("restore", "write_back"),
     "on_owner_changed": ("accept", "write_back"),
     "on_mogli_event_deleted": ("recreate", "keep_deleted"),
+    "channel": ("auto", "custom", "standard"),
 }
 
 
@@ -304,6 +310,17 @@ def validate(settings: Settings) -> None:
             raise ConfigurationError(
                 f"sync.{key} must be one of {', '.join(allowed)}, not {value!r}", f"sync.{key}"
             )
+    if not 0 <= settings.sync.delivered_events_warn_fraction < 1:
+        raise ConfigurationError(
+            "sync.delivered_events_warn_fraction must be at least 0 and below 1",
+            "sync.delivered_events_warn_fraction",
+        )
+    name = settings.sync.channel_name
+    if not (name.endswith("__chn") and name[:-5].replace("_", "").isalnum() and name[0].isalpha()):
+        raise ConfigurationError(
+            f"sync.channel_name must be a channel API name like MogliBridge__chn, not {name!r}",
+            "sync.channel_name",
+        )
     if not 1 <= settings.sync.batch_size <= 200:
         raise ConfigurationError("sync.batch_size must be between 1 and 200", "sync.batch_size")
     if settings.log.format not in ("auto", "json", "console"):

@@ -198,3 +198,17 @@ class WindowLost:
 
     channel: str
     since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventAllocation:
+    """The org's delivered change-event allocation (`DailyDeliveredPlatformEvents` in `/limits`): shared by
+    every subscriber, counted per subscriber, after channel filters."""
+
+    limit: int
+    remaining: int
+
+    @property
+    def used(self) -> int:
+        """Events delivered in the current 24-hour window."""
+        return max(self.limit - self.remaining, 0)

@@ -86,6 +86,7 @@ class Readings:
     drift_found: int
     drift_repaired: int
     stream_positions: Mapping[str, str] = field(default_factory=dict)
+    streaming: Mapping[str, str] = field(default_factory=dict)  # status lines: channel mode, event allocation
 
     @property
     def ready(self) -> bool:
@@ -125,6 +126,12 @@ class BridgeMetrics:
         self.api_used = gauge("salesforce_api_used", "Daily API calls used (org-wide)")
         self.api_limit = gauge("salesforce_api_limit", "Daily API allocation (org-wide)")
         self.api_remaining = gauge("salesforce_api_remaining", "Daily API calls left (org-wide)")
+        self.events_limit = gauge(
+            "salesforce_delivered_events_limit", "Daily delivered change-event allocation (org-wide)"
+        )
+        self.events_remaining = gauge(
+            "salesforce_delivered_events_remaining", "Delivered change events left today (org-wide)"
+        )
         self.records = gauge("ledger_records", "Ledger rows by entity and state", ("entity", "state"))
         self.drift_found = gauge("reconciliation_drift_found", "Drift items found over every run")
         self.drift_repaired = gauge("reconciliation_drift_repaired", "Drift items repaired over every run")
@@ -135,6 +142,11 @@ class BridgeMetrics:
         for entity in ("link", "activity"):
             for outcome in OutcomeState:
                 self.changes.labels(entity, outcome.value)
+
+    def observe_event_allocation(self, limit: int, remaining: int) -> None:
+        """Set the delivered-event allocation gauges (DailyDeliveredPlatformEvents)."""
+        self.events_limit.set(limit)
+        self.events_remaining.set(remaining)
 
     def observe(self, entity: str, states: Collection[OutcomeState]) -> None:
         """Count recorded push outcomes."""

@@ -55,6 +55,7 @@ class DaemonProbe:
         ingestor: IngestorView,
         ping_scheduler: Callable[[], None],
         read_slot: Callable[[], SlotView | None],
+        streaming: Callable[[], Mapping[str, str]] = dict,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = lambda: asyncio.get_running_loop().time(),
     ) -> None:
@@ -67,6 +68,7 @@ class DaemonProbe:
         self.ingestor = ingestor
         self._ping_scheduler = ping_scheduler
         self._read_slot = read_slot
+        self._streaming = streaming
         self._clock = clock
         self._monotonic = monotonic
         self._sf_check: CheckResult | None = None
@@ -94,6 +96,7 @@ class DaemonProbe:
             drift_found=totals[0],
             drift_repaired=totals[1],
             stream_positions={k: v for k, v in positions.items() if k != "source"},
+            streaming=dict(self._streaming()),
         )
 
     async def _ledger_figures(self) -> tuple[dict[str, int], tuple[int, int], dict[str, str]]:

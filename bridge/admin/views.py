@@ -144,6 +144,7 @@ def status_json(readings: Readings) -> dict[str, Any]:
             "api_calls": readings.api_calls,
             "waiting_reason": readings.waiting_reason,
             "stream_positions": dict(readings.stream_positions),
+            "streaming": dict(readings.streaming),
         },
         "push": {"pushed": readings.pushed, "failed": readings.failed},
         "ledger": {

@@ -34,7 +34,9 @@ from bridge.errors import (
     PermanentError,
     SalesforceUnavailable,
 )
+from bridge.inbound_records import EventAllocation
 from bridge.records import ApiUsage, EventFields, MogliEventFields, RecordError, WriteResult
+from bridge.salesforce.allocation import decode_event_allocation
 from bridge.salesforce.auth import AccessToken, TokenManager, make_ssl_context
 from bridge.salesforce.errors import SessionExpired, classify_response
 from bridge.salesforce.payloads import (
@@ -255,6 +257,11 @@ class SalesforceClient:
         usage = decode_limits(reply.body)
         self._usage, self._usage_seen_at = usage, self._clock()
         return usage
+
+    async def event_allocation(self) -> EventAllocation:
+        """The delivered change-event allocation from `/limits` (never refused by the budget check)."""
+        reply = await self._call("GET", "/limits", check_budget=False)
+        return decode_event_allocation(reply.body)
 
     def _key_for_object(self, sobject: str) -> str:
         """The setting that names this object, for configuration errors."""

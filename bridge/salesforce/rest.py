@@ -245,6 +245,20 @@ class SalesforceClient:
                 return records
             reply = await self._call("GET", next_url, headers=headers, config_key=config_key)
 
+    async def tooling(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        """One Tooling API request (`/tooling/...`, relative to the data API); for salesforce/ internals."""
+        reply = await self._call(
+            method, f"/tooling{path}", params=params, json_body=json_body, config_key="sync.channel"
+        )
+        return reply.body
+
     async def describe(self, sobject: str) -> ObjectDescription:
         """Name, field names and External ID fields of an sObject."""
         key = self._key_for_object(sobject)

@@ -230,7 +230,6 @@ def _parsed(filter_text: str | None, resolve_field: Callable[[str], str | None])
 
 
 def _duplicate() -> ChannelError:
-    # Salesforce's answer for a Tooling API create whose unique name is taken [mem, not re-verified].
-    return ChannelError(
-        "DUPLICATE_VALUE", "duplicate value found: <unknown> duplicates value on record with id: <unknown>"
-    )
+    # DUPLICATE_DEVELOPER_NAME is a documented StatusCode, and what public clients of a real org recover
+    # from when a PlatformEventChannel create repeats (amp-labs/connectors #3327) [obs]; the message is ours.
+    return ChannelError("DUPLICATE_DEVELOPER_NAME", "DeveloperName: this name is already used in the org")

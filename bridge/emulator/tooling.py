@@ -1,11 +1,11 @@
 """The Tooling API's change-event channel objects: PlatformEventChannel and PlatformEventChannelMember.
 
 `POST /services/data/vXX.X/tooling/sobjects/{type}` with `{"FullName", "Metadata"}` creates one and answers
-201 `{id, success, errors, warnings, infos}` (a FullName already taken: 400 DUPLICATE_VALUE); `GET`, `PATCH`
-(a member's filterExpression) and `DELETE .../{type}/{id}` read, change and remove one (DELETE of a channel
-takes its members); `GET .../tooling/query?q=SELECT ... FROM {type} [WHERE ...]` lists them, so a setup can
-be idempotent. The objects exist from API 47.0; filter expressions on members need API 56.0 or later
-(cdc-filter-tooling-api-add-filter.html).
+201 `{id, success, errors, warnings, infos}` (a FullName already taken: 400 DUPLICATE_DEVELOPER_NAME);
+`GET`, `PATCH` (a member's filterExpression) and `DELETE .../{type}/{id}` read, change and remove one
+(DELETE of a channel takes its members); `GET .../tooling/query?q=SELECT ... FROM {type} [WHERE ...]`
+lists them, so a setup can be idempotent. The objects exist from API 47.0; filter expressions on members
+need API 56.0 or later (cdc-filter-tooling-api-add-filter.html).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ async def test_creating_a_channel_answers_201_with_id_success_and_errors(emulato
 
 
 async def test_a_duplicate_full_name_is_refused(emulator: EmulatorClient) -> None:
-    """A second channel or member with a FullName already taken answers 400 DUPLICATE_VALUE."""
+    """A second channel or member with a FullName already taken answers 400 DUPLICATE_DEVELOPER_NAME."""
     await _channel_with_member(emulator, None)
     again = await _create(emulator, "PlatformEventChannel", CHANNEL, channelType="data", label="Bridge")
     member = await _create(
@@ -104,8 +104,8 @@ async def test_a_duplicate_full_name_is_refused(emulator: EmulatorClient) -> Non
         eventChannel=CHANNEL,
         selectedEntity="ContactChangeEvent",
     )
-    assert (again.status, again.body[0]["errorCode"]) == (400, "DUPLICATE_VALUE")
-    assert (member.status, member.body[0]["errorCode"]) == (400, "DUPLICATE_VALUE")
+    assert (again.status, again.body[0]["errorCode"]) == (400, "DUPLICATE_DEVELOPER_NAME")
+    assert (member.status, member.body[0]["errorCode"]) == (400, "DUPLICATE_DEVELOPER_NAME")
 
 
 async def test_query_get_and_delete_let_a_setup_be_idempotent(emulator: EmulatorClient) -> None:

@@ -124,10 +124,13 @@ def count_logged(daemon: DaemonProcess, event: str) -> int:
     return sum(1 for line in daemon.log_lines() if line.get("event") == event)
 
 
-def push_requests(emulator: EmulatorProcess) -> int:
-    """Requests to sObject Collections so far: the bridge's writes (a person edits one record at a time)."""
-    by_route = emulator.stats()["api_requests"]["by_route"]
-    return sum(int(n) for route, n in by_route.items() if "/composite/sobjects" in route)
+def bridge_requests(emulator: EmulatorProcess) -> int:
+    """The bridge's requests to the org so far: every counted REST call but a person's single-record edits
+    (`PATCH /sobjects/...`), plus the requests a fault rule answered (no rule matches a person's route)."""
+    stats = emulator.stats()
+    by_route = stats["api_requests"]["by_route"]
+    rest = sum(int(n) for route, n in by_route.items() if not route.startswith("PATCH /sobjects/"))
+    return rest + int(stats["faults_fired"])
 
 
 @dataclass
@@ -140,18 +143,21 @@ class Kills:
     _requests_at_start: int = 0
 
     def started(self, emulator: EmulatorProcess, daemon: DaemonProcess) -> None:
-        """Note the org's request counter once this run of the daemon is active."""
+        """Wait until this run of the daemon is active and has sent the org a request of its own."""
         daemon.wait_active()
-        self._requests_at_start = push_requests(emulator)
+        self._requests_at_start = bridge_requests(emulator)
+        wait_until(
+            lambda: bridge_requests(emulator) > self._requests_at_start, what="the daemon to call the org"
+        )
 
     def kill(self, stack: Stack, daemon: DaemonProcess) -> None:
         """SIGKILL the daemon, then read what it was doing at that moment (its ledger no longer moves)."""
         daemon.kill9()
-        requests = push_requests(stack.emulator) - self._requests_at_start
+        requests = bridge_requests(stack.emulator) - self._requests_at_start
         acts = ledger_activities(stack.ledger_url)
         bookings = len(stack.scheduler.rows("bookings"))
         in_flight = sum(a["state"] == "pending" for a in acts.values()) + max(0, bookings - len(acts))
         if requests > 0 and in_flight > 0:
             self.landed += 1
         else:
-            self.missed.append(f"{requests} push requests since start, {in_flight} rows in flight")
+            self.missed.append(f"{requests} requests since start, {in_flight} rows in flight")

@@ -135,6 +135,9 @@ def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: date
         ),
         "next_attempt_at": None,
         "source_lsn": txn.end_lsn,
+        # A new version: an outcome of a push in flight belongs to the version before the truncate and must
+        # not mark the row synced (or overwrite the reason) behind it.
+        "version": ACTIVITIES.c.version + 1,
         "updated_at": now,
     }
     truncated = connection.execute(update(ACTIVITIES).where(present, live).values(failed)).rowcount

@@ -229,11 +229,13 @@ def _failure_statements(table: Table, key: str, now: datetime) -> list[tuple[Any
     failed = {**error, "state": L.FAILED.value, "next_attempt_at": None}
     stale_error = {k: error[k] for k in ("last_error", "error_code", "updated_at")}
     stale_retry = {k: retry[k] for k in ("last_error", "error_code", "updated_at")}
+    # A row that failed at its newer version (a truncate, say) keeps that reason, not the old push's.
+    stale = and_(_stale(table, key), table.c.state != L.FAILED.value)
     return [
         (update(table).where(_fresh(table, key)).values(failed), OutcomeState.FAILED),
-        (update(table).where(_stale(table, key)).values(stale_error), OutcomeState.FAILED),
+        (update(table).where(stale).values(stale_error), OutcomeState.FAILED),
         (update(table).where(_fresh(table, key)).values(retry), OutcomeState.RETRY),
-        (update(table).where(_stale(table, key)).values(stale_retry), OutcomeState.RETRY),
+        (update(table).where(stale).values(stale_retry), OutcomeState.RETRY),
     ]
 
 

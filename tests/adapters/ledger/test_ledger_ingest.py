@@ -317,7 +317,9 @@ def test_booking_delete_and_truncate(repo: LedgerRepository) -> None:
     assert states["b4"] == (False, "pending")
     b2 = repo.get_activity("b2")
     assert b2 is not None and b2.error_code == "SOURCE_TRUNCATED" and "truncated" in (b2.last_error or "")
-    assert b2.version == 1, "nothing is queued for Salesforce"
+    claimed = {w.booking.booking_id for w in repo.claim_activity_work(NOW, 10)}
+    assert not claimed & {"b2", "b3"}, "nothing is queued for Salesforce"
+    assert b2.version == 2, "a push in flight before the truncate is stale"
     # A reload re-inserts the booking: it syncs again.
     repo.apply_source_batch(batch(txn(booking("b2"))))
     again = repo.get_activity("b2")

@@ -450,3 +450,25 @@ def test_bookings_waiting_for_a_failed_link_go_again_once_it_is_written(repo: Le
     assert b2 is not None and (b2.state, b2.error_code) == ("failed", "END_BEFORE_START")
     [entry] = repo.list_journal(booking_id="b0", limit=1)
     assert entry.action == "ledger.mogli_event_available" and entry.detail["link_id"] == "l1"
+
+
+def test_a_truncate_during_a_push_is_not_hidden_by_that_push_outcome(repo: LedgerRepository) -> None:
+    """A booking in flight when the bookings table is truncated stays failed with SOURCE_TRUNCATED: the
+    push's late SYNCED (or FAILED) outcome belongs to the version before the truncate and changes nothing."""
+    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), booking("b2"))))
+    _sync_link(repo)
+    in_flight = {w.booking.booking_id: w for w in repo.claim_activity_work(NOW, 10)}
+    repo.apply_source_batch(batch(txn(truncate(SourceTable.BOOKINGS))))
+    repo.record_activity_outcomes(
+        [
+            ActivityOutcome("b1", in_flight["b1"].version, OutcomeState.SYNCED, activity_id=EVENT),
+            ActivityOutcome("b2", in_flight["b2"].version, OutcomeState.FAILED, error_code="E", error="late"),
+        ],
+        NOW,
+    )
+    for booking_id in ("b1", "b2"):
+        row = repo.get_activity(booking_id)
+        assert row is not None and (row.state, row.error_code) == ("failed", "SOURCE_TRUNCATED")
+    b1 = repo.get_activity("b1")
+    assert b1 is not None and b1.activity_id == EVENT
+    assert repo.claim_activity_work(NOW, 10) == []

@@ -123,6 +123,7 @@ class EventBus:
         self._logs: dict[str, ChannelLog] = {}
         self._listeners: list[BusListener] = []
         self.merge_same_changes = settings.merge_same_changes
+        self.filter_deleted_values = settings.filter_deleted_values
         # Channel definitions are setup metadata, not data: reset() keeps them and empties their logs.
         self.channels = ChannelRegistry()
         # Never reset, so cursors of live subscriptions stay meaningful across reset().
@@ -172,7 +173,7 @@ class EventBus:
             if not self.channels.filters_standard_channel(event.entity):
                 self._logs[ALL_CHANGE_EVENTS].append(stored)
                 touched.add(ALL_CHANGE_EVENTS)
-            for path, delivered in self.channels.route(event):
+            for path, delivered in self.channels.route(event, deleted_values=self.filter_deleted_values):
                 self._logs[path].append(replace(stored, event=delivered))
                 touched.add(path)
         if touched:

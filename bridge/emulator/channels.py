@@ -4,7 +4,8 @@ A custom channel `/data/Name__chn` carries the change events of its member entit
 filter expression; a member of the standard `ChangeEvents` channel filters `/data/ChangeEvents` for its
 entity. Entity fields named in a filter are enriched into the delivered event when not empty
 (cdc-filters.html; EnrichedField: "added to an update or delete change event even when not changed"). Gap
-and overflow events carry no record fields, so a condition on an entity field sees null for them.
+and overflow events carry no record fields, so a condition on an entity field sees null for them; so does
+a DELETE event unless the `filter_deleted_values` switch is on (see `deliver`).
 """
 
 from __future__ import annotations
@@ -167,11 +168,11 @@ class ChannelRegistry:
         """True when a member of `ChangeEvents` for `entity` decides what `/data/ChangeEvents` carries."""
         return any(m.channel == STANDARD_CHANNEL and m.entity == entity for m in self._members.values())
 
-    def route(self, event: ChangeEvent) -> Iterator[tuple[str, ChangeEvent]]:
+    def route(self, event: ChangeEvent, *, deleted_values: bool) -> Iterator[tuple[str, ChangeEvent]]:
         """Each filtered channel (`/data/...`) the event reaches, with the event as delivered there."""
         for member in self._members.values():
             if member.entity == event.entity:
-                delivered = deliver(event, member.filter)
+                delivered = deliver(event, member.filter, deleted_values=deleted_values)
                 if delivered is not None:
                     yield f"/data/{member.channel}", delivered
 
@@ -179,17 +180,23 @@ class ChannelRegistry:
         return sfid.to18(f"{prefix}Em{next(self._ids):010d}")
 
 
-def deliver(event: ChangeEvent, expression: FilterExpression | None) -> ChangeEvent | None:
+def deliver(
+    event: ChangeEvent, expression: FilterExpression | None, *, deleted_values: bool = False
+) -> ChangeEvent | None:
     """The event as a filtered member delivers it (enriched), or None when the filter drops it.
 
-    An event for several records passes when the filter passes for one of them; it keeps every record id,
-    and enriches only fields whose value is the same for all of its records (an emulator assumption).
+    Assumptions where Salesforce's documentation is silent, each the least convenient reading: a DELETE
+    event, whose CometD body has no fields, offers a filter no entity field values (all null) unless
+    `deleted_values`, though its enriched fields are still added when it passes (EnrichedField: "added to
+    an update or delete change event"); an event for several records passes when the filter passes for one
+    of them, keeps every record id, and is enriched only with values that all its records share.
     """
     if expression is None:
         return event
     header = header_values(event)
     snapshots = event.record_values or ({},) * max(len(event.record_ids), 1)
-    if not any(expression.matches(header, values) for values in snapshots):
+    seen = snapshots if deleted_values or event.change_type != "DELETE" else ({},) * len(snapshots)
+    if not any(expression.matches(header, values) for values in seen):
         return None
     enriched = _shared_values(snapshots, expression.entity_fields)
     if not enriched:

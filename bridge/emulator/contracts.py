@@ -76,6 +76,8 @@ class StreamingSettings:
     collections_client_origin: bool = False
     # The same change to several records of one object in one transaction may come as one event.
     merge_same_changes: bool = True
+    # Whether a channel member's filter sees a deleted record's field values (undocumented: off by default).
+    filter_deleted_values: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

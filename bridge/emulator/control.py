@@ -193,12 +193,13 @@ async def set_delivered(request: web.Request) -> web.Response:
     return json_response({"delivered_events": state.streaming.stats()["delivered_events"]})
 
 
-_SWITCHES = ("collections_client_origin", "merge_same_changes")
+_SWITCHES = ("collections_client_origin", "merge_same_changes", "filter_deleted_values")
 
 
 async def set_switches(request: web.Request) -> web.Response:
-    """POST /__emulator/streaming/switches {"collections_client_origin"?, "merge_same_changes"?}: turn the
-    org's change-event switches at run time (the org file's `[streaming]` keys of the same names)."""
+    """POST /__emulator/streaming/switches {"collections_client_origin"?, "merge_same_changes"?,
+    "filter_deleted_values"?}: turn the org's change-event switches at run time (the org file's
+    `[streaming]` keys of the same names)."""
     state = _state(request)
     body = await _body(request)
     unknown = sorted(set(body) - set(_SWITCHES))
@@ -207,6 +208,7 @@ async def set_switches(request: web.Request) -> web.Response:
     streaming = replace(state.org.streaming, **body)
     state.org = replace(state.org, streaming=streaming)
     state.bus.merge_same_changes = streaming.merge_same_changes
+    state.bus.filter_deleted_values = streaming.filter_deleted_values
     log.info("emulator.switches_set", **body)
     return await get_switches(request)
 

@@ -79,6 +79,11 @@ async def _write(emulator: EmulatorClient, method: str, path: str, user: str, bo
     return reply.body
 
 
+async def _contact(emulator: EmulatorClient, user: str, last_name: str, title: str) -> str:
+    body = {"LastName": last_name, "Title": title}
+    return str((await _write(emulator, "POST", "/sobjects/Contact", user, body))["id"])
+
+
 def _user(emulator: EmulatorClient, username: str) -> str:
     user = emulator.store.user_by_username(username)
     assert user is not None
@@ -179,16 +184,19 @@ async def test_filtered_channel_delivers_only_passing_events_with_filtered_field
 ) -> None:
     """cdc-filters.html: a member's filter on header fields (commitUser) and entity fields decides what
     `/data/Name__chn` delivers; entity fields named in the filter are enriched into update and delete events
-    even when unchanged (EnrichedField: "added to an update or delete change event even when not changed")."""
+    even when unchanged (EnrichedField: "added to an update or delete change event even when not changed").
+    A DELETE offers the filter no field values by default, so it passes only through a change-type clause."""
     bridge, owner = emulator.store.integration_user_id, _user(emulator, "owner1@example.com")
-    await _channel_with_member(emulator, f"ChangeEventHeader.commitUser != '{bridge}' AND Title = 'VIP'")
+    expression = (
+        f"ChangeEventHeader.commitUser != '{bridge}'"
+        " AND (Title = 'VIP' OR ChangeEventHeader.changeType = 'DELETE')"
+    )
+    await _channel_with_member(emulator, expression)
     subscriber = Subscriber(emulator, await emulator.token())
     assert (await subscriber.open(CHANNEL_PATH))["successful"]
     await _write(emulator, "POST", "/sobjects/Contact", bridge, {"LastName": "Own", "Title": "VIP"})
-    vip = (await _write(emulator, "POST", "/sobjects/Contact", owner, {"LastName": "Vip", "Title": "VIP"}))[
-        "id"
-    ]
-    await _write(emulator, "POST", "/sobjects/Contact", owner, {"LastName": "Other", "Title": "Other"})
+    vip = await _contact(emulator, owner, "Vip", "VIP")
+    await _contact(emulator, owner, "Other", "Other")
     await _write(emulator, "PATCH", f"/sobjects/Contact/{vip}", owner, {"LastName": "Vip2"})
     await _write(emulator, "DELETE", f"/sobjects/Contact/{vip}", owner)
     delivered = [m["data"]["payload"] for m in await subscriber.connect()]
@@ -198,6 +206,25 @@ async def test_filtered_channel_delivers_only_passing_events_with_filtered_field
     assert update["Title"] == "VIP" and "Title" not in update["ChangeEventHeader"]["changedFields"]
     assert delete["Title"] == "VIP"
     assert {p["ChangeEventHeader"]["commitUser"] for p in delivered} == {owner}
+
+
+async def test_a_delete_offers_an_entity_field_filter_no_values_unless_switched(
+    emulator: EmulatorClient,
+) -> None:
+    """Salesforce does not document whether a filter sees a deleted record's fields (a CometD DELETE body has
+    none, cdc_event_fields_body.htm): by default a DELETE fails `Title = 'VIP'`; with the
+    `filter_deleted_values` switch it passes on the deleted record's values."""
+    owner = _user(emulator, "owner1@example.com")
+    await _channel_with_member(emulator, "Title = 'VIP'")
+    first = await _contact(emulator, owner, "First", "VIP")
+    await _write(emulator, "DELETE", f"/sobjects/Contact/{first}", owner)
+    await emulator.control("POST", "/streaming/switches", json={"filter_deleted_values": True})
+    second = await _contact(emulator, owner, "Second", "VIP")
+    await _write(emulator, "DELETE", f"/sobjects/Contact/{second}", owner)
+    log = emulator.state.bus.channel_log(CHANNEL_PATH)
+    assert log is not None
+    deletes = [s.event.record_ids for s in log.after(0, 10) if s.event.change_type == "DELETE"]
+    assert deletes == [(second,)]
 
 
 async def test_gap_events_carry_no_fields_so_an_entity_field_filter_drops_them(

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 
-from bridge.stack import check_invariants, ledger_activities, wait_until
+from bridge.invariants import Tally
+from bridge.stack import check_invariants, count_damage, ledger_activities, wait_until
 
 from .conftest import Stack
 
@@ -117,9 +118,13 @@ def _scenario(stack: Stack, seed_value: int, faults: bool) -> None:
         raise AssertionError(
             f"not settled: ledger states {dict(states)}; daemon log {daemon.log_path}"
         ) from None
+    # The verdict before any repair: the oracle, a dry-run reconciliation through the daemon, the counts.
+    assert check_invariants(stack.emulator, s, stack.ledger_url) == []
+    dry = daemon.reconcile(dry_run=True)
+    assert dry["dry_run"] is True and dry["total"] == 0, dry["items"][:5]
+    assert count_damage(stack.emulator, s) == Tally(lost=0, doubled=0)
     daemon.wait_started()
     assert daemon.terminate() == 0
-    assert check_invariants(stack.emulator, s, stack.ledger_url) == []
     moglis = stack.emulator.records("Mogli_Event__c")
     assert len(moglis) == len(links)
 

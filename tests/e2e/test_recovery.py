@@ -49,6 +49,8 @@ def test_dropped_slot_is_a_clear_fatal_error_and_reset_source_recovers_without_d
         lambda: ledger_activities(stack.ledger_url).get(while_gone, {}).get("state") == "synced",
         what="the booking made while the slot was gone to sync after the re-snapshot",
     )
+    dry = daemon.reconcile(dry_run=True)  # the verdict before any repair: the re-snapshot left no drift
+    assert dry["via"] == "daemon" and dry["total"] == 0, dry["items"][:5]
     daemon.wait_started()
     assert daemon.terminate() == 0
     assert len(stack.emulator.records("Event")) == len(first) + 1

@@ -38,4 +38,6 @@ def test_standby_takes_over_after_kill_minus_nine_with_nothing_lost_or_doubled(s
     )
     assert len(before) + len(after) == len(stack.emulator.records("Event"))
     assert check_invariants(stack.emulator, s, stack.ledger_url) == []
+    dry = second.reconcile(dry_run=True)  # through the daemon that took over
+    assert dry["via"] == "daemon" and dry["total"] == 0, dry["items"][:5]
     assert second.terminate() == 0

@@ -206,7 +206,32 @@ async def _salesforce_checks(settings: Settings) -> list[Check]:
                 )
             else:
                 checks.append(Check("salesforce", True, f"object {sobject} and its fields present"))
+        if settings.sync.streaming and settings.sync.channel != "standard":
+            checks.append(await _channel_check(settings, client, tokens))
         return checks
+
+
+async def _channel_check(settings: Settings, client: SalesforceClient, tokens: TokenManager) -> Check:
+    """Create or update the filtered custom channel; under `auto` a refusal only means standard channels."""
+    from bridge.salesforce.channels import ensure_channel
+
+    sf, sync = settings.salesforce, settings.sync
+    fallback = sync.channel == "auto"
+    user = await tokens.user_id()
+    if user is None:
+        return Check("salesforce", fallback, "custom channel: the token response names no user (no `id` URL)")
+    try:
+        done = await ensure_channel(client, sf.objects, sync.channel_name, user)
+    except BridgeError as exc:
+        if fallback:
+            return Check(
+                "salesforce",
+                True,
+                f"custom channel {sync.channel_name} refused ({exc}); the daemon uses the standard channels "
+                "(sync.channel = auto)",
+            )
+        return Check("salesforce", False, f"custom channel {sync.channel_name} refused: {exc} (sync.channel)")
+    return Check("salesforce", True, f"custom channel {sync.channel_name}: {'; '.join(done)}")
 
 
 def setup(
@@ -416,7 +441,7 @@ class Daemon:
         from bridge.inbound_records import ReplayPosition
         from bridge.salesforce.auth import make_ssl_context
         from bridge.salesforce.changes import ChangeReader
-        from bridge.salesforce.streaming import ChangeStream, StreamTiming, default_channels
+        from bridge.salesforce.streaming import ChangeStream, StreamTiming
         from bridge.source.writeback import SchedulerWriter
         from bridge.sync.inbound import Inbound
         from bridge.sync.policy import PolicyOptions
@@ -424,8 +449,10 @@ class Daemon:
         sf, sync = self.settings.salesforce, self.settings.sync
         if not sync.streaming:
             return None, None
+        channels, line = await self._channels(client, tokens)
+        self.streaming_lines["channel"] = lambda: line
         positions = {}
-        for channel in default_channels(sf):
+        for channel in channels:
             position = ReplayPosition.decode(await ledger.read_checkpoint(channel))
             if position is not None:
                 positions[channel] = position
@@ -433,6 +460,7 @@ class Daemon:
             tokens,
             sf,
             positions,
+            channels=channels,
             timing=StreamTiming(stall_seconds=sync.streaming_stall_seconds),
             ssl_context=make_ssl_context(sf.ca_bundle),  # the CometD transport trusts what REST trusts
         )
@@ -457,6 +485,34 @@ class Daemon:
         )
         self.stream = stream
         return inbound, writer
+
+    async def _channels(self, client: SalesforceClient, tokens: TokenManager) -> tuple[tuple[str, ...], str]:
+        """The channels to subscribe to and a status line saying why: the custom channel when `setup`
+        created it (`sync.channel` auto or custom), else the standard ones."""
+        from bridge.salesforce.channels import ChannelCheck, check_channel
+        from bridge.salesforce.streaming import default_channels
+
+        sf, sync = self.settings.salesforce, self.settings.sync
+        if sync.channel == "standard":
+            return default_channels(sf), "standard channels (sync.channel = standard)"
+        try:
+            user = await tokens.user_id()
+            found = (
+                await check_channel(client, sf.objects, sync.channel_name, user)
+                if user
+                else ChannelCheck(None, "the token response names no user")
+            )
+        except BridgeError as exc:
+            if sync.channel == "custom":
+                raise
+            found = ChannelCheck(None, f"the custom channel could not be checked ({type(exc).__name__})")
+        if found.path is not None:
+            log.info("streaming.custom_channel", channel=found.path)
+            return (found.path,), found.reason
+        if sync.channel == "custom":
+            raise ConfigurationError(f"sync.channel is custom but {found.reason}", "sync.channel")
+        log.warning("streaming.standard_channels", reason=found.reason)
+        return default_channels(sf), f"standard channels: {found.reason}"
 
     def _allocation_watch(
         self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher, metrics: BridgeMetrics

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg2
+import pytest
 
 from bridge.stack import ledger_activities, wait_until
 
@@ -27,7 +28,7 @@ __all__ = ["inbound_stack", "org_overrides"]
 
 BOOKINGS = 1000
 LINKS = 5
-EVENTS_CHANNEL = "/data/EventChangeEvent"
+CUSTOM_CHANNEL = "/data/MogliBridge__chn"  # `setup` creates it, the daemon subscribes to it (channel = auto)
 
 
 def _insert_bookings(stack: Stack, link_ids: list[str], contact: str) -> list[str]:
@@ -75,9 +76,14 @@ def _writes(stats: dict[str, Any]) -> dict[str, int]:
     return {route: count for route, count in by_route.items() if not route.startswith("GET")}
 
 
-def test_echoes_of_a_thousand_bookings_cause_no_writes(inbound_stack: Stack) -> None:
-    """1,000 Events written by the bridge come back as change events: nothing is written anywhere because of
-    them (emulator request counts, scheduler rows and the ledger's journal and versions unchanged)."""
+@pytest.mark.parametrize("channel", ["custom", "standard"])
+def test_echoes_of_a_thousand_bookings_cause_no_writes(
+    inbound_stack: Stack, channel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 Events written by the bridge cause no writes anywhere (emulator request counts, scheduler rows
+    and the ledger's journal and versions unchanged): on the filtered custom channel `setup` creates, they are
+    never delivered; on the standard channels, every one is recognised as the bridge's own by commitUser."""
+    monkeypatch.setenv("MOGLI_BRIDGE_SYNC__CHANNEL", channel)
     stack = inbound_stack
     s, seed = stack.scheduler, stack.seed
     owner = s.add_user(seed.users[0])
@@ -115,8 +121,17 @@ def test_echoes_of_a_thousand_bookings_cause_no_writes(inbound_stack: Stack) -> 
     )
     stopped = [line for line in daemon.log_lines() if line.get("event") == "inbound.stopped"]
     assert stopped and stopped[-1]["applied"] == 1
-    # Every other delivered event was recognised as the bridge's own (none merely "unchanged" by value).
-    assert stopped[-1]["ignored"] == {"echo": after["delivered_events"] - 1}
+    if channel == "custom":
+        logs = daemon.log_lines()
+        assert [line["channel"] for line in logs if line.get("event") == "streaming.custom_channel"] == [
+            CUSTOM_CHANNEL
+        ]
+        assert after["delivered_events"] == 1  # the person's delete alone passed the filters
+        assert stopped[-1]["ignored"] == {}
+    else:
+        # Every other delivered event was recognised as the bridge's own (none merely "unchanged" by value).
+        assert after["delivered_events"] > 1
+        assert stopped[-1]["ignored"] == {"echo": after["delivered_events"] - 1}
 
 
 def _event_position(stack: Stack) -> str | None:
@@ -124,7 +139,7 @@ def _event_position(stack: Stack) -> str | None:
         rows = ledger_rows(stack.ledger_url, "checkpoints")
     except Exception:
         return None
-    return next((r["position"] for r in rows if r["stream"] == EVENTS_CHANNEL), None)
+    return next((r["position"] for r in rows if r["stream"] == CUSTOM_CHANNEL), None)
 
 
 def test_replay_id_outside_retention_is_reconciled(inbound_stack: Stack) -> None:
@@ -141,10 +156,12 @@ def test_replay_id_outside_retention_is_reconciled(inbound_stack: Stack) -> None
     first.wait_started()
     wait_until(lambda: _all_synced(stack, 1), timeout=60, what="the booking written")
     wait_streaming(stack.emulator)
-    wait_until(lambda: _event_position(stack), timeout=60, what="the Event channel position stored")
+    event_id = ledger_activities(stack.ledger_url)[booking]["activity_id"]
+    # The bridge's own writes never reach it through the filtered channel: a person's edit sets a position.
+    Person(stack.emulator, seed.users[1]).update("Event", event_id, {"Subject": "Renamed by a person"})
+    wait_until(lambda: _event_position(stack), timeout=60, what="the channel position stored")
     assert first.terminate() == 0
 
-    event_id = ledger_activities(stack.ledger_url)[booking]["activity_id"]
     moved = start + timedelta(hours=3)
     Person(stack.emulator, seed.users[1]).update(
         "Event",

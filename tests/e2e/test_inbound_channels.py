@@ -1,0 +1,117 @@
+"""End to end: the channel the daemon subscribes to, and the delivered-event allocation, as operators see them
+(`setup` output, log lines, `status --json`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bridge.stack import ROOT, DaemonProcess, ledger_activities, wait_until
+
+from .conftest import Stack
+from .inbound_support import (
+    Person,
+    inbound_stack,
+    ledger_rows,
+    org_overrides,
+    wait_journal,
+    wait_streaming,
+)
+
+__all__ = ["inbound_stack", "org_overrides"]
+
+
+def _status(daemon: DaemonProcess) -> dict[str, Any]:
+    """`status --json` of the running daemon: its streaming lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "--config", str(daemon.config), "status", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    streaming: dict[str, Any] = report["daemon"].get("salesforce", {}).get("streaming", {})
+    return streaming
+
+
+def _synced_event(stack: Stack) -> tuple[str, str]:
+    """One booking written to Salesforce by the running daemon: (booking id, Event id)."""
+    s, seed = stack.scheduler, stack.seed
+    link = s.add_link("one_on_one", s.add_user(seed.users[0]))
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    booking = s.add_booking(link, start=start, related=seed.contacts[0])
+
+    def written() -> str | None:
+        try:
+            row = ledger_activities(stack.ledger_url).get(booking)
+        except Exception:
+            return None
+        return row["activity_id"] if row and row["state"] == "synced" else None
+
+    return booking, str(wait_until(written, timeout=60, what="the booking written"))
+
+
+def _events(daemon: DaemonProcess, name: str) -> list[dict[str, Any]]:
+    return [line for line in daemon.log_lines() if line.get("event") == name]
+
+
+def test_a_refused_custom_channel_falls_back_to_the_standard_channels(inbound_stack: Stack) -> None:
+    """When the org refuses the Tooling API (no Customize Application), `setup` still succeeds and says the
+    daemon will use the standard channels; the daemon warns, shows why in `status`, and a person's delete
+    still arrives."""
+    stack = inbound_stack
+    stack.emulator.add_fault(
+        path="/tooling/",
+        status=403,
+        error_code="INSUFFICIENT_ACCESS_OR_READONLY",
+        message="insufficient access",
+    )
+    daemon = stack.daemon("fallback")
+    report = daemon.setup().stdout
+    assert "refused" in report and "standard channels" in report
+    daemon.start()
+    daemon.wait_started()
+    wait_streaming(stack.emulator)
+    _, event_id = _synced_event(stack)
+    Person(stack.emulator, stack.seed.users[1]).delete("Event", event_id)
+    wait_journal(stack.ledger_url, "salesforce.event_deleted")
+    line = _status(daemon)["channel"]
+    assert line.startswith("standard channels:"), line
+    assert daemon.terminate() == 0
+    (warning,) = _events(daemon, "streaming.standard_channels")
+    assert warning["level"] == "warning" and "custom channel" in warning["reason"]
+    assert stack.emulator.stats()["faults_fired"] >= 2  # setup's attempt and the daemon's check
+
+
+def test_an_exhausted_allocation_is_reported_and_reconciled_after_the_reset(
+    inbound_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the day's change events used up, the daemon says so (error log line, status line) and, once the
+    allocation is back, reconciles by change time from before it went blind."""
+    monkeypatch.setenv("MOGLI_BRIDGE_SYNC__DELIVERED_EVENTS_CHECK_SECONDS", "1")
+    stack = inbound_stack
+    daemon = stack.daemon("allocation")
+    daemon.start()
+    daemon.wait_started()
+    wait_streaming(stack.emulator)
+    wait_until(lambda: _status(daemon).get("delivered_events", "").startswith("ok:"), what="a reading")
+    limit = stack.emulator.control("streaming/delivered", {"used": 10_000})["delivered_events"]
+    assert limit == 10_000
+    wait_until(lambda: _events(daemon, "streaming.allocation_exhausted"), timeout=60, what="exhaustion")
+    assert _status(daemon)["delivered_events"].startswith("exhausted since")
+    assert ledger_rows(stack.ledger_url, "reconciliation_runs") == []
+    stack.emulator.control("streaming/delivered", {"used": 0})
+    wait_until(lambda: _events(daemon, "streaming.allocation_restored"), timeout=60, what="the reset noticed")
+    runs = wait_until(lambda: ledger_rows(stack.ledger_url, "reconciliation_runs"), what="a reconciliation")
+    assert daemon.terminate() == 0
+    assert [r["requested_by"] for r in runs] == ["streaming"]
+    scope = runs[0]["scope"]
+    assert (json.loads(scope) if isinstance(scope, str) else scope)["changed_since"] is not None
+    assert all(line["level"] == "error" for line in _events(daemon, "streaming.allocation_exhausted"))

@@ -94,7 +94,9 @@ async def test_every_write_names_the_client(
     control: Control,
     emulator: RunningEmulator,
 ) -> None:
-    """Writes carry Sforce-Call-Options client=<salesforce.client_name>, seen by the org as changeOrigin."""
+    """Writes carry Sforce-Call-Options client=<salesforce.client_name>, seen as changeOrigin by an org that
+    passes it on for Collections writes (undocumented: the emulator's switch, off by default)."""
+    await control.post("streaming/switches", {"collections_client_origin": True})
     named = replace(settings, client_name="bridge-under-test")
     client = SalesforceClient(http, tokens, named)
     owner = await control.first_id("User", Username="owner1@example.com")

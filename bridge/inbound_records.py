@@ -194,10 +194,23 @@ class WindowLost:
     """The stored replay id of a channel is outside the retention window: events after `since` may be lost.
 
     The stream has resubscribed with -1 (new events only); the consumer reconciles the window by change time.
+    Also reported when a channel that never had a replay id is subscribed again after a gap: `since` is then
+    the last time the stream was known to have seen everything (a `Heartbeat`).
     """
 
     channel: str
     since: datetime | None
+    reason: str = "replay_window_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A channel without any replay id (nothing delivered yet, e.g. a quiet filtered channel) was live and
+    subscribed until `seen_until`: stored as its position `-1;<time>`, so that after a restart or a rebuild
+    the window since then is reconciled instead of silently skipped by a -1 subscription."""
+
+    channel: str
+    seen_until: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,9 @@ Work-arounds (reference: salesforce-protocol.md section 8):
 - closing a transport cancels its pending connect task, whose done-callback then raises CancelledError into
   the event loop's exception handler (a plain-text traceback): the callback is detached before closing;
 - `salesforce.ca_bundle`: the CometD transport gets the same TLS context as the REST client;
+- a channel that has no replay id yet (a quiet filtered channel delivers nothing of the bridge's own) would
+  skip everything between two subscriptions with -1: while live, the stream reports a `Heartbeat` for it
+  (stored as `-1;<time>`), and a later subscription of it reports `WindowLost` from that time;
 - a stored replay id outside retention: `WindowLost` is reported and the channel is resubscribed with -1
   (new events only; replaying the whole retention with -2 would redeliver every retained change, each one
   counted against the delivered-event allocation); the consumer reconciles the window by change time.
@@ -30,8 +33,9 @@ import asyncio
 import contextlib
 import random
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -43,14 +47,14 @@ from aiosfstream_ng.exceptions import AiosfstreamException, ServerError
 from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOption
 
 from bridge.config import SalesforceSettings
-from bridge.inbound_records import ReplayPosition, SalesforceChange, WindowLost
+from bridge.inbound_records import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.allocation import is_daily_limit_error
 from bridge.salesforce.auth import AccessToken, TokenManager
 from bridge.salesforce.changes import decode_change
 
 log = structlog.get_logger(__name__)
 
-StreamItem = SalesforceChange | WindowLost
+StreamItem = SalesforceChange | WindowLost | Heartbeat
 
 
 def channel_for(sobject: str) -> str:
@@ -77,6 +81,9 @@ class StreamTiming:
     silence_factor: float = 5.0
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
+    # A channel without a replay id reports how far it has seen this often; the reported time lags the
+    # clock by as much, so that an event committed just before is not counted as seen while still in flight.
+    heartbeat_seconds: float = 60.0
 
 
 class TokenAuthenticator(AuthenticatorBase):
@@ -132,6 +139,10 @@ class ReplayStore(ReplayMarkerStorage):
         """The effect of this event is durable: a resubscription starts after it."""
         self._ids[channel] = replay_id
 
+    def has_replay_id(self, channel: str) -> bool:
+        """True once the channel has a real position (a delivered event's id)."""
+        return self._ids.get(channel, -1) >= 0
+
     def replay_new(self, channel: str) -> None:
         """Resubscribe this channel with -1 (new events only)."""
         self._ids[channel] = int(ReplayOption.NEW_EVENTS)
@@ -181,6 +192,7 @@ class ChangeStream:
         channels: Sequence[str] | None = None,
         timing: StreamTiming = StreamTiming(),
         ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._tokens = tokens
         self._settings = settings
@@ -190,6 +202,12 @@ class ChangeStream:
         self._timing = timing
         self._client: Client | None = None
         self._ssl = ssl_context
+        self._clock = clock
+        # Channels without a replay id: the time up to which everything was seen (from `-1;<time>` positions).
+        self._seen_until = {
+            channel: p.commit_time for channel, p in positions.items() if p.replay_id < 0 and p.commit_time
+        }
+        self._last_beat = 0.0
         self.rebuilds = 0
         self.received = 0
         self.allocation_exhausted = False  # CometD refused: the delivered-event allocation is used up
@@ -213,12 +231,13 @@ class ChangeStream:
                 client = await self._open()
                 for channel in self._channels:
                     lost += await self._subscribe(client, channel)
+                lost += self._gaps_without_replay_id({item.channel for item in lost})
                 failures = 0
                 self.allocation_exhausted = False
                 for item in lost:
                     yield item
-                async for change in self._receive(client):
-                    yield change
+                async for received in self._receive(client):
+                    yield received
             # aiocometd-ng lets malformed replies (e.g. an HTTP 503 with a REST error body) escape as
             # KeyError/TypeError/ValueError from its message parsing: transport failures, not our bugs.
             except (
@@ -247,6 +266,31 @@ class ChangeStream:
                 await asyncio.sleep(delay)
             finally:
                 await self._close(client)
+
+    def _gaps_without_replay_id(self, reported: set[str]) -> list[WindowLost]:
+        """Channels subscribed with -1 after a known time: what happened since may have been skipped."""
+        lost = []
+        for channel in self._channels:
+            since = self._seen_until.get(channel)
+            if since is None or channel in reported or self._store.has_replay_id(channel):
+                continue
+            log.warning("streaming.resubscribed_without_replay_id", channel=channel, since=since.isoformat())
+            lost.append(WindowLost(channel, since, reason="resubscribed_without_replay_id"))
+        return lost
+
+    def _heartbeats(self) -> list[Heartbeat]:
+        """Every `heartbeat_seconds` while live: how far each channel without a replay id has seen."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_beat < self._timing.heartbeat_seconds:
+            return []
+        self._last_beat = now
+        seen = self._clock() - timedelta(seconds=self._timing.heartbeat_seconds)
+        beats = []
+        for channel in self._channels:
+            if not self._store.has_replay_id(channel):
+                self._seen_until[channel] = max(seen, self._seen_until.get(channel, seen))
+                beats.append(Heartbeat(channel, self._seen_until[channel]))
+        return beats
 
     def _note_refusal(self, exc: BaseException) -> None:
         """Remember (and say once) that Salesforce refuses the stream for the daily allocation."""
@@ -294,7 +338,7 @@ class ChangeStream:
         await client.subscribe(channel)
         return [WindowLost(channel, since)]
 
-    async def _receive(self, client: Client) -> AsyncIterator[SalesforceChange]:
+    async def _receive(self, client: Client) -> AsyncIterator[SalesforceChange | Heartbeat]:
         """Messages until the client fails; the watchdog raises _Stalled (see `_watchdog`).
 
         One `receive()` stays pending across watchdog ticks: cancelling it on every tick (as `wait_for`
@@ -309,6 +353,8 @@ class ChangeStream:
                     pending = asyncio.ensure_future(client.receive())
                 done, _ = await asyncio.wait({pending}, timeout=self._timing.check_seconds)
                 self._watchdog(client, watch)
+                for beat in self._heartbeats():
+                    yield beat
                 if not done:
                     continue
                 message, pending = pending.result(), None

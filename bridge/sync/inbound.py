@@ -23,6 +23,7 @@ from bridge.errors import PermanentError, TransientError
 from bridge.inbound_records import (
     ActivityChange,
     ChangeEntity,
+    Heartbeat,
     InboundBatch,
     KnownActivity,
     KnownLink,
@@ -37,13 +38,14 @@ log = structlog.get_logger(__name__)
 
 Note = tuple[str, str, str, tuple[tuple[str, str], ...]]
 Reconcile = Callable[[datetime, str], Awaitable[None]]
+StreamItem = SalesforceChange | WindowLost | Heartbeat
 Identity = Callable[[], Awaitable[str | None]]
 
 
 class ChangeFeed(Protocol):
     """Decoded changes from the watched channels (bridge.salesforce.streaming.ChangeStream)."""
 
-    def changes(self) -> AsyncIterator[SalesforceChange | WindowLost]:
+    def changes(self) -> AsyncIterator[StreamItem]:
         """Changes forever, across reconnects."""
         ...
 
@@ -155,6 +157,7 @@ class Inbound:
         self._identity = identity  # the integration user's id (commitUser of the bridge's own changes)
         self._settings = settings
         self._unflushed: dict[str, ReplayPosition] = {}
+        self._replayable: set[str] = set()  # channels with a delivered event's id: heartbeats are moot
         self._lock = asyncio.Lock()  # one change or one position flush at a time
         self._ignored_since_flush = 0
         self.ignored: Counter[str] = Counter()
@@ -184,9 +187,7 @@ class Inbound:
             await self._flush()
 
     @staticmethod
-    async def _next_or_stop(
-        changes: AsyncIterator[SalesforceChange | WindowLost], stop: asyncio.Event
-    ) -> SalesforceChange | WindowLost | None:
+    async def _next_or_stop(changes: AsyncIterator[StreamItem], stop: asyncio.Event) -> StreamItem | None:
         getter = asyncio.ensure_future(anext(changes))
         stopper = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -219,7 +220,7 @@ class Inbound:
 
     # ------------------------------------------------------------------------------ one change
 
-    async def _handle_until_done(self, item: SalesforceChange | WindowLost, stop: asyncio.Event) -> None:
+    async def _handle_until_done(self, item: StreamItem, stop: asyncio.Event) -> None:
         """Handle one change; transient failures retry it (its position is not committed until it is done)."""
         delay = self._settings.retry_base_seconds
         while True:
@@ -240,14 +241,17 @@ class Inbound:
                 return  # not committed: the change is delivered again after the restart
             delay = min(delay * 2, self._settings.retry_max_seconds)
 
-    async def handle(self, item: SalesforceChange | WindowLost) -> None:
+    async def handle(self, item: StreamItem) -> None:
         """Decide on one change and carry the decision out."""
         async with self._lock:
             await self._handle(item)
 
-    async def _handle(self, item: SalesforceChange | WindowLost) -> None:
+    async def _handle(self, item: StreamItem) -> None:
         if isinstance(item, WindowLost):
             await self._window_lost(item)
+            return
+        if isinstance(item, Heartbeat):
+            self._note_seen(item)
             return
         await self._learn_identity()
         decision = decide(item, await self._known(item), self._options)
@@ -268,6 +272,7 @@ class Inbound:
             )
         )
         if item.replay_id is not None:
+            self._replayable.add(item.channel)
             self._feed.committed(item.channel, item.replay_id)
         self.applied += 1
         log.info(
@@ -379,17 +384,23 @@ class Inbound:
         """The channel was resubscribed with -1: reconcile, by change time, the window that was missed."""
         effects = _Effects()
         detail = (("channel", lost.channel),)
-        effects.notes.append(("source", lost.channel, "streaming.replay_window_lost", detail))
+        effects.notes.append(("source", lost.channel, f"streaming.{lost.reason}", detail))
         if lost.since is not None:
-            await self._request_reconcile(lost.since, f"replay_window_lost:{lost.channel}", effects)
+            await self._request_reconcile(lost.since, f"{lost.reason}:{lost.channel}", effects)
         await self._ledger.apply_inbound(InboundBatch(notes=tuple(effects.notes)))
         self._on_work()
 
     # ------------------------------------------------------------------------------ positions
 
+    def _note_seen(self, beat: Heartbeat) -> None:
+        """A channel without a replay id was seen until then: stored as `-1;<time>` with the next flush."""
+        if beat.channel not in self._replayable:
+            self._unflushed[beat.channel] = ReplayPosition(-1, beat.seen_until)
+
     async def _note_position(self, change: SalesforceChange) -> None:
         if change.replay_id is None:
             return
+        self._replayable.add(change.channel)
         self._unflushed[change.channel] = ReplayPosition(change.replay_id, change.commit_time)
         self._feed.committed(change.channel, change.replay_id)
         self._ignored_since_flush += 1

@@ -115,3 +115,47 @@ def test_an_exhausted_allocation_is_reported_and_reconciled_after_the_reset(
     scope = runs[0]["scope"]
     assert (json.loads(scope) if isinstance(scope, str) else scope)["changed_since"] is not None
     assert all(line["level"] == "error" for line in _events(daemon, "streaming.allocation_exhausted"))
+
+
+def _channel_position(stack: Stack) -> str | None:
+    try:
+        rows = ledger_rows(stack.ledger_url, "checkpoints")
+    except Exception:
+        return None
+    return next((r["position"] for r in rows if r["stream"] == "/data/MogliBridge__chn"), None)
+
+
+def test_a_change_made_while_a_quiet_daemon_was_down_is_reconciled(inbound_stack: Stack) -> None:
+    """The filtered channel delivers nothing of the bridge's own, so a quiet daemon has no replay id; it keeps
+    how far it has seen (`-1;<time>`), and after a restart reconciles from then, so a person's move made
+    while it was down (never replayed by a -1 subscription) is still noticed and restored."""
+    stack = inbound_stack
+    first = stack.daemon("first")
+    first.start()
+    first.wait_started()
+    wait_streaming(stack.emulator)
+    booking, event_id = _synced_event(stack)
+    start = ledger_activities(stack.ledger_url)[booking]["start_at"]
+    wait_until(lambda: (_channel_position(stack) or "").startswith("-1;"), what="a heartbeat position")
+    assert first.terminate() == 0
+
+    moved = datetime.fromisoformat(str(start)).replace(tzinfo=UTC) + timedelta(hours=2)
+    Person(stack.emulator, stack.seed.users[1]).update(
+        "Event",
+        event_id,
+        {"StartDateTime": moved.isoformat(), "EndDateTime": (moved + timedelta(minutes=30)).isoformat()},
+    )
+    second = stack.daemon("second")
+    second.start()
+    second.wait_started()
+    wait_journal(stack.ledger_url, "streaming.resubscribed_without_replay_id")
+
+    def restored() -> bool:
+        rows = stack.emulator.records("Event")
+        row = next((r for r in rows if r["Id"] == event_id), None)
+        return row is not None and not row["StartDateTime"].startswith(moved.strftime("%Y-%m-%dT%H:%M"))
+
+    wait_until(restored, timeout=90, what="the moved Event restored by the reconciliation")
+    assert second.terminate() == 0
+    runs = ledger_rows(stack.ledger_url, "reconciliation_runs")
+    assert runs and {r["requested_by"] for r in runs} == {"streaming"}

@@ -10,7 +10,7 @@ from sfclient_support import Control, Seed, event_item
 from test_streaming import FAST, RECEIVE_BOUND_SECONDS, _person_creates_event, _subscribed, emulator
 
 from bridge.config import SalesforceSettings
-from bridge.inbound_records import ChangeType, SalesforceChange
+from bridge.inbound_records import ChangeType, Heartbeat, SalesforceChange
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.channels import check_channel, ensure_channel, member_specs
 from bridge.salesforce.rest import SalesforceClient
@@ -81,6 +81,8 @@ async def _take(items: object, count: int) -> list[SalesforceChange]:
     async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
         while len(out) < count:
             item: StreamItem = await anext(items)  # type: ignore[call-overload]
+            if isinstance(item, Heartbeat):
+                continue
             assert isinstance(item, SalesforceChange), item
             out.append(item)
     return out

@@ -16,7 +16,14 @@ from sfclient_support import Control
 
 from bridge.config import SalesforceSettings
 from bridge.emulator.server import RunningEmulator, start_emulator
-from bridge.inbound_records import ChangeEntity, ChangeType, ReplayPosition, SalesforceChange, WindowLost
+from bridge.inbound_records import (
+    ChangeEntity,
+    ChangeType,
+    Heartbeat,
+    ReplayPosition,
+    SalesforceChange,
+    WindowLost,
+)
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming
 
@@ -61,8 +68,12 @@ async def _person_creates_event(
 
 
 async def _next(items: AsyncIterator[StreamItem]) -> StreamItem:
+    """The next change or lost window (heartbeats of a channel without a replay id are skipped)."""
     async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
-        return await anext(items)
+        while True:
+            item = await anext(items)
+            if not isinstance(item, Heartbeat):
+                return item
 
 
 async def _next_change(items: AsyncIterator[StreamItem]) -> SalesforceChange:

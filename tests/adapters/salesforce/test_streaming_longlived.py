@@ -27,7 +27,7 @@ from test_streaming import (
 
 from bridge.config import SalesforceSettings
 from bridge.emulator.server import start_emulator
-from bridge.inbound_records import ReplayPosition, SalesforceChange, WindowLost
+from bridge.inbound_records import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.auth import TokenManager, make_ssl_context
 from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming
 
@@ -41,6 +41,8 @@ async def _next_change_after_idle(items: AsyncIterator[StreamItem]) -> Salesforc
     """The next change, waiting through the idle period plus the usual receive bound."""
     async with asyncio.timeout(IDLE_SECONDS + RECEIVE_BOUND_SECONDS):
         item = await anext(items)
+        while isinstance(item, Heartbeat):
+            item = await anext(items)
     assert isinstance(item, SalesforceChange), item
     return item
 
@@ -216,3 +218,30 @@ async def test_a_burst_of_events_does_not_look_like_a_hung_connect(
         await _stop(items)
     assert received == created
     assert stream.rebuilds == 0
+
+
+async def test_a_channel_without_replay_id_reports_how_far_it_has_seen_and_the_gap_after(
+    http: aiohttp.ClientSession, tokens: TokenManager, control: Control, settings: SalesforceSettings
+) -> None:
+    """A quiet channel (no event, so no replay id) reports Heartbeats while live; subscribed again from that
+    `-1;<time>` position (a restart), it reports the gap as WindowLost, since a change made meanwhile is
+    not replayed by -1."""
+    timing = replace(FAST, heartbeat_seconds=1.0)
+    stream = ChangeStream(tokens, settings, {}, channels=[EVENTS], timing=timing)
+    items = stream.changes()
+    try:
+        async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
+            beat = await anext(items)
+    finally:
+        await _stop(items)
+    assert isinstance(beat, Heartbeat) and beat.channel == EVENTS
+    await _person_creates_event(http, tokens, control, "booking-while-down")
+
+    position = ReplayPosition(-1, beat.seen_until)
+    resumed = ChangeStream(tokens, settings, {EVENTS: position}, channels=[EVENTS], timing=timing)
+    items = resumed.changes()
+    try:
+        lost = await _next(items)
+    finally:
+        await _stop(items)
+    assert lost == WindowLost(EVENTS, beat.seen_until, reason="resubscribed_without_replay_id")

@@ -162,3 +162,19 @@ def test_a_change_made_while_a_quiet_daemon_was_down_is_reconciled(inbound_stack
     assert second.terminate() == 0
     runs = ledger_rows(stack.ledger_url, "reconciliation_runs")
     assert runs and {r["requested_by"] for r in runs} == {"streaming"}
+
+
+def test_custom_channel_required_but_missing_stops_the_daemon_naming_the_key(
+    inbound_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sync.channel = "custom"` without the channel (setup ran with the standard channels) is a
+    configuration error: the daemon exits 2 and names sync.channel instead of streaming from elsewhere."""
+    monkeypatch.setenv("MOGLI_BRIDGE_SYNC__CHANNEL", "standard")
+    stack = inbound_stack
+    daemon = stack.daemon("strict")
+    monkeypatch.setenv("MOGLI_BRIDGE_SYNC__CHANNEL", "custom")
+    daemon.start()
+    assert daemon.proc is not None
+    assert daemon.proc.wait(60) == 2
+    text = daemon.log_path.read_text()
+    assert "sync.channel" in text and "does not exist" in text

@@ -110,7 +110,7 @@ class SyncSettings:
     channel: Literal["auto", "custom", "standard"] = "auto"
     channel_name: str = "MogliBridge__chn"  # the custom channel `setup` creates (Tooling API)
     delivered_events_warn_fraction: float = 0.2  # warn when less than this share of the allocation is left
-    delivered_events_check_seconds: float = 300.0  # how often /limits is read for DailyDeliveredPlatformEvents
+    delivered_events_check_seconds: float = 300.0  # how often /limits is read (DailyDeliveredPlatformEvents)
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,8 +190,12 @@ class LocalPostgres:
 
     def recoveries(self) -> int:
         """How many times the server log says it recovered from a crash."""
+        return self.logged(RECOVERY_LINE)
+
+    def logged(self, text: str) -> int:
+        """How many times `text` appears in the server log (e.g. "database system is shut down")."""
         log = self.base / "server.log"
-        return log.read_text(errors="replace").count(RECOVERY_LINE) if log.exists() else 0
+        return log.read_text(errors="replace").count(text) if log.exists() else 0
 
     def setting(self, name: str) -> str:
         """The running server's value of one setting (`SHOW name`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,15 @@ from .verdict import EditsNotRestored, Kills, count_logged, fault_hits, install_
 
 class Saboteur(threading.Thread):
     """Keeps breaking Salesforce while it runs: sessions, streaming clients, the daily API allocation.
-    `hits` counts the acts that hit something (a live session expired, a connected client forgotten)."""
+    `hits` counts the acts that hit something: a live session expired, a connected client forgotten, an
+    exhausted allocation that refused the daemon a call (`limit_refusals` counts its refusals so far)."""
 
-    def __init__(self, emulator: EmulatorProcess, seed: int) -> None:
+    def __init__(self, emulator: EmulatorProcess, seed: int, limit_refusals: Callable[[], int]) -> None:
         super().__init__(daemon=True)
         self.emulator, self.rng = emulator, random.Random(seed)
+        self.limit_refusals = limit_refusals
         self.stop = threading.Event()
-        self.hits = {"sessions_expired": 0, "clients_forgotten": 0}
-        self.allocation_exhausted = 0
+        self.hits = {"sessions_expired": 0, "clients_forgotten": 0, "allocation_exhausted": 0}
 
     def run(self) -> None:
         """Every half second, one act of sabotage."""
@@ -49,11 +51,19 @@ class Saboteur(threading.Thread):
                 forgotten = self.emulator.control("streaming/forget-clients")["forgotten"]
                 self.hits["clients_forgotten"] += forgotten > 0
             elif roll < 0.9:
-                limits = self.emulator.control("limits", {})
-                self.emulator.control("limits", {"used": limits["allocation"]})
-                time.sleep(1.0)
-                self.emulator.control("limits", {"used": 0})
-                self.allocation_exhausted += 1
+                self.hits["allocation_exhausted"] += self._exhaust_the_allocation()
+
+    def _exhaust_the_allocation(self) -> bool:
+        """Use up the day's API calls for a second, or up to two until a call of the daemon's is refused."""
+        before = self.limit_refusals()
+        limits = self.emulator.control("limits", {})
+        self.emulator.control("limits", {"used": limits["allocation"]})
+        deadline = time.monotonic() + 2.0
+        time.sleep(1.0)
+        while self.limit_refusals() == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.emulator.control("limits", {"used": 0})
+        return self.limit_refusals() > before
 
 
 FAULTS = [
@@ -61,11 +71,13 @@ FAULTS = [
     {"path": "/composite/sobjects", "status": 400, "error_code": "UNABLE_TO_LOCK_ROW", "probability": 0.03},
     {"path": "/composite/sobjects", "action": "drop", "probability": 0.03},
     {"path": "/composite/sobjects", "latency_ms": 8000, "probability": 0.02},
-    {"path": "/query", "status": 500, "error_code": "UNKNOWN_EXCEPTION", "probability": 0.05},
+    {"path": "/query", "status": 500, "error_code": "UNKNOWN_EXCEPTION", "probability": 0.10},
     {"path": "/cometd", "action": "drop", "probability": 0.05},
 ]
 # Seconds between scheduler operations in the kill scenario: rows keep flowing until after the last kill.
 KILL_PACE = 0.05
+LIMIT_WAIT = "push.api_limit_wait"  # the daemon's log line when the org refused a call: allocation used up
+SHUT_DOWN = "database system is shut down"  # PostgreSQL's log line at the end of a clean stop
 DRAGGED_TO = "2030-01-01T10:00:00Z"  # where people drag the bridge's Events (the scheduler wins them back)
 
 
@@ -88,30 +100,33 @@ def test_kill_minus_nine_cycles_under_salesforce_faults_and_people_editing(inbou
     install_faults(stack.emulator, FAULTS)
     contacts = seed.contacts + seed.leads[:1]
     traffic = Traffic(stack.dsn, links, [member_a, member_b], contacts, OPERATIONS, 7, pace=KILL_PACE)
-    saboteur = Saboteur(stack.emulator, 11)
+    saboteur = Saboteur(stack.emulator, 11, lambda: _logged_text(daemon, LIMIT_WAIT))
     person = Person(stack.emulator, seed.users[1])
     kills = Kills()
     daemon.start()
     traffic.start()
     saboteur.start()
     moved = 0
-    for _ in range(KILL_CYCLES):
-        kills.started(stack.emulator, daemon)
-        deadline = time.monotonic() + rng.uniform(1.0, 4.0)
-        while time.monotonic() < deadline:
-            moved += _person_drags_an_event(stack, person, rng)
-            time.sleep(0.3)
-        kills.kill(stack, daemon)
-        daemon.start()
-    traffic.join()
-    saboteur.stop.set()
-    saboteur.join()
+    try:
+        for _ in range(KILL_CYCLES):
+            kills.started(stack.emulator, daemon)
+            deadline = time.monotonic() + rng.uniform(1.0, 4.0)
+            while time.monotonic() < deadline:
+                moved += _person_drags_an_event(stack, person, rng)
+                time.sleep(0.3)
+            kills.kill(stack, daemon)
+            daemon.start()
+        traffic.join()
+    finally:
+        saboteur.stop.set()
+        saboteur.join()
+    moved += _until_every_fault_hit(stack, person, rng)
     assert traffic.error is None, traffic.error
     hits = fault_hits(stack.emulator)
     stack.emulator.clear_faults()
     assert kills.landed == KILL_CYCLES, f"kills that found the daemon idle or starting: {kills.missed}"
     assert all(hits.values()), f"fault rules that never fired: {hits}"
-    assert saboteur.hits["sessions_expired"] > 0 and saboteur.hits["clients_forgotten"] > 0, saboteur.hits
+    assert all(saboteur.hits.values()), f"acts of sabotage that never hit: {saboteur.hits}"
     assert moved > 0, "nobody edited an Event: the inbound half of the scenario did not run"
     figures: dict[str, Any] = {
         "kills_landed": kills.landed,
@@ -119,8 +134,7 @@ def test_kill_minus_nine_cycles_under_salesforce_faults_and_people_editing(inbou
         "person_edits": moved,
         "fault_hits": hits,
         **saboteur.hits,
-        "allocation_exhausted": saboteur.allocation_exhausted,
-        "api_limit_waits": count_logged(daemon, "push.api_limit_wait"),
+        "api_limit_waits": count_logged(daemon, LIMIT_WAIT),
     }
     try:
         figures.update(verdict(stack, daemon, dragged_to=DRAGGED_TO[:11]))
@@ -136,6 +150,26 @@ def test_kill_minus_nine_cycles_under_salesforce_faults_and_people_editing(inbou
         daemon_reconciliations=count_logged(daemon, "inbound.reconciled"),
         api_requests=stack.emulator.stats()["api_requests"]["total"],
     )
+
+
+def _logged_text(daemon: DaemonProcess, event: str) -> int:
+    """A cheap count of one event in the daemon's log (the saboteur polls it)."""
+    return daemon.log_path.read_text(errors="replace").count(f'"{event}"')
+
+
+def _until_every_fault_hit(stack: Stack, person: Person, rng: random.Random, timeout: float = 60) -> int:
+    """Keep people editing (the daemon writes each edit back) and the stream announcing gaps (the daemon
+    re-reads the record) until every fault rule has fired at least once; returns the edits made. Fails naming
+    the rules that never fired."""
+    moved, deadline = 0, time.monotonic() + timeout
+    while not all(fault_hits(stack.emulator).values()):
+        assert time.monotonic() < deadline, f"fault rules that never fired: {fault_hits(stack.emulator)}"
+        moved += _person_drags_an_event(stack, person, rng)
+        events = [e["Id"] for e in stack.emulator.records("Event") if e.get("Scheduling_Booking_Id__c")]
+        gap = {"entity": "Event", "record_ids": [rng.choice(events)], "change_type": "GAP_UPDATE"}
+        stack.emulator.control("gap", gap)
+        time.sleep(0.3)
+    return moved
 
 
 def _person_drags_an_event(stack: Stack, person: Person, rng: random.Random) -> int:
@@ -173,7 +207,9 @@ def test_postgres_restart_and_walsender_kills_mid_stream(stack: Stack, pg_cluste
         time.sleep(1.5)
         walsenders_killed.append(_kill_walsenders(pg_cluster))
     time.sleep(1.0)
+    shutdowns = pg_cluster.logged(SHUT_DOWN)
     pg_cluster.restart(mode="fast")
+    restarts = pg_cluster.logged(SHUT_DOWN) - shutdowns
     traffic.join()
     assert traffic.error is None, traffic.error
     _reconnect(s)
@@ -181,13 +217,14 @@ def test_postgres_restart_and_walsender_kills_mid_stream(stack: Stack, pg_cluste
     daemon.wait_started()
     assert daemon.terminate() == 0
     assert all(walsenders_killed), f"walsenders terminated per kill: {walsenders_killed}"
+    assert restarts == 1, f"the server log shows {restarts} clean shutdowns"
     assert traffic.reconnects > 0, "the restart came after the writer finished"
     reconnected = count_logged(daemon, "source.connected") - 1
     assert reconnected >= 3, f"the stream reconnected {reconnected} times for 2 kills and a restart"
     report(
         "postgres_restart_and_walsender_kills",
         walsender_kills=sum(walsenders_killed),
-        restarts=1,
+        restarts=restarts,
         writer_reconnects=traffic.reconnects,
         stream_reconnects=reconnected,
         **figures,

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import structlog
 
-from bridge.errors import TransientError
+from bridge.errors import BridgeError
 from bridge.inbound_records import EventAllocation
 
 log = structlog.get_logger(__name__)
@@ -86,9 +86,9 @@ class AllocationWatch:
         if self.blind_since is not None:
             since = self.blind_since.isoformat()
             return f"exhausted since {since} ({figures}); reconciliation after the reset"
-        if latest is not None and self._low(latest):
-            return f"low: {figures}"
-        return f"ok: {figures}"
+        if latest is None:
+            return "unknown: not read yet"
+        return f"low: {figures}" if self._low(latest) else f"ok: {figures}"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check now and every `check_seconds` until `stop` is set."""
@@ -101,7 +101,7 @@ class AllocationWatch:
         """Read the allocation once and act on it."""
         try:
             reading: EventAllocation | None = await self._reader.event_allocation()
-        except TransientError as exc:
+        except BridgeError as exc:  # advisory: an outage or a refused /limits never stops the daemon
             log.warning("streaming.allocation_unread", error_type=type(exc).__name__, error=str(exc)[:300])
             reading = None
         now = self._clock()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.errors import SalesforceUnavailable
+from bridge.errors import ConfigurationError, SalesforceUnavailable
 from bridge.inbound_records import EventAllocation
 from bridge.salesforce.allocation import decode_event_allocation, is_daily_limit_error
 from bridge.sync.allocation import REASON, AllocationSettings, AllocationWatch
@@ -110,6 +110,21 @@ async def test_the_streams_refusal_counts_as_exhaustion() -> None:
     assert reconcile.calls == []
     await watch.check()
     assert reconcile.calls == [(T0, REASON)]
+
+
+async def test_a_refused_limits_call_does_not_stop_the_watch() -> None:
+    """/limits refused (the integration user lacks View Setup) is logged and the watch carries on."""
+
+    class Refusing:
+        allocation_exhausted = False
+
+        async def event_allocation(self) -> EventAllocation:
+            raise ConfigurationError("INSUFFICIENT_ACCESS_OR_READONLY: no access", "salesforce.username")
+
+    org = Refusing()
+    watch = AllocationWatch(org, org, clock=Clock(), settings=AllocationSettings(60, 0.2))
+    await watch.check()
+    assert watch.latest is None and watch.blind_since is None and watch.status == "unknown: not read yet"
 
 
 async def test_a_low_allocation_warns_once(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from bridge.errors import ConfigurationError, SalesforceUnavailable
 from bridge.inbound_records import EventAllocation
+from bridge.metrics import BridgeMetrics
 from bridge.salesforce.allocation import decode_event_allocation, is_daily_limit_error
 from bridge.sync.allocation import REASON, AllocationSettings, AllocationWatch
 
@@ -159,3 +160,12 @@ def test_limits_decoding_and_the_cometd_refusal() -> None:
         decode_event_allocation({"DailyApiRequests": {"Max": 1, "Remaining": 1}})
     assert is_daily_limit_error("403::Organization total events daily limit exceeded")
     assert not is_daily_limit_error("403::Unknown client")
+
+
+def test_the_allocation_is_exported_as_metrics() -> None:
+    """The watch's readings become the delivered-events gauges of /metrics."""
+    metrics = BridgeMetrics()
+    metrics.observe_event_allocation(10_000, 400)
+    text = metrics.render().decode()
+    assert "mogli_bridge_salesforce_delivered_events_limit 10000.0" in text
+    assert "mogli_bridge_salesforce_delivered_events_remaining 400.0" in text

@@ -33,6 +33,7 @@ from bridge.sync.push import Pusher, PushSettings
 
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
+    from bridge.inbound_records import ReplayPosition
     from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.rest import SalesforceClient
     from bridge.salesforce.streaming import ChangeStream
@@ -438,7 +439,6 @@ class Daemon:
         self, ledger: AsyncLedger, tokens: TokenManager, client: SalesforceClient, pusher: Pusher
     ) -> tuple[Inbound | None, SchedulerWriter | None]:
         """The inbound component (Salesforce change events), unless `sync.streaming` is off."""
-        from bridge.inbound_records import ReplayPosition
         from bridge.salesforce.auth import make_ssl_context
         from bridge.salesforce.changes import ChangeReader
         from bridge.salesforce.streaming import ChangeStream, StreamTiming
@@ -451,11 +451,7 @@ class Daemon:
             return None, None
         channels, line = await self._channels(client, tokens)
         self.streaming_lines["channel"] = lambda: line
-        positions = {}
-        for channel in channels:
-            position = ReplayPosition.decode(await ledger.read_checkpoint(channel))
-            if position is not None:
-                positions[channel] = position
+        positions = await self._positions(ledger, channels)
         stream = ChangeStream(
             tokens,
             sf,
@@ -485,6 +481,24 @@ class Daemon:
         )
         self.stream = stream
         return inbound, writer
+
+    async def _positions(self, ledger: AsyncLedger, channels: tuple[str, ...]) -> dict[str, ReplayPosition]:
+        """The stored positions of the channels. On a first run on them (the custom channel after the standard
+        ones, or back), the time of the other channels' last positions: the window since is reconciled."""
+        from bridge.inbound_records import ReplayPosition
+        from bridge.salesforce.streaming import default_channels
+
+        stored = {}
+        custom = f"/data/{self.settings.sync.channel_name}"
+        for channel in {*channels, *default_channels(self.settings.salesforce), custom}:
+            position = ReplayPosition.decode(await ledger.read_checkpoint(channel))
+            if position is not None:
+                stored[channel] = position
+        positions = {c: p for c, p in stored.items() if c in channels}
+        earlier = [p.commit_time for c, p in stored.items() if c not in channels and p.commit_time]
+        if positions or not earlier:
+            return positions
+        return {channel: ReplayPosition(-1, min(earlier)) for channel in channels}
 
     async def _channels(self, client: SalesforceClient, tokens: TokenManager) -> tuple[tuple[str, ...], str]:
         """The channels to subscribe to and a status line saying why: the custom channel when `setup`

@@ -178,3 +178,50 @@ def test_custom_channel_required_but_missing_stops_the_daemon_naming_the_key(
     assert daemon.proc.wait(60) == 2
     text = daemon.log_path.read_text()
     assert "sync.channel" in text and "does not exist" in text
+
+
+def test_moving_to_the_custom_channel_reconciles_the_switch_over(
+    inbound_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bridge that streamed from the standard channels and restarts on the custom channel (which has no
+    position yet) reconciles from its last standard position: a move made in between is restored."""
+    stack = inbound_stack
+    monkeypatch.setenv("MOGLI_BRIDGE_SYNC__CHANNEL", "standard")
+    first = stack.daemon("standard")
+    first.start()
+    first.wait_started()
+    wait_streaming(stack.emulator)
+    booking, event_id = _synced_event(stack)
+    person = Person(stack.emulator, stack.seed.users[1])
+    person.update("Event", event_id, {"Subject": "Renamed by a person"})
+
+    def standard_position() -> bool:
+        try:
+            rows = ledger_rows(stack.ledger_url, "checkpoints")
+        except Exception:
+            return False
+        return any(r["stream"] == "/data/EventChangeEvent" and r["position"][0] != "-" for r in rows)
+
+    wait_until(standard_position, what="the standard Event channel's position")
+    assert first.terminate() == 0
+
+    start = datetime.fromisoformat(str(ledger_activities(stack.ledger_url)[booking]["start_at"]))
+    moved = start.replace(tzinfo=UTC) + timedelta(hours=2)
+    person.update(
+        "Event",
+        event_id,
+        {"StartDateTime": moved.isoformat(), "EndDateTime": (moved + timedelta(minutes=30)).isoformat()},
+    )
+    monkeypatch.setenv("MOGLI_BRIDGE_SYNC__CHANNEL", "auto")
+    second = stack.daemon("custom")
+    second.start()
+    second.wait_started()
+    wait_journal(stack.ledger_url, "streaming.resubscribed_without_replay_id")
+
+    def restored() -> bool:
+        row = next((r for r in stack.emulator.records("Event") if r["Id"] == event_id), None)
+        return row is not None and not row["StartDateTime"].startswith(moved.strftime("%Y-%m-%dT%H:%M"))
+
+    wait_until(restored, timeout=90, what="the moved Event restored by the reconciliation")
+    assert second.terminate() == 0
+    assert _events(second, "streaming.custom_channel")

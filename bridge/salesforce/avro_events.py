@@ -103,8 +103,11 @@ def _branches(field_type: Any, named: Mapping[str, Mapping[str, Any]]) -> list[A
 def _is_datetime(branch: Any, field: Mapping[str, Any]) -> bool:
     if isinstance(branch, Mapping):
         return branch.get("logicalType") in _DATETIME_LOGICAL
-    # Salesforce's generated schemas carry the Salesforce type in `doc` ("Data:DateTime") on a plain long.
-    return branch == "long" and str(field.get("doc", "")).endswith(":DateTime")
+    # Salesforce writes DateTime fields as epoch-millisecond longs (Date is an int of days; numbers are int or
+    # double), sometimes naming the Salesforce type in `doc` ("Data:DateTime"): a long is a datetime unless
+    # its doc names another type.
+    doc = str(field.get("doc") or "")
+    return branch == "long" and (":" not in doc or doc.endswith(":DateTime"))
 
 
 def _fields_of(record: Mapping[str, Any], named: Mapping[str, Mapping[str, Any]]) -> tuple[SchemaField, ...]:

@@ -61,7 +61,8 @@ ADDRESS = {
     "fields": [{"name": n, **_nullable("string")} for n in ("Street", "City", "PostalCode")],
 }
 # Field positions: 0 header, 1 OwnerId, 2 WhoId, 3 WhatId, 4 StartDateTime, 5 EndDateTime, 6 Subject,
-# 7 Booking_Id__c, 8 Location__c (compound), 9 ActivityDate (a date, not a datetime).
+# 7 Booking_Id__c, 8 Location__c (compound), 9 ActivityDate (a date, not a datetime), 10 Sequence__c (a
+# long that is no datetime).
 EVENT_SCHEMA = {
     "type": "record",
     "name": "EventChangeEvent",
@@ -71,12 +72,13 @@ EVENT_SCHEMA = {
         {"name": "OwnerId", **_nullable("string")},
         {"name": "WhoId", **_nullable("string")},
         {"name": "WhatId", **_nullable("string")},
-        {"name": "StartDateTime", **_nullable("long", "Data:DateTime")},
+        {"name": "StartDateTime", **_nullable("long")},
         {"name": "EndDateTime", **_nullable({"type": "long", "logicalType": "timestamp-millis"})},
         {"name": "Subject", **_nullable("string")},
         {"name": NAMES.booking_external_id_field, **_nullable("string")},
         {"name": "Location__c", **_nullable(ADDRESS)},
         {"name": "ActivityDate", **_nullable("int", "Data:Date")},
+        {"name": "Sequence__c", **_nullable("long", "Data:Long")},
     ],
 }
 SCHEMA = EventSchema.from_json("s-1", json.dumps(EVENT_SCHEMA))
@@ -149,8 +151,8 @@ def test_bitmaps_name_the_fields_at_their_set_bits(entries: list[str], expected:
 
 def test_a_bitmap_wider_than_the_schema_is_refused() -> None:
     """A bit beyond the last field means the schema is not the one the event was written with."""
-    with pytest.raises(UndecodableEvent, match="names field 10 of 10"):
-        bitmap_names(FIELDS, [_bitmap(10)])
+    with pytest.raises(UndecodableEvent, match="names field 11 of 11"):
+        bitmap_names(FIELDS, [_bitmap(11)])
 
 
 @pytest.mark.parametrize("entry", ["650004E0", "0xZZ", "x-0x1", "6-0x1", "8-0x8"])
@@ -240,3 +242,19 @@ def test_a_schema_that_is_not_a_record_is_refused() -> None:
     """GetSchema answering something other than a record schema is undecodable."""
     with pytest.raises(UndecodableEvent, match="s-3"):
         EventSchema.from_json("s-3", '"string"')
+
+
+@pytest.mark.parametrize(
+    ("position", "is_datetime"),
+    [(4, True), (5, True), (9, False), (10, False), (1, False)],
+)
+def test_datetimes_are_known_from_the_schema(position: int, is_datetime: bool) -> None:
+    """A plain long (as the emulator and Salesforce write DateTime), a timestamp logical type and a long
+    documented `Data:DateTime` are datetimes; a long documented as another type, an int and text are not."""
+    assert FIELDS[position].is_datetime is is_datetime
+    documented = {
+        "type": "record",
+        "name": "D",
+        "fields": [{"name": "At", **_nullable("long", "Data:DateTime")}],
+    }
+    assert EventSchema.from_json("s-4", json.dumps(documented)).fields[0].is_datetime

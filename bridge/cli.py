@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--ca-out", type=Path, default=None, help="where to write the CA certificate (PEM)")
     e.add_argument("--latency-ms", type=int, default=0, help="added latency per REST request")
     e.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    e.add_argument("--grpc-port", type=int, default=None, help="also serve the Pub/Sub API (gRPC) here")
 
     d = sub.add_parser("demo", help="private PostgreSQL + emulator + daemon + a realistic mix of bookings")
     d.add_argument(
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ca_out=args.ca_out,
                 latency_ms=args.latency_ms,
                 allow_remote=args.allow_remote,
+                grpc_port=args.grpc_port,
             )
         if args.command == "demo":
             from bridge.demo import run_demo

@@ -202,6 +202,8 @@ class RunningEmulator:
     ca_file: Path | None
     app: web.Application
     runner: web.AppRunner
+    grpc_port: int | None = None
+    grpc_server: Any = None  # the Pub/Sub API's grpc.aio server, when --grpc-port asked for one
 
     @property
     def store(self) -> OrgStore:
@@ -215,6 +217,8 @@ class RunningEmulator:
 
     async def stop(self) -> None:
         """Stop serving and release everything (idempotent)."""
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=None)
         await self.runner.cleanup()
 
 
@@ -238,6 +242,7 @@ async def start_emulator(
     ca_out: Path | None = None,
     latency_ms: int = 0,
     allow_remote: bool = False,
+    grpc_port: int | None = None,
 ) -> RunningEmulator:
     """Start serving in the running event loop; EmulatorStartError names a bad option."""
     if not is_loopback(host) and not allow_remote:
@@ -247,7 +252,8 @@ async def start_emulator(
     except OrgFileError as exc:
         raise EmulatorStartError(f"--org: {exc}") from exc
     app = create_app(org=org, state_file=state_file, latency_ms=latency_ms)
-    ssl_context, ca_file = None, None
+    pubsub = _pubsub_service(app) if grpc_port is not None else None
+    ssl_context, ca_file, certificate = None, None, None
     if tls:
         certificate = issue_certificate()
         ca_file = ca_out or _temp_ca_path()
@@ -267,7 +273,29 @@ async def start_emulator(
     url_host = "localhost" if is_loopback(host) else host
     url = f"{'https' if tls else 'http'}://{url_host}:{bound}"
     log.info("emulator.started", url=url, tls=tls)
-    return RunningEmulator(url=url, port=bound, ca_file=ca_file, app=app, runner=runner)
+    running = RunningEmulator(url=url, port=bound, ca_file=ca_file, app=app, runner=runner)
+    if pubsub is not None and grpc_port is not None:
+        running.grpc_server, running.grpc_port = await _start_pubsub(pubsub, host, grpc_port, certificate)
+    return running
+
+
+def _pubsub_service(app: web.Application) -> Any:
+    from bridge.emulator.pubsub import PubSubService  # grpc loads only when the Pub/Sub API is served
+
+    service = PubSubService(app[STATE])
+    service.register_control(app)
+    return service
+
+
+async def _start_pubsub(service: Any, host: str, port: int, certificate: Any) -> tuple[Any, int]:
+    from bridge.emulator.pubsub import start_grpc
+
+    chain = certificate.cert_pem + certificate.ca_pem if certificate is not None else None
+    key = certificate.key_pem if certificate is not None else None
+    try:
+        return await start_grpc(service, host, port, cert_chain=chain, key=key)
+    except RuntimeError as exc:
+        raise EmulatorStartError(f"--grpc-port {port}: cannot listen on {host}: {exc}") from exc
 
 
 def _temp_ca_path() -> Path:
@@ -297,6 +325,7 @@ def serve(
     ca_out: Path | None,
     latency_ms: int,
     allow_remote: bool,
+    grpc_port: int | None = None,
 ) -> int:
     """Run the emulator until SIGINT/SIGTERM; returns the process exit code (2 for a bad option)."""
     options = {
@@ -308,6 +337,7 @@ def serve(
         "ca_out": ca_out,
         "latency_ms": latency_ms,
         "allow_remote": allow_remote,
+        "grpc_port": grpc_port,
     }
     try:
         return asyncio.run(_serve_until_signal(options))
@@ -325,6 +355,8 @@ async def _serve_until_signal(options: dict[str, Any]) -> int:
         loop.add_signal_handler(sig, stop.set)
     ca_note = f" (CA certificate: {running.ca_file})" if running.ca_file else ""
     print(f"Salesforce emulator listening on {running.url}{ca_note}", flush=True)
+    if running.grpc_port is not None:
+        print(f"Pub/Sub API listening on localhost:{running.grpc_port}", flush=True)
     log.info("emulator.ready", seconds=round(time.monotonic() - started, 3))
     try:
         await stop.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -16,7 +17,8 @@ from bridge.stack import Scheduler
 
 class Traffic(threading.Thread):
     """Commits `operations` scheduler changes on its own connection, reconnecting when the server goes;
-    `pace` seconds apart, so that a scenario can keep rows flowing for as long as it breaks things."""
+    `pace` seconds apart, and on past `operations` until `until` is set, so that a scenario keeps rows flowing
+    for as long as it breaks things."""
 
     def __init__(
         self,
@@ -27,10 +29,11 @@ class Traffic(threading.Thread):
         operations: int,
         seed: int,
         pace: float = 0.002,
+        until: threading.Event | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.dsn, self.links, self.members, self.contacts = dsn, links, members, contacts
-        self.operations, self.pace = operations, pace
+        self.operations, self.pace, self.until = operations, pace, until
         self.rng = random.Random(seed)
         self.bookings: list[str] = []
         self.done: Counter[str] = Counter()
@@ -38,10 +41,13 @@ class Traffic(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        """Perform the operations, each in its own transaction, retrying through server restarts."""
+        """Perform the operations (and more, until `until` is set), each in its own transaction, retrying
+        through server restarts."""
         try:
             conn = self._connect()
-            for i in range(self.operations):
+            for i in itertools.count():
+                if i >= self.operations and (self.until is None or self.until.is_set()):
+                    break
                 while True:
                     try:
                         with conn, conn.cursor() as cur:

@@ -16,8 +16,9 @@ Work-arounds (reference: salesforce-protocol.md section 8):
 - Salesforce's guidance for long-lived CometD subscribers is to keep sessions long: a quiet stream is never
   rebuilt while every channel is subscribed and the connect loop runs (a connect request that stays pending
   far beyond a long poll is a hung loop and is rebuilt);
-- closing a transport cancels its pending connect task, whose done-callback then raises CancelledError into
-  the event loop's exception handler (a plain-text traceback): the callback is detached before closing;
+- closing a transport (or the loop's shutdown) cancels its pending connect task, whose done-callback then
+  raises CancelledError into the event loop's exception handler (a plain-text traceback): the callback is
+  guarded on every opened client (a cancelled connect is ignored) and detached before closing;
 - `salesforce.ca_bundle`: the CometD transport gets the same TLS context as the REST client;
 - a channel that has no replay id yet (a quiet filtered channel delivers nothing of the bridge's own) would
   skip everything between two subscriptions with -1: while live, the stream reports a `Heartbeat` for it
@@ -162,6 +163,23 @@ def _connect_task(client: Client) -> asyncio.Future[Any] | None:
     transport = client._transport
     task = getattr(transport, "_connect_task", None) if transport is not None else None
     return task if isinstance(task, asyncio.Future) else None
+
+
+def _guard_connect_callback(client: Client) -> None:
+    """Make the transport ignore a cancelled connect task instead of raising CancelledError into the loop."""
+    transport = client._transport
+    if transport is None:
+        return
+    original = getattr(transport, "_connect_done")  # noqa: B009 (private, untyped)
+
+    def connect_done(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled():  # cancelled: the transport is closing, there is no advice to follow
+            original(future)
+
+    transport._connect_done = connect_done  # type: ignore[attr-defined]  # the next connect tasks use it
+    task = _connect_task(client)
+    if task is not None and task.remove_done_callback(original):
+        task.add_done_callback(connect_done)
 
 
 def _detach_connect_callback(client: Client) -> None:
@@ -317,6 +335,7 @@ class ChangeStream:
         except BaseException:
             await self._teardown(client)
             raise
+        _guard_connect_callback(client)
         self._client = client
         log.info("streaming.connected", channels=len(self._channels), api_version=self._settings.api_version)
         return client
@@ -389,6 +408,8 @@ class ChangeStream:
         if task is None or task is not watch.task:
             watch.task, watch.task_since = task, now
             return
+        if task.done() and now - watch.task_since >= self._timing.stall_seconds:
+            raise _Stalled("the connect loop stopped")  # a finished connect is followed by the next at once
         limit = self._timing.stall_seconds * self._timing.silence_factor
         if not task.done() and now - watch.task_since >= limit:
             raise _Stalled(f"one connect request pending for {now - watch.task_since:.0f}s")

@@ -29,7 +29,7 @@ from bridge.config import SalesforceSettings
 from bridge.emulator.server import start_emulator
 from bridge.inbound_records import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.auth import TokenManager, make_ssl_context
-from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming
+from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming, _connect_task
 
 __all__ = ["emulator"]
 
@@ -245,3 +245,66 @@ async def test_a_channel_without_replay_id_reports_how_far_it_has_seen_and_the_g
     finally:
         await _stop(items)
     assert lost == WindowLost(EVENTS, beat.seen_until, reason="resubscribed_without_replay_id")
+
+
+async def test_a_connect_cancelled_at_shutdown_leaves_no_traceback(
+    tokens: TokenManager, control: Control, settings: SalesforceSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the daemon stops abruptly, the event loop's shutdown cancels the transport's pending long poll
+    before the stream could close it: that cancellation is ignored quietly (no plain-text traceback)."""
+    caplog.set_level(logging.WARNING)
+    stream = ChangeStream(tokens, settings, {}, channels=[EVENTS], timing=FAST)
+    items = stream.changes()
+    consumer = asyncio.ensure_future(_next_change(items))
+    try:
+        await _subscribed(control)
+        await asyncio.sleep(0.3)  # a connect request is in flight
+        client = stream._client
+        assert client is not None
+        pending = _connect_task(client)
+        assert pending is not None and not pending.done()
+        pending.cancel()  # what asyncio.run does to every task left at shutdown
+        await asyncio.sleep(0.1)
+        complaints = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+        assert not complaints, complaints
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+        await _stop(items)
+
+
+async def test_a_stopped_connect_loop_is_rebuilt(
+    http: aiohttp.ClientSession, tokens: TokenManager, control: Control, settings: SalesforceSettings
+) -> None:
+    """A transport whose connect loop stopped (its long poll cancelled, nothing scheduled after it) still
+    says CONNECTED: the stream notices that no connect follows and rebuilds, reports the gap (the channel has
+    no replay id yet) and delivers again."""
+    stream = ChangeStream(tokens, settings, {}, channels=[EVENTS], timing=FAST)
+    items = stream.changes()
+
+    async def gap_then_change() -> tuple[StreamItem, StreamItem]:
+        return await _next(items), await _next(items)
+
+    consumer = asyncio.ensure_future(gap_then_change())
+    try:
+        await _subscribed(control)
+        await asyncio.sleep(0.3)
+        client = stream._client
+        assert client is not None
+        pending = _connect_task(client)
+        assert pending is not None
+        pending.cancel()
+        async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
+            while True:
+                if stream.rebuilds >= 1 and stream._client is not None:
+                    break
+                await asyncio.sleep(0.1)
+        await _subscribed(control)
+        event_id = await _person_creates_event(http, tokens, control, "booking-after-stop")
+        gap, change = await consumer
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+        await _stop(items)
+    assert isinstance(gap, WindowLost) and gap.reason == "resubscribed_without_replay_id"
+    assert isinstance(change, SalesforceChange) and change.record_ids == (event_id,)

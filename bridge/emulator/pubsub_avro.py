@@ -65,6 +65,8 @@ class EntitySchema:
         top, nested = 0, dict[int, int]()
         for name in names:
             parent = self._compound_of(name)
+            if name in self.compounds:
+                continue  # a compound is named by the "i-0x.." entries of its changed parts alone
             if parent is None and name in self.top_fields:
                 top |= 1 << self.top_fields.index(name)
             elif parent is not None:

@@ -158,6 +158,15 @@ async def decode(stub: pb_grpc.PubSubStub, org: PubSubOrg, event: pb.ConsumerEve
     return dict(fastavro.schemaless_reader(io.BytesIO(event.event.payload), schema, schema))
 
 
+async def wait_subscribed(org: PubSubOrg, streams: int = 1) -> None:
+    """Until the emulator counts `streams` open Subscribe calls (a LATEST subscription starts there)."""
+    async with asyncio.timeout(20):
+        while True:
+            if (await org.control("GET", "/pubsub/stats"))["open_streams"] >= streams:
+                return
+            await asyncio.sleep(0.05)
+
+
 def trailer(error: grpc.aio.AioRpcError, key: str) -> str:
     """One trailing-metadata value of a failed call ('' when absent)."""
     for name, value in error.trailing_metadata() or ():

@@ -3,7 +3,6 @@ authentication, replay presets, flow control, Avro payloads and their bitmaps, t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tests.adapters.emulator.pubsub_support import (
     next_response,
     pubsub_emulator,
     trailer,
+    wait_subscribed,
 )
 
 AUTH_ERROR = "sfdc.platform.eventbus.grpc.service.auth.error"
@@ -33,15 +33,6 @@ async def org(tmp_path: Path) -> AsyncIterator[PubSubOrg]:
     """The emulator process serving plaintext gRPC, with a logged-in REST side."""
     async with pubsub_emulator(tmp_path) as running:
         yield running
-
-
-async def wait_subscribed(org: PubSubOrg, streams: int = 1) -> None:
-    """Until the emulator counts `streams` open Subscribe calls (a LATEST subscription starts there)."""
-    async with asyncio.timeout(20):
-        while True:
-            if (await org.control("GET", "/pubsub/stats"))["open_streams"] >= streams:
-                return
-            await asyncio.sleep(0.05)
 
 
 async def subscribe_error(org: PubSubOrg, request: pb.FetchRequest) -> grpc.aio.AioRpcError:

@@ -1,0 +1,453 @@
+"""Change Data Capture over the Pub/Sub API (gRPC `eventbus.v1.PubSub`): the same stream items as CometD.
+
+`PubSubStream` has `ChangeStream`'s public surface (`channels`, `changes()`, `committed()`, `close()`,
+`rebuilds`, `received`, `allocation_exhausted`), yields the same `SalesforceChange` records (decoded by
+`avro_events` through `changes.decode_change`) and reports lost windows with the same `WindowLost` and
+`Heartbeat` signals, so the inbound pipeline takes either transport behind one port.
+
+- One Subscribe call per channel, authenticated by `accesstoken` / `instanceurl` / `tenantid` metadata from
+  the TokenManager REST uses; an UNAUTHENTICATED call refreshes the token (once per failure, shared with
+  REST) and resubscribes.
+- Flow control: `batch` events at most are requested-and-unprocessed across all channels (each channel has
+  an equal share): an event counts from the FetchRequest that asks for it until the consumer comes back for
+  the next item, and more are requested only as the consumer takes them, so a slow consumer holds memory flat.
+- Replay ids are opaque bytes. They travel in `SalesforceChange.replay_id` (an int, as CometD's) as
+  `PUBSUB_REPLAY_BASE + int(0x01 || bytes)`: reversible for any length (the 0x01 keeps leading zero bytes)
+  and above every CometD replay id (a Java long), so the ledger stores them as today and a stored id of
+  one transport is never taken for the other's.
+- Presets: CUSTOM after a stored Pub/Sub id, else LATEST; never EARLIEST (it would redeliver all of
+  retention, each event counted against the delivered-event allocation). A stored CometD id, an invalid or
+  expired replay id, or a channel without an id subscribed again after a gap: `WindowLost` from the last
+  known time, and LATEST; the consumer reconciles the window by change time.
+- A cut stream (UNAVAILABLE, ...) is resubscribed with jittered exponential back-off after the last event
+  handed to the consumer (which commits it before it asks for the next); events received but not yet handed
+  over are dropped and delivered again. A keepalive's `latest_replay_id` becomes the resume position only
+  when nothing of that channel is unprocessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import structlog
+
+from bridge.config import SalesforceSettings
+from bridge.errors import ConfigurationError, TransientError
+from bridge.inbound_records import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
+from bridge.salesforce.allocation import is_daily_limit_error
+from bridge.salesforce.auth import AccessToken, TokenManager
+from bridge.salesforce.avro_events import EventSchema, UndecodableEvent, decode_event
+from bridge.salesforce.pubsub_api import pubsub_api_pb2 as pb
+from bridge.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb_grpc
+from bridge.salesforce.streaming import StreamItem, default_channels
+
+log = structlog.get_logger(__name__)
+
+PUBSUB_REPLAY_BASE = 1 << 64  # above every CometD replay id (a signed 64-bit long)
+MAX_NUM_REQUESTED = 100  # documented ceiling of one FetchRequest
+_REPLAY_ERROR = "replayid"  # in the `error-code` trailer of an invalid or expired replay id
+_CONFIG_STATUSES = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED}
+
+
+def replay_number(raw: bytes) -> int:
+    """A Pub/Sub replay id as the int `SalesforceChange.replay_id` and the ledger carry."""
+    return PUBSUB_REPLAY_BASE + int.from_bytes(b"\x01" + raw, "big")
+
+
+def replay_bytes(number: int) -> bytes | None:
+    """The Pub/Sub replay id of `replay_number`'s int; None for a CometD id or a -1 position."""
+    if number <= PUBSUB_REPLAY_BASE:
+        return None
+    tagged = number - PUBSUB_REPLAY_BASE
+    return tagged.to_bytes((tagged.bit_length() + 7) // 8, "big")[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubTiming:
+    """Flow-control bound and reconnect pacing."""
+
+    batch: int = 100  # events requested-and-unprocessed at most, across all channels
+    check_seconds: float = 5.0  # how often an idle consumer loop looks at heartbeats
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+    heartbeat_seconds: float = 60.0  # as StreamTiming.heartbeat_seconds
+
+
+@dataclass(eq=False, slots=True)
+class _Topic:
+    """One channel's subscription: positions and flow-control counts of its current call."""
+
+    name: str
+    share: int  # its part of the flow-control bound
+    committed: bytes | None = None  # last id whose effect the consumer committed
+    resume: bytes | None = None  # a new call starts after this id (CUSTOM), or at LATEST when None
+    resume_time: datetime | None = None  # the commit time of the change at `resume`, if known
+    seen_until: datetime | None = None  # without any id: the time up to which everything was seen
+    generation: int = 0  # bumped by each new call; items of an older call are dropped
+    requested: int = 0  # asked for and not yet received (the server's pending_num_requested)
+    buffered: int = 0  # received and not yet handed to the consumer
+    in_hand: int = 0  # handed to the consumer, which has not come back yet (0 or 1)
+    live: bool = False
+    more: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def held(self) -> int:
+        """Events requested and not yet processed."""
+        return self.requested + self.buffered + self.in_hand
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivered:
+    """A queue entry: an item of one call of one topic, with the replay id of a change."""
+
+    topic: _Topic
+    generation: int
+    item: StreamItem
+    raw_id: bytes | None = None
+
+
+class _Refused(Exception):
+    """The call ended: its gRPC status, Salesforce `error-code` trailer and details."""
+
+    def __init__(self, status: grpc.StatusCode, error_code: str, details: str) -> None:
+        super().__init__(f"{status.name}: {error_code} {details}")
+        self.status, self.error_code, self.text = status, error_code, f"{error_code} {details}"
+
+    @classmethod
+    def of(cls, error: grpc.aio.AioRpcError) -> _Refused:
+        """The refusal an AioRpcError carries."""
+        codes = [str(v) for k, v in (error.trailing_metadata() or ()) if k == "error-code"]
+        return cls(error.code(), codes[0] if codes else "", error.details() or "")
+
+
+def _positions(
+    positions: Mapping[str, ReplayPosition], channels: Sequence[str], share: int
+) -> tuple[dict[str, _Topic], list[WindowLost]]:
+    """Topics set up from the ledger's positions; a CometD id (the other transport's) is a lost window."""
+    topics, lost = {}, []
+    for channel in channels:
+        topic = _Topic(channel, share)
+        position = positions.get(channel)
+        if position is not None and (raw := replay_bytes(position.replay_id)) is not None:
+            topic.committed = topic.resume = raw
+            topic.resume_time = position.commit_time
+        elif position is not None and position.replay_id < 0:
+            topic.seen_until = position.commit_time
+        elif position is not None:
+            log.warning("pubsub.replay_id_of_cometd", channel=channel)
+            lost.append(WindowLost(channel, position.commit_time, reason="replay_id_of_other_transport"))
+        topics[channel] = topic
+    return topics, lost
+
+
+class PubSubStream:
+    """Decoded change events from the watched channels over the Pub/Sub API, across reconnects."""
+
+    def __init__(
+        self,
+        tokens: TokenManager,
+        settings: SalesforceSettings,
+        positions: Mapping[str, ReplayPosition],
+        *,
+        target: str,
+        tenant_id: str,
+        channels: Sequence[str] | None = None,
+        timing: PubSubTiming = PubSubTiming(),
+        credentials: grpc.ChannelCredentials | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._tokens = tokens
+        self._names = settings.objects
+        self._channels = tuple(channels or default_channels(settings))
+        self._target, self._tenant_id, self._credentials = target, tenant_id, credentials
+        self._timing = timing
+        self._clock = clock
+        share = max(1, timing.batch // len(self._channels))
+        self._topics, self._foreign = _positions(positions, self._channels, share)
+        self._schemas: dict[str, EventSchema] = {}
+        self._channel: grpc.aio.Channel | None = None
+        self._last_beat = 0.0
+        self.rebuilds = 0
+        self.received = 0
+        self.peak_held = 0  # the most events ever requested-and-unprocessed at once (flow-control proof)
+        self.allocation_exhausted = False
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The subscribed channels."""
+        return self._channels
+
+    @property
+    def held(self) -> int:
+        """Events requested and not yet processed, across channels."""
+        return sum(t.held for t in self._topics.values())
+
+    def committed(self, channel: str, replay_id: int) -> None:
+        """Called after the event's effect is in the ledger: a restart of `changes()` starts after it."""
+        raw = replay_bytes(replay_id)
+        if raw is not None and channel in self._topics:
+            self._topics[channel].committed = raw
+
+    async def changes(self) -> AsyncIterator[StreamItem]:
+        """Yield changes forever; one task per channel keeps its Subscribe call open."""
+        queue: asyncio.Queue[_Delivered] = asyncio.Queue(self._timing.batch + 4 * len(self._channels))
+        for topic in self._topics.values():
+            topic.resume, topic.in_hand, topic.buffered = topic.committed or topic.resume, 0, 0
+        for lost in self._foreign:
+            yield lost
+        self._foreign = []
+        self._channel = self._open_channel()
+        # Plain tasks, not a TaskGroup: a failing one must not cancel the consumer's task wherever it is
+        # (this generator yields); its error is raised here, at the next item.
+        tasks = {asyncio.create_task(self._keep_subscribed(t, queue)) for t in self._topics.values()}
+        try:
+            async for item in self._deliver(queue, tasks):
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.close()
+
+    async def _deliver(
+        self, queue: asyncio.Queue[_Delivered], tasks: set[asyncio.Task[None]]
+    ) -> AsyncIterator[StreamItem]:
+        """Hand items over one by one; the consumer coming back frees the last one's flow-control slot."""
+        pending: asyncio.Future[_Delivered] | None = None
+        try:
+            while True:
+                for beat in self._heartbeats():
+                    yield beat
+                pending = pending or asyncio.ensure_future(queue.get())
+                waiting: set[asyncio.Future[Any]] = {pending, *tasks}
+                done, _ = await asyncio.wait(
+                    waiting, timeout=self._timing.check_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done & tasks:
+                    task.result()  # a subscription gave up: its error ends the stream
+                if pending not in done:
+                    continue
+                entry, pending = pending.result(), None
+                async for item in self._hand_over(entry):
+                    yield item
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    async def _hand_over(self, entry: _Delivered) -> AsyncIterator[StreamItem]:
+        topic, item = entry.topic, entry.item
+        if entry.raw_id is None:
+            yield item
+            return
+        if entry.generation != topic.generation:
+            return  # its call ended; the new call delivers it again
+        assert isinstance(item, SalesforceChange)
+        topic.buffered -= 1
+        topic.in_hand = 1
+        # The consumer commits this change before it asks for the next: a new call resumes after it.
+        topic.resume, topic.resume_time = entry.raw_id, item.commit_time
+        yield item
+        topic.in_hand = 0
+        topic.more.set()
+
+    def _heartbeats(self) -> list[Heartbeat]:
+        """Every `heartbeat_seconds`: how far each live channel without a committed id has seen."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_beat < self._timing.heartbeat_seconds:
+            return []
+        self._last_beat = now
+        seen = self._clock() - timedelta(seconds=self._timing.heartbeat_seconds)
+        beats = []
+        for topic in self._topics.values():
+            if topic.live and topic.committed is None:
+                topic.seen_until = max(seen, topic.seen_until or seen)
+                beats.append(Heartbeat(topic.name, topic.seen_until))
+        return beats
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(self._target)
+        return grpc.aio.secure_channel(self._target, self._credentials)
+
+    async def _keep_subscribed(self, topic: _Topic, queue: asyncio.Queue[_Delivered]) -> None:
+        """Subscribe again after every failure: a new token, a lost window, or back-off."""
+        failures, token = 0, await self._tokens.get()
+        while True:
+            try:
+                await self._subscribe(topic, token, queue)
+            except TransientError as exc:  # a token request failed: the org is unreachable for now
+                failures += 1
+                await self._back_off(topic, _Refused(grpc.StatusCode.UNAVAILABLE, "", str(exc)), failures)
+                continue
+            except _Refused as exc:
+                failures = 0 if topic.live else failures  # the call had worked: count afresh
+                topic.live = False
+                if exc.status is grpc.StatusCode.UNAUTHENTICATED and failures == 0:
+                    log.info("pubsub.token_refused", channel=topic.name)
+                    token, failures = await self._tokens.refresh(token), 1
+                    continue
+                if _REPLAY_ERROR in exc.error_code.lower():
+                    await queue.put(_Delivered(topic, topic.generation, self._replay_lost(topic)))
+                    continue
+                if exc.status in _CONFIG_STATUSES:
+                    raise ConfigurationError(
+                        f"Pub/Sub refuses {topic.name}: {exc.text}", "sync.channel"
+                    ) from exc
+                failures += 1
+                self.rebuilds += 1
+                self._note_refusal(exc.text)
+                await self._back_off(topic, exc, failures)
+                token = await self._tokens.get()
+
+    def _replay_lost(self, topic: _Topic) -> WindowLost:
+        """The resume id is invalid or outside retention: LATEST, and the window since then is reported."""
+        log.warning(
+            "streaming.replay_window_lost",
+            channel=topic.name,
+            since=topic.resume_time.isoformat() if topic.resume_time else None,
+        )
+        lost = WindowLost(topic.name, topic.resume_time)
+        topic.resume = None
+        return lost
+
+    async def _back_off(self, topic: _Topic, exc: _Refused, failures: int) -> None:
+        delay = min(self._timing.backoff_base_seconds * 2 ** (failures - 1), self._timing.backoff_max_seconds)
+        delay *= random.uniform(0.5, 1.0)
+        log.warning(
+            "pubsub.resubscribe",
+            channel=topic.name,
+            status=exc.status.name,
+            error_code=exc.error_code,
+            delay=delay,
+        )
+        await asyncio.sleep(delay)
+
+    def _note_refusal(self, text: str) -> None:
+        if is_daily_limit_error(text) and not self.allocation_exhausted:
+            self.allocation_exhausted = True
+            log.error(
+                "streaming.allocation_exhausted",
+                reason="Salesforce refuses change events: the daily delivered-event allocation is used up",
+            )
+
+    def _metadata(self, token: AccessToken) -> tuple[tuple[str, str], ...]:
+        return (
+            ("accesstoken", token.access_token),
+            ("instanceurl", token.instance_url),
+            ("tenantid", self._tenant_id),
+        )
+
+    async def _subscribe(self, topic: _Topic, token: AccessToken, queue: asyncio.Queue[_Delivered]) -> None:
+        """One Subscribe call until it ends; _Refused for a gRPC error status."""
+        assert self._channel is not None  # opened by changes()
+        stub = pb_grpc.PubSubStub(self._channel)  # type: ignore[no-untyped-call]
+        metadata = self._metadata(token)
+        topic.generation += 1
+        topic.requested, topic.buffered = 0, 0
+        if topic.resume is None and topic.seen_until is not None:
+            await queue.put(_Delivered(topic, topic.generation, self._gap(topic)))
+        call = stub.Subscribe(metadata=metadata)
+        writer = asyncio.create_task(self._request_more(call, topic))
+        try:
+            await self._read(call, stub, topic, metadata, queue)
+        except grpc.aio.AioRpcError as exc:
+            raise _Refused.of(exc) from exc
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            call.cancel()
+
+    def _gap(self, topic: _Topic) -> WindowLost:
+        """A channel without any id subscribes at LATEST: what happened since it was last seen may be lost."""
+        since = topic.seen_until
+        log.warning(
+            "streaming.resubscribed_without_replay_id",
+            channel=topic.name,
+            since=since.isoformat() if since else None,
+        )
+        return WindowLost(topic.name, since, reason="resubscribed_without_replay_id")
+
+    def _fetch(self, topic: _Topic, count: int, *, first: bool) -> pb.FetchRequest:
+        request = pb.FetchRequest(topic_name=topic.name, num_requested=count)
+        if first and topic.resume is not None:
+            request.replay_preset, request.replay_id = pb.CUSTOM, topic.resume
+        elif first:
+            request.replay_preset = pb.LATEST
+        topic.requested += count
+        self.peak_held = max(self.peak_held, self.held)
+        return request
+
+    async def _request_more(self, call: Any, topic: _Topic) -> None:
+        """Top the call's requests up to the topic's share, as the consumer frees slots; at least half a
+        share at a time, so that a fast consumer does not cost one FetchRequest per event."""
+        first = True
+        try:
+            while True:
+                room = min(topic.share - topic.held, MAX_NUM_REQUESTED)
+                if room > 0 and (first or room >= max(1, topic.share // 2)):
+                    await call.write(self._fetch(topic, room, first=first))
+                    first = False
+                topic.more.clear()
+                await topic.more.wait()
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            return  # the call ended: the reader reports why
+
+    async def _read(
+        self,
+        call: Any,
+        stub: pb_grpc.PubSubStub,
+        topic: _Topic,
+        metadata: tuple[tuple[str, str], ...],
+        queue: asyncio.Queue[_Delivered],
+    ) -> None:
+        while (response := await call.read()) is not grpc.aio.EOF:
+            topic.live = True
+            topic.requested = response.pending_num_requested
+            for event in response.events:
+                self.received += 1
+                change = await self._decode(stub, topic, event, metadata)
+                if change is None:
+                    continue
+                topic.buffered += 1
+                await queue.put(_Delivered(topic, topic.generation, change, bytes(event.replay_id)))
+            if not response.events and response.latest_replay_id and topic.held == topic.requested:
+                topic.resume = bytes(response.latest_replay_id)  # a keepalive, nothing unprocessed
+            topic.more.set()
+        raise _Refused(grpc.StatusCode.UNAVAILABLE, "", "the server ended the stream")
+
+    async def _decode(
+        self, stub: pb_grpc.PubSubStub, topic: _Topic, event: Any, metadata: tuple[tuple[str, str], ...]
+    ) -> SalesforceChange | None:
+        schema_id = event.event.schema_id
+        schema = self._schemas.get(schema_id)
+        if schema is None:
+            info = await stub.GetSchema(pb.SchemaRequest(schema_id=schema_id), metadata=metadata)
+            schema = self._schemas[schema_id] = EventSchema.from_json(schema_id, info.schema_json)
+        try:
+            change = decode_event(
+                schema,
+                event.event.payload,
+                channel=topic.name,
+                replay_id=replay_number(event.replay_id),
+                names=self._names,
+            )
+        except UndecodableEvent as exc:
+            log.warning("streaming.message_undecodable", channel=topic.name, error=str(exc)[:300])
+            return None
+        if change is None:
+            log.warning("streaming.message_undecodable", channel=topic.name)
+        return change
+
+    async def close(self) -> None:
+        """Close the gRPC channel (idempotent)."""
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()

@@ -163,6 +163,8 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
             async for response in self._responses(stream, rpc_id):
                 yield response
         except PubSubAbort as exc:
+            if stream is not None:
+                self._streams.discard(stream)  # gone before the client hears why
             await _abort(context, exc, rpc_id)
         finally:
             if stream is not None:

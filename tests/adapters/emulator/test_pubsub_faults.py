@@ -1,0 +1,103 @@
+"""Faults of the emulator's Pub/Sub API seen by a plain gRPC client: a cut stream, a session expired
+mid-stream, keepalives while idle, and the same API over TLS with the emulator's CA."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bridge.salesforce.pubsub_api import pubsub_api_pb2 as pb
+from bridge.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb_grpc
+from tests.adapters.emulator.pubsub_support import (
+    EVENTS,
+    PubSubOrg,
+    Requests,
+    events_until,
+    fetch,
+    next_response,
+    pubsub_emulator,
+    trailer,
+    wait_subscribed,
+)
+
+AUTH_ERROR = "sfdc.platform.eventbus.grpc.service.auth.error"
+
+
+@pytest.fixture
+async def org(tmp_path: Path) -> AsyncIterator[PubSubOrg]:
+    """The emulator process serving plaintext gRPC, with a logged-in REST side."""
+    async with pubsub_emulator(tmp_path) as running:
+        yield running
+
+
+async def test_a_cut_stream_ends_the_call_unavailable(org: PubSubOrg) -> None:
+    """The control API's cut ends an open Subscribe call with UNAVAILABLE, as a reset HTTP/2 stream does."""
+    requests = Requests()
+    requests.send(fetch())
+    async with org.stub() as stub:
+        call = stub.Subscribe(requests, metadata=org.metadata())
+        await wait_subscribed(org)
+        assert (await org.control("POST", "/pubsub/cut"))["cut"] == 1
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            while True:
+                await next_response(call)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert (await org.control("GET", "/pubsub/stats"))["open_streams"] == 0
+
+
+async def test_a_session_expired_mid_stream_ends_it_with_the_auth_error(org: PubSubOrg) -> None:
+    """After sessions/expire, an open stream ends UNAUTHENTICATED with the documented error code."""
+    requests = Requests()
+    requests.send(fetch())
+    async with org.stub() as stub:
+        call = stub.Subscribe(requests, metadata=org.metadata())
+        await wait_subscribed(org)
+        assert (await org.control("POST", "/sessions/expire"))["expired"] >= 1
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            while True:
+                await next_response(call)
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert trailer(caught.value, "error-code") == AUTH_ERROR
+
+
+async def test_an_idle_stream_gets_keepalives_with_the_latest_replay_id(org: PubSubOrg) -> None:
+    """With nothing to send, keepalive responses carry no events and the replay id the stream stands at."""
+    await org.create_event("Already there")
+    await org.control("POST", "/pubsub/faults", {"keepalive_seconds": 0.2})
+    requests = Requests()
+    requests.send(fetch(preset=pb.EARLIEST, num=5))
+    async with org.stub() as stub:
+        call = stub.Subscribe(requests, metadata=org.metadata())
+        [event] = await events_until(call, 1)
+        keepalives = [await next_response(call) for _ in range(2)]
+        call.cancel()
+    assert [len(k.events) for k in keepalives] == [0, 0]
+    assert [k.latest_replay_id for k in keepalives] == [event.replay_id] * 2
+    assert [k.pending_num_requested for k in keepalives] == [4, 4]
+
+
+async def test_tls_serves_the_same_api_with_the_emulator_ca(tmp_path: Path) -> None:
+    """With --tls the gRPC port speaks TLS with a certificate the emulator's CA signs; events flow."""
+    async with pubsub_emulator(tmp_path, tls=True) as org:
+        assert org.ca_file is not None
+        requests = Requests()
+        requests.send(fetch(EVENTS, num=1))
+        async with org.stub() as stub:
+            call = stub.Subscribe(requests, metadata=org.metadata())
+            await wait_subscribed(org)
+            await org.create_event("Over TLS")
+            [event] = await events_until(call, 1)
+            call.cancel()
+        assert event.event.schema_id
+        plain = grpc.aio.insecure_channel(f"localhost:{org.grpc_port}")
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb_grpc.PubSubStub(plain).GetTopic(
+                    pb.TopicRequest(topic_name=EVENTS), metadata=org.metadata()
+                )
+        finally:
+            await plain.close()
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE

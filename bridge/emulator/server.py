@@ -275,7 +275,11 @@ async def start_emulator(
     log.info("emulator.started", url=url, tls=tls)
     running = RunningEmulator(url=url, port=bound, ca_file=ca_file, app=app, runner=runner)
     if pubsub is not None and grpc_port is not None:
-        running.grpc_server, running.grpc_port = await _start_pubsub(pubsub, host, grpc_port, certificate)
+        try:
+            running.grpc_server, running.grpc_port = await _start_pubsub(pubsub, host, grpc_port, certificate)
+        except EmulatorStartError:
+            await runner.cleanup()
+            raise
     return running
 
 

@@ -3,12 +3,14 @@ mid-stream, keepalives while idle, and the same API over TLS with the emulator's
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from bridge.emulator.server import EmulatorStartError, start_emulator
 from bridge.salesforce.pubsub_api import pubsub_api_pb2 as pb
 from bridge.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb_grpc
 from tests.adapters.emulator.pubsub_support import (
@@ -101,3 +103,13 @@ async def test_tls_serves_the_same_api_with_the_emulator_ca(tmp_path: Path) -> N
         finally:
             await plain.close()
         assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_taken_grpc_port_is_a_start_error_naming_the_option() -> None:
+    """Asking for a gRPC port another socket holds refuses to start, naming --grpc-port."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(EmulatorStartError, match="--grpc-port"):
+            await start_emulator(port=0, grpc_port=taken)

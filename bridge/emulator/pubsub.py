@@ -84,6 +84,9 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         keepalive = state.org.streaming.extra.get("pubsub_keepalive_seconds", DEFAULT_KEEPALIVE_SECONDS)
         self.faults = PubSubFaults(keepalive_seconds=float(keepalive))
         self._streams: set[_Stream] = set()
+        # Positions handed out as latest_replay_id that are no event of their channel (a LATEST start, a
+        # quiet channel): (channel, replay id) -> when, so a CUSTOM resubscription from one is honoured.
+        self._positions: dict[tuple[str, int], float] = {}
         state.bus.add_listener(self)
 
     # BusListener
@@ -189,7 +192,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
                     await asyncio.sleep(self.faults.latency_ms / 1000)
                 yield pb.FetchResponse(
                     events=events,
-                    latest_replay_id=encode_replay_id(stream.cursor),
+                    latest_replay_id=self._position(stream),
                     rpc_id=rpc_id,
                     pending_num_requested=stream.pending,
                 )
@@ -234,8 +237,28 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         try:
             return self._state.bus.resolve_replay(first.topic_name, requested)
         except InvalidReplayId as exc:
+            if self._handed_out(first.topic_name, requested):
+                return requested
             message = "The Replay ID validation failed. Ensure that the Replay ID is valid."
             raise PubSubAbort(grpc.StatusCode.INVALID_ARGUMENT, REPLAY_ID_CORRUPTED, message) from exc
+
+    def _position(self, stream: _Stream) -> bytes:
+        """The stream's cursor as latest_replay_id, remembered when it is no event of the channel."""
+        channel_log = self._state.bus.channel_log(stream.channel)
+        if channel_log is None or not channel_log.contains(stream.cursor):
+            now = self._state.clock().timestamp()
+            retention = self._state.org.streaming.retention_seconds
+            for key in [k for k, at in self._positions.items() if at <= now - retention]:
+                del self._positions[key]
+            self._positions[(stream.channel, stream.cursor)] = now
+        return encode_replay_id(stream.cursor)
+
+    def _handed_out(self, channel: str, replay_id: int) -> bool:
+        """True for a position this service gave on `channel` within the retention window: every event
+        after it is still retained, since events are younger than the position."""
+        at = self._positions.get((channel, replay_id))
+        now = self._state.clock().timestamp()
+        return at is not None and at > now - self._state.org.streaming.retention_seconds
 
     def _check_stream(self, stream: _Stream) -> None:
         if stream.cut:

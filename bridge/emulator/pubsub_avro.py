@@ -40,6 +40,7 @@ CHANGE_TYPES = (
 )
 _NAME_PARTS = ("Salutation", "FirstName", "LastName")
 _EPOCH_DAY = dt.date(1970, 1, 1)
+_DOCUMENTED_TYPES = {"datetime": "DateTime", "date": "Date"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,7 @@ def entity_schema(obj: ObjectDef) -> EntitySchema:
         if f.name in compounds:
             avro_fields.append(_compound_field(obj.name, f.name, parts))
         else:
-            avro_fields.append({"name": f.name, "type": ["null", _avro_type(f)], "default": None})
+            avro_fields.append(_plain_field(f))
         top.append(f.name)
     document = {
         "type": "record",
@@ -196,6 +197,14 @@ def _compound_field(entity: str, name: str, parts: Sequence[str]) -> dict[str, A
         "fields": [{"name": p, "type": ["null", "string"], "default": None} for p in parts],
     }
     return {"name": name, "type": ["null", record], "default": None}
+
+
+def _plain_field(f: FieldDef) -> dict[str, Any]:
+    """A field as a union with null; datetimes and dates name their Salesforce type in `doc`."""
+    avro: dict[str, Any] = {"name": f.name, "type": ["null", _avro_type(f)], "default": None}
+    if f.type in _DOCUMENTED_TYPES:
+        avro["doc"] = f"Data:{_DOCUMENTED_TYPES[f.type]}"
+    return avro
 
 
 def _avro_type(f: FieldDef) -> str:

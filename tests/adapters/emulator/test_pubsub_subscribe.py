@@ -236,3 +236,23 @@ async def test_each_delivered_event_counts_in_the_shared_allocation(org: PubSubO
     assert after_two == before + 2
     assert [len(r.events) for r in starved] == [0, 0]
     assert await delivered(org) == allowed
+
+
+async def test_a_keepalive_replay_id_resumes_with_custom(org: PubSubOrg) -> None:
+    """The latest_replay_id of a keepalive on a channel with no events is a valid CUSTOM start: the changes
+    made after it arrive, none is refused."""
+    await org.control("POST", "/pubsub/faults", {"keepalive_seconds": 0.2})
+    requests = Requests()
+    requests.send(fetch(num=5))
+    async with org.stub() as stub:
+        call = stub.Subscribe(requests, metadata=org.metadata())
+        keepalive = await next_response(call)
+        call.cancel()
+        created = await org.create_event("While away")
+        again = Requests()
+        again.send(fetch(preset=pb.CUSTOM, replay_id=keepalive.latest_replay_id, num=5))
+        resumed = stub.Subscribe(again, metadata=org.metadata())
+        [event] = await events_until(resumed, 1)
+        resumed.cancel()
+    assert keepalive.events == []
+    assert sfid.same(await decode_first(org, event), created)

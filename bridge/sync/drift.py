@@ -13,7 +13,7 @@ Event is covered by the link's finding.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bridge.ledger.rows import ActivityRecord, LinkRecord
@@ -48,6 +48,7 @@ from bridge.sync.mapping import (
     mogli_event_for,
     normalise_id,
 )
+from bridge.sync.precision import same_instant
 
 __all__ = [
     "BookingView",
@@ -71,7 +72,6 @@ _IN_FLIGHT = frozenset({"pending", "failed", "unbooked"})
 _LINK_MIRROR = ("link_type", "owner_user_id", "title", "description", "duration_minutes", "is_active")
 _LINK_SOURCE = ("link_type", "owner_id", "title", "description", "duration_minutes", "is_active")
 _BOOKING_MIRROR = ("link_id", "assigned_user_id", "start_at", "end_at", "status", "related_record_id")
-_PRECISION = timedelta(seconds=1)  # of a Salesforce dateTime field
 
 
 def _id(value: str | None) -> str | None:
@@ -389,6 +389,5 @@ def _time_findings(
 
 
 def _same_time(expected: datetime, found: datetime | None) -> bool:
-    """Equal at Salesforce's precision: dateTime fields keep whole seconds (the API's primitive data types),
-    so the sub-second digits the bridge sends are dropped (or rounded) and never count as a move."""
-    return found is not None and abs(expected - found) < _PRECISION
+    """Equal at Salesforce's precision (see `precision.py`); a missing time is never the same."""
+    return found is not None and same_instant(expected, found)

@@ -24,6 +24,7 @@ from bridge.inbound_records import (
     LinkChange,
     SalesforceChange,
 )
+from bridge.sync.precision import same_instant
 
 DELETED_IN_SALESFORCE = "deleted_in_salesforce"
 SYNCED = "synced"
@@ -232,7 +233,11 @@ def _event_deleted(activity: KnownActivity, record_id: str, options: PolicyOptio
 
 
 def _differs(change: SalesforceChange, name: Field, new: object, old: object) -> bool:
-    return name in change.present and new != old
+    if name not in change.present:
+        return False
+    if isinstance(new, datetime) and isinstance(old, datetime):
+        return not same_instant(new, old)
+    return new != old
 
 
 def _event_values_changed(

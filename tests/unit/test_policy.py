@@ -310,3 +310,24 @@ def test_pending_activity_is_requeued_for_a_moved_time_and_keeps_its_owner() -> 
     assert [(a.action, a.requeue) for a in decision.activities] == [("salesforce.time_changed", True)]
     owner_only = event(ChangeType.UPDATE, owner_id=OTHER_OWNER)
     assert decide(owner_only, known, DEFAULTS).ignored is IgnoreReason.UNCHANGED
+
+
+@pytest.mark.parametrize("on_time_changed", ["restore", "write_back"])
+def test_whole_second_times_of_a_sub_second_booking_are_no_move(on_time_changed: str) -> None:
+    """Salesforce keeps dateTime fields to the second: an Event carrying the booking's time without its
+    sub-second digits is not a person's move, so nothing is restored and nothing is written back."""
+    precise = replace(
+        ACTIVITY, start_at=T0 + timedelta(microseconds=594570), end_at=T1 + timedelta(microseconds=1)
+    )
+    known = Known(activities_by_sfid={EVENT_ID: precise}, activities_by_booking={"b1": precise})
+    options = replace(DEFAULTS, on_time_changed=on_time_changed)  # type: ignore[arg-type]
+    decision = decide(event(ChangeType.UPDATE, start_at=T0, end_at=T1), known, options)
+    assert decision.ignored is IgnoreReason.UNCHANGED and decision.is_noop
+
+
+def test_a_move_of_one_second_is_still_a_move() -> None:
+    """One whole second apart is a real change of time, restored under the default policy."""
+    decision = decide(
+        event(ChangeType.UPDATE, start_at=T0 + timedelta(seconds=1), end_at=T1), KNOWN, DEFAULTS
+    )
+    assert [a.action for a in decision.activities] == ["salesforce.time_changed"]

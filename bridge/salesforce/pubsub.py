@@ -189,6 +189,11 @@ class PubSubStream:
         """Events requested and not yet processed, across channels."""
         return sum(t.held for t in self._topics.values())
 
+    @property
+    def buffered(self) -> int:
+        """Events received and not yet handed to the consumer, across channels."""
+        return sum(t.buffered for t in self._topics.values())
+
     def committed(self, channel: str, replay_id: int) -> None:
         """Called after the event's effect is in the ledger: a restart of `changes()` starts after it."""
         raw = replay_bytes(replay_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -17,6 +17,7 @@ from sfclient_support import Control
 from bridge.config import SalesforceSettings
 from bridge.emulator.server import RunningEmulator, start_emulator
 from bridge.emulator.state import STATE
+from bridge.errors import ConfigurationError
 from bridge.inbound_records import ChangeType, Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.pubsub import PubSubStream, PubSubTiming, replay_bytes, replay_number
@@ -145,6 +146,15 @@ async def _open_streams(control: Control, count: int) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) until the condition holds."""
+    async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
 async def _cometd_subscribed(control: Control) -> None:
     """Wait until the CometD client is connected."""
     async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
@@ -229,22 +239,41 @@ async def test_a_cut_stream_resumes_with_nothing_lost_or_doubled(
     control: Control,
     person: Person,
 ) -> None:
-    """The server cutting the call mid-stream: the subscriber resubscribes after the last processed event;
-    every Event made before, during and after the cut arrives exactly once."""
+    """The server cutting the call while events wait unprocessed in the subscriber: it resubscribes after
+    the last processed event, drops what the dead call had delivered, and every Event made before, during
+    and after the cut arrives exactly once, in order."""
     stream = _stream(emulator, tokens, settings)
-    consumer = Consumer(stream)
+    items = stream.changes()
+    got: list[SalesforceChange] = []
+
+    async def take() -> None:
+        async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
+            item = await anext(items)
+        assert isinstance(item, SalesforceChange) and item.replay_id is not None
+        stream.committed(item.channel, item.replay_id)
+        got.append(item)
+
     try:
+        first = asyncio.ensure_future(take())
         await _open_streams(control, 1)
-        ids = [await person.create(f"booking-{n}") for n in range(3)]
-        got = await consumer.changes(1)
+        ids = [await person.create(f"booking-{n}") for n in range(4)]
+        await first
+        await _until(lambda: stream.buffered >= 3)  # the other three are received, not yet processed
         assert (await control.post("pubsub/cut"))["cut"] == 1
-        ids += [await person.create(f"booking-{n}") for n in range(3, 6)]
-        got += await consumer.changes(5)
+        await _until(lambda: stream.rebuilds >= 1)
+        await _open_streams(control, 1)  # the new call is open before anything is processed
+        ids += [await person.create(f"booking-{n}") for n in range(4, 6)]
+        for _ in range(5):
+            await take()
+        extra = asyncio.ensure_future(anext(items))
         await asyncio.sleep(0.5)
+        assert not extra.done(), extra.result()
+        extra.cancel()
+        await asyncio.gather(extra, return_exceptions=True)
     finally:
-        await consumer.stop()
+        await items.aclose()  # type: ignore[attr-defined]
     assert [c.record_ids[0] for c in got] == ids
-    assert consumer.items.empty() and stream.rebuilds >= 1
+    assert stream.rebuilds == 1
 
 
 async def test_an_expired_token_mid_stream_is_refreshed(
@@ -347,3 +376,50 @@ async def test_flow_control_holds_a_slow_consumer_to_the_bound(
     assert stream.peak_held == timing.batch  # the bound is used, never passed
     assert 0 < worst <= timing.batch
     assert state.streaming.stats()["delivered_events"] <= taken + timing.batch
+
+
+async def test_a_keepalive_moves_a_quiet_channel_s_position(
+    emulator: RunningEmulator,
+    tokens: TokenManager,
+    settings: SalesforceSettings,
+    control: Control,
+    person: Person,
+) -> None:
+    """A channel that has delivered nothing resumes after the latest replay id its keepalives named, not at
+    LATEST: an Event made while the stream was cut is delivered after the resubscription."""
+    await control.post("pubsub/faults", {"keepalive_seconds": 0.1})
+    before = await person.create("booking-before")  # the org's latest event when the stream starts
+    slow_retry = replace(FAST, backoff_base_seconds=1.0, backoff_max_seconds=1.0)
+    stream = _stream(emulator, tokens, settings, timing=slow_retry)
+    consumer = Consumer(stream)
+    try:
+        await _open_streams(control, 1)
+        await asyncio.sleep(0.5)  # keepalives, nothing unprocessed
+        assert (await control.post("pubsub/cut"))["cut"] == 1
+        made_while_cut = await person.create("booking-cut")
+        assert (await control.get("pubsub/stats"))["open_streams"] == 0  # still backing off
+        got = await consumer.changes(1)
+    finally:
+        await consumer.stop()
+    assert got[0].record_ids == (made_while_cut,) and stream.rebuilds == 1
+    assert consumer.items.empty() and before != made_while_cut
+
+
+async def test_an_unknown_channel_stops_the_stream_naming_the_key(
+    emulator: RunningEmulator, tokens: TokenManager, settings: SalesforceSettings
+) -> None:
+    """A topic the org does not have is a configuration error (sync.channel), not a retry loop."""
+    stream = PubSubStream(
+        tokens,
+        settings,
+        {},
+        target=f"127.0.0.1:{emulator.grpc_port}",
+        tenant_id=emulator.app[STATE].org.org_id,
+        channels=["/data/Nothing__chn"],
+        timing=FAST,
+    )
+    items = stream.changes()
+    with pytest.raises(ConfigurationError) as raised:
+        async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
+            await anext(items)
+    assert raised.value.key == "sync.channel" and stream.rebuilds == 0

@@ -399,7 +399,9 @@ class PubSubStream:
                 room = min(topic.share - topic.held, MAX_NUM_REQUESTED)
                 if room > 0 and (first or room >= max(1, topic.share // 2)):
                     await call.write(self._fetch(topic, room, first=first))
-                    first = False
+                    # Subscribed: an idle call answers nothing until its keepalive (270 s); a refusal
+                    # ends it at once and clears this.
+                    topic.live, first = True, False
                 topic.more.clear()
                 await topic.more.wait()
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):

@@ -423,3 +423,60 @@ async def test_an_unknown_channel_stops_the_stream_naming_the_key(
         async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
             await anext(items)
     assert raised.value.key == "sync.channel" and stream.rebuilds == 0
+
+
+async def test_a_channel_without_a_replay_id_reports_its_gap_and_heartbeats(
+    emulator: RunningEmulator, tokens: TokenManager, settings: SalesforceSettings
+) -> None:
+    """As over CometD: a channel stored as `-1;<time>` (seen until then, never an id) is reported lost from
+    that time when subscribed at LATEST, and while live it reports how far it has seen."""
+    since = datetime.now(UTC) - timedelta(days=1)
+    timing = replace(FAST, heartbeat_seconds=0.3)
+    stream = _stream(emulator, tokens, settings, {EVENTS: ReplayPosition(-1, since)}, timing)
+    items = stream.changes()
+    try:
+        async with asyncio.timeout(RECEIVE_BOUND_SECONDS):
+            first = await anext(items)
+            beat = await anext(items)
+            while not isinstance(beat, Heartbeat):
+                beat = await anext(items)
+    finally:
+        await items.aclose()  # type: ignore[attr-defined]
+    assert first == WindowLost(EVENTS, since, reason="resubscribed_without_replay_id")
+    assert beat.channel == EVENTS and beat.seen_until > since
+
+
+async def test_every_watched_channel_shares_the_bound(
+    emulator: RunningEmulator,
+    tokens: TokenManager,
+    settings: SalesforceSettings,
+    control: Control,
+    person: Person,
+    http: aiohttp.ClientSession,
+) -> None:
+    """The default channels (Event, Mogli Event, Lead) each get a call; their requests together stay within
+    `batch`; an Event and a Lead change both arrive."""
+    stream = PubSubStream(
+        tokens,
+        settings,
+        {},
+        target=f"127.0.0.1:{emulator.grpc_port}",
+        tenant_id=emulator.app[STATE].org.org_id,
+        timing=FAST,
+    )
+    consumer = Consumer(stream)
+    try:
+        await _open_streams(control, 3)
+        event_id = await person.create("booking-1")
+        token = await tokens.get()
+        url = f"{token.instance_url}/services/data/v60.0/sobjects/Lead/"
+        body = {"LastName": "Lead", "Company": "Acme"}
+        async with http.post(url, json=body, headers={"Authorization": token.authorization()}) as response:
+            assert response.status == 201, await response.text()
+            lead_id = str((await response.json())["id"])
+        got = await consumer.changes(2)
+    finally:
+        await consumer.stop()
+    assert {c.record_ids[0] for c in got} == {event_id, lead_id}
+    assert set(stream.channels) == {EVENTS, "/data/Mogli_Event__ChangeEvent", "/data/LeadChangeEvent"}
+    assert stream.peak_held <= FAST.batch

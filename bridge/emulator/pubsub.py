@@ -41,6 +41,10 @@ DEFAULT_KEEPALIVE_SECONDS = 270.0
 _TOKEN_CHECK_SECONDS = 0.2
 AUTH_ERROR = "sfdc.platform.eventbus.grpc.service.auth.error"
 REPLAY_ID_CORRUPTED = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+REPLAY_ID_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.validation.failed"
+EVENTS_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.requested.events.invalid"
+# The delivery allocation is documented with this code; the gRPC status beside it is [mem].
+LIMIT_EXCEEDED = "sfdc.platform.eventbus.grpc.subscription.limit.exceeded"
 # [mem] not re-verified against the error table: the code for a topic the org does not have.
 TOPIC_NOT_FOUND = "sfdc.platform.eventbus.grpc.topic.not.found"
 SCHEMA_NOT_FOUND = "sfdc.platform.eventbus.grpc.schema.not.found"
@@ -64,6 +68,7 @@ class _Stream:
     cursor: int
     pending: int = 0
     cut: bool = False
+    refused: PubSubAbort | None = None  # a later FetchRequest the stream must end on
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -160,6 +165,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
                 return
             stream = _Stream(token=token, channel=first.topic_name, cursor=self._start(first))
             _request_more(stream, first.num_requested)
+            self._check_stream(stream)
             self._streams.add(stream)
             reader = asyncio.create_task(_read_requests(stream, request_iterator))
             log.info("emulator.pubsub.subscribed", topic=stream.channel, preset=first.replay_preset)
@@ -233,6 +239,12 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         preset = first.replay_preset
         requested = -1 if preset == pb.LATEST else -2 if preset == pb.EARLIEST else None
         if requested is None:
+            if not first.replay_id:
+                message = (
+                    "The replay_preset field in FetchRequest is set to ReplayPreset.CUSTOM, "
+                    "but no Replay ID value is set"
+                )
+                raise PubSubAbort(grpc.StatusCode.INVALID_ARGUMENT, REPLAY_ID_INVALID, message)
             requested = decode_replay_id(first.replay_id)
         try:
             return self._state.bus.resolve_replay(first.topic_name, requested)
@@ -261,6 +273,11 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         return at is not None and at > now - self._state.org.streaming.retention_seconds
 
     def _check_stream(self, stream: _Stream) -> None:
+        if stream.refused is not None:
+            raise stream.refused
+        used = self._state.streaming.stats()["delivered_events"]
+        if used >= self._state.org.streaming.daily_delivered_events:
+            raise _limit_exceeded()  # as CometD refuses every connect once the allocation is used up
         if stream.cut:
             raise PubSubAbort(grpc.StatusCode.UNAVAILABLE, "", CUT_DETAILS)
         if self._state.tokens.session(stream.token) is None:
@@ -317,8 +334,17 @@ def decode_replay_id(raw: bytes) -> int:
 
 
 def _request_more(stream: _Stream, num_requested: int) -> None:
+    """Add a FetchRequest's events to what the stream owes; one asking for none ends the stream."""
+    if num_requested <= 0:
+        message = "The requested number of events in a fetch request must be greater than zero"
+        stream.refused = PubSubAbort(grpc.StatusCode.INVALID_ARGUMENT, EVENTS_INVALID, message)
     stream.pending += max(0, min(num_requested, MAX_NUM_REQUESTED))
     stream.wake.set()
+
+
+def _limit_exceeded() -> PubSubAbort:
+    message = "You have exceeded the event delivery limit for your org."
+    return PubSubAbort(grpc.StatusCode.RESOURCE_EXHAUSTED, LIMIT_EXCEEDED, message)
 
 
 async def _read_requests(stream: _Stream, request_iterator: AsyncIterator[Any]) -> None:

@@ -26,6 +26,9 @@ from tests.adapters.emulator.pubsub_support import (
 
 AUTH_ERROR = "sfdc.platform.eventbus.grpc.service.auth.error"
 REPLAY_ID_CORRUPTED = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
+REPLAY_ID_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.validation.failed"
+EVENTS_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.requested.events.invalid"
+LIMIT_EXCEEDED = "sfdc.platform.eventbus.grpc.subscription.limit.exceeded"
 
 
 @pytest.fixture
@@ -216,7 +219,8 @@ async def test_an_expired_replay_id_answers_the_documented_error(org: PubSubOrg)
 
 
 async def test_each_delivered_event_counts_in_the_shared_allocation(org: PubSubOrg) -> None:
-    """Delivered events count one each in DailyDeliveredPlatformEvents, and none beyond the allocation."""
+    """Delivered events count one each in DailyDeliveredPlatformEvents; once it is used up, the stream ends
+    with the documented limit error instead of delivering more."""
     _, limits = await org.rest("GET", "/limits")
     allowed = int(limits["DailyDeliveredPlatformEvents"]["Max"])
     for n in range(3):
@@ -229,13 +233,40 @@ async def test_each_delivered_event_counts_in_the_shared_allocation(org: PubSubO
         assert len(await events_until(call, 2)) == 2
         after_two = await delivered(org)
         await org.control("POST", "/streaming/delivered", {"used": allowed})
-        await org.control("POST", "/pubsub/faults", {"keepalive_seconds": 0.2})
         requests.send(fetch(num=1))
-        starved = [await next_response(call) for _ in range(2)]
-        call.cancel()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            while True:
+                assert (await next_response(call)).events == []
     assert after_two == before + 2
-    assert [len(r.events) for r in starved] == [0, 0]
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert trailer(caught.value, "error-code") == LIMIT_EXCEEDED
     assert await delivered(org) == allowed
+
+
+async def test_a_subscription_past_the_allocation_is_refused(org: PubSubOrg) -> None:
+    """With the daily allocation used up, a new Subscribe ends at once with the limit error."""
+    _, limits = await org.rest("GET", "/limits")
+    await org.control(
+        "POST", "/streaming/delivered", {"used": int(limits["DailyDeliveredPlatformEvents"]["Max"])}
+    )
+    error = await subscribe_error(org, fetch())
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert trailer(error, "error-code") == LIMIT_EXCEEDED
+
+
+async def test_custom_without_a_replay_id_is_refused(org: PubSubOrg) -> None:
+    """CUSTOM with no replay id: INVALID_ARGUMENT with the replay id validation error."""
+    error = await subscribe_error(org, fetch(preset=pb.CUSTOM))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert trailer(error, "error-code") == REPLAY_ID_INVALID
+
+
+@pytest.mark.parametrize("num", [0, -5])
+async def test_a_request_for_no_events_is_refused(org: PubSubOrg, num: int) -> None:
+    """num_requested of zero or less: INVALID_ARGUMENT with the requested-events error."""
+    error = await subscribe_error(org, fetch(num=num))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert trailer(error, "error-code") == EVENTS_INVALID
 
 
 async def test_a_keepalive_replay_id_resumes_with_custom(org: PubSubOrg) -> None:

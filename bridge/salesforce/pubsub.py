@@ -11,10 +11,8 @@
 - Flow control: `batch` events at most are requested-and-unprocessed across all channels (each channel has
   an equal share): an event counts from the FetchRequest that asks for it until the consumer comes back for
   the next item, and more are requested only as the consumer takes them, so a slow consumer holds memory flat.
-- Replay ids are opaque bytes. They travel in `SalesforceChange.replay_id` (an int, as CometD's) as
-  `PUBSUB_REPLAY_BASE + int(0x01 || bytes)`: reversible for any length (the 0x01 keeps leading zero bytes)
-  and above every CometD replay id (a Java long), so the ledger stores them as today and a stored id of
-  one transport is never taken for the other's.
+- Replay ids are opaque bytes, carried as ints that never collide with CometD's (`pubsub_positions`), so
+  the ledger stores them as today and a stored id of one transport is never taken for the other's.
 - Presets: CUSTOM after a stored Pub/Sub id, else LATEST; never EARLIEST (it would redeliver all of
   retention, each event counted against the delivered-event allocation). A stored CometD id, an invalid or
   expired replay id, or a channel without an id subscribed again after a gap: `WindowLost` from the last
@@ -31,7 +29,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,27 +44,19 @@ from bridge.salesforce.auth import AccessToken, TokenManager
 from bridge.salesforce.avro_events import EventSchema, UndecodableEvent, decode_event
 from bridge.salesforce.pubsub_api import pubsub_api_pb2 as pb
 from bridge.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb_grpc
+from bridge.salesforce.pubsub_positions import (
+    TopicState,
+    replay_bytes,
+    replay_number,
+    topics_from_positions,
+)
 from bridge.salesforce.streaming import StreamItem, default_channels
 
 log = structlog.get_logger(__name__)
 
-PUBSUB_REPLAY_BASE = 1 << 64  # above every CometD replay id (a signed 64-bit long)
 MAX_NUM_REQUESTED = 100  # documented ceiling of one FetchRequest
 _REPLAY_ERROR = "replayid"  # in the `error-code` trailer of an invalid or expired replay id
 _CONFIG_STATUSES = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED}
-
-
-def replay_number(raw: bytes) -> int:
-    """A Pub/Sub replay id as the int `SalesforceChange.replay_id` and the ledger carry."""
-    return PUBSUB_REPLAY_BASE + int.from_bytes(b"\x01" + raw, "big")
-
-
-def replay_bytes(number: int) -> bytes | None:
-    """The Pub/Sub replay id of `replay_number`'s int; None for a CometD id or a -1 position."""
-    if number <= PUBSUB_REPLAY_BASE:
-        return None
-    tagged = number - PUBSUB_REPLAY_BASE
-    return tagged.to_bytes((tagged.bit_length() + 7) // 8, "big")[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,34 +70,11 @@ class PubSubTiming:
     heartbeat_seconds: float = 60.0  # as StreamTiming.heartbeat_seconds
 
 
-@dataclass(eq=False, slots=True)
-class _Topic:
-    """One channel's subscription: positions and flow-control counts of its current call."""
-
-    name: str
-    share: int  # its part of the flow-control bound
-    committed: bytes | None = None  # last id whose effect the consumer committed
-    resume: bytes | None = None  # a new call starts after this id (CUSTOM), or at LATEST when None
-    resume_time: datetime | None = None  # the commit time of the change at `resume`, if known
-    seen_until: datetime | None = None  # without any id: the time up to which everything was seen
-    generation: int = 0  # bumped by each new call; items of an older call are dropped
-    requested: int = 0  # asked for and not yet received (the server's pending_num_requested)
-    buffered: int = 0  # received and not yet handed to the consumer
-    in_hand: int = 0  # handed to the consumer, which has not come back yet (0 or 1)
-    live: bool = False
-    more: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def held(self) -> int:
-        """Events requested and not yet processed."""
-        return self.requested + self.buffered + self.in_hand
-
-
 @dataclass(frozen=True, slots=True)
 class _Delivered:
     """A queue entry: an item of one call of one topic, with the replay id of a change."""
 
-    topic: _Topic
+    topic: TopicState
     generation: int
     item: StreamItem
     raw_id: bytes | None = None
@@ -125,26 +92,6 @@ class _Refused(Exception):
         """The refusal an AioRpcError carries."""
         codes = [str(v) for k, v in (error.trailing_metadata() or ()) if k == "error-code"]
         return cls(error.code(), codes[0] if codes else "", error.details() or "")
-
-
-def _positions(
-    positions: Mapping[str, ReplayPosition], channels: Sequence[str], share: int
-) -> tuple[dict[str, _Topic], list[WindowLost]]:
-    """Topics set up from the ledger's positions; a CometD id (the other transport's) is a lost window."""
-    topics, lost = {}, []
-    for channel in channels:
-        topic = _Topic(channel, share)
-        position = positions.get(channel)
-        if position is not None and (raw := replay_bytes(position.replay_id)) is not None:
-            topic.committed = topic.resume = raw
-            topic.resume_time = position.commit_time
-        elif position is not None and position.replay_id < 0:
-            topic.seen_until = position.commit_time
-        elif position is not None:
-            log.warning("pubsub.replay_id_of_cometd", channel=channel)
-            lost.append(WindowLost(channel, position.commit_time, reason="replay_id_of_other_transport"))
-        topics[channel] = topic
-    return topics, lost
 
 
 class PubSubStream:
@@ -170,7 +117,7 @@ class PubSubStream:
         self._timing = timing
         self._clock = clock
         share = max(1, timing.batch // len(self._channels))
-        self._topics, self._foreign = _positions(positions, self._channels, share)
+        self._topics, self._foreign = topics_from_positions(positions, self._channels, share)
         self._schemas: dict[str, EventSchema] = {}
         self._channel: grpc.aio.Channel | None = None
         self._last_beat = 0.0
@@ -281,7 +228,7 @@ class PubSubStream:
             return grpc.aio.insecure_channel(self._target)
         return grpc.aio.secure_channel(self._target, self._credentials)
 
-    async def _keep_subscribed(self, topic: _Topic, queue: asyncio.Queue[_Delivered]) -> None:
+    async def _keep_subscribed(self, topic: TopicState, queue: asyncio.Queue[_Delivered]) -> None:
         """Subscribe again after every failure: a new token, a lost window, or back-off."""
         failures, token = 0, await self._tokens.get()
         while True:
@@ -311,7 +258,7 @@ class PubSubStream:
                 await self._back_off(topic, exc, failures)
                 token = await self._tokens.get()
 
-    def _replay_lost(self, topic: _Topic) -> WindowLost:
+    def _replay_lost(self, topic: TopicState) -> WindowLost:
         """The resume id is invalid or outside retention: LATEST, and the window since then is reported."""
         log.warning(
             "streaming.replay_window_lost",
@@ -322,7 +269,7 @@ class PubSubStream:
         topic.resume = None
         return lost
 
-    async def _back_off(self, topic: _Topic, exc: _Refused, failures: int) -> None:
+    async def _back_off(self, topic: TopicState, exc: _Refused, failures: int) -> None:
         delay = min(self._timing.backoff_base_seconds * 2 ** (failures - 1), self._timing.backoff_max_seconds)
         delay *= random.uniform(0.5, 1.0)
         log.warning(
@@ -349,7 +296,9 @@ class PubSubStream:
             ("tenantid", self._tenant_id),
         )
 
-    async def _subscribe(self, topic: _Topic, token: AccessToken, queue: asyncio.Queue[_Delivered]) -> None:
+    async def _subscribe(
+        self, topic: TopicState, token: AccessToken, queue: asyncio.Queue[_Delivered]
+    ) -> None:
         """One Subscribe call until it ends; _Refused for a gRPC error status."""
         assert self._channel is not None  # opened by changes()
         stub = pb_grpc.PubSubStub(self._channel)  # type: ignore[no-untyped-call]
@@ -370,7 +319,7 @@ class PubSubStream:
                 await writer
             call.cancel()
 
-    def _gap(self, topic: _Topic) -> WindowLost:
+    def _gap(self, topic: TopicState) -> WindowLost:
         """A channel without any id subscribes at LATEST: what happened since it was last seen may be lost."""
         since = topic.seen_until
         log.warning(
@@ -380,7 +329,7 @@ class PubSubStream:
         )
         return WindowLost(topic.name, since, reason="resubscribed_without_replay_id")
 
-    def _fetch(self, topic: _Topic, count: int, *, first: bool) -> pb.FetchRequest:
+    def _fetch(self, topic: TopicState, count: int, *, first: bool) -> pb.FetchRequest:
         request = pb.FetchRequest(topic_name=topic.name, num_requested=count)
         if first and topic.resume is not None:
             request.replay_preset, request.replay_id = pb.CUSTOM, topic.resume
@@ -390,7 +339,7 @@ class PubSubStream:
         self.peak_held = max(self.peak_held, self.held)
         return request
 
-    async def _request_more(self, call: Any, topic: _Topic) -> None:
+    async def _request_more(self, call: Any, topic: TopicState) -> None:
         """Top the call's requests up to the topic's share, as the consumer frees slots; at least half a
         share at a time, so that a fast consumer does not cost one FetchRequest per event."""
         first = True
@@ -411,7 +360,7 @@ class PubSubStream:
         self,
         call: Any,
         stub: pb_grpc.PubSubStub,
-        topic: _Topic,
+        topic: TopicState,
         metadata: tuple[tuple[str, str], ...],
         queue: asyncio.Queue[_Delivered],
     ) -> None:
@@ -431,7 +380,7 @@ class PubSubStream:
         raise _Refused(grpc.StatusCode.UNAVAILABLE, "", "the server ended the stream")
 
     async def _decode(
-        self, stub: pb_grpc.PubSubStub, topic: _Topic, event: Any, metadata: tuple[tuple[str, str], ...]
+        self, stub: pb_grpc.PubSubStub, topic: TopicState, event: Any, metadata: tuple[tuple[str, str], ...]
     ) -> SalesforceChange | None:
         schema_id = event.event.schema_id
         schema = self._schemas.get(schema_id)

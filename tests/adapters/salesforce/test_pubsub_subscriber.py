@@ -20,7 +20,8 @@ from bridge.emulator.state import STATE
 from bridge.errors import ConfigurationError
 from bridge.inbound_records import ChangeType, Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.auth import TokenManager
-from bridge.salesforce.pubsub import PubSubStream, PubSubTiming, replay_bytes, replay_number
+from bridge.salesforce.pubsub import PubSubStream, PubSubTiming
+from bridge.salesforce.pubsub_positions import replay_bytes, replay_number
 from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming
 
 EVENTS = "/data/EventChangeEvent"

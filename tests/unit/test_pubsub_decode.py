@@ -1,4 +1,5 @@
-"""Decoding Pub/Sub API change events: bitmap fields into names, Avro payloads into the CometD change."""
+"""Decoding Pub/Sub API change events: bitmap fields into names, Avro payloads into the CometD change, replay
+ids into ints."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from bridge.salesforce.avro_events import (
     decode_event,
 )
 from bridge.salesforce.changes import decode_change
+from bridge.salesforce.pubsub_positions import replay_bytes, replay_number
 
 NAMES = SalesforceObjectNames()
 EVENT_ID = "00U5e00000AbCdEEAV"
@@ -258,3 +260,11 @@ def test_datetimes_are_known_from_the_schema(position: int, is_datetime: bool) -
         "fields": [{"name": "At", **_nullable("long", "Data:DateTime")}],
     }
     assert EventSchema.from_json("s-4", json.dumps(documented)).fields[0].is_datetime
+
+
+def test_replay_numbers_round_trip_and_stay_apart_from_cometd_ids() -> None:
+    """Any bytes (leading zeros, empty) come back unchanged, and every number is above a CometD id."""
+    for raw in (b"", b"\x00", b"\x00\x00\x00\x00\x00\x00\x00\x07", b"\xff" * 16):
+        assert replay_bytes(replay_number(raw)) == raw
+        assert replay_number(raw) > 2**63 - 1
+    assert replay_bytes(18502) is None and replay_bytes(-1) is None

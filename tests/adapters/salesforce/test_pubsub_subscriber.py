@@ -165,14 +165,6 @@ async def _cometd_subscribed(control: Control) -> None:
             await asyncio.sleep(0.05)
 
 
-def test_replay_numbers_round_trip_and_stay_apart_from_cometd_ids() -> None:
-    """Any bytes (leading zeros, empty) come back unchanged, and every number is above a CometD id."""
-    for raw in (b"", b"\x00", b"\x00\x00\x00\x00\x00\x00\x00\x07", b"\xff" * 16):
-        assert replay_bytes(replay_number(raw)) == raw
-        assert replay_number(raw) > 2**63 - 1
-    assert replay_bytes(18502) is None and replay_bytes(-1) is None
-
-
 async def test_changes_decode_as_over_cometd(
     emulator: RunningEmulator,
     tokens: TokenManager,

@@ -31,6 +31,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -92,6 +93,19 @@ class _Refused(Exception):
         """The refusal an AioRpcError carries."""
         codes = [str(v) for k, v in (error.trailing_metadata() or ()) if k == "error-code"]
         return cls(error.code(), codes[0] if codes else "", error.details() or "")
+
+
+def channel_credentials(ca_bundle: str) -> grpc.ChannelCredentials:
+    """TLS for the gRPC channel: the system's roots, or only `salesforce.ca_bundle` when set (as REST)."""
+    if not ca_bundle:
+        return grpc.ssl_channel_credentials()
+    try:
+        return grpc.ssl_channel_credentials(root_certificates=Path(ca_bundle).read_bytes())
+    except OSError as exc:
+        raise ConfigurationError(
+            f"salesforce.ca_bundle {ca_bundle!r} is not a readable PEM certificate file ({exc})",
+            "salesforce.ca_bundle",
+        ) from exc
 
 
 class PubSubStream:
@@ -230,9 +244,12 @@ class PubSubStream:
 
     async def _keep_subscribed(self, topic: TopicState, queue: asyncio.Queue[_Delivered]) -> None:
         """Subscribe again after every failure: a new token, a lost window, or back-off."""
-        failures, token = 0, await self._tokens.get()
+        failures, token, stale = 0, None, None
         while True:
             try:
+                # The current token (REST may have renewed it), or a new one after a refusal of `stale`.
+                token = await (self._tokens.refresh(stale) if stale else self._tokens.get())
+                stale = None
                 await self._subscribe(topic, token, queue)
             except TransientError as exc:  # a token request failed: the org is unreachable for now
                 failures += 1
@@ -243,7 +260,7 @@ class PubSubStream:
                 topic.live = False
                 if exc.status is grpc.StatusCode.UNAUTHENTICATED and failures == 0:
                     log.info("pubsub.token_refused", channel=topic.name)
-                    token, failures = await self._tokens.refresh(token), 1
+                    stale, failures = token, 1
                     continue
                 if _REPLAY_ERROR in exc.error_code.lower():
                     await queue.put(_Delivered(topic, topic.generation, self._replay_lost(topic)))
@@ -256,7 +273,6 @@ class PubSubStream:
                 self.rebuilds += 1
                 self._note_refusal(exc.text)
                 await self._back_off(topic, exc, failures)
-                token = await self._tokens.get()
 
     def _replay_lost(self, topic: TopicState) -> WindowLost:
         """The resume id is invalid or outside retention: LATEST, and the window since then is reported."""

@@ -12,15 +12,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sfclient_support import Control
+from sfclient_support import Control, password_settings
 
 from bridge.config import SalesforceSettings
 from bridge.emulator.server import RunningEmulator, start_emulator
 from bridge.emulator.state import STATE
 from bridge.errors import ConfigurationError
 from bridge.inbound_records import ChangeType, Heartbeat, ReplayPosition, SalesforceChange, WindowLost
-from bridge.salesforce.auth import TokenManager
-from bridge.salesforce.pubsub import PubSubStream, PubSubTiming
+from bridge.salesforce.auth import TokenManager, make_ssl_context
+from bridge.salesforce.pubsub import PubSubStream, PubSubTiming, channel_credentials
 from bridge.salesforce.pubsub_positions import replay_bytes, replay_number
 from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming
 
@@ -473,3 +473,45 @@ async def test_every_watched_channel_shares_the_bound(
     assert {c.record_ids[0] for c in got} == {event_id, lead_id}
     assert set(stream.channels) == {EVENTS, "/data/Mogli_Event__ChangeEvent", "/data/LeadChangeEvent"}
     assert stream.peak_held <= FAST.batch
+
+
+async def test_tls_with_the_ca_bundle(tmp_path: Path) -> None:
+    """With salesforce.ca_bundle naming the emulator's CA, the gRPC channel is verified TLS, as REST is, and
+    a person's Event arrives over it."""
+    emulator = await start_emulator(
+        host="127.0.0.1", port=0, tls=True, ca_out=tmp_path / "ca.pem", grpc_port=0
+    )
+    try:
+        assert emulator.ca_file is not None
+        settings = password_settings(emulator.url, ca_bundle=str(emulator.ca_file))
+        connector = aiohttp.TCPConnector(ssl=make_ssl_context(settings.ca_bundle))
+        async with aiohttp.ClientSession(connector=connector) as tls_http:
+            tokens = TokenManager(tls_http, settings)
+            control = Control(tls_http, emulator.url)
+            stream = PubSubStream(
+                tokens,
+                settings,
+                {},
+                target=f"localhost:{emulator.grpc_port}",
+                tenant_id=emulator.app[STATE].org.org_id,
+                channels=[EVENTS],
+                timing=FAST,
+                credentials=channel_credentials(settings.ca_bundle),
+            )
+            consumer = Consumer(stream)
+            try:
+                await _open_streams(control, 1)
+                event_id = await Person(tls_http, tokens, control).create("booking-tls")
+                got = await consumer.changes(1)
+            finally:
+                await consumer.stop()
+    finally:
+        await emulator.stop()
+    assert got[0].record_ids == (event_id,)
+
+
+def test_an_unreadable_ca_bundle_names_the_key(tmp_path: Path) -> None:
+    """A CA bundle that cannot be read is a configuration error naming salesforce.ca_bundle."""
+    with pytest.raises(ConfigurationError) as raised:
+        channel_credentials(str(tmp_path / "missing.pem"))
+    assert raised.value.key == "salesforce.ca_bundle"

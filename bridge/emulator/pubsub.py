@@ -3,11 +3,10 @@
 Subscribe reads the channel logs of the event bus (bus.py) with the same replay ids, filters and retention
 as the CometD endpoint, and counts each delivered event in the CometD service's daily allocation. Flow
 control is by `num_requested`: at most 100 per request, adding up, never more events sent than requested.
-Replay ids are the bus's ids as 8 opaque big-endian bytes. Errors end the call with the documented gRPC
-status and a Salesforce `error-code` trailer beside an `rpc-id` trailer, the rpc id also at the end of the
-message after "rpcId: " (handling-errors.html). A session that expires (control route sessions/expire)
-ends open streams with the authentication error at their next check. Faults for tests (control API under
-`/__emulator/pubsub/`): cut every open stream, add latency before each response, change the keepalive.
+Replay ids and errors as the client sees them are in pubsub_wire.py. A session that expires (control
+route sessions/expire) ends open streams with the authentication error at their next check. Faults for
+tests (control API under `/__emulator/pubsub/`): cut every open stream, add latency before each response,
+change the keepalive.
 """
 
 from __future__ import annotations
@@ -28,6 +27,20 @@ from bridge.emulator.context import json_response
 from bridge.emulator.contracts import change_event_channel
 from bridge.emulator.control import PREFIX
 from bridge.emulator.pubsub_avro import AvroSchemas
+from bridge.emulator.pubsub_wire import (
+    AUTH_ERROR,
+    AUTH_MESSAGE,
+    EVENTS_INVALID,
+    REPLAY_ID_INVALID,
+    SCHEMA_NOT_FOUND,
+    TOPIC_NOT_FOUND,
+    PubSubAbort,
+    abort,
+    decode_replay_id,
+    encode_replay_id,
+    limit_exceeded,
+    replay_id_corrupted,
+)
 from bridge.emulator.state import EmulatorState
 from bridge.salesforce.pubsub_api import pubsub_api_pb2 as pb
 from bridge.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb_grpc
@@ -39,24 +52,7 @@ MAX_NUM_REQUESTED = 100
 DEFAULT_KEEPALIVE_SECONDS = 270.0
 # How often an idle stream checks that its session is still alive.
 _TOKEN_CHECK_SECONDS = 0.2
-AUTH_ERROR = "sfdc.platform.eventbus.grpc.service.auth.error"
-REPLAY_ID_CORRUPTED = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.corrupted"
-REPLAY_ID_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.validation.failed"
-EVENTS_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.requested.events.invalid"
-# The delivery allocation is documented with this code; the gRPC status beside it is [mem].
-LIMIT_EXCEEDED = "sfdc.platform.eventbus.grpc.subscription.limit.exceeded"
-# [mem] not re-verified against the error table: the code for a topic the org does not have.
-TOPIC_NOT_FOUND = "sfdc.platform.eventbus.grpc.topic.not.found"
-SCHEMA_NOT_FOUND = "sfdc.platform.eventbus.grpc.schema.not.found"
 CUT_DETAILS = "RST_STREAM closed stream"
-
-
-class PubSubAbort(Exception):
-    """A documented error that ends the call: gRPC status, Salesforce error code and message."""
-
-    def __init__(self, status: grpc.StatusCode, error_code: str, message: str) -> None:
-        super().__init__(f"{error_code}: {message}")
-        self.status, self.error_code, self.message = status, error_code, message
 
 
 @dataclass(eq=False)
@@ -78,6 +74,8 @@ class PubSubFaults:
 
     latency_ms: int = 0
     keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    delayed_responses: int = 0  # how often the latency fault hit
+    cut_streams: int = 0  # how many streams the cut fault ended
 
 
 class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
@@ -127,7 +125,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
             self._authenticate(context)
             self._check_topic(request.topic_name)
         except PubSubAbort as exc:
-            await _abort(context, exc, rpc_id)
+            await abort(context, exc, rpc_id)
         return pb.TopicInfo(
             topic_name=request.topic_name,
             tenant_guid=self._state.org.org_id,
@@ -147,7 +145,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
                 message = f"schema {request.schema_id!r} not found"
                 raise PubSubAbort(grpc.StatusCode.NOT_FOUND, SCHEMA_NOT_FOUND, message)
         except PubSubAbort as exc:
-            await _abort(context, exc, rpc_id)
+            await abort(context, exc, rpc_id)
             raise
         return pb.SchemaInfo(schema_json=found.schema_json, schema_id=found.schema_id, rpc_id=rpc_id)
 
@@ -174,7 +172,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         except PubSubAbort as exc:
             if stream is not None:
                 self._streams.discard(stream)  # gone before the client hears why
-            await _abort(context, exc, rpc_id)
+            await abort(context, exc, rpc_id)
         finally:
             if stream is not None:
                 self._streams.discard(stream)
@@ -195,6 +193,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
             idle = loop.time() - last_sent >= self.faults.keepalive_seconds
             if events or idle:
                 if self.faults.latency_ms:
+                    self.faults.delayed_responses += 1
                     await asyncio.sleep(self.faults.latency_ms / 1000)
                 yield pb.FetchResponse(
                     events=events,
@@ -251,8 +250,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         except InvalidReplayId as exc:
             if self._handed_out(first.topic_name, requested):
                 return requested
-            message = "The Replay ID validation failed. Ensure that the Replay ID is valid."
-            raise PubSubAbort(grpc.StatusCode.INVALID_ARGUMENT, REPLAY_ID_CORRUPTED, message) from exc
+            raise replay_id_corrupted() from exc
 
     def _position(self, stream: _Stream) -> bytes:
         """The stream's cursor as latest_replay_id, remembered when it is no event of the channel."""
@@ -277,11 +275,12 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
             raise stream.refused
         used = self._state.streaming.stats()["delivered_events"]
         if used >= self._state.org.streaming.daily_delivered_events:
-            raise _limit_exceeded()  # as CometD refuses every connect once the allocation is used up
+            raise limit_exceeded()  # as CometD refuses every connect once the allocation is used up
         if stream.cut:
+            self.faults.cut_streams += 1
             raise PubSubAbort(grpc.StatusCode.UNAVAILABLE, "", CUT_DETAILS)
         if self._state.tokens.session(stream.token) is None:
-            raise PubSubAbort(grpc.StatusCode.UNAUTHENTICATED, AUTH_ERROR, _AUTH_MESSAGE)
+            raise PubSubAbort(grpc.StatusCode.UNAUTHENTICATED, AUTH_ERROR, AUTH_MESSAGE)
 
     def _check_topic(self, topic: str) -> None:
         if self._state.bus.channel_log(topic) is None:
@@ -303,9 +302,9 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         org_id = self._state.org.org_id
         good_tenant = tenant in (org_id, org_id[:15])
         if not token or not metadata.get("instanceurl") or not good_tenant:
-            raise PubSubAbort(grpc.StatusCode.UNAUTHENTICATED, AUTH_ERROR, _AUTH_MESSAGE)
+            raise PubSubAbort(grpc.StatusCode.UNAUTHENTICATED, AUTH_ERROR, AUTH_MESSAGE)
         if self._state.tokens.session(token) is None:
-            raise PubSubAbort(grpc.StatusCode.UNAUTHENTICATED, AUTH_ERROR, _AUTH_MESSAGE)
+            raise PubSubAbort(grpc.StatusCode.UNAUTHENTICATED, AUTH_ERROR, AUTH_MESSAGE)
         return token
 
     def register_control(self, app: web.Application) -> None:
@@ -317,20 +316,6 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
 
 
 PUBSUB = web.AppKey("emulator_pubsub", PubSubService)
-_AUTH_MESSAGE = "An authentication exception occurred. Provide valid authentication via metadata headers."
-
-
-def encode_replay_id(replay_id: int) -> bytes:
-    """The bus's replay id as the opaque bytes a client sees."""
-    return max(replay_id, 0).to_bytes(8, "big")
-
-
-def decode_replay_id(raw: bytes) -> int:
-    """The bus's replay id from a client's bytes; PubSubAbort for bytes that are not one of ours."""
-    if len(raw) != 8:
-        message = "The Replay ID validation failed. Ensure that the Replay ID is valid."
-        raise PubSubAbort(grpc.StatusCode.INVALID_ARGUMENT, REPLAY_ID_CORRUPTED, message)
-    return int.from_bytes(raw, "big")
 
 
 def _request_more(stream: _Stream, num_requested: int) -> None:
@@ -342,23 +327,10 @@ def _request_more(stream: _Stream, num_requested: int) -> None:
     stream.wake.set()
 
 
-def _limit_exceeded() -> PubSubAbort:
-    message = "You have exceeded the event delivery limit for your org."
-    return PubSubAbort(grpc.StatusCode.RESOURCE_EXHAUSTED, LIMIT_EXCEEDED, message)
-
-
 async def _read_requests(stream: _Stream, request_iterator: AsyncIterator[Any]) -> None:
     """Add each later FetchRequest's `num_requested` to what the stream owes."""
     async for request in request_iterator:
         _request_more(stream, request.num_requested)
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: PubSubAbort, rpc_id: str) -> None:
-    trailers: tuple[tuple[str, str], ...] = (("rpc-id", rpc_id),)
-    if exc.error_code:
-        trailers = (("error-code", exc.error_code), *trailers)
-    log.info("emulator.pubsub.aborted", status=exc.status.name, error_code=exc.error_code)
-    await context.abort(exc.status, f"{exc.message} rpcId: {rpc_id}", trailing_metadata=trailers)
 
 
 async def _post_cut(request: web.Request) -> web.Response:
@@ -378,8 +350,15 @@ async def _post_faults(request: web.Request) -> web.Response:
 
 
 async def _get_stats(request: web.Request) -> web.Response:
-    """GET /__emulator/pubsub/stats: open Subscribe calls."""
-    return json_response({"open_streams": request.app[PUBSUB].open_streams()})
+    """GET /__emulator/pubsub/stats: open Subscribe calls and how often each fault hit."""
+    service = request.app[PUBSUB]
+    faults = service.faults
+    body = {
+        "open_streams": service.open_streams(),
+        "delayed_responses": faults.delayed_responses,
+        "cut_streams": faults.cut_streams,
+    }
+    return json_response(body)
 
 
 async def start_grpc(

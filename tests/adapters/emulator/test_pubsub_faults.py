@@ -46,8 +46,9 @@ async def test_a_cut_stream_ends_the_call_unavailable(org: PubSubOrg) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             while True:
                 await next_response(call)
+    stats = await org.control("GET", "/pubsub/stats")
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-    assert (await org.control("GET", "/pubsub/stats"))["open_streams"] == 0
+    assert (stats["open_streams"], stats["cut_streams"]) == (0, 1)
 
 
 async def test_a_session_expired_mid_stream_ends_it_with_the_auth_error(org: PubSubOrg) -> None:
@@ -113,3 +114,21 @@ async def test_a_taken_grpc_port_is_a_start_error_naming_the_option() -> None:
         taken = holder.getsockname()[1]
         with pytest.raises(EmulatorStartError, match="--grpc-port"):
             await start_emulator(port=0, grpc_port=taken)
+
+
+async def test_latency_delays_responses_and_events_still_flow(org: PubSubOrg) -> None:
+    """With the latency fault on, every response waits first (the fault counts each hit); none is lost."""
+    set_to = await org.control("POST", "/pubsub/faults", {"latency_ms": 50})
+    assert set_to["latency_ms"] == 50
+    requests = Requests()
+    requests.send(fetch(num=2))
+    async with org.stub() as stub:
+        call = stub.Subscribe(requests, metadata=org.metadata())
+        await wait_subscribed(org)
+        await org.create_event("Slow one")
+        await org.create_event("Slow two")
+        events = await events_until(call, 2)
+        call.cancel()
+    stats = await org.control("GET", "/pubsub/stats")
+    assert len(events) == 2
+    assert stats["delayed_responses"] >= 1

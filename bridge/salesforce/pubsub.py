@@ -382,7 +382,9 @@ class PubSubStream:
     ) -> None:
         while (response := await call.read()) is not grpc.aio.EOF:
             topic.live = True
-            topic.requested = response.pending_num_requested
+            # Counted here, not taken from pending_num_requested: a response the server wrote before it
+            # read our latest FetchRequest would undercount, and the bound would be passed.
+            topic.requested = max(0, topic.requested - len(response.events))
             for event in response.events:
                 self.received += 1
                 change = await self._decode(stub, topic, event, metadata)
@@ -390,7 +392,8 @@ class PubSubStream:
                     continue
                 topic.buffered += 1
                 await queue.put(_Delivered(topic, topic.generation, change, bytes(event.replay_id)))
-            if not response.events and response.latest_replay_id and topic.held == topic.requested:
+            idle = topic.buffered == topic.in_hand == 0
+            if not response.events and response.latest_replay_id and idle:
                 topic.resume = bytes(response.latest_replay_id)  # a keepalive, nothing unprocessed
             topic.more.set()
         raise _Refused(grpc.StatusCode.UNAVAILABLE, "", "the server ended the stream")
@@ -400,10 +403,9 @@ class PubSubStream:
     ) -> SalesforceChange | None:
         schema_id = event.event.schema_id
         schema = self._schemas.get(schema_id)
-        if schema is None:
-            info = await stub.GetSchema(pb.SchemaRequest(schema_id=schema_id), metadata=metadata)
-            schema = self._schemas[schema_id] = EventSchema.from_json(schema_id, info.schema_json)
         try:
+            if schema is None:
+                schema = await self._fetch_schema(stub, schema_id, metadata)
             change = decode_event(
                 schema,
                 event.event.payload,
@@ -417,6 +419,19 @@ class PubSubStream:
         if change is None:
             log.warning("streaming.message_undecodable", channel=topic.name)
         return change
+
+    async def _fetch_schema(
+        self, stub: pb_grpc.PubSubStub, schema_id: str, metadata: tuple[tuple[str, str], ...]
+    ) -> EventSchema:
+        """The writer schema by id, fetched once (GetSchema) and cached."""
+        try:
+            info = await stub.GetSchema(pb.SchemaRequest(schema_id=schema_id), metadata=metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.NOT_FOUND:
+                raise
+            raise UndecodableEvent(f"schema {schema_id} not found") from exc
+        schema = self._schemas[schema_id] = EventSchema.from_json(schema_id, info.schema_json)
+        return schema
 
     async def close(self) -> None:
         """Close the gRPC channel (idempotent)."""

@@ -79,3 +79,21 @@ async def test_a_filtered_custom_channel_delivers_only_what_passes(org: PubSubOr
     assert record["Name"]["LastName"] == "Chosen"
     assert record["Title"] == "VIP"
     assert after.events == []
+
+
+async def test_delete_and_gap_events_encode_with_their_change_types(org: PubSubOrg) -> None:
+    """A DELETE and a GAP_UPDATE published by the org arrive in order, encoded under the entity's schema."""
+    event_id = await org.create_event("Short lived")
+    status, body = await org.rest("DELETE", f"/sobjects/Event/{event_id}")
+    assert status == 204, body
+    gap = {"entity": "Event", "record_ids": [event_id], "change_type": "GAP_UPDATE"}
+    await org.control("POST", "/gap", gap)
+    requests = Requests()
+    requests.send(fetch(preset=pb.EARLIEST, num=10))
+    async with org.stub() as stub:
+        call = stub.Subscribe(requests, metadata=org.metadata())
+        events = await events_until(call, 3)
+        headers = [(await decode(stub, org, e))["ChangeEventHeader"] for e in events]
+        call.cancel()
+    assert [h["changeType"] for h in headers] == ["CREATE", "DELETE", "GAP_UPDATE"]
+    assert all(h["recordIds"] for h in headers)

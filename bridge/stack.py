@@ -432,9 +432,10 @@ class DaemonProcess:
 
         wait_until(active, timeout=timeout, what="the daemon to become active")
 
-    def reconcile(self, *, dry_run: bool, timeout: float = 300) -> dict[str, Any]:
+    def reconcile(self, *, dry_run: bool, allow_paused: bool = False, timeout: float = 300) -> dict[str, Any]:
         """`mogli-bridge reconcile --json` (through this daemon when it runs): the JSON it printed.
-        AssertionError with the output when it does not exit 0."""
+        AssertionError with the output unless it exits 0 with a finished run (or, when `allow_paused`, 1 with
+        a run paused for the API budget)."""
         args = [sys.executable, "-m", "bridge", "--config", str(self.config), "reconcile", "--json"]
         out = subprocess.run(
             [*args, "--dry-run"] if dry_run else args,
@@ -444,10 +445,11 @@ class DaemonProcess:
             timeout=timeout,
             env=self.env,
         )
-        assert out.returncode == 0, (
-            f"reconcile exited {out.returncode}: {out.stdout[-2000:]}{out.stderr[-2000:]}"
-        )
+        tail = out.stdout[-2000:] + out.stderr[-2000:]
+        expected = {0: "finished", 1: "paused"} if allow_paused else {0: "finished"}
+        assert out.returncode in expected, f"reconcile exited {out.returncode}: {tail}"
         result: dict[str, Any] = json.loads(out.stdout)
+        assert result["state"] == expected[out.returncode], f"exit {out.returncode}: {result['state']}"
         return result
 
     def kill9(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ log = structlog.get_logger(__name__)
 MAX_NUM_REQUESTED = 100
 # Documented: with nothing to send, the server sends a keepalive (no events) about every 270 seconds.
 DEFAULT_KEEPALIVE_SECONDS = 270.0
+KEEPALIVE_KEY = "pubsub_keepalive_seconds"
 # How often an idle stream checks that its session is still alive.
 _TOKEN_CHECK_SECONDS = 0.2
 CUT_DETAILS = "RST_STREAM closed stream"
@@ -84,8 +85,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
     def __init__(self, state: EmulatorState) -> None:
         self._state = state
         self._schemas = AvroSchemas(state.org.schema, state.org.streaming.cdc_entities)
-        keepalive = state.org.streaming.extra.get("pubsub_keepalive_seconds", DEFAULT_KEEPALIVE_SECONDS)
-        self.faults = PubSubFaults(keepalive_seconds=float(keepalive))
+        self.faults = PubSubFaults(keepalive_seconds=keepalive_seconds(state.org.streaming.extra))
         self._streams: set[_Stream] = set()
         # Positions handed out as latest_replay_id that are no event of their channel (a LATEST start, a
         # quiet channel): (channel, replay id) -> when, so a CUSTOM resubscription from one is honoured.
@@ -316,6 +316,14 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
 
 
 PUBSUB = web.AppKey("emulator_pubsub", PubSubService)
+
+
+def keepalive_seconds(streaming_extra: Mapping[str, Any]) -> float:
+    """The org file's `[streaming] pubsub_keepalive_seconds`; ValueError naming the key when not positive."""
+    value = streaming_extra.get(KEEPALIVE_KEY, DEFAULT_KEEPALIVE_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"streaming.{KEEPALIVE_KEY}: expected a positive number of seconds, not {value!r}")
+    return float(value)
 
 
 def _request_more(stream: _Stream, num_requested: int) -> None:

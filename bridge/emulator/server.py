@@ -286,7 +286,10 @@ async def start_emulator(
 def _pubsub_service(app: web.Application) -> Any:
     from bridge.emulator.pubsub import PubSubService  # grpc loads only when the Pub/Sub API is served
 
-    service = PubSubService(app[STATE])
+    try:
+        service = PubSubService(app[STATE])
+    except ValueError as exc:
+        raise EmulatorStartError(f"--org: {exc}") from exc
     service.register_control(app)
     return service
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,15 @@ class Requests:
             yield request
 
 
+def org_file_with(tmp_path: Path, streaming_lines: str) -> Path:
+    """The default org file with extra lines in its [streaming] table."""
+    text = resources.files("bridge.emulator").joinpath("default_org.toml").read_text("utf-8")
+    assert "\n[streaming]\n" in text
+    path = tmp_path / "org.toml"
+    path.write_text(text.replace("\n[streaming]\n", f"\n[streaming]\n{streaming_lines}\n", 1), "utf-8")
+    return path
+
+
 def fetch(
     topic: str = EVENTS, *, preset: int = pb.LATEST, replay_id: bytes = b"", num: int = 100
 ) -> pb.FetchRequest:
@@ -176,9 +186,13 @@ def trailer(error: grpc.aio.AioRpcError, key: str) -> str:
 
 
 @asynccontextmanager
-async def pubsub_emulator(tmp_path: Path, *, tls: bool = False) -> AsyncIterator[PubSubOrg]:
+async def pubsub_emulator(
+    tmp_path: Path, *, tls: bool = False, org_file: Path | None = None
+) -> AsyncIterator[PubSubOrg]:
     """Run the emulator process with the Pub/Sub API; stop it (SIGTERM) afterwards."""
     args = [sys.executable, "-m", "bridge", "emulator", "--port", "0", "--grpc-port", "0"]
+    if org_file is not None:
+        args += ["--org", str(org_file)]
     ca_file = tmp_path / "emulator-ca.pem" if tls else None
     if ca_file is not None:
         args += ["--tls", "--ca-out", str(ca_file)]

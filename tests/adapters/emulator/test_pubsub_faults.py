@@ -20,6 +20,7 @@ from tests.adapters.emulator.pubsub_support import (
     events_until,
     fetch,
     next_response,
+    org_file_with,
     pubsub_emulator,
     trailer,
     wait_subscribed,
@@ -132,3 +133,25 @@ async def test_latency_delays_responses_and_events_still_flow(org: PubSubOrg) ->
     stats = await org.control("GET", "/pubsub/stats")
     assert len(events) == 2
     assert stats["delayed_responses"] >= 1
+
+
+async def test_the_keepalive_interval_comes_from_the_org_file(tmp_path: Path) -> None:
+    """`[streaming] pubsub_keepalive_seconds` sets the idle keepalive with no control call."""
+    org_file = org_file_with(tmp_path, "pubsub_keepalive_seconds = 0.2")
+    async with pubsub_emulator(tmp_path, org_file=org_file) as org:
+        requests = Requests()
+        requests.send(fetch())
+        async with org.stub() as stub:
+            call = stub.Subscribe(requests, metadata=org.metadata())
+            keepalive = await next_response(call)
+            call.cancel()
+    assert keepalive.events == []
+    assert len(keepalive.latest_replay_id) == 8
+
+
+@pytest.mark.parametrize("value", ["0", "-1", '"soon"'])
+async def test_a_bad_keepalive_in_the_org_file_is_a_start_error(tmp_path: Path, value: str) -> None:
+    """A keepalive that is not a positive number refuses to start, naming the key."""
+    org_file = org_file_with(tmp_path, f"pubsub_keepalive_seconds = {value}")
+    with pytest.raises(EmulatorStartError, match="pubsub_keepalive_seconds"):
+        await start_emulator(port=0, org_file=org_file, grpc_port=0)

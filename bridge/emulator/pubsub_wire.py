@@ -17,7 +17,8 @@ REPLAY_ID_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.replayid.val
 EVENTS_INVALID = "sfdc.platform.eventbus.grpc.subscription.fetch.requested.events.invalid"
 # The delivery allocation is documented with this code; the gRPC status beside it is [mem].
 LIMIT_EXCEEDED = "sfdc.platform.eventbus.grpc.subscription.limit.exceeded"
-# [mem] not re-verified against the error table: the code for a topic the org does not have.
+# [mem] not re-verified against the error table: the codes (status NOT_FOUND) for a topic the org does
+# not have and for an unknown schema id.
 TOPIC_NOT_FOUND = "sfdc.platform.eventbus.grpc.topic.not.found"
 SCHEMA_NOT_FOUND = "sfdc.platform.eventbus.grpc.schema.not.found"
 

@@ -111,6 +111,10 @@ class SyncSettings:
     channel_name: str = "MogliBridge__chn"  # the custom channel `setup` creates (Tooling API)
     delivered_events_warn_fraction: float = 0.2  # warn when less than this share of the allocation is left
     delivered_events_check_seconds: float = 300.0  # how often /limits is read (DailyDeliveredPlatformEvents)
+    # The change-event transport: CometD or the Pub/Sub API (gRPC, recommended by Salesforce).
+    transport: Literal["cometd", "pubsub"] = "cometd"
+    pubsub_endpoint: str = "api.pubsub.salesforce.com:7443"  # HOST:PORT of the Pub/Sub API
+    pubsub_plaintext: bool = False  # no TLS: only for the emulator's plaintext gRPC port
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +293,7 @@ _POLICY_CHOICES = {
     "on_owner_changed": ("accept", "write_back"),
     "on_mogli_event_deleted": ("recreate", "keep_deleted"),
     "channel": ("auto", "custom", "standard"),
+    "transport": ("cometd", "pubsub"),
 }
 
 
@@ -321,6 +326,7 @@ def validate(settings: Settings) -> None:
             f"sync.channel_name must be a channel API name like MogliBridge__chn, not {name!r}",
             "sync.channel_name",
         )
+    _check_endpoint(settings.sync.pubsub_endpoint, "sync.pubsub_endpoint")
     if not 1 <= settings.sync.batch_size <= 200:
         raise ConfigurationError("sync.batch_size must be between 1 and 200", "sync.batch_size")
     if settings.log.format not in ("auto", "json", "console"):
@@ -415,6 +421,15 @@ def _check_http_url(url: str, key: str) -> None:
 def _check_file(path: str, key: str) -> None:
     if not path or not Path(path).expanduser().is_file():
         raise ConfigurationError(f"{key}: file {path!r} does not exist", key)
+
+
+def _check_endpoint(endpoint: str, key: str) -> None:
+    """A gRPC target HOST:PORT (no scheme: the transport's TLS is `sync.pubsub_plaintext`'s business)."""
+    host, _, port = endpoint.rpartition(":")
+    if "/" in endpoint or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigurationError(
+            f"{key} must be HOST:PORT like api.pubsub.salesforce.com:7443, not {endpoint!r}", key
+        )
 
 
 def _check_listen(listen: str, key: str) -> None:

@@ -41,6 +41,7 @@ class AccessToken:
     instance_url: str
     obtained_at: float  # monotonic clock reading when it was issued to us
     user_id: str | None = None  # the token's identity: the user every change the bridge makes runs as
+    org_id: str | None = None  # the org of that identity (the Pub/Sub API's `tenantid`)
 
     def authorization(self) -> str:
         """The `Authorization` header value."""
@@ -186,14 +187,25 @@ def make_ssl_context(ca_bundle: str) -> ssl.SSLContext:
         ) from exc
 
 
-def identity_user_id(identity_url: Any) -> str | None:
-    """The user id (18 characters) of a token identity URL `.../id/<orgId>/<userId>`; None if unreadable."""
+def _identity_part(identity_url: Any, index: int) -> str | None:
+    """Part `index` (-2: org, -1: user) of an identity URL `.../id/<orgId>/<userId>`, as 18 characters;
+    None unless both ids are well-formed."""
     if not isinstance(identity_url, str):
         return None
     parts = identity_url.rstrip("/").split("/")
-    if len(parts) < 3 or parts[-3] != "id" or not sfid.is_valid(parts[-1]):
+    if len(parts) < 3 or parts[-3] != "id" or not all(sfid.is_valid(p) for p in parts[-2:]):
         return None
-    return sfid.to18(parts[-1])
+    return sfid.to18(parts[index])
+
+
+def identity_user_id(identity_url: Any) -> str | None:
+    """The user id (18 characters) of a token identity URL `.../id/<orgId>/<userId>`; None if unreadable."""
+    return _identity_part(identity_url, -1)
+
+
+def identity_org_id(identity_url: Any) -> str | None:
+    """The org id (18 characters) of a token identity URL `.../id/<orgId>/<userId>`; None if unreadable."""
+    return _identity_part(identity_url, -2)
 
 
 def decode_token_response(body: Mapping[str, Any], obtained_at: float) -> AccessToken:
@@ -202,7 +214,10 @@ def decode_token_response(body: Mapping[str, Any], obtained_at: float) -> Access
     instance_url = body.get("instance_url")
     if not isinstance(token, str) or not isinstance(instance_url, str) or not token or not instance_url:
         raise SalesforceUnavailable("token response lacks access_token or instance_url")
-    return AccessToken(token, instance_url.rstrip("/"), obtained_at, identity_user_id(body.get("id")))
+    identity = body.get("id")
+    return AccessToken(
+        token, instance_url.rstrip("/"), obtained_at, identity_user_id(identity), identity_org_id(identity)
+    )
 
 
 class TokenManager:
@@ -242,6 +257,10 @@ class TokenManager:
     async def user_id(self) -> str | None:
         """The integration user's id (the current token's identity), logging in first if need be."""
         return (await self.get()).user_id
+
+    async def org_id(self) -> str | None:
+        """The org's id (the current token's identity), logging in first if need be."""
+        return (await self.get()).org_id
 
     async def get(self) -> AccessToken:
         """The current token, logging in first if there is none yet."""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from bridge.admin import AdminServer
     from bridge.inbound_records import ReplayPosition
     from bridge.salesforce.auth import TokenManager
+    from bridge.salesforce.pubsub import PubSubStream
     from bridge.salesforce.rest import SalesforceClient
     from bridge.salesforce.streaming import ChangeStream
     from bridge.source.reader import ReplicationSource
@@ -291,7 +292,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.states: dict[str, ComponentState] = {}
         self.streaming_lines: dict[str, Callable[[], str]] = {}  # status lines of the inbound stream
-        self.stream: ChangeStream | None = None
+        self.stream: ChangeStream | PubSubStream | None = None  # the transport `sync.transport` chose
         self._lock: InstanceLock | None = None
 
     def request_stop(self) -> None:
@@ -439,9 +440,7 @@ class Daemon:
         self, ledger: AsyncLedger, tokens: TokenManager, client: SalesforceClient, pusher: Pusher
     ) -> tuple[Inbound | None, SchedulerWriter | None]:
         """The inbound component (Salesforce change events), unless `sync.streaming` is off."""
-        from bridge.salesforce.auth import make_ssl_context
         from bridge.salesforce.changes import ChangeReader
-        from bridge.salesforce.streaming import ChangeStream, StreamTiming
         from bridge.source.writeback import SchedulerWriter
         from bridge.sync.inbound import Inbound
         from bridge.sync.policy import PolicyOptions
@@ -452,14 +451,7 @@ class Daemon:
         channels, line = await self._channels(client, tokens)
         self.streaming_lines["channel"] = lambda: line
         positions = await self._positions(ledger, channels)
-        stream = ChangeStream(
-            tokens,
-            sf,
-            positions,
-            channels=channels,
-            timing=StreamTiming(stall_seconds=sync.streaming_stall_seconds),
-            ssl_context=make_ssl_context(sf.ca_bundle),  # the CometD transport trusts what REST trusts
-        )
+        stream = await self._change_stream(tokens, positions, channels)
         writer = SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
         options = PolicyOptions(
             client_name=sf.client_name,
@@ -481,6 +473,46 @@ class Daemon:
         )
         self.stream = stream
         return inbound, writer
+
+    async def _change_stream(
+        self, tokens: TokenManager, positions: dict[str, ReplayPosition], channels: tuple[str, ...]
+    ) -> ChangeStream | PubSubStream:
+        """The transport `sync.transport` names; both trust what REST trusts and yield the same items."""
+        from bridge.salesforce.auth import make_ssl_context
+        from bridge.salesforce.pubsub import PubSubStream, channel_credentials
+        from bridge.salesforce.streaming import ChangeStream, StreamTiming
+
+        sf, sync = self.settings.salesforce, self.settings.sync
+        if sync.transport == "cometd":
+            self.streaming_lines["transport"] = lambda: "cometd"
+            log.info("streaming.transport", transport="cometd")
+            return ChangeStream(
+                tokens,
+                sf,
+                positions,
+                channels=channels,
+                timing=StreamTiming(stall_seconds=sync.streaming_stall_seconds),
+                ssl_context=make_ssl_context(sf.ca_bundle),
+            )
+        org_id = await tokens.org_id()
+        if org_id is None:
+            raise ConfigurationError(
+                "sync.transport is pubsub, but the token response names no org (no `id` URL) for `tenantid`",
+                "sync.transport",
+            )
+        security = "plaintext" if sync.pubsub_plaintext else "TLS"
+        line = f"pubsub at {sync.pubsub_endpoint} ({security})"
+        self.streaming_lines["transport"] = lambda: line
+        log.info("streaming.transport", transport="pubsub", endpoint=sync.pubsub_endpoint, security=security)
+        return PubSubStream(
+            tokens,
+            sf,
+            positions,
+            channels=channels,
+            target=sync.pubsub_endpoint,
+            tenant_id=org_id,
+            credentials=None if sync.pubsub_plaintext else channel_credentials(sf.ca_bundle),
+        )
 
     async def _positions(self, ledger: AsyncLedger, channels: tuple[str, ...]) -> dict[str, ReplayPosition]:
         """The stored positions of the channels. On a first run on them (the custom channel after the standard

@@ -85,9 +85,12 @@ def http_json(
 class EmulatorProcess:
     """`mogli-bridge emulator` in a subprocess, with helpers for its control API and plain REST."""
 
-    def __init__(self, workdir: Path, latency_ms: int = 0, org_file: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, latency_ms: int = 0, org_file: Path | None = None, *, pubsub: bool = False
+    ) -> None:
         self.port = free_port()
         self.url = f"http://localhost:{self.port}"
+        self.grpc_port = free_port() if pubsub else None  # the Pub/Sub API (plaintext gRPC), when asked for
         self.log_path = workdir / "emulator.log"
         args = [
             sys.executable,
@@ -101,6 +104,8 @@ class EmulatorProcess:
         ]
         if org_file is not None:
             args += ["--org", str(org_file)]
+        if self.grpc_port is not None:
+            args += ["--grpc-port", str(self.grpc_port)]
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
         wait_until(self._up, timeout=30, what="emulator to listen")
@@ -134,6 +139,19 @@ class EmulatorProcess:
     def stats(self) -> dict[str, Any]:
         """Request counters."""
         return http_json("GET", f"{self.url}/__emulator/stats")[1]  # type: ignore[no-any-return]
+
+    def pubsub_env(self) -> dict[str, str]:
+        """The daemon's environment overrides that take change events from this emulator's Pub/Sub API."""
+        assert self.grpc_port is not None, "this emulator was started without pubsub=True"
+        return {
+            "MOGLI_BRIDGE_SYNC__TRANSPORT": "pubsub",
+            "MOGLI_BRIDGE_SYNC__PUBSUB_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
+            "MOGLI_BRIDGE_SYNC__PUBSUB_PLAINTEXT": "true",
+        }
+
+    def pubsub_stats(self) -> dict[str, Any]:
+        """Open Subscribe calls and fault counters of the Pub/Sub API."""
+        return http_json("GET", f"{self.url}/__emulator/pubsub/stats")[1]  # type: ignore[no-any-return]
 
     def add_fault(self, **rule: Any) -> None:
         """Add a fault rule."""

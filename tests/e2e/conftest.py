@@ -74,9 +74,12 @@ def assert_logs_clean(daemon: DaemonProcess) -> None:
 
 
 @contextlib.contextmanager
-def make_stack(tmp_path: Path, scheduler_dsn: str, org_file: Path | None = None) -> Iterator[Stack]:
-    """A scheduler database, a running emulator seeded with users and people, and a ledger path."""
-    emulator = EmulatorProcess(tmp_path, org_file=org_file)
+def make_stack(
+    tmp_path: Path, scheduler_dsn: str, org_file: Path | None = None, *, pubsub: bool = False
+) -> Iterator[Stack]:
+    """A scheduler database, a running emulator seeded with users and people (serving the Pub/Sub API too
+    with `pubsub`), and a ledger path."""
+    emulator = EmulatorProcess(tmp_path, org_file=org_file, pubsub=pubsub)
     scheduler = Scheduler(scheduler_dsn)
     # Slots are cluster-wide: one per test database.
     slot = "mb_" + scheduler_dsn.rsplit("/", 1)[1]

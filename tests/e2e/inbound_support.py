@@ -1,5 +1,6 @@
-"""Support for the inbound end-to-end tests: a stack whose emulator answers long polls within 2 seconds, and a
-person who edits records through plain REST (no client name, `X-Emulator-User` set)."""
+"""Support for the inbound end-to-end tests: a stack whose emulator answers long polls within 2 seconds, run
+once per change-event transport (CometD, Pub/Sub), and a person who edits records through plain REST (no
+client name, `X-Emulator-User` set)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,30 @@ def org_overrides() -> dict[str, str]:
     return {}
 
 
+TRANSPORTS = ("cometd", "pubsub")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """The change-event transport the daemon uses (`sync.transport`): every inbound test runs on both."""
+    return str(request.param)
+
+
 @pytest.fixture
-def inbound_stack(tmp_path: Path, scheduler_dsn: str, org_overrides: dict[str, str]) -> Iterator[Stack]:
-    """Like `stack`, with an emulator whose long polls last 2 seconds."""
-    with make_stack(tmp_path, scheduler_dsn, short_poll_org(tmp_path, org_overrides)) as built:
+def inbound_stack(
+    tmp_path: Path,
+    scheduler_dsn: str,
+    org_overrides: dict[str, str],
+    transport: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Stack]:
+    """Like `stack`, with an emulator whose long polls last 2 seconds; on `pubsub` the emulator serves the
+    Pub/Sub API too and every daemon of the stack takes its change events from there."""
+    pubsub = transport == "pubsub"
+    with make_stack(tmp_path, scheduler_dsn, short_poll_org(tmp_path, org_overrides), pubsub=pubsub) as built:
+        if pubsub:
+            for name, value in built.emulator.pubsub_env().items():
+                monkeypatch.setenv(name, value)
         yield built
 
 
@@ -107,7 +128,10 @@ def inbound_journal(url: str) -> list[dict[str, Any]]:
 
 
 def wait_streaming(emulator: EmulatorProcess) -> None:
-    """Wait until the daemon's streaming client is connected."""
+    """Wait until the daemon's streaming client is connected (CometD) or subscribed (Pub/Sub)."""
+    if emulator.grpc_port is not None:
+        wait_until(lambda: emulator.pubsub_stats()["open_streams"] >= 1, timeout=60, what="a Subscribe call")
+        return
     wait_until(lambda: emulator.stats()["streaming_clients"] >= 1, timeout=60, what="a streaming client")
 
 

@@ -19,11 +19,12 @@ from .inbound_support import (
     ledger_rows,
     org_overrides,
     record,
+    transport,
     wait_journal,
     wait_streaming,
 )
 
-__all__ = ["inbound_stack", "org_overrides"]
+__all__ = ["inbound_stack", "org_overrides", "transport"]
 
 
 @dataclass

@@ -19,11 +19,12 @@ from .inbound_support import (
     inbound_stack,
     ledger_rows,
     org_overrides,
+    transport,
     wait_journal,
     wait_streaming,
 )
 
-__all__ = ["inbound_stack", "org_overrides"]
+__all__ = ["inbound_stack", "org_overrides", "transport"]
 
 
 def _status(daemon: DaemonProcess) -> dict[str, Any]:
@@ -62,10 +63,12 @@ def _events(daemon: DaemonProcess, name: str) -> list[dict[str, Any]]:
     return [line for line in daemon.log_lines() if line.get("event") == name]
 
 
-def test_a_refused_custom_channel_falls_back_to_the_standard_channels(inbound_stack: Stack) -> None:
+def test_a_refused_custom_channel_falls_back_to_the_standard_channels(
+    inbound_stack: Stack, transport: str
+) -> None:
     """When the org refuses the Tooling API (no Customize Application), `setup` still succeeds and says the
-    daemon will use the standard channels; the daemon warns, shows why in `status`, and a person's delete
-    still arrives."""
+    daemon will use the standard channels; the daemon warns, shows why and its transport in `status`, and a
+    person's delete still arrives."""
     stack = inbound_stack
     stack.emulator.add_fault(
         path="/tooling/",
@@ -82,8 +85,9 @@ def test_a_refused_custom_channel_falls_back_to_the_standard_channels(inbound_st
     _, event_id = _synced_event(stack)
     Person(stack.emulator, stack.seed.users[1]).delete("Event", event_id)
     wait_journal(stack.ledger_url, "salesforce.event_deleted")
-    line = _status(daemon)["channel"]
-    assert line.startswith("standard channels:"), line
+    status = _status(daemon)
+    assert status["channel"].startswith("standard channels:"), status
+    assert status["transport"].split()[0] == transport, status
     assert daemon.terminate() == 0
     (warning,) = _events(daemon, "streaming.standard_channels")
     assert warning["level"] == "warning" and "custom channel" in warning["reason"]

@@ -11,12 +11,14 @@ Everything runs as on a real installation: a private PostgreSQL cluster, the emu
   latency from the client's clock right after COMMIT to the Event's commit in the emulator.
 - naive (`--naive`): the same workload, scaled down (one record per call is ~6 bookings per second at
   150 ms), with the daemon set to one record per REST call and one call in flight; ratios are reported.
+- inbound (bench_inbound.py): a person's changes in the org to their effect in the ledger, on each
+  change-event transport (CometD and Pub/Sub): events per second applied and the delay p50/p95/p99, each
+  with the daemon's CPU seconds per 1,000 events.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shutil
@@ -30,7 +32,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bridge.bench_world import NAIVE, PIPELINED, BenchWorld, DaemonMode
+from bridge.bench_inbound import FULL_INBOUND, QUICK_INBOUND, TRANSPORTS, inbound_table, run_inbound
+from bridge.bench_world import NAIVE, PIPELINED, BenchWorld, DaemonMode, percentile
 from bridge.localpg import LocalPostgres
 
 LATENCY_MS = 150
@@ -94,15 +97,6 @@ class SteadyResult:
     p95_ms: float
     p99_ms: float
     max_ms: float
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q / 100.0 * len(ordered))))
-    return ordered[rank - 1]
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -326,6 +320,8 @@ def run_bench(*, quick: bool, naive: bool, as_json: bool, out: Path | None) -> i
         if naive:
             report["naive"] = run_mode(pg, workdir, NAIVE, plan.naive, plan.latency_ms, say)
             report["ratios"] = _ratios(report["pipelined"], report["naive"])
+        inbound = QUICK_INBOUND if quick else FULL_INBOUND
+        report["inbound"] = {t: run_inbound(pg, workdir, t, inbound, say) for t in TRANSPORTS}
         report["targets"] = _targets(report)
     finally:
         pg.stop()
@@ -337,5 +333,6 @@ def run_bench(*, quick: bool, naive: bool, as_json: bool, out: Path | None) -> i
         print(text)
     else:
         console.print(_table(report))
+        console.print(inbound_table(report["inbound"]))
         console.print(report["targets"])
     return 0

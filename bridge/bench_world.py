@@ -8,6 +8,8 @@ daemon's peak memory (VmHWM).
 
 from __future__ import annotations
 
+import math
+import os
 import sqlite3
 import time
 import uuid
@@ -37,6 +39,9 @@ SEED_CONTACTS = 100
 SEED_LEADS = 30
 SEED_ACCOUNTS = 20
 BOOKING_EXTERNAL_ID = "Scheduling_Booking_Id__c"
+API = "/services/data/v60.0"
+COLLECTION_SIZE = 200  # records per sObject Collections request (Salesforce's maximum)
+OWNER_CHANGED = "salesforce.owner_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,25 @@ PIPELINED = DaemonMode("pipelined")
 NAIVE = DaemonMode(
     "naive", {"MOGLI_BRIDGE_SYNC__BATCH_SIZE": "1", "MOGLI_BRIDGE_SALESFORCE__MAX_IN_FLIGHT": "1"}
 )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100.0 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time the process has used so far, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -103,6 +127,7 @@ class BenchWorld:
         latency_ms: int,
         mode: DaemonMode,
         ledger: str = "sqlite",
+        transport: str = "cometd",
     ) -> None:
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True)
@@ -111,7 +136,7 @@ class BenchWorld:
         with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
             cur.execute(SCHEMA_SQL.read_text())
         self.scheduler = Scheduler(self.dsn)
-        self.emulator = EmulatorProcess(self.workdir, latency_ms=0)
+        self.emulator = EmulatorProcess(self.workdir, latency_ms=0, pubsub=transport == "pubsub")
         self.seed: SalesforceSeed = seed_salesforce(
             self.emulator, users=SF_USERS, contacts=SEED_CONTACTS, leads=SEED_LEADS, accounts=SEED_ACCOUNTS
         )
@@ -126,7 +151,8 @@ class BenchWorld:
             slot=f"bench_{name}",
             backfill="since:2000-01-01",
         )
-        self.daemon = DaemonProcess(config, self.workdir, "daemon", env=mode.env)
+        env = {**mode.env, **(self.emulator.pubsub_env() if transport == "pubsub" else {})}
+        self.daemon = DaemonProcess(config, self.workdir, "daemon", env=env)
         self.user_ids: list[str] = []
         self.link_ids: list[str] = []
         self.link_types: list[str] = []
@@ -257,7 +283,75 @@ class BenchWorld:
                 return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
         return None
 
+    def daemon_cpu_seconds(self) -> float:
+        """CPU seconds the running daemon has used so far."""
+        proc = self.daemon.proc
+        used = cpu_seconds(proc.pid) if proc is not None else None
+        if used is None:
+            raise RuntimeError(f"the daemon is not running; see {self.daemon.log_path}")
+        return used
+
+    def owner_changes_applied(self) -> dict[str, float]:
+        """Booking id -> wall time (epoch seconds) of the first `salesforce.owner_changed` journal entry:
+        when a person's reassignment of its Event took effect in the ledger."""
+        query = "SELECT entity_key, at FROM journal WHERE direction = 'inbound' AND action = %s ORDER BY id"
+        if self.ledger_dsn is not None:
+            with psycopg2.connect(self.ledger_dsn) as conn, conn.cursor() as cur:
+                cur.execute(query, (OWNER_CHANGED,))
+                rows = cur.fetchall()
+        else:
+            lite = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=30)
+            try:
+                rows = lite.execute(query.replace("%s", "?"), (OWNER_CHANGED,)).fetchall()
+            except sqlite3.OperationalError:
+                rows = []  # not migrated yet
+            finally:
+                lite.close()
+        applied: dict[str, float] = {}
+        for key, at in rows:
+            applied.setdefault(str(key), _epoch(at))
+        return applied
+
+    def streaming_subscribed(self) -> bool:
+        """True once the daemon's change stream is connected (CometD) or subscribed (Pub/Sub)."""
+        if self.emulator.grpc_port is not None:
+            return int(self.emulator.pubsub_stats()["open_streams"]) >= 1
+        return int(self.emulator.stats()["streaming_clients"]) >= 1
+
+    def events_by_booking(self) -> dict[str, tuple[str, str]]:
+        """Booking id -> (Event id, OwnerId) of every Event the daemon wrote."""
+        return {
+            str(e[BOOKING_EXTERNAL_ID]): (str(e["Id"]), str(e["OwnerId"]))
+            for e in self.emulator.records("Event")
+            if e.get(BOOKING_EXTERNAL_ID)
+        }
+
+    def reassign(self, changes: list[tuple[str, str]], person: str, label: str) -> float:
+        """Reassign Events [(Event id, new OwnerId)] as `person` (not the bridge's user), in sObject
+        Collections requests; each record also gets its own Subject, so that no two changes are merged into
+        one change event. Returns the wall time right after the last request returned."""
+        headers = {"Authorization": f"Bearer {self.emulator.token()}", "X-Emulator-User": person}
+        for first in range(0, len(changes), COLLECTION_SIZE):
+            chunk = changes[first : first + COLLECTION_SIZE]
+            records = [
+                {"attributes": {"type": "Event"}, "Id": eid, "OwnerId": owner, "Subject": f"{label} {n}"}
+                for n, (eid, owner) in enumerate(chunk, start=first)
+            ]
+            body = {"allOrNone": True, "records": records}
+            _, results = http_json(
+                "PATCH", f"{self.emulator.url}{API}/composite/sobjects", body, headers=headers
+            )
+            if not all(r["success"] for r in results):
+                raise RuntimeError(f"the org refused a reassignment: {results[:3]}")
+        return time.time()
+
     def daemon_peak_rss_mb(self) -> float | None:
         """VmHWM of the running daemon."""
         proc = self.daemon.proc
         return peak_rss_mb(proc.pid) if proc is not None else None
+
+
+def _epoch(value: Any) -> float:
+    """A journal time (a datetime from PostgreSQL, ISO text from SQLite; naive means UTC) as epoch seconds."""
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()

@@ -31,6 +31,7 @@ chaos: install
 	mkdir -p var && rm -f var/chaos-report.jsonl
 	MOGLI_CHAOS=long MOGLI_CHAOS_REPORT=var/chaos-report.jsonl $(PY) -m pytest -q -p no:cacheprovider tests/chaos
 	cat var/chaos-report.jsonl
+	$(PY) -m tests.chaos.table var/chaos-report.jsonl
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

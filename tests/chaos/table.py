@@ -44,7 +44,9 @@ def _what_broke(figures: dict[str, Any]) -> str:
 
 def row(figures: dict[str, Any]) -> str:
     """One scenario's table row."""
-    verdict = [f"{int(figures.get(k, 0)):,}" for k in VERDICT if k != "differences"]
+    verdict = [
+        f"{int(figures[k]):,}" if k in figures else "not counted" for k in VERDICT if k != "differences"
+    ]
     return (
         f"| {figures['scenario'].replace('_', ' ')} | {_what_broke(figures)} | " + " | ".join(verdict) + " |"
     )

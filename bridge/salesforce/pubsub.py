@@ -57,6 +57,7 @@ log = structlog.get_logger(__name__)
 
 MAX_NUM_REQUESTED = 100  # documented ceiling of one FetchRequest
 _REPLAY_ERROR = "replayid"  # in the `error-code` trailer of an invalid or expired replay id
+_LIMIT_ERROR = "subscription.limit.exceeded"  # in the `error-code` trailer: the allocation is used up
 _CONFIG_STATUSES = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED}
 
 
@@ -250,6 +251,9 @@ class PubSubStream:
                 # The current token (REST may have renewed it), or a new one after a refusal of `stale`.
                 token = await (self._tokens.refresh(stale) if stale else self._tokens.get())
                 stale = None
+                # A quiet org answers nothing for minutes: a new call that is not refused at once is what
+                # says the allocation is back (a refusal sets the flag again).
+                self.allocation_exhausted = False
                 await self._subscribe(topic, token, queue)
             except TransientError as exc:  # a token request failed: the org is unreachable for now
                 failures += 1
@@ -298,7 +302,8 @@ class PubSubStream:
         await asyncio.sleep(delay)
 
     def _note_refusal(self, text: str) -> None:
-        if is_daily_limit_error(text) and not self.allocation_exhausted:
+        limit = is_daily_limit_error(text) or _LIMIT_ERROR in text.lower()
+        if limit and not self.allocation_exhausted:
             self.allocation_exhausted = True
             log.error(
                 "streaming.allocation_exhausted",

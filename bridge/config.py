@@ -84,6 +84,7 @@ class SalesforceSettings:
     max_attempts: int = 6
     max_in_flight: int = 4
     api_reserve_fraction: float = 0.1  # stop pushing when less than this share of the allocation is left
+    api_budget_recheck_seconds: float = 300.0  # a reading below the reserve is trusted this long
     objects: SalesforceObjectNames = field(default_factory=SalesforceObjectNames)
 
 
@@ -315,6 +316,10 @@ def validate(settings: Settings) -> None:
             raise ConfigurationError(
                 f"sync.{key} must be one of {', '.join(allowed)}, not {value!r}", f"sync.{key}"
             )
+    if settings.salesforce.api_budget_recheck_seconds <= 0:
+        raise ConfigurationError(
+            "salesforce.api_budget_recheck_seconds must be above 0", "salesforce.api_budget_recheck_seconds"
+        )
     if not 0 <= settings.sync.delivered_events_warn_fraction < 1:
         raise ConfigurationError(
             "sync.delivered_events_warn_fraction must be at least 0 and below 1",

@@ -7,8 +7,8 @@ Every error response is classified by the pure table in `salesforce/errors.py`.
 
 Budget: when the last `Sforce-Limit-Info` shows less than `salesforce.api_reserve_fraction` of the daily
 allocation left, calls raise `ApiLimitExhausted` without touching Salesforce, so the pipeline pauses before
-the allocation runs out. The reading goes stale after `BUDGET_RECHECK_SECONDS`; then one call is let
-through to learn the current usage (the window is rolling, so calls free up over time).
+the allocation runs out. The reading goes stale after `salesforce.api_budget_recheck_seconds`; then one call
+is let through to learn the current usage (the window is rolling, so calls free up over time).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from bridge.salesforce.retry import RetryPolicy, call_with_retries
 
 log = structlog.get_logger(__name__)
 
-BUDGET_RECHECK_SECONDS = 300.0
+BUDGET_RECHECK_SECONDS = 300.0  # the default of salesforce.api_budget_recheck_seconds
 RETRY_DEADLINE_SECONDS = 120.0
 # Booking ids per SOQL IN-list: the query travels in the URL, and 100 quoted UUIDs (~4.5 KB encoded) stay
 # well inside the URL limits of Salesforce and of common proxies (8 KB request lines).
@@ -388,7 +388,8 @@ class SalesforceClient:
         if usage is None or reserve <= 0 or usage.remaining >= reserve * usage.limit:
             return
         age = self._clock() - self._usage_seen_at
-        if age >= BUDGET_RECHECK_SECONDS:
+        recheck = self._settings.api_budget_recheck_seconds
+        if age >= recheck:
             # Let this one call probe; concurrent callers wait for its reading instead of joining it.
             self._usage_seen_at = self._clock()
             return
@@ -396,5 +397,5 @@ class SalesforceClient:
         raise ApiLimitExhausted(
             f"only {usage.remaining} of {usage.limit} daily API calls left, below the reserve "
             f"salesforce.api_reserve_fraction = {reserve}",
-            retry_after=BUDGET_RECHECK_SECONDS - age,
+            retry_after=recheck - age,
         )

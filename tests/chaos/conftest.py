@@ -7,13 +7,13 @@ import os
 import pytest
 
 from tests.e2e.conftest import stack
-from tests.e2e.inbound_support import inbound_stack
+from tests.e2e.inbound_support import inbound_stack, transport
 
 LONG = os.environ.get("MOGLI_CHAOS") == "long"
 KILL_CYCLES = 20 if LONG else 5
 OPERATIONS = 3000 if LONG else 600
 
-__all__ = ["KILL_CYCLES", "LONG", "OPERATIONS", "inbound_stack", "org_overrides", "stack"]
+__all__ = ["KILL_CYCLES", "LONG", "OPERATIONS", "inbound_stack", "org_overrides", "stack", "transport"]
 
 
 @pytest.fixture

@@ -34,12 +34,16 @@ class Saboteur(threading.Thread):
     `hits` counts the acts that hit something: a live session expired, a connected client forgotten, an
     exhausted allocation that refused the daemon a call (`limit_refusals` counts its refusals so far)."""
 
-    def __init__(self, emulator: EmulatorProcess, seed: int, limit_refusals: Callable[[], int]) -> None:
+    def __init__(
+        self, emulator: EmulatorProcess, seed: int, limit_refusals: Callable[[], int], transport: str
+    ) -> None:
         super().__init__(daemon=True)
         self.emulator, self.rng = emulator, random.Random(seed)
         self.limit_refusals = limit_refusals
         self.stop = threading.Event()
-        self.hits = {"sessions_expired": 0, "clients_forgotten": 0, "allocation_exhausted": 0}
+        # CometD: the server forgets its clients (403::Unknown client); Pub/Sub: it cuts every open stream.
+        self.stream_act = "clients_forgotten" if transport == "cometd" else "streams_cut"
+        self.hits = {"sessions_expired": 0, self.stream_act: 0, "allocation_exhausted": 0}
 
     def run(self) -> None:
         """Every half second, one act of sabotage."""
@@ -48,10 +52,15 @@ class Saboteur(threading.Thread):
             if roll < 0.5:
                 self.hits["sessions_expired"] += self.emulator.control("sessions/expire")["expired"] > 0
             elif roll < 0.8:
-                forgotten = self.emulator.control("streaming/forget-clients")["forgotten"]
-                self.hits["clients_forgotten"] += forgotten > 0
+                self.hits[self.stream_act] += self._break_the_stream() > 0
             else:
                 self.hits["allocation_exhausted"] += self._exhaust_the_allocation()
+
+    def _break_the_stream(self) -> int:
+        """How many streaming clients or streams the act hit."""
+        if self.stream_act == "clients_forgotten":
+            return int(self.emulator.control("streaming/forget-clients")["forgotten"])
+        return int(self.emulator.control("pubsub/cut")["cut"])
 
     def _exhaust_the_allocation(self) -> bool:
         """Use up the day's API calls for a second, or up to two until a call of the daemon's is refused."""
@@ -72,8 +81,8 @@ FAULTS = [
     {"path": "/composite/sobjects", "action": "drop", "probability": 0.03},
     {"path": "/composite/sobjects", "latency_ms": 8000, "probability": 0.04},
     {"path": "/query", "status": 500, "error_code": "UNKNOWN_EXCEPTION", "probability": 0.10},
-    {"path": "/cometd", "action": "drop", "probability": 0.05},
 ]
+STREAM_FAULTS = {"cometd": [{"path": "/cometd", "action": "drop", "probability": 0.05}], "pubsub": []}
 # Seconds between scheduler operations in the kill scenario (which goes on writing until the last kill).
 KILL_PACE = 0.05
 LIMIT_WAIT = "push.api_limit_wait"  # the daemon's log line when the org refused a call: allocation used up
@@ -82,22 +91,27 @@ DRAGGED_TO = "2030-01-01T10:00:00Z"  # where people drag the bridge's Events (th
 
 
 @pytest.mark.timeout(900)
-def test_kill_minus_nine_cycles_under_salesforce_faults_and_people_editing(inbound_stack: Stack) -> None:
+def test_kill_minus_nine_cycles_under_salesforce_faults_and_people_editing(
+    inbound_stack: Stack, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGKILL at random moments of a working daemon while Salesforce fails, expires sessions, runs out of API
-    calls, forgets streaming clients and cuts long polls, and people drag Events around: every kill lands on
-    a daemon with rows in flight, every fault hits; before any repair nothing is lost, doubled, drifted."""
+    calls, forgets streaming clients and cuts long polls (CometD) or cuts streams (Pub/Sub), and people drag
+    Events around: every kill lands on a daemon with rows in flight, every fault hits; before any repair
+    nothing is lost, doubled, drifted. Runs on both change-event transports."""
     stack, rng = inbound_stack, random.Random(20261124)
+    # The saboteur's allocation comes back within seconds (a real org's rolling window frees calls slowly).
+    monkeypatch.setenv("MOGLI_BRIDGE_SALESFORCE__API_BUDGET_RECHECK_SECONDS", "2")
     s, seed = stack.scheduler, stack.seed
     owner, member_a, member_b = (s.add_user(u) for u in seed.users)
     links = make_links(s, owner, 12)
     daemon = stack.daemon()
-    install_faults(stack.emulator, FAULTS)
+    install_faults(stack.emulator, FAULTS + STREAM_FAULTS[transport])
     contacts = seed.contacts + seed.leads[:1]
     kills_done = threading.Event()
     traffic = Traffic(
         stack.dsn, links, [member_a, member_b], contacts, OPERATIONS, 7, pace=KILL_PACE, until=kills_done
     )
-    saboteur = Saboteur(stack.emulator, 11, lambda: _logged_text(daemon, LIMIT_WAIT))
+    saboteur = Saboteur(stack.emulator, 11, lambda: _logged_text(daemon, LIMIT_WAIT), transport)
     person = Person(stack.emulator, seed.users[1])
     kills = Kills()
     daemon.start()
@@ -137,13 +151,17 @@ def test_kill_minus_nine_cycles_under_salesforce_faults_and_people_editing(inbou
     try:
         figures.update(verdict(stack, daemon, dragged_to=DRAGGED_TO[:11]))
     except EditsNotRestored as exc:  # the stream missed people's edits: counted in the report, then failed
-        report("kill_9_with_salesforce_faults", **figures, edits_not_restored=str(exc).split(" ", 1)[0])
+        report(
+            f"kill_9_with_salesforce_faults_{transport}",
+            **figures,
+            edits_not_restored=str(exc).split(" ", 1)[0],
+        )
         raise
     daemon.wait_started()
     assert daemon.terminate() == 0
     assert_logs_clean(daemon)
     report(
-        "kill_9_with_salesforce_faults",
+        f"kill_9_with_salesforce_faults_{transport}",
         **figures,
         daemon_reconciliations=count_logged(daemon, "inbound.reconciled"),
         api_requests=stack.emulator.stats()["api_requests"]["total"],

@@ -72,14 +72,16 @@ def verdict(
     diffs = check_invariants(stack.emulator, stack.scheduler, stack.ledger_url)
     dry = daemon.reconcile(dry_run=True)
     damage = count_damage(stack.emulator, stack.scheduler)
-    repaired_by_daemon = daemon_repairs(stack.ledger_url)
+    repairs = daemon_repairs(stack.ledger_url, dragged_to)
     figures = {
         "bookings": bookings,
         "lost": damage.lost,
         "doubled": damage.doubled,
         "differences": len(diffs),
         "drift_found_by_dry_run": int(dry["total"]),
-        "daemon_reconciliation_repairs": sum(repaired_by_daemon.values()),
+        "daemon_reconciliation_repairs": repairs.total,
+        "daemon_repairs_raced_by_the_stream": repairs.raced,
+        "daemon_repairs_of_peoples_edits": repairs.edits,
     }
     evidence = (
         f"{figures}; oracle: {diffs[:5]}; dry-run drift by kind {dry['counts']}, first items "
@@ -93,23 +95,53 @@ def verdict(
     assert dry["dry_run"] is True and dry["state"] == "finished", f"the dry run did not finish: {dry}"
     assert figures["drift_found_by_dry_run"] == 0, f"the dry-run reconciliation found drift: {evidence}"
     assert damage.lost == 0 and damage.doubled == 0, f"lost or doubled bookings: {evidence}"
-    # The daemon reconciles by itself (a quiet channel's gap, an exhausted allocation); such a run repairing
-    # anything before this verdict would have hidden what the pipeline lost.
-    assert not repaired_by_daemon, f"the daemon's reconciliations repaired {repaired_by_daemon}: {evidence}"
+    # The daemon reconciles by itself (a quiet channel's gap, an exhausted allocation). A repair the stream
+    # or a person explains is a race with live traffic; any other would have hidden what the pipeline lost.
+    assert not repairs.unexplained, f"the daemon's reconciliations repaired {repairs.unexplained}: {evidence}"
     return figures
 
 
-def daemon_repairs(ledger_url: str) -> dict[str, int]:
-    """Drift the daemon's own (non-dry-run) reconciliations repaired so far, by kind."""
+@dataclass
+class DaemonRepairs:
+    """What the daemon's own (non-dry-run) reconciliations repaired before the verdict, explained or not."""
+
+    total: int = 0
+    raced: int = 0  # a mirror behind the scheduler that the stream then caught up with by itself
+    edits: int = 0  # an Event still where a person dragged it, restored by the run instead of the stream
+    unexplained: dict[str, int] = field(default_factory=dict)
+
+
+def daemon_repairs(ledger_url: str, dragged_to: str | None) -> DaemonRepairs:
+    """Classify every repair of the daemon's reconciliations: a stale mirror counts as a race when the
+    stream journaled a change of that row after the run started (the change was late, not lost); an Event
+    field counts as a person's edit when it was found at `dragged_to`; everything else is unexplained."""
     import sqlalchemy as sa
 
-    query = sa.text(
-        "SELECT d.kind, count(*) AS n FROM drift d JOIN reconciliation_runs r ON r.id = d.run_id "
-        "WHERE r.dry_run = :dry AND d.repaired = :repaired GROUP BY d.kind"
+    repairs_q = sa.text(
+        "SELECT d.kind, d.booking_id, d.link_id, d.detail, r.started_at FROM drift d "
+        "JOIN reconciliation_runs r ON r.id = d.run_id WHERE r.dry_run = :dry AND d.repaired = :repaired"
     )
+    streamed_q = sa.text(
+        "SELECT count(*) FROM journal WHERE entity_key = :key AND at >= :since "
+        "AND action LIKE 'source.%' AND CAST(detail AS TEXT) NOT LIKE '%\"snapshot\": true%'"
+    )
+    found = DaemonRepairs()
     with ledger_connection(ledger_url) as conn:
-        rows = conn.execute(query, {"dry": False, "repaired": True}).all()
-    return {str(kind): int(n) for kind, n in rows}
+        for kind, booking_id, link_id, detail, started in conn.execute(
+            repairs_q, {"dry": False, "repaired": True}
+        ).all():
+            found.total += 1
+            text = detail if isinstance(detail, str) else json.dumps(detail)
+            key = booking_id or link_id
+            stale = kind.startswith("ledger_") and kind.endswith("_stale") and key is not None
+            if stale and conn.execute(streamed_q, {"key": key, "since": started}).scalar_one() > 0:
+                found.raced += 1
+                continue
+            if kind == "field_mismatch" and dragged_to is not None and f'"found": "{dragged_to}' in text:
+                found.edits += 1
+                continue
+            found.unexplained[kind] = found.unexplained.get(kind, 0) + 1
+    return found
 
 
 def _only_unrestored_edits(diffs: list[Any], drift: list[dict[str, Any]], dragged_to: str) -> int:

@@ -169,3 +169,26 @@ async def test_token_outage_is_not_retried_twice_over(
         await client.limits()
     assert tokens.token_requests == settings.max_attempts
     assert client.calls == 0
+
+
+async def test_the_budget_recheck_interval_is_the_configured_one(
+    http: aiohttp.ClientSession,
+    tokens: TokenManager,
+    settings: SalesforceSettings,
+    seed: Seed,
+    control: Control,
+    fake_time: FakeTime,
+) -> None:
+    """`salesforce.api_budget_recheck_seconds` sets how long a reading below the reserve is trusted: after
+    it, one call goes out and learns that the allocation is back."""
+    quick = replace(settings, api_budget_recheck_seconds=5.0)
+    client = SalesforceClient(http, tokens, quick, sleep=fake_time.sleep, clock=fake_time.clock)
+    await control.post("limits", {"allocation": 1000, "used": 950})
+    await client.upsert_events([event_item(seed, "recheck-1")])
+    with pytest.raises(ApiLimitExhausted) as info:
+        await client.upsert_events([event_item(seed, "recheck-2")])
+    assert info.value.retry_after is not None and 0 < info.value.retry_after <= 5.0
+    await control.post("limits", {"used": 100})
+    fake_time.now += 5.0
+    [second] = await client.upsert_events([event_item(seed, "recheck-2")])
+    assert second.ok

@@ -122,15 +122,8 @@ def change_message(channel: str, stored: StoredEvent) -> dict[str, Any]:
     """The CometD message of one change event on `channel` (header, body fields, replay id)."""
     event = stored.event
     header = {
-        "entityName": event.entity,
+        **event.scalar_header(),
         "recordIds": list(event.record_ids),
-        "changeType": event.change_type,
-        "changeOrigin": event.change_origin,
-        "transactionKey": event.transaction_key,
-        "sequenceNumber": event.sequence_number,
-        "commitTimestamp": event.commit_timestamp_ms,
-        "commitNumber": event.commit_number,
-        "commitUser": event.commit_user,
         "changedFields": list(event.changed_fields),
     }
     payload: dict[str, Any] = {"ChangeEventHeader": header}

@@ -193,7 +193,7 @@ def deliver(
     """
     if expression is None:
         return event
-    header = header_values(event)
+    header = event.scalar_header()
     snapshots = event.record_values or ({},) * max(len(event.record_ids), 1)
     seen = snapshots if deleted_values or event.change_type != "DELETE" else ({},) * len(snapshots)
     if not any(expression.matches(header, values) for values in seen):
@@ -202,20 +202,6 @@ def deliver(
     if not enriched:
         return event
     return replace(event, fields={**event.fields, **enriched})
-
-
-def header_values(event: ChangeEvent) -> dict[str, Any]:
-    """The scalar ChangeEventHeader fields of an event, as a filter sees them."""
-    return {
-        "entityName": event.entity,
-        "changeType": event.change_type,
-        "changeOrigin": event.change_origin,
-        "transactionKey": event.transaction_key,
-        "sequenceNumber": event.sequence_number,
-        "commitTimestamp": event.commit_timestamp_ms,
-        "commitNumber": event.commit_number,
-        "commitUser": event.commit_user,
-    }
 
 
 def _shared_values(snapshots: tuple[Mapping[str, Any], ...], names: tuple[str, ...]) -> dict[str, Any]:

@@ -37,6 +37,19 @@ class ChangeEvent:
     # sent; filters of channel members read it, and enrich the fields they name from it.
     record_values: tuple[Mapping[str, Any], ...] = ()
 
+    def scalar_header(self) -> dict[str, Any]:
+        """The scalar ChangeEventHeader fields (what a filter may test; every transport sends them)."""
+        return {
+            "entityName": self.entity,
+            "changeType": self.change_type,
+            "changeOrigin": self.change_origin,
+            "transactionKey": self.transaction_key,
+            "sequenceNumber": self.sequence_number,
+            "commitTimestamp": self.commit_timestamp_ms,
+            "commitNumber": self.commit_number,
+            "commitUser": self.commit_user,
+        }
+
 
 class ChangePublisher(Protocol):
     """Accepts the change events of one committed transaction, in order."""

@@ -88,15 +88,8 @@ class EntitySchema:
         nulled = [name for name, value in fields.items() if value is None and event.change_type == "UPDATE"]
         record: dict[str, Any] = {
             HEADER: {
-                "entityName": event.entity,
+                **event.scalar_header(),
                 "recordIds": list(event.record_ids),
-                "changeType": event.change_type,
-                "changeOrigin": event.change_origin,
-                "transactionKey": event.transaction_key,
-                "sequenceNumber": event.sequence_number,
-                "commitTimestamp": event.commit_timestamp_ms,
-                "commitNumber": event.commit_number,
-                "commitUser": event.commit_user,
                 "nulledFields": self.bitmap(nulled),
                 "diffFields": [],
                 "changedFields": self.bitmap(event.changed_fields),

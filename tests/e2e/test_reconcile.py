@@ -25,6 +25,13 @@ from .inbound_support import Person, inbound_stack, ledger_rows, org_overrides, 
 
 __all__ = ["inbound_stack", "org_overrides"]
 
+
+@pytest.fixture
+def transport() -> str:
+    """Reconciliation does not depend on the change-event transport: these tests take CometD's."""
+    return "cometd"
+
+
 API = "/services/data/v60.0/sobjects"
 
 

@@ -324,10 +324,14 @@ class ReplicationSource:
             self._maybe_resume()
 
     def _start_reading(self) -> None:
-        if self._fd is None or self._reading:
-            return
+        if self._fd is None or self._reading or self._failure is None or self._failure.done():
+            return  # a failed stream stays stopped until _with_retries disconnects and connects again
         loop = asyncio.get_running_loop()
-        loop.add_reader(self._fd, self._on_readable)
+        try:
+            loop.add_reader(self._fd, self._on_readable)
+        except OSError as exc:  # the socket died under us (a server crash): the same as a read that failed
+            self._failure.set_result(exc)
+            return
         self._reading = True
         loop.call_soon(self._on_readable)  # libpq may already hold complete messages the socket won't signal
 

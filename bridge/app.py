@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 
 from bridge.config import SalesforceSettings, Settings, require_salesforce_credentials, validate_for_run
-from bridge.errors import BridgeError, ConfigurationError, FatalError
+from bridge.errors import BridgeError, ConfigurationError, FatalError, TransientError
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.lock import InstanceLock, LockHealth
 from bridge.metrics import BridgeMetrics, CountingLedger
@@ -448,7 +448,7 @@ class Daemon:
         sf, sync = self.settings.salesforce, self.settings.sync
         if not sync.streaming:
             return None, None
-        channels, line = await self._channels(client, tokens)
+        channels, line = await self._channels(client, tokens, ledger)
         self.streaming_lines["channel"] = lambda: line
         positions = await self._positions(ledger, channels)
         stream = await self._change_stream(tokens, positions, channels)
@@ -532,9 +532,13 @@ class Daemon:
             return positions
         return {channel: ReplayPosition(-1, min(earlier)) for channel in channels}
 
-    async def _channels(self, client: SalesforceClient, tokens: TokenManager) -> tuple[tuple[str, ...], str]:
+    async def _channels(
+        self, client: SalesforceClient, tokens: TokenManager, ledger: AsyncLedger
+    ) -> tuple[tuple[str, ...], str]:
         """The channels to subscribe to and a status line saying why: the custom channel when `setup`
-        created it (`sync.channel` auto or custom), else the standard ones."""
+        created it (`sync.channel` auto or custom), else the standard ones. A check that fails for a passing
+        reason (Salesforce down, the API allocation spent) keeps the channel the ledger has positions of:
+        flipping channels at every restart would leave windows only a reconciliation could cover."""
         from bridge.salesforce.channels import ChannelCheck, check_channel
         from bridge.salesforce.streaming import default_channels
 
@@ -551,7 +555,12 @@ class Daemon:
         except BridgeError as exc:
             if sync.channel == "custom":
                 raise
-            found = ChannelCheck(None, f"the custom channel could not be checked ({type(exc).__name__})")
+            reason = f"the custom channel could not be checked ({type(exc).__name__})"
+            custom = f"/data/{sync.channel_name}"
+            if isinstance(exc, TransientError) and await ledger.read_checkpoint(custom) is not None:
+                log.warning("streaming.custom_channel_kept", channel=custom, error_type=type(exc).__name__)
+                return (custom,), f"{reason}; kept, as the ledger has its position"
+            found = ChannelCheck(None, reason)
         if found.path is not None:
             log.info("streaming.custom_channel", channel=found.path)
             return (found.path,), found.reason

@@ -56,7 +56,7 @@ from bridge.salesforce.retry import RetryPolicy, call_with_retries
 
 log = structlog.get_logger(__name__)
 
-BUDGET_RECHECK_SECONDS = 300.0  # the default of salesforce.api_budget_recheck_seconds
+BUDGET_RECHECK_SECONDS = SalesforceSettings().api_budget_recheck_seconds  # the default, for tests
 RETRY_DEADLINE_SECONDS = 120.0
 # Booking ids per SOQL IN-list: the query travels in the URL, and 100 quoted UUIDs (~4.5 KB encoded) stay
 # well inside the URL limits of Salesforce and of common proxies (8 KB request lines).

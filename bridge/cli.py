@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--changed-until", default=None, metavar="DATE", help="with --changed-since: before DATE")
     r.add_argument("--dry-run", action="store_true", help="report drift, repair nothing")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
+    r.add_argument(
+        "--wait-for-daemon",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="when a daemon owns the ledger but its admin API is not up yet (it is starting), wait this long",
+    )
 
     st = sub.add_parser("status", help="health, lags, API budget, pending and failed counts")
     st.add_argument("--json", action="store_true")
@@ -160,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 changed_until=args.changed_until,
                 dry_run=args.dry_run,
                 as_json=args.json,
+                wait_for_daemon=args.wait_for_daemon,
             )
         if args.command in ("status", "ledger", "retry"):
             from bridge import ops

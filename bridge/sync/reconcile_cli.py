@@ -3,7 +3,8 @@
 Never two writers: when the admin API answers, the daemon runs the reconciliation and this process only
 polls it. When it does not answer, this process takes the ledger's InstanceLock (so no daemon can become
 active meanwhile) and runs the Reconciler itself, then pushes the rows it requeued through the ordinary
-Pusher. A lock held by a process whose admin API does not answer is refused with a message.
+Pusher. A lock held by a process whose admin API does not answer (after --wait-for-daemon seconds, for a
+daemon that is still starting) is refused with a message.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 0.5
-ADMIN_TIMEOUT_SECONDS = 5.0
+ADMIN_CONNECT_SECONDS = 5.0  # a daemon that does not accept a connection in this long is not there
+ADMIN_ANSWER_SECONDS = 120.0  # a busy daemon queues the request behind its ledger work; wait for it
 DRAIN_ROUNDS = 1_000  # push rounds after a repair; each round handles up to sync.batch_size rows
 TABLE_ITEMS = 200  # items listed under the table; --json has them all
 _FLAGS = {
@@ -96,6 +99,7 @@ def run_reconcile(
     as_json: bool,
     changed_since: str | datetime | None = None,
     changed_until: str | datetime | None = None,
+    wait_for_daemon: float = 60.0,
 ) -> int:
     """The `reconcile` command; returns the exit code (0 done, 1 paused or failed, 2 usage)."""
     console = Console(stderr=True)
@@ -113,7 +117,7 @@ def run_reconcile(
         console.print(f"error: {_as_flags(str(exc))}")
         return 2
     try:
-        outcome = _via_daemon(settings, options, console) or _in_process(settings, options, as_json, console)
+        outcome = _run_somewhere(settings, options, as_json, console, wait_for_daemon)
     except DaemonRefused as exc:
         console.print(f"error: {exc}")
         return 1
@@ -128,6 +132,33 @@ def run_reconcile(
     return 0 if outcome.state == "finished" else 1
 
 
+def _run_somewhere(
+    settings: Settings, options: ReconcileOptions, as_json: bool, console: Console, wait: float
+) -> Outcome | None:
+    """Through the daemon, else in-process; a daemon that holds the lock but has not bound its admin API yet
+    (it binds last when it starts) is waited for up to `wait` seconds."""
+    deadline = time.monotonic() + max(wait, 0.0)
+    waiting = False
+    while True:
+        outcome = _via_daemon(settings, options, console)
+        if outcome is not None:
+            return outcome
+        outcome, held = _in_process(settings, options, as_json, console)
+        if not held:
+            return outcome
+        if time.monotonic() >= deadline:
+            console.print(
+                f"error: another mogli-bridge process owns the ledger, but its admin API at "
+                f"http://{settings.admin.listen} has not answered for {wait:.0f} s; "
+                "check admin.listen, or wait for it to stop"
+            )
+            return None
+        if not waiting:
+            console.print("another mogli-bridge process owns the ledger; waiting for its admin API to answer")
+            waiting = True
+        time.sleep(1.0)
+
+
 def _as_flags(message: str) -> str:
     """An options error in the command's words (`changed_since` -> `--changed-since`)."""
     for name, flag in _FLAGS.items():
@@ -138,7 +169,19 @@ def _as_flags(message: str) -> str:
 # ---------------------------------------------------------------------------------------- via the daemon
 
 
+class DaemonAbsent(Exception):
+    """Nothing accepts connections at admin.listen."""
+
+
 def _admin_request(settings: Settings, method: str, path: str, body: Any = None) -> Any:
+    """One admin API call. DaemonAbsent when nothing listens; a daemon that accepted the connection gets
+    ADMIN_ANSWER_SECONDS to answer (it may be busy), so a slow answer is never taken for an absent daemon."""
+    host, _, port = settings.admin.listen.rpartition(":")
+    try:
+        probe = socket.create_connection((host.strip("[]"), int(port)), timeout=ADMIN_CONNECT_SECONDS)
+    except (OSError, ValueError) as exc:
+        raise DaemonAbsent(str(exc)) from None
+    probe.close()
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
         f"http://{settings.admin.listen}{path}",
@@ -146,7 +189,7 @@ def _admin_request(settings: Settings, method: str, path: str, body: Any = None)
         method=method,
         headers={"Authorization": f"Bearer {settings.admin.token}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_SECONDS) as response:
+    with urllib.request.urlopen(request, timeout=ADMIN_ANSWER_SECONDS) as response:
         return json.loads(response.read() or b"null")
 
 
@@ -163,19 +206,24 @@ def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console)
     }
     try:
         started = _admin_request(settings, "POST", "/api/reconciliations", body)
+    except DaemonAbsent:
+        return None
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:300]
         raise DaemonRefused(
             f"the daemon's admin API refused the reconciliation (HTTP {exc.code}): {detail}"
         ) from None
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError) as exc:
+        raise DaemonRefused(
+            f"the daemon at http://{settings.admin.listen} accepted the request but did not answer "
+            f"within {ADMIN_ANSWER_SECONDS:.0f} s ({exc}); see its status page before trying again"
+        ) from None
     run_id = int(started["id"])
     console.print(f"reconciliation run {run_id} started by the running daemon")
     while True:
         try:
             run = _admin_request(settings, "GET", f"/api/reconciliations/{run_id}")
-        except (OSError, ValueError) as exc:
+        except (DaemonAbsent, OSError, ValueError) as exc:
             raise DaemonRefused(f"lost the daemon while polling run {run_id}: {exc}") from None
         if run.get("state") != "running":
             break
@@ -209,8 +257,8 @@ def _drift_items(settings: Settings, run_id: int) -> list[DriftItem]:
 
 def _in_process(
     settings: Settings, options: ReconcileOptions, as_json: bool, console: Console
-) -> Outcome | None:
-    """Run under the ledger lock; None (after a message) when a daemon holds it."""
+) -> tuple[Outcome | None, bool]:
+    """Run under the ledger lock: (the outcome, False); (None, True) when another process holds it."""
     from bridge.ledger.lock import InstanceLock
     from bridge.ledger.migrate import current_revision, head_revision
 
@@ -220,17 +268,13 @@ def _in_process(
         )
     lock = InstanceLock(settings.ledger.url)
     if not lock.try_acquire():
-        console.print(
-            f"error: another mogli-bridge process owns the ledger, but its admin API at "
-            f"http://{settings.admin.listen} does not answer; check admin.listen, or wait for it to stop"
-        )
-        return None
+        return None, True
     try:
         with ProgressBar(console, enabled=console.is_terminal and not as_json) as report:
             summary = asyncio.run(_execute(settings, options, report))
     finally:
         lock.release()
-    return Outcome(
+    outcome = Outcome(
         run_id=summary.run_id,
         state=summary.state,
         dry_run=summary.dry_run,
@@ -240,6 +284,7 @@ def _in_process(
         items=tuple(_drift_items(settings, summary.run_id)),
         via="in-process",
     )
+    return outcome, False
 
 
 def make_reconciler(

@@ -311,9 +311,11 @@ def test_reconcile_refuses_when_a_daemon_holds_the_ledger_and_its_admin_api_is_s
     daemon.start()
     try:
         wait_until(lambda: _settled(stack, 1), what="the booking to sync")
-        result = _reconcile_raw(stack, "--dry-run")
+        result = _reconcile_raw(stack, "--dry-run", "--wait-for-daemon", "3")
+        said = " ".join(result.stderr.split())  # the console wraps long lines
         assert result.returncode == 1
-        assert "owns the ledger" in result.stderr and "does not answer" in result.stderr
+        assert "waiting for its admin API" in said
+        assert "owns the ledger" in said and "has not answered for 3 s" in said
         with ledger_connection(stack.ledger_url) as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM reconciliation_runs")).scalar() == 0
     finally:

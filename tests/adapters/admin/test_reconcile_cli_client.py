@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from bridge.config import AdminSettings
+from bridge.localpg import free_port
 from bridge.sync import reconcile_cli
 from tests.adapters.admin.conftest import TOKEN, Harness, Make
-from bridge.localpg import free_port
 
 
 async def test_a_daemon_whose_ledger_is_busy_answers_after_the_connect_timeout(

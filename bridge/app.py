@@ -26,23 +26,23 @@ from bridge.errors import BridgeError, ConfigurationError, FatalError, Transient
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.lock import InstanceLock, LockHealth
 from bridge.metrics import BridgeMetrics, CountingLedger
-from bridge.sync.echo import EchoFilter
-from bridge.sync.ingest import Ingestor
-from bridge.sync.mapping import MappingOptions
-from bridge.sync.push import Pusher, PushSettings
+from bridge.pipeline.echo import EchoFilter
+from bridge.pipeline.ingest import Ingestor
+from bridge.pipeline.push import Pusher, PushSettings
+from bridge.rules.mapping import MappingOptions
 
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
-    from bridge.inbound_records import ReplayPosition
+    from bridge.pipeline.allocation import AllocationWatch
+    from bridge.pipeline.inbound import Inbound
+    from bridge.pipeline.reconcile import ReconcileOptions, Reconciler
+    from bridge.records.inbound import ReplayPosition
     from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.pubsub import PubSubStream
     from bridge.salesforce.rest import SalesforceClient
     from bridge.salesforce.streaming import ChangeStream
     from bridge.source.reader import ReplicationSource
     from bridge.source.writeback import SchedulerWriter
-    from bridge.sync.allocation import AllocationWatch
-    from bridge.sync.inbound import Inbound
-    from bridge.sync.reconcile import ReconcileOptions, Reconciler
 
 log = structlog.get_logger(__name__)
 
@@ -440,10 +440,10 @@ class Daemon:
         self, ledger: AsyncLedger, tokens: TokenManager, client: SalesforceClient, pusher: Pusher
     ) -> tuple[Inbound | None, SchedulerWriter | None]:
         """The inbound component (Salesforce change events), unless `sync.streaming` is off."""
+        from bridge.pipeline.inbound import Inbound
+        from bridge.rules.policy import PolicyOptions
         from bridge.salesforce.changes import ChangeReader
         from bridge.source.writeback import SchedulerWriter
-        from bridge.sync.inbound import Inbound
-        from bridge.sync.policy import PolicyOptions
 
         sf, sync = self.settings.salesforce, self.settings.sync
         if not sync.streaming:
@@ -517,7 +517,7 @@ class Daemon:
     async def _positions(self, ledger: AsyncLedger, channels: tuple[str, ...]) -> dict[str, ReplayPosition]:
         """The stored positions of the channels. On a first run on them (the custom channel after the standard
         ones, or back), the time of the other channels' last positions: the window since is reconciled."""
-        from bridge.inbound_records import ReplayPosition
+        from bridge.records.inbound import ReplayPosition
         from bridge.salesforce.streaming import default_channels
 
         stored = {}
@@ -573,7 +573,7 @@ class Daemon:
         self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher, metrics: BridgeMetrics
     ) -> AllocationWatch:
         """The delivered-event allocation watch of the stream: metric, status line, reconciliation."""
-        from bridge.sync.allocation import AllocationSettings, AllocationWatch
+        from bridge.pipeline.allocation import AllocationSettings, AllocationWatch
 
         sync = self.settings.sync
         assert self.stream is not None  # built by _inbound
@@ -594,10 +594,10 @@ class Daemon:
     def _reconciler(self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher) -> Reconciler:
         """A Reconciler on the daemon's ledger and Salesforce client; repairs wake the pusher."""
         from bridge.ledger.reconciliation import ReconcileStore
+        from bridge.pipeline.reconcile import Reconciler
+        from bridge.rules.drift import RepairPolicy
         from bridge.salesforce.reads import SalesforceReads
         from bridge.source.reader_sql import SchedulerReader
-        from bridge.sync.drift import RepairPolicy
-        from bridge.sync.reconcile import Reconciler
 
         sync = self.settings.sync
 
@@ -619,7 +619,7 @@ class Daemon:
         self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher
     ) -> Callable[[datetime, str], Awaitable[None]]:
         """A targeted reconciliation of what changed since a point in time, for lost change events."""
-        from bridge.sync.reconcile import ReconcileOptions
+        from bridge.pipeline.reconcile import ReconcileOptions
 
         reconciler = self._reconciler(ledger, client, pusher)
 
@@ -642,8 +642,8 @@ class Daemon:
     ) -> AdminServer[ReconcileOptions]:
         """The admin app, reading the live components; it runs reconciliations on request."""
         from bridge.admin import AdminServer, DaemonProbe, ping_postgres
+        from bridge.pipeline.reconcile import ReconcileOptions
         from bridge.source.status import slot_status
-        from bridge.sync.reconcile import ReconcileOptions
 
         src = self.settings.source
         probe = DaemonProbe(

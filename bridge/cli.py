@@ -129,11 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 grpc_port=args.grpc_port,
             )
         if args.command == "demo":
-            from bridge.demo import run_demo
+            from bridge.devtools.demo import run_demo
 
             return run_demo(keep_running=args.keep_running)
         if args.command == "bench":
-            from bridge.bench import run_bench
+            from bridge.devtools.bench import run_bench
 
             return run_bench(quick=args.quick, naive=args.naive, as_json=args.json, out=args.out)
 
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return app.run(settings)
         if args.command == "reconcile":
-            from bridge.sync.reconcile_cli import run_reconcile
+            from bridge.commands.reconcile import run_reconcile
 
             return run_reconcile(
                 settings,
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wait_for_daemon=args.wait_for_daemon,
             )
         if args.command in ("status", "ledger", "retry"):
-            from bridge import ops
+            from bridge.commands import ops
 
             if args.command == "status":
                 return ops.status(settings, as_json=args.json)

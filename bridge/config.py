@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from bridge.errors import ConfigurationError
-from bridge.records import BackfillMode, BackfillPolicy
+from bridge.records.source import BackfillMode, BackfillPolicy
 
 ENV_PREFIX = "MOGLI_BRIDGE_"
 DEFAULT_CONFIG = Path("config/bridge.toml")

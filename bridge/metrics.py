@@ -33,8 +33,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.records import ActivityOutcome, ActivityWork, IngestBatch, LinkOutcome, LinkWork, OutcomeState
-from bridge.sync.ports import Ledger
+from bridge.pipeline.ports import Ledger
+from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork, OutcomeState
+from bridge.records.source import IngestBatch
 
 PREFIX = "mogli_bridge_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.localpg import LocalPostgres
+from bridge.devtools.localpg import LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SQL = ROOT / "config" / "scheduler_schema.sql"

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from bridge.admin.views import iso
-from bridge.ledger.rows import FailureRecord, ReconciliationRun
 from bridge.metrics import Readings
+from bridge.records.ledger import FailureRecord, ReconciliationRun
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#1d2430;background:#f6f7f9}

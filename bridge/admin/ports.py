@@ -7,14 +7,14 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from bridge.ledger.reports import DriftTotals
-from bridge.ledger.rows import DriftItem, FailureRecord, ReconciliationRun
-from bridge.records import ApiUsage
+from bridge.records.ledger import DriftItem, FailureRecord, ReconciliationRun
+from bridge.records.outbound import ApiUsage
 
 OptionsT = TypeVar("OptionsT", contravariant=True)
 
 
 class ReconcileRunner(Protocol[OptionsT]):
-    """Starts and executes reconciliation runs (bridge.sync.reconcile.Reconciler)."""
+    """Starts and executes reconciliation runs (bridge.pipeline.reconcile.Reconciler)."""
 
     async def start(self, options: OptionsT) -> int:
         """Create the run row; returns its id."""

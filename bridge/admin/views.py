@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.ledger.rows import DriftItem, ReconciliationRun
 from bridge.metrics import Readings
+from bridge.records.ledger import DriftItem, ReconciliationRun
 
 RECONCILE_KEYS = frozenset(
     {"links", "bookings", "since", "until", "changed_since", "changed_until", "dry_run"}

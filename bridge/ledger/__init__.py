@@ -1,6 +1,6 @@
 """The ledger: SQL tables (Alembic reads `tables.Base.metadata`), the outbox, and the repository over them.
 
-Holds no business rules: the rules in `bridge/sync/` decide what to write; the ledger remembers the
+Holds no business rules: the rules in `bridge/rules/` decide what to write; the ledger remembers the
 mirror of the source, the desired Salesforce state, and every outcome.
 """
 
@@ -8,7 +8,7 @@ from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.engine import make_engine, normalise_url
 from bridge.ledger.migrate import current_revision, head_revision, upgrade_to_head
 from bridge.ledger.repository import LedgerRepository
-from bridge.ledger.rows import (
+from bridge.records.ledger import (
     ActivityRecord,
     ActivitySyncState,
     Direction,

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bridge.errors import LedgerUnavailable
-from bridge.inbound_records import InboundBatch, KnownActivity, KnownLink
-from bridge.ledger.rows import (
+from bridge.records.inbound import InboundBatch, KnownActivity, KnownLink
+from bridge.records.ledger import (
     ActivityRecord,
     DriftItem,
     FailureRecord,
@@ -29,7 +29,7 @@ from bridge.ledger.rows import (
     LinkRecord,
     ReconciliationRun,
 )
-from bridge.records import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
+from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
 
 if TYPE_CHECKING:
     from bridge.ledger.reports import DriftTotals

@@ -12,7 +12,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, and_, or_, select, update
 
-from bridge.inbound_records import (
+from bridge.ledger.checkpoints import write_position
+from bridge.ledger.journal import append_journal
+from bridge.ledger.tables import ACTIVITIES, LINKS, USERS
+from bridge.ledger.workset import chunked
+from bridge.records.inbound import (
     ActivityChange,
     Cascade,
     InboundBatch,
@@ -20,13 +24,9 @@ from bridge.inbound_records import (
     KnownLink,
     LinkChange,
 )
-from bridge.ledger.checkpoints import write_position
-from bridge.ledger.journal import append_journal
-from bridge.ledger.rows import ActivitySyncState as A
-from bridge.ledger.rows import Direction, JournalEntry
-from bridge.ledger.rows import LinkSyncState as L
-from bridge.ledger.tables import ACTIVITIES, LINKS, USERS
-from bridge.ledger.workset import chunked
+from bridge.records.ledger import ActivitySyncState as A
+from bridge.records.ledger import Direction, JournalEntry
+from bridge.records.ledger import LinkSyncState as L
 
 # error_code of activities and links that went with a deleted Mogli Event (a Salesforce-side cascade).
 MOGLI_EVENT_DELETED = "MOGLI_EVENT_DELETED"

@@ -23,12 +23,12 @@ from sqlalchemy import Connection, and_, or_, update
 
 from bridge.ledger.checkpoints import SOURCE_STREAM, read_position, write_position
 from bridge.ledger.journal import outbound_row
-from bridge.ledger.rows import ActivitySyncState as A
-from bridge.ledger.rows import IngestBatch, IngestSummary
-from bridge.ledger.rows import LinkSyncState as L
 from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, USERS
 from bridge.ledger.workset import Row, WorkingTable, insert_many
-from bridge.records import (
+from bridge.records.ledger import ActivitySyncState as A
+from bridge.records.ledger import IngestBatch, IngestSummary
+from bridge.records.ledger import LinkSyncState as L
+from bridge.records.source import (
     BookingRow,
     ChangeOp,
     LinkRow,

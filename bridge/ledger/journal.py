@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select
 
-from bridge.ledger.rows import Direction, JournalEntry
 from bridge.ledger.tables import JOURNAL
 from bridge.ledger.workset import Row, insert_many
+from bridge.records.ledger import Direction, JournalEntry
 
 
 def outbound_row(now: datetime, entity: str, key: str, action: str, detail: dict[str, Any]) -> Row:

@@ -26,20 +26,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 
 from bridge.ledger.journal import outbound_row
-from bridge.ledger.rows import ActivitySyncState as A
-from bridge.ledger.rows import LinkSyncState as L
 from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, USERS, UtcDateTime
 from bridge.ledger.workset import Row, chunked, insert_many
-from bridge.records import (
-    ActivityOutcome,
-    ActivityWork,
-    BookingState,
-    LinkOutcome,
-    LinkState,
-    LinkWork,
-    OutcomeState,
-    UserState,
-)
+from bridge.records.ledger import ActivitySyncState as A
+from bridge.records.ledger import LinkSyncState as L
+from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork, OutcomeState
+from bridge.records.source import BookingState, LinkState, UserState
 
 # Error codes of bookings that failed only for want of their link's Mogli Event: the rules' WAITING_CODES
 # that wait for a link (tests/unit/test_push_scheduling.py keeps the two in step).

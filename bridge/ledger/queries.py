@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, Table, func, literal, select, union_all
 
-from bridge.ledger.rows import ActivityRecord, FailureRecord, LinkRecord
 from bridge.ledger.tables import ACTIVITIES, LINKS
 from bridge.ledger.workset import chunked
+from bridge.records.ledger import ActivityRecord, FailureRecord, LinkRecord
 
 DEFAULT_LIMIT = 100
 

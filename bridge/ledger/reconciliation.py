@@ -18,7 +18,10 @@ from bridge.ledger.ingest import apply_batch
 from bridge.ledger.journal import append_journal
 from bridge.ledger.queries import _link_record, activities_by_id
 from bridge.ledger.requeue import mark_deleted_in_salesforce
-from bridge.ledger.rows import (
+from bridge.ledger.runs import add_drift
+from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, RUNS, USERS
+from bridge.ledger.workset import chunked
+from bridge.records.ledger import (
     ActivityRecord,
     Direction,
     DriftItem,
@@ -27,11 +30,8 @@ from bridge.ledger.rows import (
     LinkRecord,
     ReconciliationRun,
 )
-from bridge.ledger.rows import ActivitySyncState as A
-from bridge.ledger.runs import add_drift
-from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, RUNS, USERS
-from bridge.ledger.workset import chunked
-from bridge.records import IngestBatch, SourceChange, SourceTable, SourceTransaction
+from bridge.records.ledger import ActivitySyncState as A
+from bridge.records.source import IngestBatch, SourceChange, SourceTable, SourceTransaction
 
 _T = TypeVar("_T")
 # Activities a link's new Mogli Event sends again (the others are gone, waiting or refused anyway).

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, case, func, select
 
-from bridge.ledger.rows import ReconciliationRun
 from bridge.ledger.tables import CHECKPOINTS, DRIFT, RUNS
+from bridge.records.ledger import ReconciliationRun
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from bridge.inbound_records import InboundBatch, KnownActivity, KnownLink
 from bridge.ledger import checkpoints, inbound, ingest, journal, outbox, queries, reports, requeue, runs
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.engine import READ_ONLY, make_engine
 from bridge.ledger.reports import DriftTotals
-from bridge.ledger.rows import (
+from bridge.records.inbound import InboundBatch, KnownActivity, KnownLink
+from bridge.records.ledger import (
     ActivityRecord,
     DriftItem,
     FailureRecord,
@@ -24,7 +24,7 @@ from bridge.ledger.rows import (
     LinkRecord,
     ReconciliationRun,
 )
-from bridge.records import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
+from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
 
 Clock = Callable[[], datetime]
 

@@ -8,11 +8,11 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Connection, Table, select, update
 
 from bridge.ledger.journal import append_journal
-from bridge.ledger.rows import ActivitySyncState as A
-from bridge.ledger.rows import Direction, JournalEntry
-from bridge.ledger.rows import LinkSyncState as L
 from bridge.ledger.tables import ACTIVITIES, LINKS
 from bridge.ledger.workset import chunked
+from bridge.records.ledger import ActivitySyncState as A
+from bridge.records.ledger import Direction, JournalEntry
+from bridge.records.ledger import LinkSyncState as L
 
 
 def _retry(connection: Connection, table: Table, where: ColumnElement[bool], now: datetime) -> list[str]:

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from bridge.ledger.rows import DriftItem, JsonObject, ReconciliationRun
 from bridge.ledger.tables import DRIFT, RUNS
 from bridge.ledger.workset import insert_many
+from bridge.records.ledger import DriftItem, JsonObject, ReconciliationRun
 
 
 def start_run(

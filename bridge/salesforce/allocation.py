@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.errors import SalesforceUnavailable
-from bridge.inbound_records import EventAllocation
+from bridge.records.inbound import EventAllocation
 
 LIMIT_NAME = "DailyDeliveredPlatformEvents"
 DAILY_LIMIT_ERROR = "events daily limit exceeded"

@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 
 from bridge.config import SalesforceObjectNames
-from bridge.inbound_records import SalesforceChange
+from bridge.records.inbound import SalesforceChange
 from bridge.salesforce.changes import decode_change
 
 HEADER = "ChangeEventHeader"

@@ -13,7 +13,7 @@ from typing import Any
 
 from bridge import sfid
 from bridge.config import SalesforceObjectNames
-from bridge.inbound_records import ChangeEntity, ChangeType, Field, SalesforceChange
+from bridge.records.inbound import ChangeEntity, ChangeType, Field, SalesforceChange
 from bridge.salesforce.payloads import chunked, soql_select_in
 from bridge.salesforce.rest import SalesforceClient
 

@@ -27,7 +27,7 @@ from bridge.errors import (
     SalesforceUnavailable,
     TransientError,
 )
-from bridge.records import RecordError
+from bridge.records.outbound import RecordError
 
 T = ErrorKind.TRANSIENT
 P = ErrorKind.PERMANENT

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from bridge.config import SalesforceObjectNames
 from bridge.errors import ErrorKind, SalesforceUnavailable
-from bridge.records import ApiUsage, EventFields, MogliEventFields, RecordError, WriteResult
+from bridge.records.outbound import ApiUsage, EventFields, MogliEventFields, RecordError, WriteResult
 from bridge.salesforce.errors import ALREADY_DELETED_CODES, classify_record_errors
 
 COLLECTION_LIMIT = 200  # records per sObject Collections call (Salesforce rejects more)

@@ -39,7 +39,7 @@ import structlog
 
 from bridge.config import SalesforceSettings
 from bridge.errors import ConfigurationError, TransientError
-from bridge.inbound_records import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
+from bridge.records.inbound import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.allocation import is_daily_limit_error
 from bridge.salesforce.auth import AccessToken, TokenManager
 from bridge.salesforce.avro_events import EventSchema, UndecodableEvent, decode_event

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import structlog
 
-from bridge.inbound_records import ReplayPosition, WindowLost
+from bridge.records.inbound import ReplayPosition, WindowLost
 
 log = structlog.get_logger(__name__)
 

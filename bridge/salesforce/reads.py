@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.config import SalesforceObjectNames
+from bridge.rules.drift import EventSnapshot, MogliSnapshot
 from bridge.salesforce.payloads import chunked, soql_in_list
 from bridge.salesforce.rest import LOOKUP_CHUNK, SalesforceClient
-from bridge.sync.drift import EventSnapshot, MogliSnapshot
 
 
 def _parse_datetime(value: Any) -> datetime | None:

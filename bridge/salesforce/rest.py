@@ -34,8 +34,8 @@ from bridge.errors import (
     PermanentError,
     SalesforceUnavailable,
 )
-from bridge.inbound_records import EventAllocation
-from bridge.records import ApiUsage, EventFields, MogliEventFields, RecordError, WriteResult
+from bridge.records.inbound import EventAllocation
+from bridge.records.outbound import ApiUsage, EventFields, MogliEventFields, RecordError, WriteResult
 from bridge.salesforce.allocation import decode_event_allocation
 from bridge.salesforce.auth import AccessToken, TokenManager, make_ssl_context
 from bridge.salesforce.errors import SessionExpired, classify_response

@@ -48,7 +48,7 @@ from aiosfstream_ng.exceptions import AiosfstreamException, ServerError
 from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOption
 
 from bridge.config import SalesforceSettings
-from bridge.inbound_records import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
+from bridge.records.inbound import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.allocation import is_daily_limit_error
 from bridge.salesforce.auth import AccessToken, TokenManager
 from bridge.salesforce.changes import decode_change

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bridge.records import ChangeOp, SourceChange, SourceTable, SourceTransaction
+from bridge.records.source import ChangeOp, SourceChange, SourceTable, SourceTransaction
 from bridge.source.pgoutput import (
     Begin,
     Commit,

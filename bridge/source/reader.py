@@ -46,7 +46,7 @@ from psycopg2 import sql
 
 from bridge.config import SourceSettings
 from bridge.errors import FatalError
-from bridge.records import SourceTransaction, format_lsn, parse_lsn
+from bridge.records.source import SourceTransaction, format_lsn, parse_lsn
 from bridge.source.assembly import TransactionAssembler
 from bridge.source.pgoutput import ProtocolError, decode
 from bridge.source.setup import drop_slot, slot_exists

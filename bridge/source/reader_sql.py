@@ -16,7 +16,7 @@ from datetime import datetime
 import psycopg2
 from psycopg2 import sql
 
-from bridge.records import BookingRow, LinkRow, SourceTable, UserRow
+from bridge.records.source import BookingRow, LinkRow, SourceTable, UserRow
 from bridge.source.pgoutput import Column
 from bridge.source.rows import build_row, columns_read
 from bridge.source.values import session_options

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from bridge.records import BookingRow, LinkRow, SourceRow, SourceTable, UserRow
+from bridge.records.source import BookingRow, LinkRow, SourceRow, SourceTable, UserRow
 from bridge.source.pgoutput import Column, TupleValue, Unchanged
 from bridge.source.values import ConversionError, load_value
 

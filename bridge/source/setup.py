@@ -17,7 +17,7 @@ import structlog
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
-from bridge.records import SourceTable
+from bridge.records.source import SourceTable
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
-from bridge.records import ChangeOp, SourceChange, SourceTable
+from bridge.records.source import ChangeOp, SourceChange, SourceTable
 from bridge.source.pgoutput import Column
 from bridge.source.rows import build_row, columns_read
 from bridge.source.values import session_options

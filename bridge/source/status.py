@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import psycopg2
 
-from bridge.records import parse_lsn
+from bridge.records.source import parse_lsn
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 The connection runs `pg_replication_origin_session_setup('mogli_bridge_writer')` once, so every transaction
 it commits reaches the replication stream with an Origin message naming it; the change source drops those
-transactions (`bridge/sync/echo.py`), and the bridge's own write-backs never come back as new work. A
+transactions (`bridge/pipeline/echo.py`), and the bridge's own write-backs never come back as new work. A
 session holds its origin for its lifetime, so this connection is dedicated and never pooled.
 
 Running `pg_replication_origin_session_setup` needs superuser or

@@ -18,8 +18,15 @@ from typing import Any
 import psycopg2
 import pytest
 
-from bridge.localpg import CRASH_SAFE, LocalPostgres
-from bridge.stack import DaemonProcess, EmulatorProcess, HttpError, Scheduler, ledger_activities, wait_until
+from bridge.devtools.localpg import CRASH_SAFE, LocalPostgres
+from bridge.devtools.stack import (
+    DaemonProcess,
+    EmulatorProcess,
+    HttpError,
+    Scheduler,
+    ledger_activities,
+    wait_until,
+)
 from tests.conftest import SCHEMA_SQL
 from tests.e2e.conftest import Stack, assert_logs_clean, make_stack
 from tests.e2e.inbound_support import Person

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg2
 
-from bridge.stack import Scheduler
+from bridge.devtools.stack import Scheduler
 
 
 class Traffic(threading.Thread):

@@ -1,8 +1,9 @@
 """How a chaos scenario is judged and reported: the verdict before any repair, and figures that are counted.
 
-The verdict is the pipeline's own: wait until nothing is pending, ask the oracle (`bridge.invariants`) and a
-DRY-RUN reconciliation, count lost and doubled bookings; any of them non-zero fails the scenario. Nothing
-repairs before that (a repairing run would hide what the pipeline lost).
+The verdict is the pipeline's own: wait until nothing is pending, ask the oracle
+(`bridge.devtools.invariants`) and a DRY-RUN reconciliation, count lost and doubled bookings;
+any of them non-zero fails the scenario.
+Nothing repairs before that (a repairing run would hide what the pipeline lost).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.invariants import Tally
-from bridge.stack import (
+from bridge.devtools.invariants import Tally
+from bridge.devtools.stack import (
     DaemonProcess,
     EmulatorProcess,
     check_invariants,

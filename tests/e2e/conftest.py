@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.source.setup import drop_slot
-from bridge.stack import (
+from bridge.devtools.stack import (
     DaemonProcess,
     EmulatorProcess,
     SalesforceSeed,
@@ -18,6 +17,7 @@ from bridge.stack import (
     seed_salesforce,
     write_config,
 )
+from bridge.source.setup import drop_slot
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bridge.stack import (
+from bridge.devtools.stack import (
     EmulatorProcess,
     HttpError,
     http_json,

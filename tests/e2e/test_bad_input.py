@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bridge import sfid
-from bridge.stack import Scheduler, check_invariants, ledger_activities, wait_until
+from bridge.devtools.stack import Scheduler, check_invariants, ledger_activities, wait_until
 
 from .conftest import Stack, assert_logs_clean
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bridge import sfid
-from bridge.stack import ledger_activities, wait_until
+from bridge.devtools.stack import ledger_activities, wait_until
 
 from .conftest import Stack, assert_logs_clean
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 
-from bridge.invariants import Tally
-from bridge.stack import check_invariants, count_damage, ledger_activities, wait_until
+from bridge.devtools.invariants import Tally
+from bridge.devtools.stack import check_invariants, count_damage, ledger_activities, wait_until
 
 from .conftest import Stack
 

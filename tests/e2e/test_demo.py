@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bridge.stack import ROOT
+from bridge.devtools.stack import ROOT
 
 
 def test_demo_runs_and_reports_agreement() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import psycopg2
 
 from bridge import sfid
-from bridge.localpg import LocalPostgres
-from bridge.stack import check_invariants, ledger_activities, wait_until
+from bridge.devtools.localpg import LocalPostgres
+from bridge.devtools.stack import check_invariants, ledger_activities, wait_until
 
 from .conftest import Stack, assert_logs_clean
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.stack import DaemonProcess, ledger_activities, wait_until
+from bridge.devtools.stack import DaemonProcess, ledger_activities, wait_until
 
 from .conftest import Stack, assert_logs_clean
 from .inbound_support import (
@@ -204,7 +204,7 @@ def test_round_robin_reassignment_is_written_back_on_option(
 def _ledger_users(stack: Stack) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
-    from bridge.stack import ledger_connection
+    from bridge.devtools.stack import ledger_connection
 
     with ledger_connection(stack.ledger_url) as conn:
         return [dict(r) for r in conn.execute(sa.text("SELECT * FROM users")).mappings()]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.stack import ROOT, DaemonProcess, ledger_activities, wait_until
+from bridge.devtools.stack import ROOT, DaemonProcess, ledger_activities, wait_until
 
 from .conftest import Stack
 from .inbound_support import (

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from bridge.stack import ledger_activities, wait_until
+from bridge.devtools.stack import ledger_activities, wait_until
 
 from .conftest import Stack, assert_logs_clean
 from .inbound_support import (

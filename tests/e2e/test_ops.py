@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from bridge.localpg import free_port
-from bridge.stack import ROOT, DaemonProcess, HttpError, http_json, ledger_activities, wait_until
+from bridge.devtools.localpg import free_port
+from bridge.devtools.stack import ROOT, DaemonProcess, HttpError, http_json, ledger_activities, wait_until
 
 from .conftest import Stack, assert_logs_clean
 
-TOKEN = "e2e-admin-token-value"  # bridge.stack.write_config sets this admin.token
+TOKEN = "e2e-admin-token-value"  # bridge.devtools.stack.write_config sets this admin.token
 
 
 @pytest.fixture

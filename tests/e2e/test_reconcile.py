@@ -17,8 +17,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from bridge.localpg import LocalPostgres, free_port
-from bridge.stack import ROOT, check_invariants, http_json, ledger_activities, ledger_connection, wait_until
+from bridge.devtools.localpg import LocalPostgres, free_port
+from bridge.devtools.stack import (
+    ROOT,
+    check_invariants,
+    http_json,
+    ledger_activities,
+    ledger_connection,
+    wait_until,
+)
 
 from .conftest import Stack
 from .inbound_support import Person, inbound_stack, ledger_rows, org_overrides, wait_journal, wait_streaming

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from bridge.devtools.stack import ROOT, check_invariants, ledger_activities, wait_until
 from bridge.source.setup import drop_slot
-from bridge.stack import ROOT, check_invariants, ledger_activities, wait_until
 
 from .conftest import Stack
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.stack import ROOT, ledger_activities, wait_until
+from bridge.devtools.stack import ROOT, ledger_activities, wait_until
 
 from .conftest import Stack, assert_logs_clean
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bridge.stack import ROOT, ledger_activities, wait_until
+from bridge.devtools.stack import ROOT, ledger_activities, wait_until
 
 from .conftest import Stack, assert_logs_clean
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.devtools.localpg import free_port
+from bridge.devtools.stack import ROOT, write_config
 from bridge.ledger.lock import InstanceLock
-from bridge.localpg import free_port
-from bridge.stack import ROOT, write_config
 
 PASSWORD = "dsn-secret-value"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.stack import DaemonProcess, check_invariants, ledger_activities, wait_until
+from bridge.devtools.stack import DaemonProcess, check_invariants, ledger_activities, wait_until
 
 from .conftest import Stack
 

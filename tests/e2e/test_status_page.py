@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.stack import http_json, wait_until
+from bridge.devtools.stack import http_json, wait_until
 
 from .conftest import Stack
 from .test_ops import admin_port, ready, settle

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import SourceSettings
-from bridge.localpg import LocalPostgres, available_bindirs
+from bridge.devtools.localpg import LocalPostgres, available_bindirs
 from bridge.source.setup import drop_slot, ensure_publication
 from tests.integration.replication_support import SourceDb, execute
 

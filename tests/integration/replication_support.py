@@ -12,8 +12,8 @@ from typing import Any
 import psycopg2
 
 from bridge.config import SourceSettings
-from bridge.localpg import LocalPostgres
-from bridge.records import SourceTransaction
+from bridge.devtools.localpg import LocalPostgres
+from bridge.records.source import SourceTransaction
 from bridge.source.reader import ReplicationSource
 
 

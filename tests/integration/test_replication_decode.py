@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 
-from bridge.records import BookingRow, ChangeOp, LinkRow, SourceTable, UserRow
+from bridge.records.source import BookingRow, ChangeOp, LinkRow, SourceTable, UserRow
 from tests.integration.replication_support import SourceDb, skip_snapshot, streaming, take
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from bridge.errors import FatalError
-from bridge.records import UserRow
+from bridge.records.source import UserRow
 from bridge.source.setup import drop_slot
 from tests.integration.replication_support import SourceDb, skip_snapshot, streaming, take, wait_until
 

@@ -9,7 +9,7 @@ import uuid
 
 import psycopg2
 
-from bridge.records import ChangeOp, SourceTable, SourceTransaction, UserRow
+from bridge.records.source import ChangeOp, SourceTable, SourceTransaction, UserRow
 from bridge.source.setup import ensure_slot
 from tests.integration.replication_support import SourceDb, streaming, take, wait_until
 

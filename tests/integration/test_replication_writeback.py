@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from bridge.config import SourceSettings
-from bridge.records import BookingRow, SourceTransaction
+from bridge.devtools.stack import Scheduler
+from bridge.pipeline.echo import EchoFilter
+from bridge.records.source import BookingRow, SourceTransaction
 from bridge.source.reader import ReplicationSource
 from bridge.source.setup import drop_slot, ensure_publication, ensure_slot
 from bridge.source.writeback import WRITER_ORIGIN, SchedulerWriter
-from bridge.stack import Scheduler
-from bridge.sync.echo import EchoFilter
 
 BOUND_SECONDS = 30
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.errors import ConfigurationError, SalesforceUnavailable
-from bridge.inbound_records import EventAllocation
 from bridge.metrics import BridgeMetrics
+from bridge.pipeline.allocation import REASON, AllocationSettings, AllocationWatch
+from bridge.records.inbound import EventAllocation
 from bridge.salesforce.allocation import decode_event_allocation, is_daily_limit_error
-from bridge.sync.allocation import REASON, AllocationSettings, AllocationWatch
 
 T0 = datetime(2030, 6, 12, 15, 0, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from bridge.records import BackfillMode, BackfillPolicy, BookingRow, BookingState
-from bridge.sync.backfill import backfill_admits
+from bridge.records.source import BackfillMode, BackfillPolicy, BookingRow, BookingState
+from bridge.rules.backfill import backfill_admits
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SINCE = datetime(2026, 1, 1, tzinfo=UTC)

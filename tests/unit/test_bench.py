@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bridge.bench import (
+from bridge.devtools.bench import (
     FULL,
     QUICK,
     BurstResult,
@@ -19,7 +19,7 @@ from bridge.bench import (
     _targets,
     percentile,
 )
-from bridge.bench_world import NAIVE, PIPELINED, peak_rss_mb
+from bridge.devtools.bench_world import NAIVE, PIPELINED, peak_rss_mb
 
 
 def burst(bookings: int, per_second: float, calls: int, rss: float | None = 120.0) -> dict[str, Any]:

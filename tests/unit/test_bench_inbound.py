@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 from rich.console import Console
 
-from bridge.bench_inbound import (
+from bridge.devtools.bench_inbound import (
     FULL_INBOUND,
     QUICK_INBOUND,
     InboundWorkload,

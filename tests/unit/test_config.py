@@ -9,7 +9,7 @@ import pytest
 
 from bridge.config import load_settings, parse_backfill, require_salesforce_credentials, validate_for_run
 from bridge.errors import ConfigurationError
-from bridge.records import BackfillMode
+from bridge.records.source import BackfillMode
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from bridge import sfid
-from bridge.ledger.rows import ActivityRecord, LinkRecord
-from bridge.records import BookingRow, LinkRow, UserRow
-from bridge.sync.drift import (
+from bridge.records.ledger import ActivityRecord, LinkRecord
+from bridge.records.source import BookingRow, LinkRow, UserRow
+from bridge.rules.drift import (
     BookingView,
     DriftKind,
     EventSnapshot,
@@ -25,7 +25,7 @@ from bridge.sync.drift import (
     classify_link,
     classify_user,
 )
-from bridge.sync.mapping import MappingOptions
+from bridge.rules.mapping import MappingOptions
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 START = datetime(2030, 6, 1, 15, 0, tzinfo=UTC)

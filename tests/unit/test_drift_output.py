@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from rich.console import Console
 
-from bridge.ledger.rows import DriftItem
-from bridge.sync.reconcile import ReconcileOptions
-from bridge.sync.reconcile_cli import TABLE_ITEMS, Outcome, ProgressBar, outcome_json, parse_when, print_table
+from bridge.commands.reconcile import TABLE_ITEMS, Outcome, ProgressBar, outcome_json, parse_when, print_table
+from bridge.pipeline.reconcile import ReconcileOptions
+from bridge.records.ledger import DriftItem
 
 
 def _outcome(items: int) -> Outcome:
@@ -108,8 +108,8 @@ def test_progress_bar_only_on_a_terminal() -> None:
 
 def test_a_window_that_ends_before_it_starts_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """--since after --until: exit 2 with a message, before anything is read."""
+    from bridge.commands.reconcile import run_reconcile
     from bridge.config import Settings
-    from bridge.sync.reconcile_cli import run_reconcile
 
     code = run_reconcile(
         Settings(), links=(), bookings=(), since="2030-02-01", until="2030-01-01", dry_run=True, as_json=True
@@ -163,8 +163,8 @@ def test_a_naive_window_means_utc() -> None:
 
 def test_the_command_refuses_a_change_window_mixed_with_links(capsys: pytest.CaptureFixture[str]) -> None:
     """--changed-since with --link: exit 2, the message names the flags, before anything is read."""
+    from bridge.commands.reconcile import run_reconcile
     from bridge.config import Settings
-    from bridge.sync.reconcile_cli import run_reconcile
 
     code = run_reconcile(
         Settings(),

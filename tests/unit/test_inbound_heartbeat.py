@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from bridge.inbound_records import Heartbeat, InboundBatch, WindowLost
-from bridge.sync.inbound import Inbound
-from bridge.sync.policy import PolicyOptions
+from bridge.pipeline.inbound import Inbound
+from bridge.records.inbound import Heartbeat, InboundBatch, WindowLost
+from bridge.rules.policy import PolicyOptions
 from tests.unit.test_policy_inbound import CHANNEL, FAST, T0, Feed, Ledger, Reader, Writer, change
 
 

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from bridge.errors import LedgerUnavailable
-from bridge.records import (
+from bridge.pipeline import ingest
+from bridge.pipeline.ingest import Ingestor
+from bridge.records.source import (
     BackfillPolicy,
     BookingRow,
     ChangeOp,
@@ -19,8 +21,6 @@ from bridge.records import (
     SourceTable,
     SourceTransaction,
 )
-from bridge.sync import ingest
-from bridge.sync.ingest import Ingestor
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 

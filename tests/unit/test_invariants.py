@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge import sfid
-from bridge.invariants import Difference, Tally, check, tally
+from bridge.devtools.invariants import Difference, Tally, check, tally
 
 START = datetime(2030, 6, 1, 15, 0, tzinfo=UTC)
 END = START + timedelta(minutes=30)

@@ -9,16 +9,9 @@ from typing import Any, Literal, cast
 
 import pytest
 
-from bridge.records import (
-    ActivityWork,
-    BookingState,
-    EventFields,
-    LinkState,
-    LinkWork,
-    MogliEventFields,
-    UserState,
-)
-from bridge.sync.mapping import (
+from bridge.records.outbound import ActivityWork, EventFields, LinkWork, MogliEventFields
+from bridge.records.source import BookingState, LinkState, UserState
+from bridge.rules.mapping import (
     DESCRIPTION_LIMIT,
     WAITING_CODES,
     DeleteEvent,

@@ -9,9 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.config import AdminSettings, Settings
-from bridge.errors import ConfigurationError
-from bridge.ops import (
+from bridge.commands.ops import (
     COLUMNS,
     FILTERS,
     DaemonApi,
@@ -24,6 +22,8 @@ from bridge.ops import (
     write_csv,
     write_table,
 )
+from bridge.config import AdminSettings, Settings
+from bridge.errors import ConfigurationError
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.records import ChangeOp, LinkRow, SourceTable, UserRow
+from bridge.records.source import ChangeOp, LinkRow, SourceTable, UserRow
 from bridge.source.assembly import TransactionAssembler
 from bridge.source.pgoutput import (
     UNCHANGED,

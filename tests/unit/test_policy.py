@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.inbound_records import (
+from bridge.records.inbound import (
     Cascade,
     ChangeEntity,
     ChangeType,
@@ -16,7 +16,7 @@ from bridge.inbound_records import (
     KnownLink,
     SalesforceChange,
 )
-from bridge.sync.policy import (
+from bridge.rules.policy import (
     Decision,
     IgnoreReason,
     Known,

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 
 from bridge.config import SalesforceObjectNames
-from bridge.inbound_records import ChangeType
+from bridge.records.inbound import ChangeType
+from bridge.rules.policy import IgnoreReason, PolicyOptions, WriteBack, decide
 from bridge.salesforce.auth import decode_token_response, identity_user_id
 from bridge.salesforce.changes import decode_change
-from bridge.sync.policy import IgnoreReason, PolicyOptions, WriteBack, decide
 from tests.unit.test_policy import ACTIVITY, EVENT_ID, KNOWN, OTHER_OWNER, T0, T1, event
 
 BRIDGE_USER = "005000000000009AAA"

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from bridge.errors import LedgerUnavailable
-from bridge.inbound_records import (
+from bridge.pipeline.inbound import Inbound, InboundSettings
+from bridge.records.inbound import (
     ChangeEntity,
     ChangeType,
     Field,
@@ -18,8 +19,7 @@ from bridge.inbound_records import (
     SalesforceChange,
     WindowLost,
 )
-from bridge.sync.inbound import Inbound, InboundSettings
-from bridge.sync.policy import PolicyOptions
+from bridge.rules.policy import PolicyOptions
 
 T0 = datetime(2030, 6, 12, 15, 0, tzinfo=UTC)
 EVENT_ID = "00U000000000001AAA"

@@ -12,7 +12,7 @@ import fastavro
 import pytest
 
 from bridge.config import SalesforceObjectNames
-from bridge.inbound_records import ChangeEntity, ChangeType, Field
+from bridge.records.inbound import ChangeEntity, ChangeType, Field
 from bridge.salesforce.avro_events import (
     EventSchema,
     SchemaField,

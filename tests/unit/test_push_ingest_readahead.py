@@ -11,20 +11,17 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.records import (
-    ActivityOutcome,
-    ActivityWork,
+from bridge.pipeline.ingest import IngestLimits, Ingestor
+from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
+from bridge.records.source import (
     BackfillMode,
     BackfillPolicy,
     ChangeOp,
     IngestBatch,
-    LinkOutcome,
-    LinkWork,
     SourceChange,
     SourceTable,
     SourceTransaction,
 )
-from bridge.sync.ingest import IngestLimits, Ingestor
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """The push scheduler: batches, calls in flight, links ahead of Events, version checks, holds and stop.
 
-Hand-written fakes of the Ledger and SalesforceWriter ports (bridge/sync/ports.py): the ledger keeps rows
+Hand-written fakes of the Ledger and SalesforceWriter ports (bridge/pipeline/ports.py): the ledger keeps rows
 with versions and compares them on record as the real one does; Salesforce answers only when the test
 releases a call, so every test decides exactly what is in flight.
 """
@@ -18,22 +18,20 @@ import pytest
 
 from bridge.errors import PermanentError, SalesforceUnavailable
 from bridge.ledger.outbox import LINK_WAITING_CODES
-from bridge.records import (
+from bridge.pipeline.push import Pusher, PushSettings
+from bridge.records.outbound import (
     ActivityOutcome,
     ActivityWork,
     ApiUsage,
-    BookingState,
     EventFields,
     LinkOutcome,
-    LinkState,
     LinkWork,
     MogliEventFields,
     OutcomeState,
-    UserState,
     WriteResult,
 )
-from bridge.sync.mapping import WAITING_CODES, FailureCode, MappingOptions
-from bridge.sync.push import Pusher, PushSettings
+from bridge.records.source import BookingState, LinkState, UserState
+from bridge.rules.mapping import WAITING_CODES, FailureCode, MappingOptions
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OWNER = UserState("7f1e0c1a-0000-4000-8000-000000000001", "005Dn000001OwNrIAK")

@@ -14,7 +14,7 @@ from bridge.errors import (
     PermanentError,
     SalesforceUnavailable,
 )
-from bridge.records import RecordError
+from bridge.records.outbound import RecordError
 from bridge.salesforce.errors import (
     CODE_RULES,
     LIMIT_RETRY_AFTER_SECONDS,

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.config import SalesforceObjectNames
 from bridge.errors import ErrorKind, SalesforceUnavailable
-from bridge.records import ApiUsage, EventFields, MogliEventFields, WriteResult
+from bridge.records.outbound import ApiUsage, EventFields, MogliEventFields, WriteResult
 from bridge.salesforce.payloads import (
     chunked,
     decode_delete_results,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.records import BookingRow, LinkRow, SourceTable, UserRow
+from bridge.records.source import BookingRow, LinkRow, SourceTable, UserRow
 from bridge.source.pgoutput import UNCHANGED, Column, TupleValue
 from bridge.source.rows import build_row, columns_read
 from bridge.source.values import ConversionError, load_value, session_options

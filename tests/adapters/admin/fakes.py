@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from bridge.ledger import DriftItem
 from bridge.ledger.async_ledger import AsyncLedger
-from bridge.records import ApiUsage
+from bridge.records.outbound import ApiUsage
 
 COMMIT_TIME = datetime(2026, 11, 24, 11, 59, 50, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.ledger import DriftItem, LedgerRepository
-from bridge.records import ActivityOutcome, LinkOutcome, OutcomeState
+from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 from tests.adapters.ledger.factory import NOW, OWNER_SF, batch, booking, link, setup_link, txn
 
 MOGLI = "a0B000000000001AAA"

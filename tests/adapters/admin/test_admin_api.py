@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bridge.admin import DaemonProbe
-from bridge.localpg import free_port
+from bridge.devtools.localpg import free_port
 from tests.adapters.admin.conftest import AUTH, TOKEN, Harness, Make
 
 

@@ -15,7 +15,7 @@ from bridge.admin import server as server_module
 from bridge.config import AdminSettings
 from bridge.errors import ConfigurationError
 from bridge.metrics import BridgeMetrics, CountingLedger
-from bridge.records import ActivityOutcome, LinkOutcome, OutcomeState
+from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 from tests.adapters.admin.conftest import Harness, Make
 
 

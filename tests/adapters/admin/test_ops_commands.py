@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from bridge import ops
 from bridge.admin import AdminServer
+from bridge.commands import ops
 from bridge.config import AdminSettings, LedgerSettings, Settings, SourceSettings
+from bridge.devtools.localpg import free_port
 from bridge.errors import ConfigurationError
 from bridge.ledger import upgrade_to_head
 from bridge.ledger.lock import InstanceLock
-from bridge.localpg import free_port
 from bridge.metrics import BridgeMetrics
 from tests.adapters.admin.conftest import TOKEN, Harness, Make
 from tests.adapters.admin.filled import FAILED_CODE

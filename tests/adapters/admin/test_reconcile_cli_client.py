@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from bridge.commands import reconcile as reconcile_cli
 from bridge.config import AdminSettings
-from bridge.localpg import free_port
-from bridge.sync import reconcile_cli
+from bridge.devtools.localpg import free_port
 from tests.adapters.admin.conftest import TOKEN, Harness, Make
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.devtools.localpg import available_bindirs
 from bridge.ledger import LedgerRepository, upgrade_to_head
-from bridge.localpg import available_bindirs
 from tests.adapters.ledger.factory import NOW
 
 

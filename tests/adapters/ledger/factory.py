@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from bridge.ledger import IngestBatch
-from bridge.records import (
+from bridge.records.source import (
     BookingRow,
     ChangeOp,
     LinkRow,

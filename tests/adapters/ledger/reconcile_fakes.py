@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bridge.records import BookingRow, LinkRow, UserRow
-from bridge.sync.drift import EventSnapshot, MogliSnapshot
-from bridge.sync.reconcile_ports import BookingKey
+from bridge.pipeline.reconcile_ports import BookingKey
+from bridge.records.source import BookingRow, LinkRow, UserRow
+from bridge.rules.drift import EventSnapshot, MogliSnapshot
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bridge.devtools.localpg import LocalPostgres
 from bridge.ledger.lock import InstanceLock, LockHealth
-from bridge.localpg import LocalPostgres
 
 
 def test_sqlite_ledger_lock_is_exclusive_and_released(tmp_path: Path) -> None:

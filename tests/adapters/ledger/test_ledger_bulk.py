@@ -7,7 +7,8 @@ from datetime import timedelta
 from sqlalchemy import event
 
 from bridge.ledger import LedgerRepository
-from bridge.records import ActivityOutcome, ChangeOp, LinkOutcome, OutcomeState
+from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
+from bridge.records.source import ChangeOp
 from tests.adapters.ledger.factory import FUTURE, NOW, batch, booking, change, link, setup_link, txn, user
 
 ROWS = 10_000

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event
 
 from bridge.ledger import LedgerRepository
-from bridge.records import ChangeOp, LinkRow, SourceTable
+from bridge.records.source import ChangeOp, LinkRow, SourceTable
 from tests.adapters.ledger.factory import (
     BIG,
     FUTURE,
@@ -160,7 +160,7 @@ def test_skipped_booking_rescheduled_later_becomes_work(repo: LedgerRepository) 
 
 def _sync_everything(repo: LedgerRepository) -> None:
     """Mark every pending link and activity synced at its current version (what the worker would do)."""
-    from bridge.records import ActivityOutcome, LinkOutcome, OutcomeState
+    from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 
     links = repo.claim_link_work(NOW, 100)
     repo.record_link_outcomes(
@@ -208,7 +208,7 @@ def test_deactivating_a_link_is_mirror_only(repo: LedgerRepository) -> None:
 
 def test_user_connection_requeues_not_connected_failures(repo: LedgerRepository) -> None:
     """When a user gets a Salesforce id, their USER_NOT_CONNECTED failures and failed links go again."""
-    from bridge.records import ActivityOutcome, LinkOutcome, OutcomeState
+    from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 
     repo.apply_source_batch(
         batch(
@@ -398,7 +398,7 @@ def test_noop_update_queues_nothing(repo: LedgerRepository) -> None:
 
 def test_update_of_failed_booking_retries_it(repo: LedgerRepository) -> None:
     """Any source update of a failed booking queues it again, even without a mirrored change."""
-    from bridge.records import ActivityOutcome, OutcomeState
+    from bridge.records.outbound import ActivityOutcome, OutcomeState
 
     repo.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
     repo.record_activity_outcomes(
@@ -447,7 +447,7 @@ def test_reset_checkpoint_applies_everything_again(repo: LedgerRepository) -> No
 
 def test_late_link_requeues_bookings_that_failed_for_want_of_it(repo: LedgerRepository) -> None:
     """A link that arrives in a later batch than its (past, failed) booking books itself and requeues it."""
-    from bridge.records import ActivityOutcome, OutcomeState
+    from bridge.records.outbound import ActivityOutcome, OutcomeState
 
     repo.apply_source_batch(batch(txn(booking("b1", "l1", start=PAST))))
     repo.record_activity_outcomes(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bridge.ledger import Direction, DriftItem, JournalEntry, LedgerRepository
-from bridge.records import ActivityOutcome, ChangeOp, EventFields, LinkOutcome, OutcomeState, SourceTable
+from bridge.records.outbound import ActivityOutcome, EventFields, LinkOutcome, OutcomeState
+from bridge.records.source import ChangeOp, SourceTable
 from tests.adapters.ledger.factory import (
     FUTURE,
     NOW,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.devtools.localpg import LocalPostgres
 from bridge.errors import LedgerUnavailable, TransientError
 from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.migrate import upgrade_to_head
 from bridge.ledger.repository import LedgerRepository
-from bridge.localpg import LocalPostgres
 
 
 async def test_a_stopped_ledger_server_raises_ledger_unavailable_and_recovers_when_back() -> None:

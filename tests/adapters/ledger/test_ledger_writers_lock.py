@@ -8,9 +8,9 @@ import pytest
 
 from bridge import app
 from bridge.config import LedgerSettings, Settings, SourceSettings
+from bridge.devtools.localpg import free_port
 from bridge.ledger import LedgerRepository, upgrade_to_head
 from bridge.ledger.lock import InstanceLock
-from bridge.localpg import free_port
 
 
 def test_setup_reset_source_is_refused_while_a_daemon_holds_the_ledger(

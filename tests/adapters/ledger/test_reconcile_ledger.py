@@ -14,10 +14,10 @@ from bridge import sfid
 from bridge.ledger import LedgerRepository
 from bridge.ledger.reconciliation import ReconcileStore
 from bridge.ledger.repository import AsyncLedger
-from bridge.records import ChangeOp
-from bridge.sync.drift import EventSnapshot, MogliSnapshot, RepairPolicy
-from bridge.sync.mapping import MappingOptions
-from bridge.sync.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
+from bridge.pipeline.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
+from bridge.records.source import ChangeOp
+from bridge.rules.drift import EventSnapshot, MogliSnapshot, RepairPolicy
+from bridge.rules.mapping import MappingOptions
 from tests.adapters.ledger.factory import (
     BIG,
     FUTURE,

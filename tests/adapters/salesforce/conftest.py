@@ -10,7 +10,7 @@ from sfclient_support import Control, FakeTime, Seed, password_settings
 
 from bridge.config import SalesforceSettings
 from bridge.emulator.server import RunningEmulator, start_emulator
-from bridge.records import MogliEventFields
+from bridge.records.outbound import MogliEventFields
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.rest import SalesforceClient
 

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from bridge.config import SalesforceSettings
-from bridge.records import EventFields
+from bridge.records.outbound import EventFields
 
 USERNAME = "bridge@example.com"
 PASSWORD = "emulator"

@@ -10,7 +10,7 @@ from sfclient_support import Control, Seed, event_item
 from test_streaming import FAST, RECEIVE_BOUND_SECONDS, _person_creates_event, _subscribed, emulator
 
 from bridge.config import SalesforceSettings
-from bridge.inbound_records import ChangeType, Heartbeat, SalesforceChange
+from bridge.records.inbound import ChangeType, Heartbeat, SalesforceChange
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.channels import check_channel, ensure_channel, member_specs
 from bridge.salesforce.rest import SalesforceClient

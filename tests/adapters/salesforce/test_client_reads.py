@@ -12,7 +12,7 @@ from bridge.config import SalesforceObjectNames, SalesforceSettings
 from bridge.emulator.contracts import change_event_channel
 from bridge.emulator.server import RunningEmulator
 from bridge.errors import ConfigurationError
-from bridge.records import MogliEventFields
+from bridge.records.outbound import MogliEventFields
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.rest import LOOKUP_CHUNK, SalesforceClient
 

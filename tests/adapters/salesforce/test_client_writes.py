@@ -12,7 +12,7 @@ from sfclient_support import START, Control, Seed, event_item
 from bridge import sfid
 from bridge.config import SalesforceObjectNames, SalesforceSettings
 from bridge.errors import ConfigurationError, ErrorKind
-from bridge.records import MogliEventFields
+from bridge.records.outbound import MogliEventFields
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.rest import SalesforceClient
 

@@ -18,7 +18,7 @@ from bridge.config import SalesforceSettings
 from bridge.emulator.server import RunningEmulator, start_emulator
 from bridge.emulator.state import STATE
 from bridge.errors import ConfigurationError
-from bridge.inbound_records import ChangeType, Heartbeat, ReplayPosition, SalesforceChange, WindowLost
+from bridge.records.inbound import ChangeType, Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.auth import TokenManager, make_ssl_context
 from bridge.salesforce.pubsub import PubSubStream, PubSubTiming, channel_credentials
 from bridge.salesforce.pubsub_positions import replay_bytes, replay_number

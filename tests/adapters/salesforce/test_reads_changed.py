@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sfclient_support import Seed, event_item
 
 from bridge.config import SalesforceObjectNames
-from bridge.records import MogliEventFields
+from bridge.records.outbound import MogliEventFields
 from bridge.salesforce.reads import SalesforceReads, _parse_datetime
 from bridge.salesforce.rest import SalesforceClient
 

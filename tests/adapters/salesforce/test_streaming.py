@@ -16,7 +16,7 @@ from sfclient_support import Control
 
 from bridge.config import SalesforceSettings
 from bridge.emulator.server import RunningEmulator, start_emulator
-from bridge.inbound_records import (
+from bridge.records.inbound import (
     ChangeEntity,
     ChangeType,
     Heartbeat,

@@ -9,7 +9,7 @@ import pytest
 from sfclient_support import Control, Seed, event_item
 
 from bridge.config import SalesforceObjectNames
-from bridge.inbound_records import ChangeEntity, ChangeType, Field
+from bridge.records.inbound import ChangeEntity, ChangeType, Field
 from bridge.salesforce.changes import ChangeReader, decode_change, parse_datetime
 from bridge.salesforce.rest import SalesforceClient
 

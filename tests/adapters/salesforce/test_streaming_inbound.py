@@ -22,7 +22,9 @@ from bridge.emulator.contracts import DmlContext
 from bridge.emulator.server import RunningEmulator, start_emulator
 from bridge.ledger.migrate import upgrade_to_head
 from bridge.ledger.repository import AsyncLedger, LedgerRepository
-from bridge.records import (
+from bridge.pipeline.inbound import Inbound, InboundSettings
+from bridge.pipeline.push import Pusher, PushSettings
+from bridge.records.source import (
     BookingRow,
     ChangeOp,
     IngestBatch,
@@ -32,14 +34,12 @@ from bridge.records import (
     SourceTransaction,
     UserRow,
 )
+from bridge.rules.mapping import MappingOptions
+from bridge.rules.policy import PolicyOptions
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.changes import ChangeReader
 from bridge.salesforce.rest import SalesforceClient
 from bridge.salesforce.streaming import ChangeStream, StreamTiming
-from bridge.sync.inbound import Inbound, InboundSettings
-from bridge.sync.mapping import MappingOptions
-from bridge.sync.policy import PolicyOptions
-from bridge.sync.push import Pusher, PushSettings
 
 BOUND_SECONDS = 30
 FAST = StreamTiming(check_seconds=0.5, stall_seconds=5.0, backoff_base_seconds=0.05, backoff_max_seconds=0.2)

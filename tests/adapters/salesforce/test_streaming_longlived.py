@@ -27,7 +27,7 @@ from test_streaming import (
 
 from bridge.config import SalesforceSettings
 from bridge.emulator.server import start_emulator
-from bridge.inbound_records import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
+from bridge.records.inbound import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.auth import TokenManager, make_ssl_context
 from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming, _connect_task
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bridge.errors import ErrorKind
-from bridge.records import (
+from bridge.records.outbound import (
     ActivityOutcome,
     ActivityWork,
     LinkOutcome,
@@ -21,7 +21,7 @@ from bridge.records import (
     RecordError,
     WriteResult,
 )
-from bridge.sync.mapping import (
+from bridge.rules.mapping import (
     DeleteEvent,
     FailureCode,
     MappingOptions,

@@ -10,18 +10,17 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from bridge.records import (
+from bridge.records.outbound import (
     ActivityOutcome,
     ActivityWork,
     ApiUsage,
     EventFields,
-    IngestBatch,
     LinkOutcome,
     LinkWork,
     MogliEventFields,
-    SourceTransaction,
     WriteResult,
 )
+from bridge.records.source import IngestBatch, SourceTransaction
 
 
 class ChangeSource(Protocol):

@@ -15,8 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bridge.localpg import LocalPostgres
-from bridge.stack import (
+from bridge.devtools.localpg import LocalPostgres
+from bridge.devtools.stack import (
     DaemonProcess,
     EmulatorProcess,
     Scheduler,

@@ -29,10 +29,10 @@ from rich.table import Table
 
 from bridge.config import Settings
 from bridge.errors import ApiLimitExhausted, ConfigurationError
-from bridge.ledger.rows import DriftItem
-from bridge.sync.drift import RepairPolicy
-from bridge.sync.mapping import MappingOptions
-from bridge.sync.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
+from bridge.pipeline.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
+from bridge.records.ledger import DriftItem
+from bridge.rules.drift import RepairPolicy
+from bridge.rules.mapping import MappingOptions
 
 if TYPE_CHECKING:
     from bridge.ledger.reconciliation import ReconcileStore
@@ -321,9 +321,9 @@ async def _execute(
     settings: Settings, options: ReconcileOptions, report: Callable[[str, int, int], None] | None
 ) -> ReconcileSummary:
     from bridge.ledger.repository import AsyncLedger, LedgerRepository, utc_now
+    from bridge.pipeline.push import Pusher, PushSettings
     from bridge.salesforce.auth import TokenManager, make_ssl_context
     from bridge.salesforce.rest import SalesforceClient
-    from bridge.sync.push import Pusher, PushSettings
 
     sf, sync = settings.salesforce, settings.sync
     ledger = AsyncLedger(LedgerRepository.from_url(settings.ledger.url))

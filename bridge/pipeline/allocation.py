@@ -20,7 +20,7 @@ from typing import Protocol
 import structlog
 
 from bridge.errors import BridgeError
-from bridge.inbound_records import EventAllocation
+from bridge.records.inbound import EventAllocation
 
 log = structlog.get_logger(__name__)
 

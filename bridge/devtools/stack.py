@@ -25,8 +25,8 @@ from typing import Any
 
 import psycopg2
 
-from bridge.invariants import Tally, tally
-from bridge.localpg import free_port
+from bridge.devtools.invariants import Tally, tally
+from bridge.devtools.localpg import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -515,7 +515,7 @@ def check_invariants(
     failed_ok: frozenset[str] = frozenset(),
 ) -> list[Any]:
     """Compare the scheduler, the org and the ledger; returns the differences (empty when they agree)."""
-    from bridge.invariants import check
+    from bridge.devtools.invariants import check
 
     return check(
         bookings=scheduler.rows("bookings"),

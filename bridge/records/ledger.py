@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bridge.records import IngestBatch
+from bridge.records.source import IngestBatch
 
 JsonObject = Mapping[str, Any]
 

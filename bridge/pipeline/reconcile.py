@@ -19,8 +19,15 @@ from typing import Any
 import structlog
 
 from bridge.errors import ApiLimitExhausted, TransientError
-from bridge.ledger.rows import DriftItem
-from bridge.sync.drift import (
+from bridge.pipeline.reconcile_ports import (
+    ReconcileLedger,
+    ReconcileStorePort,
+    SalesforceSnapshot,
+    SchedulerSnapshot,
+)
+from bridge.pipeline.repair import Repairer
+from bridge.records.ledger import DriftItem
+from bridge.rules.drift import (
     BookingView,
     DriftKind,
     Finding,
@@ -31,14 +38,7 @@ from bridge.sync.drift import (
     classify_link,
     classify_user,
 )
-from bridge.sync.mapping import MappingOptions
-from bridge.sync.reconcile_ports import (
-    ReconcileLedger,
-    ReconcileStorePort,
-    SalesforceSnapshot,
-    SchedulerSnapshot,
-)
-from bridge.sync.reconcile_repair import Repairer
+from bridge.rules.mapping import MappingOptions
 
 log = structlog.get_logger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from rich.table import Table
 
-from bridge.bench_world import PIPELINED, BenchWorld, percentile
-from bridge.localpg import LocalPostgres
+from bridge.devtools.bench_world import PIPELINED, BenchWorld, percentile
+from bridge.devtools.localpg import LocalPostgres
 
 TRANSPORTS = ("cometd", "pubsub")
 POLL_SECONDS = 0.05

@@ -287,7 +287,7 @@ def _ledger_section(settings: Settings) -> dict[str, Any]:
     from bridge.ledger.engine import durability_problems
     from bridge.ledger.migrate import current_revision, head_revision
     from bridge.ledger.repository import LedgerRepository
-    from bridge.records import format_lsn
+    from bridge.records.source import format_lsn
 
     try:
         revision = current_revision(settings.ledger.url)

@@ -16,19 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from bridge.ledger.rows import ActivityRecord, LinkRecord
-from bridge.records import (
-    ActivityWork,
-    BookingRow,
-    BookingState,
-    LinkRow,
-    LinkState,
-    LinkWork,
-    MogliEventFields,
-    UserRow,
-    UserState,
-)
-from bridge.sync.drift_records import (
+from bridge.records.drift import (
     BookingView,
     DriftKind,
     EventSnapshot,
@@ -39,7 +27,10 @@ from bridge.sync.drift_records import (
     Repair,
     RepairPolicy,
 )
-from bridge.sync.mapping import (
+from bridge.records.ledger import ActivityRecord, LinkRecord
+from bridge.records.outbound import ActivityWork, LinkWork, MogliEventFields
+from bridge.records.source import BookingRow, BookingState, LinkRow, LinkState, UserRow, UserState
+from bridge.rules.mapping import (
     DeleteEvent,
     MappingOptions,
     NothingToDo,
@@ -48,7 +39,7 @@ from bridge.sync.mapping import (
     mogli_event_for,
     normalise_id,
 )
-from bridge.sync.precision import same_instant
+from bridge.rules.precision import same_instant
 
 __all__ = [
     "BookingView",

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from bridge.ledger.rows import ActivityRecord, LinkRecord
-from bridge.records import BookingRow, LinkRow
+from bridge.records.ledger import ActivityRecord, LinkRecord
+from bridge.records.source import BookingRow, LinkRow
 
 
 class DriftKind(enum.StrEnum):

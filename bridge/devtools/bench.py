@@ -32,9 +32,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bridge.bench_inbound import FULL_INBOUND, QUICK_INBOUND, TRANSPORTS, inbound_table, run_inbound
-from bridge.bench_world import NAIVE, PIPELINED, BenchWorld, DaemonMode, percentile
-from bridge.localpg import LocalPostgres
+from bridge.devtools.bench_inbound import FULL_INBOUND, QUICK_INBOUND, TRANSPORTS, inbound_table, run_inbound
+from bridge.devtools.bench_world import NAIVE, PIPELINED, BenchWorld, DaemonMode, percentile
+from bridge.devtools.localpg import LocalPostgres
 
 LATENCY_MS = 150
 POLL_SECONDS = 0.025

@@ -20,7 +20,7 @@ from typing import Protocol
 import structlog
 
 from bridge.errors import PermanentError, TransientError
-from bridge.inbound_records import (
+from bridge.records.inbound import (
     ActivityChange,
     ChangeEntity,
     Heartbeat,
@@ -32,7 +32,7 @@ from bridge.inbound_records import (
     SalesforceChange,
     WindowLost,
 )
-from bridge.sync.policy import Decision, Known, PolicyOptions, Reread, RereadKind, WriteBack, decide
+from bridge.rules.policy import Decision, Known, PolicyOptions, Reread, RereadKind, WriteBack, decide
 
 log = structlog.get_logger(__name__)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bridge.records import BackfillMode, BackfillPolicy, BookingRow, BookingState
-from bridge.sync.mapping import CANCELLED
+from bridge.records.source import BackfillMode, BackfillPolicy, BookingRow, BookingState
+from bridge.rules.mapping import CANCELLED
 
 
 def backfill_admits(policy: BackfillPolicy, booking: BookingRow | BookingState, now: datetime) -> bool:

@@ -24,10 +24,17 @@ from typing import TypeVar
 import structlog
 
 from bridge.errors import ApiLimitExhausted, LedgerUnavailable, TransientError
-from bridge.records import ActivityOutcome, ActivityWork, EventFields, LinkOutcome, LinkWork, OutcomeState
-from bridge.sync.mapping import DeleteEvent, MappingOptions, UpsertEvent
-from bridge.sync.ports import Ledger, SalesforceWriter
-from bridge.sync.push_outcomes import (
+from bridge.pipeline.ports import Ledger, SalesforceWriter
+from bridge.records.outbound import (
+    ActivityOutcome,
+    ActivityWork,
+    EventFields,
+    LinkOutcome,
+    LinkWork,
+    OutcomeState,
+)
+from bridge.rules.mapping import DeleteEvent, MappingOptions, UpsertEvent
+from bridge.rules.push_outcomes import (
     PushSettings,
     failure_outcome,
     link_outcome,

@@ -29,15 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from bridge import sfid
-from bridge.records import (
-    ActivityWork,
-    BookingState,
-    EventFields,
-    LinkState,
-    LinkWork,
-    MogliEventFields,
-    UserState,
-)
+from bridge.records.outbound import ActivityWork, EventFields, LinkWork, MogliEventFields
+from bridge.records.source import BookingState, LinkState, UserState
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 

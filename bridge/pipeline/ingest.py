@@ -16,7 +16,8 @@ from datetime import datetime
 import structlog
 
 from bridge.errors import LedgerUnavailable
-from bridge.records import (
+from bridge.pipeline.ports import ChangeSource, Ledger
+from bridge.records.source import (
     BackfillPolicy,
     BookingRow,
     ChangeOp,
@@ -24,8 +25,7 @@ from bridge.records import (
     SourceTable,
     SourceTransaction,
 )
-from bridge.sync.backfill import backfill_admits
-from bridge.sync.ports import ChangeSource, Ledger
+from bridge.rules.backfill import backfill_admits
 
 log = structlog.get_logger(__name__)
 LEDGER_RETRY_FIRST_SECONDS = 0.5

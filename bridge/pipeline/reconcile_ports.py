@@ -9,9 +9,9 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from bridge.ledger.rows import ActivityRecord, DriftItem, JsonObject, LinkRecord, ReconciliationRun
-from bridge.records import BookingRow, LinkRow, SourceChange, UserRow
-from bridge.sync.drift import EventSnapshot, MogliSnapshot
+from bridge.records.ledger import ActivityRecord, DriftItem, JsonObject, LinkRecord, ReconciliationRun
+from bridge.records.source import BookingRow, LinkRow, SourceChange, UserRow
+from bridge.rules.drift import EventSnapshot, MogliSnapshot
 
 BookingKey = tuple[str, str | None, str | None]  # booking id, link id, assigned user id
 MirrorKey = tuple[str, str]  # journal entity ('user' | 'link' | 'activity'), row id

@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import structlog
 
-from bridge.records import SourceTransaction
-from bridge.sync.ports import ChangeSource
+from bridge.pipeline.ports import ChangeSource
+from bridge.records.source import SourceTransaction
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,9 @@
 """One benchmark scenario: a scheduler database, an emulator process, a ledger and a daemon process.
 
-The bench (bridge/bench.py) builds a `BenchWorld` per workload; this module knows how to fill the scheduler
-fast (one INSERT ... SELECT generate_series per table), how to watch Events appear in the emulator (the
-`/__emulator/created/Event` cursor route, which carries each record's commit time) and how to read the
-daemon's peak memory (VmHWM).
+The bench (bridge/devtools/bench.py) builds a `BenchWorld` per workload; this module knows how to fill
+the scheduler fast (one INSERT ... SELECT generate_series per table), how to watch Events appear in the
+emulator (the `/__emulator/created/Event` cursor route, which carries each record's commit time) and how
+to read the daemon's peak memory (VmHWM).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 import psycopg2
 
-from bridge.localpg import LocalPostgres
-from bridge.stack import (
+from bridge.devtools.localpg import LocalPostgres
+from bridge.devtools.stack import (
     DaemonProcess,
     EmulatorProcess,
     SalesforceSeed,

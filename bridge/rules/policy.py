@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
-from bridge.inbound_records import (
+from bridge.records.inbound import (
     ActivityChange,
     Cascade,
     ChangeEntity,
@@ -24,7 +24,7 @@ from bridge.inbound_records import (
     LinkChange,
     SalesforceChange,
 )
-from bridge.sync.precision import same_instant
+from bridge.rules.precision import same_instant
 
 DELETED_IN_SALESFORCE = "deleted_in_salesforce"
 SYNCED = "synced"

@@ -12,9 +12,14 @@ from collections.abc import Sequence
 
 import structlog
 
-from bridge.records import BookingRow, ChangeOp, LinkRow, SourceChange, SourceTable
-from bridge.sync.drift import Finding, Repair
-from bridge.sync.reconcile_ports import MirrorKey, ReconcileStorePort, SalesforceSnapshot, SchedulerSnapshot
+from bridge.pipeline.reconcile_ports import (
+    MirrorKey,
+    ReconcileStorePort,
+    SalesforceSnapshot,
+    SchedulerSnapshot,
+)
+from bridge.records.source import BookingRow, ChangeOp, LinkRow, SourceChange, SourceTable
+from bridge.rules.drift import Finding, Repair
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,1 @@
+"""The commands of `mogli-bridge`, one module each; `cli.py` parses and dispatches to them."""

@@ -7,29 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
 
-from bridge.config import SalesforceSettings, Settings, require_salesforce_credentials, validate_for_run
+from bridge.config import SalesforceSettings, Settings, redacted_url, validate_for_run
 from bridge.errors import BridgeError, ConfigurationError, FatalError, TransientError
 from bridge.ledger.async_ledger import AsyncLedger
+from bridge.ledger.checkpoints import SOURCE_STREAM
 from bridge.ledger.lock import InstanceLock, LockHealth
 from bridge.metrics import BridgeMetrics, CountingLedger
 from bridge.pipeline.echo import EchoFilter
 from bridge.pipeline.ingest import Ingestor
 from bridge.pipeline.push import Pusher, PushSettings
 from bridge.rules.mapping import MappingOptions
+from bridge.supervisor import ComponentState, supervise
 
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
@@ -46,238 +45,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_SQL = Path(__file__).parent / "schema" / "scheduler_schema.sql"
-SOURCE_CHECKPOINT = "source"
-SHUTDOWN_GRACE_SECONDS = 20.0
+
 LOCK_CHECK_SECONDS = 2.0
 
 
 def utcnow() -> datetime:
     """The wall clock, in UTC (the one clock the daemon injects everywhere)."""
     return datetime.now(UTC)
-
-
-class ComponentState(enum.StrEnum):
-    """Life cycle of a supervised component."""
-
-    STARTING = "starting"
-    RUNNING = "running"
-    DRAINING = "draining"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-# ------------------------------------------------------------------------------------------- setup
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    """One line of the `setup` report."""
-
-    component: str
-    ok: bool
-    message: str
-
-
-def _ledger_checks(settings: Settings, reset_source: bool) -> list[Check]:
-    """Migrate the ledger (and forget the source position), only while no daemon holds it."""
-    lock = InstanceLock(settings.ledger.url)
-    if not lock.try_acquire():
-        return _ledger_checks_behind_daemon(settings, reset_source)
-    try:
-        return _ledger_writes(settings, reset_source)
-    finally:
-        lock.release()
-
-
-def _ledger_checks_behind_daemon(settings: Settings, reset_source: bool) -> list[Check]:
-    """A running daemon holds the ledger: report its schema, write nothing."""
-    from bridge.ledger.migrate import current_revision, head_revision
-
-    holder = "a running mogli-bridge daemon holds the ledger"
-    revision = current_revision(settings.ledger.url)
-    if revision != head_revision():
-        checks = [Check("ledger", False, f"{holder}; stop it, then run setup to migrate (at {revision})")]
-    else:
-        checks = [Check("ledger", True, f"at revision {revision} ({holder})")]
-    if reset_source:
-        checks.append(Check("ledger", False, f"{holder}; stop it before --reset-source"))
-    return checks
-
-
-def _ledger_writes(settings: Settings, reset_source: bool) -> list[Check]:
-    from bridge.ledger.migrate import upgrade_to_head
-    from bridge.ledger.repository import LedgerRepository
-
-    revision = upgrade_to_head(settings.ledger.url)
-    checks = [Check("ledger", True, f"migrated to revision {revision} ({_safe_url(settings.ledger.url)})")]
-    if reset_source:
-        repository = LedgerRepository.from_url(settings.ledger.url)
-        try:
-            repository.write_checkpoint(SOURCE_CHECKPOINT, "")
-        finally:
-            repository.dispose()
-        checks.append(Check("ledger", True, "source position forgotten: the next run re-reads the tables"))
-    return checks
-
-
-def _source_checks(settings: Settings, create_demo_schema: bool, reset_source: bool) -> list[Check]:
-    from bridge.source.setup import check_source, drop_slot, ensure_publication, ensure_slot
-
-    src = settings.source
-    checks: list[Check] = []
-    if create_demo_schema:
-        created = _create_demo_schema(src.dsn, src.schema)
-        checks.append(
-            Check("source", True, "reference schema created" if created else "schema already present")
-        )
-    if reset_source and drop_slot(src.dsn, src.slot):
-        checks.append(Check("source", True, f"replication slot {src.slot} dropped"))
-    pub = ensure_publication(src.dsn, src.schema, src.publication)
-    checks.append(Check("source", True, f"publication {src.publication} {'created' if pub else 'present'}"))
-    slot = ensure_slot(src.dsn, src.slot)
-    checks.append(Check("source", True, f"replication slot {src.slot} {'created' if slot else 'present'}"))
-    report = check_source(src.dsn, src.schema, src.slot, src.publication)
-    checks.extend(Check("source", False, problem) for problem in report.problems)
-    if settings.sync.streaming:
-        from bridge.source.writeback import check_origin
-
-        checks.append(Check("source", *check_origin(src.dsn)))
-    return checks
-
-
-def _create_demo_schema(dsn: str, schema: str) -> bool:
-    import psycopg2
-
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = 'bookings'",
-                (schema,),
-            )
-            if cur.fetchone():
-                return False
-            cur.execute(
-                SCHEMA_SQL.read_text()
-                .replace("scheduler.", f"{schema}.")
-                .replace("SCHEMA IF NOT EXISTS scheduler", f"SCHEMA IF NOT EXISTS {schema}")
-            )
-        conn.commit()
-        return True
-    finally:
-        conn.close()
-
-
-async def _salesforce_checks(settings: Settings) -> list[Check]:
-    from bridge.salesforce.auth import TokenManager, make_ssl_context
-    from bridge.salesforce.rest import SalesforceClient
-
-    sf = settings.salesforce
-    require_salesforce_credentials(sf)
-    connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle))
-    async with aiohttp.ClientSession(connector=connector) as http:
-        tokens = TokenManager(http, sf)
-        client = SalesforceClient(http, tokens, sf)
-        await tokens.get()
-        checks = [Check("salesforce", True, f"logged in ({sf.auth}) at {sf.login_url}")]
-        names = sf.objects
-        wanted = {
-            names.mogli_event_object: (
-                names.link_external_id_field,
-                names.link_type_field,
-                names.mogli_description_field,
-            ),
-            "Event": (names.booking_external_id_field, names.event_mogli_event_field),
-        }
-        for sobject, fields in wanted.items():
-            try:
-                desc = await client.describe(sobject)
-            except BridgeError as exc:
-                checks.append(Check("salesforce", False, f"object {sobject}: {exc}"))
-                continue
-            missing = [f for f in fields if f.lower() not in {n.lower() for n in desc.fields}]
-            if missing:
-                checks.append(
-                    Check(
-                        "salesforce",
-                        False,
-                        f"object {sobject} lacks fields {', '.join(missing)} "
-                        "(salesforce.objects.* names them)",
-                    )
-                )
-            else:
-                checks.append(Check("salesforce", True, f"object {sobject} and its fields present"))
-        if settings.sync.streaming and settings.sync.channel != "standard":
-            checks.append(await _channel_check(settings, client, tokens))
-        return checks
-
-
-async def _channel_check(settings: Settings, client: SalesforceClient, tokens: TokenManager) -> Check:
-    """Create or update the filtered custom channel; under `auto` a refusal only means standard channels."""
-    from bridge.salesforce.channels import ensure_channel
-
-    sf, sync = settings.salesforce, settings.sync
-    fallback = sync.channel == "auto"
-    user = await tokens.user_id()
-    if user is None:
-        return Check("salesforce", fallback, "custom channel: the token response names no user (no `id` URL)")
-    try:
-        done = await ensure_channel(client, sf.objects, sync.channel_name, user)
-    except BridgeError as exc:
-        if fallback:
-            return Check(
-                "salesforce",
-                True,
-                f"custom channel {sync.channel_name} refused ({exc}); the daemon uses the standard channels "
-                "(sync.channel = auto)",
-            )
-        return Check("salesforce", False, f"custom channel {sync.channel_name} refused: {exc} (sync.channel)")
-    return Check("salesforce", True, f"custom channel {sync.channel_name}: {'; '.join(done)}")
-
-
-def setup(
-    settings: Settings,
-    *,
-    create_demo_schema: bool = False,
-    reset_source: bool = False,
-    check_salesforce: bool = True,
-) -> int:
-    """`mogli-bridge setup`: idempotent preparation of ledger, source and Salesforce; prints a report."""
-    checks: list[Check] = []
-    steps: tuple[tuple[str, Callable[[], list[Check]]], ...] = (
-        ("ledger", lambda: _ledger_checks(settings, reset_source)),
-        ("source", lambda: _source_checks(settings, create_demo_schema, reset_source)),
-    )
-    for name, step in steps:
-        try:
-            checks.extend(step())
-        except ConfigurationError:
-            raise
-        except Exception as exc:
-            checks.append(Check(name, False, f"{type(exc).__name__}: {exc}"))
-    if check_salesforce:
-        try:
-            checks.extend(asyncio.run(_salesforce_checks(settings)))
-        except ConfigurationError as exc:
-            checks.append(Check("salesforce", False, str(exc)))
-        except Exception as exc:
-            checks.append(Check("salesforce", False, f"{type(exc).__name__}: {exc}"))
-    for check in checks:
-        print(f"{'ok ' if check.ok else 'NOT'}  {check.component:<10} {check.message}")
-    ready = all(c.ok for c in checks)
-    print("ready" if ready else "not ready: fix the lines marked NOT and run setup again")
-    return 0 if ready else 1
-
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparseable url)"
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -381,7 +155,7 @@ class Daemon:
 
         connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle), limit=sf.max_in_flight * 2)
         async with self._ledger() as ledger, aiohttp.ClientSession(connector=connector) as http:
-            checkpoint = await ledger.read_checkpoint(SOURCE_CHECKPOINT)
+            checkpoint = await ledger.read_checkpoint(SOURCE_STREAM)
             resume = int(checkpoint) if checkpoint else None
             source = ReplicationSource(self.settings.source, resume_lsn=resume)
             tokens = TokenManager(http, sf)  # one token for REST and streaming
@@ -413,7 +187,7 @@ class Daemon:
             log.info(
                 "daemon.started",
                 resume_lsn=resume,
-                ledger=_safe_url(self.settings.ledger.url),
+                ledger=redacted_url(self.settings.ledger.url),
                 pid=os.getpid(),
             )
             admin = self._admin_server(ledger, source, client, pusher, ingestor, metrics)
@@ -428,7 +202,7 @@ class Daemon:
                 components["inbound"] = inbound.run
                 components["allocation"] = self._allocation_watch(ledger, client, pusher, metrics).run
             try:
-                await self._supervise(components)
+                await supervise(components, self.stop_event, self.states)
             finally:
                 await source.close()
                 if writer is not None:
@@ -668,33 +442,6 @@ class Daemon:
             runner=self._reconciler(ledger, client, pusher),
             make_options=ReconcileOptions,
         )
-
-    async def _supervise(self, components: dict[str, Callable[[asyncio.Event], Awaitable[None]]]) -> None:
-        """Run every component in one TaskGroup; the first failure stops them all."""
-
-        async def guarded(name: str, run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-            self.states[name] = ComponentState.RUNNING
-            try:
-                await run(self.stop_event)
-                self.states[name] = ComponentState.STOPPED
-            except BaseException:
-                self.states[name] = ComponentState.FAILED
-                raise
-            if not self.stop_event.is_set():
-                raise FatalError(f"component {name} ended unexpectedly")
-
-        async def deadline() -> None:
-            await self.stop_event.wait()
-            await asyncio.sleep(SHUTDOWN_GRACE_SECONDS)
-            running = [n for n, s in self.states.items() if s is ComponentState.RUNNING]
-            log.error("daemon.shutdown_deadline", still_running=running)
-            raise FatalError(f"components did not stop within {SHUTDOWN_GRACE_SECONDS:.0f}s: {running}")
-
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(guarded(n, r), name=n) for n, r in components.items()]
-            killer = tg.create_task(deadline(), name="deadline")
-            await asyncio.wait(tasks)
-            killer.cancel()
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

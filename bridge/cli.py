@@ -146,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in settings.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if args.command == "setup":
-            return app.setup(
+            from bridge.commands import setup
+
+            return setup.setup(
                 settings,
                 create_demo_schema=args.create_demo_schema,
                 reset_source=args.reset_source,

@@ -441,3 +441,13 @@ def _check_listen(listen: str, key: str) -> None:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigurationError(f"{key} must be HOST:PORT, not {listen!r}", key)
+
+
+def redacted_url(url: str) -> str:
+    """A database URL without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable url)"

@@ -32,7 +32,7 @@ from bridge.devtools.stack import (
     write_config,
 )
 
-SCHEMA_SQL = Path(__file__).parent / "schema" / "scheduler_schema.sql"
+SCHEMA_SQL = Path(__file__).parents[1] / "schema" / "scheduler_schema.sql"
 LINK_TYPES = ("one_on_one", "round_robin", "rsvp")
 SF_USERS = 10
 SEED_CONTACTS = 100

@@ -28,7 +28,7 @@ import psycopg2
 from bridge.devtools.invariants import Tally, tally
 from bridge.devtools.localpg import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(

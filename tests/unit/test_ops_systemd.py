@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.app import SHUTDOWN_GRACE_SECONDS
+from bridge.supervisor import SHUTDOWN_GRACE_SECONDS
 
 UNIT = Path(__file__).resolve().parents[2] / "config" / "mogli-bridge.service"
 

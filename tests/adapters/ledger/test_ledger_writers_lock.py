@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import app
+from bridge.commands import setup
 from bridge.config import LedgerSettings, Settings, SourceSettings
 from bridge.devtools.localpg import free_port
 from bridge.ledger import LedgerRepository, upgrade_to_head
@@ -29,13 +29,13 @@ def test_setup_reset_source_is_refused_while_a_daemon_holds_the_ledger(
     daemon = InstanceLock(url)
     assert daemon.try_acquire()
     try:
-        assert app.setup(settings, reset_source=True, check_salesforce=False) == 1
+        assert setup.setup(settings, reset_source=True, check_salesforce=False) == 1
         lines = capsys.readouterr().out.splitlines()
         assert any(line.startswith("NOT") and "stop it before --reset-source" in line for line in lines)
         assert repository.read_checkpoint("source") == "4242"
     finally:
         daemon.release()
-    app.setup(settings, reset_source=True, check_salesforce=False)
+    setup.setup(settings, reset_source=True, check_salesforce=False)
     assert "source position forgotten" in capsys.readouterr().out
     assert repository.read_checkpoint("source") == ""
     repository.dispose()

@@ -9,13 +9,11 @@ daemon that is still starting) is refused with a message.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, reason
 from bridge.config import Settings
 from bridge.errors import ApiLimitExhausted, ConfigurationError
 from bridge.pipeline.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 0.5
-ADMIN_CONNECT_SECONDS = 5.0  # a daemon that does not accept a connection in this long is not there
 ADMIN_ANSWER_SECONDS = 120.0  # a busy daemon queues the request behind its ledger work; wait for it
 DRAIN_ROUNDS = 1_000  # push rounds after a repair; each round handles up to sync.batch_size rows
 TABLE_ITEMS = 200  # items listed under the table; --json has them all
@@ -72,6 +70,22 @@ class Outcome:
     message: str | None
     items: tuple[DriftItem, ...]
     via: str  # 'daemon' | 'in-process'
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Dispatch from the command line."""
+    return run_reconcile(
+        settings,
+        links=args.link,
+        bookings=args.booking,
+        since=args.since,
+        until=args.until,
+        changed_since=args.changed_since,
+        changed_until=args.changed_until,
+        dry_run=args.dry_run,
+        as_json=args.json,
+        wait_for_daemon=args.wait_for_daemon,
+    )
 
 
 def parse_when(value: str | datetime | None, key: str) -> datetime | None:
@@ -169,30 +183,6 @@ def _as_flags(message: str) -> str:
 # ---------------------------------------------------------------------------------------- via the daemon
 
 
-class DaemonAbsent(Exception):
-    """Nothing accepts connections at admin.listen."""
-
-
-def _admin_request(settings: Settings, method: str, path: str, body: Any = None) -> Any:
-    """One admin API call. DaemonAbsent when nothing listens; a daemon that accepted the connection gets
-    ADMIN_ANSWER_SECONDS to answer (it may be busy), so a slow answer is never taken for an absent daemon."""
-    host, _, port = settings.admin.listen.rpartition(":")
-    try:
-        probe = socket.create_connection((host.strip("[]"), int(port)), timeout=ADMIN_CONNECT_SECONDS)
-    except (OSError, ValueError) as exc:
-        raise DaemonAbsent(str(exc)) from None
-    probe.close()
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        f"http://{settings.admin.listen}{path}",
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {settings.admin.token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=ADMIN_ANSWER_SECONDS) as response:
-        return json.loads(response.read() or b"null")
-
-
 def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console) -> Outcome | None:
     """Ask the running daemon; None when its admin API does not answer."""
     body = {
@@ -204,26 +194,24 @@ def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console)
         "changed_until": options.changed_until.isoformat() if options.changed_until else None,
         "dry_run": options.dry_run,
     }
+    client = AdminClient(settings.admin, answer_seconds=ADMIN_ANSWER_SECONDS)
     try:
-        started = _admin_request(settings, "POST", "/api/reconciliations", body)
+        reply = client.call("POST", "/api/reconciliations", body)
     except DaemonAbsent:
         return None
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
+    except DaemonSilent as exc:
+        raise DaemonRefused(f"{exc}; see its status page before trying again") from None
+    if reply.status != 202:
         raise DaemonRefused(
-            f"the daemon's admin API refused the reconciliation (HTTP {exc.code}): {detail}"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise DaemonRefused(
-            f"the daemon at http://{settings.admin.listen} accepted the request but did not answer "
-            f"within {ADMIN_ANSWER_SECONDS:.0f} s ({exc}); see its status page before trying again"
-        ) from None
+            f"the daemon's admin API refused the reconciliation (HTTP {reply.status}): {reason(reply.body)}"
+        )
+    started = reply.body
     run_id = int(started["id"])
     console.print(f"reconciliation run {run_id} started by the running daemon")
     while True:
         try:
-            run = _admin_request(settings, "GET", f"/api/reconciliations/{run_id}")
-        except (DaemonAbsent, OSError, ValueError) as exc:
+            run = client.call("GET", f"/api/reconciliations/{run_id}").body
+        except (DaemonAbsent, DaemonSilent) as exc:
             raise DaemonRefused(f"lost the daemon while polling run {run_id}: {exc}") from None
         if run.get("state") != "running":
             break

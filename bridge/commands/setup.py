@@ -6,6 +6,7 @@ holds.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,17 @@ from bridge.ledger.lock import InstanceLock
 if TYPE_CHECKING:
     from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.rest import SalesforceClient
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Dispatch from the command line."""
+    return setup(
+        settings,
+        create_demo_schema=args.create_demo_schema,
+        reset_source=args.reset_source,
+        check_salesforce=not args.skip_salesforce,
+    )
+
 
 SCHEMA_SQL = Path(__file__).parents[1] / "schema" / "scheduler_schema.sql"
 

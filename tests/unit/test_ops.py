@@ -9,19 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.commands.ops import (
-    COLUMNS,
-    FILTERS,
-    DaemonApi,
-    cell,
-    check_filters,
-    flatten,
-    jsonable,
-    parse_since,
-    record_rows,
-    write_csv,
-    write_table,
-)
+from bridge.admin.client import AdminClient
+from bridge.commands.ledger import COLUMNS, FILTERS, check_filters
+from bridge.commands.output import cell, flatten, jsonable, parse_since, record_rows, write_csv, write_table
 from bridge.config import AdminSettings, Settings
 from bridge.errors import ConfigurationError
 
@@ -142,4 +132,4 @@ def test_table_output_shows_the_title_and_values() -> None:
 def test_daemon_api_address_follows_admin_listen(listen: str, base: str) -> None:
     """The CLI reaches the daemon where it listens; a wildcard address is reached on loopback."""
     settings = Settings(admin=AdminSettings(listen=listen, token="t"))
-    assert DaemonApi(settings).base == base
+    assert AdminClient(settings.admin).base == base

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from bridge.admin import AdminServer
-from bridge.commands import ops
+from bridge.commands import ledger as ledger_cmd
+from bridge.commands import retry as retry_cmd
+from bridge.commands import status as status_cmd
 from bridge.config import AdminSettings, LedgerSettings, Settings, SourceSettings
 from bridge.devtools.localpg import free_port
 from bridge.errors import ConfigurationError
@@ -65,14 +67,14 @@ async def test_ledger_lists_activities_as_csv_with_filters(
     settings = _settings(tmp_path, pg_database)
     out = io.StringIO()
     args: dict[str, Any] = {"link": None, "booking": None, "since": None, "limit": 100, "fmt": None}
-    assert ops.ledger(settings, "activities", state=None, out=out, **args) == 0
+    assert ledger_cmd.ledger(settings, "activities", state=None, out=out, **args) == 0
     assert {r["booking_id"] for r in _csv(out.getvalue())} == {
         h.filled.synced,
         h.filled.failed,
         h.filled.pending,
     }
     out = io.StringIO()
-    ops.ledger(settings, "activities", state="failed", out=out, **args)
+    ledger_cmd.ledger(settings, "activities", state="failed", out=out, **args)
     [row] = _csv(out.getvalue())
     assert row["booking_id"] == h.filled.failed and row["error_code"] == FAILED_CODE
 
@@ -84,7 +86,7 @@ async def test_ledger_json_output_of_every_listing(
     """Each listing prints a JSON array of objects with its documented columns."""
     await make()
     out = io.StringIO()
-    code = ops.ledger(
+    code = ledger_cmd.ledger(
         _settings(tmp_path, pg_database),
         what,
         link=None,
@@ -97,7 +99,7 @@ async def test_ledger_json_output_of_every_listing(
     )
     assert code == 0
     body = json.loads(out.getvalue())
-    assert all(list(item) == list(ops.COLUMNS[what]) for item in body)
+    assert all(list(item) == list(ledger_cmd.COLUMNS[what]) for item in body)
     assert len(body) == rows if rows is not None else len(body) > 3
 
 
@@ -108,7 +110,7 @@ async def test_ledger_journal_of_one_booking_and_since_in_the_future(
     h: Harness = await make()
     settings = _settings(tmp_path, pg_database)
     out = io.StringIO()
-    ops.ledger(
+    ledger_cmd.ledger(
         settings,
         "journal",
         link=None,
@@ -122,7 +124,7 @@ async def test_ledger_journal_of_one_booking_and_since_in_the_future(
     entries = _csv(out.getvalue())
     assert entries and {e["entity_key"] for e in entries} == {h.filled.failed}
     out = io.StringIO()
-    ops.ledger(
+    ledger_cmd.ledger(
         settings,
         "journal",
         link=None,
@@ -133,7 +135,7 @@ async def test_ledger_journal_of_one_booking_and_since_in_the_future(
         fmt="csv",
         out=out,
     )
-    assert out.getvalue().splitlines() == [",".join(ops.COLUMNS["journal"])]
+    assert out.getvalue().splitlines() == [",".join(ledger_cmd.COLUMNS["journal"])]
 
 
 async def test_retry_without_a_daemon_writes_the_ledger(make: Make, tmp_path: Path, pg_database: str) -> None:
@@ -141,7 +143,9 @@ async def test_retry_without_a_daemon_writes_the_ledger(make: Make, tmp_path: Pa
     h: Harness = await make()
     out = io.StringIO()
     assert (
-        ops.retry(_settings(tmp_path, pg_database), booking_ids=[h.filled.failed], all_failed=False, out=out)
+        retry_cmd.retry(
+            _settings(tmp_path, pg_database), booking_ids=[h.filled.failed], all_failed=False, out=out
+        )
         == 0
     )
     assert "requeued 1 record(s) in the ledger" in out.getvalue()
@@ -156,7 +160,7 @@ async def test_retry_goes_through_a_running_daemon(
     h, listen = daemon_api
     settings = _settings(tmp_path, pg_database, listen)
     out = io.StringIO()
-    code = await asyncio.to_thread(ops.retry, settings, booking_ids=[], all_failed=True, out=out)
+    code = await asyncio.to_thread(retry_cmd.retry, settings, booking_ids=[], all_failed=True, out=out)
     assert code == 0 and "requeued 1 record(s) through the running daemon" in out.getvalue()
     assert h.pusher.notified == 1
 
@@ -165,9 +169,9 @@ def test_retry_needs_bookings_or_all_failed(tmp_path: Path) -> None:
     """Neither or both of --booking and --all-failed is a usage error."""
     settings = _settings(tmp_path, "postgresql://nobody@127.0.0.1:1/x")
     with pytest.raises(ConfigurationError):
-        ops.retry(settings, booking_ids=[], all_failed=False)
+        retry_cmd.retry(settings, booking_ids=[], all_failed=False)
     with pytest.raises(ConfigurationError):
-        ops.retry(settings, booking_ids=["b"], all_failed=True)
+        retry_cmd.retry(settings, booking_ids=["b"], all_failed=True)
 
 
 async def test_status_without_a_daemon_reads_ledger_and_source(
@@ -176,7 +180,7 @@ async def test_status_without_a_daemon_reads_ledger_and_source(
     """status --json works with no daemon: ledger counts, slot state, the daemon reported as not running."""
     await make()
     out = io.StringIO()
-    code = await asyncio.to_thread(ops.status, _settings(tmp_path, pg_database), as_json=True, out=out)
+    code = await asyncio.to_thread(status_cmd.status, _settings(tmp_path, pg_database), as_json=True, out=out)
     report = json.loads(out.getvalue())
     assert code == 0
     assert report["summary"]["daemon"] == "not running"
@@ -192,7 +196,7 @@ async def test_status_merges_the_daemons_view(
     _, listen = daemon_api
     out = io.StringIO()
     code = await asyncio.to_thread(
-        ops.status, _settings(tmp_path, pg_database, listen), as_json=False, out=out
+        status_cmd.status, _settings(tmp_path, pg_database, listen), as_json=False, out=out
     )
     pairs = {r["key"]: r["value"] for r in _csv(out.getvalue())}
     assert code == 0
@@ -207,7 +211,7 @@ async def test_status_exits_1_when_the_source_is_unreachable(make: Make, tmp_pat
     await make()
     dead = f"postgresql://nobody@127.0.0.1:{free_port()}/scheduler"
     out = io.StringIO()
-    code = await asyncio.to_thread(ops.status, _settings(tmp_path, dead), as_json=True, out=out)
+    code = await asyncio.to_thread(status_cmd.status, _settings(tmp_path, dead), as_json=True, out=out)
     report = json.loads(out.getvalue())
     assert code == 1 and report["source"]["reachable"] is False and report["source"]["error"]
 
@@ -226,13 +230,13 @@ async def test_status_and_ledger_print_tables_on_a_terminal(
     h: Harness = await make()
     settings = _settings(tmp_path, pg_database)
     out = _Terminal()
-    await asyncio.to_thread(ops.status, settings, as_json=False, out=out)
+    await asyncio.to_thread(status_cmd.status, settings, as_json=False, out=out)
     text = out.getvalue()
     for section in ("summary", "ledger", "source", "daemon"):
         assert section in text
     assert "key,value" not in text and "not running" in text
     out = _Terminal()
-    ops.ledger(
+    ledger_cmd.ledger(
         settings, "failures", link=None, booking=None, state=None, since=None, limit=10, fmt=None, out=out
     )
     assert "ledger failures (1 rows)" in out.getvalue() and h.filled.failed in out.getvalue()
@@ -245,13 +249,13 @@ async def test_status_says_whether_the_ledger_survives_a_crash(
     whose server runs without it (the test cluster does)."""
     await make()
     out = io.StringIO()
-    await asyncio.to_thread(ops.status, _settings(tmp_path, pg_database), as_json=True, out=out)
+    await asyncio.to_thread(status_cmd.status, _settings(tmp_path, pg_database), as_json=True, out=out)
     ledger = json.loads(out.getvalue())["ledger"]
     assert ledger["durable"] is True and ledger["durability_problems"] == []
     upgrade_to_head(pg_database)
     settings = replace(_settings(tmp_path, pg_database), ledger=LedgerSettings(url=pg_database))
     out = io.StringIO()
-    await asyncio.to_thread(ops.status, settings, as_json=True, out=out)
+    await asyncio.to_thread(status_cmd.status, settings, as_json=True, out=out)
     ledger = json.loads(out.getvalue())["ledger"]
     assert ledger["reachable"] is True and ledger["durable"] is False
     assert any("fsync is off" in problem for problem in ledger["durability_problems"])
@@ -280,7 +284,7 @@ async def test_retry_refused_by_the_api_never_writes_behind_the_daemon(
     settings = replace(settings, admin=replace(settings.admin, token="not-the-daemons-token"))
     out = io.StringIO()
     code = await asyncio.to_thread(
-        ops.retry, settings, booking_ids=[h.filled.failed], all_failed=False, out=out
+        retry_cmd.retry, settings, booking_ids=[h.filled.failed], all_failed=False, out=out
     )
     assert code == 1 and "requeued" not in out.getvalue()
     error = capsys.readouterr().err
@@ -301,11 +305,13 @@ async def test_retry_with_a_silent_daemon_holding_the_ledger_exits_1(
     nothing; once the lock is free it writes the ledger directly."""
     h: Harness = await make()
     settings = _settings(tmp_path, pg_database)
-    code = await asyncio.to_thread(ops.retry, settings, booking_ids=[], all_failed=True, out=io.StringIO())
+    code = await asyncio.to_thread(
+        retry_cmd.retry, settings, booking_ids=[], all_failed=True, out=io.StringIO()
+    )
     assert code == 1 and "did not answer" in capsys.readouterr().err
     row = await h.ledger.get_activity(h.filled.failed)
     assert row is not None and row.state == "failed"
     daemon_lock.release()
     out = io.StringIO()
-    assert await asyncio.to_thread(ops.retry, settings, booking_ids=[], all_failed=True, out=out) == 0
+    assert await asyncio.to_thread(retry_cmd.retry, settings, booking_ids=[], all_failed=True, out=out) == 0
     assert "requeued 1 record(s) in the ledger" in out.getvalue()

@@ -1,0 +1,14 @@
+"""`mogli-bridge bench`: throughput, latency, API calls and memory (developer tooling in bridge/devtools/)."""
+
+from __future__ import annotations
+
+import argparse
+
+NEEDS_SETTINGS = False
+
+
+def run(settings: None, args: argparse.Namespace) -> int:
+    """Every workload, then the figures."""
+    from bridge.devtools.bench import run_bench
+
+    return run_bench(quick=args.quick, naive=args.naive, as_json=args.json, out=args.out)

@@ -1,0 +1,15 @@
+"""`mogli-bridge demo`: a private PostgreSQL, the emulator, the daemon and a realistic mix of bookings
+(developer tooling in bridge/devtools/)."""
+
+from __future__ import annotations
+
+import argparse
+
+NEEDS_SETTINGS = False
+
+
+def run(settings: None, args: argparse.Namespace) -> int:
+    """The demo, start to end (or until stopped with --keep-running)."""
+    from bridge.devtools.demo import run_demo
+
+    return run_demo(keep_running=args.keep_running)

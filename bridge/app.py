@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 
+from bridge.aio import sleep_or_stop
 from bridge.config import SalesforceSettings, Settings, redacted_url, validate_for_run
 from bridge.errors import BridgeError, ConfigurationError, FatalError, TransientError
 from bridge.ledger.async_ledger import AsyncLedger
@@ -116,9 +117,7 @@ class Daemon:
         """Stop at once if another process took the ledger while its database was unreachable."""
         warned = False
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=LOCK_CHECK_SECONDS)
-            if stop.is_set() or self._lock is None:
+            if await sleep_or_stop(stop, LOCK_CHECK_SECONDS) or self._lock is None:
                 return
             health = await asyncio.to_thread(self._lock.verify)
             if health is LockHealth.LOST:
@@ -139,9 +138,7 @@ class Daemon:
                     "daemon.standby", reason="another mogli-bridge process owns this ledger", pid=os.getpid()
                 )
                 announced = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), timeout=1.0)
-            if self.stop_event.is_set():
+            if await sleep_or_stop(self.stop_event, 1.0):
                 return False
         if announced:
             log.info("daemon.active", reason="took over the ledger")

@@ -8,7 +8,6 @@ protected route answers 401. The listener is loopback-only unless `admin.allow_r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import ipaddress
 import json
@@ -21,6 +20,7 @@ from aiohttp import web
 from bridge.admin import views
 from bridge.admin.page import render_status_page
 from bridge.admin.ports import AdminLedger, ReconcileRunner
+from bridge.aio import sleep_or_stop
 from bridge.config import AdminSettings
 from bridge.errors import ConfigurationError
 from bridge.metrics import CONTENT_TYPE, BridgeMetrics, Readings
@@ -124,8 +124,7 @@ class AdminServer(Generic[OptionsT]):
                     await site.start()
                 except OSError as exc:
                     log.error("admin.bind_failed", host=host, port=port, error=str(exc))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), BIND_RETRY_SECONDS)
+                    await sleep_or_stop(stop, BIND_RETRY_SECONDS)
                     continue
                 self.port = _bound_port(runner, port)
                 self.listening.set()

@@ -11,7 +11,6 @@ and the window from the last good reading is reconciled by change time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ from typing import Protocol
 
 import structlog
 
+from bridge.aio import sleep_or_stop
 from bridge.errors import BridgeError
 from bridge.records.inbound import EventAllocation
 
@@ -94,8 +94,7 @@ class AllocationWatch:
         """Check now and every `check_seconds` until `stop` is set."""
         while not stop.is_set():
             await self.check()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._settings.check_seconds)
+            await sleep_or_stop(stop, self._settings.check_seconds)
 
     async def check(self) -> None:
         """Read the allocation once and act on it."""

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from bridge.aio import Interrupted, next_or_stop, sleep_or_stop
 from bridge.errors import PermanentError, TransientError
 from bridge.records.inbound import (
     ActivityChange,
@@ -188,22 +189,13 @@ class Inbound:
 
     @staticmethod
     async def _next_or_stop(changes: AsyncIterator[StreamItem], stop: asyncio.Event) -> StreamItem | None:
-        getter = asyncio.ensure_future(anext(changes))
-        stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await getter
-        return None
+        item = await next_or_stop(anext(changes), stop)
+        return None if isinstance(item, Interrupted) else item
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         """Deleted Mogli Events whose link got a new booking are written again (policy `recreate`)."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._settings.sweep_seconds)
+            await sleep_or_stop(stop, self._settings.sweep_seconds)
             try:
                 await self._sweep_once(stop)
             except TransientError as exc:  # the ledger is away; the next tick tries again
@@ -235,9 +227,7 @@ class Inbound:
                 note = ("source", "salesforce", "inbound.change_failed", (("error", str(exc)[:300]),))
                 await self._ledger.apply_inbound(InboundBatch(notes=(note,)))
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            if stop.is_set():
+            if await sleep_or_stop(stop, delay):
                 return  # not committed: the change is delivered again after the restart
             delay = min(delay * 2, self._settings.retry_max_seconds)
 

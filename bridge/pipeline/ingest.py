@@ -8,13 +8,13 @@ so a Salesforce outage never holds WAL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
+from bridge.aio import Interrupted, next_or_stop
 from bridge.errors import LedgerUnavailable
 from bridge.pipeline.ports import ChangeSource, Ledger
 from bridge.records.source import (
@@ -134,17 +134,10 @@ class Ingestor:
             await asyncio.shield(self._apply(batch))
 
     async def _next_or_stop(self, stop: asyncio.Event) -> SourceTransaction | None:
-        getter = asyncio.ensure_future(self._queue.get())
-        stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if getter in done:
-            txn = getter.result()
-            return self._taken(txn) if txn is not None else None
-        getter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await getter
-        return None
+        txn = await next_or_stop(self._queue.get(), stop)
+        if txn is None or isinstance(txn, Interrupted):
+            return None
+        return self._taken(txn)
 
     async def _apply_durably(self, batch: IngestBatch) -> object:
         """Write the batch to the ledger, waiting out a ledger that is unreachable; nothing is acknowledged

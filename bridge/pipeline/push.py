@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import structlog
 
+from bridge.aio import next_or_stop, sleep_or_stop
 from bridge.errors import ApiLimitExhausted, LedgerUnavailable, TransientError
 from bridge.pipeline.ports import Ledger, SalesforceWriter
 from bridge.records.outbound import (
@@ -260,13 +261,10 @@ class Pusher:
         only stop or the hold's end wake it."""
         loop = asyncio.get_running_loop()
         held = self._resume_at - loop.time()
-        waiters = {asyncio.ensure_future(stop.wait())}
-        if held <= 0:
-            waiters.add(asyncio.ensure_future(self._changed.wait()))
-        timeout = held if held > 0 else self._settings.idle_poll_seconds
-        _, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
+        if held > 0:
+            await sleep_or_stop(stop, held)
+        else:
+            await next_or_stop(self._changed.wait(), stop, within=self._settings.idle_poll_seconds)
 
     async def _finish_calls(self) -> None:
         """Wait for every call in flight (a cancellation of the waiter does not cancel the calls)."""

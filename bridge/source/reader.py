@@ -44,6 +44,7 @@ import psycopg2.extras
 import structlog
 from psycopg2 import sql
 
+from bridge.aio import Interrupted, next_or_stop
 from bridge.config import SourceSettings
 from bridge.errors import FatalError
 from bridge.records.source import SourceTransaction, format_lsn, parse_lsn
@@ -154,15 +155,8 @@ class ReplicationSource:
             return self._queue.get_nowait()
         if self._closed.is_set():
             return None
-        getter = asyncio.ensure_future(self._queue.get())
-        closer = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closer.cancel()
-            if not getter.done():
-                getter.cancel()
-        return getter.result() if getter.done() and not getter.cancelled() else None
+        item = await next_or_stop(self._queue.get(), self._closed)
+        return None if isinstance(item, Interrupted) else item
 
     def acknowledge(self, lsn: int) -> None:
         """Record that everything up to `lsn` is durable in the ledger; the status timer sends it."""

@@ -37,9 +37,9 @@ from bridge.rules.mapping import (
     UpsertEvent,
     event_action,
     mogli_event_for,
-    normalise_id,
 )
 from bridge.rules.precision import same_instant
+from bridge.rules.text import normalise_id
 
 __all__ = [
     "BookingView",

@@ -1,5 +1,8 @@
 """The rules: what the ledger knows of a link, a booking and users becomes the desired Salesforce state.
 
+(Over 400 lines on purpose: this is the whole rule set of one booking, and its checks read in the order they
+run; text and id helpers live in `text.py`, failure handling in `push_outcomes.py`.)
+
 Pure: no clock, no I/O, no logging; everything arrives as arguments and every outcome is a value. Decisions
 taken here (CONTRACT section 5 fixes the rest):
 
@@ -31,12 +34,19 @@ from typing import Literal
 from bridge import sfid
 from bridge.records.outbound import ActivityWork, EventFields, LinkWork, MogliEventFields
 from bridge.records.source import BookingState, LinkState, UserState
+from bridge.rules.text import (
+    blank,
+    cut,
+    cut_description,
+    label,
+    normalise_id,
+    shape,
+)
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 NAME_LIMIT = 80
 SUBJECT_LIMIT = 255
-DESCRIPTION_LIMIT = 32_000
 MAX_MINUTES = 1_440
 MULTIDAY_MAX_MINUTES = 14 * 1_440
 ELLIPSIS = "…"
@@ -47,7 +57,6 @@ CANCELLED = "cancelled"
 _GONE_STATES = frozenset({"cancelled", "deleted_in_salesforce"})
 _OBJECT_NAMES = {"001": "Account", "005": "User", "006": "Opportunity", "500": "Case", "701": "Campaign"}
 # Code-like values (no spaces, short) are quoted in messages; anything else could be free text.
-_PLAIN_LABEL = re.compile(r"[A-Za-z0-9_\-]{1,32}")
 
 
 class LinkType(enum.StrEnum):
@@ -156,74 +165,6 @@ def _refuse(code: FailureCode, message: str, *, user: str | None = None, link: s
     return _Refused(RuleFailure(code, message, waiting_for_user=user, waiting_for_link=link))
 
 
-# ------------------------------------------------------------------------------------------ text and ids
-
-
-def salesforce_length(text: str) -> int:
-    """The length Salesforce measures: UTF-16 code units (a character outside the BMP counts twice)."""
-    # surrogatepass: a lone surrogate (never valid text, but possible in a str) counts one, never raises.
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def cut(text: str, limit: int, marker: str = "") -> str:
-    """`text` if it fits in `limit`, else its head followed by `marker`, the whole within `limit`.
-
-    Raises ValueError when `marker` alone does not fit (a programming error, not a data one).
-    """
-    if salesforce_length(text) <= limit:
-        return text
-    room = limit - salesforce_length(marker)
-    if room < 0:
-        raise ValueError(f"marker of {salesforce_length(marker)} units does not fit in {limit}")
-    if len(text) == salesforce_length(text):
-        return text[:room] + marker
-    kept, used = [], 0
-    for ch in text:
-        used += 2 if ord(ch) > 0xFFFF else 1
-        if used > room:
-            break
-        kept.append(ch)
-    return "".join(kept) + marker
-
-
-def description_marker(original_length: int) -> str:
-    """The visible note that ends a description cut to fit Salesforce."""
-    return f"\n\n[... truncated by mogli-bridge: {original_length:,} characters in the scheduler]"
-
-
-def cut_description(text: str | None) -> str | None:
-    """A description that fits Salesforce's 32,000 (None when empty), cut with a visible marker."""
-    if not text:
-        return None
-    return cut(text, DESCRIPTION_LIMIT, description_marker(len(text)))
-
-
-def normalise_id(value: str | None) -> str | None:
-    """The canonical 18-character form of a Salesforce id; None when absent, blank or malformed."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return sfid.to18(value)
-    except ValueError:
-        return None
-
-
-def _blank(value: str | None) -> bool:
-    return value is None or not value.strip()
-
-
-def _shape(value: str) -> str:
-    """Describe a malformed id by its form, never its content (it may be personal data in the wrong box)."""
-    stripped = value.strip()
-    extra = "" if stripped.isalnum() and stripped.isascii() else ", not only letters and digits"
-    return f"{len(stripped)} characters{extra}; expected a 15- or 18-character Salesforce id"
-
-
-def _label(value: str) -> str:
-    """Quote a short code-like value; describe anything else by its length."""
-    return repr(value) if _PLAIN_LABEL.fullmatch(value) else f"a value of {len(value)} characters"
-
-
 # ------------------------------------------------------------------------------------------ shared checks
 
 
@@ -235,13 +176,13 @@ def _link_type(link: LinkState) -> LinkType:
     except ValueError:
         raise _refuse(
             FailureCode.UNKNOWN_LINK_TYPE,
-            f"link {link.link_id} has link_type {_label(link.link_type)}; "
+            f"link {link.link_id} has link_type {label(link.link_type)}; "
             f"known: {', '.join(t.value for t in LinkType)}",
         ) from None
 
 
 def _title(link: LinkState) -> str:
-    if _blank(link.title):
+    if blank(link.title):
         raise _refuse(FailureCode.BAD_VALUE, f"link {link.link_id} has an empty title")
     assert link.title is not None
     return link.title
@@ -253,7 +194,7 @@ def _salesforce_user(user_id: str, user: UserState | None, role: str) -> str:
     `role` says whose user it is, e.g. "link owner of link <id>".
     """
     raw = user.salesforce_user_id if user is not None else None
-    if raw is None or _blank(raw):
+    if raw is None or blank(raw):
         raise _refuse(
             FailureCode.USER_NOT_CONNECTED,
             f"the {role} (user {user_id}) has not connected a Salesforce user",
@@ -262,7 +203,7 @@ def _salesforce_user(user_id: str, user: UserState | None, role: str) -> str:
     normalised = normalise_id(raw)
     if normalised is None:
         raise _refuse(
-            FailureCode.INVALID_USER_ID, f"salesforce_user_id of the {role} (user {user_id}): {_shape(raw)}"
+            FailureCode.INVALID_USER_ID, f"salesforce_user_id of the {role} (user {user_id}): {shape(raw)}"
         )
     if sfid.key_prefix(normalised) != sfid.USER_PREFIX:
         raise _refuse(
@@ -274,7 +215,7 @@ def _salesforce_user(user_id: str, user: UserState | None, role: str) -> str:
 
 
 def _link_owner(link: LinkState, owner: UserState | None) -> str:
-    if _blank(link.owner_user_id):
+    if blank(link.owner_user_id):
         raise _refuse(FailureCode.NO_OWNER, f"link {link.link_id} has no owner_id")
     assert link.owner_user_id is not None
     return _salesforce_user(link.owner_user_id, owner, f"link owner of link {link.link_id}")
@@ -394,7 +335,7 @@ def _check_booking(booking: BookingState) -> None:
             + "; ".join(booking.problems),
         )
     if booking.status not in (SCHEDULED, CANCELLED):
-        shown = "no status" if booking.status is None else f"status {_label(booking.status)}"
+        shown = "no status" if booking.status is None else f"status {label(booking.status)}"
         raise _refuse(
             FailureCode.UNKNOWN_STATUS,
             f"booking {booking.booking_id} has {shown}; known: {SCHEDULED}, {CANCELLED}",
@@ -438,13 +379,13 @@ def _minutes(delta: timedelta) -> str:
 def _who(booking: BookingState) -> tuple[str | None, str]:
     """WhoId (Contact or Lead, 18 characters) and the rule that chose it."""
     raw = booking.related_record_id
-    if raw is None or _blank(raw):
+    if raw is None or blank(raw):
         return None, "who=empty (no related record)"
     record_id = normalise_id(raw)
     if record_id is None:
         raise _refuse(
             FailureCode.INVALID_RELATED_RECORD,
-            f"booking {booking.booking_id}: related_record_id has {_shape(raw)}",
+            f"booking {booking.booking_id}: related_record_id has {shape(raw)}",
         )
     prefix = sfid.key_prefix(record_id)
     if prefix == sfid.CONTACT_PREFIX:
@@ -457,7 +398,7 @@ def _who(booking: BookingState) -> tuple[str | None, str]:
 
 def _booking_link(work: ActivityWork) -> LinkState:
     booking, link = work.booking, work.link
-    if _blank(booking.link_id):
+    if blank(booking.link_id):
         raise _refuse(FailureCode.LINK_MISSING, f"booking {booking.booking_id} has no link_id")
     if link is None:
         raise _refuse(
@@ -482,7 +423,7 @@ def _event_owner(work: ActivityWork, link: LinkState, link_type: LinkType) -> tu
     if link_type is not LinkType.ROUND_ROBIN:
         return _link_owner(link, work.owner), f"owner=link owner ({link_type.value})"
     assignee = work.booking.assigned_user_id
-    if assignee is None or _blank(assignee):
+    if assignee is None or blank(assignee):
         raise _refuse(
             FailureCode.NO_ASSIGNEE, f"round-robin booking {work.booking.booking_id} has no assigned_user_id"
         )
@@ -515,6 +456,6 @@ def _mogli_event_id(link: LinkState) -> str:
     if normalised is None:
         raise _refuse(
             FailureCode.INVALID_MOGLI_EVENT_ID,
-            f"link {link.link_id}: mogli_event_id has {_shape(link.mogli_event_id)}",
+            f"link {link.link_id}: mogli_event_id has {shape(link.mogli_event_id)}",
         )
     return normalised

@@ -12,7 +12,6 @@ import pytest
 from bridge.records.outbound import ActivityWork, EventFields, LinkWork, MogliEventFields
 from bridge.records.source import BookingState, LinkState, UserState
 from bridge.rules.mapping import (
-    DESCRIPTION_LIMIT,
     WAITING_CODES,
     DeleteEvent,
     EventAction,
@@ -21,11 +20,14 @@ from bridge.rules.mapping import (
     NothingToDo,
     RuleFailure,
     UpsertEvent,
+    event_action,
+    mogli_event_for,
+)
+from bridge.rules.text import (
+    DESCRIPTION_LIMIT,
     cut,
     cut_description,
     description_marker,
-    event_action,
-    mogli_event_for,
     normalise_id,
     salesforce_length,
 )

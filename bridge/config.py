@@ -1,7 +1,8 @@
 """Settings: one frozen tree from a TOML file plus `MOGLI_BRIDGE_<SECTION>__<KEY>` environment overrides.
 
 This is the only module that reads the environment. Every value is validated here, and every error names
-the key it is about.
+the key it is about. (Over 400 lines on purpose: every key, its default and its check stand in one place, so
+the README's configuration table can be checked against one file.)
 """
 
 from __future__ import annotations

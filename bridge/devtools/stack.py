@@ -1,7 +1,8 @@
 """A local stack of real processes: private PostgreSQL, the emulator and the daemon.
 
 The demo, the benchmark and the end-to-end tests all run the product this way: the emulator and the daemon
-as separate processes, the scheduling database as a real PostgreSQL cluster.
+as separate processes, the scheduling database as a real PostgreSQL cluster. (Over 400 lines: developer
+tooling, one fixture world the tests, the demo and the bench share.)
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -12,11 +13,16 @@ from sqlalchemy import Engine
 
 from bridge.ledger.engine import make_engine
 
+MIGRATIONS_PACKAGE = "bridge._migrations"
+
 
 def migrations_dir() -> Path:
-    """The repository's top-level `migrations/` directory."""
-    # bridge/ledger/migrate.py -> repository root
-    return Path(__file__).resolve().parent.parent.parent / "migrations"
+    """Where the installed `bridge._migrations` package (the repository's `migrations/`) lies on disk."""
+    scripts = resources.files(MIGRATIONS_PACKAGE)
+    # Alembic reads its scripts from a folder: an installed wheel or a checkout gives one, a zip would not.
+    if not isinstance(scripts, Path):
+        raise RuntimeError(f"{MIGRATIONS_PACKAGE} is not a folder on disk ({scripts!r}); install unzipped")
+    return scripts
 
 
 def alembic_config(url: str) -> Config:

@@ -1,0 +1,1 @@
+"""The ledger's Alembic scripts, shipped in the wheel as `bridge._migrations` (see pyproject.toml)."""

@@ -11,7 +11,7 @@ import pytest
 from bridge.devtools.localpg import LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_SQL = ROOT / "config" / "scheduler_schema.sql"
+SCHEMA_SQL = ROOT / "bridge" / "schema" / "scheduler_schema.sql"  # the one the wheel ships
 _counter = itertools.count(1)
 
 

@@ -1,4 +1,5 @@
 -- The reference schema of the Mogli Scheduler database (CONTRACT §4).
+-- One source: bridge/schema/ (shipped in the wheel); config/ links to it (tests/unit/test_packaging.py).
 -- No CHECK constraints on purpose: real data breaks rules, and the bridge meets bad rows with a recorded error.
 CREATE SCHEMA IF NOT EXISTS scheduler;
 

@@ -19,7 +19,7 @@ from bridge.devtools.localpg import LocalPostgres, available_bindirs
 from bridge.source.setup import drop_slot, ensure_publication
 from tests.integration.replication_support import SourceDb, execute
 
-SCHEMA_SQL = Path(__file__).resolve().parents[2] / "config" / "scheduler_schema.sql"
+SCHEMA_SQL = Path(__file__).resolve().parents[2] / "bridge" / "schema" / "scheduler_schema.sql"
 _counter = itertools.count(1)
 
 

@@ -49,7 +49,7 @@ def test_alembic_scripts_are_found_through_the_installed_package() -> None:
 
 
 def test_config_copy_of_the_scheduler_schema_is_the_packaged_one() -> None:
-    """config/scheduler_schema.sql (named by the contract) is byte for byte the packaged
+    """config/scheduler_schema.sql (the contract's name for it, a link) reads byte for byte as the packaged
     bridge/schema/scheduler_schema.sql, the one source of truth the wheel ships and the tests load."""
     packaged = resources.files("bridge.schema").joinpath("scheduler_schema.sql").read_bytes()
     assert packaged == (ROOT / "config" / "scheduler_schema.sql").read_bytes()

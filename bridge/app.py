@@ -29,7 +29,7 @@ from bridge.pipeline.echo import EchoFilter
 from bridge.pipeline.ingest import Ingestor
 from bridge.pipeline.push import Pusher, PushSettings
 from bridge.rules.mapping import MappingOptions
-from bridge.supervisor import ComponentState, supervise
+from bridge.supervisor import Component, ComponentState, StartsUp, supervise
 
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
@@ -188,10 +188,10 @@ class Daemon:
                 pid=os.getpid(),
             )
             admin = self._admin_server(ledger, source, client, pusher, ingestor, metrics)
-            components: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {
+            components: dict[str, Component | StartsUp] = {
                 "ingest": ingestor.run,
                 "push": pusher.run,
-                "admin": admin.run,
+                "admin": StartsUp(admin.run),
                 "lock": self._watch_lock,
             }
             inbound, writer = await self._inbound(ledger, tokens, client, pusher)

@@ -110,8 +110,9 @@ class AdminServer(Generic[OptionsT]):
         app.on_shutdown.append(self._cancel_runs)
         return app
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until `stop`; a busy port is retried (syncing goes on without the admin API meanwhile)."""
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] = lambda: None) -> None:
+        """Serve until `stop`; a busy port is retried (syncing goes on without the admin API meanwhile).
+        `ready()` is called once the port is bound."""
         host, port = parse_listen(self.settings.listen, self.settings.allow_remote)
         if not self.settings.token:
             log.warning("admin.no_token", reason="admin.token is empty: every protected route answers 401")
@@ -128,6 +129,7 @@ class AdminServer(Generic[OptionsT]):
                     continue
                 self.port = _bound_port(runner, port)
                 self.listening.set()
+                ready()
                 log.info("admin.listening", host=host, port=self.port)
                 await stop.wait()
         finally:

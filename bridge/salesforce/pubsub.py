@@ -30,7 +30,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +39,14 @@ import structlog
 
 from bridge.config import SalesforceSettings
 from bridge.errors import ConfigurationError, TransientError
-from bridge.records.inbound import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
+from bridge.records.inbound import ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.allocation import is_daily_limit_error
 from bridge.salesforce.auth import AccessToken, TokenManager
-from bridge.salesforce.avro_events import EventSchema, UndecodableEvent, decode_event
+from bridge.salesforce.heartbeats import Heartbeats
 from bridge.salesforce.pubsub_api import pubsub_api_pb2 as pb
 from bridge.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb_grpc
-from bridge.salesforce.pubsub_positions import (
-    TopicState,
-    replay_bytes,
-    replay_number,
-    topics_from_positions,
-)
+from bridge.salesforce.pubsub_positions import TopicState, replay_bytes, topics_from_positions
+from bridge.salesforce.pubsub_schemas import EventDecoder
 from bridge.salesforce.streaming import StreamItem, default_channels
 
 log = structlog.get_logger(__name__)
@@ -130,12 +126,11 @@ class PubSubStream:
         self._channels = tuple(channels or default_channels(settings))
         self._target, self._tenant_id, self._credentials = target, tenant_id, credentials
         self._timing = timing
-        self._clock = clock
         share = max(1, timing.batch // len(self._channels))
         self._topics, self._foreign = topics_from_positions(positions, self._channels, share)
-        self._schemas: dict[str, EventSchema] = {}
+        self._beats = Heartbeats(positions, interval=timing.heartbeat_seconds, clock=clock)
+        self._events = EventDecoder(settings.objects)
         self._channel: grpc.aio.Channel | None = None
-        self._last_beat = 0.0
         self.rebuilds = 0
         self.received = 0
         self.peak_held = 0  # the most events ever requested-and-unprocessed at once (flow-control proof)
@@ -190,7 +185,8 @@ class PubSubStream:
         pending: asyncio.Future[_Delivered] | None = None
         try:
             while True:
-                for beat in self._heartbeats():
+                quiet = (t.name for t in self._topics.values() if t.live and t.committed is None)
+                for beat in self._beats.due(quiet):
                     yield beat
                 pending = pending or asyncio.ensure_future(queue.get())
                 waiting: set[asyncio.Future[Any]] = {pending, *tasks}
@@ -223,20 +219,6 @@ class PubSubStream:
         yield item
         topic.in_hand = 0
         topic.more.set()
-
-    def _heartbeats(self) -> list[Heartbeat]:
-        """Every `heartbeat_seconds`: how far each live channel without a committed id has seen."""
-        now = asyncio.get_running_loop().time()
-        if now - self._last_beat < self._timing.heartbeat_seconds:
-            return []
-        self._last_beat = now
-        seen = self._clock() - timedelta(seconds=self._timing.heartbeat_seconds)
-        beats = []
-        for topic in self._topics.values():
-            if topic.live and topic.committed is None:
-                topic.seen_until = max(seen, topic.seen_until or seen)
-                beats.append(Heartbeat(topic.name, topic.seen_until))
-        return beats
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._credentials is None:
@@ -326,8 +308,9 @@ class PubSubStream:
         metadata = self._metadata(token)
         topic.generation += 1
         topic.requested, topic.buffered = 0, 0
-        if topic.resume is None and topic.seen_until is not None:
-            await queue.put(_Delivered(topic, topic.generation, self._gap(topic)))
+        gap = self._beats.gap(topic.name) if topic.resume is None else None
+        if gap is not None:
+            await queue.put(_Delivered(topic, topic.generation, gap))
         call = stub.Subscribe(metadata=metadata)
         writer = asyncio.create_task(self._request_more(call, topic))
         try:
@@ -339,16 +322,6 @@ class PubSubStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             call.cancel()
-
-    def _gap(self, topic: TopicState) -> WindowLost:
-        """A channel without any id subscribes at LATEST: what happened since it was last seen may be lost."""
-        since = topic.seen_until
-        log.warning(
-            "streaming.resubscribed_without_replay_id",
-            channel=topic.name,
-            since=since.isoformat() if since else None,
-        )
-        return WindowLost(topic.name, since, reason="resubscribed_without_replay_id")
 
     def _fetch(self, topic: TopicState, count: int, *, first: bool) -> pb.FetchRequest:
         request = pb.FetchRequest(topic_name=topic.name, num_requested=count)
@@ -392,7 +365,7 @@ class PubSubStream:
             topic.requested = max(0, topic.requested - len(response.events))
             for event in response.events:
                 self.received += 1
-                change = await self._decode(stub, topic, event, metadata)
+                change = await self._events.decode(stub, topic.name, event, metadata)
                 if change is None:
                     continue
                 topic.buffered += 1
@@ -402,41 +375,6 @@ class PubSubStream:
                 topic.resume = bytes(response.latest_replay_id)  # a keepalive, nothing unprocessed
             topic.more.set()
         raise _Refused(grpc.StatusCode.UNAVAILABLE, "", "the server ended the stream")
-
-    async def _decode(
-        self, stub: pb_grpc.PubSubStub, topic: TopicState, event: Any, metadata: tuple[tuple[str, str], ...]
-    ) -> SalesforceChange | None:
-        schema_id = event.event.schema_id
-        schema = self._schemas.get(schema_id)
-        try:
-            if schema is None:
-                schema = await self._fetch_schema(stub, schema_id, metadata)
-            change = decode_event(
-                schema,
-                event.event.payload,
-                channel=topic.name,
-                replay_id=replay_number(event.replay_id),
-                names=self._names,
-            )
-        except UndecodableEvent as exc:
-            log.warning("streaming.message_undecodable", channel=topic.name, error=str(exc)[:300])
-            return None
-        if change is None:
-            log.warning("streaming.message_undecodable", channel=topic.name)
-        return change
-
-    async def _fetch_schema(
-        self, stub: pb_grpc.PubSubStub, schema_id: str, metadata: tuple[tuple[str, str], ...]
-    ) -> EventSchema:
-        """The writer schema by id, fetched once (GetSchema) and cached."""
-        try:
-            info = await stub.GetSchema(pb.SchemaRequest(schema_id=schema_id), metadata=metadata)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.NOT_FOUND:
-                raise
-            raise UndecodableEvent(f"schema {schema_id} not found") from exc
-        schema = self._schemas[schema_id] = EventSchema.from_json(schema_id, info.schema_json)
-        return schema
 
     async def close(self) -> None:
         """Close the gRPC channel (idempotent)."""

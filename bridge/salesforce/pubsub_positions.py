@@ -45,7 +45,6 @@ class TopicState:
     committed: bytes | None = None  # last id whose effect the consumer committed
     resume: bytes | None = None  # a new call starts after this id (CUSTOM), or at LATEST when None
     resume_time: datetime | None = None  # the commit time of the change at `resume`, if known
-    seen_until: datetime | None = None  # without any id: the time up to which everything was seen
     generation: int = 0  # bumped by each new call; items of an older call are dropped
     requested: int = 0  # asked for and not yet received (the server's pending_num_requested)
     buffered: int = 0  # received and not yet handed to the consumer
@@ -70,9 +69,7 @@ def topics_from_positions(
         if position is not None and (raw := replay_bytes(position.replay_id)) is not None:
             topic.committed = topic.resume = raw
             topic.resume_time = position.commit_time
-        elif position is not None and position.replay_id < 0:
-            topic.seen_until = position.commit_time
-        elif position is not None:
+        elif position is not None and position.replay_id >= 0:  # -1;<time>: see heartbeats.py
             log.warning("pubsub.replay_id_of_cometd", channel=channel)
             lost.append(WindowLost(channel, position.commit_time, reason="replay_id_of_other_transport"))
         topics[channel] = topic

@@ -1,13 +1,13 @@
 """Change Data Capture over the Streaming API: aiosfstream-ng, unmodified, its known faults worked around.
 
-Work-arounds (reference: salesforce-protocol.md section 8):
-- one token for REST and streaming: `TokenAuthenticator` takes it from the shared TokenManager;
-- the hard-coded API version 45.0: `_VersionedClient.get_cometd_url` uses `salesforce.api_version`;
+Work-arounds (reference: salesforce-protocol.md section 8); those that reach into aiosfstream-ng's client
+(the shared token, the API version, committed replay ids, the connect-task callback, tearing a failed client
+down) live in `cometd.py`:
 - its connection watchdog calls `asyncio.wait_for(loop=...)`: clients are built with `connection_timeout=0`
   and `ChangeStream` runs its own watchdog on the transport state;
 - the runaway reconnect loop after a failed `open()`: `_open` tears the transport and HTTP session down;
-- replay ids: `ReplayStore` hands out the ids the ledger committed (MANUAL policy: receiving a message never
-  moves a position; the consumer calls `committed()` after its ledger transaction);
+- replay ids: receiving a message never moves a position; the consumer calls `committed()` after its ledger
+  transaction;
 - a fatal `ServerError` ("Connection closed by the server") or a stalled transport: the client is closed and
   rebuilt with jittered exponential backoff, resubscribing from the committed ids;
 - on `403::Unknown client` aiocometd re-handshakes and re-subscribes inside `/meta/connect`, and a subscribe
@@ -16,13 +16,9 @@ Work-arounds (reference: salesforce-protocol.md section 8):
 - Salesforce's guidance for long-lived CometD subscribers is to keep sessions long: a quiet stream is never
   rebuilt while every channel is subscribed and the connect loop runs (a connect request that stays pending
   far beyond a long poll is a hung loop and is rebuilt);
-- closing a transport (or the loop's shutdown) cancels its pending connect task, whose done-callback then
-  raises CancelledError into the event loop's exception handler (a plain-text traceback): the callback is
-  guarded on every opened client (a cancelled connect is ignored) and detached before closing;
 - `salesforce.ca_bundle`: the CometD transport gets the same TLS context as the REST client;
-- a channel that has no replay id yet (a quiet filtered channel delivers nothing of the bridge's own) would
-  skip everything between two subscriptions with -1: while live, the stream reports a `Heartbeat` for it
-  (stored as `-1;<time>`), and a later subscription of it reports `WindowLost` from that time;
+- a channel that has no replay id yet: while live, the stream reports a `Heartbeat` for it, and a later
+  subscription of it reports `WindowLost` from that time (`heartbeats.py`);
 - a stored replay id outside retention: `WindowLost` is reported and the channel is resubscribed with -1
   (new events only; replaying the whole retention with -2 would redeliver every retained change, each one
   counted against the delivered-event allocation); the consumer reconciles the window by change time.
@@ -36,22 +32,31 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import structlog
 from aiocometd_ng.constants import TransportState
-from aiosfstream_ng.auth import AuthenticatorBase
 from aiosfstream_ng.client import Client, ReplayMarkerStoragePolicy
 from aiosfstream_ng.exceptions import AiosfstreamException, ServerError
-from aiosfstream_ng.replay import ReplayMarker, ReplayMarkerStorage, ReplayOption
 
 from bridge.config import SalesforceSettings
 from bridge.records.inbound import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.allocation import is_daily_limit_error
-from bridge.salesforce.auth import AccessToken, TokenManager
+from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.changes import decode_change
+from bridge.salesforce.cometd import (
+    ReplayStore,
+    TokenAuthenticator,
+    VersionedClient,
+    connect_task,
+    detach_connect_callback,
+    guard_connect_callback,
+    is_replay_invalid,
+    teardown,
+)
+from bridge.salesforce.heartbeats import Heartbeats
 
 log = structlog.get_logger(__name__)
 
@@ -87,106 +92,8 @@ class StreamTiming:
     heartbeat_seconds: float = 60.0
 
 
-class TokenAuthenticator(AuthenticatorBase):
-    """Hands aiosfstream-ng the bridge's token; a re-authentication refreshes it once, shared with REST."""
-
-    def __init__(self, tokens: TokenManager) -> None:
-        super().__init__()
-        self._tokens = tokens
-        self._last: AccessToken | None = None
-
-    async def _authenticate(self) -> tuple[int, dict[str, Any]]:
-        token = await (self._tokens.get() if self._last is None else self._tokens.refresh(self._last))
-        self._last = token
-        return 200, {
-            "access_token": token.access_token,
-            "token_type": "Bearer",
-            "instance_url": token.instance_url,
-        }
-
-
-class _VersionedClient(Client):
-    """aiosfstream-ng's Client at the configured API version instead of its hard-coded 45.0."""
-
-    def __init__(self, authenticator: AuthenticatorBase, *, api_version: str, **kwargs: Any) -> None:
-        self._api_version = api_version
-        super().__init__(authenticator, **kwargs)
-
-    def get_cometd_url(self, instance_url: str) -> str:  # type: ignore[override]
-        """The CometD endpoint of the instance at our API version."""
-        return f"{instance_url.rstrip('/')}/cometd/{self._api_version}"
-
-
-class ReplayStore(ReplayMarkerStorage):
-    """Replay ids per channel as last committed to the ledger; -1 (new events) for a channel never seen."""
-
-    def __init__(self, positions: Mapping[str, ReplayPosition]) -> None:
-        super().__init__()
-        self._ids: dict[str, int] = {channel: p.replay_id for channel, p in positions.items()}
-
-    async def get_replay_marker(self, subscription: str) -> ReplayMarker | None:
-        """The committed marker of a channel, if any."""
-        replay_id = self._ids.get(subscription)
-        return None if replay_id is None else ReplayMarker(date="", replay_id=replay_id)
-
-    async def get_replay_id(self, subscription: str) -> int:
-        """The id sent on subscribe: the committed one, else -1."""
-        return self._ids.get(subscription, int(ReplayOption.NEW_EVENTS))
-
-    async def set_replay_marker(self, subscription: str, replay_marker: ReplayMarker) -> None:
-        """Ignored: positions move only through `commit` (after the ledger transaction)."""
-
-    def commit(self, channel: str, replay_id: int) -> None:
-        """The effect of this event is durable: a resubscription starts after it."""
-        self._ids[channel] = replay_id
-
-    def has_replay_id(self, channel: str) -> bool:
-        """True once the channel has a real position (a delivered event's id)."""
-        return self._ids.get(channel, -1) >= 0
-
-    def replay_new(self, channel: str) -> None:
-        """Resubscribe this channel with -1 (new events only)."""
-        self._ids[channel] = int(ReplayOption.NEW_EVENTS)
-
-
-def _is_replay_invalid(error: ServerError) -> bool:
-    text = f"{error.error or ''} {error.message}"
-    return "replayId" in text or "replay id" in text.lower()
-
-
 class _Stalled(Exception):
     """The transport has not been connected for too long, its connect loop hangs, or a channel is gone."""
-
-
-def _connect_task(client: Client) -> asyncio.Future[Any] | None:
-    """The transport's current connect (or re-handshake) request, if any."""
-    transport = client._transport
-    task = getattr(transport, "_connect_task", None) if transport is not None else None
-    return task if isinstance(task, asyncio.Future) else None
-
-
-def _guard_connect_callback(client: Client) -> None:
-    """Make the transport ignore a cancelled connect task instead of raising CancelledError into the loop."""
-    transport = client._transport
-    if transport is None:
-        return
-    original = getattr(transport, "_connect_done")  # noqa: B009 (private, untyped)
-
-    def connect_done(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled():  # cancelled: the transport is closing, there is no advice to follow
-            original(future)
-
-    transport._connect_done = connect_done  # type: ignore[attr-defined]  # the next connect tasks use it
-    task = _connect_task(client)
-    if task is not None and task.remove_done_callback(original):
-        task.add_done_callback(connect_done)
-
-
-def _detach_connect_callback(client: Client) -> None:
-    """Keep a cancelled connect task from raising CancelledError into the loop's exception handler."""
-    transport, task = client._transport, _connect_task(client)
-    if transport is not None and task is not None:
-        task.remove_done_callback(getattr(transport, "_connect_done"))  # noqa: B009 (private, untyped)
 
 
 @dataclass(slots=True)
@@ -220,12 +127,7 @@ class ChangeStream:
         self._timing = timing
         self._client: Client | None = None
         self._ssl = ssl_context
-        self._clock = clock
-        # Channels without a replay id: the time up to which everything was seen (from `-1;<time>` positions).
-        self._seen_until = {
-            channel: p.commit_time for channel, p in positions.items() if p.replay_id < 0 and p.commit_time
-        }
-        self._last_beat = 0.0
+        self._beats = Heartbeats(positions, interval=timing.heartbeat_seconds, clock=clock)
         self.rebuilds = 0
         self.received = 0
         self.allocation_exhausted = False  # CometD refused: the delivered-event allocation is used up
@@ -289,26 +191,12 @@ class ChangeStream:
         """Channels subscribed with -1 after a known time: what happened since may have been skipped."""
         lost = []
         for channel in self._channels:
-            since = self._seen_until.get(channel)
-            if since is None or channel in reported or self._store.has_replay_id(channel):
+            if channel in reported or self._store.has_replay_id(channel):
                 continue
-            log.warning("streaming.resubscribed_without_replay_id", channel=channel, since=since.isoformat())
-            lost.append(WindowLost(channel, since, reason="resubscribed_without_replay_id"))
+            gap = self._beats.gap(channel)
+            if gap is not None:
+                lost.append(gap)
         return lost
-
-    def _heartbeats(self) -> list[Heartbeat]:
-        """Every `heartbeat_seconds` while live: how far each channel without a replay id has seen."""
-        now = asyncio.get_running_loop().time()
-        if now - self._last_beat < self._timing.heartbeat_seconds:
-            return []
-        self._last_beat = now
-        seen = self._clock() - timedelta(seconds=self._timing.heartbeat_seconds)
-        beats = []
-        for channel in self._channels:
-            if not self._store.has_replay_id(channel):
-                self._seen_until[channel] = max(seen, self._seen_until.get(channel, seen))
-                beats.append(Heartbeat(channel, self._seen_until[channel]))
-        return beats
 
     def _note_refusal(self, exc: BaseException) -> None:
         """Remember (and say once) that Salesforce refuses the stream for the daily allocation."""
@@ -322,7 +210,7 @@ class ChangeStream:
 
     async def _open(self) -> Client:
         """A new, opened client; a failed open leaves no transport running (section 8, bug 2)."""
-        client = _VersionedClient(
+        client = VersionedClient(
             TokenAuthenticator(self._tokens),
             api_version=self._settings.api_version,
             replay=self._store,
@@ -333,9 +221,9 @@ class ChangeStream:
         try:
             await client.open()
         except BaseException:
-            await self._teardown(client)
+            await teardown(client)
             raise
-        _guard_connect_callback(client)
+        guard_connect_callback(client)
         self._client = client
         log.info("streaming.connected", channels=len(self._channels), api_version=self._settings.api_version)
         return client
@@ -346,7 +234,7 @@ class ChangeStream:
             await client.subscribe(channel)
             return []
         except ServerError as exc:
-            if not _is_replay_invalid(exc):
+            if not is_replay_invalid(exc):
                 raise
         position = self._positions.get(channel)
         since = position.commit_time if position else None
@@ -372,7 +260,8 @@ class ChangeStream:
                     pending = asyncio.ensure_future(client.receive())
                 done, _ = await asyncio.wait({pending}, timeout=self._timing.check_seconds)
                 self._watchdog(client, watch)
-                for beat in self._heartbeats():
+                quiet = (c for c in self._channels if not self._store.has_replay_id(c))
+                for beat in self._beats.due(quiet):
                     yield beat
                 if not done:
                     continue
@@ -404,7 +293,7 @@ class ChangeStream:
         missing = sorted(set(self._channels) - set(client.subscriptions))
         if missing:
             raise _Stalled(f"not subscribed to {', '.join(missing)}")
-        task = _connect_task(client)
+        task = connect_task(client)
         if task is None or task is not watch.task:
             watch.task, watch.task_since = task, now
             return
@@ -419,24 +308,11 @@ class ChangeStream:
             return
         if self._client is client:
             self._client = None
-        _detach_connect_callback(client)
+        detach_connect_callback(client)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await client.close()
-        await self._teardown(client)
-
-    @staticmethod
-    async def _teardown(client: Client) -> None:
-        """Stop the transport's background connect task and the HTTP session, whatever state they are in."""
-        transport = client._transport
-        _detach_connect_callback(client)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                if transport is not None:
-                    await transport.disconnect()
-                    await transport.close()
-        with contextlib.suppress(Exception):
-            await client._close_http_session()
+        await teardown(client)
 
     async def close(self) -> None:
         """Close the current client (idempotent)."""

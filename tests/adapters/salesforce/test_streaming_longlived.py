@@ -29,7 +29,8 @@ from bridge.config import SalesforceSettings
 from bridge.emulator.server import start_emulator
 from bridge.records.inbound import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
 from bridge.salesforce.auth import TokenManager, make_ssl_context
-from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming, _connect_task
+from bridge.salesforce.cometd import connect_task as _connect_task
+from bridge.salesforce.streaming import ChangeStream, StreamItem, StreamTiming
 
 __all__ = ["emulator"]
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from bridge import sfid
 from bridge.config import SalesforceObjectNames
 from bridge.salesforce.payloads import soql_literal
+from bridge.salesforce.rest import SalesforceClient
 
 CHANNEL, MEMBER = "PlatformEventChannel", "PlatformEventChannelMember"
 # Change types whose events carry no entity field a filter could test.
@@ -34,21 +35,6 @@ FIELDLESS_CHANGE_TYPES = (
     "GAP_UNDELETE",
     "GAP_OVERFLOW",
 )
-
-
-class Tooling(Protocol):
-    """Tooling API requests (bridge.salesforce.rest.SalesforceClient)."""
-
-    async def tooling(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json_body: Any = None,
-    ) -> Any:
-        """One request; the decoded JSON answer."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,19 +84,19 @@ def member_specs(
 
 
 async def ensure_channel(
-    tooling: Tooling, names: SalesforceObjectNames, channel_name: str, integration_user_id: str
+    client: SalesforceClient, names: SalesforceObjectNames, channel_name: str, integration_user_id: str
 ) -> list[str]:
     """Create or update the channel and its members (idempotent); what was done, one line each."""
     done: list[str] = []
-    channel_id = await _channel_id(tooling, channel_name)
+    channel_id = await _channel_id(client, channel_name)
     if channel_id is None:
         body = {"FullName": channel_name, "Metadata": {"channelType": "data", "label": "Mogli bridge"}}
-        await tooling.tooling("POST", f"/sobjects/{CHANNEL}", json_body=body)
-        channel_id = await _channel_id(tooling, channel_name)
+        await client.tooling("POST", f"/sobjects/{CHANNEL}", json_body=body)
+        channel_id = await _channel_id(client, channel_name)
         done.append(f"channel {channel_name} created")
     if channel_id is None:
         raise LookupError(f"channel {channel_name} not found after creating it")
-    existing = await _members(tooling, channel_id)
+    existing = await _members(client, channel_id)
     for spec in member_specs(names, channel_name, integration_user_id):
         found = existing.get(spec.selected_entity.lower())
         if found is None:
@@ -119,13 +105,13 @@ async def ensure_channel(
                 "selectedEntity": spec.selected_entity,
                 "filterExpression": spec.filter_expression,
             }
-            await tooling.tooling(
+            await client.tooling(
                 "POST", f"/sobjects/{MEMBER}", json_body={"FullName": spec.full_name, "Metadata": metadata}
             )
             done.append(f"member {spec.selected_entity} created")
         elif found.get("FilterExpression") != spec.filter_expression:
             body = {"Metadata": {"filterExpression": spec.filter_expression}}
-            await tooling.tooling("PATCH", f"/sobjects/{MEMBER}/{found['Id']}", json_body=body)
+            await client.tooling("PATCH", f"/sobjects/{MEMBER}/{found['Id']}", json_body=body)
             done.append(f"member {spec.selected_entity} filter updated")
         else:
             done.append(f"member {spec.selected_entity} up to date")
@@ -133,13 +119,13 @@ async def ensure_channel(
 
 
 async def check_channel(
-    tooling: Tooling, names: SalesforceObjectNames, channel_name: str, integration_user_id: str
+    client: SalesforceClient, names: SalesforceObjectNames, channel_name: str, integration_user_id: str
 ) -> ChannelCheck:
     """Whether the channel exists with every member and filter `setup` would give it."""
-    channel_id = await _channel_id(tooling, channel_name)
+    channel_id = await _channel_id(client, channel_name)
     if channel_id is None:
         return ChannelCheck(None, f"custom channel {channel_name} does not exist (run `mogli-bridge setup`)")
-    existing = await _members(tooling, channel_id)
+    existing = await _members(client, channel_id)
     for spec in member_specs(names, channel_name, integration_user_id):
         found = existing.get(spec.selected_entity.lower())
         if found is None or found.get("FilterExpression") != spec.filter_expression:
@@ -152,18 +138,18 @@ async def check_channel(
     return ChannelCheck(f"/data/{channel_name}", f"custom channel {channel_name} with filtered members")
 
 
-async def _channel_id(tooling: Tooling, channel_name: str) -> str | None:
+async def _channel_id(client: SalesforceClient, channel_name: str) -> str | None:
     developer_name = soql_literal(channel_name[: -len("__chn")])
     soql = f"SELECT Id, DeveloperName FROM {CHANNEL} WHERE DeveloperName = {developer_name}"  # noqa: S608
-    rows = _records(await tooling.tooling("GET", "/query", params={"q": soql}))
+    rows = _records(await client.tooling("GET", "/query", params={"q": soql}))
     return str(rows[0]["Id"]) if rows else None
 
 
-async def _members(tooling: Tooling, channel_id: str) -> dict[str, Mapping[str, Any]]:
+async def _members(client: SalesforceClient, channel_id: str) -> dict[str, Mapping[str, Any]]:
     """The channel's members by lower-case selected entity."""
     fields = "Id, DeveloperName, SelectedEntity, FilterExpression, EventChannel"
     soql = f"SELECT {fields} FROM {MEMBER} WHERE EventChannel = {soql_literal(channel_id)}"  # noqa: S608
-    rows = _records(await tooling.tooling("GET", "/query", params={"q": soql}))
+    rows = _records(await client.tooling("GET", "/query", params={"q": soql}))
     return {str(row.get("SelectedEntity", "")).lower(): row for row in rows}
 
 

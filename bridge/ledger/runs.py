@@ -12,6 +12,9 @@ from bridge.ledger.tables import DRIFT, RUNS
 from bridge.ledger.workset import insert_many
 from bridge.records.ledger import DriftItem, JsonObject, ReconciliationRun
 
+# A run in these states stopped before its last chunk: a crash left it running, or it paused.
+UNFINISHED_STATES = ("running", "paused")
+
 
 def start_run(
     connection: Connection, requested_by: str, scope: JsonObject, dry_run: bool, now: datetime
@@ -38,6 +41,16 @@ def get_run(connection: Connection, run_id: int) -> ReconciliationRun | None:
     """One run, or None."""
     m = connection.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().first()
     return ReconciliationRun(**dict(m)) if m is not None else None
+
+
+def unfinished_runs(connection: Connection, requested_by: str) -> list[ReconciliationRun]:
+    """Runs by this requester that stopped before their last chunk (paused, or left running), oldest first."""
+    query = (
+        select(RUNS)
+        .where(RUNS.c.requested_by == requested_by, RUNS.c.state.in_(UNFINISHED_STATES))
+        .order_by(RUNS.c.id)
+    )
+    return [ReconciliationRun(**dict(m)) for m in connection.execute(query).mappings()]
 
 
 def add_drift(connection: Connection, items: Sequence[DriftItem]) -> None:

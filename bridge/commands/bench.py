@@ -9,6 +9,9 @@ NEEDS_SETTINGS = False
 
 def run(settings: None, args: argparse.Namespace) -> int:
     """Every workload, then the figures."""
+    from bridge.devtools import require_dev_extra
+
+    require_dev_extra("bench")
     from bridge.devtools.bench import run_bench
 
     return run_bench(quick=args.quick, naive=args.naive, as_json=args.json, out=args.out)

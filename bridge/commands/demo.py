@@ -10,6 +10,9 @@ NEEDS_SETTINGS = False
 
 def run(settings: None, args: argparse.Namespace) -> int:
     """The demo, start to end (or until stopped with --keep-running)."""
+    from bridge.devtools import require_dev_extra
+
+    require_dev_extra("demo")
     from bridge.devtools.demo import run_demo
 
     return run_demo(keep_running=args.keep_running)

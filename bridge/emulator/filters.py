@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.emulator.tokens import PUNCTUATION, Token, UnexpectedCharacter, tokenize
+
 HEADER_PREFIX = "changeeventheader."
 HEADER_FIELDS = (
     "entityName",
@@ -29,11 +31,8 @@ HEADER_FIELDS = (
 )
 ARRAY_HEADER_FIELDS = frozenset({"recordids", "nulledfields", "difffields", "changedfields"})
 _HEADER_BY_LOWER = {name.lower(): name for name in HEADER_FIELDS}
-_TOKEN = re.compile(
-    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>-?\d+(?:\.\d+)?)|(?P<op><=|>=|!=|<>|=|<|>)"
-    r"|(?P<punct>[(),])|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
-)
 _KEYWORDS = frozenset({"and", "or", "not", "in", "like", "null", "true", "false"})
+_KINDS = {"str": "string", "num": "number", "name": "word"}  # the shared tokenizer's kinds, as named here
 
 Literal = str | int | float | bool | None
 FieldResolver = Callable[[str], str | None]
@@ -119,22 +118,23 @@ def parse_filter(text: str, resolve_field: FieldResolver) -> FilterExpression:
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    position = 0
-    text = text.rstrip()
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            raise FilterError(f"unexpected character {text[position:].strip()[:1]!r} at position {position}")
-        kind = match.lastgroup or ""
-        value = match.group(kind)
-        if kind == "word" and value.lower() in _KEYWORDS:
-            kind, value = "keyword", value.lower()
-        tokens.append((kind, value))
-        position = match.end()
+    """(kind, value) pairs: keywords lower-cased, punctuation told apart from comparison operators."""
+    try:
+        tokens = tokenize(text, _KEYWORDS)
+    except UnexpectedCharacter as exc:
+        position = exc.position
+        raise FilterError(f"unexpected character {exc.rest.strip()[:1]!r} at position {position}") from None
     if not tokens:
         raise FilterError("the filter expression is empty")
-    return tokens
+    return [_classified(token) for token in tokens]
+
+
+def _classified(token: Token) -> tuple[str, str]:
+    if token.keyword is not None:
+        return "keyword", token.keyword
+    if token.kind == "op":
+        return ("punct" if token.text in PUNCTUATION else "op"), token.text
+    return _KINDS.get(token.kind, token.kind), token.text
 
 
 class _Parser:

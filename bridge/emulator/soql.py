@@ -8,22 +8,14 @@ date-literal (TODAY, LAST_N_DAYS:n, ...) values; ORDER BY with ASC/DESC and NULL
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from bridge.emulator.contracts import ApiError
+from bridge.emulator.tokens import Token, UnexpectedCharacter, tokenize
 from bridge.emulator.validation import parse_datetime
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')"
-    r"|(?P<dt>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2}))"
-    r"|(?P<date>\d{4}-\d{2}-\d{2})"
-    r"|(?P<num>-?\d+(?:\.\d+)?)"
-    r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*(?::\d+)?)"
-    r"|(?P<op>!=|<>|<=|>=|=|<|>|,|\(|\)))"
-)
 _KEYWORDS = frozenset(
     {
         "select",
@@ -79,31 +71,12 @@ def invalid_field(name: str, sobject: str) -> ApiError:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
-    """One lexical token: kind (str, dt, date, num, name, op) and its text."""
-
-    kind: str
-    text: str
-
-    @property
-    def keyword(self) -> str | None:
-        """The lower-cased keyword when this is a reserved word."""
-        low = self.text.lower()
-        return low if self.kind == "name" and low in _KEYWORDS else None
-
-
-def tokenize(text: str) -> list[Token]:
+def _tokens(text: str) -> list[Token]:
     """Split SOQL text into tokens; MALFORMED_QUERY on a character no token starts with."""
-    out, pos, text = [], 0, text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            raise malformed(f"unexpected token: '{text[pos:].split()[0]}'")
-        kind = m.lastgroup or "op"
-        out.append(Token(kind, m.group(kind)))
-        pos = m.end()
-    return out
+    try:
+        return tokenize(text, _KEYWORDS)
+    except UnexpectedCharacter as exc:
+        raise malformed(f"unexpected token: '{exc.rest.split()[0]}'") from None
 
 
 # -- AST ------------------------------------------------------------------------------------------------
@@ -388,4 +361,4 @@ def _date_literal(text: str) -> DateLiteral:
 
 def parse(text: str) -> Query:
     """Parse a SOQL query; MALFORMED_QUERY on bad syntax."""
-    return _Parser(tokenize(text)).query()
+    return _Parser(_tokens(text)).query()

@@ -1,13 +1,18 @@
-"""The exception tree of mogli-bridge.
+"""The exception tree of mogli-bridge, drawn whole (tests/unit/test_errors_tree.py holds it to the code).
 
-BridgeError
-├── ConfigurationError          stop and say which key to fix (exit code 2 at start-up)
-├── TransientError              retry with backoff; nothing is wrong with the data
-│   ├── SalesforceUnavailable   5xx, timeouts, dropped connections, UNABLE_TO_LOCK_ROW
-│   ├── ApiLimitExhausted       REQUEST_LIMIT_EXCEEDED: wait until the allocation resets
-│   └── SourceDisconnected      the replication connection broke; reconnect
-├── PermanentError              the record cannot be written as it is; record it and move on
-└── FatalError                  the daemon cannot continue safely (e.g. replication slot dropped)
+Exception
+└── BridgeError                     root of every error mogli-bridge raises on purpose
+    ├── ConfigurationError          stop and say which key to fix (exit code 2 at start-up)
+    ├── TransientError              retry with backoff; nothing is wrong with the data
+    │   ├── SalesforceUnavailable   5xx, timeouts, dropped connections, UNABLE_TO_LOCK_ROW
+    │   ├── ApiLimitExhausted       REQUEST_LIMIT_EXCEEDED: wait until the allocation resets
+    │   ├── SourceDisconnected      the replication connection broke; reconnect
+    │   └── LedgerUnavailable       the ledger is unreachable or locked; acknowledge nothing meanwhile
+    ├── PermanentError              the record cannot be written as it is; record it and move on
+    └── FatalError                  the daemon cannot continue safely (e.g. replication slot dropped)
+
+StrEnum
+└── ErrorKind                       how a failure is handled: transient, permanent or configuration
 """
 
 from __future__ import annotations

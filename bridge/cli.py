@@ -146,7 +146,12 @@ def _command(name: str) -> ModuleType:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mogli-bridge", description="Mogli Scheduler bookings to Salesforce.")
-    p.add_argument("--config", type=Path, default=None, help="TOML settings (default config/bridge.toml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML settings (default: $MOGLI_BRIDGE_CONFIG, else config/bridge.toml)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for name, (summary, add_arguments) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=summary))

@@ -21,6 +21,7 @@ from bridge.errors import ConfigurationError
 from bridge.records.source import BackfillMode, BackfillPolicy
 
 ENV_PREFIX = "MOGLI_BRIDGE_"
+CONFIG_ENV = "MOGLI_BRIDGE_CONFIG"  # the configuration file when --config is not given
 DEFAULT_CONFIG = Path("config/bridge.toml")
 SECRET_KEYS = frozenset({"password", "client_secret", "refresh_token", "token", "private_key"})
 
@@ -269,6 +270,8 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     data: dict[str, Any] = {}
     warnings: list[str] = []
     config_path: Path | None = Path(path) if path is not None else None
+    if config_path is None and environ.get(CONFIG_ENV):
+        config_path = Path(environ[CONFIG_ENV])  # the file every command of one shell uses (e.g. the demo's)
     if config_path is None and DEFAULT_CONFIG.exists():
         config_path = DEFAULT_CONFIG
     if config_path is not None:

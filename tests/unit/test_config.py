@@ -156,3 +156,17 @@ def test_run_accepts_every_libpq_form_of_the_dsn(dsn: str) -> None:
     """URIs (several hosts included) and key=value strings pass the DSN check."""
     settings = load_settings(None, environ={**_RUN_READY, "MOGLI_BRIDGE_SOURCE__DSN": dsn})
     validate_for_run(settings)
+
+
+def test_the_config_file_comes_from_mogli_bridge_config_unless_given(tmp_path: Path) -> None:
+    """MOGLI_BRIDGE_CONFIG names the file when --config is not given; --config wins; a missing file is an
+    error."""
+    named, given = tmp_path / "named.toml", tmp_path / "given.toml"
+    named.write_text('[admin]\nlisten = "127.0.0.1:9001"\n')
+    given.write_text('[admin]\nlisten = "127.0.0.1:9002"\n')
+    environ = {"MOGLI_BRIDGE_CONFIG": str(named)}
+    assert load_settings(None, environ).admin.listen == "127.0.0.1:9001"
+    assert load_settings(None, environ).path == str(named)
+    assert load_settings(given, environ).admin.listen == "127.0.0.1:9002"
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_settings(None, {"MOGLI_BRIDGE_CONFIG": str(tmp_path / "absent.toml")})

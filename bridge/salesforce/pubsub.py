@@ -37,6 +37,7 @@ from typing import Any
 import grpc
 import structlog
 
+from bridge.aio import Interrupted, next_or_stop
 from bridge.config import SalesforceSettings
 from bridge.errors import ConfigurationError, TransientError
 from bridge.records.inbound import ReplayPosition, SalesforceChange, WindowLost
@@ -182,27 +183,21 @@ class PubSubStream:
         self, queue: asyncio.Queue[_Delivered], tasks: set[asyncio.Task[None]]
     ) -> AsyncIterator[StreamItem]:
         """Hand items over one by one; the consumer coming back frees the last one's flow-control slot."""
-        pending: asyncio.Future[_Delivered] | None = None
-        try:
-            while True:
-                quiet = (t.name for t in self._topics.values() if t.live and t.committed is None)
-                for beat in self._beats.due(quiet):
-                    yield beat
-                pending = pending or asyncio.ensure_future(queue.get())
-                waiting: set[asyncio.Future[Any]] = {pending, *tasks}
-                done, _ = await asyncio.wait(
-                    waiting, timeout=self._timing.check_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done & tasks:
+        ended = asyncio.Event()  # a subscription task ended: it gave up
+        for task in tasks:
+            task.add_done_callback(lambda _: ended.set())
+        while True:
+            quiet = (t.name for t in self._topics.values() if t.live and t.committed is None)
+            for beat in self._beats.due(quiet):
+                yield beat
+            entry = await next_or_stop(queue.get(), ended, self._timing.check_seconds)
+            for task in tasks:
+                if task.done():
                     task.result()  # a subscription gave up: its error ends the stream
-                if pending not in done:
-                    continue
-                entry, pending = pending.result(), None
-                async for item in self._hand_over(entry):
-                    yield item
-        finally:
-            if pending is not None:
-                pending.cancel()
+            if isinstance(entry, Interrupted):
+                continue  # timed out: time to look at heartbeats
+            async for item in self._hand_over(entry):
+                yield item
 
     async def _hand_over(self, entry: _Delivered) -> AsyncIterator[StreamItem]:
         topic, item = entry.topic, entry.item

@@ -2,13 +2,9 @@
 
 Layers, inside out: `_send` makes one HTTP request (counts it, reads `Sforce-Limit-Info`, turns network
 failures into `SalesforceUnavailable`); `_authorized` adds the bearer token and the one refresh-and-resend
-on 401; `_call` checks the API budget, then retries transient failures through `retry.call_with_retries`.
-Every error response is classified by the pure table in `salesforce/errors.py`.
-
-Budget: when the last `Sforce-Limit-Info` shows less than `salesforce.api_reserve_fraction` of the daily
-allocation left, calls raise `ApiLimitExhausted` without touching Salesforce, so the pipeline pauses before
-the allocation runs out. The reading goes stale after `salesforce.api_budget_recheck_seconds`; then one call
-is let through to learn the current usage (the window is rolling, so calls free up over time).
+on 401; `_call` checks the API budget (`budget.ApiBudget`: a reserve of the daily allocation is kept), then
+retries transient failures through `retry.call_with_retries`. Every error response is classified by the pure
+table in `salesforce/errors.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ import structlog
 from bridge import sfid
 from bridge.config import SalesforceSettings
 from bridge.errors import (
-    ApiLimitExhausted,
     BridgeError,
     ConfigurationError,
     ErrorKind,
@@ -38,6 +33,7 @@ from bridge.records.inbound import EventAllocation
 from bridge.records.outbound import ApiUsage, EventFields, MogliEventFields, RecordError, WriteResult
 from bridge.salesforce.allocation import decode_event_allocation
 from bridge.salesforce.auth import AccessToken, TokenManager, make_ssl_context
+from bridge.salesforce.budget import ApiBudget
 from bridge.salesforce.errors import SessionExpired, classify_response
 from bridge.salesforce.payloads import (
     ObjectDescription,
@@ -49,7 +45,6 @@ from bridge.salesforce.payloads import (
     event_record,
     malformed_id_result,
     mogli_event_record,
-    parse_limit_info,
     soql_select_in,
 )
 from bridge.salesforce.retry import RetryPolicy, call_with_retries
@@ -123,8 +118,7 @@ class SalesforceClient:
         self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
         self._gate = asyncio.Semaphore(max(settings.max_in_flight, 1))
         self._base = f"/services/data/v{settings.api_version}"
-        self._usage: ApiUsage | None = None
-        self._usage_seen_at = 0.0
+        self._budget = ApiBudget(settings, clock)
         self._calls = 0
         names = settings.objects
         self._configured_fields = frozenset(
@@ -138,7 +132,7 @@ class SalesforceClient:
     @property
     def usage(self) -> ApiUsage | None:
         """The org's API usage from the last `Sforce-Limit-Info` header seen."""
-        return self._usage
+        return self._budget.usage
 
     @property
     def calls(self) -> int:
@@ -269,7 +263,7 @@ class SalesforceClient:
         """The daily API allocation from `/limits`; never refused by the budget check (it is the probe)."""
         reply = await self._call("GET", "/limits", check_budget=False)
         usage = decode_limits(reply.body)
-        self._usage, self._usage_seen_at = usage, self._clock()
+        self._budget.note(usage)
         return usage
 
     async def event_allocation(self) -> EventAllocation:
@@ -298,7 +292,7 @@ class SalesforceClient:
     ) -> _Reply:
         """One logical API call: budget check, then retried attempts of `_authorized`."""
         if check_budget:
-            self._check_budget()
+            self._budget.check()
         request = _Request(method, path, params, json_body, headers or {}, config_key)
 
         async def attempt() -> _Reply:
@@ -357,7 +351,7 @@ class SalesforceClient:
                     headers=headers,
                     timeout=self._timeout,
                 ) as response:
-                    self._note_usage(response.headers.get("Sforce-Limit-Info"))
+                    self._budget.note_header(response.headers.get("Sforce-Limit-Info"))
                     status, raw = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 name = f"{request.method} {path.split('?')[0]}"
@@ -375,27 +369,3 @@ class SalesforceClient:
             if 200 <= status < 300:
                 raise SalesforceUnavailable(f"HTTP {status} with a non-JSON body") from None
             return None
-
-    def _note_usage(self, header: str | None) -> None:
-        """Remember the latest `Sforce-Limit-Info` reading."""
-        usage = parse_limit_info(header)
-        if usage is not None:
-            self._usage, self._usage_seen_at = usage, self._clock()
-
-    def _check_budget(self) -> None:
-        """Refuse a call while the last reading shows less than the reserve left (see module doc)."""
-        usage, reserve = self._usage, self._settings.api_reserve_fraction
-        if usage is None or reserve <= 0 or usage.remaining >= reserve * usage.limit:
-            return
-        age = self._clock() - self._usage_seen_at
-        recheck = self._settings.api_budget_recheck_seconds
-        if age >= recheck:
-            # Let this one call probe; concurrent callers wait for its reading instead of joining it.
-            self._usage_seen_at = self._clock()
-            return
-        log.warning("salesforce.api_budget_reserve_reached", used=usage.used, limit=usage.limit)
-        raise ApiLimitExhausted(
-            f"only {usage.remaining} of {usage.limit} daily API calls left, below the reserve "
-            f"salesforce.api_reserve_fraction = {reserve}",
-            retry_after=recheck - age,
-        )

@@ -14,28 +14,30 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge import sfid
+from bridge.emulator.collections_wire import (
+    COLLECTIONS_VERSION,
+    MAX_CHUNKS,
+    MAX_RETRIEVE,
+    ROLLED_BACK,
+    UPSERT_VERSION,
+    check_size,
+    failure,
+    flag,
+    require_version,
+    retrieve_arguments,
+    saved,
+    too_many,
+    valid_id,
+)
 from bridge.emulator.context import REST_CTX, RestContext, read_json, require_object
 from bridge.emulator.contracts import ApiError
 from bridge.emulator.faults import FaultRule
-from bridge.emulator.rest import ID_IN_BODY, Reply, method_not_allowed, not_found, strip_attributes
+from bridge.emulator.rest import ID_IN_BODY, Reply, method_not_allowed, strip_attributes
 from bridge.emulator.schema import FieldDef
 from bridge.emulator.state import STATE, EmulatorState
 from bridge.emulator.store import Txn
 from bridge.emulator.store_rows import unique_key
 
-MAX_RECORDS = 200
-MAX_CHUNKS = 10  # runs of one object type in a create or update call
-MAX_RETRIEVE = 2000  # POST retrieve; GET is bounded by the URL's length (about 800 ids)
-COLLECTIONS_VERSION = 42.0  # the resource exists from this API version
-UPSERT_VERSION = 46.0  # the upsert form exists from this API version
-ROLLED_BACK = {
-    "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-    "message": (
-        "Record rolled back because not all records were valid and the request was using AllOrNone header"
-    ),
-    "fields": [],
-}
 PER_RECORD_FAULT = web.RequestKey("per_record_fault", FaultRule)
 
 RecordOp = Callable[[Txn], dict[str, Any]]
@@ -55,20 +57,6 @@ class _Planned:
     key: str | None = None  # the External ID value an upsert matches on
 
 
-def failure(record_id: str | None, error: Mapping[str, Any]) -> dict[str, Any]:
-    """A failed per-record result."""
-    return {"id": record_id, "success": False, "errors": [dict(error)]}
-
-
-def too_many(count: int, limit: int = MAX_RECORDS) -> ApiError:
-    """The whole-call rejection above 200 records (2,000 ids for a POST retrieve)."""
-    return ApiError(
-        400,
-        "EXCEEDED_ID_LIMIT",
-        f"record limit reached. cannot submit more than {limit} records into this call ({count} sent)",
-    )
-
-
 class Collections:
     """Runs collection operations for one caller, inside `txn` when given (Composite), else its own."""
 
@@ -86,13 +74,13 @@ class Collections:
         fault: FaultRule | None = None,
     ) -> Reply:
         """Route `/composite/sobjects[/{sobject}[/{field}]]` by method; 404 below the resource's version."""
-        _require_version(self.ctx.version, UPSERT_VERSION if len(path) == 2 else COLLECTIONS_VERSION)
+        require_version(self.ctx.version, UPSERT_VERSION if len(path) == 2 else COLLECTIONS_VERSION)
         if len(path) == 1 and method in ("GET", "POST"):
-            ids, fields = _retrieve_arguments(method, body, query)
+            ids, fields = retrieve_arguments(method, body, query)
             return self.retrieve(path[0], ids, fields)
         if method == "DELETE" and not path:
             ids = [i for i in query.get("ids", "").split(",") if i]
-            return self.run(self.plan_delete(ids), _flag(query.get("allOrNone")), fault)
+            return self.run(self.plan_delete(ids), flag(query.get("allOrNone")), fault)
         if method in ("POST", "PATCH"):
             envelope = require_object(body)
             records = envelope.get("records")
@@ -109,7 +97,7 @@ class Collections:
 
     def plan_create(self, records: list[Any]) -> list[_Planned]:
         """One create per record; `attributes.type` names the object."""
-        _check_size(len(records))
+        check_size(len(records))
         self._check_chunks(records)
         return [self._create_one(record) for record in records]
 
@@ -120,11 +108,11 @@ class Collections:
                 raise ApiError(400, "INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
         except ApiError as exc:
             return _Planned(None, error=exc)
-        return _Planned(None, lambda txn: _saved(txn.create(sobject, fields)))
+        return _Planned(None, lambda txn: saved(txn.create(sobject, fields)))
 
     def plan_update(self, records: list[Any]) -> list[_Planned]:
         """One update per record; each carries its `Id`."""
-        _check_size(len(records))
+        check_size(len(records))
         self._check_chunks(records)
         return [self._update_one(record) for record in records]
 
@@ -138,11 +126,11 @@ class Collections:
             sobject, fields = self._typed(record)
             if not raw_id:
                 raise ApiError(400, "MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
-            record_id = _valid_id(str(raw_id))
+            record_id = valid_id(str(raw_id))
         except ApiError as exc:
             return _Planned(str(raw_id) if raw_id else None, error=exc)
         values = {k: v for k, v in fields.items() if k.lower() != "id"}
-        return _Planned(record_id, lambda txn: _saved(_update(txn, sobject, record_id, values)))
+        return _Planned(record_id, lambda txn: saved(_update(txn, sobject, record_id, values)))
 
     def _check_chunks(self, records: list[Any]) -> None:
         """At most 10 chunks (runs of records of one type) a call, as the create page documents."""
@@ -168,7 +156,7 @@ class Collections:
         record of another type, or without `attributes.type`, fails alone; so does every record whose
         External ID value another record of the call repeats.
         """
-        _check_size(len(records))
+        check_size(len(records))
         name = self._object(sobject)
         field = self._external_id_field(name, ext_field)
         return _refuse_repeated_keys([self._upsert_one(name, field, record) for record in records], field)
@@ -219,17 +207,17 @@ class Collections:
                     raise
                 message = f"{ext_field}: more than one record found for external id field: {exc.fields}"
                 raise ApiError(400, "DUPLICATE_EXTERNAL_ID", message) from exc
-            return {**_saved(record_id), "created": created}
+            return {**saved(record_id), "created": created}
 
         return _Planned(None, run, key=value)
 
     def plan_delete(self, ids: list[str]) -> list[_Planned]:
         """One delete per id."""
-        _check_size(len(ids))
+        check_size(len(ids))
         planned: list[_Planned] = []
         for raw in ids:
             try:
-                record_id = _valid_id(raw)
+                record_id = valid_id(raw)
             except ApiError as exc:
                 planned.append(_Planned(raw, error=exc))
                 continue
@@ -291,7 +279,7 @@ class Collections:
         found: list[Any] = []
         for raw in ids:
             try:
-                found.append(store.get(name, _valid_id(raw), columns, api_version=version))
+                found.append(store.get(name, valid_id(raw), columns, api_version=version))
             except ApiError:
                 found.append(None)
         return Reply(200, found)
@@ -320,11 +308,7 @@ def _within(txn: Txn) -> Iterator[Txn]:
 
 
 def _deleter(record_id: str) -> RecordOp:
-    return lambda txn: _saved(_delete(txn, record_id))
-
-
-def _saved(record_id: str) -> dict[str, Any]:
-    return {"id": record_id, "success": True, "errors": []}
+    return lambda txn: saved(_delete(txn, record_id))
 
 
 def _update(txn: Txn, sobject: str, record_id: str, fields: dict[str, Any]) -> str:
@@ -335,13 +319,6 @@ def _update(txn: Txn, sobject: str, record_id: str, fields: dict[str, Any]) -> s
 def _delete(txn: Txn, record_id: str) -> str:
     txn.delete(record_id)
     return record_id
-
-
-def _valid_id(raw: str) -> str:
-    try:
-        return sfid.to18(raw)
-    except ValueError as exc:
-        raise ApiError(400, "MALFORMED_ID", f"malformed id {raw}", ["Id"]) from exc
 
 
 def _refuse_repeated_keys(planned: list[_Planned], field: FieldDef) -> list[_Planned]:
@@ -361,40 +338,6 @@ def _refuse_repeated_keys(planned: list[_Planned], field: FieldDef) -> list[_Pla
             item = _Planned(None, error=ApiError(400, "DUPLICATE_VALUE", message, [field.name]))
         out.append(item)
     return out
-
-
-def _retrieve_arguments(method: str, body: Any, query: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """(ids, fields) from the GET query string or the POST body `{"ids": [...], "fields": [...]}`."""
-    if method == "GET":
-        return _listed(query.get("ids", "")), _listed(query.get("fields", ""))
-    envelope = require_object(body)
-    lists = []
-    for name in ("ids", "fields"):
-        value = envelope.get(name, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ApiError(400, "JSON_PARSER_ERROR", f"{name}: expected an array of strings")
-        lists.append([v.strip() for v in value if v.strip()])
-    return lists[0], lists[1]
-
-
-def _listed(text: str) -> list[str]:
-    """The non-empty items of a comma-separated query parameter."""
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _require_version(version: str, since: float) -> None:
-    """404 NOT_FOUND, as for any unknown resource, when the API version predates the resource."""
-    if float(version) < since:
-        raise not_found()
-
-
-def _check_size(count: int) -> None:
-    if count > MAX_RECORDS:
-        raise too_many(count)
-
-
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() == "true"
 
 
 async def handle_collections(request: web.Request) -> web.StreamResponse:

@@ -2,8 +2,9 @@
 
 `PubSubStream` has `ChangeStream`'s public surface (`channels`, `changes()`, `committed()`, `close()`,
 `rebuilds`, `received`, `allocation_exhausted`), yields the same `SalesforceChange` records (decoded by
-`avro_events` through `changes.decode_change`) and reports lost windows with the same `WindowLost` and
-`Heartbeat` signals, so the inbound pipeline takes either transport behind one port.
+`pubsub_schemas` and `avro_events` through `changes.decode_change`) and reports lost windows with the same
+`WindowLost` and `Heartbeat` signals (`heartbeats`, shared with CometD), so the inbound pipeline takes
+either transport behind one port.
 
 - One Subscribe call per channel, authenticated by `accesstoken` / `instanceurl` / `tenantid` metadata from
   the TokenManager REST uses; an UNAUTHENTICATED call refreshes the token (once per failure, shared with

@@ -364,8 +364,10 @@ class Inbound:
             effects.notes.append(("source", "salesforce", "reconcile_needed", detail))
             return
         try:
-            await self._reconcile(since, reason)
+            await self._reconcile(since, reason)  # returns once the run is open in the ledger, not when done
             effects.notes.append(("source", "salesforce", "reconcile_requested", detail))
+        except TransientError:
+            raise  # not yet durable: the change is retried, its position uncommitted
         except Exception as exc:  # the reconciler's own failures must not stop the stream
             log.error("inbound.reconcile_failed", error_type=type(exc).__name__, error=str(exc)[:300])
             effects.notes.append(("source", "salesforce", "reconcile_needed", detail))

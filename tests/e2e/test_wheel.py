@@ -65,12 +65,13 @@ def _build_wheel(work: Path) -> Path:
     for name in ("bridge", "migrations"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     dist = work / "dist"
-    subprocess.run(
+    building = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=180,
     )
+    assert building.returncode == 0, building.stderr[-3000:]
     (wheel,) = dist.glob("mogli_bridge-*.whl")
     return wheel
 
@@ -213,8 +214,8 @@ def test_installed_wheel_runs_from_its_own_files(installed: Installed) -> None:
         cwd=installed.cwd,
         env=installed.env,
         timeout=60,
-        check=True,
     )
+    assert found.returncode == 0, found.stderr[-3000:]
     where = json.loads(found.stdout)
     venv = installed.venv.resolve()
     for name in ("bridge", "migrations", "schema"):

@@ -152,7 +152,7 @@ class GapReconciler:
                 await next_or_stop(self._wake.wait(), stop)
                 continue
             if not await self._attempt(gap, stop):
-                return
+                break
         log.info("gaps.stopped", finished=self.finished, waiting=sorted(self._waiting))
 
     # ------------------------------------------------------------------------------ the queue

@@ -5,20 +5,22 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from bridge.ledger.migrate import head_revision, migrations_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _pyproject() -> dict[str, object]:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+def _setuptools_table() -> dict[str, Any]:
+    table: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    return table
 
 
 def test_every_package_folder_is_listed_for_the_wheel() -> None:
     """Each folder of Python modules under bridge/ (and migrations/ as bridge._migrations) is a package
     the wheel ships: pyproject.toml lists them by hand, so a folder left out would vanish from the wheel."""
-    setuptools = _pyproject()["tool"]["setuptools"]  # type: ignore[index]
+    setuptools = _setuptools_table()
     listed = set(setuptools["packages"])
     folders = {
         ".".join(folder.relative_to(ROOT).parts)

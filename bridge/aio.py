@@ -23,20 +23,24 @@ async def next_or_stop(
 ) -> T | Interrupted:
     """Await `next_item` until `stop` is set or `within` seconds pass, whichever comes first.
 
-    An item that is ready when stop is too wins: the caller handles it and sees stop on its next turn. The
-    loser is cancelled and awaited, so nothing stays pending, also when the caller itself is cancelled; an
-    item source that ends (StopAsyncIteration) while being cancelled counts as cancelled, any other error it
-    raises then propagates.
+    An item that is ready when stop is too wins: the caller handles it and sees stop on its next turn. A
+    getter that loses is cancelled and awaited, so nothing stays pending, also when the caller itself is
+    cancelled; an item source that ends (StopAsyncIteration) while being cancelled counts as cancelled, any
+    other error it raises then propagates.
     """
     getter = asyncio.ensure_future(next_item)
     stopper = asyncio.ensure_future(stop.wait())
-    done: set[asyncio.Future[Any]] = set()
     try:
         done, _ = await asyncio.wait({getter, stopper}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await _cancel_and_settle({stopper} if getter in done else {stopper, getter})
+    except BaseException:
+        await _cancel_and_settle({getter, stopper})
+        raise
     if getter in done:
+        # Not awaited: an await here would be a point where a cancellation could drop the item in hand,
+        # and a cancelled stop.wait() has nothing to clean up (it finishes on the loop's next turn).
+        stopper.cancel()
         return getter.result()
+    await _cancel_and_settle({getter, stopper})
     _raise_unexpected(getter)
     return Interrupted.STOPPED if stopper in done else Interrupted.TIMED_OUT
 

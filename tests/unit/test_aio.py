@@ -21,6 +21,7 @@ async def test_item_first_returns_the_item_and_leaves_nothing_pending() -> None:
     stop = asyncio.Event()
     queue.put_nowait("a")
     assert await next_or_stop(queue.get(), stop) == "a"
+    await asyncio.sleep(0)  # the cancelled stop waiter finishes on the loop's next turn
     assert not _others()
 
 
@@ -45,6 +46,7 @@ async def test_both_ready_the_item_wins() -> None:
     stop.set()
     assert await next_or_stop(queue.get(), stop) == "a"
     assert queue.empty()
+    await asyncio.sleep(0)
     assert not _others()
 
 

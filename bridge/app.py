@@ -21,10 +21,9 @@ import structlog
 from bridge.aio import sleep_or_stop
 from bridge.config import SalesforceSettings, Settings, redacted_url, validate_for_run
 from bridge.errors import BridgeError, ConfigurationError, FatalError, TransientError
-from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.checkpoints import SOURCE_STREAM
 from bridge.ledger.lock import InstanceLock, LockHealth
-from bridge.metrics import BridgeMetrics, CountingLedger
+from bridge.metrics import BridgeMetrics
 from bridge.pipeline.echo import EchoFilter
 from bridge.pipeline.ingest import Ingestor
 from bridge.pipeline.push import Pusher, PushSettings
@@ -33,6 +32,7 @@ from bridge.supervisor import Component, ComponentState, StartsUp, supervise
 
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
+    from bridge.ledger.repository import Ledger
     from bridge.pipeline.allocation import AllocationWatch
     from bridge.pipeline.inbound import Inbound
     from bridge.pipeline.reconcile import ReconcileOptions, Reconciler
@@ -77,25 +77,23 @@ class Daemon:
             self.stop_event.set()
 
     @contextlib.asynccontextmanager
-    async def _ledger(self) -> AsyncIterator[AsyncLedger]:
+    async def _ledger(self) -> AsyncIterator[Ledger]:
         from bridge.ledger.engine import durability_problems
         from bridge.ledger.migrate import current_revision, head_revision
-        from bridge.ledger.repository import LedgerRepository
+        from bridge.ledger.repository import Ledger
 
         url = self.settings.ledger.url
         if current_revision(url) != head_revision():
             raise ConfigurationError(
                 "the ledger is not at the current schema: run `mogli-bridge setup` first", "ledger.url"
             )
-        repository = LedgerRepository.from_url(url, clock=self.clock)
-        for problem in durability_problems(repository.engine):
+        ledger = Ledger.from_url(url, clock=self.clock)
+        for problem in durability_problems(ledger.engine):
             log.warning("ledger.not_durable", problem=problem)
-        ledger = AsyncLedger(repository)
         try:
             yield ledger
         finally:
             await ledger.close()
-            repository.dispose()
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1)."""
@@ -159,8 +157,9 @@ class Daemon:
             client = SalesforceClient(http, tokens, sf)
             sync = self.settings.sync
             metrics = BridgeMetrics()
+            ledger.observe_outcomes(metrics.observe)  # push outcomes counted once the ledger holds them
             pusher = Pusher(
-                CountingLedger(ledger, metrics),
+                ledger,
                 client,
                 options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
                 settings=PushSettings(
@@ -208,7 +207,7 @@ class Daemon:
         return 0
 
     async def _inbound(
-        self, ledger: AsyncLedger, tokens: TokenManager, client: SalesforceClient, pusher: Pusher
+        self, ledger: Ledger, tokens: TokenManager, client: SalesforceClient, pusher: Pusher
     ) -> tuple[Inbound | None, SchedulerWriter | None]:
         """The inbound component (Salesforce change events), unless `sync.streaming` is off."""
         from bridge.pipeline.inbound import Inbound
@@ -285,7 +284,7 @@ class Daemon:
             credentials=None if sync.pubsub_plaintext else channel_credentials(sf.ca_bundle),
         )
 
-    async def _positions(self, ledger: AsyncLedger, channels: tuple[str, ...]) -> dict[str, ReplayPosition]:
+    async def _positions(self, ledger: Ledger, channels: tuple[str, ...]) -> dict[str, ReplayPosition]:
         """The stored positions of the channels. On a first run on them (the custom channel after the standard
         ones, or back), the time of the other channels' last positions: the window since is reconciled."""
         from bridge.records.inbound import ReplayPosition
@@ -304,7 +303,7 @@ class Daemon:
         return {channel: ReplayPosition(-1, min(earlier)) for channel in channels}
 
     async def _channels(
-        self, client: SalesforceClient, tokens: TokenManager, ledger: AsyncLedger
+        self, client: SalesforceClient, tokens: TokenManager, ledger: Ledger
     ) -> tuple[tuple[str, ...], str]:
         """The channels to subscribe to and a status line saying why: the custom channel when `setup`
         created it (`sync.channel` auto or custom), else the standard ones. A check that fails for a passing
@@ -341,7 +340,7 @@ class Daemon:
         return default_channels(sf), f"standard channels: {found.reason}"
 
     def _allocation_watch(
-        self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher, metrics: BridgeMetrics
+        self, ledger: Ledger, client: SalesforceClient, pusher: Pusher, metrics: BridgeMetrics
     ) -> AllocationWatch:
         """The delivered-event allocation watch of the stream: metric, status line, reconciliation."""
         from bridge.pipeline.allocation import AllocationSettings, AllocationWatch
@@ -362,9 +361,8 @@ class Daemon:
         self.streaming_lines["delivered_events"] = lambda: watch.status
         return watch
 
-    def _reconciler(self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher) -> Reconciler:
+    def _reconciler(self, ledger: Ledger, client: SalesforceClient, pusher: Pusher) -> Reconciler:
         """A Reconciler on the daemon's ledger and Salesforce client; repairs wake the pusher."""
-        from bridge.ledger.reconciliation import ReconcileStore
         from bridge.pipeline.reconcile import Reconciler
         from bridge.rules.drift import RepairPolicy
         from bridge.salesforce.reads import SalesforceReads
@@ -377,7 +375,7 @@ class Daemon:
 
         return Reconciler(
             ledger=ledger,
-            store=ReconcileStore(ledger.repository.engine, self.clock),
+            store=ledger,
             scheduler=SchedulerReader(self.settings.source.dsn, self.settings.source.schema),
             salesforce=SalesforceReads(client, self.settings.salesforce.objects),
             options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
@@ -387,7 +385,7 @@ class Daemon:
         )
 
     def _window_reconciler(
-        self, ledger: AsyncLedger, client: SalesforceClient, pusher: Pusher
+        self, ledger: Ledger, client: SalesforceClient, pusher: Pusher
     ) -> Callable[[datetime, str], Awaitable[None]]:
         """A targeted reconciliation of what changed since a point in time, for lost change events."""
         from bridge.pipeline.reconcile import ReconcileOptions
@@ -404,7 +402,7 @@ class Daemon:
 
     def _admin_server(
         self,
-        ledger: AsyncLedger,
+        ledger: Ledger,
         source: ReplicationSource,
         client: SalesforceClient,
         pusher: Pusher,

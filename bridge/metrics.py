@@ -2,7 +2,7 @@
 
 `Readings` is what the admin app gathers on request; `BridgeMetrics` turns one into gauges on a private
 `CollectorRegistry` (one per daemon, never the global registry). Outcome counters are fed as outcomes are
-recorded, through `CountingLedger`, which wraps the pipeline's ledger port.
+recorded: `app.py` registers `BridgeMetrics.observe` on the ledger (`Ledger.observe_outcomes`).
 
 Metric names (all prefixed `mogli_bridge_`):
 
@@ -28,14 +28,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.pipeline.ports import Ledger
-from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork, OutcomeState
-from bridge.records.source import IngestBatch
+from bridge.records.outbound import OutcomeState
 
 PREFIX = "mogli_bridge_"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -186,39 +183,3 @@ class BridgeMetrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
-
-
-class CountingLedger:
-    """The pipeline's ledger port, counting every recorded outcome into BridgeMetrics."""
-
-    def __init__(self, inner: Ledger, metrics: BridgeMetrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-
-    async def read_checkpoint(self, stream: str) -> str | None:
-        """Delegated."""
-        return await self._inner.read_checkpoint(stream)
-
-    async def apply_source_batch(self, batch: IngestBatch) -> Any:
-        """Delegated."""
-        return await self._inner.apply_source_batch(batch)
-
-    async def claim_link_work(self, now: datetime, limit: int) -> list[LinkWork]:
-        """Delegated."""
-        return await self._inner.claim_link_work(now, limit)
-
-    async def claim_activity_work(
-        self, now: datetime, limit: int, exclude: Collection[str] = ()
-    ) -> list[ActivityWork]:
-        """Delegated."""
-        return await self._inner.claim_activity_work(now, limit, exclude)
-
-    async def record_link_outcomes(self, outcomes: Sequence[LinkOutcome], now: datetime) -> None:
-        """Delegated; counted once the ledger holds them."""
-        await self._inner.record_link_outcomes(outcomes, now)
-        self._metrics.observe("link", [o.state for o in outcomes])
-
-    async def record_activity_outcomes(self, outcomes: Sequence[ActivityOutcome], now: datetime) -> None:
-        """Delegated; counted once the ledger holds them."""
-        await self._inner.record_activity_outcomes(outcomes, now)
-        self._metrics.observe("activity", [o.state for o in outcomes])

@@ -1,13 +1,14 @@
-"""What the admin app sees of the daemon: Protocols only (app.py wires the real components in)."""
+"""What the admin app sees of the daemon: Protocols only (app.py wires the real components in).
+
+The ledger's port, `AdminLedger`, sits with the other ledger ports in `bridge.pipeline.ports`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from bridge.ledger.reports import DriftTotals
-from bridge.records.ledger import DriftItem, FailureRecord, ReconciliationRun
 from bridge.records.outbound import ApiUsage
 
 OptionsT = TypeVar("OptionsT", contravariant=True)
@@ -22,63 +23,6 @@ class ReconcileRunner(Protocol[OptionsT]):
 
     async def execute(self, run_id: int, options: OptionsT) -> Any:
         """Compare, record drift, repair unless dry run, and close the run row."""
-        ...
-
-
-class AdminLedger(Protocol):
-    """The ledger reads and writes the admin app makes (AsyncLedger)."""
-
-    async def ping(self) -> None:
-        """Raise when the ledger is unreachable."""
-
-    async def counts(self) -> dict[str, int]:
-        """Rows by state: 'activities.<state>' and 'links.<state>'."""
-        ...
-
-    async def requeue(
-        self,
-        booking_ids: Collection[str] | None = None,
-        all_failed: bool = False,
-        now: datetime | None = None,
-        requested_by: str = "admin",
-    ) -> int:
-        """Failed rows back to pending; how many moved."""
-        ...
-
-    async def get_reconciliation(self, run_id: int) -> ReconciliationRun | None:
-        """One run, or None."""
-        ...
-
-    async def list_reconciliations(self, limit: int = 10) -> list[ReconciliationRun]:
-        """The newest runs first."""
-        ...
-
-    async def list_drift(
-        self,
-        run_id: int | None = None,
-        link_id: str | None = None,
-        booking_id: str | None = None,
-        limit: int = 100,
-    ) -> list[DriftItem]:
-        """Drift items, newest first."""
-        ...
-
-    async def drift_totals(self) -> DriftTotals:
-        """Drift found and repaired over every run."""
-        ...
-
-    async def list_failures(
-        self,
-        link_id: str | None = None,
-        booking_id: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[FailureRecord]:
-        """Failed links and activities, newest first."""
-        ...
-
-    async def list_checkpoints(self) -> dict[str, str]:
-        """Every stream position by stream name."""
         ...
 
 
@@ -181,7 +125,6 @@ class IngestorView(Protocol):
 
 
 __all__: Sequence[str] = (
-    "AdminLedger",
     "IngestorView",
     "PusherView",
     "ReconcileRunner",

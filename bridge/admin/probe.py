@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 import psycopg2
 import structlog
 
-from bridge.admin.ports import AdminLedger, IngestorView, PusherView, SalesforceView, SlotView, SourceView
+from bridge.admin.ports import IngestorView, PusherView, SalesforceView, SlotView, SourceView
 from bridge.metrics import CheckResult, Readings, ReplicationReading
+from bridge.pipeline.ports import AdminLedger
 
 log = structlog.get_logger(__name__)
 

@@ -19,11 +19,12 @@ from aiohttp import web
 
 from bridge.admin import views
 from bridge.admin.page import render_status_page
-from bridge.admin.ports import AdminLedger, ReconcileRunner
+from bridge.admin.ports import ReconcileRunner
 from bridge.aio import sleep_or_stop
 from bridge.config import AdminSettings
 from bridge.errors import ConfigurationError
 from bridge.metrics import CONTENT_TYPE, BridgeMetrics, Readings
+from bridge.pipeline.ports import AdminLedger
 
 log = structlog.get_logger(__name__)
 

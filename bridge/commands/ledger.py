@@ -73,25 +73,38 @@ def ledger(
     out: TextIO | None = None,
 ) -> int:
     """`mogli-bridge ledger links|activities|journal|failures|drift`: print ledger rows."""
-    from bridge.ledger.repository import LedgerRepository
+    from bridge.ledger import journal, queries, runs
+    from bridge.ledger.repository import Ledger
 
     out = out or sys.stdout
     check_filters(what, {"link": link, "booking": booking, "state": state, "since": since})
     when = parse_since(since)
     if limit < 1:
         raise ConfigurationError("--limit must be at least 1", "--limit")
-    repository = LedgerRepository.from_url(settings.ledger.url)
+    ledger = Ledger.from_url(settings.ledger.url)
     try:
+        read = ledger.call_read
         fetch: dict[str, Callable[[], list[Any]]] = {
-            "links": lambda: repository.list_links(link, state, when, limit),
-            "activities": lambda: repository.list_activities(link, booking, state, when, limit),
-            "journal": lambda: repository.list_journal(link, booking, when, limit),
-            "failures": lambda: repository.list_failures(link, booking, when, limit),
-            "drift": lambda: repository.list_drift(None, link, booking, limit),
+            "links": lambda: read(queries.list_links, link_id=link, state=state, since=when, limit=limit),
+            "activities": lambda: read(
+                queries.list_activities,
+                link_id=link,
+                booking_id=booking,
+                state=state,
+                since=when,
+                limit=limit,
+            ),
+            "journal": lambda: read(
+                journal.list_journal, link_id=link, booking_id=booking, since=when, limit=limit
+            ),
+            "failures": lambda: read(
+                queries.list_failures, link_id=link, booking_id=booking, since=when, limit=limit
+            ),
+            "drift": lambda: read(runs.list_drift, link_id=link, booking_id=booking, limit=limit),
         }
         records = fetch[what]()
     finally:
-        repository.dispose()
+        ledger.dispose()
     _print_rows(out, output_format(fmt, out), what, record_rows(records, COLUMNS[what]))
     return 0
 

@@ -34,8 +34,7 @@ from bridge.rules.drift import RepairPolicy
 from bridge.rules.mapping import MappingOptions
 
 if TYPE_CHECKING:
-    from bridge.ledger.reconciliation import ReconcileStore
-    from bridge.ledger.repository import AsyncLedger
+    from bridge.ledger.repository import Ledger
     from bridge.salesforce.rest import SalesforceClient
 
 log = structlog.get_logger(__name__)
@@ -231,13 +230,14 @@ def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console)
 
 def _drift_items(settings: Settings, run_id: int) -> list[DriftItem]:
     """The run's drift items, oldest first (a read-only ledger query)."""
-    from bridge.ledger.repository import LedgerRepository
+    from bridge.ledger import runs
+    from bridge.ledger.repository import Ledger
 
-    repository = LedgerRepository.from_url(settings.ledger.url)
+    ledger = Ledger.from_url(settings.ledger.url)
     try:
-        return list(reversed(repository.list_drift(run_id=run_id, limit=10_000_000)))
+        return list(reversed(ledger.call_read(runs.list_drift, run_id=run_id, limit=10_000_000)))
     finally:
-        repository.dispose()
+        ledger.dispose()
 
 
 # ---------------------------------------------------------------------------------------- in-process
@@ -277,23 +277,20 @@ def _in_process(
 
 def make_reconciler(
     settings: Settings,
-    ledger: AsyncLedger,
+    ledger: Ledger,
     client: SalesforceClient,
     *,
-    clock: Callable[[], datetime],
     after_repair: Callable[[], Awaitable[None]] | None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[Reconciler, ReconcileStore]:
-    """A Reconciler on the daemon's (or this process's) ledger and client; close the store when done."""
-    from bridge.ledger.reconciliation import ReconcileStore
+) -> Reconciler:
+    """A Reconciler on this process's ledger and client."""
     from bridge.salesforce.reads import SalesforceReads
     from bridge.source.reader_sql import SchedulerReader
 
     sync = settings.sync
-    store = ReconcileStore(ledger.repository.engine, clock)
-    reconciler = Reconciler(
+    return Reconciler(
         ledger=ledger,
-        store=store,
+        store=ledger,
         scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
         salesforce=SalesforceReads(client, settings.salesforce.objects),
         options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
@@ -302,19 +299,18 @@ def make_reconciler(
         after_repair=after_repair,
         progress=progress,
     )
-    return reconciler, store
 
 
 async def _execute(
     settings: Settings, options: ReconcileOptions, report: Callable[[str, int, int], None] | None
 ) -> ReconcileSummary:
-    from bridge.ledger.repository import AsyncLedger, LedgerRepository, utc_now
+    from bridge.ledger.repository import Ledger, utc_now
     from bridge.pipeline.push import Pusher, PushSettings
     from bridge.salesforce.auth import TokenManager, make_ssl_context
     from bridge.salesforce.rest import SalesforceClient
 
     sf, sync = settings.salesforce, settings.sync
-    ledger = AsyncLedger(LedgerRepository.from_url(settings.ledger.url))
+    ledger = Ledger.from_url(settings.ledger.url)
     connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle))
     try:
         async with aiohttp.ClientSession(connector=connector) as http:
@@ -326,19 +322,11 @@ async def _execute(
                 settings=PushSettings(batch_size=sync.batch_size, max_attempts=sync.max_attempts),
                 clock=utc_now,
             )
-            reconciler, store = make_reconciler(
-                settings,
-                ledger,
-                client,
-                clock=utc_now,
-                after_repair=_drainer(pusher.push_once),
-                progress=report,
+            reconciler = make_reconciler(
+                settings, ledger, client, after_repair=_drainer(pusher.push_once), progress=report
             )
-            try:
-                run_id = await reconciler.start(options)
-                return await reconciler.execute(run_id, options)
-            finally:
-                store.close()
+            run_id = await reconciler.start(options)
+            return await reconciler.execute(run_id, options)
     finally:
         await ledger.close()
 

@@ -25,8 +25,9 @@ def retry(
     Without an answer from the daemon's API the ledger is written directly, but only under the ledger's
     instance lock: a command never writes behind a daemon that holds it (exit 1 with the reason instead).
     """
+    from bridge.ledger import requeue
     from bridge.ledger.lock import InstanceLock
-    from bridge.ledger.repository import LedgerRepository
+    from bridge.ledger.repository import Ledger
 
     out = out or sys.stdout
     if bool(booking_ids) == all_failed:
@@ -52,11 +53,11 @@ def retry(
         return 1
     try:
         out.write(f"no daemon holds the ledger (the admin API {api}); writing the ledger directly\n")
-        repository = LedgerRepository.from_url(settings.ledger.url)
+        ledger = Ledger.from_url(settings.ledger.url)
         try:
-            moved = repository.requeue(list(booking_ids) or None, all_failed, requested_by="cli")
+            moved = ledger.call(requeue.requeue, list(booking_ids) or None, all_failed, ledger.now(), "cli")
         finally:
-            repository.dispose()
+            ledger.dispose()
     finally:
         lock.release()
     out.write(f"requeued {moved} record(s) in the ledger; a daemon pushes them once it runs\n")

@@ -74,17 +74,18 @@ def _ledger_checks_behind_daemon(settings: Settings, reset_source: bool) -> list
 
 
 def _ledger_writes(settings: Settings, reset_source: bool) -> list[Check]:
+    from bridge.ledger import checkpoints
     from bridge.ledger.migrate import upgrade_to_head
-    from bridge.ledger.repository import LedgerRepository
+    from bridge.ledger.repository import Ledger
 
     revision = upgrade_to_head(settings.ledger.url)
     checks = [Check("ledger", True, f"migrated to revision {revision} ({redacted_url(settings.ledger.url)})")]
     if reset_source:
-        repository = LedgerRepository.from_url(settings.ledger.url)
+        ledger = Ledger.from_url(settings.ledger.url)
         try:
-            repository.write_checkpoint(SOURCE_STREAM, "")
+            ledger.call(checkpoints.write_position, SOURCE_STREAM, "", ledger.now())
         finally:
-            repository.dispose()
+            ledger.dispose()
         checks.append(Check("ledger", True, "source position forgotten: the next run re-reads the tables"))
     return checks
 

@@ -21,22 +21,23 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _ledger_section(settings: Settings) -> dict[str, Any]:
     """What the ledger says, read directly."""
+    from bridge.ledger import queries, reports
     from bridge.ledger.engine import durability_problems
     from bridge.ledger.migrate import current_revision, head_revision
-    from bridge.ledger.repository import LedgerRepository
+    from bridge.ledger.repository import Ledger
     from bridge.records.source import format_lsn
 
     try:
         revision = current_revision(settings.ledger.url)
-        repository = LedgerRepository.from_url(settings.ledger.url)
+        ledger = Ledger.from_url(settings.ledger.url)
         try:
-            counts = repository.counts()
-            positions = repository.list_checkpoints()
-            totals = repository.drift_totals()
-            runs = repository.list_reconciliations(1)
-            durability = durability_problems(repository.engine)
+            counts = ledger.call_read(queries.counts)
+            positions = ledger.call_read(reports.list_checkpoints)
+            totals = ledger.call_read(reports.drift_totals)
+            runs = ledger.call_read(reports.list_runs, 1)
+            durability = durability_problems(ledger.engine)
         finally:
-            repository.dispose()
+            ledger.dispose()
     except Exception as exc:
         return {"reachable": False, "error": first_line(exc)}
     source_position = positions.pop("source", "")

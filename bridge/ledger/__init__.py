@@ -1,13 +1,13 @@
-"""The ledger: SQL tables (Alembic reads `tables.Base.metadata`), the outbox, and the repository over them.
+"""The ledger: SQL tables (Alembic reads `tables.Base.metadata`), the outbox, and the repository over them
+(`bridge.ledger.repository.Ledger`, imported from its module: this package face imports no module that
+imports it back).
 
 Holds no business rules: the rules in `bridge/rules/` decide what to write; the ledger remembers the
 mirror of the source, the desired Salesforce state, and every outcome.
 """
 
-from bridge.ledger.async_ledger import AsyncLedger
 from bridge.ledger.engine import make_engine, normalise_url
 from bridge.ledger.migrate import current_revision, head_revision, upgrade_to_head
-from bridge.ledger.repository import LedgerRepository
 from bridge.records.ledger import (
     ActivityRecord,
     ActivitySyncState,
@@ -25,14 +25,12 @@ from bridge.records.ledger import (
 __all__ = [
     "ActivityRecord",
     "ActivitySyncState",
-    "AsyncLedger",
     "Direction",
     "DriftItem",
     "FailureRecord",
     "IngestBatch",
     "IngestSummary",
     "JournalEntry",
-    "LedgerRepository",
     "LinkRecord",
     "LinkSyncState",
     "ReconciliationRun",

@@ -4,25 +4,23 @@ progress.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from bridge.ledger.checkpoints import SOURCE_STREAM, read_position
 from bridge.ledger.inbound import MOGLI_EVENT_DELETED
 from bridge.ledger.ingest import apply_batch
 from bridge.ledger.journal import append_journal
-from bridge.ledger.queries import _link_record, activities_by_id
+from bridge.ledger.queries import _link_record
 from bridge.ledger.requeue import mark_deleted_in_salesforce
 from bridge.ledger.runs import add_drift
 from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, RUNS, USERS
 from bridge.ledger.workset import chunked
+from bridge.records.ledger import ActivitySyncState as A
 from bridge.records.ledger import (
-    ActivityRecord,
     Direction,
     DriftItem,
     JournalEntry,
@@ -30,10 +28,8 @@ from bridge.records.ledger import (
     LinkRecord,
     ReconciliationRun,
 )
-from bridge.records.ledger import ActivitySyncState as A
 from bridge.records.source import IngestBatch, SourceChange, SourceTable, SourceTransaction
 
-_T = TypeVar("_T")
 # Activities a link's new Mogli Event sends again (the others are gone, waiting or refused anyway).
 _RELINK_STATES = (A.SYNCED.value, A.PENDING.value, A.FAILED.value)
 # Runs that stopped before their last chunk and may be resumed.
@@ -270,112 +266,3 @@ def find_resumable(connection: Connection, scope: JsonObject, dry_run: bool) -> 
 def resume_run(connection: Connection, run_id: int) -> None:
     """Mark a paused run running again."""
     connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(state="running", finished_at=None))
-
-
-class ReconcileStore:
-    """Reconciliation's own ledger calls as coroutines, in one worker thread over the repository's engine.
-
-    The shared calls (runs, drift listing, ingest, checkpoints) stay on the daemon's AsyncLedger; these are
-    the reconciliation-only ones. SQLite's busy timeout serialises the two threads' writes.
-    """
-
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
-        self._engine = engine
-        self._clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile-ledger")
-
-    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
-        def call() -> _T:
-            with self._engine.connect() as connection:
-                return fn(connection, *args)
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    async def _write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        def call() -> _T:
-            with self._engine.begin() as connection:
-                return fn(connection, *args, **kwargs)
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    def close(self) -> None:
-        """Stop the worker thread (the engine belongs to the repository)."""
-        self._executor.shutdown(wait=True)
-
-    def now(self) -> datetime:
-        """The repository's clock."""
-        return self._clock()
-
-    async def activity_ids(
-        self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
-    ) -> list[tuple[str, str | None, str | None]]:
-        """See activity_ids."""
-        return await self._read(activity_ids, links, bookings, since, until)
-
-    async def link_ids(self) -> list[str]:
-        """See link_ids."""
-        return await self._read(link_ids)
-
-    async def changed_ids(
-        self, since: datetime, until: datetime | None
-    ) -> tuple[list[tuple[str, str | None, str | None]], list[str]]:
-        """See changed_ids."""
-        return await self._read(changed_ids, since, until)
-
-    async def links(self, ids: Collection[str]) -> dict[str, LinkRecord]:
-        """See links_by_id."""
-        return await self._read(links_by_id, ids)
-
-    async def activities(self, ids: Collection[str]) -> dict[str, ActivityRecord]:
-        """The activities with these booking ids."""
-        return await self._read(activities_by_id, ids)
-
-    async def users(self, ids: Collection[str]) -> dict[str, str | None]:
-        """See users_by_id."""
-        return await self._read(users_by_id, ids)
-
-    async def journal_mark(self) -> int:
-        """See journal_mark."""
-        return await self._read(journal_mark)
-
-    async def remirror(self, changes: Sequence[SourceChange], mark: int) -> set[MirrorKey]:
-        """See remirror."""
-        return await self._write(remirror, changes, mark, self._clock())
-
-    async def requeue(
-        self,
-        *,
-        booking_ids: Collection[str],
-        link_ids: Collection[str],
-        relink_ids: Collection[str],
-        run_id: int,
-    ) -> int:
-        """See requeue_drifted."""
-        return await self._write(
-            requeue_drifted,
-            booking_ids=booking_ids,
-            link_ids=link_ids,
-            relink_ids=relink_ids,
-            now=self._clock(),
-            run_id=run_id,
-        )
-
-    async def mark_deleted(self, salesforce_ids: Collection[str], run_id: int) -> int:
-        """See mark_deleted."""
-        return await self._write(mark_deleted, salesforce_ids, self._clock(), run_id)
-
-    async def accept_owners(self, owners: Mapping[str, str], run_id: int) -> int:
-        """See accept_owners."""
-        return await self._write(accept_owners, owners, self._clock(), run_id)
-
-    async def record_chunk(self, run_id: int, items: Sequence[DriftItem], summary: JsonObject) -> None:
-        """See record_chunk."""
-        await self._write(record_chunk, run_id, items, summary)
-
-    async def find_resumable(self, scope: JsonObject, dry_run: bool) -> ReconciliationRun | None:
-        """See find_resumable."""
-        return await self._read(find_resumable, scope, dry_run)
-
-    async def resume(self, run_id: int) -> None:
-        """See resume_run."""
-        await self._write(resume_run, run_id)

@@ -1,16 +1,43 @@
-"""The ledger repository: every read and write the daemon and the CLI make, one transaction per call."""
+"""The ledger repository: every read and write the daemon, the commands and reconciliation make.
+
+One class, one declaration per operation. Each operation is a coroutine that runs one function of a topic
+module (`ledger/<topic>.py`, functions on a SQLAlchemy Connection: the SQL lives there, once) in one
+transaction, in one dedicated worker thread. SQLite has one writer anyway, and a single thread keeps the
+blocking driver off the event loop while serialising ledger transactions in the order they are issued.
+
+To add an operation: write the function in its topic module, then one short method here. Synchronous
+callers (commands, tests outside a loop) use `Ledger.call(topic_fn, ...)` or `asyncio.run`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from bridge.ledger import checkpoints, inbound, ingest, journal, outbox, queries, reports, requeue, runs
-from bridge.ledger.async_ledger import AsyncLedger
+from bridge.errors import LedgerUnavailable
+from bridge.ledger import (
+    checkpoints,
+    inbound,
+    ingest,
+    journal,
+    outbox,
+    queries,
+    reconciliation,
+    reports,
+    runs,
+)
+from bridge.ledger import requeue as requeues
 from bridge.ledger.engine import READ_ONLY, make_engine
+from bridge.ledger.reconciliation import MirrorKey
 from bridge.ledger.reports import DriftTotals
 from bridge.records.inbound import InboundBatch, KnownActivity, KnownLink
 from bridge.records.ledger import (
@@ -24,11 +51,18 @@ from bridge.records.ledger import (
     LinkRecord,
     ReconciliationRun,
 )
-from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
+from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork, OutcomeState
+from bridge.records.source import SourceChange
 
 Clock = Callable[[], datetime]
+# Told, after the commit, which push outcomes the ledger now holds: ('link' | 'activity', their states).
+OutcomeObserver = Callable[[str, Sequence[OutcomeState]], None]
+BookingKey = tuple[str, str | None, str | None]  # booking id, link id, assigned user id
 
-__all__ = ["AsyncLedger", "Clock", "LedgerRepository", "utc_now"]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+__all__ = ["BookingKey", "Clock", "Ledger", "OutcomeObserver", "utc_now"]
 
 
 def utc_now() -> datetime:
@@ -36,76 +70,139 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class LedgerRepository:
-    """Synchronous access to the ledger; each method is one database transaction."""
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Raise a lost connection as LedgerUnavailable.
+
+    Connection refused, server gone, database locked past the busy timeout: a transient state of the ledger,
+    not of the data. Integrity and programming errors stay what they are.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        reason = type(exc.orig).__name__ if exc.orig else exc
+        raise LedgerUnavailable(f"ledger unavailable: {reason}") from exc
+
+
+class Ledger:
+    """The ledger's one repository: each operation is one transaction, run in one worker thread."""
 
     def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
         self.engine = engine
         self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+        self._outcome_observers: list[OutcomeObserver] = []
 
     @classmethod
-    def from_url(cls, url: str, clock: Clock = utc_now) -> LedgerRepository:
+    def from_url(cls, url: str, clock: Clock = utc_now) -> Ledger:
         """A repository on a fresh engine for this URL."""
         return cls(make_engine(url), clock)
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
-            yield connection.execution_options(**{READ_ONLY: True})
+    def now(self) -> datetime:
+        """The repository's clock."""
+        return self._clock()
+
+    def observe_outcomes(self, observer: OutcomeObserver) -> None:
+        """Call `observer` with every batch of push outcomes once the ledger has committed them (metrics)."""
+        self._outcome_observers.append(observer)
+
+    # ------------------------------------------------------------------ the one way in
+
+    def call(self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a topic function in one write transaction, in the calling thread, errors translated.
+
+        The synchronous entry, for commands and tests that hold no event loop or must not wait on one;
+        everything else awaits the methods below, which run the same topic functions in the worker thread.
+        """
+        with _translated(), self.engine.begin() as connection:
+            return fn(connection, *args, **kwargs)
+
+    def call_read(
+        self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """`call` for a read: a read-only transaction (on SQLite it takes no write lock)."""
+        with _translated(), self.engine.connect() as connection:
+            return fn(connection.execution_options(**{READ_ONLY: True}), *args, **kwargs)
+
+    async def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # keep structlog's bound context in the worker
+        call = functools.partial(context.run, fn, *args, **kwargs)
+        with _translated():
+            return await loop.run_in_executor(self._executor, call)
+
+    async def _read(
+        self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        def read() -> _T:
+            return self.call_read(fn, *args, **kwargs)
+
+        return await self._run(read)
+
+    async def _write(
+        self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        def write() -> _T:
+            return self.call(fn, *args, **kwargs)
+
+        return await self._run(write)
+
+    async def close(self) -> None:
+        """Finish queued calls, stop the worker thread and close the engine's connections (idempotent)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.dispose)
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Finish queued calls, stop the worker thread and close every pooled connection (idempotent)."""
+        self._executor.shutdown(wait=True)
         self.engine.dispose()
 
-    def ping(self) -> None:
+    async def ping(self) -> None:
         """Run a trivial query (health check); raises when the ledger is unreachable."""
-        with self._read() as connection:
-            connection.execute(text("SELECT 1"))
+        await self._read(lambda connection: connection.execute(text("SELECT 1")))
 
     # ------------------------------------------------------------------ checkpoints and ingest
 
-    def read_checkpoint(self, stream: str) -> str | None:
+    async def read_checkpoint(self, stream: str) -> str | None:
         """The stored position of a stream, or None."""
-        with self._read() as connection:
-            return checkpoints.read_position(connection, stream)
+        return await self._read(checkpoints.read_position, stream)
 
-    def write_checkpoint(self, stream: str, position: str) -> None:
+    async def write_checkpoint(self, stream: str, position: str) -> None:
         """Store a stream position (e.g. a Salesforce channel's replay id)."""
-        with self.engine.begin() as connection:
-            checkpoints.write_position(connection, stream, position, self._clock())
+        await self._write(checkpoints.write_position, stream, position, self._clock())
 
-    def apply_source_batch(self, batch: IngestBatch) -> IngestSummary:
+    async def apply_source_batch(self, batch: IngestBatch) -> IngestSummary:
         """Apply source transactions and advance the 'source' checkpoint, all in one transaction."""
-        with self.engine.begin() as connection:
-            return ingest.apply_batch(connection, batch)
+        return await self._write(ingest.apply_batch, batch)
 
     # ------------------------------------------------------------------ outbox
 
-    def claim_link_work(self, now: datetime, limit: int) -> list[LinkWork]:
+    async def claim_link_work(self, now: datetime, limit: int) -> list[LinkWork]:
         """Links whose Mogli Event must be written."""
-        with self._read() as connection:
-            return outbox.claim_links(connection, now, limit)
+        return await self._read(outbox.claim_links, now, limit)
 
-    def claim_activity_work(
+    async def claim_activity_work(
         self, now: datetime, limit: int, exclude: Collection[str] = ()
     ) -> list[ActivityWork]:
         """Activities ready to be written or deleted, skipping the booking ids in `exclude`."""
-        with self._read() as connection:
-            return outbox.claim_activities(connection, now, limit, exclude)
+        return await self._read(outbox.claim_activities, now, limit, exclude)
 
-    def record_link_outcomes(self, outcomes: Sequence[LinkOutcome], now: datetime) -> None:
+    async def record_link_outcomes(self, outcomes: Sequence[LinkOutcome], now: datetime) -> None:
         """Record Mogli Event push outcomes (version-compared) and journal them."""
         if outcomes:
-            with self.engine.begin() as connection:
-                outbox.record_links(connection, outcomes, now)
+            await self._write(outbox.record_links, outcomes, now)
+        self._observed("link", [o.state for o in outcomes])
 
-    def record_activity_outcomes(self, outcomes: Sequence[ActivityOutcome], now: datetime) -> None:
+    async def record_activity_outcomes(self, outcomes: Sequence[ActivityOutcome], now: datetime) -> None:
         """Record Event push outcomes (version-compared) and journal them."""
         if outcomes:
-            with self.engine.begin() as connection:
-                outbox.record_activities(connection, outcomes, now)
+            await self._write(outbox.record_activities, outcomes, now)
+        self._observed("activity", [o.state for o in outcomes])
 
-    def requeue(
+    def _observed(self, entity: str, states: Sequence[OutcomeState]) -> None:
+        for observer in self._outcome_observers:
+            observer(entity, states)
+
+    async def requeue(
         self,
         booking_ids: Collection[str] | None = None,
         all_failed: bool = False,
@@ -113,22 +210,22 @@ class LedgerRepository:
         requested_by: str = "admin",
     ) -> int:
         """Failed rows back to pending; returns how many rows moved."""
-        with self.engine.begin() as connection:
-            return requeue.requeue(connection, booking_ids, all_failed, now or self._clock(), requested_by)
+        when = now or self._clock()
+        return await self._write(requeues.requeue, booking_ids, all_failed, when, requested_by)
 
-    def mark_deleted_in_salesforce(self, salesforce_ids: Collection[str], now: datetime | None = None) -> int:
+    async def mark_deleted_in_salesforce(
+        self, salesforce_ids: Collection[str], now: datetime | None = None
+    ) -> int:
         """Rows whose Salesforce record was deleted there; returns how many rows changed."""
-        with self.engine.begin() as connection:
-            return requeue.mark_deleted_in_salesforce(connection, salesforce_ids, now or self._clock())
+        return await self._write(requeues.mark_deleted_in_salesforce, salesforce_ids, now or self._clock())
 
     # ------------------------------------------------------------------ reads
 
-    def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[str, int]:
         """Rows by state: 'activities.<state>' and 'links.<state>'."""
-        with self._read() as connection:
-            return queries.counts(connection)
+        return await self._read(queries.counts)
 
-    def list_links(
+    async def list_links(
         self,
         link_id: str | None = None,
         state: str | None = None,
@@ -136,10 +233,9 @@ class LedgerRepository:
         limit: int = queries.DEFAULT_LIMIT,
     ) -> list[LinkRecord]:
         """Links, most recently changed first."""
-        with self._read() as connection:
-            return queries.list_links(connection, link_id=link_id, state=state, since=since, limit=limit)
+        return await self._read(queries.list_links, link_id=link_id, state=state, since=since, limit=limit)
 
-    def list_activities(
+    async def list_activities(
         self,
         link_id: str | None = None,
         booking_id: str | None = None,
@@ -148,12 +244,16 @@ class LedgerRepository:
         limit: int | None = queries.DEFAULT_LIMIT,
     ) -> list[ActivityRecord]:
         """Activities, most recently changed first (`limit=None`: all)."""
-        with self._read() as connection:
-            return queries.list_activities(
-                connection, link_id=link_id, booking_id=booking_id, state=state, since=since, limit=limit
-            )
+        return await self._read(
+            queries.list_activities,
+            link_id=link_id,
+            booking_id=booking_id,
+            state=state,
+            since=since,
+            limit=limit,
+        )
 
-    def list_journal(
+    async def list_journal(
         self,
         link_id: str | None = None,
         booking_id: str | None = None,
@@ -163,18 +263,17 @@ class LedgerRepository:
         key: str | None = None,
     ) -> list[JournalEntry]:
         """Journal entries, newest first."""
-        with self._read() as connection:
-            return journal.list_journal(
-                connection,
-                entity=entity,
-                key=key,
-                link_id=link_id,
-                booking_id=booking_id,
-                since=since,
-                limit=limit,
-            )
+        return await self._read(
+            journal.list_journal,
+            entity=entity,
+            key=key,
+            link_id=link_id,
+            booking_id=booking_id,
+            since=since,
+            limit=limit,
+        )
 
-    def list_failures(
+    async def list_failures(
         self,
         link_id: str | None = None,
         booking_id: str | None = None,
@@ -182,56 +281,51 @@ class LedgerRepository:
         limit: int = queries.DEFAULT_LIMIT,
     ) -> list[FailureRecord]:
         """Failed links and activities, newest first."""
-        with self._read() as connection:
-            return queries.list_failures(
-                connection, link_id=link_id, booking_id=booking_id, since=since, limit=limit
-            )
+        return await self._read(
+            queries.list_failures, link_id=link_id, booking_id=booking_id, since=since, limit=limit
+        )
 
-    def get_link(self, link_id: str) -> LinkRecord | None:
+    async def get_link(self, link_id: str) -> LinkRecord | None:
         """One link, or None."""
-        with self._read() as connection:
-            return queries.get_link(connection, link_id)
+        return await self._read(queries.get_link, link_id)
 
-    def get_activity(self, booking_id: str) -> ActivityRecord | None:
+    async def get_activity(self, booking_id: str) -> ActivityRecord | None:
         """One activity, or None."""
-        with self._read() as connection:
-            return queries.get_activity(connection, booking_id)
+        return await self._read(queries.get_activity, booking_id)
 
-    def mirror_state(self, booking_ids: Collection[str]) -> dict[str, ActivityRecord]:
-        """The activities with these booking ids, keyed by booking id (for invariant checks)."""
-        with self._read() as connection:
-            return queries.activities_by_id(connection, booking_ids)
+    async def mirror_state(self, booking_ids: Collection[str]) -> dict[str, ActivityRecord]:
+        """The activities with these booking ids, keyed by booking id."""
+        return await self._read(queries.activities_by_id, booking_ids)
 
-    def append_journal(self, entries: Sequence[JournalEntry]) -> None:
+    async def append_journal(self, entries: Sequence[JournalEntry]) -> None:
         """Append journal entries (inbound, reconcile, admin)."""
         if entries:
-            with self.engine.begin() as connection:
-                journal.append_journal(connection, entries)
+            await self._write(journal.append_journal, entries)
 
-    # ------------------------------------------------------------------ reconciliation
+    # ------------------------------------------------------------------ reconciliation runs and reports
 
-    def start_reconciliation(self, requested_by: str, scope: JsonObject, dry_run: bool) -> int:
+    async def start_reconciliation(self, requested_by: str, scope: JsonObject, dry_run: bool) -> int:
         """Open a reconciliation run; returns its id."""
-        with self.engine.begin() as connection:
-            return runs.start_run(connection, requested_by, scope, dry_run, self._clock())
+        return await self._write(runs.start_run, requested_by, scope, dry_run, self._clock())
 
-    def finish_reconciliation(self, run_id: int, state: str, summary: JsonObject) -> None:
+    async def finish_reconciliation(self, run_id: int, state: str, summary: JsonObject) -> None:
         """Close a reconciliation run."""
-        with self.engine.begin() as connection:
-            runs.finish_run(connection, run_id, state, summary, self._clock())
+        await self._write(runs.finish_run, run_id, state, summary, self._clock())
 
-    def get_reconciliation(self, run_id: int) -> ReconciliationRun | None:
+    async def get_reconciliation(self, run_id: int) -> ReconciliationRun | None:
         """One reconciliation run, or None."""
-        with self._read() as connection:
-            return runs.get_run(connection, run_id)
+        return await self._read(runs.get_run, run_id)
 
-    def add_drift(self, items: Sequence[DriftItem]) -> None:
+    async def unfinished_reconciliations(self, requested_by: str) -> list[ReconciliationRun]:
+        """A requester's runs that stopped before their last chunk (paused, or left running), oldest first."""
+        return await self._read(runs.unfinished_runs, requested_by)
+
+    async def add_drift(self, items: Sequence[DriftItem]) -> None:
         """Store what a run found."""
         if items:
-            with self.engine.begin() as connection:
-                runs.add_drift(connection, items)
+            await self._write(runs.add_drift, items)
 
-    def list_drift(
+    async def list_drift(
         self,
         run_id: int | None = None,
         link_id: str | None = None,
@@ -239,60 +333,124 @@ class LedgerRepository:
         limit: int = queries.DEFAULT_LIMIT,
     ) -> list[DriftItem]:
         """Drift items, newest first."""
-        with self._read() as connection:
-            return runs.list_drift(
-                connection, run_id=run_id, link_id=link_id, booking_id=booking_id, limit=limit
-            )
+        return await self._read(
+            runs.list_drift, run_id=run_id, link_id=link_id, booking_id=booking_id, limit=limit
+        )
 
-    # ------------------------------------------------------------------ operator reports
-
-    def list_reconciliations(self, limit: int = 10) -> list[ReconciliationRun]:
+    async def list_reconciliations(self, limit: int = 10) -> list[ReconciliationRun]:
         """The newest reconciliation runs first."""
-        with self._read() as connection:
-            return reports.list_runs(connection, limit)
+        return await self._read(reports.list_runs, limit)
 
-    def drift_totals(self) -> DriftTotals:
+    async def drift_totals(self) -> DriftTotals:
         """Drift items found and repaired over every run."""
-        with self._read() as connection:
-            return reports.drift_totals(connection)
+        return await self._read(reports.drift_totals)
 
-    def list_checkpoints(self) -> dict[str, str]:
+    async def list_checkpoints(self) -> dict[str, str]:
         """Every stream position by stream name."""
-        with self._read() as connection:
-            return reports.list_checkpoints(connection)
+        return await self._read(reports.list_checkpoints)
+
+    # ------------------------------------------------------------------ reconciliation's reads and repairs
+
+    async def activity_ids(
+        self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
+    ) -> list[BookingKey]:
+        """Activities in scope (see reconciliation.activity_ids)."""
+        return await self._read(reconciliation.activity_ids, links, bookings, since, until)
+
+    async def link_ids(self) -> list[str]:
+        """Every link id the ledger knows, sorted."""
+        return await self._read(reconciliation.link_ids)
+
+    async def changed_ids(
+        self, since: datetime, until: datetime | None
+    ) -> tuple[list[BookingKey], list[str]]:
+        """Activities and link ids whose ledger row changed in [since, until)."""
+        return await self._read(reconciliation.changed_ids, since, until)
+
+    async def links(self, ids: Collection[str]) -> dict[str, LinkRecord]:
+        """The links with these ids."""
+        return await self._read(reconciliation.links_by_id, ids)
+
+    async def activities(self, ids: Collection[str]) -> dict[str, ActivityRecord]:
+        """The activities with these booking ids."""
+        return await self._read(queries.activities_by_id, ids)
+
+    async def users(self, ids: Collection[str]) -> dict[str, str | None]:
+        """User id -> Salesforce user id, for the users with these ids the ledger knows."""
+        return await self._read(reconciliation.users_by_id, ids)
+
+    async def journal_mark(self) -> int:
+        """The newest journal entry's id, taken before a re-mirror reads the scheduler."""
+        return await self._read(reconciliation.journal_mark)
+
+    async def remirror(self, changes: Sequence[SourceChange], mark: int) -> set[MirrorKey]:
+        """Apply re-read scheduler rows through ingest, except rows streamed after `mark` (returned)."""
+        return await self._write(reconciliation.remirror, changes, mark, self._clock())
+
+    async def requeue_drifted(
+        self,
+        *,
+        booking_ids: Collection[str],
+        link_ids: Collection[str],
+        relink_ids: Collection[str],
+        run_id: int,
+    ) -> int:
+        """Push drifted rows again (see reconciliation.requeue_drifted); returns how many were queued."""
+        return await self._write(
+            reconciliation.requeue_drifted,
+            booking_ids=booking_ids,
+            link_ids=link_ids,
+            relink_ids=relink_ids,
+            now=self._clock(),
+            run_id=run_id,
+        )
+
+    async def mark_deleted(self, salesforce_ids: Collection[str], run_id: int) -> int:
+        """Record deletes the policy keeps; returns how many rows changed."""
+        return await self._write(reconciliation.mark_deleted, salesforce_ids, self._clock(), run_id)
+
+    async def accept_owners(self, owners: Mapping[str, str], run_id: int) -> int:
+        """Record Event owners the policy accepts; returns how many rows changed."""
+        return await self._write(reconciliation.accept_owners, owners, self._clock(), run_id)
+
+    async def record_chunk(self, run_id: int, items: Sequence[DriftItem], summary: JsonObject) -> None:
+        """Store a chunk's drift with the run's progress, together."""
+        await self._write(reconciliation.record_chunk, run_id, items, summary)
+
+    async def find_resumable(self, scope: JsonObject, dry_run: bool) -> ReconciliationRun | None:
+        """The newest run with this scope that stopped before its last chunk, or None."""
+        return await self._read(reconciliation.find_resumable, scope, dry_run)
+
+    async def resume(self, run_id: int) -> None:
+        """Mark a paused run running again."""
+        await self._write(reconciliation.resume_run, run_id)
 
     # ------------------------------------------------------------------ inbound (Salesforce changes)
 
-    def find_inbound_activities(
+    async def find_inbound_activities(
         self, salesforce_ids: Collection[str], booking_ids: Collection[str] = ()
     ) -> list[KnownActivity]:
         """Activities by Event id or booking id (see ledger/inbound.py)."""
-        with self._read() as connection:
-            return inbound.find_activities(connection, salesforce_ids, booking_ids)
+        return await self._read(inbound.find_activities, salesforce_ids, booking_ids)
 
-    def activities_of_people(self, who_ids: Collection[str]) -> list[KnownActivity]:
+    async def activities_of_people(self, who_ids: Collection[str]) -> list[KnownActivity]:
         """Activities last written with one of these WhoIds."""
-        with self._read() as connection:
-            return inbound.activities_of_people(connection, who_ids)
+        return await self._read(inbound.activities_of_people, who_ids)
 
-    def find_inbound_links(
+    async def find_inbound_links(
         self, salesforce_ids: Collection[str], link_ids: Collection[str] = ()
     ) -> list[KnownLink]:
         """Links by Mogli Event id or link id."""
-        with self._read() as connection:
-            return inbound.find_links(connection, salesforce_ids, link_ids)
+        return await self._read(inbound.find_links, salesforce_ids, link_ids)
 
-    def user_for_salesforce_id(self, salesforce_user_id: str) -> str | None:
+    async def user_for_salesforce_id(self, salesforce_user_id: str) -> str | None:
         """The scheduler user connected to this Salesforce user, or None."""
-        with self._read() as connection:
-            return inbound.user_for_salesforce_id(connection, salesforce_user_id)
+        return await self._read(inbound.user_for_salesforce_id, salesforce_user_id)
 
-    def apply_inbound(self, batch: InboundBatch) -> None:
+    async def apply_inbound(self, batch: InboundBatch) -> None:
         """Write the effects of one Salesforce change with its channel position, in one transaction."""
-        with self.engine.begin() as connection:
-            inbound.apply_batch(connection, batch, self._clock())
+        await self._write(inbound.apply_batch, batch, self._clock())
 
-    def recreate_deleted_links(self) -> list[str]:
+    async def recreate_deleted_links(self) -> list[str]:
         """Links whose Mogli Event was deleted in Salesforce and that have a new booking: queued again."""
-        with self.engine.begin() as connection:
-            return inbound.recreate_deleted_links(connection, self._clock())
+        return await self._write(inbound.recreate_deleted_links, self._clock())

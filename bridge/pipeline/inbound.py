@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -21,13 +21,12 @@ import structlog
 
 from bridge.aio import Interrupted, next_or_stop, sleep_or_stop
 from bridge.errors import PermanentError, TransientError
+from bridge.pipeline.ports import InboundLedger
 from bridge.records.inbound import (
     ActivityChange,
     ChangeEntity,
     Heartbeat,
     InboundBatch,
-    KnownActivity,
-    KnownLink,
     LinkChange,
     ReplayPosition,
     SalesforceChange,
@@ -52,37 +51,6 @@ class ChangeFeed(Protocol):
 
     def committed(self, channel: str, replay_id: int) -> None:
         """The change's effect is durable."""
-
-
-class InboundLedger(Protocol):
-    """The ledger calls inbound needs (AsyncLedger)."""
-
-    async def find_inbound_activities(
-        self, salesforce_ids: Collection[str], booking_ids: Collection[str] = ()
-    ) -> list[KnownActivity]:
-        """Activities by Event id or booking id."""
-        ...
-
-    async def activities_of_people(self, who_ids: Collection[str]) -> list[KnownActivity]:
-        """Activities last written with these WhoIds."""
-        ...
-
-    async def find_inbound_links(
-        self, salesforce_ids: Collection[str], link_ids: Collection[str] = ()
-    ) -> list[KnownLink]:
-        """Links by Mogli Event id or link id."""
-        ...
-
-    async def user_for_salesforce_id(self, salesforce_user_id: str) -> str | None:
-        """The scheduler user connected to a Salesforce user."""
-        ...
-
-    async def apply_inbound(self, batch: InboundBatch) -> None:
-        """Commit effects and position in one transaction."""
-
-    async def recreate_deleted_links(self) -> list[str]:
-        """Queue again the deleted Mogli Events that have a new booking."""
-        ...
 
 
 class RecordReader(Protocol):

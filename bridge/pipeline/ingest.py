@@ -16,7 +16,7 @@ import structlog
 
 from bridge.aio import Interrupted, next_or_stop
 from bridge.errors import LedgerUnavailable
-from bridge.pipeline.ports import ChangeSource, Ledger
+from bridge.pipeline.ports import ChangeSource, IngestLedger
 from bridge.records.source import (
     BackfillPolicy,
     BookingRow,
@@ -62,7 +62,7 @@ class Ingestor:
     def __init__(
         self,
         source: ChangeSource,
-        ledger: Ledger,
+        ledger: IngestLedger,
         *,
         backfill: BackfillPolicy,
         clock: Callable[[], datetime],

@@ -1,15 +1,25 @@
-"""The ports the sync pipeline drives: the change source, the ledger and Salesforce.
+"""The ports the pipeline's stages (and the admin app) drive: the change source, the ledger, Salesforce.
 
-The adapters in `bridge/source/`, `bridge/ledger/` and `bridge/salesforce/` implement these; `app.py` wires
-them together. Tests may pass hand-written fakes that implement the same Protocols.
+Each stage gets small Protocols that list only the members it calls, never a copy of an adapter's surface.
+The adapters in `bridge/source/`, `bridge/ledger/` (its one `Ledger` implements every ledger port here) and
+`bridge/salesforce/` implement these; `app.py` wires them together. Tests may pass hand-written fakes.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from bridge.records.inbound import InboundBatch, KnownActivity, KnownLink
+from bridge.records.ledger import (
+    ActivityRecord,
+    DriftItem,
+    FailureRecord,
+    JsonObject,
+    LinkRecord,
+    ReconciliationRun,
+)
 from bridge.records.outbound import (
     ActivityOutcome,
     ActivityWork,
@@ -20,7 +30,18 @@ from bridge.records.outbound import (
     MogliEventFields,
     WriteResult,
 )
-from bridge.records.source import IngestBatch, SourceTransaction
+from bridge.records.source import (
+    BookingRow,
+    IngestBatch,
+    LinkRow,
+    SourceChange,
+    SourceTransaction,
+    UserRow,
+)
+from bridge.rules.drift import EventSnapshot, MogliSnapshot
+
+BookingKey = tuple[str, str | None, str | None]  # booking id, link id, assigned user id
+MirrorKey = tuple[str, str]  # journal entity ('user' | 'link' | 'activity'), row id
 
 
 class ChangeSource(Protocol):
@@ -34,16 +55,16 @@ class ChangeSource(Protocol):
         """Everything up to `lsn` is durable in the ledger; the source may release it."""
 
 
-class Ledger(Protocol):
-    """The ledger as the pipeline sees it (the async facade of the repository)."""
-
-    async def read_checkpoint(self, stream: str) -> str | None:
-        """The stored position of a stream, or None."""
-        ...
+class IngestLedger(Protocol):
+    """The ledger call the Ingestor makes."""
 
     async def apply_source_batch(self, batch: IngestBatch) -> Any:
         """Make a batch of source transactions durable, with the checkpoint, in one transaction."""
         ...
+
+
+class PushLedger(Protocol):
+    """The ledger calls the Pusher makes."""
 
     async def claim_link_work(self, now: datetime, limit: int) -> list[LinkWork]:
         """Links whose Mogli Event must be written."""
@@ -60,6 +81,195 @@ class Ledger(Protocol):
 
     async def record_activity_outcomes(self, outcomes: Sequence[ActivityOutcome], now: datetime) -> None:
         """Store what happened to Event writes and deletes."""
+
+
+class InboundLedger(Protocol):
+    """The ledger calls the Inbound stage makes."""
+
+    async def find_inbound_activities(
+        self, salesforce_ids: Collection[str], booking_ids: Collection[str] = ()
+    ) -> list[KnownActivity]:
+        """Activities by Event id or booking id."""
+        ...
+
+    async def activities_of_people(self, who_ids: Collection[str]) -> list[KnownActivity]:
+        """Activities last written with these WhoIds."""
+        ...
+
+    async def find_inbound_links(
+        self, salesforce_ids: Collection[str], link_ids: Collection[str] = ()
+    ) -> list[KnownLink]:
+        """Links by Mogli Event id or link id."""
+        ...
+
+    async def user_for_salesforce_id(self, salesforce_user_id: str) -> str | None:
+        """The scheduler user connected to a Salesforce user."""
+        ...
+
+    async def apply_inbound(self, batch: InboundBatch) -> None:
+        """Commit effects and position in one transaction."""
+
+    async def recreate_deleted_links(self) -> list[str]:
+        """Queue again the deleted Mogli Events that have a new booking."""
+        ...
+
+
+class ReconcileLedger(Protocol):
+    """The reconciliation runs the Reconciler opens and closes."""
+
+    async def start_reconciliation(self, requested_by: str, scope: JsonObject, dry_run: bool) -> int:
+        """Open a run."""
+        ...
+
+    async def finish_reconciliation(self, run_id: int, state: str, summary: JsonObject) -> None:
+        """Close a run."""
+        ...
+
+    async def get_reconciliation(self, run_id: int) -> ReconciliationRun | None:
+        """One run."""
+        ...
+
+
+class ReconcileStorePort(Protocol):
+    """The ledger reads and repairs of the Reconciler and its Repairer."""
+
+    async def activity_ids(
+        self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
+    ) -> list[BookingKey]:
+        """Activities in scope."""
+        ...
+
+    async def link_ids(self) -> list[str]:
+        """Every link id."""
+        ...
+
+    async def changed_ids(
+        self, since: datetime, until: datetime | None
+    ) -> tuple[list[BookingKey], list[str]]:
+        """Activities and link ids whose ledger row changed in [since, until)."""
+        ...
+
+    async def links(self, ids: Collection[str]) -> dict[str, LinkRecord]:
+        """Links by id."""
+        ...
+
+    async def activities(self, ids: Collection[str]) -> dict[str, ActivityRecord]:
+        """Activities by booking id."""
+        ...
+
+    async def users(self, ids: Collection[str]) -> dict[str, str | None]:
+        """User id -> Salesforce user id."""
+        ...
+
+    async def journal_mark(self) -> int:
+        """The newest journal entry's id, taken before a re-mirror reads the scheduler."""
+        ...
+
+    async def remirror(self, changes: Sequence[SourceChange], mark: int) -> set[MirrorKey]:
+        """Apply re-read scheduler rows through ingest, except rows streamed after `mark` (returned)."""
+        ...
+
+    async def requeue_drifted(
+        self,
+        *,
+        booking_ids: Collection[str],
+        link_ids: Collection[str],
+        relink_ids: Collection[str],
+        run_id: int,
+    ) -> int:
+        """Push rows again; returns how many were queued."""
+        ...
+
+    async def mark_deleted(self, salesforce_ids: Collection[str], run_id: int) -> int:
+        """Record deletes the policy keeps; returns how many rows changed."""
+        ...
+
+    async def accept_owners(self, owners: Mapping[str, str], run_id: int) -> int:
+        """Record owners the policy accepts; returns how many rows changed."""
+        ...
+
+    async def record_chunk(self, run_id: int, items: Sequence[DriftItem], summary: JsonObject) -> None:
+        """Store a chunk's drift with the run's progress."""
+        ...
+
+    async def find_resumable(self, scope: JsonObject, dry_run: bool) -> ReconciliationRun | None:
+        """An unfinished run with this scope."""
+        ...
+
+    async def resume(self, run_id: int) -> None:
+        """Mark a run running again."""
+        ...
+
+
+class DriftTotalsView(Protocol):
+    """Drift found and repaired over every reconciliation run."""
+
+    @property
+    def found(self) -> int:
+        """Drift items found."""
+        ...
+
+    @property
+    def repaired(self) -> int:
+        """Drift items repaired."""
+        ...
+
+
+class AdminLedger(Protocol):
+    """The ledger reads and the one write (requeue) the admin app and its probe make."""
+
+    async def ping(self) -> None:
+        """Raise when the ledger is unreachable."""
+
+    async def counts(self) -> dict[str, int]:
+        """Rows by state: 'activities.<state>' and 'links.<state>'."""
+        ...
+
+    async def requeue(
+        self,
+        booking_ids: Collection[str] | None = None,
+        all_failed: bool = False,
+        now: datetime | None = None,
+        requested_by: str = "admin",
+    ) -> int:
+        """Failed rows back to pending; how many moved."""
+        ...
+
+    async def get_reconciliation(self, run_id: int) -> ReconciliationRun | None:
+        """One run, or None."""
+        ...
+
+    async def list_reconciliations(self, limit: int = 10) -> list[ReconciliationRun]:
+        """The newest runs first."""
+        ...
+
+    async def list_drift(
+        self,
+        run_id: int | None = None,
+        link_id: str | None = None,
+        booking_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DriftItem]:
+        """Drift items, newest first."""
+        ...
+
+    async def drift_totals(self) -> DriftTotalsView:
+        """Drift found and repaired over every run."""
+        ...
+
+    async def list_failures(
+        self,
+        link_id: str | None = None,
+        booking_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[FailureRecord]:
+        """Failed links and activities, newest first."""
+        ...
+
+    async def list_checkpoints(self) -> dict[str, str]:
+        """Every stream position by stream name."""
+        ...
 
 
 class SalesforceWriter(Protocol):
@@ -84,4 +294,66 @@ class SalesforceWriter(Protocol):
     @property
     def usage(self) -> ApiUsage | None:
         """The last reported API usage."""
+        ...
+
+
+class SchedulerSnapshot(Protocol):
+    """Read-only scheduler rows (SchedulerReader implements them)."""
+
+    async def booking_ids(
+        self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
+    ) -> list[BookingKey]:
+        """Bookings in scope."""
+        ...
+
+    async def link_ids(self) -> list[str]:
+        """Every link id."""
+        ...
+
+    async def user_ids(self) -> list[str]:
+        """Every user id."""
+        ...
+
+    async def bookings(self, ids: Sequence[str]) -> dict[str, BookingRow]:
+        """Bookings by id."""
+        ...
+
+    async def links(self, ids: Sequence[str]) -> dict[str, LinkRow]:
+        """Links by id."""
+        ...
+
+    async def users(self, ids: Sequence[str]) -> dict[str, UserRow]:
+        """Users by id."""
+        ...
+
+
+class SalesforceSnapshot(Protocol):
+    """Salesforce reads and deletes (SalesforceReads implements them)."""
+
+    async def events_by_booking(self, booking_ids: Sequence[str]) -> list[EventSnapshot]:
+        """Events (deleted ones too) by booking External ID."""
+        ...
+
+    async def mogli_events_by_link(self, link_ids: Sequence[str]) -> list[MogliSnapshot]:
+        """Mogli Events (deleted ones too) by link External ID."""
+        ...
+
+    async def booking_keys(self, since: datetime | None, until: datetime | None) -> set[str]:
+        """Booking External IDs of live Events."""
+        ...
+
+    async def booking_keys_of_links(self, mogli_event_ids: Sequence[str]) -> set[str]:
+        """Booking External IDs of live Events on these Mogli Events."""
+        ...
+
+    async def link_keys(self) -> set[str]:
+        """Link External IDs of live Mogli Events."""
+        ...
+
+    async def changed_keys(self, since: datetime, until: datetime | None) -> tuple[set[str], set[str]]:
+        """Booking and link External IDs of Events and Mogli Events (deleted too) changed in the window."""
+        ...
+
+    async def delete(self, ids: Sequence[str]) -> set[str]:
+        """Delete records; returns the ids now gone."""
         ...

@@ -25,7 +25,7 @@ import structlog
 
 from bridge.aio import next_or_stop, sleep_or_stop
 from bridge.errors import ApiLimitExhausted, LedgerUnavailable, TransientError
-from bridge.pipeline.ports import Ledger, SalesforceWriter
+from bridge.pipeline.ports import PushLedger, SalesforceWriter
 from bridge.records.outbound import (
     ActivityOutcome,
     ActivityWork,
@@ -75,7 +75,7 @@ class Pusher:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: PushLedger,
         salesforce: SalesforceWriter,
         *,
         options: MappingOptions,

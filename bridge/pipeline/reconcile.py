@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from bridge.errors import ApiLimitExhausted, TransientError
-from bridge.pipeline.reconcile_ports import (
+from bridge.pipeline.ports import (
     ReconcileLedger,
     ReconcileStorePort,
     SalesforceSnapshot,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from bridge.pipeline.reconcile_ports import (
+from bridge.pipeline.ports import (
     MirrorKey,
     ReconcileStorePort,
     SalesforceSnapshot,
@@ -63,7 +63,7 @@ class Repairer:
         requeue = by_kind[Repair.REQUEUE] + by_kind[Repair.RELINK]
         if requeue:
             chosen = [findings[i] for i in requeue]
-            queued += await self._store.requeue(
+            queued += await self._store.requeue_drifted(
                 booking_ids={f.booking_id for f in chosen if f.booking_id},
                 link_ids={f.link_id for f in chosen if f.link_id and not f.booking_id},
                 relink_ids={f.link_id for f in chosen if f.link_id and f.repair is Repair.RELINK},

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.admin import AdminServer, DaemonProbe, ping_postgres
 from bridge.config import AdminSettings
-from bridge.ledger import LedgerRepository, upgrade_to_head
-from bridge.ledger.async_ledger import AsyncLedger
+from bridge.ledger import upgrade_to_head
+from bridge.ledger.repository import Ledger
 from bridge.metrics import BridgeMetrics
 from tests.adapters.admin.fakes import (
     FakeIngestor,
@@ -40,7 +40,7 @@ class Harness:
     """An admin app on a real ledger and hand-written fakes of the live components."""
 
     client: TestClient[Any, Any]
-    ledger: AsyncLedger
+    ledger: Ledger
     filled: Filled
     server: AdminServer[FakeOptions]
     salesforce: FakeSalesforce
@@ -54,19 +54,18 @@ Make = Callable[..., Any]
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[tuple[AsyncLedger, Filled]]:
-    """A filled SQLite ledger behind the AsyncLedger the daemon uses."""
+async def ledger(tmp_path: Path) -> AsyncIterator[tuple[Ledger, Filled]]:
+    """A filled SQLite ledger behind the Ledger the daemon uses."""
     url = f"sqlite:///{tmp_path}/ledger.sqlite3"
     upgrade_to_head(url)
-    repository = LedgerRepository.from_url(url, clock=lambda: NOW)
-    filled = fill(repository)
-    async_ledger = AsyncLedger(repository)
+    async_ledger = Ledger.from_url(url, clock=lambda: NOW)
+    filled = await fill(async_ledger)
     yield async_ledger, filled
     await async_ledger.close()
 
 
 @pytest.fixture
-async def make(ledger: tuple[AsyncLedger, Filled], pg_database: str) -> AsyncIterator[Callable[..., Any]]:
+async def make(ledger: tuple[Ledger, Filled], pg_database: str) -> AsyncIterator[Callable[..., Any]]:
     """Builds and starts a harness; `scheduler_dsn`, `token`, `with_runner`, `block` vary it."""
     clients: list[TestClient[Any, Any]] = []
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bridge.ledger import DriftItem
-from bridge.ledger.async_ledger import AsyncLedger
+from bridge.ledger.repository import Ledger
 from bridge.records.outbound import ApiUsage
 
 COMMIT_TIME = datetime(2026, 11, 24, 11, 59, 50, tzinfo=UTC)
@@ -101,7 +101,7 @@ class FakeRunner:
     With `block=True`, execute() waits until released, so tests can see a run in progress.
     """
 
-    def __init__(self, ledger: AsyncLedger, block: bool = False) -> None:
+    def __init__(self, ledger: Ledger, block: bool = False) -> None:
         self.ledger = ledger
         self.started: list[FakeOptions] = []
         self.finished: list[int] = []

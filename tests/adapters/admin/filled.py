@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.ledger import DriftItem, LedgerRepository
+from bridge.ledger import DriftItem
+from bridge.ledger.repository import Ledger
 from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 from tests.adapters.ledger.factory import NOW, OWNER_SF, batch, booking, link, setup_link, txn
 
@@ -24,18 +25,18 @@ class Filled:
     run_id: int = 0
 
 
-def fill(repo: LedgerRepository) -> Filled:
+async def fill(repo: Ledger) -> Filled:
     """Link l1 with one synced, one failed and one pending booking; an unbooked link; a run with drift."""
     ids = Filled()
-    repo.apply_source_batch(
+    await repo.apply_source_batch(
         batch(
             setup_link(),
             txn(booking(ids.synced), booking(ids.failed), booking(ids.pending)),
             txn(link(ids.unbooked_link, "u1", title="Later")),
         )
     )
-    [work] = repo.claim_link_work(NOW, 10)
-    repo.record_link_outcomes(
+    [work] = await repo.claim_link_work(NOW, 10)
+    await repo.record_link_outcomes(
         [
             LinkOutcome(
                 "l1", work.version, OutcomeState.SYNCED, mogli_event_id=MOGLI, owner_salesforce_id=OWNER_SF
@@ -43,8 +44,8 @@ def fill(repo: LedgerRepository) -> Filled:
         ],
         NOW,
     )
-    versions = {w.booking.booking_id: w.version for w in repo.claim_activity_work(NOW, 10)}
-    repo.record_activity_outcomes(
+    versions = {w.booking.booking_id: w.version for w in await repo.claim_activity_work(NOW, 10)}
+    await repo.record_activity_outcomes(
         [
             ActivityOutcome(ids.synced, versions[ids.synced], OutcomeState.SYNCED, activity_id=EVENT),
             ActivityOutcome(
@@ -57,12 +58,12 @@ def fill(repo: LedgerRepository) -> Filled:
         ],
         NOW,
     )
-    run_id = repo.start_reconciliation("cli", {"links": ["l1"]}, dry_run=False)
-    repo.add_drift(
+    run_id = await repo.start_reconciliation("cli", {"links": ["l1"]}, dry_run=False)
+    await repo.add_drift(
         [
             DriftItem(run_id, "missing_in_salesforce", link_id="l1", booking_id=ids.pending, repaired=True),
             DriftItem(run_id, "orphan_in_salesforce", salesforce_id="00U000000000009AAA"),
         ]
     )
-    repo.finish_reconciliation(run_id, "finished", {"found": 2, "repaired": 1})
+    await repo.finish_reconciliation(run_id, "finished", {"found": 2, "repaired": 1})
     return Filled(run_id=run_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,7 +15,9 @@ from bridge.admin import AdminServer, parse_listen
 from bridge.admin import server as server_module
 from bridge.config import AdminSettings
 from bridge.errors import ConfigurationError
-from bridge.metrics import BridgeMetrics, CountingLedger
+from bridge.ledger import upgrade_to_head
+from bridge.ledger.repository import Ledger
+from bridge.metrics import BridgeMetrics
 from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 from tests.adapters.admin.conftest import Harness, Make
 
@@ -110,35 +113,13 @@ async def test_run_refuses_a_remote_listen_address(make: Make) -> None:
         await _server(h, "0.0.0.0:0").run(asyncio.Event())
 
 
-class _RecordingLedger:
-    """The pipeline's ledger port, remembering what it was asked to record."""
-
-    def __init__(self) -> None:
-        self.recorded: list[object] = []
-
-    async def read_checkpoint(self, stream: str) -> str | None:
-        return None
-
-    async def apply_source_batch(self, batch: object) -> None:
-        return None
-
-    async def claim_link_work(self, now: datetime, limit: int) -> list[object]:
-        return []
-
-    async def claim_activity_work(self, now: datetime, limit: int, exclude: object = ()) -> list[object]:
-        return []
-
-    async def record_link_outcomes(self, outcomes: list[object], now: datetime) -> None:
-        self.recorded.extend(outcomes)
-
-    async def record_activity_outcomes(self, outcomes: list[object], now: datetime) -> None:
-        self.recorded.extend(outcomes)
-
-
-async def test_counting_ledger_counts_outcomes_by_entity_and_state() -> None:
-    """Recorded outcomes reach the inner ledger and mogli_bridge_changes_total by entity and outcome."""
-    metrics, inner = BridgeMetrics(), _RecordingLedger()
-    ledger = CountingLedger(inner, metrics)  # type: ignore[arg-type]
+async def test_counting_ledger_counts_outcomes_by_entity_and_state(tmp_path: Path) -> None:
+    """Recorded outcomes reach the ledger and, through its outcome hook, mogli_bridge_changes_total by entity
+    and outcome."""
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    upgrade_to_head(url)
+    metrics, ledger = BridgeMetrics(), Ledger.from_url(url)
+    ledger.observe_outcomes(metrics.observe)
     now = datetime(2026, 11, 24, tzinfo=UTC)
     activities = [
         ActivityOutcome("b1", 1, OutcomeState.SYNCED),
@@ -148,7 +129,8 @@ async def test_counting_ledger_counts_outcomes_by_entity_and_state() -> None:
     ]
     await ledger.record_activity_outcomes(activities, now)
     await ledger.record_link_outcomes([LinkOutcome("l1", 1, OutcomeState.FAILED)], now)
-    assert len(inner.recorded) == 5
+    assert len(await ledger.list_journal()) == 5  # every recorded outcome is journaled
+    await ledger.close()
     text = metrics.render().decode()
     assert 'mogli_bridge_changes_total{entity="activity",outcome="synced"} 2.0' in text
     assert 'mogli_bridge_changes_total{entity="activity",outcome="retry"} 1.0' in text

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from alembic import command
 from sqlalchemy import text
 
-from bridge.ledger import LedgerRepository, current_revision, head_revision, make_engine, upgrade_to_head
+from bridge.ledger import current_revision, head_revision, make_engine, upgrade_to_head
 from bridge.ledger.migrate import alembic_config
+from bridge.ledger.repository import Ledger
 from tests.adapters.admin.filled import FAILED_CODE, MOGLI, Filled, fill
 from tests.adapters.ledger.factory import NOW
 
@@ -49,17 +50,17 @@ def _rows(url: str, sql: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def filled(ledger_url: str) -> Iterator[Filled]:
+async def filled(ledger_url: str) -> AsyncIterator[Filled]:
     """A ledger at head with a little of everything."""
     upgrade_to_head(ledger_url)
-    repo = LedgerRepository.from_url(ledger_url, clock=lambda: NOW)
+    repo = Ledger.from_url(ledger_url, clock=lambda: NOW)
     try:
-        yield fill(repo)
+        yield await fill(repo)
     finally:
         repo.dispose()
 
 
-def test_link_summary_counts_bookings_by_state(ledger_url: str, filled: Filled) -> None:
+async def test_link_summary_counts_bookings_by_state(ledger_url: str, filled: Filled) -> None:
     """v_link_summary: per link its Mogli Event and bookings by state; an unbooked link shows zeros."""
     rows = {r["link_id"]: r for r in _rows(ledger_url, LINK_SUMMARY)}
     l1 = rows["l1"]
@@ -70,13 +71,13 @@ def test_link_summary_counts_bookings_by_state(ledger_url: str, filled: Filled) 
     assert next(iter(rows)) == "l1"  # ordered by failures first
 
 
-def test_failures_by_reason_groups_error_codes(ledger_url: str, filled: Filled) -> None:
+async def test_failures_by_reason_groups_error_codes(ledger_url: str, filled: Filled) -> None:
     """v_failures_by_reason: one row per entity and error code with its count."""
     rows = _rows(ledger_url, FAILURES_BY_REASON)
     assert [(r["entity"], r["error_code"], r["failures"]) for r in rows] == [("activity", FAILED_CODE, 1)]
 
 
-def test_daily_volume_counts_journal_actions_per_day(ledger_url: str, filled: Filled) -> None:
+async def test_daily_volume_counts_journal_actions_per_day(ledger_url: str, filled: Filled) -> None:
     """v_daily_volume: the journal's outbound Salesforce actions of the day, summed per UTC day."""
     rows = _rows(ledger_url, DAILY_VOLUME)
     assert [r["day"] for r in rows] == [NOW.date().isoformat()]
@@ -84,43 +85,43 @@ def test_daily_volume_counts_journal_actions_per_day(ledger_url: str, filled: Fi
     assert int(rows[0]["changes"]) == 3
 
 
-def test_reconciliation_drift_per_run(ledger_url: str, filled: Filled) -> None:
+async def test_reconciliation_drift_per_run(ledger_url: str, filled: Filled) -> None:
     """v_reconciliation_drift: drift found and repaired per run."""
     [row] = _rows(ledger_url, RECONCILIATION_DRIFT)
     assert row["run_id"] == filled.run_id and row["state"] == "finished"
     assert (row["drift_found"], row["drift_repaired"]) == (2, 1)
 
 
-def test_upgrade_from_0001_keeps_data_and_adds_views(ledger_url: str) -> None:
+async def test_upgrade_from_0001_keeps_data_and_adds_views(ledger_url: str) -> None:
     """A ledger filled at revision 0001 upgrades to head with every row intact, and the views answer."""
     config = alembic_config(ledger_url)
     command.upgrade(config, "0001")
     assert current_revision(ledger_url) == "0001"
-    repo = LedgerRepository.from_url(ledger_url, clock=lambda: NOW)
+    repo = Ledger.from_url(ledger_url, clock=lambda: NOW)
     try:
-        filled = fill(repo)
-        before = repo.counts()
+        filled = await fill(repo)
+        before = await repo.counts()
     finally:
         repo.dispose()
     assert upgrade_to_head(ledger_url) == head_revision() is not None
-    repo = LedgerRepository.from_url(ledger_url, clock=lambda: NOW)
+    repo = Ledger.from_url(ledger_url, clock=lambda: NOW)
     try:
-        assert repo.counts() == before
-        failed = repo.get_activity(filled.failed)
+        assert await repo.counts() == before
+        failed = await repo.get_activity(filled.failed)
         assert failed is not None and failed.state == "failed" and failed.error_code == FAILED_CODE
-        run = repo.get_reconciliation(filled.run_id)
+        run = await repo.get_reconciliation(filled.run_id)
         assert run is not None and run.summary == {"found": 2, "repaired": 1}
     finally:
         repo.dispose()
     assert {r["link_id"] for r in _rows(ledger_url, LINK_SUMMARY)} == {"l1", filled.unbooked_link}
 
 
-def test_downgrade_to_0001_drops_the_views_only(ledger_url: str) -> None:
+async def test_downgrade_to_0001_drops_the_views_only(ledger_url: str) -> None:
     """Downgrading to 0001 removes the views and keeps the tables and their rows."""
     upgrade_to_head(ledger_url)
-    repo = LedgerRepository.from_url(ledger_url, clock=lambda: NOW)
+    repo = Ledger.from_url(ledger_url, clock=lambda: NOW)
     try:
-        fill(repo)
+        await fill(repo)
     finally:
         repo.dispose()
     command.downgrade(alembic_config(ledger_url), "0001")

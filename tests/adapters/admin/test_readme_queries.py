@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from bridge.ledger import LedgerRepository, make_engine, upgrade_to_head
+from bridge.ledger import make_engine, upgrade_to_head
+from bridge.ledger.repository import Ledger
 from tests.adapters.admin.filled import fill
 from tests.adapters.ledger.factory import NOW
 
@@ -27,14 +28,14 @@ def analyst_queries() -> list[str]:
     return statements
 
 
-def test_readme_example_queries_run_against_a_filled_ledger(ledger_url: str) -> None:
+async def test_readme_example_queries_run_against_a_filled_ledger(ledger_url: str) -> None:
     """No example in the README is stale: each parses and runs against the current schema and answers rows."""
     queries = analyst_queries()
     assert len(queries) >= 7
     upgrade_to_head(ledger_url)
-    repo = LedgerRepository.from_url(ledger_url, clock=lambda: NOW)
+    repo = Ledger.from_url(ledger_url, clock=lambda: NOW)
     try:
-        filled = fill(repo)
+        filled = await fill(repo)
     finally:
         repo.dispose()
     engine = make_engine(ledger_url)

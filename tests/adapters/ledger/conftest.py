@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge.devtools.localpg import available_bindirs
-from bridge.ledger import LedgerRepository, upgrade_to_head
+from bridge.ledger import upgrade_to_head
+from bridge.ledger.repository import Ledger
 from tests.adapters.ledger.factory import NOW
 
 
@@ -28,10 +29,10 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def repo(ledger_url: str) -> Iterator[LedgerRepository]:
+def repo(ledger_url: str) -> Iterator[Ledger]:
     """A repository on a ledger migrated to head, with a fixed clock."""
     upgrade_to_head(ledger_url)
-    repository = LedgerRepository.from_url(ledger_url, clock=lambda: NOW)
+    repository = Ledger.from_url(ledger_url, clock=lambda: NOW)
     try:
         yield repository
     finally:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bridge.pipeline.reconcile_ports import BookingKey
+from bridge.pipeline.ports import BookingKey
 from bridge.records.source import BookingRow, LinkRow, UserRow
 from bridge.rules.drift import EventSnapshot, MogliSnapshot
 

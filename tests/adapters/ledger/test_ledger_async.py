@@ -1,4 +1,4 @@
-"""AsyncLedger runs every repository call in one worker thread, never on the event loop's thread."""
+"""The Ledger runs every repository call in one worker thread, never on the event loop's thread."""
 
 from __future__ import annotations
 
@@ -9,28 +9,27 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import event
 
-from bridge.ledger import AsyncLedger, LedgerRepository
+from bridge.ledger.repository import Ledger
 from tests.adapters.ledger.factory import NOW, batch, booking, setup_link, txn
 
 
 @pytest.fixture
-async def ledger(repo: LedgerRepository) -> AsyncIterator[AsyncLedger]:
-    """An AsyncLedger over the migrated test repository."""
-    wrapper = AsyncLedger(repo)
+async def ledger(repo: Ledger) -> AsyncIterator[Ledger]:
+    """The migrated test repository, closed (worker thread stopped) after the test."""
     try:
-        yield wrapper
+        yield repo
     finally:
-        await wrapper.close()
+        await repo.close()
 
 
-async def test_calls_run_off_the_loop_in_one_thread(ledger: AsyncLedger) -> None:
+async def test_calls_run_off_the_loop_in_one_thread(ledger: Ledger) -> None:
     """Every statement executes in the same worker thread, which is not the loop's thread."""
     threads: set[int] = set()
 
     def remember(*_args: object) -> None:
         threads.add(threading.get_ident())
 
-    event.listen(ledger.repository.engine, "before_cursor_execute", remember)
+    event.listen(ledger.engine, "before_cursor_execute", remember)
     summary = await ledger.apply_source_batch(batch(setup_link(), txn(booking("b1"))))
     work, counts = await asyncio.gather(ledger.claim_link_work(NOW, 10), ledger.counts())
     await ledger.write_checkpoint("/data/EventChangeEvent", "7")
@@ -40,14 +39,14 @@ async def test_calls_run_off_the_loop_in_one_thread(ledger: AsyncLedger) -> None
     assert threading.get_ident() not in threads
 
 
-async def test_calls_are_serialised_in_issue_order(ledger: AsyncLedger) -> None:
+async def test_calls_are_serialised_in_issue_order(ledger: Ledger) -> None:
     """Calls issued concurrently run one after the other, in the order they were issued."""
     writes = [ledger.write_checkpoint("stream", str(i)) for i in range(20)]
     await asyncio.gather(*writes)
     assert await ledger.read_checkpoint("stream") == "19"
 
 
-async def test_errors_propagate_to_the_caller(ledger: AsyncLedger) -> None:
+async def test_errors_propagate_to_the_caller(ledger: Ledger) -> None:
     """An exception raised in the worker thread reaches the awaiting coroutine."""
     naive = NOW.replace(tzinfo=None)
     with pytest.raises(Exception, match="timezone-aware"):
@@ -55,9 +54,9 @@ async def test_errors_propagate_to_the_caller(ledger: AsyncLedger) -> None:
     assert await ledger.get_activity("b1") is None
 
 
-async def test_close_is_idempotent(repo: LedgerRepository) -> None:
+async def test_close_is_idempotent(repo: Ledger) -> None:
     """Closing twice is harmless."""
-    wrapper = AsyncLedger(repo)
+    wrapper = repo
     await wrapper.ping()
     await wrapper.close()
     await wrapper.close()

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import event
 
-from bridge.ledger import LedgerRepository
+from bridge.ledger.repository import Ledger
 from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 from bridge.records.source import ChangeOp
 from tests.adapters.ledger.factory import FUTURE, NOW, batch, booking, change, link, setup_link, txn, user
@@ -17,7 +17,7 @@ ROWS = 10_000
 class StatementCounter:
     """Counts statements sent to the database driver (an executemany counts once)."""
 
-    def __init__(self, repo: LedgerRepository) -> None:
+    def __init__(self, repo: Ledger) -> None:
         self.count = 0
         self._repo = repo
 
@@ -32,47 +32,47 @@ class StatementCounter:
         event.remove(self._repo.engine, "before_cursor_execute", self)
 
 
-def test_ten_thousand_bookings_in_one_batch(repo: LedgerRepository) -> None:
+async def test_ten_thousand_bookings_in_one_batch(repo: Ledger) -> None:
     """10,000 new bookings are stored with far fewer statements than rows, and all are queued."""
-    repo.apply_source_batch(batch(setup_link()))
+    await repo.apply_source_batch(batch(setup_link()))
     bookings = [booking(f"b{i:05d}", start=FUTURE + timedelta(minutes=i)) for i in range(ROWS)]
     transactions = [txn(*bookings[i : i + 100]) for i in range(0, ROWS, 100)]
     with StatementCounter(repo) as counter:
-        summary = repo.apply_source_batch(batch(*transactions))
+        summary = await repo.apply_source_batch(batch(*transactions))
     assert summary.bookings == ROWS and summary.pending_work
     assert counter.count < 60, counter.count
-    assert repo.counts()["activities.pending"] == ROWS
+    assert (await repo.counts())["activities.pending"] == ROWS
 
 
-def test_ten_thousand_updates_and_outcomes(repo: LedgerRepository) -> None:
+async def test_ten_thousand_updates_and_outcomes(repo: Ledger) -> None:
     """Updating 10,000 stored bookings, and recording 10,000 outcomes, also stay bounded."""
-    repo.apply_source_batch(batch(setup_link(), txn(*(booking(f"b{i:05d}") for i in range(ROWS)))))
-    repo.record_link_outcomes([LinkOutcome("l1", 1, OutcomeState.SYNCED, mogli_event_id="a0B")], NOW)
+    await repo.apply_source_batch(batch(setup_link(), txn(*(booking(f"b{i:05d}") for i in range(ROWS)))))
+    await repo.record_link_outcomes([LinkOutcome("l1", 1, OutcomeState.SYNCED, mogli_event_id="a0B")], NOW)
     moved = [
         change(booking(f"b{i:05d}", start=FUTURE + timedelta(hours=1)), ChangeOp.UPDATE) for i in range(ROWS)
     ]
     with StatementCounter(repo) as counter:
-        repo.apply_source_batch(batch(txn(*moved)))
+        await repo.apply_source_batch(batch(txn(*moved)))
     assert counter.count < 60, counter.count
-    work = repo.claim_activity_work(NOW, ROWS)
+    work = await repo.claim_activity_work(NOW, ROWS)
     assert len(work) == ROWS and {w.version for w in work} == {2}
     outcomes = [
         ActivityOutcome(w.booking.booking_id, w.version, OutcomeState.SYNCED, activity_id=f"00U{i}")
         for i, w in enumerate(work)
     ]
     with StatementCounter(repo) as counter:
-        repo.record_activity_outcomes(outcomes, NOW)
+        await repo.record_activity_outcomes(outcomes, NOW)
     assert counter.count < 60, counter.count
-    assert repo.counts()["activities.synced"] == ROWS
+    assert (await repo.counts())["activities.synced"] == ROWS
 
 
-def test_link_edit_with_many_bookings(repo: LedgerRepository) -> None:
+async def test_link_edit_with_many_bookings(repo: Ledger) -> None:
     """A link edit that requeues thousands of future activities does it in bulk."""
-    repo.apply_source_batch(
+    await repo.apply_source_batch(
         batch(txn(user("u1"), link("l1")), txn(*(booking(f"b{i:05d}") for i in range(3000))))
     )
-    repo.record_link_outcomes([LinkOutcome("l1", 1, OutcomeState.SYNCED, mogli_event_id="a0B")], NOW)
+    await repo.record_link_outcomes([LinkOutcome("l1", 1, OutcomeState.SYNCED, mogli_event_id="a0B")], NOW)
     with StatementCounter(repo) as counter:
-        repo.apply_source_batch(batch(txn(change(link("l1", title="Renamed"), ChangeOp.UPDATE))))
+        await repo.apply_source_batch(batch(txn(change(link("l1", title="Renamed"), ChangeOp.UPDATE))))
     assert counter.count < 30, counter.count
-    assert {a.version for a in repo.list_activities(link_id="l1", limit=None)} == {2}
+    assert {a.version for a in await repo.list_activities(link_id="l1", limit=None)} == {2}

@@ -103,21 +103,21 @@ def test_unsupported_url_names_the_key(url: str) -> None:
     assert caught.value.key == "ledger.url"
 
 
-def test_sqlite_reader_does_not_block_the_writer(tmp_path: Path) -> None:
+async def test_sqlite_reader_does_not_block_the_writer(tmp_path: Path) -> None:
     """A read-only transaction on SQLite takes no write lock: a writer commits while it is open."""
-    from bridge.ledger import LedgerRepository
     from bridge.ledger.engine import READ_ONLY
+    from bridge.ledger.repository import Ledger
 
     url = f"sqlite:///{tmp_path}/ledger.sqlite3"
     upgrade_to_head(url)
-    repo = LedgerRepository.from_url(url)
+    repo = Ledger.from_url(url)
     reader = make_engine(url)
     try:
         with reader.connect() as connection:
             connection.execution_options(**{READ_ONLY: True})
             connection.execute(text("SELECT count(*) FROM links")).scalar()
-            repo.write_checkpoint("source", "42")
-        assert repo.read_checkpoint("source") == "42"
+            await repo.write_checkpoint("source", "42")
+        assert await repo.read_checkpoint("source") == "42"
     finally:
         reader.dispose()
         repo.dispose()

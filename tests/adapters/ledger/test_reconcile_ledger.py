@@ -11,9 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from bridge import sfid
-from bridge.ledger import LedgerRepository
-from bridge.ledger.reconciliation import ReconcileStore
-from bridge.ledger.repository import AsyncLedger
+from bridge.ledger import ingest
+from bridge.ledger.repository import Ledger
 from bridge.pipeline.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
 from bridge.records.source import ChangeOp
 from bridge.rules.drift import EventSnapshot, MogliSnapshot, RepairPolicy
@@ -50,7 +49,7 @@ def _scheduler(*bookings: Any) -> FakeScheduler:
 
 
 async def _reconcile(
-    repo: LedgerRepository,
+    repo: Ledger,
     scheduler: FakeScheduler,
     salesforce: FakeSalesforce,
     *,
@@ -59,76 +58,71 @@ async def _reconcile(
     options: ReconcileOptions | None = None,
 ) -> ReconcileSummary:
     """One reconciliation run (full unless `options` say otherwise) on the repository's ledger."""
-    ledger = AsyncLedger(repo)
-    store = ReconcileStore(repo.engine, lambda: NOW)
     reconciler = Reconciler(
-        ledger=ledger,
-        store=store,
+        ledger=repo,
+        store=repo,
         scheduler=scheduler,
         salesforce=salesforce,
         options=MappingOptions(),
         policy=policy,
     )
-    try:
-        options = options or ReconcileOptions(dry_run=dry_run)
-        return await reconciler.execute(await reconciler.start(options), options)
-    finally:
-        store.close()
-        await ledger.close()
+    options = options or ReconcileOptions(dry_run=dry_run)
+    return await reconciler.execute(await reconciler.start(options), options)
 
 
-def _rows(repo: LedgerRepository, table: str) -> list[dict[str, Any]]:
+def _rows(repo: Ledger, table: str) -> list[dict[str, Any]]:
     """Every row of a ledger table, in key order."""
     with repo.engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1")).mappings()]
 
 
-async def test_a_remirror_never_overwrites_a_reschedule_ingested_meanwhile(repo: LedgerRepository) -> None:
+async def test_a_remirror_never_overwrites_a_reschedule_ingested_meanwhile(repo: Ledger) -> None:
     """Defect 5: the stream ingests a reschedule between the re-mirror's scheduler read and its apply; the
     ledger keeps the newer times (and their LSN), queued for the pusher, and the finding is not 'repaired'."""
-    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 100)))
+    await repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 100)))
     stale = booking("b1", start=FUTURE + timedelta(hours=1))
     newer = booking("b1", start=FUTURE + timedelta(hours=2))
     scheduler = _scheduler(stale)
 
     def reschedule_streams_in(read: int) -> None:
         if read == 2:  # the re-mirror's read: the scheduler has moved on and the ingestor applies it
-            repo.apply_source_batch(batch(txn(change(newer, ChangeOp.UPDATE), lsn=BIG + 200)))
+            # A synchronous hook: the ingest runs here and now, through the repository's synchronous entry.
+            repo.call(ingest.apply_batch, batch(txn(change(newer, ChangeOp.UPDATE), lsn=BIG + 200)))
 
     scheduler.on_bookings_read = reschedule_streams_in
     summary = await _reconcile(repo, scheduler, FakeSalesforce())
 
     assert scheduler.bookings_reads == 2, "the hook ran between the re-mirror's read and its apply"
-    activity = repo.get_activity("b1")
+    activity = await repo.get_activity("b1")
     assert activity is not None
     assert activity.start_at == newer.start_at and activity.source_lsn == BIG + 200
     assert activity.state == "pending"
     assert summary.counts == {"ledger_booking_stale": 1} and summary.repaired == 0
-    [item] = repo.list_drift(run_id=summary.run_id)
+    [item] = await repo.list_drift(run_id=summary.run_id)
     assert item.booking_id == "b1" and not item.repaired
 
 
 async def test_a_remirror_with_nothing_streamed_meanwhile_applies_the_scheduler_row(
-    repo: LedgerRepository,
+    repo: Ledger,
 ) -> None:
     """Without an interleaved ingest the stale mirror takes the scheduler's row and is queued at a new
     version; the source checkpoint does not move."""
-    repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 100)))
-    before = repo.get_activity("b1")
+    await repo.apply_source_batch(batch(setup_link(), txn(booking("b1"), lsn=BIG + 100)))
+    before = await repo.get_activity("b1")
     assert before is not None
     moved = booking("b1", start=FUTURE + timedelta(hours=1))
     summary = await _reconcile(repo, _scheduler(moved), FakeSalesforce())
-    activity = repo.get_activity("b1")
+    activity = await repo.get_activity("b1")
     assert activity is not None and activity.start_at == moved.start_at
     assert activity.state == "pending" and activity.version == before.version + 1
-    assert summary.repaired == 1 and repo.read_checkpoint("source") == str(BIG + 100)
+    assert summary.repaired == 1 and await repo.read_checkpoint("source") == str(BIG + 100)
 
 
-def _synced_then_mogli_deleted(repo: LedgerRepository) -> None:
+async def _synced_then_mogli_deleted(repo: Ledger) -> None:
     """Link l1 with a past (b0) and a future (b1) booking, synced; then what the inbound path leaves when a
     person deletes the Mogli Event: link and both activities `deleted_in_salesforce`, the link's id
     cleared."""
-    repo.apply_source_batch(
+    await repo.apply_source_batch(
         batch(setup_link(), txn(booking("b0", start=PAST), booking("b1", start=FUTURE), lsn=BIG + 100))
     )
     with repo.engine.begin() as conn:
@@ -172,20 +166,20 @@ def _deleted_in_salesforce() -> FakeSalesforce:
 
 
 async def test_a_mogli_event_deleted_in_salesforce_is_recreated_with_the_links_future_events(
-    repo: LedgerRepository,
+    repo: Ledger,
 ) -> None:
     """Defect 11: under the default policy `recreate` reconciliation queues the link (forgetting the deleted
     id) and its future Event; the past meeting's Event stays deleted. A second run finds it in flight."""
-    _synced_then_mogli_deleted(repo)
+    await _synced_then_mogli_deleted(repo)
     scheduler = _scheduler(booking("b0", start=PAST), booking("b1", start=FUTURE))
     summary = await _reconcile(repo, scheduler, _deleted_in_salesforce())
     assert summary.counts == {"ledger_points_at_deleted": 1} and summary.repaired == 1
-    [item] = repo.list_drift(run_id=summary.run_id)
+    [item] = await repo.list_drift(run_id=summary.run_id)
     assert item.link_id == "l1" and item.salesforce_id == MOGLI and item.detail["repair"] == "relink"
-    linked = repo.get_link("l1")
+    linked = await repo.get_link("l1")
     assert linked is not None
     assert (linked.state, linked.mogli_event_id, linked.error_code) == ("pending", None, None)
-    future, past = repo.get_activity("b1"), repo.get_activity("b0")
+    future, past = await repo.get_activity("b1"), await repo.get_activity("b0")
     assert future is not None and past is not None
     assert (future.state, future.error_code) == ("pending", None)
     assert past.state == "deleted_in_salesforce"
@@ -193,21 +187,21 @@ async def test_a_mogli_event_deleted_in_salesforce_is_recreated_with_the_links_f
     assert again.total == 0
 
 
-async def test_keep_deleted_leaves_a_deleted_mogli_event_deleted(repo: LedgerRepository) -> None:
+async def test_keep_deleted_leaves_a_deleted_mogli_event_deleted(repo: Ledger) -> None:
     """Under `keep_deleted` the link the inbound path marked deleted is no drift and nothing is queued."""
-    _synced_then_mogli_deleted(repo)
+    await _synced_then_mogli_deleted(repo)
     scheduler = _scheduler(booking("b0", start=PAST), booking("b1", start=FUTURE))
     policy = RepairPolicy(on_mogli_event_deleted="keep_deleted")
     summary = await _reconcile(repo, scheduler, _deleted_in_salesforce(), policy=policy)
     assert summary.total == 0
-    linked = repo.get_link("l1")
+    linked = await repo.get_link("l1")
     assert linked is not None and linked.state == "deleted_in_salesforce"
 
 
-async def test_a_dry_run_writes_neither_salesforce_nor_the_ledgers_rows(repo: LedgerRepository) -> None:
+async def test_a_dry_run_writes_neither_salesforce_nor_the_ledgers_rows(repo: Ledger) -> None:
     """A dry run over every kind of repair (delete an orphan, re-mirror, relink) reports them and changes no
     link, activity, user, journal entry or checkpoint, and deletes nothing in Salesforce."""
-    _synced_then_mogli_deleted(repo)
+    await _synced_then_mogli_deleted(repo)
     orphan = EventSnapshot(
         sfid.to18("00U000000000009"),
         "b-orphan",
@@ -237,12 +231,12 @@ async def test_a_dry_run_writes_neither_salesforce_nor_the_ledgers_rows(repo: Le
     assert {t: _rows(repo, t) for t in tables} == before
 
 
-async def test_a_run_by_change_time_covers_what_changed_in_the_window_only(repo: LedgerRepository) -> None:
+async def test_a_run_by_change_time_covers_what_changed_in_the_window_only(repo: Ledger) -> None:
     """changed_since: the Events Salesforce changed in the window (an edited one, an orphan) and the ledger
     rows changed in it (a booking ingested then, now stale) are checked; a drifted Event nobody changed in
     the window is not. The window is what Salesforce is asked for."""
     two_days_ago = NOW - timedelta(days=2)
-    repo.apply_source_batch(
+    await repo.apply_source_batch(
         batch(
             txn(
                 user("u1"),
@@ -254,7 +248,7 @@ async def test_a_run_by_change_time_covers_what_changed_in_the_window_only(repo:
             now=two_days_ago,
         )
     )
-    repo.apply_source_batch(batch(txn(booking(B_INGESTED, LINK_ID), lsn=BIG + 200)))
+    await repo.apply_source_batch(batch(txn(booking(B_INGESTED, LINK_ID), lsn=BIG + 200)))
     with repo.engine.begin() as conn:
         event_id = "'00U00000000000' || substr(booking_id, 36, 1)"  # 00U...1 for B_OLD, and so on
         conn.execute(sa.text(f"UPDATE activities SET state = 'synced', activity_id = {event_id}"))
@@ -282,7 +276,7 @@ async def test_a_run_by_change_time_covers_what_changed_in_the_window_only(repo:
     window = ReconcileOptions(changed_since=NOW - timedelta(hours=1), dry_run=True)
     summary = await _reconcile(repo, scheduler, salesforce, options=window)
 
-    items = repo.list_drift(run_id=summary.run_id)
+    items = await repo.list_drift(run_id=summary.run_id)
     assert {i.booking_id for i in items} == {B_EDITED, B_ORPHAN, B_INGESTED}
     assert summary.bookings_checked == 3 and salesforce.windows == [(NOW - timedelta(hours=1), None)]
     assert ("field_mismatch", "Subject") in {
@@ -290,5 +284,5 @@ async def test_a_run_by_change_time_covers_what_changed_in_the_window_only(repo:
     }
     assert {i.kind for i in items if i.booking_id == B_ORPHAN} == {"orphan_event"}
     assert {i.kind for i in items if i.booking_id == B_INGESTED} == {"ledger_booking_stale"}
-    run = repo.get_reconciliation(summary.run_id)
+    run = await repo.get_reconciliation(summary.run_id)
     assert run is not None and run.scope["changed_since"] == (NOW - timedelta(hours=1)).isoformat()

@@ -21,7 +21,7 @@ from bridge.config import SalesforceSettings
 from bridge.emulator.contracts import DmlContext
 from bridge.emulator.server import RunningEmulator, start_emulator
 from bridge.ledger.migrate import upgrade_to_head
-from bridge.ledger.repository import AsyncLedger, LedgerRepository
+from bridge.ledger.repository import Ledger
 from bridge.pipeline.inbound import Inbound, InboundSettings
 from bridge.pipeline.push import Pusher, PushSettings
 from bridge.records.source import (
@@ -84,12 +84,11 @@ async def emulator(tmp_path: Path) -> AsyncIterator[RunningEmulator]:
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[AsyncLedger]:
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
     """A migrated SQLite ledger."""
     url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
     upgrade_to_head(url)
-    repository = LedgerRepository.from_url(url)
-    async_ledger = AsyncLedger(repository)
+    async_ledger = Ledger.from_url(url)
     try:
         yield async_ledger
     finally:
@@ -120,7 +119,7 @@ def _source(owner_sf: str, contact: str) -> SourceTransaction:
 
 
 async def test_deleted_then_undeleted_mogli_event_restores_the_link(
-    emulator: RunningEmulator, ledger: AsyncLedger
+    emulator: RunningEmulator, ledger: Ledger
 ) -> None:
     """Recycle bin round trip: the delete marks link and Event deleted_in_salesforce; the undelete puts the
     Mogli Event id back (link synced) and sends the Event again, which lands on the restored Mogli Event."""

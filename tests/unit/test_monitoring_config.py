@@ -337,7 +337,10 @@ def test_every_panel_has_a_target_with_an_expression() -> None:
             ]
 
 
-@pytest.mark.parametrize(("title", "expr"), dashboard_targets(), ids=lambda value: str(value)[:40])
+@pytest.mark.parametrize(
+    ("title", "expr"),
+    [pytest.param(*target, id=f"{n}:{target[0]}") for n, target in enumerate(dashboard_targets())],
+)
 def test_each_dashboard_query_uses_only_exported_metrics(title: str, expr: str) -> None:
     """A panel's query reads as PromQL and names only metrics, labels and values the daemon exports."""
     assert problems(expr) == [], title

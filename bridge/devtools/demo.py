@@ -4,17 +4,15 @@ side-by-side printout of what Salesforce holds and what the ledger says.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from bridge.devtools.demo_stack import DemoStack, DemoStopped, StopSignals
 from bridge.devtools.localpg import LocalPostgres
 from bridge.devtools.stack import (
     DaemonProcess,
@@ -22,7 +20,6 @@ from bridge.devtools.stack import (
     Scheduler,
     check_invariants,
     ledger_activities,
-    wait_until,
     write_config,
 )
 
@@ -164,66 +161,88 @@ def _print_results(world: DemoWorld, bookings: dict[str, str], ledger_url: str) 
 
 
 def run_demo(keep_running: bool = False) -> int:
-    """Run the demo end to end; returns the exit code."""
-    workdir = Path(tempfile.mkdtemp(prefix="mogli-demo-"))
+    """Run the demo end to end (with `keep_running`, until a stop signal); returns the exit code."""
+    with StopSignals() as stop:
+        stack = DemoStack()
+        code = 1  # an exception keeps the demo's files for a look
+        try:
+            code = _run(stack, stop, keep_running)
+        except DemoStopped:
+            code = 0  # stopping when asked to is a clean end, even before the demo finished
+        finally:
+            if stop.received:
+                _step(f"{stop.received}: stopping the daemon, the emulator and PostgreSQL")
+            stack.stop(_step)
+            if code == 0:
+                stack.remove_files()
+            else:
+                console.print(f"the demo's config, ledger and logs are kept in {stack.workdir}")
+    return code
+
+
+def _start(stack: DemoStack, stop: StopSignals) -> bool:
+    """PostgreSQL, the emulator and `setup`; False (having said why) when `setup` failed."""
     _step("starting a private PostgreSQL (wal_level=logical)")
-    pg = LocalPostgres().start()
-    emu = daemon = sched = None
-    try:
-        dsn = pg.create_database("scheduler")
-        _step("starting the Salesforce emulator")
-        emu = EmulatorProcess(workdir)
-        ledger_url = f"sqlite:///{workdir / 'ledger.sqlite3'}"
-        config = write_config(
-            workdir / "bridge.toml", dsn=dsn, ledger_url=ledger_url, emulator_url=emu.url, backfill="upcoming"
-        )
-        daemon = DaemonProcess(config, workdir)
-        _step("mogli-bridge setup --create-demo-schema")
-        out = subprocess.run(
-            [sys.executable, "-m", "bridge", "--config", str(config), "setup", "--create-demo-schema"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        print(out.stdout.rstrip())
-        if out.returncode != 0:
-            console.print(out.stderr)
-            return 1
-        sched = Scheduler(dsn)
-        world = DemoWorld(emu, sched)
-        _step("starting the daemon (mogli-bridge run)")
-        daemon.start()
-        _step("booking meetings on a 1:1, a round-robin and an RSVP link")
-        bookings = world.book()
-        wait_until(
-            lambda: _settled(ledger_url, len(bookings)), timeout=60, what="the bookings to reach Salesforce"
-        )
-        _step("rescheduling the 1:1 and cancelling one RSVP attendee")
-        world.change(bookings)
-        wait_until(lambda: _changed(emu, bookings), timeout=60, what="the changes to reach Salesforce")
-        wait_until(lambda: _settled(ledger_url, len(bookings)), timeout=60, what="the ledger to settle")
-        _print_results(world, bookings, ledger_url)
-        diffs = check_invariants(emu, sched, ledger_url)
-        verdict = diffs or "[green]scheduler, ledger and Salesforce agree[/]"
-        console.print(f"invariant check: {verdict}")
-        stats = emu.stats()
-        console.print(f"Salesforce API requests made: {stats.get('api_requests', {}).get('total', stats)}")
-        if keep_running:
-            console.print(
-                f"\nemulator:  {emu.url}   (curl {emu.url}/__emulator/records/Event)\n"
-                f"scheduler: psql {dsn}\nledger:    {ledger_url}\nconfig:    {config}\n"
-                f"daemon log: {daemon.log_path}\nPress Ctrl-C to stop."
-            )
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        return 0 if not diffs else 1
-    finally:
-        if daemon is not None and daemon.alive():
-            daemon.terminate()
-        if sched is not None:
-            sched.close()
-        if emu is not None:
-            emu.stop()
-        pg.stop()
+    stack.pg = LocalPostgres().start()
+    dsn = stack.dsn = stack.pg.create_database("scheduler")
+    stop.check()
+    _step("starting the Salesforce emulator")
+    emu = stack.emu = EmulatorProcess(stack.workdir, own_group=True)
+    write_config(
+        stack.config,
+        dsn=dsn,
+        ledger_url=stack.ledger_url,
+        emulator_url=emu.url,
+        backfill="upcoming",
+        admin_port=stack.admin_port,
+        admin_token=stack.admin_token,
+    )
+    stack.daemon = DaemonProcess(stack.config, stack.workdir, own_group=True)
+    stop.check()
+    _step("mogli-bridge setup --create-demo-schema")
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "--config", str(stack.config), "setup", "--create-demo-schema"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    stop.check()
+    print(out.stdout.rstrip())
+    if out.returncode != 0:
+        console.print(out.stderr)
+        return False
+    stack.sched = Scheduler(dsn)
+    return True
+
+
+def _run(stack: DemoStack, stop: StopSignals, keep_running: bool) -> int:
+    """Start the stack, book, change, check; with `keep_running` hand it over and wait for a stop signal."""
+    if not _start(stack, stop):
+        return 1
+    assert stack.emu is not None and stack.sched is not None and stack.daemon is not None
+    emu, sched, ledger_url = stack.emu, stack.sched, stack.ledger_url
+    world = DemoWorld(emu, sched)
+    _step("starting the daemon (mogli-bridge run)")
+    stack.daemon.start()
+    stop.check()
+    _step("booking meetings on a 1:1, a round-robin and an RSVP link")
+    bookings = world.book()
+    stop.wait_for(lambda: _settled(ledger_url, len(bookings)), 60, "the bookings to reach Salesforce")
+    _step("rescheduling the 1:1 and cancelling one RSVP attendee")
+    world.change(bookings)
+    stop.wait_for(lambda: _changed(emu, bookings), 60, "the changes to reach Salesforce")
+    stop.wait_for(lambda: _settled(ledger_url, len(bookings)), 60, "the ledger to settle")
+    _print_results(world, bookings, ledger_url)
+    diffs = check_invariants(emu, sched, ledger_url)
+    verdict = diffs or "[green]scheduler, ledger and Salesforce agree[/]"
+    console.print(f"invariant check: {verdict}")
+    stats = emu.stats()
+    console.print(f"Salesforce API requests made: {stats.get('api_requests', {}).get('total', stats)}")
+    if keep_running:
+        stop.wait_for(stack.daemon_ready, 60, "the daemon to report ready")
+        stack.hand_over()
+        stop.wait()
+    return 0 if not diffs else 1
 
 
 def _settled(ledger_url: str, n: int) -> bool:

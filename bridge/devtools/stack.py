@@ -87,7 +87,13 @@ class EmulatorProcess:
     """`mogli-bridge emulator` in a subprocess, with helpers for its control API and plain REST."""
 
     def __init__(
-        self, workdir: Path, latency_ms: int = 0, org_file: Path | None = None, *, pubsub: bool = False
+        self,
+        workdir: Path,
+        latency_ms: int = 0,
+        org_file: Path | None = None,
+        *,
+        pubsub: bool = False,
+        own_group: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://localhost:{self.port}"
@@ -108,7 +114,11 @@ class EmulatorProcess:
         if self.grpc_port is not None:
             args += ["--grpc-port", str(self.grpc_port)]
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        # own_group: a terminal's Ctrl-C reaches only the parent (the demo), which stops this process in turn.
+        group = 0 if own_group else None
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, process_group=group
+        )
         wait_until(self._up, timeout=30, what="emulator to listen")
         self._token: str | None = None
 
@@ -343,6 +353,7 @@ def write_config(
     backfill: str = "since:2000-01-01",
     extra: str = "",
     admin_port: int | None = None,
+    admin_token: str = "e2e-admin-token-value",
 ) -> Path:
     """A bridge config file for a local daemon (its admin API on a free port unless told one)."""
     admin_port = admin_port or free_port()
@@ -377,7 +388,7 @@ streaming_stall_seconds = 5.0
 
 [admin]
 listen = "127.0.0.1:{admin_port}"
-token = "e2e-admin-token-value"
+token = "{admin_token}"
 
 [log]
 format = "json"
@@ -391,13 +402,20 @@ class DaemonProcess:
     """`mogli-bridge run` in a subprocess, logging JSON lines to a file."""
 
     def __init__(
-        self, config: Path, workdir: Path, name: str = "daemon", env: dict[str, str] | None = None
+        self,
+        config: Path,
+        workdir: Path,
+        name: str = "daemon",
+        env: dict[str, str] | None = None,
+        *,
+        own_group: bool = False,
     ) -> None:
         self.config = config
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         # Extra environment (e.g. MOGLI_BRIDGE_* overrides) for the processes this object starts.
         self.env = {**os.environ, **env} if env else None
+        self.own_group = own_group  # as EmulatorProcess's: signals to the parent's group pass it by
 
     def setup(self) -> subprocess.CompletedProcess[str]:
         """Run `mogli-bridge setup` once."""
@@ -419,6 +437,7 @@ class DaemonProcess:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env=self.env,
+            process_group=0 if self.own_group else None,
         )
         log.close()
 

@@ -1,11 +1,25 @@
-"""The demo a new user runs first works from start to finish."""
+"""The demo a new user runs first works from start to finish, hands the running stack over, and stops all
+of it."""
 
 from __future__ import annotations
 
+import json
+import os
+import queue
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
-from bridge.devtools.stack import ROOT
+import pytest
+
+from bridge.devtools.stack import ROOT, http_json
+
+HANDOVER_END = "Ctrl-C or `kill"  # the hand-over's last line begins so
 
 
 def test_demo_runs_and_reports_agreement() -> None:
@@ -22,3 +36,158 @@ def test_demo_runs_and_reports_agreement() -> None:
         "RSVP attendee 3",
     ):
         assert label in out.stdout
+
+
+# -- processes, read from /proc: (pid, start time) names one process even if its pid is reused later
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time) of a process, or None when there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ..., starttime is the 20th
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def _children() -> dict[int, list[int]]:
+    """Every process's children, by parent pid."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            children.setdefault(stat[0], []).append(int(entry.name))
+    return children
+
+
+def _tree(*roots: int) -> dict[int, int]:
+    """The roots and all their descendants: pid -> start time."""
+    children, found, todo = _children(), {}, list(roots)
+    while todo:
+        pid = todo.pop()
+        if (stat := _stat(pid)) is not None and pid not in found:
+            found[pid] = stat[2]
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def _still_running(processes: dict[int, int]) -> list[str]:
+    """Those of `processes` that still run (a zombie has ended; only its parent has not yet reaped it)."""
+    running = []
+    for pid, started in processes.items():
+        stat = _stat(pid)
+        if stat is not None and stat[2] == started and stat[1] != "Z":
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            running.append(f"{pid}: {command!r}")
+    return running
+
+
+# -- the demo as a real process
+
+
+def _read_handover(demo: subprocess.Popen[str], lines: queue.Queue[str | None], timeout: float) -> str:
+    """The demo's output up to and including the hand-over's last line."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no hand-over after {timeout:.0f}s: {''.join(seen)[-3000:]}") from None
+        if line is None:
+            raise AssertionError(f"demo exited {demo.wait()} before the hand-over: {''.join(seen)[-3000:]}")
+        seen.append(line)
+        if line.startswith(HANDOVER_END):
+            return "".join(seen)
+
+
+def _line(handover: str, name: str) -> str:
+    """What follows `name` on its hand-over line."""
+    found = re.search(rf"^\s*{name}\s+(.+)$", handover, re.MULTILINE)
+    assert found, f"no {name!r} line in the hand-over:\n{handover}"
+    return found.group(1)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_kept_running_demo_hands_over_the_stack_and_a_signal_stops_everything(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    """`demo --keep-running` prints the status page, the token and one line to paste; `status` run with
+    exactly that line reaches the ready daemon; SIGTERM or SIGINT then stops the daemon, the emulator and
+    PostgreSQL in that order, the demo exits 0, and no process it started is left. SIGTERM goes to the demo's
+    pid (`kill <pid>`), SIGINT to its whole process group (a terminal's Ctrl-C)."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "demo", "--keep-running"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        process_group=0,  # the demo's own group, as a shell gives a foreground job
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        handover = _read_handover(demo, lines, timeout=150)
+        paste = re.search(r"^\s*(export MOGLI_BRIDGE_CONFIG=\S+)\s*$", handover, re.MULTILINE)
+        assert paste, f"no line to paste in the hand-over:\n{handover}"
+        named = dict(re.findall(r"(\w+) (\d+)", _line(handover, "processes")))
+        assert set(named) >= {"demo", "daemon", "emulator", "PostgreSQL"}, handover
+        assert int(named["demo"]) == demo.pid
+        postgres = int(named["PostgreSQL"])
+        started = _tree(demo.pid, postgres)
+        assert {int(named["daemon"]), int(named["emulator"]), postgres} <= set(started), handover
+
+        # Exactly the pasted line, from a folder with no config/ of its own and no other bridge settings.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOGLI_BRIDGE_")}
+        status = subprocess.run(
+            ["bash", "-c", f'{paste.group(1)} && exec "$0" -m bridge status --json', sys.executable],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stdout[-2000:] + status.stderr[-2000:]
+        assert json.loads(status.stdout)["summary"]["daemon"] == "ready", status.stdout[-2000:]
+
+        page = _line(handover, "status page").split()[0]
+        token = _line(handover, "admin token").split()[0]
+        assert http_json("GET", page.rstrip("/") + "/healthz")[0] == 200
+        code, body = http_json(
+            "GET", page.rstrip("/") + "/api/status", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert code == 200 and body["ready"] is True, body
+
+        if stop_signal == signal.SIGINT:
+            os.killpg(demo.pid, stop_signal)
+        else:
+            demo.send_signal(stop_signal)
+        assert demo.wait(timeout=60) == 0
+        reader.join(timeout=10)
+        rest = []
+        while (line := lines.get_nowait()) is not None:
+            rest.append(line)
+        after = "".join(rest)
+        parts = ("stopped the daemon (exit 0)", "stopped the emulator", "stopped PostgreSQL")
+        order = [after.find(part) for part in parts]
+        assert -1 not in order and order == sorted(order), after
+        assert _still_running(started) == [], f"left running after the demo stopped:\n{after}"
+        config = Path(shlex.split(paste.group(1))[1].split("=", 1)[1])
+        assert not config.exists(), "the demo's config outlived the demo"
+    finally:
+        if demo.poll() is None:  # the test failed early: let the demo stop what it started
+            demo.send_signal(signal.SIGTERM)
+            try:
+                demo.wait(60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait(10)

@@ -1,0 +1,179 @@
+"""What `mogli-bridge demo` starts, how it hands the running stack over, and how a signal stops it all.
+
+SIGINT, SIGTERM and SIGHUP only set a flag. The demo checks it between its steps and while it waits; then
+`DemoStack.stop` stops the daemon (it drains while Salesforce still answers), the emulator, then PostgreSQL.
+The daemon and the emulator run in their own process groups, so a terminal's Ctrl-C reaches only the demo and
+the order holds.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge.devtools.localpg import LocalPostgres, free_port
+from bridge.devtools.stack import DaemonProcess, EmulatorProcess, HttpError, Scheduler, http_json, wait_until
+
+DAEMON_STOP_SECONDS = 30.0  # the daemon's own drain deadline is 20 s (supervisor.SHUTDOWN_GRACE_SECONDS)
+
+
+class DemoStopped(Exception):
+    """A stop signal arrived while the demo was still starting."""
+
+
+class StopSignals:
+    """Installs the stop handlers for its `with` block; the flag they set is read by `check` and `wait`."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = self.received or signal.Signals(signum).name
+        self._event.set()
+
+    def check(self) -> None:
+        """DemoStopped when a stop signal has arrived."""
+        if self._event.is_set():
+            raise DemoStopped(self.received)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        """`wait_until`, giving up early (DemoStopped) when a stop signal arrives."""
+
+        def checked() -> Any:
+            self.check()
+            return predicate()
+
+        return wait_until(checked, timeout=timeout, what=what)
+
+    def wait(self) -> None:
+        """Block until a stop signal arrives."""
+        while not self._event.wait(0.5):
+            pass
+
+
+class DemoStack:
+    """The demo's folder, its PostgreSQL, emulator and daemon, and the one place that stops them."""
+
+    def __init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="mogli-demo-"))
+        self.config = self.workdir / "bridge.toml"
+        self.ledger_url = f"sqlite:///{self.workdir / 'ledger.sqlite3'}"
+        self.admin_port = free_port()
+        self.admin_token = secrets.token_urlsafe(18)
+        self.dsn = ""
+        self.pg: LocalPostgres | None = None
+        self.emu: EmulatorProcess | None = None
+        self.daemon: DaemonProcess | None = None
+        self.sched: Scheduler | None = None
+
+    @property
+    def admin_url(self) -> str:
+        """The admin API's base URL (the status page is its root)."""
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def daemon_ready(self) -> bool:
+        """The daemon's own /api/status says ready."""
+        try:
+            _, body = http_json(
+                "GET",
+                f"{self.admin_url}/api/status",
+                headers={"Authorization": f"Bearer {self.admin_token}"},
+                timeout=5,
+            )
+        except (OSError, HttpError):
+            return False
+        return isinstance(body, dict) and body.get("ready") is True
+
+    def hand_over(self) -> None:
+        """Tell the operator how to reach each part of the running demo, and how to stop it."""
+        assert self.pg is not None and self.emu is not None
+        assert self.daemon is not None and self.daemon.proc is not None
+        cli, emu, pid = _cli(), self.emu, os.getpid()
+        postgres = _postmaster(self.pg)
+        # Plain print, not the rich console: the line to paste must never be wrapped or restyled.
+        print(
+            f"""
+The demo keeps running. Paste this line into another shell; every command there then talks to the demo:
+
+  export MOGLI_BRIDGE_CONFIG={shlex.quote(str(self.config))}
+
+  then, e.g.:  {cli} status
+
+  status page   {self.admin_url}/
+  admin API     {self.admin_url}/api/status   (header  Authorization: Bearer <admin token>)
+  admin token   {self.admin_token}   (the API and the page's reconcile form)
+  emulator      {emu.url}   (curl {emu.url}/__emulator/records/Event)
+  scheduler     psql {self.dsn}
+  ledger        {self.ledger_url}
+  config        {self.config}   (removed when the demo stops)
+  logs          {self.daemon.log_path}, {emu.log_path}
+  processes     demo {pid}, daemon {self.daemon.proc.pid}, emulator {emu.proc.pid}, PostgreSQL {postgres}
+
+Ctrl-C or `kill {pid}` stops the daemon, the emulator and PostgreSQL, in that order.""",
+            flush=True,
+        )
+
+    def stop(self, report: Callable[[str], None]) -> None:
+        """Stop what was started, in order, reporting each part as it stops."""
+        if self.daemon is not None and self.daemon.proc is not None:
+            report(f"stopped the daemon ({_stop_daemon(self.daemon)})")
+        if self.sched is not None:
+            self.sched.close()
+        if self.emu is not None:
+            self.emu.stop()
+            report(f"stopped the emulator (exit {self.emu.proc.returncode})")
+        if self.pg is not None:
+            self.pg.stop()
+            report("stopped PostgreSQL")
+
+    def remove_files(self) -> None:
+        """Delete the demo's folder: its config, ledger and logs."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _stop_daemon(daemon: DaemonProcess) -> str:
+    """SIGTERM, a drain of up to DAEMON_STOP_SECONDS, then SIGKILL; says how it ended."""
+    assert daemon.proc is not None
+    if not daemon.alive():
+        return f"it had already exited with {daemon.proc.returncode}"
+    try:
+        return f"exit {daemon.terminate(timeout=DAEMON_STOP_SECONDS)}"
+    except subprocess.TimeoutExpired:
+        daemon.kill9()
+        return f"killed: still draining after {DAEMON_STOP_SECONDS:.0f}s"
+
+
+def _cli() -> str:
+    """How to call `mogli-bridge` from another shell: its bare name when PATH finds this installation."""
+    script = Path(sys.executable).parent / "mogli-bridge"
+    if not script.exists():
+        return f"{sys.executable} -m bridge"
+    return "mogli-bridge" if shutil.which("mogli-bridge") == str(script) else str(script)
+
+
+def _postmaster(pg: LocalPostgres) -> int:
+    """The PostgreSQL server's process id (the first line of its postmaster.pid)."""
+    return int((pg.data / "postmaster.pid").read_text().split()[0])

@@ -30,6 +30,10 @@ def _step(text: str) -> None:
     console.print(f"[bold cyan]==>[/] {text}")
 
 
+def _started(what: str, pid: int) -> None:
+    console.print(f"    {what} runs as pid {pid}")
+
+
 def _short(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -184,10 +188,12 @@ def _start(stack: DemoStack, stop: StopSignals) -> bool:
     """PostgreSQL, the emulator and `setup`; False (having said why) when `setup` failed."""
     _step("starting a private PostgreSQL (wal_level=logical)")
     stack.pg = LocalPostgres().start()
+    _started("PostgreSQL", stack.postgres_pid())
     dsn = stack.dsn = stack.pg.create_database("scheduler")
     stop.check()
     _step("starting the Salesforce emulator")
     emu = stack.emu = EmulatorProcess(stack.workdir, own_group=True)
+    _started("the emulator", emu.proc.pid)
     write_config(
         stack.config,
         dsn=dsn,
@@ -224,6 +230,8 @@ def _run(stack: DemoStack, stop: StopSignals, keep_running: bool) -> int:
     world = DemoWorld(emu, sched)
     _step("starting the daemon (mogli-bridge run)")
     stack.daemon.start()
+    assert stack.daemon.proc is not None
+    _started("the daemon", stack.daemon.proc.pid)
     stop.check()
     _step("booking meetings on a 1:1, a round-robin and an RSVP link")
     bookings = world.book()

@@ -107,12 +107,17 @@ class DemoStack:
             return False
         return isinstance(body, dict) and body.get("ready") is True
 
+    def postgres_pid(self) -> int:
+        """The PostgreSQL server's process id (the first line of its postmaster.pid)."""
+        assert self.pg is not None
+        return int((self.pg.data / "postmaster.pid").read_text().split()[0])
+
     def hand_over(self) -> None:
         """Tell the operator how to reach each part of the running demo, and how to stop it."""
         assert self.pg is not None and self.emu is not None
         assert self.daemon is not None and self.daemon.proc is not None
         cli, emu, pid = _cli(), self.emu, os.getpid()
-        postgres = _postmaster(self.pg)
+        postgres = self.postgres_pid()
         # Plain print, not the rich console: the line to paste must never be wrapped or restyled.
         print(
             f"""
@@ -172,8 +177,3 @@ def _cli() -> str:
     if not script.exists():
         return f"{sys.executable} -m bridge"
     return "mogli-bridge" if shutil.which("mogli-bridge") == str(script) else str(script)
-
-
-def _postmaster(pg: LocalPostgres) -> int:
-    """The PostgreSQL server's process id (the first line of its postmaster.pid)."""
-    return int((pg.data / "postmaster.pid").read_text().split()[0])

@@ -85,20 +85,70 @@ def _still_running(processes: dict[int, int]) -> list[str]:
 # -- the demo as a real process
 
 
-def _read_handover(demo: subprocess.Popen[str], lines: queue.Queue[str | None], timeout: float) -> str:
-    """The demo's output up to and including the hand-over's last line."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            raise AssertionError(f"no hand-over after {timeout:.0f}s: {''.join(seen)[-3000:]}") from None
-        if line is None:
-            raise AssertionError(f"demo exited {demo.wait()} before the hand-over: {''.join(seen)[-3000:]}")
-        seen.append(line)
-        if line.startswith(HANDOVER_END):
-            return "".join(seen)
+class RunningDemo:
+    """`mogli-bridge demo` as a real process in its own process group (as a shell runs a foreground job),
+    its output read line by line as it comes."""
+
+    def __init__(self, *options: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "demo", *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            process_group=0,
+        )
+        self.pid = self.proc.pid
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def read_until(self, marker: str, timeout: float) -> str:
+        """The output up to and including the first line that contains `marker`."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {marker!r} after {timeout:.0f}s: {''.join(seen)[-3000:]}") from None
+            if line is None:
+                raise AssertionError(
+                    f"demo exited {self.proc.wait()} before {marker!r}: {''.join(seen)[-3000:]}"
+                )
+            seen.append(line)
+            if marker in line:
+                return "".join(seen)
+
+    def stop(self, stop_signal: signal.Signals) -> tuple[int, str]:
+        """Send `stop_signal` (SIGINT to the whole group, as a terminal's Ctrl-C does; any other to the demo's
+        pid, as `kill` does); the exit code and the rest of the output."""
+        if stop_signal == signal.SIGINT:
+            os.killpg(self.pid, stop_signal)
+        else:
+            self.proc.send_signal(stop_signal)
+        code = self.proc.wait(timeout=90)
+        self._reader.join(timeout=10)
+        rest = []
+        while (line := self._lines.get(timeout=1)) is not None:
+            rest.append(line)
+        return code, "".join(rest)
+
+    def close(self) -> None:
+        """When a test failed early: let the demo stop what it started, else kill it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
 
 def _line(handover: str, name: str) -> str:
@@ -108,35 +158,25 @@ def _line(handover: str, name: str) -> str:
     return found.group(1)
 
 
+def _assert_stopped_in_order(after: str) -> None:
+    """The demo reported stopping the daemon (a clean drain), then the emulator, then PostgreSQL."""
+    parts = ("stopped the daemon (exit 0)", "stopped the emulator", "stopped PostgreSQL")
+    order = [after.find(part) for part in parts]
+    assert -1 not in order and order == sorted(order), after
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_kept_running_demo_hands_over_the_stack_and_a_signal_stops_everything(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     """`demo --keep-running` prints the status page, the token and one line to paste; `status` run with
-    exactly that line reaches the ready daemon; SIGTERM or SIGINT then stops the daemon, the emulator and
-    PostgreSQL in that order, the demo exits 0, and no process it started is left. SIGTERM goes to the demo's
-    pid (`kill <pid>`), SIGINT to its whole process group (a terminal's Ctrl-C)."""
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "demo", "--keep-running"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-        process_group=0,  # the demo's own group, as a shell gives a foreground job
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert demo.stdout is not None
-        for line in demo.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    exactly that line reaches the ready daemon; SIGTERM (to the demo's pid, as `kill`) or SIGINT (to its
+    process group, as Ctrl-C) then stops the daemon, the emulator and PostgreSQL in that order, the demo exits
+    0, and no process it started is left, nor its config."""
+    demo = RunningDemo("--keep-running")
     try:
-        handover = _read_handover(demo, lines, timeout=150)
+        handover = demo.read_until(HANDOVER_END, timeout=150)
         paste = re.search(r"^\s*(export MOGLI_BRIDGE_CONFIG=\S+)\s*$", handover, re.MULTILINE)
         assert paste, f"no line to paste in the hand-over:\n{handover}"
         named = dict(re.findall(r"(\w+) (\d+)", _line(handover, "processes")))
@@ -167,27 +207,33 @@ def test_kept_running_demo_hands_over_the_stack_and_a_signal_stops_everything(
         )
         assert code == 200 and body["ready"] is True, body
 
-        if stop_signal == signal.SIGINT:
-            os.killpg(demo.pid, stop_signal)
-        else:
-            demo.send_signal(stop_signal)
-        assert demo.wait(timeout=60) == 0
-        reader.join(timeout=10)
-        rest = []
-        while (line := lines.get_nowait()) is not None:
-            rest.append(line)
-        after = "".join(rest)
-        parts = ("stopped the daemon (exit 0)", "stopped the emulator", "stopped PostgreSQL")
-        order = [after.find(part) for part in parts]
-        assert -1 not in order and order == sorted(order), after
+        exit_code, after = demo.stop(stop_signal)
+        assert exit_code == 0, after
+        _assert_stopped_in_order(after)
         assert _still_running(started) == [], f"left running after the demo stopped:\n{after}"
         config = Path(shlex.split(paste.group(1))[1].split("=", 1)[1])
         assert not config.exists(), "the demo's config outlived the demo"
     finally:
-        if demo.poll() is None:  # the test failed early: let the demo stop what it started
-            demo.send_signal(signal.SIGTERM)
-            try:
-                demo.wait(60)
-            except subprocess.TimeoutExpired:
-                demo.kill()
-                demo.wait(10)
+        demo.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_demo_stopped_while_it_starts_stops_what_it_had_started() -> None:
+    """SIGTERM while the demo is still booking (not yet at its verdict) stops the daemon, the emulator and
+    PostgreSQL it had started, in that order; the demo exits 0 and no process it started is left."""
+    demo = RunningDemo()
+    try:
+        seen = demo.read_until("the daemon runs as pid", timeout=120)
+        pids = [int(pid) for pid in re.findall(r"runs as pid (\d+)", seen)]
+        assert len(pids) == 3, seen  # PostgreSQL, the emulator, the daemon
+        started = _tree(demo.pid, *pids)
+        assert set(pids) <= set(started), seen
+
+        exit_code, after = demo.stop(signal.SIGTERM)
+        assert exit_code == 0, after
+        assert "invariant check" not in after, "the demo finished before the signal: nothing was interrupted"
+        assert "SIGTERM: stopping" in after, after
+        _assert_stopped_in_order(after)
+        assert _still_running(started) == [], f"left running after the demo stopped:\n{after}"
+    finally:
+        demo.close()

@@ -8,6 +8,7 @@ the order holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
@@ -142,24 +143,38 @@ Ctrl-C or `kill {pid}` stops the daemon, the emulator and PostgreSQL, in that or
         )
 
     def stop(self, report: Callable[[str], None]) -> None:
-        """Stop what was started, in order, reporting each part as it stops."""
-        if self.daemon is not None and self.daemon.proc is not None:
-            report(f"stopped the daemon ({_stop_daemon(self.daemon)})")
-        if self.sched is not None:
-            self.sched.close()
-        if self.emu is not None:
-            self.emu.stop()
-            report(f"stopped the emulator (exit {self.emu.proc.returncode})")
-        if self.pg is not None:
-            self.pg.stop()
-            report("stopped PostgreSQL")
+        """Stop what was started, in order, reporting each part as it stops; a part that fails to stop does
+        not keep the later ones running (the stack unwinds last-pushed first)."""
+        with contextlib.ExitStack() as parts:
+            if self.pg is not None:
+                parts.callback(self._stop_postgres, self.pg, report)
+            if self.emu is not None:
+                parts.callback(self._stop_emulator, self.emu, report)
+            if self.sched is not None:
+                parts.callback(self.sched.close)
+            if self.daemon is not None and self.daemon.proc is not None:
+                parts.callback(self._stop_daemon, self.daemon, report)
+
+    @staticmethod
+    def _stop_daemon(daemon: DaemonProcess, report: Callable[[str], None]) -> None:
+        report(f"stopped the daemon ({_drain(daemon)})")
+
+    @staticmethod
+    def _stop_emulator(emu: EmulatorProcess, report: Callable[[str], None]) -> None:
+        emu.stop()
+        report(f"stopped the emulator (exit {emu.proc.returncode})")
+
+    @staticmethod
+    def _stop_postgres(pg: LocalPostgres, report: Callable[[str], None]) -> None:
+        pg.stop()
+        report("stopped PostgreSQL")
 
     def remove_files(self) -> None:
         """Delete the demo's folder: its config, ledger and logs."""
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _stop_daemon(daemon: DaemonProcess) -> str:
+def _drain(daemon: DaemonProcess) -> str:
     """SIGTERM, a drain of up to DAEMON_STOP_SECONDS, then SIGKILL; says how it ended."""
     assert daemon.proc is not None
     if not daemon.alive():

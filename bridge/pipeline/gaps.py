@@ -67,10 +67,11 @@ class GapLedger(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GapSettings:
-    """Back-off of paused runs."""
+    """Back-off of paused runs, and the drain at shutdown."""
 
     retry_base_seconds: float = 300.0  # the daemon passes `salesforce.api_budget_recheck_seconds`
     retry_max_seconds: float = 2400.0
+    drain_seconds: float = 10.0  # at shutdown the run in hand may end in this (inside the supervisor's grace)
 
 
 @dataclass
@@ -215,9 +216,17 @@ class GapReconciler:
     async def _attempt(self, gap: _Gap, stop: asyncio.Event) -> bool:
         """Execute (or resume) one run in its turn; a pause waits out the back-off. False when stopped."""
         self._current, self._retry_at = gap, None
+        execution = asyncio.ensure_future(self._execute(gap))
         try:
-            outcome = await next_or_stop(self._execute(gap), stop)
+            outcome = await next_or_stop(asyncio.shield(execution), stop)
+            if outcome is Interrupted.STOPPED:  # draining: the run in hand may still end within the grace
+                outcome = await asyncio.wait_for(asyncio.shield(execution), self._settings.drain_seconds)
+        except TimeoutError:
+            outcome = Interrupted.STOPPED
         finally:
+            if not execution.done():
+                execution.cancel()
+                await asyncio.gather(execution, return_exceptions=True)
             self._current, self._phase = None, "idle"
         if outcome is Interrupted.STOPPED:
             self._requeue(gap)

@@ -160,7 +160,7 @@ def waits() -> Waits:
 @pytest.fixture
 def gaps(runner: FakeRunner, ledger: FakeLedger, waits: Waits) -> GapReconciler:
     """The component, with a back-off of 10 s doubling to at most 30 s."""
-    return GapReconciler(runner, ledger, settings=GapSettings(10.0, 30.0), wait=waits)
+    return GapReconciler(runner, ledger, settings=GapSettings(10.0, 30.0, drain_seconds=5.0), wait=waits)
 
 
 @pytest.fixture
@@ -315,11 +315,33 @@ async def test_a_run_that_fails_does_not_stop_the_component(
     assert [e["run_id"] for e in logs if e["event"] == "gaps.run_failed"] == [1]
 
 
-async def test_stopping_mid_run_leaves_the_run_to_resume_at_the_next_start(
+async def test_a_run_in_hand_at_shutdown_may_finish_within_the_drain(
     gaps: GapReconciler, runner: FakeRunner, ledger: FakeLedger
 ) -> None:
-    """Stopping the daemon while a gap run executes ends the component at once; the run stays unfinished in
-    the ledger, so the next start resumes it."""
+    """Stopping the daemon while a gap run executes lets that run end within the drain time: it finishes
+    and is reported, and the component then stops."""
+    runner.gate = asyncio.Event()
+    stop = asyncio.Event()
+    task = asyncio.create_task(gaps.run(stop))
+    with capture_logs() as logs:
+        await gaps.request(at(1), "allocation")
+        await until(lambda: runner.executions == [(1, at(1))], "executing")
+        stop.set()
+        for _ in range(10):  # the component sees the stop and drains
+            await asyncio.sleep(0)
+        assert not task.done()
+        runner.gate.set()
+        await asyncio.wait_for(task, 5)
+    assert ledger.runs[1].state == "finished"
+    assert [e["reason"] for e in logs if e["event"] == "inbound.reconciled"] == ["allocation"]
+
+
+async def test_a_run_that_outlasts_the_drain_stays_to_resume_at_the_next_start(
+    runner: FakeRunner, ledger: FakeLedger, waits: Waits
+) -> None:
+    """A gap run still executing when the drain time is over is cut short: the component stops, and the run
+    stays unfinished in the ledger, so the next start resumes it."""
+    gaps = GapReconciler(runner, ledger, settings=GapSettings(10.0, 30.0, drain_seconds=0.01), wait=waits)
     runner.gate = asyncio.Event()
     stop = asyncio.Event()
     task = asyncio.create_task(gaps.run(stop))
@@ -327,5 +349,5 @@ async def test_stopping_mid_run_leaves_the_run_to_resume_at_the_next_start(
     await until(lambda: runner.executions == [(1, at(1))], "executing")
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert ledger.runs[1].state == "running"
+    assert ledger.runs[1].state == "running" and not runner.executing
     assert [r.id for r in await ledger.unfinished_reconciliations("streaming")] == [1]

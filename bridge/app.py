@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from bridge.admin import AdminServer
     from bridge.ledger.repository import Ledger
     from bridge.pipeline.allocation import AllocationWatch
+    from bridge.pipeline.gaps import GapReconciler
     from bridge.pipeline.inbound import Inbound
     from bridge.pipeline.reconcile import ReconcileOptions, Reconciler
     from bridge.records.inbound import ReplayPosition
@@ -68,6 +69,7 @@ class Daemon:
         self.states: dict[str, ComponentState] = {}
         self.streaming_lines: dict[str, Callable[[], str]] = {}  # status lines of the inbound stream
         self.stream: ChangeStream | PubSubStream | None = None  # the transport `sync.transport` chose
+        self.gaps: GapReconciler | None = None  # the daemon's own gap reconciliations
         self._lock: InstanceLock | None = None
 
     def request_stop(self) -> None:
@@ -193,6 +195,7 @@ class Daemon:
                 "admin": StartsUp(admin.run),
                 "lock": self._watch_lock,
             }
+            components["gaps"] = self._gaps(ledger, client, pusher).run
             inbound, writer = await self._inbound(ledger, tokens, client, pusher)
             if inbound is not None:
                 components["inbound"] = inbound.run
@@ -384,21 +387,26 @@ class Daemon:
             after_repair=after_repair,
         )
 
+    def _gaps(self, ledger: Ledger, client: SalesforceClient, pusher: Pusher) -> GapReconciler:
+        """The daemon's own gap reconciliations (built once): durable, one at a time, a paused one resumed
+        after a back-off from the API budget's recheck interval; status line `gap_reconciliation`."""
+        from bridge.pipeline.gaps import GapReconciler, GapSettings
+
+        if self.gaps is None:
+            recheck = self.settings.salesforce.api_budget_recheck_seconds
+            gaps = GapReconciler(
+                self._reconciler(ledger, client, pusher), ledger, settings=GapSettings(recheck, recheck * 8)
+            )
+            self.streaming_lines["gap_reconciliation"] = lambda: gaps.status
+            self.gaps = gaps
+        return self.gaps
+
     def _window_reconciler(
         self, ledger: Ledger, client: SalesforceClient, pusher: Pusher
     ) -> Callable[[datetime, str], Awaitable[None]]:
-        """A targeted reconciliation of what changed since a point in time, for lost change events."""
-        from bridge.pipeline.reconcile import ReconcileOptions
-
-        reconciler = self._reconciler(ledger, client, pusher)
-
-        async def reconcile(since: datetime, reason: str) -> None:
-            options = ReconcileOptions(changed_since=since, requested_by="streaming")  # by change time
-            run_id = await reconciler.start(options)
-            summary = await reconciler.execute(run_id, options)
-            log.warning("inbound.reconciled", run_id=run_id, reason=reason, state=summary.state)
-
-        return reconcile
+        """A targeted reconciliation of what changed since a point in time, for lost change events: the
+        request returns once the run is open in the ledger; the gap reconciler executes it."""
+        return self._gaps(ledger, client, pusher).request
 
     def _admin_server(
         self,
@@ -411,6 +419,7 @@ class Daemon:
     ) -> AdminServer[ReconcileOptions]:
         """The admin app, reading the live components; it runs reconciliations on request."""
         from bridge.admin import AdminServer, DaemonProbe, ping_postgres
+        from bridge.pipeline.gaps import TakingTurns
         from bridge.pipeline.reconcile import ReconcileOptions
         from bridge.source.status import slot_status
 
@@ -434,7 +443,9 @@ class Daemon:
             ledger=ledger,
             metrics=metrics,
             notify_pusher=pusher.notify,
-            runner=self._reconciler(ledger, client, pusher),
+            runner=TakingTurns(
+                self._reconciler(ledger, client, pusher), self._gaps(ledger, client, pusher).turn
+            ),
             make_options=ReconcileOptions,
         )
 

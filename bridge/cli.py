@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -164,6 +165,16 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mogli-bridge` console script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `mogli-bridge ledger links | head`: the reader left. No traceback, nothing more at exit's flush;
+        # exit 1, since the output was cut short (as Python's documentation advises for SIGPIPE).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         # A stop requested while the daemon is still starting is a clean stop; the daemon installs its own

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +119,28 @@ def test_admin_api_metrics_status_ledger_and_retry_of_a_running_daemon(stack: St
     assert run["requested_by"] == "admin-api" and run["drift"]["repaired"] == 0
     assert daemon.terminate() == 0
     assert_logs_clean(daemon)
+
+
+def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path: Path) -> None:
+    """`mogli-bridge status | head` whose reader has left: exit 1 (output cut short), no BrokenPipeError
+    traceback (there was one)."""
+    env = {
+        **os.environ,
+        "MOGLI_BRIDGE_LEDGER__URL": f"sqlite:///{tmp_path}/absent.sqlite3",
+        "MOGLI_BRIDGE_SOURCE__DSN": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        "MOGLI_BRIDGE_ADMIN__LISTEN": f"127.0.0.1:{free_port()}",
+    }
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()  # the reading end is closed before the command writes a byte
+    assert reader.stdin is not None
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "status"],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    reader.stdin.close()
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+    assert out.returncode == 1

@@ -1,6 +1,9 @@
 """The composition root: builds every component from Settings, supervises the tasks, shuts down.
 
-Only this module wires adapters (source, ledger, salesforce) to the sync pipeline.
+Only this module wires adapters (source, ledger, salesforce) to the pipeline: the `salesforce_client`,
+`build_pusher` and `build_reconciler` factories serve the daemon and the commands alike; which change stream
+the daemon subscribes to is chosen in `subscription.py`; `supervisor.py` runs the components. (Over 400
+lines: the daemon's whole wiring reads in one place, in the order it is built.)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import structlog
 
 from bridge.aio import sleep_or_stop
 from bridge.config import SalesforceSettings, Settings, redacted_url, validate_for_run
-from bridge.errors import BridgeError, ConfigurationError, FatalError, TransientError
+from bridge.errors import BridgeError, ConfigurationError, FatalError
 from bridge.ledger.checkpoints import SOURCE_STREAM
 from bridge.ledger.lock import InstanceLock, LockHealth
 from bridge.metrics import BridgeMetrics
@@ -36,8 +39,8 @@ if TYPE_CHECKING:
     from bridge.pipeline.allocation import AllocationWatch
     from bridge.pipeline.gaps import GapReconciler
     from bridge.pipeline.inbound import Inbound
+    from bridge.pipeline.ports import PushLedger
     from bridge.pipeline.reconcile import ReconcileOptions, Reconciler
-    from bridge.records.inbound import ReplayPosition
     from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.pubsub import PubSubStream
     from bridge.salesforce.rest import SalesforceClient
@@ -54,6 +57,82 @@ LOCK_CHECK_SECONDS = 2.0
 def utcnow() -> datetime:
     """The wall clock, in UTC (the one clock the daemon injects everywhere)."""
     return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------------------- factories
+# The only wiring: the daemon and the commands (reconcile, setup) build their parts here.
+
+
+@contextlib.asynccontextmanager
+async def salesforce_client(
+    settings: Settings, connections: int = 100
+) -> AsyncIterator[tuple[TokenManager, SalesforceClient]]:
+    """One aiohttp session (trusting `salesforce.ca_bundle`), the one TokenManager over it (REST and
+    streaming share the token) and the REST client: how every process reaches Salesforce."""
+    from bridge.salesforce.auth import TokenManager, make_ssl_context
+    from bridge.salesforce.rest import SalesforceClient
+
+    sf = settings.salesforce
+    connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle), limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        tokens = TokenManager(http, sf)
+        yield tokens, SalesforceClient(http, tokens, sf)
+
+
+def mapping_options(settings: Settings) -> MappingOptions:
+    """The mapping rules' options from `[sync]`."""
+    return MappingOptions(on_cancel=settings.sync.on_cancel, multiday_events=settings.sync.multiday_events)
+
+
+def build_pusher(
+    settings: Settings, ledger: PushLedger, client: SalesforceClient, clock: Callable[[], datetime]
+) -> Pusher:
+    """The pusher: ledger work to Salesforce writes, with `[sync]`'s batching, retries and waits."""
+    sf, sync = settings.salesforce, settings.sync
+    return Pusher(
+        ledger,
+        client,
+        options=mapping_options(settings),
+        settings=PushSettings(
+            batch_size=sync.batch_size,
+            max_in_flight=sf.max_in_flight,
+            retry_base_seconds=sync.retry_base_seconds,
+            retry_max_seconds=sync.retry_max_seconds,
+            max_attempts=sync.max_attempts,
+            idle_poll_seconds=sync.idle_poll_seconds,
+            api_limit_wait_seconds=sync.api_limit_wait_seconds,
+        ),
+        clock=clock,
+    )
+
+
+def build_reconciler(
+    settings: Settings,
+    ledger: Ledger,
+    client: SalesforceClient,
+    *,
+    after_repair: Callable[[], Awaitable[None]] | None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Reconciler:
+    """A Reconciler over the scheduler (read directly), the ledger and Salesforce; `after_repair` runs once a
+    repairing run requeued rows (the daemon wakes its pusher, the command drains them itself)."""
+    from bridge.pipeline.reconcile import Reconciler
+    from bridge.rules.drift import RepairPolicy
+    from bridge.salesforce.reads import SalesforceReads
+    from bridge.source.reader_sql import SchedulerReader
+
+    sync = settings.sync
+    return Reconciler(
+        ledger=ledger,
+        store=ledger,
+        scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
+        salesforce=SalesforceReads(client, settings.salesforce.objects),
+        options=mapping_options(settings),
+        policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
+        chunk_size=sync.batch_size,
+        after_repair=after_repair,
+        progress=progress,
+    )
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -146,35 +225,21 @@ class Daemon:
 
     async def _run_active(self, sf: SalesforceSettings) -> int:
         """The daemon's work, once it owns the ledger."""
-        from bridge.salesforce.auth import TokenManager, make_ssl_context
-        from bridge.salesforce.rest import SalesforceClient
         from bridge.source.reader import ReplicationSource
 
-        connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle), limit=sf.max_in_flight * 2)
-        async with self._ledger() as ledger, aiohttp.ClientSession(connector=connector) as http:
+        async with (
+            self._ledger() as ledger,
+            salesforce_client(self.settings, sf.max_in_flight * 2) as (
+                tokens,
+                client,
+            ),
+        ):
             checkpoint = await ledger.read_checkpoint(SOURCE_STREAM)
             resume = int(checkpoint) if checkpoint else None
             source = ReplicationSource(self.settings.source, resume_lsn=resume)
-            tokens = TokenManager(http, sf)  # one token for REST and streaming
-            client = SalesforceClient(http, tokens, sf)
-            sync = self.settings.sync
             metrics = BridgeMetrics()
             ledger.observe_outcomes(metrics.observe)  # push outcomes counted once the ledger holds them
-            pusher = Pusher(
-                ledger,
-                client,
-                options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
-                settings=PushSettings(
-                    batch_size=sync.batch_size,
-                    max_in_flight=sf.max_in_flight,
-                    retry_base_seconds=sync.retry_base_seconds,
-                    retry_max_seconds=sync.retry_max_seconds,
-                    max_attempts=sync.max_attempts,
-                    idle_poll_seconds=sync.idle_poll_seconds,
-                    api_limit_wait_seconds=sync.api_limit_wait_seconds,
-                ),
-                clock=self.clock,
-            )
+            pusher = build_pusher(self.settings, ledger, client, self.clock)
             ingestor = Ingestor(
                 EchoFilter(source),  # the bridge's own write-backs are not new work
                 ledger,
@@ -217,14 +282,16 @@ class Daemon:
         from bridge.rules.policy import PolicyOptions
         from bridge.salesforce.changes import ChangeReader
         from bridge.source.writeback import SchedulerWriter
+        from bridge.subscription import change_stream, choose_channels, stored_positions
 
         sf, sync = self.settings.salesforce, self.settings.sync
         if not sync.streaming:
             return None, None
-        channels, line = await self._channels(client, tokens, ledger)
+        channels, line = await choose_channels(self.settings, client, tokens, ledger)
         self.streaming_lines["channel"] = lambda: line
-        positions = await self._positions(ledger, channels)
-        stream = await self._change_stream(tokens, positions, channels)
+        positions = await stored_positions(self.settings, ledger, channels)
+        stream, transport = await change_stream(self.settings, tokens, positions, channels)
+        self.streaming_lines["transport"] = lambda: transport
         writer = SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
         options = PolicyOptions(
             client_name=sf.client_name,
@@ -246,101 +313,6 @@ class Daemon:
         )
         self.stream = stream
         return inbound, writer
-
-    async def _change_stream(
-        self, tokens: TokenManager, positions: dict[str, ReplayPosition], channels: tuple[str, ...]
-    ) -> ChangeStream | PubSubStream:
-        """The transport `sync.transport` names; both trust what REST trusts and yield the same items."""
-        from bridge.salesforce.auth import make_ssl_context
-        from bridge.salesforce.pubsub import PubSubStream, channel_credentials
-        from bridge.salesforce.streaming import ChangeStream, StreamTiming
-
-        sf, sync = self.settings.salesforce, self.settings.sync
-        if sync.transport == "cometd":
-            self.streaming_lines["transport"] = lambda: "cometd"
-            log.info("streaming.transport", transport="cometd")
-            return ChangeStream(
-                tokens,
-                sf,
-                positions,
-                channels=channels,
-                timing=StreamTiming(stall_seconds=sync.streaming_stall_seconds),
-                ssl_context=make_ssl_context(sf.ca_bundle),
-            )
-        org_id = await tokens.org_id()
-        if org_id is None:
-            raise ConfigurationError(
-                "sync.transport is pubsub, but the token response names no org (no `id` URL) for `tenantid`",
-                "sync.transport",
-            )
-        security = "plaintext" if sync.pubsub_plaintext else "TLS"
-        line = f"pubsub at {sync.pubsub_endpoint} ({security})"
-        self.streaming_lines["transport"] = lambda: line
-        log.info("streaming.transport", transport="pubsub", endpoint=sync.pubsub_endpoint, security=security)
-        return PubSubStream(
-            tokens,
-            sf,
-            positions,
-            channels=channels,
-            target=sync.pubsub_endpoint,
-            tenant_id=org_id,
-            credentials=None if sync.pubsub_plaintext else channel_credentials(sf.ca_bundle),
-        )
-
-    async def _positions(self, ledger: Ledger, channels: tuple[str, ...]) -> dict[str, ReplayPosition]:
-        """The stored positions of the channels. On a first run on them (the custom channel after the standard
-        ones, or back), the time of the other channels' last positions: the window since is reconciled."""
-        from bridge.records.inbound import ReplayPosition
-        from bridge.salesforce.streaming import default_channels
-
-        stored = {}
-        custom = f"/data/{self.settings.sync.channel_name}"
-        for channel in {*channels, *default_channels(self.settings.salesforce), custom}:
-            position = ReplayPosition.decode(await ledger.read_checkpoint(channel))
-            if position is not None:
-                stored[channel] = position
-        positions = {c: p for c, p in stored.items() if c in channels}
-        earlier = [p.commit_time for c, p in stored.items() if c not in channels and p.commit_time]
-        if positions or not earlier:
-            return positions
-        return {channel: ReplayPosition(-1, min(earlier)) for channel in channels}
-
-    async def _channels(
-        self, client: SalesforceClient, tokens: TokenManager, ledger: Ledger
-    ) -> tuple[tuple[str, ...], str]:
-        """The channels to subscribe to and a status line saying why: the custom channel when `setup`
-        created it (`sync.channel` auto or custom), else the standard ones. A check that fails for a passing
-        reason (Salesforce down, the API allocation spent) keeps the channel the ledger has positions of:
-        flipping channels at every restart would leave windows only a reconciliation could cover."""
-        from bridge.salesforce.channels import ChannelCheck, check_channel
-        from bridge.salesforce.streaming import default_channels
-
-        sf, sync = self.settings.salesforce, self.settings.sync
-        if sync.channel == "standard":
-            return default_channels(sf), "standard channels (sync.channel = standard)"
-        try:
-            user = await tokens.user_id()
-            found = (
-                await check_channel(client, sf.objects, sync.channel_name, user)
-                if user
-                else ChannelCheck(None, "the token response names no user")
-            )
-        except BridgeError as exc:
-            if sync.channel == "custom":
-                raise
-            reason = f"the custom channel could not be checked ({type(exc).__name__})"
-            custom = f"/data/{sync.channel_name}"
-            if isinstance(exc, TransientError) and await ledger.read_checkpoint(custom) is not None:
-                log.warning("streaming.custom_channel_kept", channel=custom, error_type=type(exc).__name__)
-                return (custom,), f"{reason}; kept, as the ledger has its position"
-            found = ChannelCheck(None, reason)
-        if found.path is not None:
-            log.info("streaming.custom_channel", channel=found.path)
-            return (found.path,), found.reason
-        if sync.channel == "custom":
-            raise ConfigurationError(f"sync.channel is custom but {found.reason}", "sync.channel")
-        log.warning("streaming.standard_channels", reason=found.reason)
-        return default_channels(sf), f"standard channels: {found.reason}"
 
     def _allocation_watch(
         self, ledger: Ledger, client: SalesforceClient, pusher: Pusher, metrics: BridgeMetrics
@@ -366,26 +338,11 @@ class Daemon:
 
     def _reconciler(self, ledger: Ledger, client: SalesforceClient, pusher: Pusher) -> Reconciler:
         """A Reconciler on the daemon's ledger and Salesforce client; repairs wake the pusher."""
-        from bridge.pipeline.reconcile import Reconciler
-        from bridge.rules.drift import RepairPolicy
-        from bridge.salesforce.reads import SalesforceReads
-        from bridge.source.reader_sql import SchedulerReader
-
-        sync = self.settings.sync
 
         async def after_repair() -> None:
             pusher.notify()
 
-        return Reconciler(
-            ledger=ledger,
-            store=ledger,
-            scheduler=SchedulerReader(self.settings.source.dsn, self.settings.source.schema),
-            salesforce=SalesforceReads(client, self.settings.salesforce.objects),
-            options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
-            policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
-            chunk_size=sync.batch_size,
-            after_repair=after_repair,
-        )
+        return build_reconciler(self.settings, ledger, client, after_repair=after_repair)
 
     def _gaps(self, ledger: Ledger, client: SalesforceClient, pusher: Pusher) -> GapReconciler:
         """The daemon's own gap reconciliations (built once): durable, one at a time, a paused one resumed

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -28,14 +27,11 @@ from rich.table import Table
 from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, reason
 from bridge.config import Settings
 from bridge.errors import ApiLimitExhausted, ConfigurationError
-from bridge.pipeline.reconcile import ReconcileOptions, Reconciler, ReconcileSummary
+from bridge.pipeline.reconcile import ReconcileOptions, ReconcileSummary
 from bridge.records.ledger import DriftItem
-from bridge.rules.drift import RepairPolicy
-from bridge.rules.mapping import MappingOptions
 
 if TYPE_CHECKING:
-    from bridge.ledger.repository import Ledger
-    from bridge.salesforce.rest import SalesforceClient
+    pass
 
 log = structlog.get_logger(__name__)
 
@@ -275,54 +271,17 @@ def _in_process(
     return outcome, False
 
 
-def make_reconciler(
-    settings: Settings,
-    ledger: Ledger,
-    client: SalesforceClient,
-    *,
-    after_repair: Callable[[], Awaitable[None]] | None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> Reconciler:
-    """A Reconciler on this process's ledger and client."""
-    from bridge.salesforce.reads import SalesforceReads
-    from bridge.source.reader_sql import SchedulerReader
-
-    sync = settings.sync
-    return Reconciler(
-        ledger=ledger,
-        store=ledger,
-        scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
-        salesforce=SalesforceReads(client, settings.salesforce.objects),
-        options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
-        policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
-        chunk_size=sync.batch_size,
-        after_repair=after_repair,
-        progress=progress,
-    )
-
-
 async def _execute(
     settings: Settings, options: ReconcileOptions, report: Callable[[str, int, int], None] | None
 ) -> ReconcileSummary:
+    from bridge.app import build_pusher, build_reconciler, salesforce_client
     from bridge.ledger.repository import Ledger, utc_now
-    from bridge.pipeline.push import Pusher, PushSettings
-    from bridge.salesforce.auth import TokenManager, make_ssl_context
-    from bridge.salesforce.rest import SalesforceClient
 
-    sf, sync = settings.salesforce, settings.sync
     ledger = Ledger.from_url(settings.ledger.url)
-    connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle))
     try:
-        async with aiohttp.ClientSession(connector=connector) as http:
-            client = SalesforceClient(http, TokenManager(http, sf), sf)
-            pusher = Pusher(
-                ledger,
-                client,
-                options=MappingOptions(on_cancel=sync.on_cancel, multiday_events=sync.multiday_events),
-                settings=PushSettings(batch_size=sync.batch_size, max_attempts=sync.max_attempts),
-                clock=utc_now,
-            )
-            reconciler = make_reconciler(
+        async with salesforce_client(settings) as (_, client):
+            pusher = build_pusher(settings, ledger, client, utc_now)
+            reconciler = build_reconciler(
                 settings, ledger, client, after_repair=_drainer(pusher.push_once), progress=report
             )
             run_id = await reconciler.start(options)

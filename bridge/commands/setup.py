@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from bridge.config import Settings, redacted_url, require_salesforce_credentials
 from bridge.errors import BridgeError, ConfigurationError
 from bridge.ledger.checkpoints import SOURCE_STREAM
@@ -139,15 +137,11 @@ def _create_demo_schema(dsn: str, schema: str) -> bool:
 
 
 async def _salesforce_checks(settings: Settings) -> list[Check]:
-    from bridge.salesforce.auth import TokenManager, make_ssl_context
-    from bridge.salesforce.rest import SalesforceClient
+    from bridge.app import salesforce_client
 
     sf = settings.salesforce
     require_salesforce_credentials(sf)
-    connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle))
-    async with aiohttp.ClientSession(connector=connector) as http:
-        tokens = TokenManager(http, sf)
-        client = SalesforceClient(http, tokens, sf)
+    async with salesforce_client(settings) as (tokens, client):
         await tokens.get()
         checks = [Check("salesforce", True, f"logged in ({sf.auth}) at {sf.login_url}")]
         names = sf.objects

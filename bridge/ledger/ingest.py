@@ -10,6 +10,8 @@ a new booking, a changed mirrored column, a delete, or any source update of a 'f
 that touches only columns the ledger does not mirror (invitee name, updated_at) queues nothing, and a
 replayed snapshot chunk is a no-op. When a failed link goes back to pending (its owner got connected),
 its failed activities go with it: most of them failed because their link could not be written.
+(Over 400 lines: the one transaction that makes a source batch durable, users, links and bookings in source
+order, reads best whole.)
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ bookings, sorted by id in chunks of `chunk_size`. Every chunk is read from the t
 the pure `drift` module, repaired (unless dry run) and stored with the run's progress in one ledger
 transaction; a run that stopped (crash, API budget) is resumed by `start` with the same options from the
 chunk after the last stored one. Repairs go through the ledger (re-mirror, requeue) so that the pusher writes
-Salesforce as it always does, by External ID; only orphans and duplicates are deleted here.
+Salesforce as it always does, by External ID; only orphans and duplicates are deleted here. (About 400 lines:
+the two phases and the resumable progress read together; the repairs themselves live in `repair.py`.)
 """
 
 from __future__ import annotations

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from bridge.records.inbound import InboundBatch, KnownActivity, KnownLink
 from bridge.records.ledger import (
     ActivityRecord,
     DriftItem,
     FailureRecord,
+    IngestSummary,
     JsonObject,
     LinkRecord,
     ReconciliationRun,
@@ -58,7 +59,7 @@ class ChangeSource(Protocol):
 class IngestLedger(Protocol):
     """The ledger call the Ingestor makes."""
 
-    async def apply_source_batch(self, batch: IngestBatch) -> Any:
+    async def apply_source_batch(self, batch: IngestBatch) -> IngestSummary:
         """Make a batch of source transactions durable, with the checkpoint, in one transaction."""
         ...
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, func, or_, select
 
 from bridge.ledger.tables import JOURNAL
 from bridge.ledger.workset import Row, insert_many
@@ -52,7 +52,32 @@ def list_journal(
     limit: int = 100,
 ) -> list[JournalEntry]:
     """Journal entries, newest first; `link_id` / `booking_id` select that link's or booking's entries."""
-    query = select(JOURNAL)
+    query = _journal_query(select(JOURNAL), entity, key, link_id, booking_id, since)
+    query = query.order_by(JOURNAL.c.id.desc()).limit(limit)
+    return [_journal_entry(m) for m in connection.execute(query).mappings()]
+
+
+def count_journal(
+    connection: Connection,
+    *,
+    link_id: str | None = None,
+    booking_id: str | None = None,
+    since: datetime | None = None,
+) -> int:
+    """How many entries `list_journal` matches, without its limit."""
+    query = _journal_query(select(func.count()).select_from(JOURNAL), None, None, link_id, booking_id, since)
+    return int(connection.execute(query).scalar_one())
+
+
+def _journal_query(
+    query: Any,
+    entity: str | None,
+    key: str | None,
+    link_id: str | None,
+    booking_id: str | None,
+    since: datetime | None,
+) -> Any:
+    """`query` narrowed by the journal's filters."""
     if entity is not None:
         query = query.where(JOURNAL.c.entity == entity)
     if key is not None:
@@ -66,16 +91,17 @@ def list_journal(
         query = query.where(or_(*keyed))
     if since is not None:
         query = query.where(JOURNAL.c.at >= since)
-    query = query.order_by(JOURNAL.c.id.desc()).limit(limit)
-    return [
-        JournalEntry(
-            id=m["id"],
-            at=m["at"],
-            direction=Direction(m["direction"]),
-            entity=m["entity"],
-            entity_key=m["entity_key"],
-            action=m["action"],
-            detail=m["detail"],
-        )
-        for m in connection.execute(query).mappings()
-    ]
+    return query
+
+
+def _journal_entry(m: Any) -> JournalEntry:
+    """One journal row as its record."""
+    return JournalEntry(
+        id=m["id"],
+        at=m["at"],
+        direction=Direction(m["direction"]),
+        entity=m["entity"],
+        entity_key=m["entity_key"],
+        action=m["action"],
+        detail=m["detail"],
+    )

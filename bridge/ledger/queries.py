@@ -116,6 +116,50 @@ def list_failures(
     limit: int = DEFAULT_LIMIT,
 ) -> list[FailureRecord]:
     """Failed links and activities, most recent first."""
+    combined = _failures(link_id, booking_id, since)
+    query = select(combined).order_by(combined.c.updated_at.desc(), combined.c.key).limit(limit)
+    return [FailureRecord(**dict(m)) for m in connection.execute(query).mappings()]
+
+
+def count_links(
+    connection: Connection,
+    *,
+    link_id: str | None = None,
+    state: str | None = None,
+    since: datetime | None = None,
+) -> int:
+    """How many links `list_links` matches, without its limit."""
+    where = _filters(LINKS, link_id=link_id, state=state, since=since)
+    return int(connection.execute(select(func.count()).select_from(LINKS).where(*where)).scalar_one())
+
+
+def count_activities(
+    connection: Connection,
+    *,
+    link_id: str | None = None,
+    booking_id: str | None = None,
+    state: str | None = None,
+    since: datetime | None = None,
+) -> int:
+    """How many activities `list_activities` matches, without its limit."""
+    where = _filters(ACTIVITIES, link_id=link_id, booking_id=booking_id, state=state, since=since)
+    return int(connection.execute(select(func.count()).select_from(ACTIVITIES).where(*where)).scalar_one())
+
+
+def count_failures(
+    connection: Connection,
+    *,
+    link_id: str | None = None,
+    booking_id: str | None = None,
+    since: datetime | None = None,
+) -> int:
+    """How many rows `list_failures` matches, without its limit."""
+    query = select(func.count()).select_from(_failures(link_id, booking_id, since))
+    return int(connection.execute(query).scalar_one())
+
+
+def _failures(link_id: str | None, booking_id: str | None, since: datetime | None) -> Any:
+    """Failed links and activities as one subquery (entity, key, link_id, error, attempts, updated_at)."""
     links = select(
         literal("link").label("entity"),
         LINKS.c.link_id.label("key"),
@@ -138,9 +182,7 @@ def list_failures(
         *_filters(ACTIVITIES, link_id=link_id, booking_id=booking_id, since=since),
     )
     parts = [activities] if booking_id is not None else [links, activities]
-    combined = union_all(*parts).subquery()
-    query = select(combined).order_by(combined.c.updated_at.desc(), combined.c.key).limit(limit)
-    return [FailureRecord(**dict(m)) for m in connection.execute(query).mappings()]
+    return union_all(*parts).subquery()
 
 
 def counts(connection: Connection) -> dict[str, int]:

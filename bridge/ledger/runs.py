@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from bridge.ledger.tables import DRIFT, RUNS
 from bridge.ledger.workset import insert_many
@@ -79,12 +79,29 @@ def list_drift(
     limit: int = 100,
 ) -> list[DriftItem]:
     """Drift items, newest first."""
-    query = select(DRIFT)
+    query = _drift_query(select(DRIFT), run_id, link_id, booking_id)
+    query = query.order_by(DRIFT.c.id.desc()).limit(limit)
+    return [DriftItem(**dict(m)) for m in connection.execute(query).mappings()]
+
+
+def count_drift(
+    connection: Connection,
+    *,
+    run_id: int | None = None,
+    link_id: str | None = None,
+    booking_id: str | None = None,
+) -> int:
+    """How many items `list_drift` matches, without its limit."""
+    query = _drift_query(select(func.count()).select_from(DRIFT), run_id, link_id, booking_id)
+    return int(connection.execute(query).scalar_one())
+
+
+def _drift_query(query: Any, run_id: int | None, link_id: str | None, booking_id: str | None) -> Any:
+    """`query` narrowed by the drift listing's filters."""
     if run_id is not None:
         query = query.where(DRIFT.c.run_id == run_id)
     if link_id is not None:
         query = query.where(DRIFT.c.link_id == link_id)
     if booking_id is not None:
         query = query.where(DRIFT.c.booking_id == booking_id)
-    query = query.order_by(DRIFT.c.id.desc()).limit(limit)
-    return [DriftItem(**dict(m)) for m in connection.execute(query).mappings()]
+    return query

@@ -9,7 +9,7 @@ Metric names (all prefixed `mogli_bridge_`):
     replication_lag_bytes            WAL the slot has not confirmed (current LSN - confirmed_flush_lsn)
     replication_retained_bytes       WAL the slot keeps on the server's disk (current LSN - restart_lsn)
     replication_lag_seconds          commit-time gap between the newest transaction received and the newest
-                                     one applied to the ledger
+                                     one applied to the ledger; NaN (unknown) while the reader is disconnected
     replication_connected            1 while the replication stream is connected
     source_queue_depth               transactions read but not yet applied
     changes_total{entity,outcome}    push outcomes: synced, failed, retry, cancelled (entity link | activity)
@@ -25,6 +25,7 @@ The Salesforce streaming lag is not exported: the daemon does not subscribe to a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,7 +59,7 @@ class ReplicationReading:
     wal_status: str | None
     lag_bytes: int | None
     retained_bytes: int | None
-    lag_seconds: float
+    lag_seconds: float | None  # None while the reader is disconnected: unknown, not 0
     applied_lsn: int | None
     acked_lsn: int
     last_commit_time: datetime | None
@@ -156,7 +157,7 @@ class BridgeMetrics:
         rep = readings.replication
         self.lag_bytes.set(rep.lag_bytes or 0)
         self.retained_bytes.set(rep.retained_bytes or 0)
-        self.lag_seconds.set(rep.lag_seconds)
+        self.lag_seconds.set(math.nan if rep.lag_seconds is None else rep.lag_seconds)
         self.connected.set(1 if rep.connected else 0)
         self.queue_depth.set(rep.queue_depth)
         if readings.api_limit is not None and readings.api_used is not None:

@@ -66,7 +66,7 @@ def _replication(readings: Readings) -> str:
         ("WAL status", rep.wal_status or "unknown"),
         ("lag (bytes)", rep.lag_bytes if rep.lag_bytes is not None else "unknown"),
         ("retained (bytes)", rep.retained_bytes if rep.retained_bytes is not None else "unknown"),
-        ("lag (seconds)", f"{rep.lag_seconds:.1f}"),
+        ("lag (seconds)", f"{rep.lag_seconds:.1f}" if rep.lag_seconds is not None else "unknown"),
         ("last applied commit", iso(rep.last_commit_time) or "none yet"),
         ("reconnects", rep.reconnects),
     )

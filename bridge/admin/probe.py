@@ -120,7 +120,9 @@ class DaemonProbe:
     def _replication(self, slot: SlotView | None) -> ReplicationReading:
         stats = self.source.stats
         received, applied = stats.last_commit_time, self.ingestor.last_commit_time
-        lag = max((received - applied).total_seconds(), 0.0) if received and applied else 0.0
+        lag: float | None = None  # unknown while disconnected: the gap may be growing unseen
+        if stats.connected:
+            lag = max((received - applied).total_seconds(), 0.0) if received and applied else 0.0
         return ReplicationReading(
             slot=self.slot,
             connected=stats.connected,

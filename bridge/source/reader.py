@@ -52,6 +52,7 @@ from bridge.source.assembly import TransactionAssembler
 from bridge.source.pgoutput import ProtocolError, decode
 from bridge.source.setup import drop_slot, slot_exists
 from bridge.source.snapshot import SnapshotReader
+from bridge.source.target import SourceTarget, failure_reason
 from bridge.source.values import session_options
 
 log = structlog.get_logger(__name__)
@@ -136,6 +137,7 @@ class ReplicationSource:
         self._task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._connected_at = 0.0
+        self._target = SourceTarget.of(settings.dsn)
 
     # ---------------------------------------------------------------- public surface
 
@@ -217,7 +219,12 @@ class ReplicationSource:
                 self._reconnects += 1
                 delay = min(cap, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
                 log.warning(
-                    "source.reconnecting", attempt=attempt, delay=round(delay, 2), error=type(exc).__name__
+                    "source.reconnecting",
+                    attempt=attempt,
+                    delay=round(delay, 2),
+                    error=type(exc).__name__,
+                    reason=failure_reason(exc, self._settings.dsn),
+                    **self._target.log_fields(),
                 )
                 await asyncio.sleep(delay)
 
@@ -306,7 +313,12 @@ class ReplicationSource:
         self._cur = await self._executor(self._start_replication, self._conn, start_lsn)
         self._fd = self._conn.fileno()
         self._connected_at = time.monotonic()
-        log.info("source.connected", slot=self._settings.slot, start_lsn=format_lsn(start_lsn))
+        log.info(
+            "source.connected",
+            slot=self._settings.slot,
+            start_lsn=format_lsn(start_lsn),
+            **self._target.log_fields(),
+        )
         loop = asyncio.get_running_loop()
         self._failure = loop.create_future()
         self._start_reading()

@@ -376,6 +376,7 @@ class Daemon:
     ) -> AdminServer[ReconcileOptions]:
         """The admin app, reading the live components; it runs reconciliations on request."""
         from bridge.admin import AdminServer, DaemonProbe, ping_postgres
+        from bridge.admin.health import Thresholds
         from bridge.pipeline.gaps import TakingTurns
         from bridge.pipeline.reconcile import ReconcileOptions
         from bridge.source.status import slot_status
@@ -404,6 +405,10 @@ class Daemon:
                 self._reconciler(ledger, client, pusher), self._gaps(ledger, client, pusher).turn
             ),
             make_options=ReconcileOptions,
+            # degraded before the pusher stops at its reserve
+            thresholds=Thresholds(
+                api_remaining_fraction=min(2 * self.settings.salesforce.api_reserve_fraction, 1.0)
+            ),
         )
 
 

@@ -86,12 +86,7 @@ class Readings:
     drift_repaired: int
     stream_positions: Mapping[str, str] = field(default_factory=dict)
     streaming: Mapping[str, str] = field(default_factory=dict)  # status lines: channel mode, event allocation
-
-    @property
-    def ready(self) -> bool:
-        """Every component runs and every dependency answered its ping."""
-        running = bool(self.components) and all(s == "running" for s in self.components.values())
-        return running and self.replication.connected and all(c.ok for c in self.checks)
+    stream_subscribed: bool | None = None  # None: no change stream in this daemon, or not known
 
     def count(self, state: str) -> int:
         """Links plus activities in this ledger state."""

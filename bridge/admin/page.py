@@ -1,4 +1,6 @@
-"""The status page at `/`: server-rendered HTML, no scripts, no front-end build.
+"""The status page at `/`: server-rendered HTML, no scripts, no front-end build, no external asset.
+
+It reloads itself (a meta refresh); the charts are inline SVG from the daemon's in-memory `History`.
 
 Read-only without a token. It names records by id and error code only (free-text errors may quote field
 values, so they stay in the token-protected API). The form starts a reconciliation and carries the token.
@@ -7,11 +9,17 @@ values, so they stay in the token-protected API). The form starts a reconciliati
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import escape
 
-from bridge.admin.views import iso
+from bridge.admin.charts import line_chart
+from bridge.admin.health import Health
+from bridge.admin.history import WINDOW, History
 from bridge.metrics import Readings
-from bridge.records.ledger import FailureRecord, ReconciliationRun
+from bridge.records.ledger import DriftItem, FailureRecord, ReconciliationRun
+
+REFRESH_SECONDS = 15
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#1d2430;background:#f6f7f9}
@@ -24,7 +32,13 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceef2} th{color:#5b6472;font-weight:600}
 .ok{color:#137333;font-weight:600} .bad{color:#b3261e;font-weight:600} .warn{color:#a15c00;font-weight:600}
 .banner{padding:8px 12px;border-radius:6px;margin:10px 0;font-weight:600}
-.banner.ok{background:#e6f4ea} .banner.bad{background:#fce8e6}
+.banner.ok{background:#e6f4ea} .banner.bad{background:#fce8e6} .banner.warn{background:#fef7e0}
+.banner ul{margin:6px 0 0;padding-left:20px;font-weight:400}
+.scroll{overflow-x:auto} td{overflow-wrap:anywhere}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px}
+.chart{margin:0} .chart figcaption{font-size:13px;color:#5b6472;margin-bottom:4px}
+.chart svg{width:100%;height:80px;display:block} .chart text{font-size:10px;fill:#5b6472}
+input{max-width:100%;box-sizing:border-box}
 form label{display:inline-block;margin:4px 12px 4px 0;font-size:13px}
 input[type=text],input[type=password]{padding:4px 6px;border:1px solid #c4c9d1;border-radius:4px}
 button{padding:6px 14px;border:0;border-radius:4px;background:#1a73e8;color:#fff;font-weight:600}
@@ -47,15 +61,46 @@ def _cell(value: object, css: str | None = None) -> str:
 def _table(headers: Sequence[str], rows: Iterable[str], empty: str) -> str:
     body = "".join(rows) or f'<tr><td colspan="{len(headers)}">{escape(empty)}</td></tr>'
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _components(readings: Readings) -> str:
-    rows = [f"<tr>{_cell(n)}{_cell(s, _cls(s))}</tr>" for n, s in sorted(readings.components.items())]
+    rows = [
+        f"<tr>{_cell(n)}{_cell(s, _cls(s))}{_cell('')}</tr>" for n, s in sorted(readings.components.items())
+    ]
     for check in readings.checks:
         state = "ok" if check.ok else "failed"
-        rows.append(f"<tr>{_cell(check.name + ' (ping)')}{_cell(state, _cls(state))}</tr>")
-    return _table(("component", "state"), rows, "no components")
+        label = "salesforce (ping, writes)" if check.name == "salesforce" else f"{check.name} (ping)"
+        rows.append(f"<tr>{_cell(label)}{_cell(state, _cls(state))}{_cell(check.error)}</tr>")
+    return _table(("component", "state", "detail"), rows, "no components")
+
+
+def stamp(value: datetime | None) -> str:
+    """A UTC time to the second: 2026-12-03 22:05:01 UTC."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else ""
+
+
+def ago(value: datetime | None, now: datetime) -> str:
+    """How long before `now`, in the largest whole unit: "just now", "3 min ago", "2 h ago", "4 days ago"."""
+    if value is None:
+        return ""
+    seconds = (now - value).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    if seconds < 10:
+        return "just now"
+    for size, unit in ((86400, "days"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {'day' if unit == 'days' and count == 1 else unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def _when(value: datetime | None, now: datetime, none: str = "") -> str:
+    """ "3 min ago" with the exact time in a tooltip."""
+    if value is None:
+        return f"<td>{escape(none)}</td>"
+    return f'<td title="{escape(stamp(value))}">{escape(ago(value, now))}</td>'
 
 
 def _replication(readings: Readings) -> str:
@@ -67,10 +112,12 @@ def _replication(readings: Readings) -> str:
         ("lag (bytes)", rep.lag_bytes if rep.lag_bytes is not None else "unknown"),
         ("retained (bytes)", rep.retained_bytes if rep.retained_bytes is not None else "unknown"),
         ("lag (seconds)", f"{rep.lag_seconds:.1f}" if rep.lag_seconds is not None else "unknown"),
-        ("last applied commit", iso(rep.last_commit_time) or "none yet"),
         ("reconnects", rep.reconnects),
     )
-    return _table(("", ""), (f"<tr>{_cell(k)}{_cell(v)}</tr>" for k, v in pairs), "")
+    rows = [f"<tr>{_cell(k)}{_cell(v)}</tr>" for k, v in pairs]
+    commit = _when(rep.last_commit_time, readings.at, "none yet")
+    rows.insert(6, f"<tr>{_cell('last applied commit')}{commit}</tr>")
+    return _table(("", ""), rows, "")
 
 
 def _salesforce(readings: Readings) -> str:
@@ -86,26 +133,71 @@ def _salesforce(readings: Readings) -> str:
         ("waiting", readings.waiting_reason or "no"),
         ("pending in ledger", readings.count("pending")),
         ("failed in ledger", readings.count("failed")),
+        *sorted(readings.streaming.items()),
     )
     return _table(("", ""), (f"<tr>{_cell(k)}{_cell(v)}</tr>" for k, v in pairs), "")
 
 
-def _failures(failures: Sequence[FailureRecord]) -> str:
+def _failures(failures: Sequence[FailureRecord], now: datetime) -> str:
     rows = (
         f"<tr>{_cell(f.entity)}{_cell(f.key)}{_cell(f.error_code, 'bad')}{_cell(f.attempts)}"
-        f"{_cell(iso(f.updated_at))}</tr>"
+        f"{_when(f.updated_at, now)}</tr>"
         for f in failures
     )
     return _table(("entity", "id", "error code", "attempts", "updated"), rows, "no failures")
 
 
-def _runs(runs: Sequence[ReconciliationRun]) -> str:
+def _summary_figure(run: ReconciliationRun, key: str) -> object:
+    value = (run.summary or {}).get(key)
+    return value if isinstance(value, int) else ""
+
+
+def _runs(runs: Sequence[ReconciliationRun], now: datetime) -> str:
     rows = (
         f"<tr>{_cell(r.id)}{_cell(r.state, _cls(r.state))}{_cell('yes' if r.dry_run else 'no')}"
-        f"{_cell(r.requested_by)}{_cell(iso(r.started_at))}{_cell(iso(r.finished_at))}</tr>"
+        f"{_cell(_summary_figure(r, 'total'))}{_cell(_summary_figure(r, 'repaired'))}"
+        f"{_cell(r.requested_by)}{_when(r.started_at, now)}{_when(r.finished_at, now)}</tr>"
         for r in runs
     )
-    return _table(("run", "state", "dry run", "requested by", "started", "finished"), rows, "no runs yet")
+    headers = ("run", "state", "dry run", "found", "repaired", "requested by", "started", "finished")
+    return _table(headers, rows, "no runs yet")
+
+
+@dataclass(frozen=True, slots=True)
+class Outstanding:
+    """The last finished run's drift items that were not repaired (the first few, and how many)."""
+
+    run: ReconciliationRun
+    items: tuple[DriftItem, ...]
+    count: int
+
+
+def _outstanding(outstanding: Outstanding | None, now: datetime) -> str:
+    if outstanding is None:
+        return '<p class="sub">No reconciliation run has finished yet.</p>'
+    run = outstanding.run
+    head = (
+        f'<p class="sub">{outstanding.count} unrepaired item(s) from run {run.id} '
+        f"({'dry run, ' if run.dry_run else ''}finished {escape(ago(run.finished_at, now))})</p>"
+    )
+    rows = (
+        f"<tr>{_cell(d.kind, 'warn')}{_cell(d.link_id)}{_cell(d.booking_id)}{_cell(d.salesforce_id)}</tr>"
+        for d in outstanding.items
+    )
+    return head + _table(("kind", "link", "booking", "Salesforce id"), rows, "nothing outstanding")
+
+
+def _charts(history: History | None, now: datetime) -> str:
+    if history is None:
+        return ""
+    start = now - WINDOW
+    charts = (
+        line_chart("Writes per minute", history.writes_per_minute(start), start, now, "/min"),
+        line_chart("Pending", history.series(start, lambda s: s.pending), start, now, "rows"),
+        line_chart("Replication lag", history.series(start, lambda s: s.lag_seconds), start, now, "s"),
+        line_chart("API calls left", history.series(start, lambda s: s.api_left), start, now, "calls"),
+    )
+    return f'<div class="card wide"><h2>Last hour</h2><div class="charts">{"".join(charts)}</div></div>'
 
 
 _FORM = """
@@ -119,34 +211,50 @@ _FORM = """
 </form>
 """
 
+_BANNERS = {
+    "ready": ("ok", "Ready: every component runs and every dependency answers"),
+    "degraded": ("warn", "Degraded: the daemon works, but needs attention"),
+    "not_ready": ("bad", "Not ready: see the reasons and the components below"),
+}
+
+
+def _banner(health: Health) -> str:
+    css, title = _BANNERS[health.state]
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in health.reasons)
+    return (
+        f'<div class="banner {css}">{escape(title)}' + (f"<ul>{reasons}</ul>" if reasons else "") + "</div>"
+    )
+
 
 def render_status_page(
     readings: Readings,
     failures: Sequence[FailureRecord],
     runs: Sequence[ReconciliationRun],
     *,
+    health: Health,
+    outstanding: Outstanding | None = None,
+    history: History | None = None,
     notice: str | None = None,
 ) -> str:
-    """The whole status page."""
-    ready = readings.ready
-    banner = (
-        '<div class="banner ok">Ready: every component runs and every dependency answers</div>'
-        if ready
-        else '<div class="banner bad">Not ready: see the components below</div>'
-    )
+    """The whole status page; it reloads itself every REFRESH_SECONDS."""
+    now = readings.at
     note = f'<div class="banner ok">{escape(notice)}</div>' if notice else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mogli-bridge status</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}; url=/">
 <style>{_CSS}</style></head><body>
-<h1>mogli-bridge</h1><div class="sub">status at {escape(iso(readings.at) or "")}</div>
-{banner}{note}
+<h1>mogli-bridge</h1><div class="sub">status at {escape(stamp(now))}, reloads every {REFRESH_SECONDS} s</div>
+{_banner(health)}{note}
 <div class="grid">
 <div class="card"><h2>Components</h2>{_components(readings)}</div>
 <div class="card"><h2>Replication</h2>{_replication(readings)}</div>
 <div class="card"><h2>Salesforce and ledger</h2>{_salesforce(readings)}</div>
 </div>
-<div class="card wide"><h2>Recent failures</h2>{_failures(failures)}</div>
-<div class="card wide"><h2>Reconciliation runs</h2>{_runs(runs)}
+{_charts(history, now)}
+<div class="card wide"><h2>Outstanding drift</h2>{_outstanding(outstanding, now)}</div>
+<div class="card wide"><h2>Recent failures</h2>{_failures(failures, now)}</div>
+<div class="card wide"><h2>Reconciliation runs</h2>{_runs(runs, now)}
 <h2>Start a reconciliation</h2>{_FORM}</div>
 </body></html>
 """

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import psycopg2
 import structlog
 
+from bridge.admin.health import PUSHER_WAITING, SALESFORCE_WAITS
 from bridge.admin.ports import IngestorView, PusherView, SalesforceView, SlotView, SourceView
 from bridge.metrics import CheckResult, Readings, ReplicationReading
 from bridge.pipeline.ports import AdminLedger
@@ -57,6 +58,7 @@ class DaemonProbe:
         ping_scheduler: Callable[[], None],
         read_slot: Callable[[], SlotView | None],
         streaming: Callable[[], Mapping[str, str]] = dict,
+        subscribed: Callable[[], bool | None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = lambda: asyncio.get_running_loop().time(),
     ) -> None:
@@ -70,6 +72,7 @@ class DaemonProbe:
         self._ping_scheduler = ping_scheduler
         self._read_slot = read_slot
         self._streaming = streaming
+        self._subscribed = subscribed
         self._clock = clock
         self._monotonic = monotonic
         self._sf_check: CheckResult | None = None
@@ -78,7 +81,9 @@ class DaemonProbe:
 
     async def readings(self) -> Readings:
         """One snapshot: pings, slot lag, ledger counts and the components' counters."""
-        checks = await asyncio.gather(self._check_scheduler(), self._check_ledger(), self.check_salesforce())
+        checks = await asyncio.gather(
+            self._check_scheduler(), self._check_ledger(), self._salesforce_health()
+        )
         slot = await self._slot()
         counts, totals, positions = await self._ledger_figures()
         usage = self.salesforce.usage
@@ -98,6 +103,7 @@ class DaemonProbe:
             drift_repaired=totals[1],
             stream_positions={k: v for k, v in positions.items() if k != "source"},
             streaming=dict(self._streaming()),
+            stream_subscribed=self._subscribed(),
         )
 
     async def _ledger_figures(self) -> tuple[dict[str, int], tuple[int, int], dict[str, str]]:
@@ -152,6 +158,15 @@ class DaemonProbe:
         except Exception as exc:
             return CheckResult("ledger", False, _error(exc))
         return CheckResult("ledger", True)
+
+    async def _salesforce_health(self) -> CheckResult:
+        """The ping, failed also while the pusher waits after Salesforce failed it (a ping alone can pass
+        while every write answers 503)."""
+        ping = await self.check_salesforce()
+        waiting = self.pusher.waiting_reason
+        if ping.ok and waiting in SALESFORCE_WAITS:
+            return CheckResult("salesforce", False, f"ping ok, but {PUSHER_WAITING[waiting]}")
+        return ping
 
     async def check_salesforce(self) -> CheckResult:
         """The cached Salesforce ping; a fresh `/limits` call when the last one is too old."""

@@ -1,7 +1,9 @@
 """The admin HTTP app (CONTRACT §8) inside the daemon's event loop.
 
-`GET /healthz`, `GET /metrics` and the read-only status page `GET /` need no token; everything else needs
-`Authorization: Bearer <admin.token>` (compared in constant time). Without a configured token every
+`GET /healthz`, `GET /readyz`, `GET /metrics` and the read-only status page `GET /` need no token; everything
+else needs `Authorization: Bearer <admin.token>` (compared in constant time). /readyz is open because a load
+balancer's or orchestrator's probe carries no secret; its body holds states, reasons and dependency errors
+(hosts, driver reasons), never record data, as the page does. Without a configured token every
 protected route answers 401. The listener is loopback-only unless `admin.allow_remote` is true.
 """
 
@@ -18,18 +20,30 @@ import structlog
 from aiohttp import web
 
 from bridge.admin import views
-from bridge.admin.page import render_status_page
+from bridge.admin.health import Thresholds, assess
+from bridge.admin.history import SAMPLE_SECONDS, History, sample_every
+from bridge.admin.page import Outstanding, render_status_page
 from bridge.admin.ports import ReconcileRunner
 from bridge.aio import sleep_or_stop
 from bridge.config import AdminSettings
 from bridge.errors import ConfigurationError
 from bridge.metrics import CONTENT_TYPE, BridgeMetrics, Readings
 from bridge.pipeline.ports import AdminLedger
+from bridge.records.ledger import ReconciliationRun
 
 log = structlog.get_logger(__name__)
 
-PUBLIC = frozenset({("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/"), ("POST", "/ui/reconciliations")})
+PUBLIC = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/"),
+        ("POST", "/ui/reconciliations"),
+    }
+)
 BIND_RETRY_SECONDS = 5.0
+OUTSTANDING_SHOWN = 20  # drift items listed on the page; the count covers them all
 OptionsT = TypeVar("OptionsT")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,6 +98,9 @@ class AdminServer(Generic[OptionsT]):
         notify_pusher: Callable[[], None],
         runner: ReconcileRunner[OptionsT] | None = None,
         make_options: Callable[..., OptionsT] | None = None,
+        thresholds: Thresholds = Thresholds(),
+        history: History | None = None,
+        sample_seconds: float = SAMPLE_SECONDS,
     ) -> None:
         self.settings = settings
         self.probe = probe
@@ -92,6 +109,9 @@ class AdminServer(Generic[OptionsT]):
         self.notify_pusher = notify_pusher
         self.runner = runner
         self.make_options = make_options
+        self.thresholds = thresholds
+        self.history = history if history is not None else History()
+        self.sample_seconds = sample_seconds
         self.port: int | None = None
         self.listening = asyncio.Event()
         self._runs: set[asyncio.Task[None]] = set()
@@ -120,21 +140,29 @@ class AdminServer(Generic[OptionsT]):
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         try:
-            while not stop.is_set():
-                site = web.TCPSite(runner, host, port)
-                try:
-                    await site.start()
-                except OSError as exc:
-                    log.error("admin.bind_failed", host=host, port=port, error=str(exc))
-                    await sleep_or_stop(stop, BIND_RETRY_SECONDS)
-                    continue
-                self.port = _bound_port(runner, port)
-                self.listening.set()
-                ready()
-                log.info("admin.listening", host=host, port=self.port)
-                await stop.wait()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(sample_every(self.sample_seconds, self.probe.readings, self.history, stop))
+                await self._serve(runner, host, port, stop, ready)
         finally:
             await runner.cleanup()
+
+    async def _serve(
+        self, runner: web.AppRunner, host: str, port: int, stop: asyncio.Event, ready: Callable[[], None]
+    ) -> None:
+        """Bind (retrying a busy port) and serve until `stop`."""
+        while not stop.is_set():
+            site = web.TCPSite(runner, host, port)
+            try:
+                await site.start()
+            except OSError as exc:
+                log.error("admin.bind_failed", host=host, port=port, error=str(exc))
+                await sleep_or_stop(stop, BIND_RETRY_SECONDS)
+                continue
+            self.port = _bound_port(runner, port)
+            self.listening.set()
+            ready()
+            log.info("admin.listening", host=host, port=self.port)
+            await stop.wait()
 
     # ------------------------------------------------------------------ middleware and public routes
 
@@ -164,8 +192,25 @@ class AdminServer(Generic[OptionsT]):
         failures = await self.ledger.list_failures(limit=20)
         runs = await self.ledger.list_reconciliations(limit=10)
         notice = request.query.get("notice")
-        html = render_status_page(readings, failures, runs, notice=notice[:200] if notice else None)
+        html = render_status_page(
+            readings,
+            failures,
+            runs,
+            health=assess(readings, self.thresholds),
+            outstanding=await self._outstanding(runs),
+            history=self.history,
+            notice=notice[:200] if notice else None,
+        )
         return web.Response(text=html, content_type="text/html")
+
+    async def _outstanding(self, runs: list[ReconciliationRun]) -> Outstanding | None:
+        """The newest finished run's unrepaired drift (None before any run finished)."""
+        finished = next((r for r in runs if r.state == "finished"), None)
+        if finished is None:
+            return None
+        drift = await self.ledger.list_drift(run_id=finished.id, limit=100_000)
+        left = [d for d in drift if not d.repaired]
+        return Outstanding(finished, tuple(left[:OUTSTANDING_SHOWN]), len(left))
 
     async def page_reconcile(self, request: web.Request) -> web.StreamResponse:
         """The page's form: checks the token field, starts a run, redirects back to the page."""
@@ -186,17 +231,21 @@ class AdminServer(Generic[OptionsT]):
             return web.Response(status=400, text=str(exc), content_type="text/plain")
         raise web.HTTPSeeOther(f"/?notice=reconciliation+run+{run_id}+started")
 
-    # ------------------------------------------------------------------ protected routes
+    # ------------------------------------------------------------------ protected routes (and /readyz)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 when every component runs and every dependency answered its ping, else 503."""
+        """200 when ready or degraded (the daemon works; the body says why it is degraded), 503 when not."""
         readings = await self.probe.readings()
-        body = views.status_json(readings)
-        return _json({k: body[k] for k in ("ready", "components", "checks")}, 200 if readings.ready else 503)
+        health = assess(readings, self.thresholds)
+        body = views.status_json(readings, health)
+        return _json(
+            {k: body[k] for k in ("ready", "health", "components", "checks")}, 200 if health.serving else 503
+        )
 
     async def status(self, request: web.Request) -> web.Response:
-        """Components, lags, API budget, pending and failed counts."""
-        return _json(views.status_json(await self.probe.readings()))
+        """Health, components, lags, API budget, pending and failed counts."""
+        readings = await self.probe.readings()
+        return _json(views.status_json(readings, assess(readings, self.thresholds)))
 
     async def retry(self, request: web.Request) -> web.Response:
         """Failed records back to the queue; wakes the pusher."""

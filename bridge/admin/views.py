@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.admin.health import Health
 from bridge.metrics import Readings
 from bridge.records.ledger import DriftItem, ReconciliationRun
 
@@ -115,12 +116,13 @@ def parse_retry(body: Any) -> RetryRequest:
     return RetryRequest(booking_ids=ids, all_failed=all_failed)
 
 
-def status_json(readings: Readings) -> dict[str, Any]:
+def status_json(readings: Readings, health: Health) -> dict[str, Any]:
     """The body of GET /api/status."""
     rep = readings.replication
     return {
         "at": iso(readings.at),
-        "ready": readings.ready,
+        "ready": health.serving,
+        "health": health.as_json(),
         "components": dict(readings.components),
         "checks": {c.name: {"ok": c.ok, "error": c.error} for c in readings.checks},
         "replication": {

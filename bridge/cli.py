@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
+from bridge.commands.checks import UsageError, uuid_text
 from bridge.errors import BridgeError, ConfigurationError, FatalError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -62,10 +63,20 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
     """`reconcile`'s options."""
     parser.add_argument(
-        "--link", action="append", default=[], metavar="ID", help="only this link (repeatable)"
+        "--link",
+        action="append",
+        default=[],
+        type=uuid_text,
+        metavar="ID",
+        help="only this link (a UUID; repeatable)",
     )
     parser.add_argument(
-        "--booking", action="append", default=[], metavar="ID", help="only this booking (repeatable)"
+        "--booking",
+        action="append",
+        default=[],
+        type=uuid_text,
+        metavar="ID",
+        help="only this booking (a UUID; repeatable)",
     )
     parser.add_argument("--since", default=None, metavar="DATE", help="bookings starting on or after DATE")
     parser.add_argument("--until", default=None, metavar="DATE", help="bookings starting before DATE")
@@ -96,25 +107,71 @@ def _status_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _ledger_arguments(parser: argparse.ArgumentParser) -> None:
     """`ledger`'s options."""
-    parser.add_argument("what", choices=["links", "activities", "journal", "failures", "drift"])
-    parser.add_argument("--link", default=None)
-    parser.add_argument("--booking", default=None)
-    parser.add_argument("--state", default=None)
-    parser.add_argument("--since", default=None, metavar="DATE")
-    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument(
+        "what",
+        choices=["links", "activities", "journal", "failures", "drift"],
+        help="which rows: links, activities (one per booking), journal (what happened), failures "
+        "(failed links and bookings), drift (found by reconciliations)",
+    )
+    parser.add_argument(
+        "--link", default=None, type=uuid_text, metavar="ID", help="only rows of this link (a UUID)"
+    )
+    parser.add_argument(
+        "--booking", default=None, type=uuid_text, metavar="ID", help="only rows of this booking (a UUID)"
+    )
+    parser.add_argument(
+        "--state",
+        default=None,
+        help="links: unbooked, pending, synced, failed, deleted_in_salesforce; activities: pending, synced, "
+        "failed, cancelled, deleted_in_salesforce, skipped",
+    )
+    parser.add_argument(
+        "--since",
+        default=None,
+        metavar="DATE",
+        help="rows changed on or after DATE: their updated_at (the journal: its entry time); an ISO date or "
+        "datetime, UTC unless it says otherwise. Not `reconcile --since`, which means the booking's start",
+    )
+    count = parser.add_mutually_exclusive_group()
+    count.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        metavar="N",
+        help="at most N rows, newest first (default 100); 0 means every row, as --all",
+    )
+    count.add_argument("--all", action="store_true", help="every row that matches")
+    parser.add_argument(
+        "--columns",
+        default=None,
+        metavar="A,B,C",
+        help="only these columns, in this order (every format); unknown names are refused",
+    )
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="table: every column at full width (full ids, full times); the default fits 100 columns",
+    )
     parser.add_argument(
         "--format",
         choices=["table", "csv", "json"],
         default=None,
-        help="default: table on a terminal, csv in a pipe",
+        help="default: table on a terminal, csv in a pipe; csv and json hold every column and full ids",
     )
 
 
 def _retry_arguments(parser: argparse.ArgumentParser) -> None:
     """`retry`'s options."""
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--booking", action="append", default=[], metavar="ID")
-    group.add_argument("--all-failed", action="store_true")
+    group.add_argument(
+        "--booking",
+        action="append",
+        default=[],
+        type=uuid_text,
+        metavar="ID",
+        help="this booking (a UUID the ledger knows; repeatable)",
+    )
+    group.add_argument("--all-failed", action="store_true", help="every failed link and booking")
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -194,6 +251,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(command.run(settings, args))
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FatalError as exc:
         print(f"fatal: {exc}", file=sys.stderr)

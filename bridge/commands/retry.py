@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, reason
+from bridge.commands.checks import require_known, require_setup
 from bridge.config import Settings
 from bridge.errors import ConfigurationError
 
@@ -32,6 +33,8 @@ def retry(
     out = out or sys.stdout
     if bool(booking_ids) == all_failed:
         raise ConfigurationError("retry needs --booking ID... or --all-failed", "--booking")
+    require_setup(settings)
+    require_known(settings, bookings=booking_ids)
     body = {"all_failed": True} if all_failed else {"booking_ids": list(booking_ids)}
     try:
         reply = AdminClient(settings.admin).call("POST", "/api/retry", body)

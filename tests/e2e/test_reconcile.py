@@ -607,5 +607,7 @@ def test_reconcile_by_change_time_sees_only_what_changed_in_the_window(
         ("field_mismatch", f"{bookings[0]}:Subject"),
         ("field_mismatch", f"{bookings[5]}:Subject"),
     }
-    result = _reconcile_raw(stack, "--dry-run", "--changed-since", since.isoformat(), "--link", "x")
+    result = _reconcile_raw(
+        stack, "--dry-run", "--changed-since", since.isoformat(), "--link", str(uuid.uuid4())
+    )
     assert result.returncode == 2 and "cannot be combined" in result.stderr

@@ -264,6 +264,8 @@ class Daemon:
             inbound, writer = await self._inbound(ledger, tokens, client, pusher)
             if inbound is not None:
                 components["inbound"] = inbound.run
+                assert self.stream is not None  # built by _inbound
+                self.stream.subscribed.observe(metrics.observe_subscription)
                 components["allocation"] = self._allocation_watch(ledger, client, pusher, metrics).run
             try:
                 await supervise(components, self.stop_event, self.states)
@@ -393,6 +395,7 @@ class Daemon:
             ping_scheduler=functools.partial(ping_postgres, src.dsn),
             read_slot=functools.partial(slot_status, src.dsn, src.slot),
             streaming=lambda: {name: line() for name, line in self.streaming_lines.items()},
+            subscribed=lambda: self.stream.subscribed.all_subscribed if self.stream is not None else None,
             clock=self.clock,
         )
         return AdminServer(

@@ -19,6 +19,7 @@ Metric names (all prefixed `mogli_bridge_`):
     reconciliation_drift_found / _repaired      drift items over every reconciliation run
     component_up{component}          1 while a supervised component runs
     dependency_up{dependency}        1 when the last ping of scheduler / ledger / salesforce succeeded
+    stream_subscribed{channel}       1 while the change stream (CometD or Pub/Sub) is subscribed to it
 
 The Salesforce streaming lag is not exported: the daemon does not subscribe to a stream yet.
 """
@@ -133,6 +134,9 @@ class BridgeMetrics:
         self.dependency_up = gauge(
             "dependency_up", "1 when the dependency's last ping succeeded", ("dependency",)
         )
+        self.stream_subscribed = gauge(
+            "stream_subscribed", "1 while the change stream is subscribed to the channel", ("channel",)
+        )
         for entity in ("link", "activity"):
             for outcome in OutcomeState:
                 self.changes.labels(entity, outcome.value)
@@ -141,6 +145,10 @@ class BridgeMetrics:
         """Set the delivered-event allocation gauges (DailyDeliveredPlatformEvents)."""
         self.events_limit.set(limit)
         self.events_remaining.set(remaining)
+
+    def observe_subscription(self, channel: str, subscribed: bool) -> None:
+        """Set the stream-subscribed gauge of one channel (the change stream calls this as it changes)."""
+        self.stream_subscribed.labels(channel).set(1 if subscribed else 0)
 
     def observe(self, entity: str, states: Collection[OutcomeState]) -> None:
         """Count recorded push outcomes."""

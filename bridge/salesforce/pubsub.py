@@ -50,6 +50,7 @@ from bridge.salesforce.pubsub_api import pubsub_api_pb2_grpc as pb_grpc
 from bridge.salesforce.pubsub_positions import TopicState, replay_bytes, topics_from_positions
 from bridge.salesforce.pubsub_schemas import EventDecoder
 from bridge.salesforce.streaming import StreamItem, default_channels
+from bridge.salesforce.subscribed import SubscribedChannels
 
 log = structlog.get_logger(__name__)
 
@@ -133,6 +134,7 @@ class PubSubStream:
         self._beats = Heartbeats(positions, interval=timing.heartbeat_seconds, clock=clock)
         self._events = EventDecoder(settings.objects)
         self._channel: grpc.aio.Channel | None = None
+        self.subscribed = SubscribedChannels(self._channels)
         self.rebuilds = 0
         self.received = 0
         self.peak_held = 0  # the most events ever requested-and-unprocessed at once (flow-control proof)
@@ -178,6 +180,7 @@ class PubSubStream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.subscribed.lose_all()
             await self.close()
 
     async def _deliver(
@@ -239,7 +242,7 @@ class PubSubStream:
                 continue
             except _Refused as exc:
                 failures = 0 if topic.live else failures  # the call had worked: count afresh
-                topic.live = False
+                self._live(topic, False)
                 if exc.status is grpc.StatusCode.UNAUTHENTICATED and failures == 0:
                     log.info("pubsub.token_refused", channel=topic.name)
                     stale, failures = token, 1
@@ -255,6 +258,11 @@ class PubSubStream:
                 self.rebuilds += 1
                 self._note_refusal(exc.text)
                 await self._back_off(topic, exc, failures)
+
+    def _live(self, topic: TopicState, live: bool) -> None:
+        """Whether the topic's call is subscribed, for the consumer loop and the stream-subscribed gauge."""
+        topic.live = live
+        self.subscribed.mark(topic.name, live)
 
     def _replay_lost(self, topic: TopicState) -> WindowLost:
         """The resume id is invalid or outside retention: LATEST, and the window since then is reported."""
@@ -340,7 +348,8 @@ class PubSubStream:
                     await call.write(self._fetch(topic, room, first=first))
                     # Subscribed: an idle call answers nothing until its keepalive (270 s); a refusal
                     # ends it at once and clears this.
-                    topic.live, first = True, False
+                    self._live(topic, True)
+                    first = False
                 topic.more.clear()
                 await topic.more.wait()
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
@@ -355,7 +364,7 @@ class PubSubStream:
         queue: asyncio.Queue[_Delivered],
     ) -> None:
         while (response := await call.read()) is not grpc.aio.EOF:
-            topic.live = True
+            self._live(topic, True)
             # Counted here, not taken from pending_num_requested: a response the server wrote before it
             # read our latest FetchRequest would undercount, and the bound would be passed.
             topic.requested = max(0, topic.requested - len(response.events))

@@ -57,6 +57,7 @@ from bridge.salesforce.cometd import (
     teardown,
 )
 from bridge.salesforce.heartbeats import Heartbeats
+from bridge.salesforce.subscribed import SubscribedChannels
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +129,7 @@ class ChangeStream:
         self._client: Client | None = None
         self._ssl = ssl_context
         self._beats = Heartbeats(positions, interval=timing.heartbeat_seconds, clock=clock)
+        self.subscribed = SubscribedChannels(self._channels)
         self.rebuilds = 0
         self.received = 0
         self.allocation_exhausted = False  # CometD refused: the delivered-event allocation is used up
@@ -169,6 +171,7 @@ class ChangeStream:
                 TypeError,
                 ValueError,
             ) as exc:
+                self.subscribed.lose_all()
                 failures += 1
                 self.rebuilds += 1
                 delay = min(
@@ -185,6 +188,7 @@ class ChangeStream:
                 await self._close(client)
                 await asyncio.sleep(delay)
             finally:
+                self.subscribed.lose_all()
                 await self._close(client)
 
     def _gaps_without_replay_id(self, reported: set[str]) -> list[WindowLost]:
@@ -232,6 +236,7 @@ class ChangeStream:
         """Subscribe from the committed id; an id outside retention is reported and replaced by -1."""
         try:
             await client.subscribe(channel)
+            self.subscribed.mark(channel, True)
             return []
         except ServerError as exc:
             if not is_replay_invalid(exc):
@@ -243,6 +248,7 @@ class ChangeStream:
         )
         self._store.replay_new(channel)
         await client.subscribe(channel)
+        self.subscribed.mark(channel, True)
         return [WindowLost(channel, since)]
 
     async def _receive(self, client: Client) -> AsyncIterator[SalesforceChange | Heartbeat]:
@@ -281,6 +287,10 @@ class ChangeStream:
         configured channel fell out of its subscriptions, or one connect request hangs."""
         transport = client._transport
         state = transport.state if transport is not None else TransportState.DISCONNECTED
+        for channel in self._channels:  # only a connected client with the channel in its set delivers it
+            self.subscribed.mark(
+                channel, state is TransportState.CONNECTED and channel in client.subscriptions
+            )
         if state is TransportState.SERVER_DISCONNECTED:
             raise _Stalled("the server closed the connection")
         now = asyncio.get_running_loop().time()

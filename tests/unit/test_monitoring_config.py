@@ -62,10 +62,13 @@ def readings(components: dict[str, str], checks: tuple[CheckResult, ...]) -> Rea
     )  # fmt: skip
 
 
-def exported(snapshot: Readings) -> dict[str, dict[str, set[str]]]:
-    """Each series name the registry exposes after one update, mapped to its labels and their values."""
+def exported(snapshot: Readings, channels: tuple[str, ...] = ()) -> dict[str, dict[str, set[str]]]:
+    """Each series name the registry exposes after one update (and the change stream's reports of
+    `channels`), mapped to its labels and their values."""
     metrics = BridgeMetrics()
     metrics.update(snapshot)
+    for channel in channels:
+        metrics.observe_subscription(channel, True)
     series: dict[str, dict[str, set[str]]] = {}
     for family in metrics.registry.collect():
         labels: dict[str, set[str]] = defaultdict(set)
@@ -77,9 +80,12 @@ def exported(snapshot: Readings) -> dict[str, dict[str, set[str]]]:
     return series
 
 
-# Label names need a series to show them, so one registry is fed a component and a ping; label values come
-# from a registry fed nothing of its own, so that only values the daemon itself creates count.
-LABEL_NAMES = exported(readings({"a_component": "running"}, (CheckResult("a_dependency", True),)))
+# Label names need a series to show them, so one registry is fed a component, a ping and a subscribed
+# channel; label values come from a registry fed nothing of its own, so that only values the daemon itself
+# creates count.
+LABEL_NAMES = exported(
+    readings({"a_component": "running"}, (CheckResult("a_dependency", True),)), channels=("a_channel",)
+)
 LABEL_VALUES = exported(readings({}, ()))
 
 
@@ -220,6 +226,7 @@ def test_each_alert_uses_only_exported_metrics(rule: dict[str, Any]) -> None:
         ("pending work growing", "mogli_bridge_ledger_records", ("state", "pending")),
         ("failed records appearing", "mogli_bridge_changes_total", ("outcome", "failed")),
         ("change stream not running", "mogli_bridge_component_up", ("component", "inbound")),
+        ("change stream unsubscribed", "mogli_bridge_stream_subscribed", None),
         ("API budget nearly gone", "mogli_bridge_salesforce_api_remaining", None),
         ("delivered events nearly gone", "mogli_bridge_salesforce_delivered_events_remaining", None),
         ("daemon down", "up", ("job", "mogli-bridge")),
@@ -357,6 +364,7 @@ def test_each_dashboard_query_uses_only_exported_metrics(title: str, expr: str) 
         ("API budget limit", "mogli_bridge_salesforce_api_limit"),
         ("delivered-event allocation", "mogli_bridge_salesforce_delivered_events_remaining"),
         ("stream state", "mogli_bridge_component_up"),
+        ("channels subscribed", "mogli_bridge_stream_subscribed"),
         ("drift found", "mogli_bridge_reconciliation_drift_found"),
         ("drift repaired", "mogli_bridge_reconciliation_drift_repaired"),
     ],

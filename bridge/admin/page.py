@@ -34,12 +34,12 @@ th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceef2} th{color:
 .banner{padding:8px 12px;border-radius:6px;margin:10px 0;font-weight:600}
 .banner.ok{background:#e6f4ea} .banner.bad{background:#fce8e6} .banner.warn{background:#fef7e0}
 .banner ul{margin:6px 0 0;padding-left:20px;font-weight:400}
-.scroll{overflow-x:auto} td{overflow-wrap:anywhere}
+.scroll{overflow-x:auto} td{overflow-wrap:break-word}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px}
 .chart{margin:0} .chart figcaption{font-size:13px;color:#5b6472;margin-bottom:4px}
 .chart svg{width:100%;height:80px;display:block} .chart text{font-size:10px;fill:#5b6472}
 input{max-width:100%;box-sizing:border-box}
-form label{display:inline-block;margin:4px 12px 4px 0;font-size:13px}
+form label{display:inline-block;margin:4px 12px 4px 0;font-size:13px;max-width:calc(100% - 12px)}
 input[type=text],input[type=password]{padding:4px 6px;border:1px solid #c4c9d1;border-radius:4px}
 button{padding:6px 14px;border:0;border-radius:4px;background:#1a73e8;color:#fff;font-weight:600}
 """

@@ -25,8 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, reason
+from bridge.commands.tables import ID_NOTE, Column, build
 from bridge.config import Settings
 from bridge.errors import ApiLimitExhausted, ConfigurationError
+from bridge.logs import logs_held
 from bridge.pipeline.reconcile import ReconcileOptions, ReconcileSummary
 from bridge.records.ledger import DriftItem
 
@@ -39,6 +41,14 @@ POLL_SECONDS = 0.5
 ADMIN_ANSWER_SECONDS = 120.0  # a busy daemon queues the request behind its ledger work; wait for it
 DRAIN_ROUNDS = 1_000  # push rounds after a repair; each round handles up to sync.batch_size rows
 TABLE_ITEMS = 200  # items listed under the table; --json has them all
+ITEM_COLUMNS = (
+    Column("kind", max_width=24),
+    Column("link", "uuid"),
+    Column("booking", "uuid"),
+    Column("salesforce id", "sfid"),
+    Column("repaired"),
+    Column("detail", "text", 60),
+)  # one line per drift item
 _FLAGS = {
     "changed_since": "--changed-since",
     "changed_until": "--changed-until",
@@ -149,7 +159,7 @@ def _run_somewhere(
     deadline = time.monotonic() + max(wait, 0.0)
     waiting = False
     while True:
-        outcome = _via_daemon(settings, options, console)
+        outcome = _via_daemon(settings, options, as_json, console)
         if outcome is not None:
             return outcome
         outcome, held = _in_process(settings, options, as_json, console)
@@ -178,7 +188,9 @@ def _as_flags(message: str) -> str:
 # ---------------------------------------------------------------------------------------- via the daemon
 
 
-def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console) -> Outcome | None:
+def _via_daemon(
+    settings: Settings, options: ReconcileOptions, as_json: bool, console: Console
+) -> Outcome | None:
     """Ask the running daemon; None when its admin API does not answer."""
     body = {
         "links": list(options.links),
@@ -203,14 +215,8 @@ def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console)
     started = reply.body
     run_id = int(started["id"])
     console.print(f"reconciliation run {run_id} started by the running daemon")
-    while True:
-        try:
-            run = client.call("GET", f"/api/reconciliations/{run_id}").body
-        except (DaemonAbsent, DaemonSilent) as exc:
-            raise DaemonRefused(f"lost the daemon while polling run {run_id}: {exc}") from None
-        if run.get("state") != "running":
-            break
-        time.sleep(POLL_SECONDS)
+    with ProgressBar(console, enabled=console.is_terminal and not as_json) as report:
+        run = _poll(client, run_id, report)
     summary = run.get("summary") or {}
     return Outcome(
         run_id=run_id,
@@ -222,6 +228,24 @@ def _via_daemon(settings: Settings, options: ReconcileOptions, console: Console)
         items=tuple(_drift_items(settings, run_id)),
         via="daemon",
     )
+
+
+def _poll(client: AdminClient, run_id: int, report: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+    """The daemon's run row once it is no longer running, its stored progress shown meanwhile."""
+    while True:
+        try:
+            run = client.call("GET", f"/api/reconciliations/{run_id}").body
+        except (DaemonAbsent, DaemonSilent) as exc:
+            raise DaemonRefused(f"lost the daemon while polling run {run_id}: {exc}") from None
+        if report is not None:
+            summary = run.get("summary") or {}
+            # the daemon stores progress per chunk: how many were checked, not how many there are
+            report("links checked", int(summary.get("links_checked") or 0), 0)
+            report("bookings checked", int(summary.get("bookings_checked") or 0), 0)
+            report("drift found", int(summary.get("total") or 0), 0)
+        if run.get("state") != "running":
+            return dict(run)
+        time.sleep(POLL_SECONDS)
 
 
 def _drift_items(settings: Settings, run_id: int) -> list[DriftItem]:
@@ -314,22 +338,27 @@ class ProgressBar:
             else None
         )
         self._tasks: dict[str, TaskID] = {}
+        self._held = logs_held()
 
     def __enter__(self) -> Callable[[str, int, int], None] | None:
         if self._progress is None:
             return None
+        self._held.__enter__()  # log lines wait until the bar is gone
         self._progress.start()
         return self._update
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
+            self._held.__exit__(None, None, None)
 
     def _update(self, phase: str, done: int, total: int) -> None:
+        """One phase's progress; a total of 0 or less means not known (the bar pulses, the count runs)."""
         assert self._progress is not None
+        known = total if total > 0 else None
         if phase not in self._tasks:
-            self._tasks[phase] = self._progress.add_task(phase, total=total)
-        self._progress.update(self._tasks[phase], completed=done, total=total)
+            self._tasks[phase] = self._progress.add_task(phase, total=known)
+        self._progress.update(self._tasks[phase], completed=done, total=known)
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -366,18 +395,18 @@ def print_table(outcome: Outcome, console: Console) -> None:
     console.print(table)
     if not outcome.items:
         return
-    items = Table(title="Drift")
-    for column in ("kind", "link", "booking", "salesforce id", "detail"):
-        items.add_column(column, overflow="fold")
-    for item in outcome.items[:TABLE_ITEMS]:
-        detail = {k: v for k, v in item.detail.items() if k != "repair"}
-        items.add_row(
-            item.kind,
-            item.link_id or "",
-            item.booking_id or "",
-            item.salesforce_id or "",
-            json.dumps(detail, default=str),
-        )
-    console.print(items)
+    rows = [
+        {
+            "kind": item.kind,
+            "link": item.link_id,
+            "booking": item.booking_id,
+            "salesforce id": item.salesforce_id,
+            "repaired": "yes" if item.repaired else "",
+            "detail": json.dumps({k: v for k, v in item.detail.items() if k != "repair"}, default=str),
+        }
+        for item in outcome.items[:TABLE_ITEMS]
+    ]
+    console.print(build("Drift", ITEM_COLUMNS, rows, width=console.width, wide=False))
+    console.print(f"{ID_NOTE}; --json has every item in full", markup=False, highlight=False)
     if len(outcome.items) > TABLE_ITEMS:
         console.print(f"... and {len(outcome.items) - TABLE_ITEMS:,} more items: use --json for all of them")

@@ -10,9 +10,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from bridge.commands.output import cell
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 SHORT_ID = 8  # characters of a UUID shown in a table (the first 8, as git shortens a hash)
 WIDE_CONSOLE = 100_000  # --wide: let the table take its natural width; the terminal wraps what it must
@@ -52,9 +55,21 @@ def render(
     wide: bool = False,
     footer: Sequence[str] = (),
 ) -> None:
-    """A rich table that never wraps a cell (the terminal's width, or its natural width with `wide`)."""
-    from rich import box
+    """A table that never wraps a cell (the terminal's width, or its natural width with `wide`), then
+    its footer lines."""
     from rich.console import Console
+
+    console = Console(file=out, width=WIDE_CONSOLE) if wide else Console(file=out)
+    console.print(build(title, columns, rows, width=console.width, wide=wide))
+    for line in footer:
+        console.print(line, soft_wrap=wide, markup=False, highlight=False)
+
+
+def build(
+    title: str | None, columns: Sequence[Column], rows: Iterable[Mapping[str, Any]], *, width: int, wide: bool
+) -> Table:
+    """A rich table of one line per row that fits `width` (text cut with an ellipsis; ids whole)."""
+    from rich import box
     from rich.table import Table
 
     table = Table(
@@ -67,16 +82,13 @@ def render(
         title_justify="left",
     )
     cells = [[shown(row.get(c.name), c.kind, wide=wide) for c in columns] for row in rows]
-    console = Console(file=out, width=WIDE_CONSOLE) if wide else Console(file=out)
-    limits = [None] * len(columns) if wide else _fit(columns, cells, console.width)
+    limits = [None] * len(columns) if wide else _fit(columns, cells, width)
     for column, limit in zip(columns, limits, strict=True):
         # No cell wraps: an id split over lines cannot be copied. Long text is cut with an ellipsis.
         table.add_column(column.name, no_wrap=True, overflow="ellipsis", max_width=limit)
     for values in cells:
         table.add_row(*values)
-    console.print(table)
-    for line in footer:
-        console.print(line, soft_wrap=wide, markup=False, highlight=False)
+    return table
 
 
 def _fit(columns: Sequence[Column], cells: Sequence[Sequence[str]], width: int) -> list[int | None]:

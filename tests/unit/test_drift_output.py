@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import structlog
 from rich.console import Console
 
 from bridge.commands.reconcile import TABLE_ITEMS, Outcome, ProgressBar, outcome_json, parse_when, print_table
+from bridge.logs import configure_logging
 from bridge.pipeline.reconcile import ReconcileOptions
 from bridge.records.ledger import DriftItem
 
@@ -178,3 +181,41 @@ def test_the_command_refuses_a_change_window_mixed_with_links(capsys: pytest.Cap
     )
     err = capsys.readouterr().err
     assert code == 2 and "--changed-since cannot be combined with --link" in err
+
+
+def test_each_drift_item_takes_one_line_that_fits_120_columns() -> None:
+    """Drift items print one line each at 120 columns: UUIDs short (never split), long details cut."""
+    ids = [
+        (f"{i:08d}-1111-2222-3333-444444444444", f"{i:08d}-aaaa-bbbb-cccc-dddddddddddd") for i in range(30)
+    ]
+    detail = {"field": "Subject", "ledger": "x" * 200, "salesforce": "y" * 200, "repair": "requeue"}
+    items = tuple(
+        DriftItem(7, "field_mismatch", link, booking, "00U5g00000AbCdEFGH", detail, True)
+        for link, booking in ids
+    )
+    outcome = Outcome(7, "finished", False, {"field_mismatch": 30}, 30, None, items, "daemon")
+    out = io.StringIO()
+    print_table(outcome, Console(file=out, width=120))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 120
+    item_lines = [line for line in lines if "00U5g00000AbCdEFGH" in line]
+    assert len(item_lines) == 30
+    for (link, booking), line in zip(ids, item_lines, strict=True):
+        assert link[:8] in line and booking[:8] in line and "…" in line
+
+
+def test_log_lines_wait_until_the_progress_bar_is_gone(capsys: pytest.CaptureFixture[str]) -> None:
+    """While a progress bar runs, JSON log lines are held back; they are written, whole, once it stops."""
+    configure_logging("info", "json")
+    log = structlog.get_logger("test")
+    out = io.StringIO()
+    with ProgressBar(Console(file=out, force_terminal=True, width=80), enabled=True) as report:
+        assert report is not None
+        report("bookings", 1, 4)
+        log.info("reconcile.chunk_stored", n=1)
+        assert capsys.readouterr().err == ""
+    [line] = capsys.readouterr().err.splitlines()
+    assert json.loads(line)["event"] == "reconcile.chunk_stored"
+    assert "chunk_stored" not in out.getvalue()
+    log.info("reconcile.after")
+    assert "reconcile.after" in capsys.readouterr().err  # not held once the bar is gone

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
 from bridge.errors import ConfigurationError
+from bridge.redact import first_line
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option for read-only work: on SQLite it starts a deferred transaction instead of taking the
@@ -35,6 +36,15 @@ def normalise_url(url: str | URL) -> URL:
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigurationError("ledger.url must be a sqlite:/// or postgresql:// URL", key="ledger.url")
     return parsed
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """Why the ledger could not be reached, for LedgerUnavailable and the lines that log it: the driver's
+    exception type and the first line of its message (libpq names host and port), passwords masked."""
+    orig = getattr(exc, "orig", None) or exc
+    reason = first_line(orig)
+    name = type(orig).__name__
+    return name if reason == name else f"{name}: {reason}"
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:

@@ -40,7 +40,7 @@ from bridge.ledger import (
     runs,
 )
 from bridge.ledger import requeue as requeues
-from bridge.ledger.engine import READ_ONLY, make_engine
+from bridge.ledger.engine import READ_ONLY, make_engine, unavailable_reason
 from bridge.ledger.reconciliation import MirrorKey
 from bridge.ledger.reports import DriftTotals
 from bridge.records.inbound import InboundBatch, KnownActivity, KnownLink
@@ -84,8 +84,7 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
-        reason = type(exc.orig).__name__ if exc.orig else exc
-        raise LedgerUnavailable(f"ledger unavailable: {reason}") from exc
+        raise LedgerUnavailable(f"ledger unavailable: {unavailable_reason(exc)}") from exc
 
 
 class Ledger:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.stack import http_json, wait_until
+from bridge.devtools.stack import HttpError, http_json, wait_until
 
 from .conftest import Stack
-from .test_ops import admin_port, ready, settle
+from .test_ops import admin_port, settle
 
 __all__ = ["admin_port"]
 
@@ -70,6 +70,15 @@ def png_size(path: Path) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def healthy(port: int) -> bool:
+    """GET /readyz (no token) answers 200 with state ready, not degraded (e.g. a stream still subscribing)."""
+    try:
+        status, body = http_json("GET", f"http://127.0.0.1:{port}/readyz")
+    except (HttpError, OSError):
+        return False
+    return status == 200 and body["health"]["state"] == "ready"
+
+
 def measure_width(binary: str, url: str, workdir: Path, size: tuple[int, int]) -> tuple[int, int]:
     """(document scrollWidth, viewport width) of the page at `url` laid out in a frame of `size`.
 
@@ -103,7 +112,7 @@ def test_status_page_shows_components_lags_failures_and_the_reconcile_form(
     booking by id and code, the reconciliation section with its token form; the screenshot is a real page."""
     binary = chromium()
     _, bad, daemon = settle(stack)
-    wait_until(lambda: ready(admin_port), what="/readyz to answer 200")
+    wait_until(lambda: healthy(admin_port), what="/readyz to say ready")
     url = f"http://127.0.0.1:{admin_port}/"
 
     dom = render(binary, url, tmp_path, "--dump-dom")
@@ -133,7 +142,7 @@ def test_status_page_fits_a_desktop_and_a_phone_and_reloads_itself(
     with no horizontal overflow of the document; it carries its own refresh, ages and inline SVG charts."""
     binary = chromium()
     _, _, daemon = settle(stack)
-    wait_until(lambda: ready(admin_port), what="/readyz to answer 200")
+    wait_until(lambda: healthy(admin_port), what="/readyz to say ready")
     url = f"http://127.0.0.1:{admin_port}/"
     dom = render(binary, url, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -161,7 +170,7 @@ def test_salesforce_answering_503_makes_the_page_and_readyz_say_degraded(
     binary = chromium()
     s, seed = stack.scheduler, stack.seed
     _, _, daemon = settle(stack)
-    wait_until(lambda: ready(admin_port), what="/readyz to answer 200")
+    wait_until(lambda: healthy(admin_port), what="/readyz to say ready")
     stack.emulator.add_fault(path="/composite/sobjects", status=503, error_code="SERVER_UNAVAILABLE")
     link = s.add_link("one_on_one", s.add_user(seed.users[1]), title="During the outage")
     s.add_booking(link, related=seed.contacts[1])

@@ -34,6 +34,12 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
     return _BEARER.sub(lambda m: f"{m['head']} {MASK}", text)
 
 
+def describe(exc: BaseException, secrets: Iterable[str | None] = ()) -> str:
+    """`Type: first line` of an exception (just `Type` when it has no message), scrubbed."""
+    reason, name = first_line(exc, secrets), type(exc).__name__
+    return name if reason == name else f"{name}: {reason}"
+
+
 def first_line(exc: BaseException, secrets: Iterable[str | None] = ()) -> str:
     """The first non-empty line of an exception's message (its type name when it has none), scrubbed."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
 from bridge.errors import ConfigurationError
-from bridge.redact import first_line
+from bridge.redact import describe
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option for read-only work: on SQLite it starts a deferred transaction instead of taking the
@@ -41,10 +41,7 @@ def normalise_url(url: str | URL) -> URL:
 def unavailable_reason(exc: BaseException) -> str:
     """Why the ledger could not be reached, for LedgerUnavailable and the lines that log it: the driver's
     exception type and the first line of its message (libpq names host and port), passwords masked."""
-    orig = getattr(exc, "orig", None) or exc
-    reason = first_line(orig)
-    name = type(orig).__name__
-    return name if reason == name else f"{name}: {reason}"
+    return describe(getattr(exc, "orig", None) or exc)
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -24,6 +25,7 @@ import structlog
 from bridge import sfid
 from bridge.config import SalesforceSettings
 from bridge.errors import ConfigurationError, SalesforceUnavailable
+from bridge.redact import describe
 from bridge.salesforce.errors import classify_oauth_error
 from bridge.salesforce.retry import RetryPolicy, Sleep, call_with_retries
 
@@ -273,7 +275,12 @@ class TokenManager:
             if self._token is not None and self._token is not stale:
                 return self._token
             self._token = await call_with_retries(
-                self._request_token, self._policy, name="oauth.token", sleep=self._sleep, clock=self._clock
+                self._request_token,
+                self._policy,
+                name="oauth.token",
+                sleep=self._sleep,
+                clock=self._clock,
+                host=urlsplit(self._settings.login_url).netloc,
             )
             log.info("salesforce.authenticated", auth=self._grant.auth, instance_url=self._token.instance_url)
             return self._token
@@ -293,7 +300,7 @@ class TokenManager:
                 except ValueError:
                     body = None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SalesforceUnavailable(f"token endpoint unreachable: {exc.__class__.__name__}") from exc
+            raise SalesforceUnavailable(f"token endpoint unreachable: {describe(exc)}") from exc
         if status == 200 and isinstance(body, dict):
             self._remember_rotated_refresh_token(body)
             return decode_token_response(body, self._clock())

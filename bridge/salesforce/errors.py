@@ -230,8 +230,8 @@ def classify_response(
     if body is None and status >= 500:
         return SalesforceUnavailable(f"HTTP {status} with a non-JSON body")
     kind = call_kind(code, status)
-    if kind is T:
-        return SalesforceUnavailable(where)
+    if kind is T:  # the status too: a retry line says what the server answered
+        return SalesforceUnavailable(where if where.startswith("HTTP ") else f"HTTP {status} {where}")
     if kind is C:
         field_note = f" (fields: {', '.join(fields)})" if fields else ""
         return ConfigurationError(f"{where}{field_note}; check {config_key}", config_key.split("/")[0])

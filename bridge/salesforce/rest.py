@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -31,6 +32,7 @@ from bridge.errors import (
 )
 from bridge.records.inbound import EventAllocation
 from bridge.records.outbound import ApiUsage, EventFields, MogliEventFields, RecordError, WriteResult
+from bridge.redact import describe
 from bridge.salesforce.allocation import decode_event_allocation
 from bridge.salesforce.auth import AccessToken, TokenManager, make_ssl_context
 from bridge.salesforce.budget import ApiBudget
@@ -300,8 +302,18 @@ class SalesforceClient:
             return await self._authorized(request)
 
         return await call_with_retries(
-            attempt, self._policy, name=f"{method} {path.split('?')[0]}", sleep=self._sleep, clock=self._clock
+            attempt,
+            self._policy,
+            name=f"{method} {path.split('?')[0]}",
+            sleep=self._sleep,
+            clock=self._clock,
+            host=self._host(),
         )
+
+    def _host(self) -> str:
+        """The host calls go to: the current token's instance, else the login host (for log lines)."""
+        token = self._tokens.token
+        return urlsplit(token.instance_url if token else self._settings.login_url).netloc
 
     async def _authorized(self, request: _Request) -> _Reply:
         """Send with the current token; on 401 refresh and resend, at most `SESSION_REFRESHES` times.
@@ -355,7 +367,7 @@ class SalesforceClient:
                     status, raw = response.status, await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 name = f"{request.method} {path.split('?')[0]}"
-                raise SalesforceUnavailable(f"{name}: {exc.__class__.__name__}") from exc
+                raise SalesforceUnavailable(f"{name}: {describe(exc)}") from exc
         return _Reply(status, self._decode(status, raw))
 
     @staticmethod

@@ -19,6 +19,7 @@ from typing import TypeVar
 import structlog
 
 from bridge.errors import SalesforceUnavailable
+from bridge.redact import first_line
 
 log = structlog.get_logger(__name__)
 
@@ -60,8 +61,12 @@ async def call_with_retries(
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
     rand: Callable[[], float] = random.random,
+    host: str | None = None,
 ) -> _T:
-    """Run `operation`, retrying the policy's exception types; raise RetriesExhausted when out of budget."""
+    """Run `operation`, retrying the policy's exception types; raise RetriesExhausted when out of budget.
+
+    `host` (the server the operation talks to) goes on the log lines, with the first line of the error.
+    """
     started = clock()
     attempt = 0
     while True:
@@ -77,7 +82,13 @@ async def call_with_retries(
                 delay = max(delay, float(retry_after))
             out_of_time = clock() - started + delay > policy.deadline
             if attempt >= policy.max_attempts or out_of_time:
-                log.warning("salesforce.retries_exhausted", operation=name, attempts=attempt, error=str(exc))
+                log.warning(
+                    "salesforce.retries_exhausted",
+                    operation=name,
+                    attempts=attempt,
+                    host=host,
+                    error=first_line(exc),
+                )
                 raise RetriesExhausted(
                     f"{name}: gave up after {attempt} attempt(s): {exc}", attempts=attempt
                 ) from exc
@@ -86,6 +97,7 @@ async def call_with_retries(
                 operation=name,
                 attempt=attempt,
                 delay_s=round(delay, 3),
-                error=str(exc),
+                host=host,
+                error=first_line(exc),
             )
             await sleep(delay)

@@ -42,6 +42,7 @@ from bridge.aio import Interrupted, next_or_stop
 from bridge.config import SalesforceSettings
 from bridge.errors import ConfigurationError, TransientError
 from bridge.records.inbound import ReplayPosition, SalesforceChange, WindowLost
+from bridge.redact import MAX_REASON_CHARS, scrub
 from bridge.salesforce.allocation import is_daily_limit_error
 from bridge.salesforce.auth import AccessToken, TokenManager
 from bridge.salesforce.heartbeats import Heartbeats
@@ -281,8 +282,10 @@ class PubSubStream:
         log.warning(
             "pubsub.resubscribe",
             channel=topic.name,
+            host=self._target,
             status=exc.status.name,
             error_code=exc.error_code,
+            reason=scrub(exc.text.strip())[:MAX_REASON_CHARS],
             delay=delay,
         )
         await asyncio.sleep(delay)

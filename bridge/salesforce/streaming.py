@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -43,6 +44,7 @@ from aiosfstream_ng.exceptions import AiosfstreamException, ServerError
 
 from bridge.config import SalesforceSettings
 from bridge.records.inbound import Heartbeat, ReplayPosition, SalesforceChange, WindowLost
+from bridge.redact import first_line
 from bridge.salesforce.allocation import is_daily_limit_error
 from bridge.salesforce.auth import TokenManager
 from bridge.salesforce.changes import decode_change
@@ -181,8 +183,9 @@ class ChangeStream:
                 self._note_refusal(exc)
                 log.warning(
                     "streaming.client_rebuild",
+                    host=self._host(),
                     error_type=type(exc).__name__,
-                    error=str(exc)[:300],
+                    error=first_line(exc),
                     delay=delay,
                 )
                 await self._close(client)
@@ -190,6 +193,11 @@ class ChangeStream:
             finally:
                 self.subscribed.lose_all()
                 await self._close(client)
+
+    def _host(self) -> str:
+        """The instance the CometD client talks to (for log lines; never the token)."""
+        token = self._tokens.token
+        return urlsplit(token.instance_url if token else self._settings.login_url).netloc
 
     def _gaps_without_replay_id(self, reported: set[str]) -> list[WindowLost]:
         """Channels subscribed with -1 after a known time: what happened since may have been skipped."""

@@ -102,7 +102,13 @@ def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
     """`status`'s options."""
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="the whole report as JSON")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="after the summary, every section (ledger, source, daemon) key by key",
+    )
 
 
 def _ledger_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,16 +7,23 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, Reply, reason
+from bridge.commands.checks import SETUP_HINT
 from bridge.commands.output import first_line, flatten, jsonable, write_csv, write_table
 from bridge.config import Settings
+from bridge.records.ledger import ReconciliationRun
+
+if TYPE_CHECKING:
+    from bridge.ledger.repository import Ledger
+
+RUNS_SEARCHED = 20  # newest runs looked through for the last finished one
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Dispatch from the command line."""
-    return status(settings, as_json=args.json)
+    return status(settings, as_json=args.json, verbose=args.verbose)
 
 
 def _ledger_section(settings: Settings) -> dict[str, Any]:
@@ -29,12 +36,19 @@ def _ledger_section(settings: Settings) -> dict[str, Any]:
 
     try:
         revision = current_revision(settings.ledger.url)
+        if revision is None:
+            return {
+                "reachable": True,
+                "set_up": False,
+                "error": f"the ledger has no tables yet: {SETUP_HINT}",
+            }
         ledger = Ledger.from_url(settings.ledger.url)
         try:
             counts = ledger.call_read(queries.counts)
             positions = ledger.call_read(reports.list_checkpoints)
             totals = ledger.call_read(reports.drift_totals)
-            runs = ledger.call_read(reports.list_runs, 1)
+            runs = ledger.call_read(reports.list_runs, RUNS_SEARCHED)
+            outstanding = _outstanding(ledger, runs)
             durability = durability_problems(ledger.engine)
         finally:
             ledger.dispose()
@@ -59,6 +73,23 @@ def _ledger_section(settings: Settings) -> dict[str, Any]:
         "last_reconciliation": (
             {"id": runs[0].id, "state": runs[0].state, "started_at": runs[0].started_at} if runs else None
         ),
+        "outstanding_drift": outstanding,
+    }
+
+
+def _outstanding(ledger: Ledger, runs: list[ReconciliationRun]) -> dict[str, Any] | None:
+    """The newest finished run's unrepaired items (what is left to do), None before a run finished."""
+    from bridge.ledger.runs import count_drift
+
+    finished = next((r for r in runs if r.state == "finished"), None)
+    if finished is None:
+        return None
+    return {
+        "run_id": finished.id,
+        "dry_run": finished.dry_run,
+        "finished_at": finished.finished_at,
+        "found": ledger.call_read(count_drift, run_id=finished.id),
+        "unrepaired": ledger.call_read(count_drift, run_id=finished.id, repaired=False),
     }
 
 
@@ -106,8 +137,13 @@ def status_report(settings: Settings) -> dict[str, Any]:
     daemon = report["daemon"]
     replication = daemon.get("replication") if isinstance(daemon.get("replication"), Mapping) else {}
     salesforce = daemon.get("salesforce") if isinstance(daemon.get("salesforce"), Mapping) else {}
+    health = daemon.get("health") if isinstance(daemon.get("health"), Mapping) else {}
+    outstanding = report["ledger"].get("outstanding_drift")
     report["summary"] = {
         "daemon": "ready" if daemon.get("ready") else ("running" if daemon["running"] else "not running"),
+        "state": health.get("state") or ("not running" if not daemon["running"] else "unknown"),
+        "reasons": list(health.get("reasons") or ()) + _problems(report),
+        "outstanding_drift": outstanding["unrepaired"] if outstanding else None,
         "replication_lag_bytes": report["source"].get("lag_bytes"),
         "replication_lag_seconds": replication.get("lag_seconds"),
         "api_used": salesforce.get("api_used"),
@@ -118,17 +154,101 @@ def status_report(settings: Settings) -> dict[str, Any]:
     return {"summary": report.pop("summary"), **report}
 
 
-def status(settings: Settings, *, as_json: bool, out: TextIO | None = None) -> int:
-    """`mogli-bridge status`: 0 when ledger and source are reachable, else 1."""
+def _problems(report: Mapping[str, Any]) -> list[str]:
+    """What this process itself found wrong: a ledger or source it could not read, a daemon that did not
+    answer properly."""
+    problems = []
+    for name in ("ledger", "source"):
+        if report[name].get("error"):
+            problems.append(f"{name}: {report[name]['error']}")
+    daemon = report["daemon"]
+    if daemon.get("running") and daemon.get("reason"):
+        problems.append(f"daemon: {daemon['reason']}")
+    return problems
+
+
+def status(settings: Settings, *, as_json: bool, out: TextIO | None = None, verbose: bool = False) -> int:
+    """`mogli-bridge status`: 0 when ledger and source are reachable, else 1.
+
+    On a terminal the short summary comes first and alone (it must not scroll away); --verbose adds every
+    section after it. In a pipe, `key,value` lines of everything; --json, the whole report.
+    """
     out = out or sys.stdout
     report = status_report(settings)
     if as_json:
         out.write(json.dumps(jsonable(report), indent=2) + "\n")
     elif out.isatty():
-        for section, values in report.items():
-            rows = [{"key": k, "value": v} for k, v in flatten(values)]
-            write_table(out, section, ("key", "value"), rows)
+        _print_summary(out, report)
+        if verbose:
+            for section, values in report.items():
+                if section != "summary":
+                    rows = [{"key": k, "value": v} for k, v in flatten(values)]
+                    write_table(out, section, ("key", "value"), rows)
+        else:
+            out.write("every detail: status --verbose (or --json)\n")
     else:
         write_csv(out, ("key", "value"), ({"key": k, "value": v} for k, v in flatten(report)))
-    reachable = report["ledger"]["reachable"] and report["source"]["reachable"]
+    reachable = (
+        report["ledger"]["reachable"] and report["source"]["reachable"] and "error" not in report["ledger"]
+    )
     return 0 if reachable else 1
+
+
+def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The summary as (label, text) pairs, one short line each."""
+    summary, ledger = report["summary"], report["ledger"]
+    lag_bytes, lag_seconds = summary.get("replication_lag_bytes"), summary.get("replication_lag_seconds")
+    lag = (
+        "unknown"
+        if lag_bytes is None and lag_seconds is None
+        else ", ".join(
+            part
+            for part in (
+                f"{int(lag_bytes):,} bytes" if lag_bytes is not None else "",
+                f"{float(lag_seconds):.1f} s" if lag_seconds is not None else "",
+            )
+            if part
+        )
+    )
+    used, limit = summary.get("api_used"), summary.get("api_limit")
+    budget = f"{int(used):,} of {int(limit):,} calls used today" if used is not None and limit else "unknown"
+    drift = _drift_text(ledger.get("outstanding_drift"))
+    count = "unknown" if summary.get("pending") is None else f"{summary['pending']:,}"
+    failed = "unknown" if summary.get("failed") is None else f"{summary['failed']:,}"
+    lines = [
+        ("state", str(summary["state"])),
+        ("replication lag", lag),
+        ("pending", count),
+        ("failed", failed),
+        ("API budget", budget),
+        ("outstanding drift", drift),
+    ]
+    lines += [("reason", reason_text) for reason_text in summary["reasons"]]
+    return lines
+
+
+def _drift_text(outstanding: Mapping[str, Any] | None) -> str:
+    """The last finished run's unrepaired items, in words."""
+    if not outstanding:
+        return "no finished reconciliation yet"
+    text = f"{outstanding['unrepaired']:,} unrepaired of {outstanding['found']:,} found by run "
+    return text + str(outstanding["run_id"]) + (" (a dry run)" if outstanding["dry_run"] else "")
+
+
+def _print_summary(out: TextIO, report: Mapping[str, Any]) -> None:
+    """The short summary: one line per figure, reasons last, fitted to the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title="mogli-bridge status: summary",
+        title_justify="left",
+        show_header=False,
+        box=None,
+        pad_edge=False,
+    )
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for label, text in summary_lines(report):
+        table.add_row(label, text)
+    Console(file=out).print(table)

@@ -90,9 +90,12 @@ def count_drift(
     run_id: int | None = None,
     link_id: str | None = None,
     booking_id: str | None = None,
+    repaired: bool | None = None,
 ) -> int:
-    """How many items `list_drift` matches, without its limit."""
+    """How many items `list_drift` matches, without its limit; `repaired` narrows to repaired or not."""
     query = _drift_query(select(func.count()).select_from(DRIFT), run_id, link_id, booking_id)
+    if repaired is not None:
+        query = query.where(DRIFT.c.repaired.is_(repaired))
     return int(connection.execute(query).scalar_one())
 
 

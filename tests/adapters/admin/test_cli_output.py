@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import os
+import pty
+import re
 import subprocess
 import sys
 import uuid
@@ -253,3 +255,57 @@ def test_before_setup_commands_say_run_setup(tmp_path: Path, args: list[str]) ->
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "run `mogli-bridge setup`" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) <= 2
+
+
+def _on_a_terminal(config: Path, *args: str, columns: int = 100) -> tuple[int, str]:
+    """The command with stdout and stderr on a pseudo-terminal `columns` wide: (exit code, what it showed)."""
+    main, side = pty.openpty()
+    env = {**os.environ, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "--config", str(config), *args],
+        stdout=side,
+        stderr=side,
+        cwd=ROOT,
+        env=env,
+    )
+    os.close(side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the command closed its side
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode()).replace("\r\n", "\n")
+    return process.wait(timeout=60), text
+
+
+def test_status_on_a_terminal_is_a_short_summary_first(world: World) -> None:
+    """On a terminal, status prints a summary that fits a screen (state, lag, pending, failed, API budget,
+    the last finished run's unrepaired drift, reasons) and the long sections only with --verbose, after it."""
+    code, text = _on_a_terminal(world.config, "status")
+    assert code == 1  # the scheduling database of this config is unreachable
+    lines = text.strip().splitlines()
+    assert len(lines) <= 15, text
+    _assert_fits(text, 100)
+    assert lines[0].strip() == "mogli-bridge status: summary"
+    assert re.search(r"^state\s+not running", text, re.M)
+    assert re.search(r"^failed\s+15\s*$", text, re.M) and re.search(r"^pending\s+0\s*$", text, re.M)
+    assert re.search(r"^replication lag\s+unknown", text, re.M)
+    assert re.search(r"outstanding drift\s+6 unrepaired of 6 found by run 1 \(a dry run\)", text)
+    assert "source: OperationalError" in text and "--verbose" in text
+    assert "durability_problems" not in text
+    code, verbose = _on_a_terminal(world.config, "status", "--verbose")
+    assert verbose.index("outstanding drift") < verbose.index("durability_problems")
+
+
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"]])
+def test_status_before_setup_says_run_setup(tmp_path: Path, args: list[str]) -> None:
+    """On a ledger never set up, status says to run setup (no SQL error text) and exits 1."""
+    config = _config(tmp_path, f"sqlite:///{tmp_path}/empty.sqlite3")
+    result = _cli(config, *args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "run `mogli-bridge setup`" in result.stdout and "no such table" not in result.stdout

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from bridge.errors import ConfigurationError
 from bridge.ledger import upgrade_to_head
 from bridge.ledger.lock import InstanceLock
 from bridge.metrics import BridgeMetrics
+from bridge.records.outbound import ApiUsage
 from tests.adapters.admin.conftest import TOKEN, Harness, Make
 from tests.adapters.admin.filled import FAILED_CODE
 
@@ -230,7 +232,7 @@ async def test_status_and_ledger_print_tables_on_a_terminal(
     h: Harness = await make()
     settings = _settings(tmp_path, pg_database)
     out = _Terminal()
-    await asyncio.to_thread(status_cmd.status, settings, as_json=False, out=out)
+    await asyncio.to_thread(status_cmd.status, settings, as_json=False, out=out, verbose=True)
     text = out.getvalue()
     for section in ("summary", "ledger", "source", "daemon"):
         assert section in text
@@ -316,3 +318,26 @@ async def test_retry_with_a_silent_daemon_holding_the_ledger_exits_1(
     out = io.StringIO()
     assert await asyncio.to_thread(retry_cmd.retry, settings, booking_ids=[], all_failed=True, out=out) == 0
     assert "requeued 1 record(s) in the ledger" in out.getvalue()
+
+
+async def test_status_shows_the_daemons_health_first(
+    daemon_api: tuple[Harness, str], tmp_path: Path, pg_database: str
+) -> None:
+    """With a daemon answering, status's summary carries its health state and every reason (the JSON and
+    the terminal summary), and the terminal shows the summary alone unless asked for more."""
+    h, listen = daemon_api
+    h.salesforce.usage = ApiUsage(used=14_900, limit=15_000)  # the budget nearly gone: degraded
+    settings = _settings(tmp_path, pg_database, listen)
+    out = io.StringIO()
+    await asyncio.to_thread(status_cmd.status, settings, as_json=True, out=out)
+    report = json.loads(out.getvalue())
+    health = report["daemon"]["health"]
+    assert health["state"] == "degraded" and any("budget" in r for r in health["reasons"])
+    assert report["summary"]["state"] == health["state"]
+    assert report["summary"]["reasons"][: len(health["reasons"])] == health["reasons"]
+    out = _Terminal()
+    await asyncio.to_thread(status_cmd.status, settings, as_json=False, out=out)
+    flat = "".join(re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue()).split())
+    assert f"state{health['state']}" in flat
+    assert all("".join(r.split()) in flat for r in health["reasons"])
+    assert "components" not in out.getvalue()

@@ -23,7 +23,7 @@ from bridge.devtools.stack import (
     write_config,
 )
 
-console = Console(width=max(Console().width, 200))
+console = Console()  # follows the terminal's width (tables cut long cells rather than overflow)
 
 
 def _step(text: str) -> None:

@@ -21,6 +21,7 @@ import psycopg2.extensions
 import structlog
 
 from bridge.errors import ConfigurationError, SourceDisconnected
+from bridge.source.target import SourceTarget, failure_reason
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,11 @@ class SchedulerWriter:
         self._lock = threading.Lock()
         self.writes = 0
 
+    def _where(self) -> str:
+        """host:port/database of the DSN, for error messages (never the user or password)."""
+        target = SourceTarget.of(self._dsn)
+        return f"{target.host}:{target.port}/{target.database}"
+
     def _connect(self) -> psycopg2.extensions.connection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
@@ -104,7 +110,9 @@ class SchedulerWriter:
         except (psycopg2.OperationalError, psycopg2.errors.ObjectInUse) as exc:
             # Unreachable, or the origin still held by a previous daemon's backend that has not ended yet.
             _close(conn)
-            raise SourceDisconnected(f"write-back connection not available: {exc}") from exc
+            raise SourceDisconnected(
+                f"write-back connection to {self._where()} not available: {failure_reason(exc, self._dsn)}"
+            ) from exc
         self._conn = conn
         return conn
 
@@ -124,7 +132,10 @@ class SchedulerWriter:
                 conn.commit()
             except psycopg2.OperationalError as exc:
                 conn.close()
-                raise SourceDisconnected(f"scheduling database unreachable for a write-back: {exc}") from exc
+                raise SourceDisconnected(
+                    f"scheduling database {self._where()} unreachable for a write-back: "
+                    f"{failure_reason(exc, self._dsn)}"
+                ) from exc
             except BaseException:
                 conn.rollback()
                 raise

@@ -6,9 +6,12 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
+from bridge.errors import SourceDisconnected
 from bridge.source.reader import ReplicationSource
+from bridge.source.writeback import SchedulerWriter
 from tests.integration.replication_support import SourceDb, execute, skip_snapshot, take
 
 SECRET = "never-log-this-pw!"
@@ -75,3 +78,20 @@ async def test_a_connection_the_server_ends_logs_the_servers_reason(source_db: S
     assert line["host"] == "127.0.0.1" and line["database"] == database
     assert "terminat" in line["reason"] or "closed the connection" in line["reason"], line["reason"]
     assert all(SECRET not in str(e) and "never-log-this-pw%21" not in str(e) for e in logs)
+
+
+async def test_an_unreachable_write_back_says_where_and_why_without_the_password() -> None:
+    """The write-back connection at a closed port: SourceDisconnected names host, port, database and the
+    refusal, and carries no password."""
+    port = _closed_port()
+    writer = SchedulerWriter(
+        f"host=127.0.0.1 port={port} dbname=sched user=bridge password={SECRET}", "scheduler"
+    )
+    try:
+        with pytest.raises(SourceDisconnected) as err:
+            await writer.set_related_record("00000000-0000-0000-0000-000000000001", "003000000000001AAA")
+    finally:
+        writer.close()
+    message = str(err.value)
+    assert f"127.0.0.1:{port}/sched" in message and "Connection refused" in message
+    assert SECRET not in message and "\n" not in message

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import subprocess
 import sys
 import uuid
@@ -611,3 +613,80 @@ def test_reconcile_by_change_time_sees_only_what_changed_in_the_window(
         stack, "--dry-run", "--changed-since", since.isoformat(), "--link", str(uuid.uuid4())
     )
     assert result.returncode == 2 and "cannot be combined" in result.stderr
+
+
+def _on_a_terminal(stack: Stack, *args: str, env: dict[str, str]) -> tuple[int, list[str]]:
+    """`reconcile` with stdout and stderr on a 100-column pseudo-terminal: (exit code, the lines shown, ANSI
+    codes removed)."""
+    main, side = pty.openpty()
+    config = str(stack.workdir / "daemon.toml")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "--config", config, "reconcile", *args],
+        stdout=side,
+        stderr=side,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm", **env},
+    )
+    os.close(side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the command closed its side
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode()).replace("\r\n", "\n")
+    return process.wait(timeout=110), [part for line in text.split("\n") for part in line.split("\r")]
+
+
+def _damage(stack: Stack, bookings: list[str]) -> list[str]:
+    """Three Events edited by hand in the org; returns their booking ids."""
+    events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
+    damaged = [bookings[0], bookings[4], bookings[8]]
+    for booking in damaged:
+        _person(stack, "PATCH", f"Event/{events[booking]['Id']}", {"Subject": "Edited by hand"})
+    return damaged
+
+
+def test_through_the_daemon_a_terminal_shows_progress_and_one_line_per_item(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reconcile` through a running daemon, on a terminal, shows a progress bar fed by the daemon's run
+    (bookings checked) and then one line per drift item with short ids, no line over 100 columns."""
+    admin = {"MOGLI_BRIDGE_ADMIN__LISTEN": f"127.0.0.1:{free_port()}"}
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", admin["MOGLI_BRIDGE_ADMIN__LISTEN"])
+    damaged = _damage(stack, _small_world(stack))
+    daemon = stack.daemon()
+    daemon.start()
+    try:
+        wait_until(lambda: _settled(stack, 9), what="the daemon to start")
+        code, lines = _on_a_terminal(stack, "--dry-run", env=admin)
+    finally:
+        assert daemon.terminate() == 0
+    assert code == 0, "\n".join(lines)
+    assert any("started by the running daemon" in line for line in lines)
+    assert any(re.search(r"bookings checked.*\d+/\?", line) for line in lines), "\n".join(lines)
+    assert max(len(line) for line in lines) <= 100
+    for booking in damaged:
+        [line] = [x for x in lines if booking[:8] in x]
+        assert "field_mismatch" in line and booking not in line
+
+
+def test_in_process_log_lines_never_tear_the_progress_bar(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process on a terminal with JSON logs, no log line is written while the bar is drawn: each is a
+    whole JSON object on its own line, after the bar's last frame."""
+    monkeypatch.setenv("MOGLI_BRIDGE_ADMIN__LISTEN", f"127.0.0.1:{free_port()}")
+    damaged = _damage(stack, _small_world(stack))
+    code, lines = _on_a_terminal(stack, "--dry-run", env={"MOGLI_BRIDGE_LOG__LEVEL": "debug"})
+    assert code == 0, "\n".join(lines)
+    bar = [i for i, line in enumerate(lines) if re.search(r"^(links|bookings)\s.*\d+/\d+", line)]
+    logs = [i for i, line in enumerate(lines) if '"level": ' in line or '"timestamp": ' in line]
+    assert bar and logs, "\n".join(lines)
+    assert not [i for i in logs if bar[0] <= i <= bar[-1]], "\n".join(lines)
+    assert all(json.loads(lines[i])["event"] for i in logs)  # whole lines: each parses alone
+    assert all(any(b[:8] in line for line in lines) for b in damaged)

@@ -17,6 +17,7 @@ from bridge.admin.health import PUSHER_WAITING, SALESFORCE_WAITS
 from bridge.admin.ports import IngestorView, PusherView, SalesforceView, SlotView, SourceView
 from bridge.metrics import CheckResult, Readings, ReplicationReading
 from bridge.pipeline.ports import AdminLedger
+from bridge.redact import describe
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +38,9 @@ def ping_postgres(dsn: str) -> None:
 
 
 def _error(exc: BaseException) -> str:
-    """A one-line reason without connection details beyond the driver's first line."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """A one-line reason (the driver's first line), with anything password- or token-like masked: it is shown
+    on the token-free status page and /readyz."""
+    return describe(exc)
 
 
 class DaemonProbe:

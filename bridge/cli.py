@@ -42,8 +42,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """`emulator`'s options."""
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8788)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8788, help="REST port (default 8788)")
     parser.add_argument("--org", type=Path, default=None, help="org file (TOML)")
     parser.add_argument("--state", type=Path, default=None, help="persist records in this SQLite file")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a throwaway local CA")
@@ -216,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="TOML settings (default: $MOGLI_BRIDGE_CONFIG, else config/bridge.toml)",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, help="the command to run")
     for name, (summary, add_arguments) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=summary))
     return p

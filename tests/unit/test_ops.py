@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bridge.admin.client import AdminClient
+from bridge.cli import _parser
 from bridge.commands.ledger import COLUMNS, FILTERS, check_filters
 from bridge.commands.output import cell, flatten, jsonable, parse_since, record_rows, write_csv, write_table
 from bridge.config import AdminSettings, Settings
@@ -133,3 +135,17 @@ def test_daemon_api_address_follows_admin_listen(listen: str, base: str) -> None
     """The CLI reaches the daemon where it listens; a wildcard address is reached on loopback."""
     settings = Settings(admin=AdminSettings(listen=listen, token="t"))
     assert AdminClient(settings.admin).base == base
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    """`mogli-bridge <command> --help` documents each of its options and arguments."""
+    parser = _parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    undocumented = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if not action.help
+    ] + [str(action.option_strings or action.dest) for action in parser._actions if not action.help]
+    assert undocumented == []
+    assert "updated_at" in commands.choices["ledger"].format_help()  # what `ledger --since` filters on

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, LedgerUnavailable
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -35,9 +35,15 @@ def uuid_text(value: str) -> str:
 
 def require_setup(settings: Settings) -> None:
     """NotSetUp unless the ledger is at the schema this code ships."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from bridge.ledger.engine import unavailable_reason
     from bridge.ledger.migrate import current_revision, head_revision
 
-    revision = current_revision(settings.ledger.url)
+    try:
+        revision = current_revision(settings.ledger.url)
+    except (OperationalError, InterfaceError) as exc:
+        raise LedgerUnavailable(f"ledger unavailable: {unavailable_reason(exc)}") from exc
     if revision is None:
         raise NotSetUp(f"the ledger has no tables yet: {SETUP_HINT}")
     if revision != head_revision():

@@ -309,3 +309,12 @@ def test_status_before_setup_says_run_setup(tmp_path: Path, args: list[str]) -> 
     result = _cli(config, *args)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "run `mogli-bridge setup`" in result.stdout and "no such table" not in result.stdout
+
+
+def test_an_unreachable_ledger_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A ledger whose server does not answer: `ledger links` exits 1 with one line naming it unavailable."""
+    config = _config(tmp_path, f"postgresql+psycopg2://nobody@127.0.0.1:{free_port()}/ledger")
+    result = _cli(config, "ledger", "links")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "ledger unavailable" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1

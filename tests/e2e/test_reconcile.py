@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from bridge.devtools.localpg import LocalPostgres, free_port
 from bridge.devtools.stack import (
     ROOT,
+    HttpError,
     check_invariants,
     http_json,
     ledger_activities,
@@ -642,6 +643,14 @@ def _on_a_terminal(stack: Stack, *args: str, env: dict[str, str]) -> tuple[int, 
     return process.wait(timeout=110), [part for line in text.split("\n") for part in line.split("\r")]
 
 
+def _answers(listen: str) -> bool:
+    """Whether the daemon's admin API answers /healthz."""
+    try:
+        return http_json("GET", f"http://{listen}/healthz")[0] == 200
+    except (OSError, HttpError):
+        return False
+
+
 def _damage(stack: Stack, bookings: list[str]) -> list[str]:
     """Three Events edited by hand in the org; returns their booking ids."""
     events = {e["Scheduling_Booking_Id__c"]: e for e in stack.emulator.records("Event")}
@@ -662,12 +671,12 @@ def test_through_the_daemon_a_terminal_shows_progress_and_one_line_per_item(
     daemon = stack.daemon()
     daemon.start()
     try:
-        wait_until(lambda: _settled(stack, 9), what="the daemon to start")
+        wait_until(lambda: _answers(admin["MOGLI_BRIDGE_ADMIN__LISTEN"]), what="the daemon's admin API")
         code, lines = _on_a_terminal(stack, "--dry-run", env=admin)
     finally:
         assert daemon.terminate() == 0
     assert code == 0, "\n".join(lines)
-    assert any("started by the running daemon" in line for line in lines)
+    assert any("started by the running daemon" in line for line in lines), "\n".join(lines)
     assert any(re.search(r"bookings checked.*\d+/\?", line) for line in lines), "\n".join(lines)
     assert max(len(line) for line in lines) <= 100
     for booking in damaged:

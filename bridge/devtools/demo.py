@@ -23,7 +23,15 @@ from bridge.devtools.stack import (
     write_config,
 )
 
-console = Console()  # follows the terminal's width (tables cut long cells rather than overflow)
+PIPE_WIDTH = 200  # no terminal to fit (a pipe, a file, a test): wide enough that no table cell is cut
+
+
+def _console() -> Console:
+    """On a terminal, its width (rich reads it, or $COLUMNS); elsewhere PIPE_WIDTH."""
+    return Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+
+
+console = _console()
 
 
 def _step(text: str) -> None:

@@ -21,7 +21,8 @@ Metric names (all prefixed `mogli_bridge_`):
     dependency_up{dependency}        1 when the last ping of scheduler / ledger / salesforce succeeded
     stream_subscribed{channel}       1 while the change stream (CometD or Pub/Sub) is subscribed to it
 
-The Salesforce streaming lag is not exported: the daemon does not subscribe to a stream yet.
+Not exported: how far behind the change stream is (a change event carries its commit time, but a quiet
+channel has no newest event to measure from); `stream_subscribed` and the status lines stand in for it.
 """
 
 from __future__ import annotations

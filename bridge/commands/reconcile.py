@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from rich.console import Console
@@ -30,9 +30,6 @@ from bridge.config import Settings
 from bridge.errors import ApiLimitExhausted, ConfigurationError
 from bridge.pipeline.reconcile import ReconcileOptions, ReconcileSummary
 from bridge.records.ledger import DriftItem
-
-if TYPE_CHECKING:
-    pass
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from bridge.devtools.stack import (
     ledger_connection,
     wait_until,
 )
+from bridge.devtools.terminal import on_a_terminal
 
 from .conftest import Stack
 from .inbound_support import Person, inbound_stack, ledger_rows, org_overrides, wait_journal, wait_streaming
@@ -619,28 +619,9 @@ def test_reconcile_by_change_time_sees_only_what_changed_in_the_window(
 def _on_a_terminal(stack: Stack, *args: str, env: dict[str, str]) -> tuple[int, list[str]]:
     """`reconcile` with stdout and stderr on a 100-column pseudo-terminal: (exit code, the lines shown, ANSI
     codes removed)."""
-    main, side = pty.openpty()
     config = str(stack.workdir / "daemon.toml")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "--config", config, "reconcile", *args],
-        stdout=side,
-        stderr=side,
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm", **env},
-    )
-    os.close(side)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the command closed its side
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(main)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode()).replace("\r\n", "\n")
-    return process.wait(timeout=110), [part for line in text.split("\n") for part in line.split("\r")]
+    code, text = on_a_terminal(["--config", config, "reconcile", *args], columns=100, env=env)
+    return code, [part for line in text.split("\n") for part in line.split("\r")]
 
 
 def _answers(listen: str) -> bool:

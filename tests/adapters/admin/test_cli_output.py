@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import sqlalchemy as sa
 
 from bridge.devtools.localpg import free_port
 from bridge.devtools.stack import write_config
+from bridge.devtools.terminal import on_a_terminal
 from bridge.ledger import upgrade_to_head
 from bridge.ledger.tables import ACTIVITIES, DRIFT, JOURNAL, LINKS, RUNS
 
@@ -259,28 +259,7 @@ def test_before_setup_commands_say_run_setup(tmp_path: Path, args: list[str]) ->
 
 def _on_a_terminal(config: Path, *args: str, columns: int = 100) -> tuple[int, str]:
     """The command with stdout and stderr on a pseudo-terminal `columns` wide: (exit code, what it showed)."""
-    main, side = pty.openpty()
-    env = {**os.environ, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "--config", str(config), *args],
-        stdout=side,
-        stderr=side,
-        cwd=ROOT,
-        env=env,
-    )
-    os.close(side)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the command closed its side
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(main)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode()).replace("\r\n", "\n")
-    return process.wait(timeout=60), text
+    return on_a_terminal(["--config", str(config), *args], columns=columns, timeout=60)
 
 
 def test_status_on_a_terminal_is_a_short_summary_first(world: World) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ from typing import Any
 import pytest
 
 from bridge.devtools.stack import (
+    DaemonProcess,
     EmulatorProcess,
     HttpError,
     http_json,
+    ledger_activities,
     ledger_connection,
     wait_until,
 )
@@ -155,3 +158,25 @@ def ignore_missing(fn: Any, *args: Any) -> Any:
         if exc.status == 404:
             return None
         raise
+
+
+def logged(daemon: DaemonProcess, name: str) -> list[dict[str, Any]]:
+    """The daemon's log lines of one event."""
+    return [line for line in daemon.log_lines() if line.get("event") == name]
+
+
+def synced_event(stack: Stack) -> tuple[str, str]:
+    """One booking written to Salesforce by the running daemon: (booking id, Event id)."""
+    s, seed = stack.scheduler, stack.seed
+    link = s.add_link("one_on_one", s.add_user(seed.users[0]))
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    booking = s.add_booking(link, start=start, related=seed.contacts[0])
+
+    def written() -> str | None:
+        try:
+            row = ledger_activities(stack.ledger_url).get(booking)
+        except Exception:
+            return None
+        return row["activity_id"] if row and row["state"] == "synced" else None
+
+    return booking, str(wait_until(written, timeout=60, what="the booking written"))

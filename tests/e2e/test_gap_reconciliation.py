@@ -15,7 +15,16 @@ import pytest
 from bridge.devtools.stack import ROOT, DaemonProcess, ledger_activities, wait_until
 
 from .conftest import Stack
-from .inbound_support import Person, inbound_stack, ledger_rows, org_overrides, wait_journal, wait_streaming
+from .inbound_support import (
+    Person,
+    inbound_stack,
+    ledger_rows,
+    logged,
+    org_overrides,
+    synced_event,
+    wait_journal,
+    wait_streaming,
+)
 
 __all__ = ["inbound_stack", "org_overrides"]
 
@@ -41,27 +50,6 @@ def _gap_status(daemon: DaemonProcess) -> str:
     return streaming.get("gap_reconciliation", "")
 
 
-def _events(daemon: DaemonProcess, name: str) -> list[dict[str, Any]]:
-    return [line for line in daemon.log_lines() if line.get("event") == name]
-
-
-def _synced_event(stack: Stack) -> tuple[str, str]:
-    """One booking written to Salesforce by the running daemon: (booking id, Event id)."""
-    s, seed = stack.scheduler, stack.seed
-    link = s.add_link("one_on_one", s.add_user(seed.users[0]))
-    start = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
-    booking = s.add_booking(link, start=start, related=seed.contacts[0])
-
-    def written() -> str | None:
-        try:
-            row = ledger_activities(stack.ledger_url).get(booking)
-        except Exception:
-            return None
-        return row["activity_id"] if row and row["state"] == "synced" else None
-
-    return booking, str(wait_until(written, timeout=60, what="the booking written"))
-
-
 def _channel_position(stack: Stack) -> str | None:
     try:
         rows = ledger_rows(stack.ledger_url, "checkpoints")
@@ -83,7 +71,7 @@ def test_a_gap_run_paused_by_the_api_budget_is_resumed_and_restores_the_edit(
     first.start()
     first.wait_started()
     wait_streaming(stack.emulator)
-    booking, event_id = _synced_event(stack)
+    booking, event_id = synced_event(stack)
     start = ledger_activities(stack.ledger_url)[booking]["start_at"]
     wait_until(lambda: (_channel_position(stack) or "").startswith("-1;"), what="a heartbeat position")
     assert first.terminate() == 0
@@ -104,7 +92,7 @@ def test_a_gap_run_paused_by_the_api_budget_is_resumed_and_restores_the_edit(
     second.start()
     second.wait_started()
     wait_journal(stack.ledger_url, "streaming.resubscribed_without_replay_id")
-    wait_until(lambda: _events(second, "gaps.run_paused"), timeout=90, what="the gap run paused")
+    wait_until(lambda: logged(second, "gaps.run_paused"), timeout=90, what="the gap run paused")
 
     def paused_line() -> str | None:
         line = _gap_status(second)
@@ -113,7 +101,7 @@ def test_a_gap_run_paused_by_the_api_budget_is_resumed_and_restores_the_edit(
     status = str(wait_until(paused_line, what="the paused status line"))
     assert "retry in" in status, status
     assert still_moved()
-    (paused_run,) = {line["run_id"] for line in _events(second, "gaps.run_paused")}
+    (paused_run,) = {line["run_id"] for line in logged(second, "gaps.run_paused")}
 
     stack.emulator.control("limits", {"used": 0})
     wait_until(lambda: not still_moved(), timeout=60, what="the moved Event restored by the resumed run")
@@ -122,5 +110,5 @@ def test_a_gap_run_paused_by_the_api_budget_is_resumed_and_restores_the_edit(
     runs = ledger_rows(stack.ledger_url, "reconciliation_runs")
     assert runs and {r["requested_by"] for r in runs} == {"streaming"}
     assert {r["state"] for r in runs} == {"finished"}, runs
-    reconciled = [line["run_id"] for line in _events(second, "inbound.reconciled")]
+    reconciled = [line["run_id"] for line in logged(second, "inbound.reconciled")]
     assert paused_run in reconciled

@@ -18,7 +18,9 @@ from .inbound_support import (
     Person,
     inbound_stack,
     ledger_rows,
+    logged,
     org_overrides,
+    synced_event,
     transport,
     wait_journal,
     wait_streaming,
@@ -42,27 +44,6 @@ def _status(daemon: DaemonProcess) -> dict[str, Any]:
     return streaming
 
 
-def _synced_event(stack: Stack) -> tuple[str, str]:
-    """One booking written to Salesforce by the running daemon: (booking id, Event id)."""
-    s, seed = stack.scheduler, stack.seed
-    link = s.add_link("one_on_one", s.add_user(seed.users[0]))
-    start = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
-    booking = s.add_booking(link, start=start, related=seed.contacts[0])
-
-    def written() -> str | None:
-        try:
-            row = ledger_activities(stack.ledger_url).get(booking)
-        except Exception:
-            return None
-        return row["activity_id"] if row and row["state"] == "synced" else None
-
-    return booking, str(wait_until(written, timeout=60, what="the booking written"))
-
-
-def _events(daemon: DaemonProcess, name: str) -> list[dict[str, Any]]:
-    return [line for line in daemon.log_lines() if line.get("event") == name]
-
-
 def test_a_refused_custom_channel_falls_back_to_the_standard_channels(
     inbound_stack: Stack, transport: str
 ) -> None:
@@ -82,14 +63,14 @@ def test_a_refused_custom_channel_falls_back_to_the_standard_channels(
     daemon.start()
     daemon.wait_started()
     wait_streaming(stack.emulator)
-    _, event_id = _synced_event(stack)
+    _, event_id = synced_event(stack)
     Person(stack.emulator, stack.seed.users[1]).delete("Event", event_id)
     wait_journal(stack.ledger_url, "salesforce.event_deleted")
     status = _status(daemon)
     assert status["channel"].startswith("standard channels:"), status
     assert status["transport"].split()[0] == transport, status
     assert daemon.terminate() == 0
-    (warning,) = _events(daemon, "streaming.standard_channels")
+    (warning,) = logged(daemon, "streaming.standard_channels")
     assert warning["level"] == "warning" and "custom channel" in warning["reason"]
     assert stack.emulator.stats()["faults_fired"] >= 2  # setup's attempt and the daemon's check
 
@@ -108,20 +89,20 @@ def test_an_exhausted_allocation_is_reported_and_reconciled_after_the_reset(
     wait_until(lambda: _status(daemon).get("delivered_events", "").startswith("ok:"), what="a reading")
     limit = stack.emulator.control("streaming/delivered", {"used": 10_000})["delivered_events"]
     assert limit == 10_000
-    wait_until(lambda: _events(daemon, "streaming.allocation_exhausted"), timeout=60, what="exhaustion")
+    wait_until(lambda: logged(daemon, "streaming.allocation_exhausted"), timeout=60, what="exhaustion")
     assert _status(daemon)["delivered_events"].startswith("exhausted since")
     assert ledger_rows(stack.ledger_url, "reconciliation_runs") == []
     stack.emulator.control("streaming/delivered", {"used": 0})
-    wait_until(lambda: _events(daemon, "streaming.allocation_restored"), timeout=60, what="the reset noticed")
+    wait_until(lambda: logged(daemon, "streaming.allocation_restored"), timeout=60, what="the reset noticed")
     runs = wait_until(lambda: ledger_rows(stack.ledger_url, "reconciliation_runs"), what="a reconciliation")
     assert daemon.terminate() == 0
     # The stream's own resubscription may reconcile its gap too; the watch's run is there, by change time.
     assert runs and {r["requested_by"] for r in runs} == {"streaming"}
     scopes = [json.loads(r["scope"]) if isinstance(r["scope"], str) else r["scope"] for r in runs]
     assert all(scope["changed_since"] is not None for scope in scopes)
-    reasons = [line["reason"] for line in _events(daemon, "inbound.reconciled")]
+    reasons = [line["reason"] for line in logged(daemon, "inbound.reconciled")]
     assert "delivered_event_allocation_exhausted" in reasons
-    assert all(line["level"] == "error" for line in _events(daemon, "streaming.allocation_exhausted"))
+    assert all(line["level"] == "error" for line in logged(daemon, "streaming.allocation_exhausted"))
 
 
 def _channel_position(stack: Stack) -> str | None:
@@ -141,7 +122,7 @@ def test_a_change_made_while_a_quiet_daemon_was_down_is_reconciled(inbound_stack
     first.start()
     first.wait_started()
     wait_streaming(stack.emulator)
-    booking, event_id = _synced_event(stack)
+    booking, event_id = synced_event(stack)
     start = ledger_activities(stack.ledger_url)[booking]["start_at"]
     wait_until(lambda: (_channel_position(stack) or "").startswith("-1;"), what="a heartbeat position")
     assert first.terminate() == 0
@@ -195,7 +176,7 @@ def test_moving_to_the_custom_channel_reconciles_the_switch_over(
     first.start()
     first.wait_started()
     wait_streaming(stack.emulator)
-    booking, event_id = _synced_event(stack)
+    booking, event_id = synced_event(stack)
     person = Person(stack.emulator, stack.seed.users[1])
     person.update("Event", event_id, {"Subject": "Renamed by a person"})
 
@@ -228,4 +209,4 @@ def test_moving_to_the_custom_channel_reconciles_the_switch_over(
 
     wait_until(restored, timeout=90, what="the moved Event restored by the reconciliation")
     assert second.terminate() == 0
-    assert _events(second, "streaming.custom_channel")
+    assert logged(second, "streaming.custom_channel")

@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bridge.ledger import DriftItem
 from bridge.ledger.repository import Ledger
+from bridge.records.ledger import DriftItem
 from bridge.records.outbound import ApiUsage
 
 COMMIT_TIME = datetime(2026, 11, 24, 11, 59, 50, tzinfo=UTC)

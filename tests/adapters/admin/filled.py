@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.ledger import DriftItem
 from bridge.ledger.repository import Ledger
+from bridge.records.ledger import DriftItem
 from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 from tests.adapters.ledger.factory import NOW, OWNER_SF, batch, booking, link, setup_link, txn
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from bridge.ledger import IngestBatch
 from bridge.records.source import (
     BookingRow,
     ChangeOp,
+    IngestBatch,
     LinkRow,
     SourceChange,
     SourceRow,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bridge.ledger import Direction, DriftItem, JournalEntry
 from bridge.ledger.repository import Ledger
+from bridge.records.ledger import Direction, DriftItem, JournalEntry
 from bridge.records.outbound import ActivityOutcome, EventFields, LinkOutcome, OutcomeState
 from bridge.records.source import ChangeOp, SourceTable
 from tests.adapters.ledger.factory import (

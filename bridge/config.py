@@ -130,6 +130,15 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TenancySettings:
+    """Many orgs from one change stream (CONTRACT §9)."""
+
+    enabled: bool = False  # off: every booking goes to the org of [salesforce]
+    org_max_in_flight: int = 2  # Salesforce calls in flight per org (each org has its own budget)
+    resume_check_seconds: float = 30.0  # how often a paused org tries again whether its cause is gone
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """Log output."""
 
@@ -147,6 +156,7 @@ class Settings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    tenancy: TenancySettings = field(default_factory=TenancySettings)
     path: str | None = None
     warnings: tuple[str, ...] = ()
 

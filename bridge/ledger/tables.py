@@ -3,13 +3,31 @@
 Every timestamp is timezone-aware UTC (`DateTime(timezone=True)`; on SQLite stored as naive UTC text and
 handed back as aware UTC). Column reference, for analysts and the README:
 
+orgs -- one row per customer org (CONTRACT §9) and one for the default org of [salesforce] ('default')
+    org_id               the scheduler organization id (uuid text); 'default' for the org of [salesforce]
+    name                 the organization's name (mirror)
+    login_url            where its tokens are requested (mirror of salesforce_connections)
+    username             its integration user: the JWT subject (mirror; not a secret)
+    connection           'connected' | 'disconnected' as the source holds it (NULL: no connection row)
+    salesforce_org_id    the org's 00D id, once a token named it
+    instance_url         the org's instance URL, once a token named it
+    state                'active' | 'paused' | 'disconnected'
+    reason               why the org is paused or disconnected (readable, no secrets)
+    api_used, api_limit  its daily API requests as its last Sforce-Limit-Info said
+    state_since          when `state` last changed
+    updated_at           last change of this row
+
+The tables below carry `org_id`: the organization the row belongs to, NULL for the default org.
+
 users -- the scheduler's users as far as Salesforce cares (no email or name: personal data)
     user_id              scheduler user id (uuid text)
+    org_id               the user's organization (NULL: the default org)
     salesforce_user_id   the connected Salesforce user (005...) exactly as the source holds it; NULL when none
     updated_at           last change of this row
 
 links -- one row per scheduling link; mirror of the source row plus the sync state of its Mogli Event
     link_id              scheduler link id (uuid text); also the Mogli Event's External ID
+    org_id               the org its records go to: its owner's, frozen once its Mogli Event is written
     link_type            'one_on_one' | 'round_robin' | 'rsvp' (as the source holds it, unchecked)
     owner_user_id        scheduler user who created the link
     owner_salesforce_id  OwnerId last written to the Mogli Event
@@ -35,6 +53,7 @@ links -- one row per scheduling link; mirror of the source row plus the sync sta
 activities -- one row per booking; mirror of the source row plus the sync state of its Salesforce Event
     booking_id           scheduler booking id (uuid text); also the Event's External ID
     link_id              the booking's link (no foreign key: a booking may arrive before or without its link)
+    org_id               the org its Event goes to (its link's)
     activity_id          Salesforce id of the Event (kept after a delete: the deleted Event's id)
     owner_salesforce_id  OwnerId last written to the Event
     who_id               WhoId last written (Contact or Lead)
@@ -60,6 +79,7 @@ activities -- one row per booking; mirror of the source row plus the sync state 
 journal -- append-only: why every record looks as it does
     id                   increasing sequence number
     at                   when the entry was written
+    org_id               the org the entry concerns (NULL: the default org, or none)
     direction            'outbound' | 'inbound' | 'reconcile' | 'admin'
     entity               'link' | 'activity' | 'user' | 'source' | ...
     entity_key           the entity's id (link id, booking id, user id; '*' for a whole table)
@@ -67,16 +87,17 @@ journal -- append-only: why every record looks as it does
     detail               JSON object: LSN and xid, rule, Salesforce ids, error
 
 checkpoints -- stream positions, written in the same transaction as the work they cover
-    stream               'source' (decimal LSN) or a Salesforce channel (replay id)
+    stream               'source' (decimal LSN), a Salesforce channel (replay id) of the default org, or
+                         'org/<org_id>/<channel>' for a channel of another org
     position             the position, as text
     updated_at           last change
 
 reconciliation_runs -- one row per reconcile run
-    id, requested_by, scope (JSON options), dry_run, state ('running' | 'finished' | 'failed'),
+    id, org_id, requested_by, scope (JSON options), dry_run, state ('running' | 'finished' | 'failed'),
     started_at, finished_at, summary (JSON counts)
 
 drift -- what a reconcile run found
-    id, run_id (-> reconciliation_runs.id), kind, link_id, booking_id, salesforce_id, detail (JSON),
+    id, run_id (-> reconciliation_runs.id), org_id, kind, link_id, booking_id, salesforce_id, detail (JSON),
     repaired (true when the run repaired it)
 """
 
@@ -106,6 +127,7 @@ __all__ = [
     "DRIFT",
     "JOURNAL",
     "LINKS",
+    "ORGS",
     "RUNS",
     "USERS",
     "ActivityModel",
@@ -114,6 +136,7 @@ __all__ = [
     "DriftModel",
     "JournalModel",
     "LinkModel",
+    "OrgModel",
     "ReconciliationRunModel",
     "UserModel",
     "UtcDateTime",
@@ -152,12 +175,33 @@ class Base(DeclarativeBase):
     type_annotation_map: dict[Any, Any] = {datetime: UtcDateTime(), str: Text()}
 
 
+class OrgModel(Base):
+    """A customer org and the bridge's state for it (see the module docstring for columns)."""
+
+    __tablename__ = "orgs"
+
+    org_id: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str | None]
+    login_url: Mapped[str | None]
+    username: Mapped[str | None]
+    connection: Mapped[str | None]
+    salesforce_org_id: Mapped[str | None]
+    instance_url: Mapped[str | None]
+    state: Mapped[str]
+    reason: Mapped[str | None]
+    api_used: Mapped[int | None]
+    api_limit: Mapped[int | None]
+    state_since: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
 class UserModel(Base):
     """A scheduler user (see the module docstring for columns)."""
 
     __tablename__ = "users"
 
     user_id: Mapped[str] = mapped_column(primary_key=True)
+    org_id: Mapped[str | None] = mapped_column(index=True)
     salesforce_user_id: Mapped[str | None]
     updated_at: Mapped[datetime]
 
@@ -166,9 +210,13 @@ class LinkModel(Base):
     """A scheduling link and its Mogli Event's sync state."""
 
     __tablename__ = "links"
-    __table_args__ = (Index("ix_links_state_next_attempt_at", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_links_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_links_org_id_state", "org_id", "state"),
+    )
 
     link_id: Mapped[str] = mapped_column(primary_key=True)
+    org_id: Mapped[str | None]
     link_type: Mapped[str | None]
     owner_user_id: Mapped[str | None] = mapped_column(index=True)
     owner_salesforce_id: Mapped[str | None]
@@ -201,10 +249,13 @@ class ActivityModel(Base):
         Index("ix_activities_state_updated_at", "state", "updated_at", "booking_id"),
         Index("ix_activities_link_id", "link_id"),
         Index("ix_activities_assigned_user_id", "assigned_user_id"),
+        # One org's claim (migration 0004).
+        Index("ix_activities_org_id_state_updated_at", "org_id", "state", "updated_at", "booking_id"),
     )
 
     booking_id: Mapped[str] = mapped_column(primary_key=True)
     link_id: Mapped[str | None]
+    org_id: Mapped[str | None]
     activity_id: Mapped[str | None] = mapped_column(index=True)
     owner_salesforce_id: Mapped[str | None]
     who_id: Mapped[str | None]
@@ -239,6 +290,7 @@ class JournalModel(Base):
 
     id: Mapped[int] = mapped_column(_BigKey, primary_key=True, autoincrement=True)
     at: Mapped[datetime]
+    org_id: Mapped[str | None]
     direction: Mapped[str]
     entity: Mapped[str]
     entity_key: Mapped[str]
@@ -262,6 +314,7 @@ class ReconciliationRunModel(Base):
     __tablename__ = "reconciliation_runs"
 
     id: Mapped[int] = mapped_column(_BigKey, primary_key=True, autoincrement=True)
+    org_id: Mapped[str | None]
     requested_by: Mapped[str]
     scope: Mapped[dict[str, Any]] = mapped_column(JSON)
     dry_run: Mapped[bool]
@@ -280,6 +333,7 @@ class DriftModel(Base):
     run_id: Mapped[int] = mapped_column(
         _BigKey, ForeignKey("reconciliation_runs.id", name="fk_drift_run_id"), index=True
     )
+    org_id: Mapped[str | None]
     kind: Mapped[str]
     link_id: Mapped[str | None]
     booking_id: Mapped[str | None]
@@ -289,6 +343,7 @@ class DriftModel(Base):
 
 
 # Core handles on the tables, for the bulk statements of the repository.
+ORGS: Table = OrgModel.__table__  # type: ignore[assignment]
 USERS: Table = UserModel.__table__  # type: ignore[assignment]
 LINKS: Table = LinkModel.__table__  # type: ignore[assignment]
 ACTIVITIES: Table = ActivityModel.__table__  # type: ignore[assignment]

@@ -13,6 +13,7 @@ from bridge.records.source import IngestBatch
 JsonObject = Mapping[str, Any]
 
 __all__ = [
+    "DEFAULT_ORG",
     "ActivityRecord",
     "ActivitySyncState",
     "Direction",
@@ -24,8 +25,13 @@ __all__ = [
     "JsonObject",
     "LinkRecord",
     "LinkSyncState",
+    "OrgRecord",
+    "OrgState",
     "ReconciliationRun",
 ]
+
+# The `orgs` row of the default org of `[salesforce]`; everywhere else the default org's org_id is NULL.
+DEFAULT_ORG = "default"
 
 
 class LinkSyncState(enum.StrEnum):
@@ -47,6 +53,38 @@ class ActivitySyncState(enum.StrEnum):
     CANCELLED = "cancelled"
     DELETED_IN_SALESFORCE = "deleted_in_salesforce"
     SKIPPED = "skipped"
+
+
+class OrgState(enum.StrEnum):
+    """Whether the bridge works for an org now (CONTRACT §9)."""
+
+    ACTIVE = "active"  # connected, and its work goes out
+    PAUSED = "paused"  # connected, but a cause (in `reason`) holds its work until it is gone
+    DISCONNECTED = "disconnected"  # the source says disconnected: nothing is written, rows wait
+
+
+@dataclass(frozen=True, slots=True)
+class OrgRecord:
+    """An `orgs` row: the connection as the source holds it and the bridge's state for the org."""
+
+    org_id: str  # the organization id; DEFAULT_ORG for the default org of `[salesforce]`
+    name: str | None
+    login_url: str | None
+    username: str | None
+    connection: str | None  # the source's status: 'connected' | 'disconnected'
+    salesforce_org_id: str | None
+    instance_url: str | None
+    state: str
+    reason: str | None
+    api_used: int | None
+    api_limit: int | None
+    state_since: datetime | None
+    updated_at: datetime
+
+    @property
+    def ledger_org(self) -> str | None:
+        """The org_id of this org in the other ledger tables (NULL for the default org)."""
+        return None if self.org_id == DEFAULT_ORG else self.org_id
 
 
 class Direction(enum.StrEnum):
@@ -95,6 +133,7 @@ class LinkRecord:
     first_booked_at: datetime | None
     synced_at: datetime | None
     updated_at: datetime
+    org_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +163,7 @@ class ActivityRecord:
     source_lsn: int | None
     synced_at: datetime | None
     updated_at: datetime
+    org_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +177,7 @@ class JournalEntry:
     action: str
     detail: JsonObject = field(default_factory=dict)
     id: int | None = None
+    org_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +205,7 @@ class ReconciliationRun:
     started_at: datetime
     finished_at: datetime | None
     summary: JsonObject | None
+    org_id: str | None = None  # the org it reconciled (NULL: the default org)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +220,4 @@ class DriftItem:
     detail: JsonObject = field(default_factory=dict)
     repaired: bool = False
     id: int | None = None
+    org_id: str | None = None

@@ -18,6 +18,8 @@ from datetime import datetime
 class SourceTable(enum.StrEnum):
     """The scheduler tables the bridge reads."""
 
+    ORGANIZATIONS = "organizations"
+    CONNECTIONS = "salesforce_connections"
     USERS = "users"
     LINKS = "scheduling_links"
     BOOKINGS = "bookings"
@@ -33,11 +35,40 @@ class ChangeOp(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class OrganizationRow:
+    """A customer of Mogli Scheduler (CONTRACT §9); its name is the customer's, not personal data."""
+
+    id: str
+    name: str | None = None
+    unchanged: frozenset[str] = frozenset()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRow:
+    """An organization's Salesforce connection: where its tokens come from and as whom (no secret).
+
+    `id` is the organization id (the table's key). `status` is 'connected' or 'disconnected' as the source
+    holds it (anything else is treated as disconnected, with a problem recorded).
+    """
+
+    id: str
+    login_url: str | None = None
+    username: str | None = None
+    status: str | None = None
+    unchanged: frozenset[str] = frozenset()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class UserRow:
-    """A scheduler user. Email and full name are personal data and deliberately not carried."""
+    """A scheduler user. Email and full name are personal data and deliberately not carried.
+
+    `organization_id` is None for a user of the default org (`[salesforce]`)."""
 
     id: str
     salesforce_user_id: str | None = None
+    organization_id: str | None = None
     unchanged: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()
 
@@ -76,7 +107,7 @@ class BookingRow:
     problems: tuple[str, ...] = ()
 
 
-SourceRow = UserRow | LinkRow | BookingRow
+SourceRow = OrganizationRow | ConnectionRow | UserRow | LinkRow | BookingRow
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,19 @@
 -- No CHECK constraints on purpose: real data breaks rules, and the bridge meets bad rows with a recorded error.
 CREATE SCHEMA IF NOT EXISTS scheduler;
 
+CREATE TABLE scheduler.organizations (   -- CONTRACT §9: one row per customer
+  id uuid PRIMARY KEY, name text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE scheduler.salesforce_connections (
+  organization_id uuid PRIMARY KEY REFERENCES scheduler.organizations(id),
+  login_url text NOT NULL,                 -- where tokens are requested: the org's My Domain, or the login/test host
+  username text NOT NULL,                  -- the org's integration user: JWT subject, and the user the bridge writes as
+  status text NOT NULL DEFAULT 'connected',-- 'connected' | 'disconnected'
+  created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE scheduler.users (
   id uuid PRIMARY KEY, email text NOT NULL, full_name text NOT NULL,
   salesforce_user_id text,                 -- 005... of the connected Salesforce user, NULL when none
+  organization_id uuid REFERENCES scheduler.organizations(id),  -- NULL: the default org of [salesforce]
   created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE scheduler.scheduling_links (
   id uuid PRIMARY KEY,

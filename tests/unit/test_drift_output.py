@@ -84,6 +84,7 @@ def test_json_output_has_counts_and_every_item_without_row_ids() -> None:
         "salesforce_id": None,
         "detail": {"field": "Subject", "repair": "requeue"},
         "repaired": True,
+        "org_id": None,
     }
 
 

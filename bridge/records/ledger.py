@@ -106,6 +106,10 @@ class IngestSummary:
     skipped_txns: int = 0
     pending_work: bool = False
     checkpoint: str | None = None
+    # Tenancy: the orgs (None: the default org) that got new pending work, and whether any org's
+    # organization or connection row changed (the daemon then re-reads the `orgs` table).
+    orgs_with_work: frozenset[str | None] = frozenset()
+    orgs_changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

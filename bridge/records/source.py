@@ -171,10 +171,11 @@ class BackfillPolicy:
 
 @dataclass(frozen=True, slots=True)
 class UserState:
-    """A user as the ledger knows it."""
+    """A user as the ledger knows it; `org_id` is its organization (None: the default org)."""
 
     user_id: str
     salesforce_user_id: str | None
+    org_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,7 @@ class LinkState:
     source_deleted: bool
     mogli_event_id: str | None
     state: str
+    org_id: str | None = None  # the org its records go to (None: the default org)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,7 @@ class BookingState:
     related_record_id: str | None
     source_deleted: bool
     problems: tuple[str, ...] = ()
+    org_id: str | None = None  # the org its Event goes to (None: the default org)
 
 
 @dataclass(frozen=True, slots=True)

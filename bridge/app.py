@@ -14,7 +14,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -29,24 +29,18 @@ from bridge.ledger.lock import InstanceLock, LockHealth
 from bridge.metrics import BridgeMetrics
 from bridge.pipeline.echo import EchoFilter
 from bridge.pipeline.ingest import Ingestor
-from bridge.pipeline.push import Pusher, PushSettings
-from bridge.rules.mapping import MappingOptions
 from bridge.supervisor import Component, ComponentState, StartsUp, supervise
+from bridge.tenancy.parts import OrgParts, Shared, build_pusher, build_reconciler, mapping_options
+
+__all__ = ["Daemon", "build_pusher", "build_reconciler", "mapping_options", "run", "salesforce_client"]
 
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
     from bridge.ledger.repository import Ledger
-    from bridge.pipeline.allocation import AllocationWatch
-    from bridge.pipeline.gaps import GapReconciler
-    from bridge.pipeline.inbound import Inbound
-    from bridge.pipeline.ports import PushLedger
-    from bridge.pipeline.reconcile import ReconcileOptions, Reconciler
+    from bridge.pipeline.reconcile import ReconcileOptions
     from bridge.salesforce.auth import TokenManager
-    from bridge.salesforce.pubsub import PubSubStream
     from bridge.salesforce.rest import SalesforceClient
-    from bridge.salesforce.streaming import ChangeStream
     from bridge.source.reader import ReplicationSource
-    from bridge.source.writeback import SchedulerWriter
 
 log = structlog.get_logger(__name__)
 
@@ -79,62 +73,6 @@ async def salesforce_client(
         yield tokens, SalesforceClient(http, tokens, sf)
 
 
-def mapping_options(settings: Settings) -> MappingOptions:
-    """The mapping rules' options from `[sync]`."""
-    return MappingOptions(on_cancel=settings.sync.on_cancel, multiday_events=settings.sync.multiday_events)
-
-
-def build_pusher(
-    settings: Settings, ledger: PushLedger, client: SalesforceClient, clock: Callable[[], datetime]
-) -> Pusher:
-    """The pusher: ledger work to Salesforce writes, with `[sync]`'s batching, retries and waits."""
-    sf, sync = settings.salesforce, settings.sync
-    return Pusher(
-        ledger,
-        client,
-        options=mapping_options(settings),
-        settings=PushSettings(
-            batch_size=sync.batch_size,
-            max_in_flight=sf.max_in_flight,
-            retry_base_seconds=sync.retry_base_seconds,
-            retry_max_seconds=sync.retry_max_seconds,
-            max_attempts=sync.max_attempts,
-            idle_poll_seconds=sync.idle_poll_seconds,
-            api_limit_wait_seconds=sync.api_limit_wait_seconds,
-        ),
-        clock=clock,
-    )
-
-
-def build_reconciler(
-    settings: Settings,
-    ledger: Ledger,
-    client: SalesforceClient,
-    *,
-    after_repair: Callable[[], Awaitable[None]] | None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> Reconciler:
-    """A Reconciler over the scheduler (read directly), the ledger and Salesforce; `after_repair` runs once a
-    repairing run requeued rows (the daemon wakes its pusher, the command drains them itself)."""
-    from bridge.pipeline.reconcile import Reconciler
-    from bridge.rules.drift import RepairPolicy
-    from bridge.salesforce.reads import SalesforceReads
-    from bridge.source.reader_sql import SchedulerReader
-
-    sync = settings.sync
-    return Reconciler(
-        ledger=ledger,
-        store=ledger,
-        scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
-        salesforce=SalesforceReads(client, settings.salesforce.objects),
-        options=mapping_options(settings),
-        policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
-        chunk_size=sync.batch_size,
-        after_repair=after_repair,
-        progress=progress,
-    )
-
-
 # ------------------------------------------------------------------------------------------- run
 
 
@@ -146,9 +84,7 @@ class Daemon:
         self.clock = clock
         self.stop_event = asyncio.Event()
         self.states: dict[str, ComponentState] = {}
-        self.streaming_lines: dict[str, Callable[[], str]] = {}  # status lines of the inbound stream
-        self.stream: ChangeStream | PubSubStream | None = None  # the transport `sync.transport` chose
-        self.gaps: GapReconciler | None = None  # the daemon's own gap reconciliations
+        self.parts: OrgParts | None = None  # the single org's components, once built
         self._lock: InstanceLock | None = None
 
     def request_stop(self) -> None:
@@ -226,6 +162,7 @@ class Daemon:
     async def _run_active(self, sf: SalesforceSettings) -> int:
         """The daemon's work, once it owns the ledger."""
         from bridge.source.reader import ReplicationSource
+        from bridge.source.writeback import SchedulerWriter
 
         async with (
             self._ledger() as ledger,
@@ -239,7 +176,15 @@ class Daemon:
             source = ReplicationSource(self.settings.source, resume_lsn=resume)
             metrics = BridgeMetrics()
             ledger.observe_outcomes(metrics.observe)  # push outcomes counted once the ledger holds them
-            pusher = build_pusher(self.settings, ledger, client, self.clock)
+            writer = (
+                SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
+                if self.settings.sync.streaming
+                else None
+            )
+            parts = OrgParts(
+                self.settings, ledger, tokens, client, Shared(ledger, metrics, self.clock, writer)
+            )
+            pusher = parts.pusher
             ingestor = Ingestor(
                 EchoFilter(source),  # the bridge's own write-backs are not new work
                 ledger,
@@ -253,20 +198,14 @@ class Daemon:
                 ledger=redacted_url(self.settings.ledger.url),
                 pid=os.getpid(),
             )
-            admin = self._admin_server(ledger, source, client, pusher, ingestor, metrics)
+            admin = self._admin_server(ledger, source, parts, ingestor, metrics)
             components: dict[str, Component | StartsUp] = {
                 "ingest": ingestor.run,
-                "push": pusher.run,
                 "admin": StartsUp(admin.run),
                 "lock": self._watch_lock,
+                **await parts.components(),
             }
-            components["gaps"] = self._gaps(ledger, client, pusher).run
-            inbound, writer = await self._inbound(ledger, tokens, client, pusher)
-            if inbound is not None:
-                components["inbound"] = inbound.run
-                assert self.stream is not None  # built by _inbound
-                self.stream.subscribed.observe(metrics.observe_subscription)
-                components["allocation"] = self._allocation_watch(ledger, client, pusher, metrics).run
+            self.parts = parts
             try:
                 await supervise(components, self.stop_event, self.states)
             finally:
@@ -276,110 +215,17 @@ class Daemon:
         log.info("daemon.stopped")
         return 0
 
-    async def _inbound(
-        self, ledger: Ledger, tokens: TokenManager, client: SalesforceClient, pusher: Pusher
-    ) -> tuple[Inbound | None, SchedulerWriter | None]:
-        """The inbound component (Salesforce change events), unless `sync.streaming` is off."""
-        from bridge.pipeline.inbound import Inbound
-        from bridge.rules.policy import PolicyOptions
-        from bridge.salesforce.changes import ChangeReader
-        from bridge.source.writeback import SchedulerWriter
-        from bridge.subscription import change_stream, choose_channels, stored_positions
-
-        sf, sync = self.settings.salesforce, self.settings.sync
-        if not sync.streaming:
-            return None, None
-        channels, line = await choose_channels(self.settings, client, tokens, ledger)
-        self.streaming_lines["channel"] = lambda: line
-        positions = await stored_positions(self.settings, ledger, channels)
-        stream, transport = await change_stream(self.settings, tokens, positions, channels)
-        self.streaming_lines["transport"] = lambda: transport
-        writer = SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
-        options = PolicyOptions(
-            client_name=sf.client_name,
-            on_activity_deleted=sync.on_activity_deleted,
-            on_time_changed=sync.on_time_changed,
-            on_owner_changed=sync.on_owner_changed,
-            on_mogli_event_deleted=sync.on_mogli_event_deleted,
-        )
-        reconcile = self._window_reconciler(ledger, client, pusher)
-        inbound = Inbound(
-            stream,
-            ledger,
-            ChangeReader(client, sf.objects),
-            writer,
-            options,
-            on_work=pusher.notify,
-            reconcile=reconcile,
-            identity=tokens.user_id,
-        )
-        self.stream = stream
-        return inbound, writer
-
-    def _allocation_watch(
-        self, ledger: Ledger, client: SalesforceClient, pusher: Pusher, metrics: BridgeMetrics
-    ) -> AllocationWatch:
-        """The delivered-event allocation watch of the stream: metric, status line, reconciliation."""
-        from bridge.pipeline.allocation import AllocationSettings, AllocationWatch
-
-        sync = self.settings.sync
-        assert self.stream is not None  # built by _inbound
-        watch = AllocationWatch(
-            client,
-            self.stream,
-            clock=self.clock,
-            reconcile=self._window_reconciler(ledger, client, pusher),
-            on_reading=lambda reading: metrics.observe_event_allocation(reading.limit, reading.remaining),
-            settings=AllocationSettings(
-                check_seconds=sync.delivered_events_check_seconds,
-                warn_fraction=sync.delivered_events_warn_fraction,
-            ),
-        )
-        self.streaming_lines["delivered_events"] = lambda: watch.status
-        return watch
-
-    def _reconciler(self, ledger: Ledger, client: SalesforceClient, pusher: Pusher) -> Reconciler:
-        """A Reconciler on the daemon's ledger and Salesforce client; repairs wake the pusher."""
-
-        async def after_repair() -> None:
-            pusher.notify()
-
-        return build_reconciler(self.settings, ledger, client, after_repair=after_repair)
-
-    def _gaps(self, ledger: Ledger, client: SalesforceClient, pusher: Pusher) -> GapReconciler:
-        """The daemon's own gap reconciliations (built once): durable, one at a time, a paused one resumed
-        after a back-off from the API budget's recheck interval; status line `gap_reconciliation`."""
-        from bridge.pipeline.gaps import GapReconciler, GapSettings
-
-        if self.gaps is None:
-            recheck = self.settings.salesforce.api_budget_recheck_seconds
-            gaps = GapReconciler(
-                self._reconciler(ledger, client, pusher), ledger, settings=GapSettings(recheck, recheck * 8)
-            )
-            self.streaming_lines["gap_reconciliation"] = lambda: gaps.status
-            self.gaps = gaps
-        return self.gaps
-
-    def _window_reconciler(
-        self, ledger: Ledger, client: SalesforceClient, pusher: Pusher
-    ) -> Callable[[datetime, str], Awaitable[None]]:
-        """A targeted reconciliation of what changed since a point in time, for lost change events: the
-        request returns once the run is open in the ledger; the gap reconciler executes it."""
-        return self._gaps(ledger, client, pusher).request
-
     def _admin_server(
         self,
         ledger: Ledger,
         source: ReplicationSource,
-        client: SalesforceClient,
-        pusher: Pusher,
+        parts: OrgParts,
         ingestor: Ingestor,
         metrics: BridgeMetrics,
     ) -> AdminServer[ReconcileOptions]:
         """The admin app, reading the live components; it runs reconciliations on request."""
         from bridge.admin import AdminServer, DaemonProbe, ping_postgres
         from bridge.admin.health import Thresholds
-        from bridge.pipeline.gaps import TakingTurns
         from bridge.pipeline.reconcile import ReconcileOptions
         from bridge.source.status import slot_status
 
@@ -389,13 +235,13 @@ class Daemon:
             states=self.states,
             ledger=ledger,
             source=source,
-            salesforce=client,
-            pusher=pusher,
+            salesforce=parts.client,
+            pusher=parts.pusher,
             ingestor=ingestor,
             ping_scheduler=functools.partial(ping_postgres, src.dsn),
             read_slot=functools.partial(slot_status, src.dsn, src.slot),
-            streaming=lambda: {name: line() for name, line in self.streaming_lines.items()},
-            subscribed=lambda: self.stream.subscribed.all_subscribed if self.stream is not None else None,
+            streaming=lambda: {name: line() for name, line in parts.streaming_lines.items()},
+            subscribed=lambda: parts.stream.subscribed.all_subscribed if parts.stream is not None else None,
             clock=self.clock,
         )
         return AdminServer(
@@ -403,10 +249,8 @@ class Daemon:
             probe=probe,
             ledger=ledger,
             metrics=metrics,
-            notify_pusher=pusher.notify,
-            runner=TakingTurns(
-                self._reconciler(ledger, client, pusher), self._gaps(ledger, client, pusher).turn
-            ),
+            notify_pusher=parts.pusher.notify,
+            runner=parts.runner(),
             make_options=ReconcileOptions,
             # degraded before the pusher stops at its reserve
             thresholds=Thresholds(

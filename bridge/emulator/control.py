@@ -7,6 +7,7 @@ never subject to faults or latency.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -271,6 +272,19 @@ async def set_latency(request: web.Request) -> web.Response:
     return json_response({"latency_ms": state.latency_ms})
 
 
+async def get_requests(request: web.Request) -> web.Response:
+    """GET /__emulator/requests[?since=ISO]: the org's recent API requests, tokens as fingerprints."""
+    raw = request.query.get("since")
+    try:
+        since = datetime.fromisoformat(raw) if raw else None
+    except ValueError as exc:
+        raise ControlError(f"since: not an ISO 8601 time: {raw!r}") from exc
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    entries = _state(request).requests.since(since)
+    return json_response({"requests": [e.to_json() for e in entries]})
+
+
 async def reset(request: web.Request) -> web.Response:
     """POST /__emulator/reset: the org back to its seed; events, faults, cursors and counters cleared."""
     state = _state(request)
@@ -280,6 +294,7 @@ async def reset(request: web.Request) -> web.Response:
     state.faults.clear()
     state.cursors.clear()
     state.usage.reset()
+    state.requests.clear()
     log.info("emulator.reset")
     return json_response({"reset": True})
 
@@ -288,6 +303,7 @@ def register(app: web.Application) -> None:
     """Add the control routes to the app."""
     app.router.add_get(PREFIX + "/records/{sobject}", get_records)
     app.router.add_get(PREFIX + "/stats", get_stats)
+    app.router.add_get(PREFIX + "/requests", get_requests)
     app.router.add_get(PREFIX + "/created/{sobject}", get_created)
     app.router.add_get(PREFIX + "/faults", get_faults)
     app.router.add_post(PREFIX + "/faults", post_faults)

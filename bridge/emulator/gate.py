@@ -43,6 +43,26 @@ _UNKNOWN = ApiError(
 
 
 @web.middleware
+async def request_log_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Log every request but the control API's with the status it got (faults and refusals included)."""
+    if request.path.startswith(CONTROL_PREFIX):
+        return await handler(request)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        state = request.app[STATE]
+        state.requests.record(
+            state.clock(), request.method, request.path, status, request.headers.get("Authorization")
+        )
+
+
+@web.middleware
 async def faults_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Apply the first fault rule that fires for this request (every route but the control API)."""
     if request.path.startswith(CONTROL_PREFIX):

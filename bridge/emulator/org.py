@@ -77,6 +77,7 @@ class OrgConfig:
     seed: Seed
     schema: Schema
     integration_username: str = "bridge@example.com"
+    id_segment: str = "Em"  # the org's part of every id it makes (ids are unique across hosted orgs)
 
 
 def load_org(path: Path | None) -> OrgConfig:

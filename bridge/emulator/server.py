@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import signal
 import sys
 import tempfile
@@ -18,14 +16,15 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge.emulator import control, tooling
+from bridge.emulator import control, tenants, tooling
 from bridge.emulator.bus import EventBus
 from bridge.emulator.collections import handle_collections
 from bridge.emulator.composite import handle_composite
 from bridge.emulator.context import json_response
 from bridge.emulator.faults import FaultInjector
-from bridge.emulator.gate import faults_gate, latency_gate, rest_gate
+from bridge.emulator.gate import faults_gate, latency_gate, request_log_gate, rest_gate
 from bridge.emulator.limits import ApiUsage, limits_document
+from bridge.emulator.listen import base_url, is_loopback, listen
 from bridge.emulator.oauth import ClientPolicy, OAuthError, TokenStore, grant, jwt_audiences, token_response
 from bridge.emulator.org import OrgConfig, OrgFileError, load_org
 from bridge.emulator.query import QueryCursors
@@ -59,16 +58,32 @@ def create_app(
 ) -> web.Application:
     """Build the emulator application for one org (REST, OAuth, streaming and control routes)."""
     state = build_state(org, state_file=state_file, latency_ms=latency_ms, clock=clock or _default_clock)
+    app = _org_app(state)
+
+    def build_tenant(config: OrgConfig) -> web.Application:
+        return _org_app(build_state(config, state_file=None, latency_ms=state.latency_ms, clock=state.clock))
+
+    tenants.register(app, tenants.Tenants(org, build_tenant))
+    return app
+
+
+def _org_app(state: EmulatorState) -> web.Application:
+    """The application of one hosted org (no `/__emulator/orgs`: only the main emulator hosts orgs)."""
     app = web.Application(
-        middlewares=[control.control_errors, faults_gate, latency_gate, rest_gate],
+        middlewares=[control.control_errors, request_log_gate, faults_gate, latency_gate, rest_gate],
         client_max_size=_MAX_BODY_BYTES,
     )
+    _serve_org(app, state)
+    return app
+
+
+def _serve_org(app: web.Application, state: EmulatorState) -> None:
+    """Every route of CONTRACT §6 for one org."""
     app[STATE] = state
     _add_rest_routes(app)
     state.streaming.register(app)
     control.register(app)
     app.on_cleanup.append(_close_store)
-    return app
 
 
 def build_state(
@@ -83,7 +98,7 @@ def build_state(
     tokens = TokenStore(org.org_id, wall_clock=wall)
     return EmulatorState(
         org=org,
-        store=OrgStore(org, bus, clock, state_file),
+        store=OrgStore(org, bus, clock, state_file, on_deactivated=tokens.revoke_user),
         bus=bus,
         streaming=StreamingService(bus=bus, settings=org.streaming, validate_token=tokens.check),
         tokens=tokens,
@@ -222,16 +237,6 @@ class RunningEmulator:
         await self.runner.cleanup()
 
 
-def is_loopback(host: str) -> bool:
-    """True for `localhost` and loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 async def start_emulator(
     *,
     host: str = "127.0.0.1",
@@ -259,19 +264,12 @@ async def start_emulator(
         ca_file = ca_out or _temp_ca_path()
         ca_file.write_bytes(certificate.ca_pem)
         ssl_context = certificate.ssl_context()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
-        await site.start()
+        runner, bound = await listen(app, host, port, ssl_context)
     except OSError as exc:
-        await runner.cleanup()
         raise EmulatorStartError(f"--port {port}: cannot listen on {host}: {exc}") from exc
-    bound = _bound_port(runner)
-    if host in ("127.0.0.1", "localhost"):
-        await _also_listen_ipv6(runner, bound, ssl_context)
-    url_host = "localhost" if is_loopback(host) else host
-    url = f"{'https' if tls else 'http'}://{url_host}:{bound}"
+    url = base_url(host, bound, tls=tls)
+    app[tenants.TENANTS].bind(app, url, host=host, ssl_context=ssl_context)
     log.info("emulator.started", url=url, tls=tls)
     running = RunningEmulator(url=url, port=bound, ca_file=ca_file, app=app, runner=runner)
     if pubsub is not None and grpc_port is not None:
@@ -309,17 +307,6 @@ def _temp_ca_path() -> Path:
     handle = tempfile.NamedTemporaryFile(prefix="emulator-ca-", suffix=".pem", delete=False)  # noqa: SIM115
     handle.close()
     return Path(handle.name)
-
-
-def _bound_port(runner: web.AppRunner) -> int:
-    address: Any = runner.addresses[0]
-    return int(address[1])
-
-
-async def _also_listen_ipv6(runner: web.AppRunner, port: int, ssl_context: Any) -> None:
-    """`localhost` may resolve to ::1 first; answer there too so clients do not wait for a fallback."""
-    with contextlib.suppress(OSError):
-        await web.TCPSite(runner, "::1", port, ssl_context=ssl_context).start()
 
 
 def serve(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from bridge.emulator.limits import ApiUsage
 from bridge.emulator.oauth import ClientPolicy, TokenStore
 from bridge.emulator.org import OrgConfig
 from bridge.emulator.query import QueryCursors
+from bridge.emulator.requests_log import RequestLog
 from bridge.emulator.store import OrgStore
 from bridge.emulator.streaming import StreamingService
 
@@ -33,6 +34,7 @@ class EmulatorState:
     client_policy: ClientPolicy
     clock: Callable[[], datetime]
     latency_ms: int = 0
+    requests: RequestLog = field(default_factory=RequestLog)
 
     def latest_version(self) -> str:
         """The newest API version the org speaks."""

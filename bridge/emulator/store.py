@@ -17,7 +17,7 @@ from bridge.emulator.schema import ObjectDef, describe_object
 from bridge.emulator.store_changes import OVERFLOW_THRESHOLD, Commit, change_events
 from bridge.emulator.store_lead import convert
 from bridge.emulator.store_query import QueryResult, render_record, run_query
-from bridge.emulator.store_rows import RowTable
+from bridge.emulator.store_rows import Row, RowTable
 from bridge.emulator.store_sqlite import StateFile
 from bridge.emulator.store_txn import Txn, normalize_id, not_found, record_time, utc
 from bridge.emulator.validation import EventRules
@@ -34,8 +34,11 @@ class OrgStore:
         publisher: ChangePublisher,
         clock: Callable[[], datetime],
         state_file: Path | None = None,
+        *,
+        on_deactivated: Callable[[str], object] | None = None,
     ) -> None:
         self.org = org
+        self._on_deactivated = on_deactivated  # told the id of each User a commit makes inactive
         self.schema = org.schema
         self._publisher = publisher
         self._clock = clock
@@ -116,6 +119,9 @@ class OrgStore:
         if self._state is not None and txn.undo:
             touched = dict.fromkeys(record_id for record_id, _ in txn.undo)
             self._state.write(((rid, self._table.get(rid)) for rid in touched), self._counter)
+        if self._on_deactivated is not None:
+            for user_id in self._deactivated_users(txn):
+                self._on_deactivated(user_id)
         if not txn.changes:
             return
         self._commits += 1
@@ -124,9 +130,24 @@ class OrgStore:
         events = change_events(txn.changes, commit, self._overflow_at)
         self._publisher.publish(events)
 
+    def _deactivated_users(self, txn: Txn) -> list[str]:
+        """Users active before the transaction and inactive after it."""
+        before: dict[str, Row | None] = {}
+        for record_id, old in txn.undo:
+            before.setdefault(record_id, old)  # the first undo entry holds the state before the transaction
+        out = []
+        for record_id, old in before.items():
+            if old is None or old.sobject != "User" or not old.values.get("IsActive"):
+                continue
+            now = self._table.get(record_id)
+            if now is not None and not now.values.get("IsActive"):
+                out.append(record_id)
+        return out
+
     def _next_id(self, prefix: str) -> str:
         self._counter += 1
-        return sfid.to18(f"{prefix}Em{self._counter:010d}")
+        segment = self.org.id_segment
+        return sfid.to18(f"{prefix}{segment}{self._counter:0{12 - len(segment)}d}")
 
     def convert_lead(
         self, lead_id: str, ctx: DmlContext, *, create_opportunity: bool = False
@@ -187,6 +208,15 @@ class OrgStore:
     def field_names(self, sobject: str, fields: Sequence[str]) -> list[str]:
         """The canonical spelling of each named field; 400 INVALID_FIELD for a field the object lacks."""
         return self._fields(self._object(sobject), fields)
+
+    def record_counts(self) -> dict[str, int]:
+        """How many live records each object holds (objects without any left out)."""
+        with self._lock:
+            counts = {
+                name: sum(1 for r in self._table.of_type(name) if not r.deleted)
+                for name in self._table.by_type
+            }
+            return {name: n for name, n in sorted(counts.items()) if n}
 
     def records(self, sobject: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         """Every record of one object as REST JSON (for the control API)."""

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 import structlog
@@ -36,16 +36,22 @@ __all__ = ["Daemon", "build_pusher", "build_reconciler", "mapping_options", "run
 
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
+    from bridge.admin.ports import PusherView, ReconcileRunner, SalesforceView
     from bridge.ledger.repository import Ledger
     from bridge.pipeline.reconcile import ReconcileOptions
+    from bridge.records.ledger import IngestSummary
     from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.rest import SalesforceClient
     from bridge.source.reader import ReplicationSource
+    from bridge.tenancy.fleet import FleetView, OrgFleet
 
 log = structlog.get_logger(__name__)
 
 
 LOCK_CHECK_SECONDS = 2.0
+# With tenancy an org's pusher is woken by its new work; its idle poll (retries coming due) is at least this,
+# so a thousand idle orgs cost the ledger a few claims a second, not thousands.
+ORG_IDLE_POLL_SECONDS = 5.0
 
 
 def utcnow() -> datetime:
@@ -63,14 +69,23 @@ async def salesforce_client(
 ) -> AsyncIterator[tuple[TokenManager, SalesforceClient]]:
     """One aiohttp session (trusting `salesforce.ca_bundle`), the one TokenManager over it (REST and
     streaming share the token) and the REST client: how every process reaches Salesforce."""
-    from bridge.salesforce.auth import TokenManager, make_ssl_context
+    from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.rest import SalesforceClient
 
     sf = settings.salesforce
-    connector = aiohttp.TCPConnector(ssl=make_ssl_context(sf.ca_bundle), limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with http_session(settings, connections) as http:
         tokens = TokenManager(http, sf)
         yield tokens, SalesforceClient(http, tokens, sf)
+
+
+@contextlib.asynccontextmanager
+async def http_session(settings: Settings, connections: int) -> AsyncIterator[aiohttp.ClientSession]:
+    """The aiohttp session every Salesforce call of a process goes through (`connections` 0: no limit)."""
+    from bridge.salesforce.auth import make_ssl_context
+
+    connector = aiohttp.TCPConnector(ssl=make_ssl_context(settings.salesforce.ca_bundle), limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        yield http
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -85,6 +100,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.states: dict[str, ComponentState] = {}
         self.parts: OrgParts | None = None  # the single org's components, once built
+        self.fleet: OrgFleet | None = None  # with tenancy: every org's runtime
         self._lock: InstanceLock | None = None
 
     def request_stop(self) -> None:
@@ -124,6 +140,8 @@ class Daemon:
             if not await self._become_active(lock):
                 return 0
             self._lock = lock
+            if self.settings.tenancy.enabled:
+                return await self._run_fleet()
             return await self._run_active(sf)
         finally:
             lock.release()
@@ -215,33 +233,121 @@ class Daemon:
         log.info("daemon.stopped")
         return 0
 
+    async def _run_fleet(self) -> int:
+        """With tenancy: one change stream, ingested once, and one runtime per served org (tenancy/)."""
+        from bridge.source.reader import ReplicationSource
+        from bridge.source.writeback import SchedulerWriter
+        from bridge.tenancy.fleet import FleetView, OrgFleet
+
+        async with self._ledger() as ledger, http_session(self.settings, 0) as http:
+            checkpoint = await ledger.read_checkpoint(SOURCE_STREAM)
+            resume = int(checkpoint) if checkpoint else None
+            source = ReplicationSource(self.settings.source, resume_lsn=resume)
+            metrics = BridgeMetrics()
+            ledger.observe_outcomes(metrics.observe)
+            writer = (
+                SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
+                if self.settings.sync.streaming
+                else None
+            )
+            fleet = OrgFleet(
+                self.settings,
+                http,
+                Shared(ledger, metrics, self.clock, writer),
+                idle_poll_seconds=max(self.settings.sync.idle_poll_seconds, ORG_IDLE_POLL_SECONDS),
+            )
+
+            def after_batch(summary: IngestSummary) -> None:
+                fleet.notify(summary.orgs_with_work)
+                if summary.orgs_changed:
+                    fleet.wake()
+
+            ingestor = Ingestor(
+                EchoFilter(source),
+                ledger,
+                backfill=self.settings.source.backfill_policy(),
+                clock=self.clock,
+                on_work=lambda: None,  # the batch's summary names the orgs with work (after_batch)
+                on_summary=after_batch,
+            )
+            log.info(
+                "daemon.started",
+                resume_lsn=resume,
+                ledger=redacted_url(self.settings.ledger.url),
+                tenancy=True,
+                pid=os.getpid(),
+            )
+            self.fleet = fleet
+            view = FleetView(fleet)
+            admin = self._admin_server(ledger, source, view, ingestor, metrics)
+            components: dict[str, Component | StartsUp] = {
+                "ingest": ingestor.run,
+                "orgs": fleet.run,
+                "admin": StartsUp(admin.run),
+                "lock": self._watch_lock,
+            }
+            try:
+                await supervise(components, self.stop_event, self.states)
+            finally:
+                await source.close()
+                if writer is not None:
+                    await asyncio.to_thread(writer.close)
+        log.info("daemon.stopped")
+        return 0
+
     def _admin_server(
         self,
         ledger: Ledger,
         source: ReplicationSource,
-        parts: OrgParts,
+        parts: OrgParts | FleetView,
         ingestor: Ingestor,
         metrics: BridgeMetrics,
     ) -> AdminServer[ReconcileOptions]:
-        """The admin app, reading the live components; it runs reconciliations on request."""
+        """The admin app, reading the live components; it runs reconciliations on request. With tenancy, it
+        reads every org's pushers summed and the default org's client, stream and runner."""
         from bridge.admin import AdminServer, DaemonProbe, ping_postgres
         from bridge.admin.health import Thresholds
         from bridge.pipeline.reconcile import ReconcileOptions
         from bridge.source.status import slot_status
 
         src = self.settings.source
+        if isinstance(parts, OrgParts):
+            salesforce: SalesforceView = parts.client
+            pusher: PusherView = parts.pusher
+            single = parts
+            runner: ReconcileRunner[ReconcileOptions] | None = parts.runner()
+        else:
+            salesforce = parts
+            pusher = cast(
+                "PusherView", parts
+            )  # its counters are read-only sums over every org            single = None
+            runner = parts.runner()
+
+        def current() -> OrgParts | None:
+            return single if single is not None else parts.default_parts()  # type: ignore[union-attr]
+
+        def streaming() -> dict[str, str]:
+            now = current()
+            return {name: line() for name, line in now.streaming_lines.items()} if now is not None else {}
+
+        def subscribed() -> bool | None:
+            now = current()
+            return (
+                now.stream.subscribed.all_subscribed if now is not None and now.stream is not None else None
+            )
+
         probe = DaemonProbe(
             slot=src.slot,
             states=self.states,
             ledger=ledger,
             source=source,
-            salesforce=parts.client,
-            pusher=parts.pusher,
+            salesforce=salesforce,
+            pusher=pusher,
             ingestor=ingestor,
             ping_scheduler=functools.partial(ping_postgres, src.dsn),
             read_slot=functools.partial(slot_status, src.dsn, src.slot),
-            streaming=lambda: {name: line() for name, line in parts.streaming_lines.items()},
-            subscribed=lambda: parts.stream.subscribed.all_subscribed if parts.stream is not None else None,
+            streaming=streaming,
+            subscribed=subscribed,
             clock=self.clock,
         )
         return AdminServer(
@@ -249,8 +355,8 @@ class Daemon:
             probe=probe,
             ledger=ledger,
             metrics=metrics,
-            notify_pusher=parts.pusher.notify,
-            runner=parts.runner(),
+            notify_pusher=pusher.notify,
+            runner=runner,
             make_options=ReconcileOptions,
             # degraded before the pusher stops at its reserve
             thresholds=Thresholds(

@@ -330,6 +330,12 @@ def validate(settings: Settings) -> None:
             raise ConfigurationError(
                 f"sync.{key} must be one of {', '.join(allowed)}, not {value!r}", f"sync.{key}"
             )
+    if settings.tenancy.org_max_in_flight < 1:
+        raise ConfigurationError("tenancy.org_max_in_flight must be at least 1", "tenancy.org_max_in_flight")
+    if settings.tenancy.resume_check_seconds <= 0:
+        raise ConfigurationError(
+            "tenancy.resume_check_seconds must be above 0", "tenancy.resume_check_seconds"
+        )
     if settings.salesforce.api_budget_recheck_seconds <= 0:
         raise ConfigurationError(
             "salesforce.api_budget_recheck_seconds must be above 0", "salesforce.api_budget_recheck_seconds"
@@ -391,6 +397,14 @@ def validate_for_run(settings: Settings) -> None:
     if sf.ca_bundle:
         _check_file(sf.ca_bundle, "salesforce.ca_bundle")
     _check_listen(settings.admin.listen, "admin.listen")
+    if settings.tenancy.enabled:
+        # Every customer org is reached with the one connected app's JWT bearer flow.
+        if not sf.client_id:
+            raise ConfigurationError(
+                "tenancy.enabled needs salesforce.client_id: the connected app every org pre-authorises",
+                "salesforce.client_id",
+            )
+        _check_file(sf.private_key_file, "salesforce.private_key_file")
 
 
 def check_source_dsn(dsn: str) -> None:

@@ -17,6 +17,7 @@ import structlog
 from bridge.aio import Interrupted, next_or_stop
 from bridge.errors import LedgerUnavailable
 from bridge.pipeline.ports import ChangeSource, IngestLedger
+from bridge.records.ledger import IngestSummary
 from bridge.records.source import (
     BackfillPolicy,
     BookingRow,
@@ -67,6 +68,7 @@ class Ingestor:
         backfill: BackfillPolicy,
         clock: Callable[[], datetime],
         on_work: Callable[[], None],
+        on_summary: Callable[[IngestSummary], None] | None = None,
         limits: IngestLimits = IngestLimits(),
         queue_size: int = 1000,
     ) -> None:
@@ -75,6 +77,7 @@ class Ingestor:
         self._backfill = backfill
         self._clock = clock
         self._on_work = on_work
+        self._on_summary = on_summary  # with tenancy: the orgs that got work, whether connections changed
         self._stop = asyncio.Event()
         self._limits = limits
         self._queue: asyncio.Queue[SourceTransaction | None] = asyncio.Queue(maxsize=queue_size)
@@ -179,3 +182,5 @@ class Ingestor:
             c.op is not ChangeOp.TRUNCATE or c.table is SourceTable.BOOKINGS for t in batch for c in t.changes
         ):
             self._on_work()
+        if self._on_summary is not None and isinstance(summary, IngestSummary):
+            self._on_summary(summary)

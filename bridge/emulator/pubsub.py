@@ -82,9 +82,10 @@ class PubSubFaults:
 class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
     """Subscribe, GetSchema and GetTopic for one emulated org (Publish answers UNIMPLEMENTED)."""
 
-    def __init__(self, state: EmulatorState) -> None:
+    def __init__(self, state: EmulatorState, schemas: AvroSchemas | None = None) -> None:
         self._state = state
-        self._schemas = AvroSchemas(state.org.schema, state.org.streaming.cdc_entities)
+        # Hosted orgs share the main org's schema objects, hence its Avro schemas (built once per process).
+        self.schemas = schemas or AvroSchemas(state.org.schema, state.org.streaming.cdc_entities)
         self.faults = PubSubFaults(keepalive_seconds=keepalive_seconds(state.org.streaming.extra))
         self._streams: set[_Stream] = set()
         # Positions handed out as latest_replay_id that are no event of their channel (a LATEST start, a
@@ -140,7 +141,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         rpc_id = str(uuid.uuid4())
         try:
             self._authenticate(context)
-            found = self._schemas.by_id(request.schema_id)
+            found = self.schemas.by_id(request.schema_id)
             if found is None:
                 message = f"schema {request.schema_id!r} not found"
                 raise PubSubAbort(grpc.StatusCode.NOT_FOUND, SCHEMA_NOT_FOUND, message)
@@ -219,7 +220,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         picked = channel_log.after(stream.cursor, budget)
         events = []
         for stored in picked:
-            schema = self._schemas.for_entity(stored.event.entity)
+            schema = self.schemas.for_entity(stored.event.entity)
             if schema is None:
                 continue
             producer = pb.ProducerEvent(
@@ -289,7 +290,7 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
 
     def _topic_schema_id(self, topic: str) -> str:
         for entity in self._state.org.streaming.cdc_entities:
-            schema = self._schemas.for_entity(entity)
+            schema = self.schemas.for_entity(entity)
             if change_event_channel(entity) == topic and schema is not None:
                 return schema.schema_id
         return ""
@@ -370,9 +371,9 @@ async def _get_stats(request: web.Request) -> web.Response:
 
 
 async def start_grpc(
-    service: PubSubService, host: str, port: int, *, cert_chain: bytes | None, key: bytes | None
+    service: pb_grpc.PubSubServicer, host: str, port: int, *, cert_chain: bytes | None, key: bytes | None
 ) -> tuple[grpc.aio.Server, int]:
-    """Serve the service on `host:port` (TLS when given a certificate chain); answers the bound port."""
+    """Serve one org's service or the router over every org on `host:port` (TLS with a cert chain)."""
     server = grpc.aio.server()
     pb_grpc.add_PubSubServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     address = f"{host}:{port}"

@@ -257,7 +257,7 @@ async def start_emulator(
     except OrgFileError as exc:
         raise EmulatorStartError(f"--org: {exc}") from exc
     app = create_app(org=org, state_file=state_file, latency_ms=latency_ms)
-    pubsub = _pubsub_service(app) if grpc_port is not None else None
+    pubsub = _pubsub_router(app) if grpc_port is not None else None
     ssl_context, ca_file, certificate = None, None, None
     if tls:
         certificate = issue_certificate()
@@ -278,18 +278,32 @@ async def start_emulator(
         except EmulatorStartError:
             await runner.cleanup()
             raise
+        grpc_host = "localhost" if is_loopback(host) else host
+        app[tenants.TENANTS].grpc_address = f"{grpc_host}:{running.grpc_port}"
     return running
 
 
-def _pubsub_service(app: web.Application) -> Any:
-    from bridge.emulator.pubsub import PubSubService  # grpc loads only when the Pub/Sub API is served
+def _pubsub_router(app: web.Application) -> Any:
+    """The Pub/Sub API of the main org, and of each org it hosts later (routed by `tenantid`)."""
+    # grpc loads only when the Pub/Sub API is served
+    from bridge.emulator.pubsub import PubSubService
+    from bridge.emulator.pubsub_router import PubSubRouter
 
     try:
-        service = PubSubService(app[STATE])
+        main = PubSubService(app[STATE])
     except ValueError as exc:
         raise EmulatorStartError(f"--org: {exc}") from exc
-    service.register_control(app)
-    return service
+    main.register_control(app)
+    router = PubSubRouter()
+    router.add(app[STATE].org.org_id, main)
+
+    def serve_hosted(hosted: web.Application) -> None:
+        service = PubSubService(hosted[STATE], main.schemas)
+        service.register_control(hosted)
+        router.add(hosted[STATE].org.org_id, service)
+
+    app[tenants.TENANTS].on_create(serve_hosted)
+    return router
 
 
 async def _start_pubsub(service: Any, host: str, port: int, certificate: Any) -> tuple[Any, int]:

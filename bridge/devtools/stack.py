@@ -354,8 +354,11 @@ def write_config(
     extra: str = "",
     admin_port: int | None = None,
     admin_token: str = "e2e-admin-token-value",
+    auth: str = "password",
+    salesforce_extra: str = "",
 ) -> Path:
-    """A bridge config file for a local daemon (its admin API on a free port unless told one)."""
+    """A bridge config file for a local daemon (its admin API on a free port unless told one; `auth` and
+    `salesforce_extra` lines for the `[salesforce]` table)."""
     admin_port = admin_port or free_port()
     path.write_text(f"""
 [source]
@@ -370,14 +373,14 @@ url = "{ledger_url}"
 
 [salesforce]
 login_url = "{emulator_url}"
-auth = "password"
+auth = "{auth}"
 client_id = "e2e-client"
 client_secret = "e2e-secret-value"
 username = "bridge@example.com"
 password = "emulator"
 max_attempts = 4
 request_timeout_seconds = 5.0
-
+{salesforce_extra}
 [sync]
 on_cancel = "{on_cancel}"
 retry_base_seconds = 0.2

@@ -22,6 +22,16 @@ from bridge.errors import BridgeError, ConfigurationError, FatalError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
+def _org_argument(parser: argparse.ArgumentParser) -> None:
+    """`--org ID`: restrict a command to one org."""
+    parser.add_argument(
+        "--org",
+        default=None,
+        metavar="ID",
+        help="only this org (an org id as `orgs` lists it; 'default' is the org of [salesforce])",
+    )
+
+
 def _setup_arguments(parser: argparse.ArgumentParser) -> None:
     """`setup`'s options."""
     parser.add_argument(
@@ -98,6 +108,7 @@ def _reconcile_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="when a daemon owns the ledger but its admin API is not up yet (it is starting), wait this long",
     )
+    _org_argument(parser)
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +120,7 @@ def _status_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="after the summary, every section (ledger, source, daemon) key by key",
     )
+    _org_argument(parser)
 
 
 def _ledger_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +176,31 @@ def _ledger_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default: table on a terminal, csv in a pipe; csv and json hold every column and full ids",
     )
+    _org_argument(parser)
+
+
+def _orgs_arguments(parser: argparse.ArgumentParser) -> None:
+    """`orgs`' options."""
+    count = parser.add_mutually_exclusive_group()
+    count.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="at most N orgs (default 100); 0 means every org"
+    )
+    count.add_argument("--all", action="store_true", help="every org")
+    parser.add_argument(
+        "--columns",
+        default=None,
+        metavar="A,B,C",
+        help="only these columns, in this order (every format); unknown names are refused",
+    )
+    parser.add_argument(
+        "--wide", action="store_true", help="table: every column at full width (full ids, whole positions)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default=None,
+        help="default: table on a terminal, csv in a pipe; csv and json hold every column and full ids",
+    )
 
 
 def _retry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +215,7 @@ def _retry_arguments(parser: argparse.ArgumentParser) -> None:
         help="this booking (a UUID the ledger knows; repeatable)",
     )
     group.add_argument("--all-failed", action="store_true", help="every failed link and booking")
+    _org_argument(parser)
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +238,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "status": ("health, lags, API budget, pending and failed counts", _status_arguments),
     "ledger": ("query the ledger", _ledger_arguments),
     "retry": ("put failed records back in the queue", _retry_arguments),
+    "orgs": ("every org: state, reason, pending, failed, API budget, stream positions", _orgs_arguments),
     "bench": ("the benchmark: throughput, latency, API calls, memory", _bench_arguments),
 }
 

@@ -12,10 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
+from urllib.parse import quote
 
 from bridge.admin.charts import line_chart
 from bridge.admin.health import Health
 from bridge.admin.history import WINDOW, History
+from bridge.admin.orgs import OrgRow
 from bridge.metrics import Readings
 from bridge.records.ledger import DriftItem, FailureRecord, ReconciliationRun
 
@@ -211,6 +213,51 @@ _FORM = """
 </form>
 """
 
+
+def _org_picker(orgs: Sequence[OrgRow], chosen: str | None) -> str:
+    """A GET form choosing the org the page shows (every org when none is chosen)."""
+    options = ['<option value="">every org</option>'] + [
+        f'<option value="{escape(o.org_id)}"{" selected" if o.org_id == chosen else ""}>'
+        f"{escape(o.name or o.org_id)} ({escape(o.org_id)})</option>"
+        for o in orgs
+    ]
+    return (
+        '<form method="get" action="/"><label>Org <select name="org">'
+        + "".join(options)
+        + '</select></label> <button type="submit">Show</button></form>'
+    )
+
+
+def _orgs(orgs: Sequence[OrgRow]) -> str:
+    """Every org: state, reason, pending, failed, API use."""
+    rows = (
+        f'<tr><td><a href="/?org={quote(o.org_id)}">{escape(o.org_id)}</a></td>{_cell(o.name)}'
+        f"{_cell(o.state, _cls_org(o.state))}{_cell(o.reason)}{_cell(o.pending)}{_cell(o.failed)}"
+        f"{_cell(_budget(o.api_used, o.api_limit))}</tr>"
+        for o in orgs
+    )
+    return _table(("org", "name", "state", "reason", "pending", "failed", "API use"), rows, "no orgs")
+
+
+def _cls_org(state: str) -> str:
+    return {"active": "ok", "paused": "warn"}.get(state, "bad")
+
+
+def _budget(used: int | None, limit: int | None) -> str:
+    return f"{used} / {limit}" if used is not None and limit is not None else "unknown"
+
+
+def _org_section(orgs: Sequence[OrgRow], chosen: str | None) -> str:
+    """The org selector and the orgs table, when the bridge serves more than the default org."""
+    if len(orgs) <= 1:
+        return ""
+    scope = f"Showing org {escape(chosen)}" if chosen else "Showing every org"
+    return (
+        f'<div class="card wide"><h2>Orgs</h2><p class="sub">{scope}</p>'
+        f"{_org_picker(orgs, chosen)}{_orgs(orgs)}</div>"
+    )
+
+
 _BANNERS = {
     "ready": ("ok", "Ready: every component runs and every dependency answers"),
     "degraded": ("warn", "Degraded: the daemon works, but needs attention"),
@@ -235,14 +282,18 @@ def render_status_page(
     outstanding: Outstanding | None = None,
     history: History | None = None,
     notice: str | None = None,
+    orgs: Sequence[OrgRow] = (),
+    org: str | None = None,
 ) -> str:
-    """The whole status page; it reloads itself every REFRESH_SECONDS."""
+    """The whole status page (failures and runs of `org` alone when chosen); it reloads itself every
+    REFRESH_SECONDS."""
     now = readings.at
     note = f'<div class="banner ok">{escape(notice)}</div>' if notice else ""
+    reload = f"/?org={quote(org)}" if org else "/"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mogli-bridge status</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}; url=/">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}; url={escape(reload)}">
 <style>{_CSS}</style></head><body>
 <h1>mogli-bridge</h1><div class="sub">status at {escape(stamp(now))}, reloads every {REFRESH_SECONDS} s</div>
 {_banner(health)}{note}
@@ -251,6 +302,7 @@ def render_status_page(
 <div class="card"><h2>Replication</h2>{_replication(readings)}</div>
 <div class="card"><h2>Salesforce and ledger</h2>{_salesforce(readings)}</div>
 </div>
+{_org_section(orgs, org)}
 {_charts(history, now)}
 <div class="card wide"><h2>Outstanding drift</h2>{_outstanding(outstanding, now)}</div>
 <div class="card wide"><h2>Recent failures</h2>{_failures(failures, now)}</div>

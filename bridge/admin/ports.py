@@ -5,10 +5,12 @@ The ledger's port, `AdminLedger`, sits with the other ledger ports in `bridge.pi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from bridge.pipeline.ports import AdminLedger
+from bridge.records.ledger import OrgRecord
 from bridge.records.outbound import ApiUsage
 
 OptionsT = TypeVar("OptionsT", contravariant=True)
@@ -23,6 +25,44 @@ class ReconcileRunner(Protocol[OptionsT]):
 
     async def execute(self, run_id: int, options: OptionsT) -> Any:
         """Compare, record drift, repair unless dry run, and close the run row."""
+        ...
+
+
+class OrgCountsView(Protocol):
+    """One org's rows by state (bridge.ledger's OrgCounts)."""
+
+    @property
+    def pending(self) -> int:
+        """Links and activities waiting to be written."""
+        ...
+
+    @property
+    def failed(self) -> int:
+        """Links and activities that failed."""
+        ...
+
+
+class OrgLedger(AdminLedger, Protocol):
+    """The admin ledger with its orgs: the `orgs` rows, figures by org, and a view of one org."""
+
+    async def list_orgs(self) -> list[OrgRecord]:
+        """Every `orgs` row."""
+        ...
+
+    async def get_org(self, org_id: str) -> OrgRecord | None:
+        """One org ('default': the default org), or None."""
+        ...
+
+    async def org_counts(self) -> Mapping[str, OrgCountsView]:
+        """Pending, failed and synced rows by org id."""
+        ...
+
+    async def org_positions(self) -> Mapping[str, Mapping[str, str]]:
+        """Change-event positions by org id, then channel."""
+        ...
+
+    def scoped(self, org_id: str | None) -> AdminLedger:
+        """The same ledger restricted to one org (None: the default org)."""
         ...
 
 
@@ -126,6 +166,8 @@ class IngestorView(Protocol):
 
 __all__: Sequence[str] = (
     "IngestorView",
+    "OrgCountsView",
+    "OrgLedger",
     "PusherView",
     "ReconcileRunner",
     "SalesforceView",

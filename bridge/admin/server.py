@@ -22,8 +22,11 @@ from aiohttp import web
 from bridge.admin import views
 from bridge.admin.health import Thresholds, assess
 from bridge.admin.history import SAMPLE_SECONDS, History, sample_every
+from bridge.admin.org_metrics import OrgMetrics
+from bridge.admin.orgs import ledger_org, org_detail, org_rows, row_json
 from bridge.admin.page import Outstanding, render_status_page
-from bridge.admin.ports import ReconcileRunner
+from bridge.admin.ports import OrgLedger, ReconcileRunner
+from bridge.admin.runs import RunTasks, known_orgs
 from bridge.aio import sleep_or_stop
 from bridge.config import AdminSettings
 from bridge.errors import ConfigurationError
@@ -93,7 +96,7 @@ class AdminServer(Generic[OptionsT]):
         settings: AdminSettings,
         *,
         probe: ReadingsSource,
-        ledger: AdminLedger,
+        ledger: OrgLedger,
         metrics: BridgeMetrics,
         notify_pusher: Callable[[], None],
         runner: ReconcileRunner[OptionsT] | None = None,
@@ -101,7 +104,10 @@ class AdminServer(Generic[OptionsT]):
         thresholds: Thresholds = Thresholds(),
         history: History | None = None,
         sample_seconds: float = SAMPLE_SECONDS,
+        org_runner: Callable[[str | None], ReconcileRunner[OptionsT] | None] | None = None,
     ) -> None:
+        """`org_runner(org)` gives the runner of an org's runtime (None: the org has none now); without it
+        (tenancy off) a run is for the default org, through `runner`."""
         self.settings = settings
         self.probe = probe
         self.ledger = ledger
@@ -112,9 +118,10 @@ class AdminServer(Generic[OptionsT]):
         self.thresholds = thresholds
         self.history = history if history is not None else History()
         self.sample_seconds = sample_seconds
+        self.org_metrics = OrgMetrics()
+        self.runs = RunTasks(ledger, runner, make_options, org_runner)
         self.port: int | None = None
         self.listening = asyncio.Event()
-        self._runs: set[asyncio.Task[None]] = set()
 
     def app(self) -> web.Application:
         """The aiohttp application (also used directly by tests)."""
@@ -128,6 +135,8 @@ class AdminServer(Generic[OptionsT]):
         app.router.add_post("/api/retry", self.retry)
         app.router.add_post("/api/reconciliations", self.start_reconciliation)
         app.router.add_get("/api/reconciliations/{id}", self.get_reconciliation)
+        app.router.add_get("/api/orgs", self.list_orgs)
+        app.router.add_get("/api/orgs/{id}", self.get_org)
         app.on_shutdown.append(self._cancel_runs)
         return app
 
@@ -182,33 +191,48 @@ class AdminServer(Generic[OptionsT]):
     async def metrics_text(self, request: web.Request) -> web.Response:
         """Prometheus text, refreshed from a fresh snapshot."""
         self.metrics.update(await self.probe.readings())
-        response = web.Response(body=self.metrics.render())
+        try:
+            self.org_metrics.update(await org_rows(self.ledger))
+        except Exception as exc:  # the ledger's own gauges say it is down; the rest still answers
+            log.warning("admin.org_metrics_failed", error_type=type(exc).__name__)
+        response = web.Response(body=self.metrics.render() + self.org_metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
 
     async def page(self, request: web.Request) -> web.Response:
-        """The read-only status page."""
+        """The read-only status page (`?org=ID`: that org's failures and runs)."""
         readings = await self.probe.readings()
-        failures = await self.ledger.list_failures(limit=20)
-        runs = await self.ledger.list_reconciliations(limit=10)
+        orgs = await org_rows(self.ledger)
+        chosen = request.query.get("org") or None
+        if chosen is not None and chosen not in {o.org_id for o in orgs}:
+            return web.Response(status=404, text=f"no org {chosen[:100]!r}", content_type="text/plain")
+        ledger = self._in_org(chosen)
+        failures = await ledger.list_failures(limit=20)
+        runs = await ledger.list_reconciliations(limit=10)
         notice = request.query.get("notice")
         html = render_status_page(
             readings,
             failures,
             runs,
             health=assess(readings, self.thresholds),
-            outstanding=await self._outstanding(runs),
+            outstanding=await self._outstanding(ledger, runs),
             history=self.history,
             notice=notice[:200] if notice else None,
+            orgs=orgs,
+            org=chosen,
         )
         return web.Response(text=html, content_type="text/html")
 
-    async def _outstanding(self, runs: list[ReconciliationRun]) -> Outstanding | None:
+    def _in_org(self, org: str | None) -> AdminLedger:
+        """The ledger of one org ('default': the default org), or of every org for None."""
+        return self.ledger if org is None else self.ledger.scoped(ledger_org(org))
+
+    async def _outstanding(self, ledger: AdminLedger, runs: list[ReconciliationRun]) -> Outstanding | None:
         """The newest finished run's unrepaired drift (None before any run finished)."""
         finished = next((r for r in runs if r.state == "finished"), None)
         if finished is None:
             return None
-        drift = await self.ledger.list_drift(run_id=finished.id, limit=100_000)
+        drift = await ledger.list_drift(run_id=finished.id, limit=100_000)
         left = [d for d in drift if not d.repaired]
         return Outstanding(finished, tuple(left[:OUTSTANDING_SHOWN]), len(left))
 
@@ -226,7 +250,7 @@ class AdminServer(Generic[OptionsT]):
             "dry_run": bool(form.get("dry_run")),
         }
         try:
-            run_id = await self._start(views.parse_reconcile(body), requested_by="admin-page")
+            run_id = await self.runs.start(views.parse_reconcile(body), requested_by="admin-page")
         except views.BadRequest as exc:
             return web.Response(status=400, text=str(exc), content_type="text/plain")
         raise web.HTTPSeeOther(f"/?notice=reconciliation+run+{run_id}+started")
@@ -243,32 +267,62 @@ class AdminServer(Generic[OptionsT]):
         )
 
     async def status(self, request: web.Request) -> web.Response:
-        """Health, components, lags, API budget, pending and failed counts."""
+        """Health, components, lags, API budget, pending and failed counts; `?org=ID`: that org's counts,
+        API budget and stream positions, and its row."""
         readings = await self.probe.readings()
-        return _json(views.status_json(readings, assess(readings, self.thresholds)))
+        body = views.status_json(readings, assess(readings, self.thresholds))
+        org = request.query.get("org")
+        if org is None:
+            return _json(body)
+        detail = await org_detail(self.ledger, org)
+        if detail is None:
+            return _json({"error": f"no org {org!r}"}, 404)
+        return _json(views.org_status_json(body, detail))
+
+    async def list_orgs(self, request: web.Request) -> web.Response:
+        """Every org's row, as `mogli-bridge orgs --format json` prints them."""
+        return _json([row_json(r) for r in await org_rows(self.ledger)])
+
+    async def get_org(self, request: web.Request) -> web.Response:
+        """One org: its row, counts, positions and recent failures; 404 for an unknown id."""
+        org = request.match_info["id"]
+        detail = await org_detail(self.ledger, org)
+        if detail is None:
+            return _json({"error": f"no org {org!r}"}, 404)
+        return _json(detail)
 
     async def retry(self, request: web.Request) -> web.Response:
-        """Failed records back to the queue; wakes the pusher."""
+        """Failed records back to the queue (of `org` alone when given); wakes the pusher."""
         try:
             req = views.parse_retry(await _body(request))
+            await known_orgs(self.ledger, [req.org] if req.org else [])
         except views.BadRequest as exc:
             return _json({"error": str(exc)}, 400)
-        moved = await self.ledger.requeue(
+        moved = await self._in_org(req.org).requeue(
             booking_ids=req.booking_ids or None, all_failed=req.all_failed, requested_by="admin-api"
         )
         if moved:
             self.notify_pusher()
-        log.info("admin.retry", requeued=moved, all_failed=req.all_failed, bookings=len(req.booking_ids))
+        log.info(
+            "admin.retry",
+            requeued=moved,
+            all_failed=req.all_failed,
+            bookings=len(req.booking_ids),
+            org=req.org,
+        )
         return _json({"requeued": moved})
 
     async def start_reconciliation(self, request: web.Request) -> web.Response:
-        """Validate the options, open a run and execute it in the background; 202 with its id."""
+        """Validate the options, open a run (one per org of `orgs`) and execute it in the background; 202
+        with its id (and with `orgs`, every run's id)."""
         try:
             req = views.parse_reconcile(await _body(request))
-            run_id = await self._start(req, requested_by="admin-api")
+            if not req.orgs:
+                return _json({"id": await self.runs.start(req, requested_by="admin-api")}, 202)
+            runs = await self.runs.start_orgs(req, requested_by="admin-api")
         except views.BadRequest as exc:
             return _json({"error": str(exc)}, 400)
-        return _json({"id": run_id}, 202)
+        return _json({"id": runs[0]["id"], "ids": [r["id"] for r in runs], "runs": runs}, 202)
 
     async def get_reconciliation(self, request: web.Request) -> web.Response:
         """One run and its drift counts."""
@@ -282,55 +336,9 @@ class AdminServer(Generic[OptionsT]):
         drift = await self.ledger.list_drift(run_id=run_id, limit=100_000)
         return _json(views.run_json(run, drift))
 
-    # ------------------------------------------------------------------ reconciliation tasks
-
-    async def _start(self, req: views.ReconcileRequest, *, requested_by: str) -> int:
-        if self.runner is None or self.make_options is None:
-            raise web.HTTPServiceUnavailable(
-                text=json.dumps({"error": "reconciliation is not available in this daemon"}),
-                content_type="application/json",
-            )
-        if any(not t.done() for t in self._runs):
-            raise web.HTTPConflict(
-                text=json.dumps({"error": "a reconciliation run is already in progress"}),
-                content_type="application/json",
-            )
-        options = self.make_options(
-            links=req.links,
-            bookings=req.bookings,
-            since=req.since,
-            until=req.until,
-            changed_since=req.changed_since,
-            changed_until=req.changed_until,
-            dry_run=req.dry_run,
-            requested_by=requested_by,
-        )
-        run_id = await self.runner.start(options)
-        task = asyncio.create_task(self._execute(self.runner, run_id, options), name=f"reconcile-{run_id}")
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
-        log.info("admin.reconciliation_started", run_id=run_id, dry_run=req.dry_run, by=requested_by)
-        return run_id
-
-    async def _execute(self, runner: ReconcileRunner[OptionsT], run_id: int, options: OptionsT) -> None:
-        try:
-            await runner.execute(run_id, options)
-        except asyncio.CancelledError:
-            log.warning("admin.reconciliation_cancelled", run_id=run_id)
-            raise
-        except Exception as exc:
-            log.error(
-                "admin.reconciliation_failed", run_id=run_id, error_type=type(exc).__name__, error=str(exc)
-            )
-        else:
-            log.info("admin.reconciliation_finished", run_id=run_id)
-
     async def _cancel_runs(self, app: web.Application) -> None:
         """Cancel runs still executing (the app is stopping)."""
-        tasks = [t for t in self._runs if not t.done()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.runs.cancel()
 
 
 async def _body(request: web.Request) -> Any:

@@ -13,7 +13,7 @@ from bridge.metrics import Readings
 from bridge.records.ledger import DriftItem, ReconciliationRun
 
 RECONCILE_KEYS = frozenset(
-    {"links", "bookings", "since", "until", "changed_since", "changed_until", "dry_run"}
+    {"links", "bookings", "since", "until", "changed_since", "changed_until", "dry_run", "orgs"}
 )
 
 
@@ -32,6 +32,7 @@ class ReconcileRequest:
     dry_run: bool = False
     changed_since: datetime | None = None
     changed_until: datetime | None = None
+    orgs: tuple[str, ...] = ()  # one run per org; empty: one run as without tenancy
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class RetryRequest:
 
     booking_ids: tuple[str, ...] = ()
     all_failed: bool = False
+    org: str | None = None  # only this org's rows ('default': the default org)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -86,6 +88,7 @@ def parse_reconcile(body: Any) -> ReconcileRequest:
         dry_run=dry_run,
         changed_since=parse_when("changed_since", body.get("changed_since")),
         changed_until=parse_when("changed_until", body.get("changed_until")),
+        orgs=tuple(dict.fromkeys(_ids("orgs", body.get("orgs")))),
     )
     _check_windows(request)
     return request
@@ -113,7 +116,10 @@ def parse_retry(body: Any) -> RetryRequest:
         raise BadRequest("all_failed must be true or false")
     if bool(ids) == all_failed:
         raise BadRequest('give either {"booking_ids": [...]} or {"all_failed": true}')
-    return RetryRequest(booking_ids=ids, all_failed=all_failed)
+    org = body.get("org")
+    if org is not None and (not isinstance(org, str) or not org.strip()):
+        raise BadRequest("org must be an org id (a non-empty string)")
+    return RetryRequest(booking_ids=ids, all_failed=all_failed, org=org.strip() if org else None)
 
 
 def status_json(readings: Readings, health: Health) -> dict[str, Any]:
@@ -175,4 +181,21 @@ def run_json(run: ReconciliationRun, drift: Sequence[DriftItem]) -> dict[str, An
             "repaired": sum(1 for d in drift if d.repaired),
             "by_kind": dict(sorted(by_kind.items())),
         },
+    }
+
+
+def org_status_json(body: Mapping[str, Any], org: Mapping[str, Any]) -> dict[str, Any]:
+    """GET /api/status?org=ID: the daemon's status with the ledger figures, API budget and stream positions
+    of that org (`org` as `org_detail` gives it), and the org's row."""
+    counts = dict(org.get("counts") or {})
+    return {
+        **body,
+        "org": {k: v for k, v in org.items() if k not in ("counts", "recent_failures")},
+        "salesforce": {
+            **body["salesforce"],
+            "api_used": org.get("api_used"),
+            "api_limit": org.get("api_limit"),
+            "stream_positions": dict(org.get("positions") or {}),
+        },
+        "ledger": {"pending": org.get("pending"), "failed": org.get("failed"), "counts": counts},
     }

@@ -4,14 +4,20 @@ was set up. Each failure is a UsageError (exit 2) that names the value."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
 
 from bridge.errors import BridgeError, LedgerUnavailable
+from bridge.records.ledger import DEFAULT_ORG
 
 if TYPE_CHECKING:
     from bridge.config import Settings
+    from bridge.ledger.repository import Ledger
+
+_T = TypeVar("_T")
 
 SETUP_HINT = "run `mogli-bridge setup` first"
 
@@ -50,8 +56,10 @@ def require_setup(settings: Settings) -> None:
         raise NotSetUp(f"the ledger is at an older schema ({revision}): {SETUP_HINT}")
 
 
-def require_known(settings: Settings, *, links: Iterable[str] = (), bookings: Iterable[str] = ()) -> None:
-    """UsageError naming every link or booking id the ledger has never seen.
+def require_known(
+    settings: Settings, *, links: Iterable[str] = (), bookings: Iterable[str] = (), org: str | None = None
+) -> None:
+    """UsageError naming every link or booking id the ledger has never seen (in `org`, when given).
 
     A link is known when the ledger holds its row or a booking of it (a booking may arrive before its link);
     a booking is known when the ledger holds its row.
@@ -62,7 +70,8 @@ def require_known(settings: Settings, *, links: Iterable[str] = (), bookings: It
     link_ids, booking_ids = sorted(set(links)), sorted(set(bookings))
     if not link_ids and not booking_ids:
         return
-    ledger = Ledger.from_url(settings.ledger.url)
+    base = Ledger.from_url(settings.ledger.url)
+    ledger = in_org(base, org)
     try:
         found = ledger.call_read(queries.activities_by_id, booking_ids) if booking_ids else {}
         unknown_links = [
@@ -72,7 +81,40 @@ def require_known(settings: Settings, *, links: Iterable[str] = (), bookings: It
             and not ledger.call_read(queries.list_activities, link_id=link, limit=1)
         ]
     finally:
-        ledger.dispose()
+        base.dispose()
     unknown = [f"booking {b}" for b in booking_ids if b not in found] + [f"link {x}" for x in unknown_links]
     if unknown:
-        raise UsageError(f"the ledger knows no {', '.join(unknown)}")
+        where = f" in org {org}" if org is not None else ""
+        raise UsageError(f"the ledger knows no {', '.join(unknown)}{where}")
+
+
+def in_org(ledger: Ledger, org: str | None) -> Ledger:
+    """The ledger as `--org` restricts it: every org without it, else that org's view ('default' names the
+    default org, which the ledger's other tables hold as NULL)."""
+    if org is None:
+        return ledger
+    return ledger.scoped(None if org == DEFAULT_ORG else org)
+
+
+def with_ledger(settings: Settings, use: Callable[[Ledger], Awaitable[_T]]) -> _T:
+    """Run `use` on a fresh Ledger from synchronous command code, in its own thread and event loop (so it
+    works also where the caller already runs a loop), then close the ledger."""
+    from bridge.ledger.repository import Ledger
+
+    async def session() -> _T:
+        ledger = Ledger.from_url(settings.ledger.url)
+        try:
+            return await use(ledger)
+        finally:
+            await ledger.close()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="command") as pool:
+        return pool.submit(asyncio.run, session()).result()
+
+
+def require_org(settings: Settings, org_id: str | None) -> None:
+    """UsageError naming `--org` when the ledger has no such org ('default' names the default org)."""
+    if org_id is None:
+        return
+    if with_ledger(settings, lambda ledger: ledger.get_org(org_id)) is None:
+        raise UsageError(f"the ledger knows no org {org_id!r} (`mogli-bridge orgs` lists every org)")

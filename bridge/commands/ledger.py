@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from bridge.commands.checks import UsageError, require_known, require_setup
+from bridge.commands.checks import UsageError, in_org, require_known, require_org, require_setup
 from bridge.commands.output import jsonable, output_format, parse_since, record_rows, write_csv
 from bridge.commands.tables import ID_NOTE, Column, Kind, render
 from bridge.config import Settings
@@ -101,6 +101,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         limit=limit,
         fmt=args.format,
         view=View(columns=columns, wide=args.wide),
+        org=args.org,
     )
 
 
@@ -140,8 +141,10 @@ def ledger(
     fmt: str | None,
     out: TextIO | None = None,
     view: View | None = None,
+    org: str | None = None,
 ) -> int:
-    """`mogli-bridge ledger links|activities|journal|failures|drift`: print ledger rows.
+    """`mogli-bridge ledger links|activities|journal|failures|drift`: print ledger rows (of `org` alone when
+    given).
 
     `limit` None prints every row; a table ends with "showing N of M" (M counted with the same filters),
     CSV and JSON say it on stderr when rows were left out.
@@ -154,13 +157,16 @@ def ledger(
     if limit is not None and limit < 0:
         raise UsageError(f"--limit must be 0 (every row) or more, not {limit}")
     require_setup(settings)
-    require_known(settings, links=[link] if link else [], bookings=[booking] if booking else [])
-    records, total = _fetch(settings, what, link=link, booking=booking, state=state, since=when, limit=limit)
+    require_org(settings, org)
+    require_known(settings, links=[link] if link else [], bookings=[booking] if booking else [], org=org)
+    records, total = _fetch(
+        settings, what, link=link, booking=booking, state=state, since=when, limit=limit, org=org
+    )
     columns = view.columns or COLUMNS[what]
     rows = record_rows(records, columns)
     form = output_format(fmt, out)
     if form == "table":
-        _print_table(out, what, rows, total, view)
+        _print_table(out, what, rows, total, view, org)
     else:
         _print_rows(out, form, columns, rows)
         if len(rows) < total:
@@ -177,12 +183,14 @@ def _fetch(
     state: str | None,
     since: Any,
     limit: int | None,
+    org: str | None = None,
 ) -> tuple[list[Any], int]:
     """The listing's rows (newest first, up to `limit`) and how many rows match in all."""
     from bridge.ledger import journal, queries, runs
     from bridge.ledger.repository import Ledger
 
-    ledger = Ledger.from_url(settings.ledger.url)
+    base = Ledger.from_url(settings.ledger.url)
+    ledger = in_org(base, org)
     try:
         read = ledger.call_read
         count: dict[str, Callable[[], int]] = {
@@ -211,7 +219,7 @@ def _fetch(
         }
         return fetch[what](), total
     finally:
-        ledger.dispose()
+        base.dispose()
 
 
 def _print_rows(out: TextIO, form: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
@@ -222,7 +230,9 @@ def _print_rows(out: TextIO, form: str, columns: Sequence[str], rows: Sequence[M
         write_csv(out, columns, rows)
 
 
-def _print_table(out: TextIO, what: str, rows: Sequence[Mapping[str, Any]], total: int, view: View) -> None:
+def _print_table(
+    out: TextIO, what: str, rows: Sequence[Mapping[str, Any]], total: int, view: View, org: str | None = None
+) -> None:
     """Rows of one listing as a table that fits the terminal, and what was left out."""
     if view.columns:
         columns = tuple(Column(c, KINDS.get(c, "plain")) for c in view.columns)
@@ -234,6 +244,8 @@ def _print_table(out: TextIO, what: str, rows: Sequence[Mapping[str, Any]], tota
     if len(rows) < total:
         shown += "; --limit N or --all for more"
     footer = [shown, "times are UTC"] if view.wide else [shown, ID_NOTE]
+    if org is not None:
+        footer.insert(0, f"org {org} only")
     if not view.wide:
         footer.append("more: --wide (every column), --columns A,B,C, --format csv|json (everything)")
     render(out, f"ledger {what}", columns, rows, wide=view.wide, footer=footer)

@@ -17,19 +17,23 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from rich.console import Console
 from rich.table import Table
 
 from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, reason
+from bridge.commands.checks import UsageError, in_org, require_org, require_setup
 from bridge.commands.progress import ProgressBar
 from bridge.commands.tables import ID_NOTE, Column, build
 from bridge.config import Settings
 from bridge.errors import ApiLimitExhausted, ConfigurationError
 from bridge.pipeline.reconcile import ReconcileOptions, ReconcileSummary
 from bridge.records.ledger import DriftItem
+
+if TYPE_CHECKING:
+    from bridge.ledger.repository import Ledger
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +90,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         as_json=args.json,
         wait_for_daemon=args.wait_for_daemon,
+        org=args.org,
     )
 
 
@@ -115,9 +120,14 @@ def run_reconcile(
     changed_since: str | datetime | None = None,
     changed_until: str | datetime | None = None,
     wait_for_daemon: float = 60.0,
+    org: str | None = None,
 ) -> int:
-    """The `reconcile` command; returns the exit code (0 done, 1 paused or failed, 2 usage)."""
+    """The `reconcile` command (in `org` alone when given); returns the exit code (0 done, 1 paused or
+    failed, 2 usage)."""
     console = Console(stderr=True)
+    if org is not None:
+        require_setup(settings)
+        require_org(settings, org)
     try:
         options = ReconcileOptions(
             links=tuple(links or ()),
@@ -132,7 +142,7 @@ def run_reconcile(
         console.print(f"error: {_as_flags(str(exc))}")
         return 2
     try:
-        outcome = _run_somewhere(settings, options, as_json, console, wait_for_daemon)
+        outcome = _run_somewhere(settings, Scope(options, org), as_json, console, wait_for_daemon)
     except DaemonRefused as exc:
         console.print(f"error: {exc}")
         return 1
@@ -147,18 +157,26 @@ def run_reconcile(
     return 0 if outcome.state == "finished" else 1
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What to reconcile: the options, and the org (None: the ledger without --org)."""
+
+    options: ReconcileOptions
+    org: str | None = None
+
+
 def _run_somewhere(
-    settings: Settings, options: ReconcileOptions, as_json: bool, console: Console, wait: float
+    settings: Settings, scope: Scope, as_json: bool, console: Console, wait: float
 ) -> Outcome | None:
     """Through the daemon, else in-process; a daemon that holds the lock but has not bound its admin API yet
     (it binds last when it starts) is waited for up to `wait` seconds."""
     deadline = time.monotonic() + max(wait, 0.0)
     waiting = False
     while True:
-        outcome = _via_daemon(settings, options, as_json, console)
+        outcome = _via_daemon(settings, scope, as_json, console)
         if outcome is not None:
             return outcome
-        outcome, held = _in_process(settings, options, as_json, console)
+        outcome, held = _in_process(settings, scope, as_json, console)
         if not held:
             return outcome
         if time.monotonic() >= deadline:
@@ -184,11 +202,10 @@ def _as_flags(message: str) -> str:
 # ---------------------------------------------------------------------------------------- via the daemon
 
 
-def _via_daemon(
-    settings: Settings, options: ReconcileOptions, as_json: bool, console: Console
-) -> Outcome | None:
+def _via_daemon(settings: Settings, scope: Scope, as_json: bool, console: Console) -> Outcome | None:
     """Ask the running daemon; None when its admin API does not answer."""
-    body = {
+    options = scope.options
+    body: dict[str, Any] = {
         "links": list(options.links),
         "bookings": list(options.bookings),
         "since": options.since.isoformat() if options.since else None,
@@ -197,6 +214,8 @@ def _via_daemon(
         "changed_until": options.changed_until.isoformat() if options.changed_until else None,
         "dry_run": options.dry_run,
     }
+    if scope.org is not None:
+        body["orgs"] = [scope.org]
     client = AdminClient(settings.admin, answer_seconds=ADMIN_ANSWER_SECONDS)
     try:
         reply = client.call("POST", "/api/reconciliations", body)
@@ -260,7 +279,7 @@ def _drift_items(settings: Settings, run_id: int) -> list[DriftItem]:
 
 
 def _in_process(
-    settings: Settings, options: ReconcileOptions, as_json: bool, console: Console
+    settings: Settings, scope: Scope, as_json: bool, console: Console
 ) -> tuple[Outcome | None, bool]:
     """Run under the ledger lock: (the outcome, False); (None, True) when another process holds it."""
     from bridge.ledger.lock import InstanceLock
@@ -275,7 +294,7 @@ def _in_process(
         return None, True
     try:
         with ProgressBar(console, enabled=console.is_terminal and not as_json) as report:
-            summary = asyncio.run(_execute(settings, options, report))
+            summary = asyncio.run(_execute(settings, scope, report))
     finally:
         lock.release()
     outcome = Outcome(
@@ -292,13 +311,16 @@ def _in_process(
 
 
 async def _execute(
-    settings: Settings, options: ReconcileOptions, report: Callable[[str, int, int], None] | None
+    settings: Settings, scope: Scope, report: Callable[[str, int, int], None] | None
 ) -> ReconcileSummary:
     from bridge.app import build_pusher, build_reconciler, salesforce_client
     from bridge.ledger.repository import Ledger, utc_now
 
-    ledger = Ledger.from_url(settings.ledger.url)
+    options = scope.options
+    base = Ledger.from_url(settings.ledger.url)
+    ledger = in_org(base, scope.org)
     try:
+        settings = await _org_settings(settings, base, scope.org)
         async with salesforce_client(settings) as (_, client):
             pusher = build_pusher(settings, ledger, client, utc_now)
             reconciler = build_reconciler(
@@ -307,7 +329,19 @@ async def _execute(
             run_id = await reconciler.start(options)
             return await reconciler.execute(run_id, options)
     finally:
-        await ledger.close()
+        await base.close()
+
+
+async def _org_settings(settings: Settings, ledger: Ledger, org: str | None) -> Settings:
+    """The settings whose [salesforce] reaches `org` (the settings themselves without --org)."""
+    if org is None:
+        return settings
+    from bridge.tenancy.connect import org_settings
+
+    record = await ledger.get_org(org)
+    if record is None:
+        raise UsageError(f"the ledger knows no org {org!r} (`mogli-bridge orgs` lists every org)")
+    return org_settings(settings, record)
 
 
 def _drainer(push_once: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[None]]:

@@ -8,20 +8,26 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, reason
-from bridge.commands.checks import require_known, require_setup
+from bridge.commands.checks import in_org, require_known, require_org, require_setup
 from bridge.config import Settings
 from bridge.errors import ConfigurationError
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Dispatch from the command line."""
-    return retry(settings, booking_ids=args.booking, all_failed=args.all_failed)
+    return retry(settings, booking_ids=args.booking, all_failed=args.all_failed, org=args.org)
 
 
 def retry(
-    settings: Settings, *, booking_ids: Sequence[str], all_failed: bool, out: TextIO | None = None
+    settings: Settings,
+    *,
+    booking_ids: Sequence[str],
+    all_failed: bool,
+    out: TextIO | None = None,
+    org: str | None = None,
 ) -> int:
-    """`mogli-bridge retry`: failed records back to the queue, through the daemon when it runs.
+    """`mogli-bridge retry`: failed records back to the queue (of `org` alone when given), through the
+    daemon when it runs.
 
     Without an answer from the daemon's API the ledger is written directly, but only under the ledger's
     instance lock: a command never writes behind a daemon that holds it (exit 1 with the reason instead).
@@ -34,8 +40,11 @@ def retry(
     if bool(booking_ids) == all_failed:
         raise ConfigurationError("retry needs --booking ID... or --all-failed", "--booking")
     require_setup(settings)
-    require_known(settings, bookings=booking_ids)
-    body = {"all_failed": True} if all_failed else {"booking_ids": list(booking_ids)}
+    require_org(settings, org)
+    require_known(settings, bookings=booking_ids, org=org)
+    body: dict[str, object] = {"all_failed": True} if all_failed else {"booking_ids": list(booking_ids)}
+    if org is not None:
+        body["org"] = org
     try:
         reply = AdminClient(settings.admin).call("POST", "/api/retry", body)
     except (DaemonAbsent, DaemonSilent) as exc:
@@ -56,11 +65,13 @@ def retry(
         return 1
     try:
         out.write(f"no daemon holds the ledger (the admin API {api}); writing the ledger directly\n")
-        ledger = Ledger.from_url(settings.ledger.url)
+        base = Ledger.from_url(settings.ledger.url)
         try:
-            moved = ledger.call(requeue.requeue, list(booking_ids) or None, all_failed, ledger.now(), "cli")
+            moved = in_org(base, org).call(
+                requeue.requeue, list(booking_ids) or None, all_failed, base.now(), "cli"
+            )
         finally:
-            ledger.dispose()
+            base.dispose()
     finally:
         lock.release()
     out.write(f"requeued {moved} record(s) in the ledger; a daemon pushes them once it runs\n")

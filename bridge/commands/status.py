@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, Reply, reason
-from bridge.commands.checks import SETUP_HINT
+from bridge.commands.checks import SETUP_HINT, in_org, require_org, require_setup, with_ledger
 from bridge.commands.output import first_line, flatten, jsonable, write_csv, write_table
 from bridge.config import Settings
 from bridge.records.ledger import ReconciliationRun
@@ -23,11 +24,11 @@ RUNS_SEARCHED = 20  # newest runs looked through for the last finished one
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Dispatch from the command line."""
-    return status(settings, as_json=args.json, verbose=args.verbose)
+    return status(settings, as_json=args.json, verbose=args.verbose, org=args.org)
 
 
-def _ledger_section(settings: Settings) -> dict[str, Any]:
-    """What the ledger says, read directly."""
+def _ledger_section(settings: Settings, org: str | None = None) -> dict[str, Any]:
+    """What the ledger says (of `org` alone when given), read directly."""
     from bridge.ledger import queries, reports
     from bridge.ledger.engine import durability_problems
     from bridge.ledger.migrate import current_revision, head_revision
@@ -42,16 +43,17 @@ def _ledger_section(settings: Settings) -> dict[str, Any]:
                 "set_up": False,
                 "error": f"the ledger has no tables yet: {SETUP_HINT}",
             }
-        ledger = Ledger.from_url(settings.ledger.url)
+        base = Ledger.from_url(settings.ledger.url)
+        ledger = in_org(base, org)
         try:
             counts = ledger.call_read(queries.counts)
             positions = ledger.call_read(reports.list_checkpoints)
             totals = ledger.call_read(reports.drift_totals)
             runs = ledger.call_read(reports.list_runs, RUNS_SEARCHED)
             outstanding = _outstanding(ledger, runs)
-            durability = durability_problems(ledger.engine)
+            durability = durability_problems(base.engine)
         finally:
-            ledger.dispose()
+            base.dispose()
     except Exception as exc:
         return {"reachable": False, "error": first_line(exc)}
     source_position = positions.pop("source", "")
@@ -114,10 +116,27 @@ def _source_section(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _daemon_section(settings: Settings) -> dict[str, Any]:
-    """The running daemon's own /api/status, or why there is none."""
+def _orgs_section(settings: Settings, org: str | None) -> dict[str, Any] | None:
+    """The orgs: `org`'s row, or without it how many are in each state when there is more than the default
+    org (tenancy); None for a ledger of the default org alone."""
+    from bridge.admin.orgs import org_rows, row_json, state_summary
+
     try:
-        reply: Reply = AdminClient(settings.admin).call("GET", "/api/status")
+        rows = with_ledger(settings, org_rows)
+    except Exception as exc:
+        return {"error": first_line(exc)}
+    if org is not None:
+        return {"org": next((row_json(r) for r in rows if r.org_id == org), None)}
+    if len(rows) <= 1 and not settings.tenancy.enabled:
+        return None
+    return {"summary": state_summary(rows), "orgs": [row_json(r) for r in rows]}
+
+
+def _daemon_section(settings: Settings, org: str | None = None) -> dict[str, Any]:
+    """The running daemon's own /api/status (of `org` alone when given), or why there is none."""
+    path = "/api/status" if org is None else f"/api/status?org={urllib.parse.quote(org)}"
+    try:
+        reply: Reply = AdminClient(settings.admin).call("GET", path)
     except DaemonAbsent:
         return {"running": False, "reason": "no daemon answers on admin.listen"}
     except DaemonSilent as exc:
@@ -127,13 +146,19 @@ def _daemon_section(settings: Settings) -> dict[str, Any]:
     return {"running": True, **reply.body}
 
 
-def status_report(settings: Settings) -> dict[str, Any]:
-    """Ledger and source read directly, merged with the daemon's /api/status when it answers."""
+def status_report(settings: Settings, org: str | None = None) -> dict[str, Any]:
+    """Ledger and source read directly, merged with the daemon's /api/status when it answers; with `org`,
+    the ledger's figures and the daemon's are that org's."""
     report: dict[str, Any] = {
-        "ledger": _ledger_section(settings),
+        "ledger": _ledger_section(settings, org),
         "source": _source_section(settings),
-        "daemon": _daemon_section(settings),
+        "daemon": _daemon_section(settings, org),
     }
+    orgs = _orgs_section(settings, org) if report["ledger"].get("current_schema") else None
+    if orgs is not None:
+        report["orgs"] = orgs
+        if isinstance(orgs.get("org"), Mapping):  # the org's own channels, not the default org's
+            report["ledger"]["salesforce_stream_positions"] = dict(orgs["org"]["positions"])
     daemon = report["daemon"]
     replication = daemon.get("replication") if isinstance(daemon.get("replication"), Mapping) else {}
     salesforce = daemon.get("salesforce") if isinstance(daemon.get("salesforce"), Mapping) else {}
@@ -151,7 +176,23 @@ def status_report(settings: Settings) -> dict[str, Any]:
         "pending": report["ledger"].get("pending"),
         "failed": report["ledger"].get("failed"),
     }
+    _org_summary(report["summary"], orgs, org)
     return {"summary": report.pop("summary"), **report}
+
+
+def _org_summary(summary: dict[str, Any], orgs: Mapping[str, Any] | None, org: str | None) -> None:
+    """The orgs in the summary: the chosen org, its state and API budget; or how many orgs are in each
+    state (the paused ones' reasons)."""
+    if orgs is None:
+        return
+    row = orgs.get("org")
+    if org is not None and isinstance(row, Mapping):
+        summary["org"] = org
+        summary["org_state"] = row["state"] + (f" ({row['reason']})" if row.get("reason") else "")
+        summary["api_used"] = row.get("api_used") if row.get("api_used") is not None else summary["api_used"]
+        summary["api_limit"] = row.get("api_limit") or summary["api_limit"]
+    elif "summary" in orgs:
+        summary["orgs"] = orgs["summary"]
 
 
 def _problems(report: Mapping[str, Any]) -> list[str]:
@@ -167,14 +208,24 @@ def _problems(report: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def status(settings: Settings, *, as_json: bool, out: TextIO | None = None, verbose: bool = False) -> int:
-    """`mogli-bridge status`: 0 when ledger and source are reachable, else 1.
+def status(
+    settings: Settings,
+    *,
+    as_json: bool,
+    out: TextIO | None = None,
+    verbose: bool = False,
+    org: str | None = None,
+) -> int:
+    """`mogli-bridge status` (of `org` alone when given): 0 when ledger and source are reachable, else 1.
 
     On a terminal the short summary comes first and alone (it must not scroll away); --verbose adds every
     section after it. In a pipe, `key,value` lines of everything; --json, the whole report.
     """
     out = out or sys.stdout
-    report = status_report(settings)
+    if org is not None:
+        require_setup(settings)
+        require_org(settings, org)
+    report = status_report(settings, org)
     if as_json:
         out.write(json.dumps(jsonable(report), indent=2) + "\n")
     elif out.isatty():
@@ -215,7 +266,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     drift = _drift_text(ledger.get("outstanding_drift"))
     count = "unknown" if summary.get("pending") is None else f"{summary['pending']:,}"
     failed = "unknown" if summary.get("failed") is None else f"{summary['failed']:,}"
-    lines = [
+    lines = [("org", f"{summary['org']}: {summary['org_state']}")] if summary.get("org") else []
+    lines += [
         ("state", str(summary["state"])),
         ("replication lag", lag),
         ("pending", count),
@@ -223,6 +275,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("API budget", budget),
         ("outstanding drift", drift),
     ]
+    if summary.get("orgs"):
+        lines.append(("orgs", str(summary["orgs"])))
     lines += [("reason", reason_text) for reason_text in summary["reasons"]]
     return lines
 

@@ -180,6 +180,29 @@ class EmulatorProcess:
         """POST to a control route."""
         return http_json("POST", f"{self.url}/__emulator/{path}", body or {})[1]
 
+    # -- hosted orgs (CONTRACT §9)
+    def create_org(
+        self, name: str, *, jwt_public_key: str | None = None, users: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """A new org of this emulator: `{"org_id", "name", "url", "users": [{"Id", "Username", ...}]}`."""
+        body: dict[str, Any] = {"name": name}
+        if jwt_public_key is not None:
+            body["jwt_public_key"] = jwt_public_key
+        if users is not None:
+            body["users"] = users
+        return http_json("POST", f"{self.url}/__emulator/orgs", body)[1]  # type: ignore[no-any-return]
+
+    def orgs(self) -> list[dict[str, Any]]:
+        """Every org this emulator serves (the main org first): org_id, name, url, users, records, main."""
+        return http_json("GET", f"{self.url}/__emulator/orgs")[1]["orgs"]  # type: ignore[no-any-return]
+
+    def requests(self, org_url: str | None = None, since: str | None = None) -> list[dict[str, Any]]:
+        """Recent API requests of one org (the main org by default), tokens as fingerprints, at or after
+        `since` (ISO 8601) when given."""
+        query = "?" + urllib.parse.urlencode({"since": since}) if since else ""
+        url = f"{org_url or self.url}/__emulator/requests{query}"
+        return http_json("GET", url)[1]["requests"]  # type: ignore[no-any-return]
+
     # -- plain REST, as a person would (no Sforce-Call-Options)
     def token(self) -> str:
         """An access token for the integration user."""

@@ -1,7 +1,8 @@
 """Inbound reads and writes: the rows a Salesforce change names, and the effects the inbound policy chose.
 
 Every effect of one change event is written with the channel's replay position in one transaction, so a
-crash either loses both (the event is delivered again and decided again) or keeps both.
+crash either loses both (the event is delivered again and decided again) or keeps both. A scoped ledger
+reads and changes only its org's rows: a Salesforce id of another org is unknown here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy import ColumnElement, Connection, RowMapping, and_, or_, select,
 
 from bridge.ledger.checkpoints import write_position
 from bridge.ledger.journal import append_journal
+from bridge.ledger.scope import scope_of
 from bridge.ledger.tables import ACTIVITIES, LINKS, USERS
 from bridge.ledger.workset import chunked
 from bridge.records.inbound import (
@@ -63,7 +65,7 @@ def _activities_where(connection: Connection, where: ColumnElement[bool]) -> lis
     query = (
         select(ACTIVITIES, LINKS.c.link_type)
         .outerjoin(LINKS, LINKS.c.link_id == ACTIVITIES.c.link_id)
-        .where(where)
+        .where(where, scope_of(connection).rows(ACTIVITIES))
     )
     return [_known_activity(m) for m in connection.execute(query).mappings()]
 
@@ -95,6 +97,7 @@ def find_links(
     for column, keys in ((LINKS.c.mogli_event_id, salesforce_ids), (LINKS.c.link_id, link_ids)):
         for part in chunked(sorted(set(keys))):
             query = select(LINKS.c.link_id, LINKS.c.mogli_event_id, LINKS.c.state, LINKS.c.link_type)
+            query = query.where(scope_of(connection).rows(LINKS))
             out += [
                 KnownLink(m["link_id"], m["mogli_event_id"], m["state"], m["link_type"])
                 for m in connection.execute(query.where(column.in_(part))).mappings()
@@ -106,7 +109,10 @@ def user_for_salesforce_id(connection: Connection, salesforce_user_id: str) -> s
     """The scheduler user connected to this Salesforce user (the first, when several are)."""
     query = (
         select(USERS.c.user_id)
-        .where(USERS.c.salesforce_user_id.in_({salesforce_user_id, salesforce_user_id[:15]}))
+        .where(
+            USERS.c.salesforce_user_id.in_({salesforce_user_id, salesforce_user_id[:15]}),
+            scope_of(connection).rows(USERS),
+        )
         .order_by(USERS.c.user_id)
         .limit(1)
     )
@@ -149,7 +155,8 @@ def _apply_activity(connection: Connection, change: ActivityChange, now: datetim
     if change.requeue:
         values.update(_requeued(ACTIVITIES.c.version, now))
     values["updated_at"] = now
-    connection.execute(update(ACTIVITIES).where(ACTIVITIES.c.booking_id == change.booking_id).values(values))
+    where = (ACTIVITIES.c.booking_id == change.booking_id) & scope_of(connection).rows(ACTIVITIES)
+    connection.execute(update(ACTIVITIES).where(where).values(values))
     return [
         JournalEntry(
             now, Direction.INBOUND, "activity", change.booking_id, change.action, dict(change.detail)
@@ -166,7 +173,7 @@ def _apply_link(connection: Connection, change: LinkChange, now: datetime) -> li
         values["error_code"] = None
     if change.clear_mogli_event_id:
         values["mogli_event_id"] = None
-    where = LINKS.c.link_id == change.link_id
+    where = (LINKS.c.link_id == change.link_id) & scope_of(connection).rows(LINKS)
     before = connection.execute(select(LINKS.c.mogli_event_id).where(where)).scalar_one_or_none()
     if change.cascade is Cascade.MARK_DELETED:
         values["error_code"] = MOGLI_EVENT_DELETED
@@ -186,6 +193,7 @@ def _cascade_deleted(
 ) -> list[JournalEntry]:
     """The Events whose WhatId was the deleted Mogli Event went with it (Salesforce's cascade)."""
     went = and_(
+        scope_of(connection).rows(ACTIVITIES),
         ACTIVITIES.c.link_id == link_id,
         ACTIVITIES.c.what_id == mogli_event_id,
         ACTIVITIES.c.state.in_(
@@ -205,6 +213,7 @@ def _cascade_deleted(
 def _cascade_restored(connection: Connection, link_id: str, now: datetime) -> list[JournalEntry]:
     """The Events that went with the Mogli Event are written again (restored with it, or recreated)."""
     back = and_(
+        scope_of(connection).rows(ACTIVITIES),
         ACTIVITIES.c.link_id == link_id,
         ACTIVITIES.c.state == A.DELETED_IN_SALESFORCE.value,
         ACTIVITIES.c.error_code == MOGLI_EVENT_DELETED,
@@ -220,10 +229,12 @@ def _cascade_restored(connection: Connection, link_id: str, now: datetime) -> li
 def recreate_deleted_links(connection: Connection, now: datetime) -> list[str]:
     """Links whose Mogli Event was deleted in Salesforce and that have a new booking waiting: their Mogli
     Event is written again, with their future Events. Returns the link ids."""
+    scope = scope_of(connection)
     waiting = select(ACTIVITIES.c.link_id).where(
         ACTIVITIES.c.state == A.PENDING.value, ACTIVITIES.c.source_deleted.is_(False)
     )
     due = and_(
+        scope.rows(LINKS),
         LINKS.c.state == L.DELETED_IN_SALESFORCE.value,
         LINKS.c.error_code == MOGLI_EVENT_DELETED,
         LINKS.c.source_deleted.is_(False),
@@ -236,6 +247,7 @@ def recreate_deleted_links(connection: Connection, now: datetime) -> list[str]:
             update(LINKS).where(LINKS.c.link_id.in_(part)).values(_requeued(LINKS.c.version, now))
         )
         future = and_(
+            scope.rows(ACTIVITIES),
             ACTIVITIES.c.link_id.in_(part),
             ACTIVITIES.c.start_at > now,
             ACTIVITIES.c.source_deleted.is_(False),

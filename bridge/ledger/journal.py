@@ -8,15 +8,24 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
+from bridge.ledger.scope import scope_of
 from bridge.ledger.tables import JOURNAL
 from bridge.ledger.workset import Row, insert_many
 from bridge.records.ledger import Direction, JournalEntry
 
 
-def outbound_row(now: datetime, entity: str, key: str, action: str, detail: dict[str, Any]) -> Row:
-    """A journal row (as insert parameters) for an outbound entry."""
+def outbound_row(
+    now: datetime,
+    entity: str,
+    key: str,
+    action: str,
+    detail: dict[str, Any],
+    org_id: str | None = None,
+) -> Row:
+    """A journal row (insert parameters) for an outbound entry of `org_id`'s row (None: the default org)."""
     return {
         "at": now,
+        "org_id": org_id,
         "direction": Direction.OUTBOUND.value,
         "entity": entity,
         "entity_key": key,
@@ -26,10 +35,12 @@ def outbound_row(now: datetime, entity: str, key: str, action: str, detail: dict
 
 
 def append_journal(connection: Connection, entries: Sequence[JournalEntry]) -> None:
-    """Append entries (one executemany)."""
+    """Append entries (one executemany); an entry naming no org gets the scope's."""
+    scope = scope_of(connection)
     rows = [
         {
             "at": e.at,
+            "org_id": scope.written_org(e.org_id),
             "direction": e.direction.value,
             "entity": e.entity,
             "entity_key": e.entity_key,
@@ -52,7 +63,7 @@ def list_journal(
     limit: int = 100,
 ) -> list[JournalEntry]:
     """Journal entries, newest first; `link_id` / `booking_id` select that link's or booking's entries."""
-    query = _journal_query(select(JOURNAL), entity, key, link_id, booking_id, since)
+    query = _journal_query(connection, select(JOURNAL), entity, key, link_id, booking_id, since)
     query = query.order_by(JOURNAL.c.id.desc()).limit(limit)
     return [_journal_entry(m) for m in connection.execute(query).mappings()]
 
@@ -65,11 +76,14 @@ def count_journal(
     since: datetime | None = None,
 ) -> int:
     """How many entries `list_journal` matches, without its limit."""
-    query = _journal_query(select(func.count()).select_from(JOURNAL), None, None, link_id, booking_id, since)
+    query = _journal_query(
+        connection, select(func.count()).select_from(JOURNAL), None, None, link_id, booking_id, since
+    )
     return int(connection.execute(query).scalar_one())
 
 
 def _journal_query(
+    connection: Connection,
     query: Any,
     entity: str | None,
     key: str | None,
@@ -77,7 +91,7 @@ def _journal_query(
     booking_id: str | None,
     since: datetime | None,
 ) -> Any:
-    """`query` narrowed by the journal's filters."""
+    """`query` narrowed by the journal's filters and the connection's org scope."""
     if entity is not None:
         query = query.where(JOURNAL.c.entity == entity)
     if key is not None:
@@ -91,7 +105,7 @@ def _journal_query(
         query = query.where(or_(*keyed))
     if since is not None:
         query = query.where(JOURNAL.c.at >= since)
-    return query
+    return query.where(scope_of(connection).rows(JOURNAL))
 
 
 def _journal_entry(m: Any) -> JournalEntry:
@@ -104,4 +118,5 @@ def _journal_entry(m: Any) -> JournalEntry:
         entity_key=m["entity_key"],
         action=m["action"],
         detail=m["detail"],
+        org_id=m["org_id"],
     )

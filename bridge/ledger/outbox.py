@@ -2,6 +2,9 @@
 
 Claims take no lock (one worker pushes); instead every outcome write compares the version it was claimed
 at, so a source change that lands between claim and record leaves the row pending for the next round.
+
+In a scoped ledger (ledger/scope.py) claims return only the scope's org's rows, and every recording
+transaction passes `gate.admitted` first: an outcome for a row of another org changes nothing and is logged.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 
+from bridge.ledger.gate import admitted
 from bridge.ledger.journal import outbound_row
+from bridge.ledger.scope import scope_of
 from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, USERS, UtcDateTime
 from bridge.ledger.workset import Row, chunked, insert_many
 from bridge.records.ledger import ActivitySyncState as A
@@ -65,7 +70,7 @@ def _user(mapping: RowMapping, prefix: str) -> UserState | None:
     user_id = mapping[f"{prefix}_user_id"]
     if user_id is None:
         return None
-    return UserState(user_id=user_id, salesforce_user_id=mapping[f"{prefix}_salesforce_user_id"])
+    return UserState(user_id, mapping[f"{prefix}_salesforce_user_id"], mapping[f"{prefix}_org_id"])
 
 
 def _link_state(mapping: RowMapping | Mapping[str, Any], prefix: str = "") -> LinkState:
@@ -83,19 +88,21 @@ def _link_state(mapping: RowMapping | Mapping[str, Any], prefix: str = "") -> Li
         source_deleted=bool(get("source_deleted")),
         mogli_event_id=get("mogli_event_id"),
         state=get("state"),
+        org_id=get("org_id"),
     )
 
 
 def claim_links(connection: Connection, now: datetime, limit: int) -> list[LinkWork]:
-    """Links whose Mogli Event must be written, first booked first, with their owner."""
+    """Links whose Mogli Event must be written, first booked first, with their owner (the scope's org's)."""
     query = (
         select(
             LINKS,
             _OWNER.c.user_id.label("owner_user_id_"),
             _OWNER.c.salesforce_user_id.label("owner_salesforce_user_id"),
+            _OWNER.c.org_id.label("owner_org_id"),
         )
         .outerjoin(_OWNER, _OWNER.c.user_id == LINKS.c.owner_user_id)
-        .where(_due(LINKS, now))
+        .where(_due(LINKS, now), scope_of(connection).rows(LINKS))
         .order_by(func.coalesce(LINKS.c.first_booked_at, LINKS.c.updated_at), LINKS.c.link_id)
         .limit(limit)
     )
@@ -103,7 +110,7 @@ def claim_links(connection: Connection, now: datetime, limit: int) -> list[LinkW
     for m in connection.execute(query).mappings():
         owner = None
         if m["owner_user_id_"] is not None:
-            owner = UserState(m["owner_user_id_"], m["owner_salesforce_user_id"])
+            owner = UserState(m["owner_user_id_"], m["owner_salesforce_user_id"], m["owner_org_id"])
         work.append(LinkWork(link=_link_state(m), owner=owner, version=m["version"], attempts=m["attempts"]))
     return work
 
@@ -111,7 +118,8 @@ def claim_links(connection: Connection, now: datetime, limit: int) -> list[LinkW
 def claim_activities(
     connection: Connection, now: datetime, limit: int, exclude: Collection[str] = ()
 ) -> list[ActivityWork]:
-    """Activities ready to push: their link has its Mogli Event, failed, is missing, or they are deletes."""
+    """Activities ready to push (the scope's org's): their link has its Mogli Event, failed, is missing, or
+    they are deletes."""
     link_columns = [c.label(f"l_{c.name}") for c in LINKS.c]
     ready = or_(
         LINKS.c.link_id.is_(None),
@@ -126,13 +134,15 @@ def claim_activities(
             *link_columns,
             _OWNER.c.user_id.label("owner_user_id"),
             _OWNER.c.salesforce_user_id.label("owner_salesforce_user_id"),
+            _OWNER.c.org_id.label("owner_org_id"),
             _ASSIGNEE.c.user_id.label("assignee_user_id"),
             _ASSIGNEE.c.salesforce_user_id.label("assignee_salesforce_user_id"),
+            _ASSIGNEE.c.org_id.label("assignee_org_id"),
         )
         .outerjoin(LINKS, LINKS.c.link_id == ACTIVITIES.c.link_id)
         .outerjoin(_OWNER, _OWNER.c.user_id == LINKS.c.owner_user_id)
         .outerjoin(_ASSIGNEE, _ASSIGNEE.c.user_id == ACTIVITIES.c.assigned_user_id)
-        .where(_due(ACTIVITIES, now), ready)
+        .where(_due(ACTIVITIES, now), ready, scope_of(connection).rows(ACTIVITIES))
         .order_by(ACTIVITIES.c.updated_at, ACTIVITIES.c.booking_id)
         # The excluded (in-flight) ids are filtered here rather than in SQL so that a long list never
         # becomes an unbounded NOT IN.
@@ -160,6 +170,7 @@ def _activity_work(m: RowMapping) -> ActivityWork:
         related_record_id=m["related_record_id"],
         source_deleted=bool(m["source_deleted"]),
         problems=tuple(m["problems"] or ()),
+        org_id=m["org_id"],
     )
     link = _link_state(m, "l_") if m["l_link_id"] is not None else None
     return ActivityWork(
@@ -233,6 +244,7 @@ def _failure_statements(table: Table, key: str, now: datetime) -> list[tuple[Any
 
 def record_links(connection: Connection, outcomes: Sequence[LinkOutcome], now: datetime) -> None:
     """Write link outcomes (one executemany per statement kind) and journal them."""
+    outcomes, orgs = admitted(connection, LINKS, "link_id", outcomes)
     key_mogli: Any = func.coalesce(bindparam("p_mogli"), LINKS.c.mogli_event_id)
     synced = {
         **_settled(L.SYNCED.value, now),
@@ -249,7 +261,7 @@ def record_links(connection: Connection, outcomes: Sequence[LinkOutcome], now: d
     ]
     params = [_link_params(o) for o in outcomes]
     _execute_grouped(connection, statements, outcomes, params)
-    insert_many(connection, JOURNAL, [_link_journal(o, now) for o in outcomes])
+    insert_many(connection, JOURNAL, [_link_journal(o, now, orgs[o.link_id]) for o in outcomes])
     _release_waiting(connection, [o.link_id for o in outcomes if o.state is OutcomeState.SYNCED], now)
 
 
@@ -265,8 +277,9 @@ def _release_waiting(connection: Connection, link_ids: Sequence[str], now: datet
             ACTIVITIES.c.state == A.FAILED.value,
             ACTIVITIES.c.error_code.in_(LINK_WAITING_CODES),
         )
+        c = ACTIVITIES.c
         rows = connection.execute(
-            select(ACTIVITIES.c.booking_id, ACTIVITIES.c.link_id, ACTIVITIES.c.error_code).where(waiting)
+            select(c.booking_id, c.link_id, c.error_code, c.org_id).where(waiting)
         ).all()
         if not rows:
             continue
@@ -278,17 +291,17 @@ def _release_waiting(connection: Connection, link_ids: Sequence[str], now: datet
             "updated_at": now,
         }
         connection.execute(update(ACTIVITIES).where(waiting).values(values))
+        action = "ledger.mogli_event_available"
         entries = [
-            outbound_row(
-                now, "activity", key, "ledger.mogli_event_available", {"link_id": link_id, "error_code": code}
-            )
-            for key, link_id, code in rows
+            outbound_row(now, "activity", key, action, {"link_id": link_id, "error_code": code}, org_id)
+            for key, link_id, code, org_id in rows
         ]
         insert_many(connection, JOURNAL, entries)
 
 
 def record_activities(connection: Connection, outcomes: Sequence[ActivityOutcome], now: datetime) -> None:
     """Write activity outcomes (one executemany per statement kind) and journal them."""
+    outcomes, orgs = admitted(connection, ACTIVITIES, "booking_id", outcomes)
     has_fields = bindparam("p_has_fields", type_=Boolean())
 
     def from_fields(column: str, param: str) -> Any:
@@ -314,7 +327,8 @@ def record_activities(connection: Connection, outcomes: Sequence[ActivityOutcome
     ]
     params = [_activity_params(o) for o in outcomes]
     _execute_grouped(connection, statements, outcomes, params)
-    insert_many(connection, JOURNAL, [_activity_journal(o, now) for o in outcomes])
+    journal = [_activity_journal(o, now, orgs[o.booking_id]) for o in outcomes]
+    insert_many(connection, JOURNAL, journal)
 
 
 def _execute_grouped(
@@ -366,17 +380,17 @@ def _outcome_detail(o: LinkOutcome | ActivityOutcome) -> dict[str, Any]:
     return detail
 
 
-def _link_journal(o: LinkOutcome, now: datetime) -> Row:
+def _link_journal(o: LinkOutcome, now: datetime, org_id: str | None) -> Row:
     detail = _outcome_detail(o)
     detail.update(mogli_event_id=o.mogli_event_id, owner_salesforce_id=o.owner_salesforce_id)
-    return outbound_row(now, "link", o.link_id, _LINK_ACTIONS[o.state], detail)
+    return outbound_row(now, "link", o.link_id, _LINK_ACTIONS[o.state], detail, org_id)
 
 
-def _activity_journal(o: ActivityOutcome, now: datetime) -> Row:
+def _activity_journal(o: ActivityOutcome, now: datetime, org_id: str | None) -> Row:
     detail = _outcome_detail(o)
     detail["activity_id"] = o.activity_id
     if o.fields is not None:
         detail.update(owner_id=o.fields.owner_id, who_id=o.fields.who_id, what_id=o.fields.what_id)
         detail["mogli_event_id"] = o.fields.mogli_event_id
     detail.update(dict(o.detail))
-    return outbound_row(now, "activity", o.booking_id, _ACTIVITY_ACTIONS[o.state], detail)
+    return outbound_row(now, "activity", o.booking_id, _ACTIVITY_ACTIONS[o.state], detail, org_id)

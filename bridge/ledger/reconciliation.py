@@ -1,5 +1,5 @@
 """Ledger reads and writes of reconciliation: rows in a scope, re-mirroring and requeueing drifted rows, chunk
-progress.
+progress. Every read and repair keeps to the connection's org scope (ledger/scope.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from bridge.ledger.journal import append_journal
 from bridge.ledger.queries import _link_record
 from bridge.ledger.requeue import mark_deleted_in_salesforce
 from bridge.ledger.runs import add_drift
+from bridge.ledger.scope import OrgScope, scope_of
 from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, RUNS, USERS
 from bridge.ledger.workset import chunked
 from bridge.records.ledger import ActivitySyncState as A
@@ -48,6 +49,7 @@ def activity_ids(
 ) -> list[tuple[str, str | None, str | None]]:
     """(booking id, link id, assigned user id) of the activities in scope (all: no filter), sorted."""
     query = select(ACTIVITIES.c.booking_id, ACTIVITIES.c.link_id, ACTIVITIES.c.assigned_user_id)
+    query = query.where(scope_of(connection).rows(ACTIVITIES))
     if links:
         query = query.where(ACTIVITIES.c.link_id.in_(list(links)))
     if bookings:
@@ -64,8 +66,10 @@ def changed_ids(
 ) -> tuple[list[tuple[str, str | None, str | None]], list[str]]:
     """Activities (booking, link, assigned user) and link ids whose row changed in [since, until), sorted."""
 
+    scope = scope_of(connection)
+
     def window(table: Any) -> Any:
-        changed = table.c.updated_at >= since
+        changed = (table.c.updated_at >= since) & scope.rows(table)
         return changed & (table.c.updated_at < until) if until is not None else changed
 
     columns = (ACTIVITIES.c.booking_id, ACTIVITIES.c.link_id, ACTIVITIES.c.assigned_user_id)
@@ -78,14 +82,16 @@ def changed_ids(
 
 def link_ids(connection: Connection) -> list[str]:
     """Every link id the ledger knows, sorted."""
-    return sorted(k for (k,) in connection.execute(select(LINKS.c.link_id)))
+    query = select(LINKS.c.link_id).where(scope_of(connection).rows(LINKS))
+    return sorted(k for (k,) in connection.execute(query))
 
 
 def links_by_id(connection: Connection, ids: Collection[str]) -> dict[str, LinkRecord]:
     """The links with these ids."""
     found: dict[str, LinkRecord] = {}
     for part in chunked(sorted(set(ids))):
-        for m in connection.execute(select(LINKS).where(LINKS.c.link_id.in_(part))).mappings():
+        query = select(LINKS).where(LINKS.c.link_id.in_(part), scope_of(connection).rows(LINKS))
+        for m in connection.execute(query).mappings():
             found[m["link_id"]] = _link_record(m)
     return found
 
@@ -94,7 +100,9 @@ def users_by_id(connection: Connection, ids: Collection[str]) -> dict[str, str |
     """User id -> Salesforce user id, for the users with these ids the ledger knows."""
     found: dict[str, str | None] = {}
     for part in chunked(sorted(set(ids))):
-        query = select(USERS.c.user_id, USERS.c.salesforce_user_id).where(USERS.c.user_id.in_(part))
+        query = select(USERS.c.user_id, USERS.c.salesforce_user_id).where(
+            USERS.c.user_id.in_(part), scope_of(connection).rows(USERS)
+        )
         found.update({u: s for u, s in connection.execute(query)})
     return found
 
@@ -108,18 +116,29 @@ def _relink(
     inbound path's `recreate` does on the link's next booking; past meetings stay as they are).
     """
     bookings: set[str] = set()
+    scope = scope_of(connection)
     for part in chunked(link_ids):
         values = {**queue, "version": LINKS.c.version + 1, "mogli_event_id": None}
-        connection.execute(update(LINKS).where(LINKS.c.link_id.in_(part)).values(values))
+        connection.execute(update(LINKS).where(LINKS.c.link_id.in_(part), scope.rows(LINKS)).values(values))
         went = and_(
             ACTIVITIES.c.state == A.DELETED_IN_SALESFORCE.value,
             ACTIVITIES.c.error_code == MOGLI_EVENT_DELETED,
             ACTIVITIES.c.start_at > now,
         )
         live = ACTIVITIES.c.link_id.in_(part) & or_(ACTIVITIES.c.state.in_(_RELINK_STATES), went)
-        live &= ACTIVITIES.c.source_deleted.is_(False)
+        live &= ACTIVITIES.c.source_deleted.is_(False) & scope.rows(ACTIVITIES)
         bookings |= {k for (k,) in connection.execute(select(ACTIVITIES.c.booking_id).where(live))}
     return bookings
+
+
+def _held(connection: Connection, scope: OrgScope, table: Any, key: Any, ids: Collection[str]) -> set[str]:
+    """The ids among `ids` of rows the scope holds (all of them for every org: today's behaviour)."""
+    if scope.every:
+        return set(ids)
+    found: set[str] = set()
+    for part in chunked(sorted(set(ids))):
+        found |= {k for (k,) in connection.execute(select(key).where(key.in_(part), scope.rows(table)))}
+    return found
 
 
 def requeue_drifted(
@@ -143,11 +162,13 @@ def requeue_drifted(
         "error_code": None,
         "updated_at": now,
     }
-    relink = sorted(set(relink_ids))
-    bookings = set(booking_ids) | _relink(connection, relink, queue, now)
-    links = sorted(set(link_ids) - set(relink))
+    scope = scope_of(connection)
+    relink = _held(connection, scope, LINKS, LINKS.c.link_id, relink_ids)
+    bookings = _held(connection, scope, ACTIVITIES, ACTIVITIES.c.booking_id, booking_ids)
+    bookings |= _relink(connection, sorted(relink), queue, now)
+    links = _held(connection, scope, LINKS, LINKS.c.link_id, link_ids) - relink
     for table, key, ids in (
-        (LINKS, LINKS.c.link_id, links),
+        (LINKS, LINKS.c.link_id, sorted(links)),
         (ACTIVITIES, ACTIVITIES.c.booking_id, sorted(bookings)),
     ):
         for part in chunked(ids):
@@ -170,11 +191,14 @@ def mark_deleted(connection: Connection, salesforce_ids: Collection[str], now: d
 def accept_owners(connection: Connection, owners: Mapping[str, str], now: datetime, run_id: int) -> int:
     """Record Event owners a person set in Salesforce (the owner policy accepts them); returns how many."""
     entries = []
+    scope = scope_of(connection)
     for booking_id, owner_id in sorted(owners.items()):
-        where = ACTIVITIES.c.booking_id == booking_id
-        connection.execute(
+        where = (ACTIVITIES.c.booking_id == booking_id) & scope.rows(ACTIVITIES)
+        done = connection.execute(
             update(ACTIVITIES).where(where).values(owner_salesforce_id=owner_id, updated_at=now)
         )
+        if done.rowcount == 0 and not scope.every:
+            continue
         detail = {"run_id": run_id, "owner_id": owner_id, "policy": "accept"}
         entries.append(
             JournalEntry(now, Direction.RECONCILE, "activity", booking_id, "reconcile.owner_accepted", detail)
@@ -223,15 +247,34 @@ def mirror_key(change: SourceChange) -> MirrorKey:
     return _ENTITY[change.table], change.row.id if change.row is not None else "*"
 
 
+_TABLE = {"user": (USERS, "user_id"), "link": (LINKS, "link_id"), "activity": (ACTIVITIES, "booking_id")}
+
+
+def _foreign(connection: Connection, keys: Collection[MirrorKey]) -> set[MirrorKey]:
+    """The keys whose ledger row belongs to an org outside the scope (none for every org)."""
+    scope = scope_of(connection)
+    if scope.every:
+        return set()
+    found: set[MirrorKey] = set()
+    for entity, (table, column) in _TABLE.items():
+        ids = sorted({k for e, k in keys if e == entity and k != "*"})
+        for part in chunked(ids):
+            query = select(table.c[column], table.c.org_id).where(table.c[column].in_(part))
+            found |= {(entity, k) for k, org in connection.execute(query) if not scope.holds(org)}
+    return found
+
+
 def remirror(
     connection: Connection, changes: Sequence[SourceChange], mark: int, now: datetime
 ) -> set[MirrorKey]:
     """Apply scheduler rows read after `mark` through the ordinary ingest, as a snapshot at the stored source
     position (the checkpoint does not move), leaving out every row the stream changed since `mark`: the
-    ledger already holds a version at least as new. Returns the keys left out.
+    ledger already holds a version at least as new, and (scoped) every row the ledger holds in another org.
+    Returns the keys left out.
     """
     _lock_mirror(connection)
-    newer = _streamed_since(connection, {mirror_key(c) for c in changes}, mark)
+    keys = {mirror_key(c) for c in changes}
+    newer = _streamed_since(connection, keys, mark) | _foreign(connection, keys)
     kept = tuple(c for c in changes if mirror_key(c) not in newer)
     if kept:
         stored = read_position(connection, SOURCE_STREAM)
@@ -247,14 +290,19 @@ def record_chunk(
 ) -> None:
     """Store a chunk's drift and the run's progress together: a crash repeats the chunk, never half of it."""
     add_drift(connection, items)
-    connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(summary=dict(summary)))
+    where = (RUNS.c.id == run_id) & scope_of(connection).rows(RUNS)
+    connection.execute(update(RUNS).where(where).values(summary=dict(summary)))
 
 
 def find_resumable(connection: Connection, scope: JsonObject, dry_run: bool) -> ReconciliationRun | None:
     """The newest run with this scope that stopped before its last chunk, or None."""
     query = (
         select(RUNS)
-        .where(RUNS.c.state.in_(RESUMABLE_STATES), RUNS.c.dry_run.is_(dry_run))
+        .where(
+            RUNS.c.state.in_(RESUMABLE_STATES),
+            RUNS.c.dry_run.is_(dry_run),
+            scope_of(connection).rows(RUNS),
+        )
         .order_by(RUNS.c.id.desc())
     )
     for m in connection.execute(query).mappings():
@@ -265,4 +313,5 @@ def find_resumable(connection: Connection, scope: JsonObject, dry_run: bool) -> 
 
 def resume_run(connection: Connection, run_id: int) -> None:
     """Mark a paused run running again."""
-    connection.execute(update(RUNS).where(RUNS.c.id == run_id).values(state="running", finished_at=None))
+    where = (RUNS.c.id == run_id) & scope_of(connection).rows(RUNS)
+    connection.execute(update(RUNS).where(where).values(state="running", finished_at=None))

@@ -1,4 +1,4 @@
-"""Operator read models: recent reconciliation runs, drift totals and every stream checkpoint."""
+"""Operator read models: recent reconciliation runs, drift totals and stream checkpoints (of the scope)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, case, func, select
 
+from bridge.ledger.scope import SOURCE_STREAM, scope_of, split_stream
 from bridge.ledger.tables import CHECKPOINTS, DRIFT, RUNS
 from bridge.records.ledger import ReconciliationRun
 
@@ -20,18 +21,28 @@ class DriftTotals:
 
 def list_runs(connection: Connection, limit: int) -> list[ReconciliationRun]:
     """The newest reconciliation runs first."""
-    query = select(RUNS).order_by(RUNS.c.id.desc()).limit(limit)
+    query = select(RUNS).where(scope_of(connection).rows(RUNS)).order_by(RUNS.c.id.desc()).limit(limit)
     return [ReconciliationRun(**dict(m)) for m in connection.execute(query).mappings()]
 
 
 def drift_totals(connection: Connection) -> DriftTotals:
     """Counts of drift items found and repaired, over all runs."""
     repaired = func.sum(case((DRIFT.c.repaired, 1), else_=0))
-    found, fixed = connection.execute(select(func.count(), repaired).select_from(DRIFT)).one()
+    query = select(func.count(), repaired).select_from(DRIFT).where(scope_of(connection).rows(DRIFT))
+    found, fixed = connection.execute(query).one()
     return DriftTotals(found=int(found or 0), repaired=int(fixed or 0))
 
 
 def list_checkpoints(connection: Connection) -> dict[str, str]:
-    """Every stream position, keyed by stream name."""
+    """Stream positions by stream name: every stream for every org; for one org its channels under their
+    bare names, and the global 'source'."""
+    scope = scope_of(connection)
     query = select(CHECKPOINTS.c.stream, CHECKPOINTS.c.position)
-    return {str(stream): str(position) for stream, position in connection.execute(query)}
+    positions: dict[str, str] = {}
+    for stream, position in connection.execute(query):
+        org_id, channel = split_stream(str(stream))
+        if scope.every:
+            positions[str(stream)] = str(position)
+        elif channel == SOURCE_STREAM or scope.holds(org_id):
+            positions[channel] = str(position)
+    return positions

@@ -9,7 +9,7 @@ To add an operation: write the function in its topic module, then one short meth
 callers (commands, hooks that must not wait on the loop) use `Ledger.call` / `Ledger.call_read` with a
 topic function.
 
-Over 400 lines on purpose: it is the one list of the ledger's ~48 operations, each a few lines that name a
+Over 400 lines on purpose: it is the one list of the ledger's ~55 operations, each a few lines that name a
 topic function; splitting it would bring back the second declaration this module exists to remove.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from bridge.ledger import (
     inbound,
     ingest,
     journal,
+    orgs,
     outbox,
     queries,
     reconciliation,
@@ -41,8 +43,10 @@ from bridge.ledger import (
 )
 from bridge.ledger import requeue as requeues
 from bridge.ledger.engine import READ_ONLY, make_engine, unavailable_reason
+from bridge.ledger.orgs import OrgCounts
 from bridge.ledger.reconciliation import MirrorKey
 from bridge.ledger.reports import DriftTotals
+from bridge.ledger.scope import EVERY_ORG, ORG_SCOPE, OrgScope, ledger_org
 from bridge.records.inbound import InboundBatch, KnownActivity, KnownLink
 from bridge.records.ledger import (
     ActivityRecord,
@@ -53,6 +57,8 @@ from bridge.records.ledger import (
     JournalEntry,
     JsonObject,
     LinkRecord,
+    OrgRecord,
+    OrgState,
     ReconciliationRun,
 )
 from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork, OutcomeState
@@ -88,13 +94,19 @@ def _translated() -> Iterator[None]:
 
 
 class Ledger:
-    """The ledger's one repository: each operation is one transaction, run in one worker thread."""
+    """The ledger's one repository: each operation is one transaction, run in one worker thread.
+
+    Unscoped it sees every org; `scoped(org)` gives a view of one org's rows over the same engine, worker
+    thread, clock and outcome observers (see ledger/scope.py).
+    """
 
     def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
         self.engine = engine
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
         self._outcome_observers: list[OutcomeObserver] = []
+        self._scope: OrgScope = EVERY_ORG
+        self._owns_engine = True
 
     @classmethod
     def from_url(cls, url: str, clock: Clock = utc_now) -> Ledger:
@@ -104,6 +116,19 @@ class Ledger:
     def now(self) -> datetime:
         """The repository's clock."""
         return self._clock()
+
+    def scoped(self, org_id: str | None) -> Ledger:
+        """A view of one org's rows (None or 'default': the default org) sharing this ledger's engine,
+        worker thread, clock and outcome observers; closing the view leaves them to this ledger."""
+        view = copy.copy(self)
+        view._scope = OrgScope(ledger_org(org_id))
+        view._owns_engine = False
+        return view
+
+    @property
+    def org(self) -> str | None:
+        """The org this ledger is restricted to ('default' for the default org); None: every org."""
+        return self._scope.key
 
     def observe_outcomes(self, observer: OutcomeObserver) -> None:
         """Call `observer` with every batch of push outcomes once the ledger has committed them (metrics)."""
@@ -118,14 +143,15 @@ class Ledger:
         everything else awaits the methods below, which run the same topic functions in the worker thread.
         """
         with _translated(), self.engine.begin() as connection:
-            return fn(connection, *args, **kwargs)
+            return fn(connection.execution_options(**{ORG_SCOPE: self._scope}), *args, **kwargs)
 
     def call_read(
         self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
         """`call` for a read: a read-only transaction (on SQLite it takes no write lock)."""
         with _translated(), self.engine.connect() as connection:
-            return fn(connection.execution_options(**{READ_ONLY: True}), *args, **kwargs)
+            options = {READ_ONLY: True, ORG_SCOPE: self._scope}
+            return fn(connection.execution_options(**options), *args, **kwargs)
 
     async def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()
@@ -155,7 +181,10 @@ class Ledger:
         await asyncio.get_running_loop().run_in_executor(None, self.dispose)
 
     def dispose(self) -> None:
-        """Finish queued calls, stop the worker thread and close every pooled connection (idempotent)."""
+        """Finish queued calls, stop the worker thread and close every pooled connection (idempotent; a
+        scoped view leaves both to the ledger it came from)."""
+        if not self._owns_engine:
+            return
         self._executor.shutdown(wait=True)
         self.engine.dispose()
 
@@ -457,3 +486,33 @@ class Ledger:
     async def recreate_deleted_links(self) -> list[str]:
         """Links whose Mogli Event was deleted in Salesforce and that have a new booking: queued again."""
         return await self._write(inbound.recreate_deleted_links, self._clock())
+
+    # ------------------------------------------------------------------ orgs (every org, whatever the scope)
+
+    async def list_orgs(self) -> list[OrgRecord]:
+        """Every `orgs` row, the default org first."""
+        return await self._read(orgs.list_orgs)
+
+    async def get_org(self, org_id: str) -> OrgRecord | None:
+        """One org ('default': the default org), or None."""
+        return await self._read(orgs.get_org, org_id)
+
+    async def set_org_state(self, org_id: str, state: OrgState, reason: str | None) -> bool:
+        """Move an org to `state` with its reason; True (and a journal entry) only when that changed it."""
+        return await self._write(orgs.set_state, org_id, state, reason, self._clock())
+
+    async def record_org_identity(self, org_id: str, salesforce_org_id: str, instance_url: str) -> None:
+        """Store the 00D id and instance URL a token named for the org."""
+        await self._write(orgs.record_identity, org_id, salesforce_org_id, instance_url, self._clock())
+
+    async def record_org_api(self, org_id: str, used: int, limit: int) -> None:
+        """Store the org's daily API requests as its last Sforce-Limit-Info said."""
+        await self._write(orgs.record_api, org_id, used, limit, self._clock())
+
+    async def org_counts(self) -> dict[str, OrgCounts]:
+        """Pending, failed and synced links and activities by org ('default' for the default org)."""
+        return await self._read(orgs.org_counts)
+
+    async def org_positions(self) -> dict[str, dict[str, str]]:
+        """Change-event positions by org ('default' for the default org), then channel."""
+        return await self._read(orgs.org_positions)

@@ -5,6 +5,12 @@ polls it. When it does not answer, this process takes the ledger's InstanceLock 
 active meanwhile) and runs the Reconciler itself, then pushes the rows it requeued through the ordinary
 Pusher. A lock held by a process whose admin API does not answer (after --wait-for-daemon seconds, for a
 daemon that is still starting) is refused with a message.
+
+With `--org ID` both ways are restricted to that org: the daemon is asked for a run of that org (`orgs` in
+the body), and in-process the ledger is scoped to it and Salesforce reached with the org's settings.
+
+A little over 400 lines: the two ways a run goes and the one output they share read best together (the
+progress bar already lives in commands/progress.py).
 """
 
 from __future__ import annotations

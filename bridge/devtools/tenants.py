@@ -10,6 +10,7 @@ its own org only.
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -99,7 +100,7 @@ class OrgClient:
 
     def requests(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """The org's logged API requests (`at, method, path, status, token` fingerprint)."""
-        query = f"?since={since.isoformat()}" if since else ""
+        query = "?" + urllib.parse.urlencode({"since": since.isoformat()}) if since else ""
         return list(http_json("GET", f"{self.url}/__emulator/requests{query}")[1]["requests"])
 
 
@@ -152,11 +153,7 @@ class TenantWorld:
         wanted += [
             {"Username": f"host{i}.{tag}@tenant.example", "LastName": f"Host{i}"} for i in range(hosts)
         ]
-        _, body = http_json(
-            "POST",
-            f"{self.emulator.url}/__emulator/orgs",
-            {"name": name, "jwt_public_key": self.public_key, "users": wanted},
-        )
+        body = self.emulator.create_org(name, jwt_public_key=self.public_key, users=wanted)
         ids = {u["Username"]: u["Id"] for u in body["users"]}
         org = TenantOrg(
             org_id=str(uuid.uuid4()),

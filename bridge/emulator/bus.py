@@ -114,7 +114,13 @@ class ChannelLog:
 class EventBus:
     """Stores change events per channel with non-contiguous replay ids and wakes listeners."""
 
-    def __init__(self, settings: StreamingSettings, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: StreamingSettings,
+        wall_clock: Callable[[], float] = time.time,
+        *,
+        id_segment: str = "Em",
+    ) -> None:
         self._settings = settings
         self._wall_clock = wall_clock
         self._random = random.Random()
@@ -125,7 +131,7 @@ class EventBus:
         self.merge_same_changes = settings.merge_same_changes
         self.filter_deleted_values = settings.filter_deleted_values
         # Channel definitions are setup metadata, not data: reset() keeps them and empties their logs.
-        self.channels = ChannelRegistry()
+        self.channels = ChannelRegistry(id_segment)
         # Never reset, so cursors of live subscriptions stay meaningful across reset().
         self._last_replay_id = 0
         self._last_time = 0.0

@@ -69,7 +69,8 @@ class ChannelMember:
 class ChannelRegistry:
     """The org's custom channels and channel members; routes each change event to the channels it reaches."""
 
-    def __init__(self) -> None:
+    def __init__(self, id_segment: str = "Em") -> None:
+        self._segment = id_segment  # the org's part of the ids it makes (see OrgConfig.id_segment)
         self._channels: dict[str, CustomChannel] = {}  # lower-case full name -> channel
         self._members: dict[str, ChannelMember] = {}  # id -> member
         self._ids = itertools.count(1)
@@ -177,7 +178,7 @@ class ChannelRegistry:
                     yield f"/data/{member.channel}", delivered
 
     def _new_id(self, prefix: str) -> str:
-        return sfid.to18(f"{prefix}Em{next(self._ids):010d}")
+        return sfid.to18(f"{prefix}{self._segment}{next(self._ids):0{12 - len(self._segment)}d}")
 
 
 def deliver(

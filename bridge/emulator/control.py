@@ -168,6 +168,24 @@ async def issue_refresh_token(request: web.Request) -> web.Response:
     return json_response({"refresh_token": token, "user_id": user.id}, status=201)
 
 
+async def set_user_active(request: web.Request) -> web.Response:
+    """POST /__emulator/users/active {"username", "active"}: (de)activate a user as an admin would in Setup;
+    deactivating ends the user's sessions and refresh tokens (reactivating revives none of them)."""
+    state = _state(request)
+    body = await _body(request)
+    user = state.store.user_by_username(str(body.get("username", "")))
+    active = body.get("active")
+    if user is None:
+        raise ControlError("username: no such user")
+    if not isinstance(active, bool):
+        raise ControlError("active: expected a boolean")
+    ctx = DmlContext(user_id=state.store.integration_user_id, change_origin="")
+    with state.store.transaction(ctx) as txn:
+        txn.update("User", user.id, {"IsActive": active})
+    log.info("emulator.user_activation_set", active=active)
+    return json_response({"Id": user.id, "IsActive": active})
+
+
 async def forget_clients(request: web.Request) -> web.Response:
     """POST /__emulator/streaming/forget-clients: every CometD client id becomes unknown."""
     return json_response({"forgotten": _state(request).streaming.forget_clients()})
@@ -310,6 +328,7 @@ def register(app: web.Application) -> None:
     app.router.add_delete(PREFIX + "/faults", delete_faults)
     app.router.add_post(PREFIX + "/sessions/expire", expire_sessions)
     app.router.add_post(PREFIX + "/oauth/refresh-tokens", issue_refresh_token)
+    app.router.add_post(PREFIX + "/users/active", set_user_active)
     app.router.add_post(PREFIX + "/streaming/forget-clients", forget_clients)
     app.router.add_post(PREFIX + "/streaming/purge", purge_events)
     app.router.add_post(PREFIX + "/streaming/delivered", set_delivered)

@@ -94,7 +94,7 @@ def build_state(
     def wall() -> float:
         return clock().timestamp()
 
-    bus = EventBus(org.streaming, wall_clock=wall)
+    bus = EventBus(org.streaming, wall_clock=wall, id_segment=org.id_segment)
     tokens = TokenStore(org.org_id, wall_clock=wall)
     return EmulatorState(
         org=org,

@@ -253,3 +253,36 @@ async def test_orgs_of_a_tls_emulator_serve_https_with_its_certificate(emulator_
     token = await org.client_token()
     assert org.url.startswith("https://localhost:")
     assert (await org.rest("GET", "/limits", token)).status == 200
+
+
+async def test_the_control_route_deactivates_a_user_and_ends_their_sessions(emulator: EmulatorClient) -> None:
+    """POST /__emulator/users/active false refuses the user's token and a new grant; true lets a new grant
+    in while the old token stays dead."""
+    key = RsaKey()
+    org = await new_org(emulator, "Acme", key=key)
+    username = org.users[0]["Username"]
+    token = (await org.jwt_token(key, username)).body["access_token"]
+
+    await org.control("POST", "/users/active", {"username": username, "active": False})
+    old_token = await org.rest("GET", "/limits", token)
+    refused = await org.jwt_token(key, username)
+    await org.control("POST", "/users/active", {"username": username, "active": True})
+    again = await org.jwt_token(key, username)
+
+    assert (old_token.status, refused.status, refused.body["error"]) == (401, 400, "invalid_grant")
+    assert (await org.rest("GET", "/limits", token)).status == 401
+    assert again.status == 200
+    users = (await org.control("GET", "/records/User"))["records"]
+    assert [u["IsActive"] for u in users] == [True]
+
+
+async def test_custom_channel_ids_differ_between_orgs(emulator: EmulatorClient) -> None:
+    """The first PlatformEventChannel of two orgs gets a different id in each."""
+    channel = {"FullName": "Bridge__chn", "Metadata": {"channelType": "data", "label": "Bridge"}}
+    ids = []
+    for org in (await new_org(emulator, "A"), await new_org(emulator, "B")):
+        token = await org.client_token()
+        created = await org.rest("POST", "/tooling/sobjects/PlatformEventChannel", token, channel)
+        assert created.status == 201, created.body
+        ids.append(created.body["id"])
+    assert ids[0] != ids[1]

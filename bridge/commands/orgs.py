@@ -16,11 +16,12 @@ from bridge.commands.tables import Column, render
 from bridge.config import Settings
 from bridge.records.ledger import DEFAULT_ORG
 
-# What a terminal table shows by default: every column, sized to fit 100 columns (ids whole).
+# What a terminal table shows by default: every column, sized to fit 100 columns (ids shortened, whole);
+# the API budget as one "used/limit" cell.
 TABLE = (
     Column("org_id", "uuid"), Column("name", "text", 16), Column("state", max_width=12),
-    Column("reason", "text", 24), Column("pending"), Column("failed"), Column("api_used"),
-    Column("api_limit"), Column("positions", "text", 24), Column("worker", max_width=10),
+    Column("reason", "text", 24), Column("pending"), Column("failed"), Column("api"),
+    Column("positions", "text", 24), Column("worker", max_width=10),
 )  # fmt: skip
 NOTE = "org ids show their first 8 characters; positions: each channel's last name and replay id"
 
@@ -82,6 +83,8 @@ def table_row(row: OrgRow, *, wide: bool) -> dict[str, Any]:
     values = row_json(row)
     whole = json.dumps(values["positions"], sort_keys=True)
     values["positions"] = whole if wide else short_positions(row.positions)
+    used, limit = row.api_used, row.api_limit
+    values["api"] = f"{used}/{limit}" if used is not None and limit is not None else ""
     return values
 
 
@@ -92,7 +95,7 @@ def print_table(
     if columns:
         chosen = tuple(next((c for c in TABLE if c.name == name), Column(name)) for name in columns)
     else:
-        chosen = TABLE
+        chosen = tuple(Column(c) for c in COLUMNS) if wide else TABLE
     if wide:
         chosen = tuple(Column(c.name) for c in chosen)
     shown = f"showing {len(rows):,} of {total:,} orgs, the default org ({DEFAULT_ORG}) first"

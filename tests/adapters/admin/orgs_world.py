@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from bridge.ledger.tables import ACTIVITIES, CHECKPOINTS, LINKS, ORGS
+from bridge.records.ledger import DEFAULT_ORG
 
 AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ORG_CODE = "INVALID_CROSS_REFERENCE_KEY"
@@ -57,35 +58,38 @@ def add_org(
                     updated_at=AT,
                 )
             )
-            c.execute(
-                sa.insert(LINKS).values(
-                    link_id=org.link,
-                    org_id=org.org_id,
-                    title="Intake",
-                    problems=[],
-                    state="pending",
-                    updated_at=AT,
-                )
-            )
-            rows = [
-                {"booking_id": b, "state": "pending", "error_code": None, "last_error": None}
-                for b in org.pending
-            ]
-            rows.append(
-                {"booking_id": org.failed, "state": "failed", "error_code": ORG_CODE, "last_error": ORG_CODE}
-            )
-            c.execute(
-                sa.insert(ACTIVITIES),
-                [
-                    {**r, "link_id": org.link, "org_id": org.org_id, "problems": [], "updated_at": AT}
-                    for r in rows
-                ],
-            )
-            c.execute(
-                sa.insert(CHECKPOINTS).values(
-                    stream=f"org/{org.org_id}/{CHANNEL}", position=org.position, updated_at=AT
-                )
-            )
+            _add_rows(c, org, org.org_id)
     finally:
         engine.dispose()
     return org
+
+
+def add_default_rows(url: str) -> OtherOrg:
+    """The same rows for the default org (org_id NULL, its channel's position under the bare name)."""
+    org = OtherOrg(org_id=DEFAULT_ORG, position="815")
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as c:
+            _add_rows(c, org, None)
+    finally:
+        engine.dispose()
+    return org
+
+
+def _add_rows(c: sa.Connection, org: OtherOrg, org_id: str | None) -> None:
+    """A pending link, two pending and one failed booking of it, and a channel position."""
+    c.execute(
+        sa.insert(LINKS).values(
+            link_id=org.link, org_id=org_id, title="Intake", problems=[], state="pending", updated_at=AT
+        )
+    )
+    rows = [
+        {"booking_id": b, "state": "pending", "error_code": None, "last_error": None} for b in org.pending
+    ]
+    rows.append({"booking_id": org.failed, "state": "failed", "error_code": ORG_CODE, "last_error": ORG_CODE})
+    c.execute(
+        sa.insert(ACTIVITIES),
+        [{**r, "link_id": org.link, "org_id": org_id, "problems": [], "updated_at": AT} for r in rows],
+    )
+    stream = CHANNEL if org_id is None else f"org/{org_id}/{CHANNEL}"
+    c.execute(sa.insert(CHECKPOINTS).values(stream=stream, position=org.position, updated_at=AT))

@@ -247,7 +247,7 @@ def _budget(used: int | None, limit: int | None) -> str:
     return f"{used} / {limit}" if used is not None and limit is not None else "unknown"
 
 
-def _org_section(orgs: Sequence[OrgRow], chosen: str | None) -> str:
+def org_section(orgs: Sequence[OrgRow], chosen: str | None) -> str:
     """The org selector and the orgs table, when the bridge serves more than the default org."""
     if len(orgs) <= 1:
         return ""
@@ -302,7 +302,7 @@ def render_status_page(
 <div class="card"><h2>Replication</h2>{_replication(readings)}</div>
 <div class="card"><h2>Salesforce and ledger</h2>{_salesforce(readings)}</div>
 </div>
-{_org_section(orgs, org)}
+{org_section(orgs, org)}
 {_charts(history, now)}
 <div class="card wide"><h2>Outstanding drift</h2>{_outstanding(outstanding, now)}</div>
 <div class="card wide"><h2>Recent failures</h2>{_failures(failures, now)}</div>

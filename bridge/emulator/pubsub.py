@@ -93,6 +93,11 @@ class PubSubService(pb_grpc.PubSubServicer):  # type: ignore[misc]
         self._positions: dict[tuple[str, int], float] = {}
         state.bus.add_listener(self)
 
+    @property
+    def state(self) -> EmulatorState:
+        """The org this service serves."""
+        return self._state
+
     # BusListener
 
     def events_published(self, channels: frozenset[str]) -> None:

@@ -71,6 +71,13 @@ async def test_an_org_gets_its_grpc_address_and_its_topics(
 
     assert info.tenant_guid == org.org_id
     assert info.can_subscribe
+    logged = (await org.control("GET", "/requests"))["requests"]
+    assert [(r["method"], r["path"], r["status"]) for r in logged][-1] == (
+        "GRPC",
+        "/eventbus.v1.PubSub/GetTopic",
+        200,
+    )
+    assert token not in str(logged)
 
 
 @pytest.mark.parametrize("tenant", ["other", "unknown"])
@@ -88,6 +95,12 @@ async def test_a_token_is_refused_under_any_tenant_but_its_own(
 
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert trailer(refused.value, "error-code") == AUTH_ERROR_CODE
+    logged_a = [r for r in (await org_a.control("GET", "/requests"))["requests"] if r["method"] == "GRPC"]
+    logged_b = [r for r in (await org_b.control("GET", "/requests"))["requests"] if r["method"] == "GRPC"]
+    assert logged_a == []
+    assert [(r["path"], r["status"]) for r in logged_b] == (
+        [("/eventbus.v1.PubSub/GetTopic", 401)] if tenant == "other" else []
+    )
 
 
 async def test_subscribe_delivers_only_the_org_s_own_events(

@@ -100,11 +100,11 @@ def _source_checks(settings: Settings, create_demo_schema: bool, reset_source: b
         )
     if reset_source and drop_slot(src.dsn, src.slot):
         checks.append(Check("source", True, f"replication slot {src.slot} dropped"))
-    pub = ensure_publication(src.dsn, src.schema, src.publication)
+    pub = ensure_publication(src.dsn, src.schema, src.publication, tenancy=settings.tenancy.enabled)
     checks.append(Check("source", True, f"publication {src.publication} {'created' if pub else 'present'}"))
     slot = ensure_slot(src.dsn, src.slot)
     checks.append(Check("source", True, f"replication slot {src.slot} {'created' if slot else 'present'}"))
-    report = check_source(src.dsn, src.schema, src.slot, src.publication)
+    report = check_source(src.dsn, src.schema, src.slot, src.publication, tenancy=settings.tenancy.enabled)
     checks.extend(Check("source", False, problem) for problem in report.problems)
     if settings.sync.streaming:
         from bridge.source.writeback import check_origin

@@ -16,9 +16,17 @@ from datetime import datetime
 import psycopg2
 from psycopg2 import sql
 
-from bridge.records.source import BookingRow, LinkRow, SourceTable, UserRow
+from bridge.records.source import (
+    BookingRow,
+    ConnectionRow,
+    LinkRow,
+    OrganizationRow,
+    SourceRow,
+    SourceTable,
+    UserRow,
+)
 from bridge.source.pgoutput import Column
-from bridge.source.rows import build_row, columns_read
+from bridge.source.rows import build_row, columns_read, key_column
 from bridge.source.values import session_options
 
 _COLUMNS = """
@@ -74,23 +82,26 @@ class SchedulerReader:
             cur.execute(query, params)
             return sorted((r[0], r[1], r[2]) for r in cur.fetchall())
 
-    def _rows(self, table: SourceTable, ids: Sequence[str]) -> list[UserRow | LinkRow | BookingRow]:
+    def _rows(self, table: SourceTable, ids: Sequence[str]) -> list[SourceRow]:
+        """The rows of `table` with these ids; none from a table the database lacks (an older schema)."""
         ids = _uuids(ids)
         if not ids:
             return []
         with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:
             cur.execute(_COLUMNS, (self._schema, table.value))
-            wanted = set(columns_read(table))
-            columns = [Column(name, oid, -1, name == "id") for name, oid in cur.fetchall() if name in wanted]
+            wanted, key = set(columns_read(table)), key_column(table)
+            columns = [Column(name, oid, -1, name == key) for name, oid in cur.fetchall() if name in wanted]
             order = {name: i for i, name in enumerate(columns_read(table))}
             columns.sort(key=lambda c: order[c.name])
-            query = sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s::uuid[])").format(
+            if not columns:
+                return []
+            query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s::uuid[])").format(
                 sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in columns),
                 self._table(table.value),
+                sql.Identifier(key),
             )
             cur.execute(query, (list(ids),))
-            rows = [build_row(table, columns, values) for values in cur.fetchall()]
-        return [r for r in rows if isinstance(r, UserRow | LinkRow | BookingRow)]
+            return [build_row(table, columns, values) for values in cur.fetchall()]
 
     async def booking_ids(
         self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
@@ -106,8 +117,17 @@ class SchedulerReader:
         """Every user id, sorted."""
         return await asyncio.to_thread(self._all_ids, "users")
 
-    def _all_ids(self, table: str) -> list[str]:
+    async def organization_ids(self) -> list[str]:
+        """Every organization id, sorted (none when the database has no organizations table)."""
+        return await asyncio.to_thread(self._all_ids, "organizations", optional=True)
+
+    def _all_ids(self, table: str, *, optional: bool = False) -> list[str]:
         with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:
+            if optional:
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{self._schema}"."{table}"',))
+                row = cur.fetchone()
+                if row is None or not row[0]:
+                    return []
             cur.execute(sql.SQL("SELECT id::text FROM {}").format(self._table(table)))
             return sorted(r[0] for r in cur.fetchall())
 
@@ -125,3 +145,13 @@ class SchedulerReader:
         """The users with these ids that exist, by id."""
         rows = await asyncio.to_thread(self._rows, SourceTable.USERS, ids)
         return {r.id: r for r in rows if isinstance(r, UserRow)}
+
+    async def organizations(self, ids: Sequence[str]) -> dict[str, OrganizationRow]:
+        """The organizations with these ids that exist, by id."""
+        rows = await asyncio.to_thread(self._rows, SourceTable.ORGANIZATIONS, ids)
+        return {r.id: r for r in rows if isinstance(r, OrganizationRow)}
+
+    async def connections(self, ids: Sequence[str]) -> dict[str, ConnectionRow]:
+        """The Salesforce connections of these organization ids that exist, by organization id."""
+        rows = await asyncio.to_thread(self._rows, SourceTable.CONNECTIONS, ids)
+        return {r.id: r for r in rows if isinstance(r, ConnectionRow)}

@@ -1,9 +1,11 @@
-"""Decoded tuples of the three scheduler tables to UserRow / LinkRow / BookingRow.
+"""Decoded tuples of the scheduler tables to OrganizationRow / ConnectionRow / UserRow / LinkRow / BookingRow.
 
 Conversion is tolerant: a value that is missing or does not convert becomes None and a readable entry in the
 row's `problems`, so one bad row never stops the stream. Unchanged TOASTed columns are named in `unchanged`.
 Personal data (users.email, users.full_name, bookings.invitee_name, bookings.invitee_email) is never read:
 those columns are not in the field tables below, so their values are not even converted.
+The tenancy columns (CONTRACT §9) may be absent from an older scheduling database: a missing
+users.organization_id reads as None (the default org) without a problem.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from bridge.records.source import BookingRow, LinkRow, SourceRow, SourceTable, UserRow
+from bridge.records.source import (
+    BookingRow,
+    ConnectionRow,
+    LinkRow,
+    OrganizationRow,
+    SourceRow,
+    SourceTable,
+    UserRow,
+)
 from bridge.source.pgoutput import Column, TupleValue, Unchanged
 from bridge.source.values import ConversionError, load_value
 
@@ -63,10 +73,27 @@ def _parse_iso(text: str) -> datetime:
         raise ConversionError(f"{text[:40]!r} is not a timestamp") from exc
 
 
+CONNECTION_STATUSES = ("connected", "disconnected")
+
+
+def _as_connection_status(type_oid: int, text: str) -> str:
+    if text not in CONNECTION_STATUSES:
+        raise ConversionError(f"{text[:40]!r} is not one of {', '.join(CONNECTION_STATUSES)}")
+    return text
+
+
 Converter = Callable[[int, str], Any]
 
+# Each table's columns as (column, converter); the first one is the key.
 _FIELDS: dict[SourceTable, tuple[tuple[str, Converter], ...]] = {
-    SourceTable.USERS: (("id", _as_text), ("salesforce_user_id", _as_text)),
+    SourceTable.ORGANIZATIONS: (("id", _as_text), ("name", _as_text)),
+    SourceTable.CONNECTIONS: (
+        ("organization_id", _as_text),
+        ("login_url", _as_text),
+        ("username", _as_text),
+        ("status", _as_connection_status),
+    ),
+    SourceTable.USERS: (("id", _as_text), ("salesforce_user_id", _as_text), ("organization_id", _as_text)),
     SourceTable.LINKS: (
         ("id", _as_text),
         ("link_type", _as_text),
@@ -87,7 +114,14 @@ _FIELDS: dict[SourceTable, tuple[tuple[str, Converter], ...]] = {
     ),
 }
 
-_ROW_TYPES: dict[SourceTable, type[UserRow] | type[LinkRow] | type[BookingRow]] = {
+# A column whose row attribute has another name (the connection's key is its organization's id).
+_ATTRIBUTES: dict[tuple[SourceTable, str], str] = {(SourceTable.CONNECTIONS, "organization_id"): "id"}
+# Columns an older scheduling database lacks (tenancy off): absent means None, not a problem.
+_OPTIONAL: frozenset[tuple[SourceTable, str]] = frozenset({(SourceTable.USERS, "organization_id")})
+
+_ROW_TYPES: dict[SourceTable, type[SourceRow]] = {
+    SourceTable.ORGANIZATIONS: OrganizationRow,
+    SourceTable.CONNECTIONS: ConnectionRow,
     SourceTable.USERS: UserRow,
     SourceTable.LINKS: LinkRow,
     SourceTable.BOOKINGS: BookingRow,
@@ -97,6 +131,11 @@ _ROW_TYPES: dict[SourceTable, type[UserRow] | type[LinkRow] | type[BookingRow]] 
 def columns_read(table: SourceTable) -> tuple[str, ...]:
     """The columns of `table` the bridge reads (never the personal-data ones)."""
     return tuple(name for name, _ in _FIELDS[table])
+
+
+def key_column(table: SourceTable) -> str:
+    """The primary-key column of `table` (the row's `id`)."""
+    return _FIELDS[table][0][0]
 
 
 def build_row(
@@ -111,19 +150,21 @@ def build_row(
     problems: list[str] = []
     fields = _FIELDS[table][:1] if key_only else _FIELDS[table]
     for name, convert in fields:
+        attribute = _ATTRIBUTES.get((table, name), name)
         type_oid, raw = by_name.get(name, (0, _MISSING))
         if raw is _MISSING:
-            problems.append(f"{table}.{name}: column is missing from the table")
+            if (table, name) not in _OPTIONAL:
+                problems.append(f"{table}.{name}: column is missing from the table")
         elif isinstance(raw, Unchanged):
-            unchanged.add(name)
+            unchanged.add(attribute)
         elif isinstance(raw, bytes):
             problems.append(f"{table}.{name}: value arrived in binary format and was not read")
         elif isinstance(raw, str):
             try:
-                kwargs[name] = convert(type_oid, raw)
+                kwargs[attribute] = convert(type_oid, raw)
             except ConversionError as exc:
                 problems.append(f"{table}.{name}: {exc}")
     if kwargs.get("id") is None:
-        problems.append(f"{table}.id: the row has no id")
+        problems.append(f"{table}.{key_column(table)}: the row has no id")
         kwargs["id"] = ""
     return _ROW_TYPES[table](**kwargs, unchanged=frozenset(unchanged), problems=tuple(problems))

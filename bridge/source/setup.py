@@ -17,11 +17,15 @@ import structlog
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
+from bridge.errors import ConfigurationError
 from bridge.records.source import SourceTable
 
 log = structlog.get_logger(__name__)
 
 TABLES: tuple[str, ...] = tuple(t.value for t in SourceTable)
+# The tables and column of CONTRACT §9: optional while tenancy is off, so an older scheduling database works.
+TENANCY_TABLES: tuple[str, ...] = (SourceTable.ORGANIZATIONS.value, SourceTable.CONNECTIONS.value)
+TENANCY_COLUMN = ("users", "organization_id")
 PLUGIN = "pgoutput"
 
 
@@ -48,9 +52,53 @@ def _published(conn: PgConnection, schema: str, publication: str) -> set[str] | 
         return {row[0] for row in cur.fetchall()}
 
 
-def ensure_publication(dsn: str, schema: str, publication: str) -> bool:
-    """Create the publication for the three scheduler tables, or add missing ones; True if created."""
-    tables = sql.SQL(", ").join(sql.Identifier(schema, t) for t in TABLES)
+def _tenancy_missing(conn: PgConnection, schema: str) -> list[str]:
+    """The tenancy tables and column (CONTRACT §9) the scheduling database lacks, qualified by schema."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')""",
+            (schema, list(TENANCY_TABLES)),
+        )
+        tables = {row[0] for row in cur.fetchall()}
+        table, column = TENANCY_COLUMN
+        cur.execute(
+            """SELECT 1 FROM information_schema.columns
+               WHERE table_schema = %s AND table_name = %s AND column_name = %s""",
+            (schema, table, column),
+        )
+        has_column = cur.fetchone() is not None
+    missing = [f"{schema}.{t}" for t in TENANCY_TABLES if t not in tables]
+    return missing + ([] if has_column else [f"{schema}.{table}.{column}"])
+
+
+def tenancy_schema(dsn: str, schema: str, *, tenancy: bool) -> tuple[str, ...]:
+    """The tenancy tables the stream can carry; their absence is a ConfigurationError with tenancy on.
+
+    With tenancy off an older scheduling database works without them: one log line says so.
+    """
+    with _connect(dsn) as conn:
+        missing = _tenancy_missing(conn, schema)
+    if missing and tenancy:
+        raise ConfigurationError(
+            "tenancy.enabled = true, but the scheduling database lacks "
+            f"{', '.join(missing)} (CONTRACT §9: add them, or set tenancy.enabled = false)",
+            key="tenancy.enabled",
+        )
+    if missing:
+        log.info("source.tenancy_schema_absent", missing=missing)
+    return tuple(t for t in TENANCY_TABLES if f"{schema}.{t}" not in missing)
+
+
+def ensure_publication(dsn: str, schema: str, publication: str, *, tenancy: bool = False) -> bool:
+    """Create the publication for the scheduler tables, or add missing ones; True if created.
+
+    The tenancy tables are included when the database has them; with `tenancy` their absence raises
+    ConfigurationError naming what is missing.
+    """
+    present_tenancy = tenancy_schema(dsn, schema, tenancy=tenancy)
+    wanted = [t for t in TABLES if t not in TENANCY_TABLES or t in present_tenancy]
+    tables = sql.SQL(", ").join(sql.Identifier(schema, t) for t in wanted)
     with _connect(dsn) as conn, conn.cursor() as cur:
         present = _published(conn, schema, publication)
         if present is None:
@@ -59,7 +107,7 @@ def ensure_publication(dsn: str, schema: str, publication: str) -> bool:
             )
             log.info("source.publication_created", publication=publication)
             return True
-        missing = [t for t in TABLES if t not in present]
+        missing = [t for t in wanted if t not in present]
         if missing:
             cur.execute(
                 sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
@@ -133,8 +181,8 @@ def _one(conn: PgConnection, query: str, args: tuple[object, ...] = ()) -> objec
         return None if row is None else row[0]
 
 
-def _table_problems(conn: PgConnection, schema: str) -> tuple[list[str], list[str]]:
-    """Tables present, and problems with them (identity, privileges)."""
+def _table_problems(conn: PgConnection, schema: str, tenancy: bool) -> tuple[list[str], list[str]]:
+    """Tables present, and problems with them (identity, privileges); tenancy tables may lack without it."""
     present: list[str] = []
     problems: list[str] = []
     with conn.cursor() as cur:
@@ -149,7 +197,8 @@ def _table_problems(conn: PgConnection, schema: str) -> tuple[list[str], list[st
             )
             row = cur.fetchone()
             if row is None:
-                problems.append(f"table {schema}.{table} does not exist")
+                if tenancy or table not in TENANCY_TABLES:
+                    problems.append(f"table {schema}.{table} does not exist")
                 continue
             present.append(table)
             identity, has_pk, can_select = row
@@ -185,8 +234,13 @@ def _slot_problems(conn: PgConnection, slot: str) -> tuple[bool, list[str]]:
     return True, problems
 
 
-def check_source(dsn: str, schema: str, slot: str, publication: str) -> SourceReport:
-    """Check wal_level, tables, replica identity, publication, slot and privileges; never changes anything."""
+def check_source(
+    dsn: str, schema: str, slot: str, publication: str, *, tenancy: bool = False
+) -> SourceReport:
+    """Check wal_level, tables, replica identity, publication, slot and privileges; never changes anything.
+
+    With `tenancy` the tables and column of CONTRACT §9 are required too.
+    """
     with _connect(dsn) as conn:
         version = int(str(_one(conn, "SHOW server_version_num"))) // 10000
         wal_level = str(_one(conn, "SHOW wal_level"))
@@ -197,12 +251,16 @@ def check_source(dsn: str, schema: str, slot: str, publication: str) -> SourceRe
             problems.append(
                 "the connecting role lacks the REPLICATION attribute (ALTER ROLE ... REPLICATION)"
             )
-        present, table_problems = _table_problems(conn, schema)
+        present, table_problems = _table_problems(conn, schema, tenancy)
         problems += table_problems
+        column = f"{schema}.{'.'.join(TENANCY_COLUMN)}"
+        if tenancy and column in _tenancy_missing(conn, schema):
+            problems.append(f"column {column} does not exist (tenancy.enabled = true needs it)")
+        wanted = [t for t in TABLES if t in present or t not in TENANCY_TABLES]
         published = _published(conn, schema, publication)
         if published is None:
             problems.append(f"publication {publication} does not exist (mogli-bridge setup creates it)")
-        elif missing := [t for t in TABLES if t not in published]:
+        elif missing := [t for t in wanted if t not in published]:
             problems.append(
                 f"publication {publication} lacks {', '.join(missing)} (mogli-bridge setup adds them)"
             )

@@ -16,7 +16,7 @@ from psycopg2.extensions import connection as PgConnection
 
 from bridge.records.source import ChangeOp, SourceChange, SourceTable
 from bridge.source.pgoutput import Column
-from bridge.source.rows import build_row, columns_read
+from bridge.source.rows import build_row, columns_read, key_column
 from bridge.source.values import session_options
 
 CHUNK_ROWS = 1000
@@ -63,7 +63,9 @@ class SnapshotReader:
             self._conn = None
 
     def _all_chunks(self, conn: PgConnection) -> Iterator[tuple[SourceTable, tuple[SourceChange, ...]]]:
-        for table in SourceTable:  # users, then links, then bookings
+        # Organizations and connections, users, links, then bookings: a row's parent comes first. A table
+        # the database lacks (the tenancy tables of an older schema) yields nothing.
+        for table in SourceTable:
             yield from self._table_chunks(conn, table)
 
     def _table_chunks(
@@ -71,8 +73,8 @@ class SnapshotReader:
     ) -> Iterator[tuple[SourceTable, tuple[SourceChange, ...]]]:
         with conn.cursor() as cur:
             cur.execute(_COLUMNS, (self._schema, table.value))
-            wanted = set(columns_read(table))
-            columns = [Column(name, oid, -1, name == "id") for name, oid in cur.fetchall() if name in wanted]
+            wanted, key = set(columns_read(table)), key_column(table)
+            columns = [Column(name, oid, -1, name == key) for name, oid in cur.fetchall() if name in wanted]
         self.row_counts[table.value] = 0
         if not columns:
             return

@@ -13,9 +13,15 @@ def published(db: SourceDb) -> set[str]:
 
 
 def test_publication_is_created_once_for_exactly_the_scheduler_tables(source_db: SourceDb) -> None:
-    """ensure_publication creates it for the three tables only, then changes nothing; lost tables return."""
+    """ensure_publication creates it for the scheduler tables only, then changes nothing; lost ones return."""
     source_db.run("CREATE TABLE scheduler.audit (id int PRIMARY KEY)")
-    expected = {"scheduler.users", "scheduler.scheduling_links", "scheduler.bookings"}
+    expected = {
+        "scheduler.organizations",
+        "scheduler.salesforce_connections",
+        "scheduler.users",
+        "scheduler.scheduling_links",
+        "scheduler.bookings",
+    }
     assert ensure_publication(source_db.dsn, "scheduler", "pub2") is True
     assert published(source_db) == expected
     assert ensure_publication(source_db.dsn, "scheduler", "pub2") is False
@@ -42,7 +48,13 @@ def test_check_source_names_each_problem_then_reports_ready(source_db: SourceDb)
     report = check_source(s.dsn, s.schema, s.slot, "nopub")
     assert report.ready is False and report.wal_level == "logical"
     assert report.server_version == source_db.cluster.version
-    assert report.tables_present == ("users", "scheduling_links", "bookings")
+    assert report.tables_present == (
+        "organizations",
+        "salesforce_connections",
+        "users",
+        "scheduling_links",
+        "bookings",
+    )
     assert any("publication nopub does not exist" in p for p in report.problems)
     assert any(f"replication slot {s.slot} does not exist" in p for p in report.problems)
     assert any("scheduler.bookings has no replica identity" in p for p in report.problems)

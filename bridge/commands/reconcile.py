@@ -326,7 +326,7 @@ async def _execute(
     base = Ledger.from_url(settings.ledger.url)
     ledger = in_org(base, scope.org)
     try:
-        settings = await _org_settings(settings, base, scope.org)
+        settings = await settings_for_org(settings, base, scope.org)
         async with salesforce_client(settings) as (_, client):
             pusher = build_pusher(settings, ledger, client, utc_now)
             reconciler = build_reconciler(
@@ -338,7 +338,7 @@ async def _execute(
         await base.close()
 
 
-async def _org_settings(settings: Settings, ledger: Ledger, org: str | None) -> Settings:
+async def settings_for_org(settings: Settings, ledger: Ledger, org: str | None) -> Settings:
     """The settings whose [salesforce] reaches `org` (the settings themselves without --org)."""
     if org is None:
         return settings

@@ -277,3 +277,44 @@ async def test_ledger_scoped_view_used_by_commands_sees_one_org(two: Two) -> Non
     finally:
         ledger.dispose()
     assert (every["activities.failed"], one["activities.failed"], default["activities.failed"]) == (2, 1, 1)
+
+
+async def test_in_process_reconcile_reaches_the_org_through_its_own_settings(two: Two) -> None:
+    """In-process, `reconcile --org ID` builds its Salesforce client from the org's settings (JWT bearer at
+    the org's login URL as its integration user); the default org and no --org keep the settings as they
+    are; an org the ledger lacks is refused naming it."""
+    from bridge.commands.checks import UsageError
+    from bridge.commands.reconcile import settings_for_org
+    from bridge.config import load_settings
+
+    settings = load_settings(two.config)
+    ledger = Ledger.from_url(two.url)
+    try:
+        org = await settings_for_org(settings, ledger, two.other.org_id)
+        assert (org.salesforce.auth, org.salesforce.login_url) == ("jwt", "http://127.0.0.1:1")
+        assert org.salesforce.username == "integration@acme.example" and org.salesforce.password == ""
+        assert await settings_for_org(settings, ledger, DEFAULT_ORG) is settings
+        assert await settings_for_org(settings, ledger, None) is settings
+        with pytest.raises(UsageError, match="ghost-org"):
+            await settings_for_org(settings, ledger, "ghost-org")
+    finally:
+        await ledger.close()
+
+
+def test_orgs_in_a_pipe_is_csv(two: Two) -> None:
+    """`mogli-bridge orgs` as a process whose output is a pipe prints CSV with a header and one line per
+    org, and exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "--config", str(two.config), "orgs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [r["org_id"] for r in rows] == [DEFAULT_ORG, two.other.org_id]

@@ -162,6 +162,7 @@ class Tenants:
     async def create(self, spec: OrgSpec) -> HostedOrg:
         """Build, seed and serve a new org on a free port."""
         config = tenant_config(self._base, len(self._orgs) + 1, spec)
+        self._check_usernames(config.seed.users)
         app = self._build_app(config)
         for hook in self._hooks:
             hook(app)
@@ -171,6 +172,18 @@ class Tenants:
         self._by_id[config.org_id] = self._by_id[config.org_id[:15]] = hosted
         log.info("emulator.org_created", org_id=config.org_id, port=port)
         return hosted
+
+    def _check_usernames(self, users: Sequence[OrgUser]) -> None:
+        """A username is unique across every org (as in Salesforce, across all of its orgs)."""
+        seen: set[str] = set()
+        for n, user in enumerate(users, start=1):
+            name = user.username.lower()
+            if name in seen or any(o.state.store.user_by_username(name) for o in self.orgs()):
+                raise OrgSpecError(
+                    f"users[{n}].Username: DUPLICATE_USERNAME: {user.username} already exists in this or"
+                    " another org"
+                )
+            seen.add(name)
 
     def orgs(self) -> list[HostedOrg]:
         """Every org this process serves, the main org first (when bound)."""

@@ -286,3 +286,23 @@ async def test_custom_channel_ids_differ_between_orgs(emulator: EmulatorClient) 
         assert created.status == 201, created.body
         ids.append(created.body["id"])
     assert ids[0] != ids[1]
+
+
+async def test_a_username_is_unique_across_orgs(emulator: EmulatorClient) -> None:
+    """A new org whose user has the username of a user of another org (or of the main org, in any case)
+    is refused with 400 DUPLICATE_USERNAME naming the user, and no org is created."""
+    await new_org(emulator, "A", users=[{"Username": "sync@shared.example"}])
+    bodies = [
+        {"name": "B", "users": [{"Username": "SYNC@shared.example"}]},
+        {"name": "C", "users": [{"Username": "bridge@example.com"}]},
+        {"name": "D", "users": [{"Username": "x@d.example"}, {"Username": "x@d.example"}]},
+    ]
+    refusals = [await emulator.request("POST", "/__emulator/orgs", json=body) for body in bodies]
+
+    assert [r.status for r in refusals] == [400, 400, 400]
+    assert [r.body["error"].split(": ")[:2] for r in refusals] == [
+        ["users[1].Username", "DUPLICATE_USERNAME"],
+        ["users[1].Username", "DUPLICATE_USERNAME"],
+        ["users[2].Username", "DUPLICATE_USERNAME"],
+    ]
+    assert [o["name"] for o in (await emulator.control("GET", "/orgs"))["orgs"]] == ["main", "A"]

@@ -3,6 +3,9 @@
 Each stage gets small Protocols that list only the members it calls, never a copy of an adapter's surface.
 The adapters in `bridge/source/`, `bridge/ledger/` (its one `Ledger` implements every ledger port here) and
 `bridge/salesforce/` implement these; `app.py` wires them together. Tests may pass hand-written fakes.
+
+Over 400 lines on purpose: it is the one place every port is declared (a few lines each); splitting it by
+stage would scatter the ledger's ports that one `Ledger` implements.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from bridge.records.ledger import (
     IngestSummary,
     JsonObject,
     LinkRecord,
+    OrgRecord,
+    OrgState,
     ReconciliationRun,
 )
 from bridge.records.outbound import (
@@ -270,6 +275,61 @@ class AdminLedger(Protocol):
 
     async def list_checkpoints(self) -> dict[str, str]:
         """Every stream position by stream name."""
+        ...
+
+
+class OrgCountsView(Protocol):
+    """One org's links and activities by state (bridge.ledger.orgs.OrgCounts)."""
+
+    @property
+    def pending(self) -> int:
+        """Waiting to be written."""
+        ...
+
+    @property
+    def failed(self) -> int:
+        """Failed."""
+        ...
+
+    @property
+    def synced(self) -> int:
+        """Written."""
+        ...
+
+
+class OrgStateLedger(Protocol):
+    """The `orgs` table as an org's runtime keeps it: its row, state and reason, identity and API use."""
+
+    async def get_org(self, org_id: str) -> OrgRecord | None:
+        """One org ('default': the default org), or None."""
+        ...
+
+    async def set_org_state(self, org_id: str, state: OrgState, reason: str | None) -> bool:
+        """Move the org to `state`; True (and journaled) only when state or reason changed."""
+        ...
+
+    async def record_org_identity(self, org_id: str, salesforce_org_id: str, instance_url: str) -> None:
+        """Store the 00D id and instance URL a token named."""
+        ...
+
+    async def record_org_api(self, org_id: str, used: int, limit: int) -> None:
+        """Store the daily API requests used and allowed (Sforce-Limit-Info)."""
+        ...
+
+
+class OrgFiguresLedger(Protocol):
+    """Every org with its figures, for the `orgs` command, the admin API and the status page."""
+
+    async def list_orgs(self) -> list[OrgRecord]:
+        """Every `orgs` row, the default org first."""
+        ...
+
+    async def org_counts(self) -> Mapping[str, OrgCountsView]:
+        """Pending, failed and synced rows by org key ('default' for the default org)."""
+        ...
+
+    async def org_positions(self) -> Mapping[str, Mapping[str, str]]:
+        """Change-event positions by org key, then bare channel name."""
         ...
 
 

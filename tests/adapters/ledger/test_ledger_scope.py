@@ -3,15 +3,21 @@ reconciliation, inbound), next to the unscoped ledger that still sees every org.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, event, select
 from structlog.testing import capture_logs
 
+from bridge.ledger import outbox, upgrade_to_head
 from bridge.ledger.repository import Ledger
 from bridge.ledger.tables import CHECKPOINTS, JOURNAL
 from bridge.records.inbound import ActivityChange, InboundBatch
 from bridge.records.ledger import DEFAULT_ORG, Direction, DriftItem, JournalEntry
 from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
-from tests.adapters.ledger.factory import NOW, PAST
+from bridge.records.source import ChangeOp
+from tests.adapters.ledger.factory import FUTURE, NOW, PAST, booking, change
 from tests.adapters.ledger.tenants import ORG_A, ORG_B, ORGS_IDS, SALESFORCE_USER, SUFFIX, three_orgs
 
 CHANNEL = "/data/EventChangeEvent"
@@ -273,3 +279,57 @@ async def test_view_shares_the_worker_and_leaves_closing_to_its_ledger(repo: Led
     await view.close()
     await repo.ping()
     assert seen == ["link"]
+
+
+async def test_remirror_leaves_out_rows_of_another_org(repo: Ledger) -> None:
+    """A re-mirror through org A's view applies org A's scheduler rows and leaves out (and returns) a row
+    the ledger holds in org B."""
+    await three_orgs(repo)
+    moved = FUTURE + timedelta(hours=3)
+    changes = [
+        change(booking("b-a", "l-a", start=moved), ChangeOp.UPDATE),
+        change(booking("b-b", "l-b", start=moved), ChangeOp.UPDATE),
+    ]
+    view_a = repo.scoped(ORG_A)
+    left_out = await view_a.remirror(changes, await view_a.journal_mark())
+    assert left_out == {("activity", "b-b")}
+    mine, theirs = await repo.get_activity("b-a"), await repo.get_activity("b-b")
+    assert mine is not None and mine.start_at == moved
+    assert theirs is not None and theirs.start_at == FUTURE
+
+
+def _plans(ledger: Ledger, claim: Any) -> list[str]:
+    """SQLite's query plan of every SELECT the claim function `claim` sends through `ledger`."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(ledger.engine, "before_cursor_execute", record)
+    try:
+        ledger.call_read(claim, NOW, 10)
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", record)
+    with ledger.engine.connect() as connection:
+        return [
+            " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+            for sql, params in sent
+        ]
+
+
+def test_scoped_claims_use_the_org_indexes(tmp_path: Path) -> None:
+    """On SQLite a scoped claim searches links by (org_id, state) and activities by (org_id, state,
+    updated_at, booking_id), for a customer org and for the default org (org_id IS NULL)."""
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    upgrade_to_head(url)
+    ledger = Ledger.from_url(url, clock=lambda: NOW)
+    try:
+        for org in (ORG_A, None):
+            view = ledger.scoped(org)
+            [links] = _plans(view, outbox.claim_links)
+            assert "ix_links_org_id_state" in links, links
+            [activities] = _plans(view, outbox.claim_activities)
+            assert "ix_activities_org_id_state_updated_at" in activities, activities
+    finally:
+        ledger.dispose()

@@ -47,6 +47,13 @@ class TenancyStack:
         assert result.returncode == 0, result.stdout + result.stderr
         return daemon
 
+    def assert_running(self) -> None:
+        """AssertionError with the log's last lines when a started daemon has exited on its own."""
+        for daemon in self.daemons:
+            if daemon.proc is not None and daemon.proc.poll() is not None:
+                tail = daemon.log_path.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{daemon.log_path.name} exited {daemon.proc.returncode}: {tail}")
+
 
 @contextlib.contextmanager
 def make_tenancy_stack(tmp_path: Path, scheduler_dsn: str, orgs: int = ORGS) -> Iterator[TenancyStack]:
@@ -111,6 +118,7 @@ def wait_settled(stack: TenancyStack, bookings: list[str], timeout: float = 90, 
     """Wait until each of these bookings is out of 'pending' in the ledger."""
 
     def settled() -> bool:
+        stack.assert_running()
         acts = activities(stack.ledger_url)
         return all(b in acts and acts[b]["state"] != "pending" for b in bookings)
 
@@ -121,10 +129,17 @@ def wait_state(stack: TenancyStack, org: TenantOrg, state: str, timeout: float =
     """Wait until the org's row in `orgs` shows `state`; returns the row."""
 
     def reached() -> dict[str, Any] | None:
+        stack.assert_running()
         row = org_rows(stack.ledger_url).get(org.org_id)
         return row if row and row["state"] == state else None
 
     return wait_until(reached, timeout=timeout, interval=0.5, what=f"{org.name} to be {state}")  # type: ignore[no-any-return]
+
+
+def stopped(daemon: DaemonProcess) -> int:
+    """SIGTERM a running daemon and wait; its exit code (also of a daemon that already ended)."""
+    assert daemon.proc is not None
+    return daemon.terminate() if daemon.alive() else daemon.proc.returncode
 
 
 def events_of(org: TenantOrg, bookings: list[str]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from .tenancy_support import (
     events_of,
     make_tenancy_stack,
     org_rows,
+    stopped,
     wait_settled,
     wait_state,
 )
@@ -83,7 +84,8 @@ def test_every_field_of_every_event_lands_in_its_own_org_and_in_no_other(tenancy
             org.salesforce_org_id[:15] for org in world.orgs
         }
     finally:
-        assert daemon.terminate() == 0
+        code = stopped(daemon)
+    assert code == 0, "the daemon drains and exits 0 on SIGTERM"
     assert_tenancy_logs_clean(daemon, world)
 
 
@@ -126,7 +128,8 @@ def test_an_org_connected_and_one_disconnected_mid_stream(tenancy: TenancyStack)
         assert_clean(world.verdict())
         assert_ledger_orgs(tenancy)
     finally:
-        assert daemon.terminate() == 0
+        code = stopped(daemon)
+    assert code == 0, "the daemon drains and exits 0 on SIGTERM"
 
 
 def test_a_deactivated_integration_user_pauses_its_org_only_and_reactivation_resumes_it(
@@ -159,7 +162,8 @@ def test_a_deactivated_integration_user_pauses_its_org_only_and_reactivation_res
         assert _synced(tenancy, [held]) == []
         assert_clean(world.verdict())
     finally:
-        assert daemon.terminate() == 0
+        code = stopped(daemon)
+    assert code == 0, "the daemon drains and exits 0 on SIGTERM"
     refused = [line for line in daemon.log_lines() if line.get("org_id") == victim.org_id]
     assert refused, "the paused org's lines carry its org_id"
 
@@ -192,7 +196,8 @@ def test_an_exhausted_api_allocation_pauses_its_org_only(tenancy: TenancyStack) 
         assert wait_state(tenancy, spent, "active")
         assert_clean(world.verdict())
     finally:
-        assert daemon.terminate() == 0
+        code = stopped(daemon)
+    assert code == 0, "the daemon drains and exits 0 on SIGTERM"
 
 
 def test_a_booking_assigned_to_another_orgs_user_fails_and_writes_nothing(tenancy: TenancyStack) -> None:
@@ -222,4 +227,5 @@ def test_a_booking_assigned_to_another_orgs_user_fails_and_writes_nothing(tenanc
         assert written == [] and events_of(other, [good]) == []
         assert_clean(world.verdict(failed_ok=frozenset({stray})))
     finally:
-        assert daemon.terminate() == 0
+        code = stopped(daemon)
+    assert code == 0, "the daemon drains and exits 0 on SIGTERM"

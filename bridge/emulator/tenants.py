@@ -145,6 +145,7 @@ class Tenants:
         self._orgs: list[HostedOrg] = []
         self._by_id: dict[str, HostedOrg] = {}
         self._hooks: list[AppHook] = []
+        self._usernames: set[str] = set()  # lower case, of every hosted org's initial users
         self.main: HostedOrg | None = None  # set by bind()
         self.host = "127.0.0.1"
         self._ssl: ssl.SSLContext | None = None
@@ -169,16 +170,19 @@ class Tenants:
         runner, port = await listen(app, self.host, 0, self._ssl)
         hosted = HostedOrg(spec.name, base_url(self.host, port, tls=self._ssl is not None), app, runner)
         self._orgs.append(hosted)
+        self._usernames.update(u.username.lower() for u in config.seed.users)
         self._by_id[config.org_id] = self._by_id[config.org_id[:15]] = hosted
         log.info("emulator.org_created", org_id=config.org_id, port=port)
         return hosted
 
     def _check_usernames(self, users: Sequence[OrgUser]) -> None:
-        """A username is unique across every org (as in Salesforce, across all of its orgs)."""
+        """A username is unique across every org (as in Salesforce, across all of its orgs): checked
+        against the main org's users and the users every hosted org was created with."""
         seen: set[str] = set()
         for n, user in enumerate(users, start=1):
             name = user.username.lower()
-            if name in seen or any(o.state.store.user_by_username(name) for o in self.orgs()):
+            main_has = self.main is not None and self.main.state.store.user_by_username(name) is not None
+            if name in seen or name in self._usernames or main_has:
                 raise OrgSpecError(
                     f"users[{n}].Username: DUPLICATE_USERNAME: {user.username} already exists in this or"
                     " another org"
@@ -204,6 +208,7 @@ class Tenants:
                 await hosted.runner.cleanup()
         self._orgs.clear()
         self._by_id.clear()
+        self._usernames.clear()
 
 
 TENANTS = web.AppKey("emulator_tenants", Tenants)

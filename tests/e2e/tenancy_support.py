@@ -4,6 +4,9 @@ tenancy mode over them (bridge/devtools/tenants.py builds the world and judges i
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +14,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bridge.devtools.stack import DaemonProcess, EmulatorProcess, Scheduler, ledger_connection, wait_until
+from bridge.devtools.stack import (
+    ROOT,
+    DaemonProcess,
+    EmulatorProcess,
+    Scheduler,
+    ledger_connection,
+    wait_until,
+)
 from bridge.devtools.tenants import TenantOrg, TenantWorld, Verdict, kinds, write_tenancy_config
 from bridge.source.setup import drop_slot
 
@@ -134,6 +144,30 @@ def wait_state(stack: TenancyStack, org: TenantOrg, state: str, timeout: float =
         return row if row and row["state"] == state else None
 
     return wait_until(reached, timeout=timeout, interval=0.5, what=f"{org.name} to be {state}")  # type: ignore[no-any-return]
+
+
+def orgs_command(daemon: DaemonProcess) -> dict[str, dict[str, Any]]:
+    """`mogli-bridge orgs --format json --limit 0` on the daemon's config: its rows by org id."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "--config",
+            str(daemon.config),
+            "orgs",
+            "--format",
+            "json",
+            "--limit",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return {str(row["org_id"]): row for row in json.loads(out.stdout)}
 
 
 def stopped(daemon: DaemonProcess) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.tenants import TenantOrg, TenantWorld
+from bridge.devtools.tenants import BOOKING_FIELD, TenantOrg, TenantWorld
 
 from .tenancy_support import (
     TenancyStack,
@@ -23,6 +23,7 @@ from .tenancy_support import (
     events_of,
     make_tenancy_stack,
     org_rows,
+    orgs_command,
     stopped,
     wait_settled,
     wait_state,
@@ -74,9 +75,13 @@ def test_every_field_of_every_event_lands_in_its_own_org_and_in_no_other(tenancy
         per_org = [len(events_of(org, booked)) for org in world.orgs]
         assert per_org == [4] * len(world.orgs), "four bookings per org, each Event in its own org"
         seen: dict[str, str] = {}
-        for org in world.orgs:
-            for fingerprint in {r["token"] for r in org.client.requests() if r["token"]}:
-                assert seen.setdefault(fingerprint, org.name) == org.name, "a token reached another org"
+        logs = [("default", world.emulator.requests())] + [(o.name, o.client.requests()) for o in world.orgs]
+        for name, requests in logs:
+            for fingerprint in {r["token"] for r in requests if r["token"]}:
+                assert seen.setdefault(fingerprint, name) == name, (
+                    f"a token of {seen[fingerprint]} reached {name}"
+                )
+        assert len(set(seen.values())) == len(logs), "every org was called with a token of its own"
         served = org_rows(tenancy.ledger_url)
         assert {org.org_id for org in world.orgs} <= set(served)
         assert all(served[org.org_id]["state"] == "active" for org in world.orgs)
@@ -154,7 +159,9 @@ def test_a_deactivated_integration_user_pauses_its_org_only_and_reactivation_res
         wait_settled(tenancy, list(others.values()), what="the other orgs' bookings")
         assert _synced(tenancy, list(others.values())) == []
         assert activities(tenancy.ledger_url)[held]["state"] == "pending"
-        assert org_rows(tenancy.ledger_url)[victim.org_id]["state"] == "paused"
+        listed = orgs_command(daemon)[victim.org_id]
+        assert (listed["state"], listed["pending"]) == ("paused", 1), listed
+        assert "token" in (listed["reason"] or "")
 
         world.set_integration_user_active(victim, True)
         wait_settled(tenancy, [held], what="the paused org's booking after reactivation")
@@ -164,8 +171,10 @@ def test_a_deactivated_integration_user_pauses_its_org_only_and_reactivation_res
     finally:
         code = stopped(daemon)
     assert code == 0, "the daemon drains and exits 0 on SIGTERM"
-    refused = [line for line in daemon.log_lines() if line.get("org_id") == victim.org_id]
-    assert refused, "the paused org's lines carry its org_id"
+    paused = [
+        e for e in daemon.log_lines() if e.get("org") == victim.org_id and "pause" in str(e.get("event"))
+    ]
+    assert paused, "the pause is logged with the org's id"
 
 
 def test_an_exhausted_api_allocation_pauses_its_org_only(tenancy: TenancyStack) -> None:
@@ -201,8 +210,9 @@ def test_an_exhausted_api_allocation_pauses_its_org_only(tenancy: TenancyStack) 
 
 
 def test_a_booking_assigned_to_another_orgs_user_fails_and_writes_nothing(tenancy: TenancyStack) -> None:
-    """A round-robin booking whose assigned user belongs to another org fails with CROSS_ORG_USER and writes
-    nothing in either org; the org's other bookings go out."""
+    """A round-robin booking whose assigned user belongs to another org fails with CROSS_ORG_USER, and one
+    whose related record is another org's Contact fails too; neither writes an Event in any org, and the org's
+    other bookings go out."""
     world = tenancy.world
     home, other = world.orgs[0], world.orgs[1]
     rr = world.add_link(home, "round_robin", title="Home demo")
@@ -212,20 +222,18 @@ def test_a_booking_assigned_to_another_orgs_user_fails_and_writes_nothing(tenanc
         daemon.wait_active()
         good = world.book(home, rr, assigned=home.users[1])
         stray = world.book(home, rr, assigned=other.users[1])
-        wait_settled(tenancy, [good, stray])
-        act = activities(tenancy.ledger_url)[stray]
-        assert (act["state"], act["error_code"]) == ("failed", "CROSS_ORG_USER"), act
-        assert act["last_error"], "the failed row says why"
+        foreign = world.book(home, rr, assigned=home.users[2], related=other.contacts[0])
+        wait_settled(tenancy, [good, stray, foreign])
+        acts = activities(tenancy.ledger_url)
+        assert (acts[stray]["state"], acts[stray]["error_code"]) == ("failed", "CROSS_ORG_USER"), acts[stray]
+        assert acts[stray]["last_error"], "the failed row says why"
+        assert acts[foreign]["state"] == "failed" and acts[foreign]["last_error"], acts[foreign]
         assert _synced(tenancy, [good]) == []
-        written = [
-            r
-            for org in world.orgs
-            for sobject in ("Event", "Mogli_Event__c")
-            for r in org.client.records(sobject)
-            if stray in (r.get("Scheduling_Booking_Id__c"), r.get("Description"))
-        ]
-        assert written == [] and events_of(other, [good]) == []
-        assert_clean(world.verdict(failed_ok=frozenset({stray})))
+        everywhere = [world.emulator.records("Event")] + [o.client.records("Event") for o in world.orgs]
+        written = [e for events in everywhere for e in events if e.get(BOOKING_FIELD) in (stray, foreign)]
+        assert written == [], "a failed cross-org booking wrote an Event"
+        assert orgs_command(daemon)[home.org_id]["failed"] == 2
+        assert_clean(world.verdict(failed_ok=frozenset({stray, foreign})))
     finally:
         code = stopped(daemon)
     assert code == 0, "the daemon drains and exits 0 on SIGTERM"

@@ -5,6 +5,13 @@ request log) on its own port of the main emulator's host, over the main emulator
 shares with the main org what never changes per org: the schema objects, the streaming settings, the
 connected-app policy (and the JWT key, unless given its own). Ids carry the org's segment, so an id of one
 org is never found in another. Nothing is per org but memory: no thread, no certificate, no task.
+
+Readings where Salesforce's documentation is silent, each the least convenient one: a JWT grant for an
+unknown or an inactive user answers the same `invalid_grant` / "user hasn't approved this consumer" (the
+requester learns nothing about which users exist); deactivating a user ends their access and refresh
+tokens at once and reactivating revives none; usernames are unique across every org of the process.
+Hosted orgs start with no seed records, keep their records in memory only (even with `--state`), and
+are gone when the process stops.
 """
 
 from __future__ import annotations

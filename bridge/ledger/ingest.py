@@ -10,6 +10,11 @@ a new booking, a changed mirrored column, a delete, or any source update of a 'f
 that touches only columns the ledger does not mirror (invitee name, updated_at) queues nothing, and a
 replayed snapshot chunk is a no-op. When a failed link goes back to pending (its owner got connected),
 its failed activities go with it: most of them failed because their link could not be written.
+
+Orgs (CONTRACT §9): a user's org is its organization (NULL: the default org). A link's org is its owner's
+until its Mogli Event is written, then frozen; an activity's is its link's until its Event is written. When a
+user moves, its unwritten links follow with their unwritten activities. Organizations and connections go to
+the `orgs` table (ingest_orgs.py). With tenancy off every organization_id is NULL and so is every org_id.
 (Over 400 lines: the one transaction that makes a source batch durable, users, links and bookings in source
 order, reads best whole.)
 """
@@ -18,12 +23,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, update
 
 from bridge.ledger.checkpoints import SOURCE_STREAM, read_position, write_position
+from bridge.ledger.ingest_orgs import OrgChanges
 from bridge.ledger.journal import outbound_row
 from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, USERS
 from bridge.ledger.workset import Row, WorkingTable, insert_many
@@ -41,6 +48,9 @@ from bridge.records.source import (
 )
 
 USER_NOT_CONNECTED = "USER_NOT_CONNECTED"
+CROSS_ORG_USER = "CROSS_ORG_USER"
+# Rule failures that wait for a user's row to change (connecting Salesforce, moving to the booking's org).
+USER_WAITING_CODES = (USER_NOT_CONNECTED, CROSS_ORG_USER)
 SOURCE_TRUNCATED = "SOURCE_TRUNCATED"
 # Activities a link edit or an owner change sends again (not cancelled, skipped or gone from Salesforce).
 REQUEUE_STATES = (A.SYNCED.value, A.FAILED.value, A.PENDING.value)
@@ -64,7 +74,13 @@ _BOOKING_FIELDS = {
     "status": "status",
     "related_record_id": "related_record_id",
 }
-_ENTITY = {SourceTable.USERS: "user", SourceTable.LINKS: "link", SourceTable.BOOKINGS: "activity"}
+_ENTITY = {
+    SourceTable.ORGANIZATIONS: "org",
+    SourceTable.CONNECTIONS: "org",
+    SourceTable.USERS: "user",
+    SourceTable.LINKS: "link",
+    SourceTable.BOOKINGS: "activity",
+}
 _SYNC_DEFAULTS: dict[str, Any] = {
     "version": 0,
     "synced_version": None,
@@ -79,6 +95,15 @@ _SYNC_DEFAULTS: dict[str, Any] = {
 Item = tuple[SourceTransaction, SourceChange]
 
 
+@dataclass(slots=True)
+class _Totals:
+    """What the segments of one batch found, for its IngestSummary."""
+
+    pending_work: bool = False
+    orgs_with_work: set[str | None] = field(default_factory=set)
+    orgs_changed: bool = False
+
+
 def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
     """Apply a batch in order, then advance the 'source' checkpoint; the caller owns the transaction."""
     stored_text = read_position(connection, SOURCE_STREAM)
@@ -86,7 +111,7 @@ def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
     counts: dict[SourceTable, int] = defaultdict(int)
     skipped = 0
     last_lsn: int | None = None
-    pending_work = False
+    totals = _Totals()
     items: list[Item] = []
     for txn in batch.transactions:
         if not txn.snapshot and stored is not None and txn.end_lsn <= stored:
@@ -99,12 +124,12 @@ def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
         for change in txn.changes:
             counts[change.table] += 1
             if change.op is ChangeOp.TRUNCATE and change.table is SourceTable.BOOKINGS:
-                pending_work |= _Segment(connection, batch).run(items)
+                _Segment(connection, batch, totals).run(items)
                 items = []
-                pending_work |= _truncate_bookings(connection, txn, batch.now)
+                _truncate_bookings(connection, txn, batch.now)
             else:
                 items.append((txn, change))
-    pending_work |= _Segment(connection, batch).run(items)
+    _Segment(connection, batch, totals).run(items)
     checkpoint = stored_text
     if last_lsn is not None and (stored is None or last_lsn > stored):
         checkpoint = str(last_lsn)
@@ -114,12 +139,14 @@ def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
         links=counts[SourceTable.LINKS],
         bookings=counts[SourceTable.BOOKINGS],
         skipped_txns=skipped,
-        pending_work=pending_work,
+        pending_work=totals.pending_work,
         checkpoint=checkpoint,
+        orgs_with_work=frozenset(totals.orgs_with_work),
+        orgs_changed=totals.orgs_changed,
     )
 
 
-def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: datetime) -> bool:
+def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: datetime) -> None:
     """TRUNCATE is not a cancellation of every meeting: nothing is deleted in Salesforce.
 
     Every live booking fails with the reason, so an operator sees it; re-inserting a booking (a reload)
@@ -147,9 +174,8 @@ def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: date
         update(ACTIVITIES).where(present, ~live).values(source_deleted=True, updated_at=now),
     )
     detail = {**_detail(txn), "bookings_failed": truncated}
-    entry = outbound_row(now, "activity", "*", "source.truncate", detail)
+    entry = {**outbound_row(now, "activity", "*", "source.truncate", detail), "org_id": None}
     insert_many(connection, JOURNAL, [entry])
-    return False
 
 
 def _detail(txn: SourceTransaction) -> dict[str, Any]:
@@ -172,8 +198,9 @@ def _merge(previous: Row | None, row: LinkRow | BookingRow, fields: dict[str, st
 class _Segment:
     """The changes between two bulk statements: load what they touch, apply in order, write back."""
 
-    def __init__(self, connection: Connection, batch: IngestBatch) -> None:
+    def __init__(self, connection: Connection, batch: IngestBatch, totals: _Totals) -> None:
         self.connection = connection
+        self.totals = totals
         self.now = batch.now
         self.quiet = batch.quiet_booking_ids
         self.users = WorkingTable(USERS, "user_id")
@@ -182,26 +209,31 @@ class _Segment:
         self.by_link: dict[str, set[str]] = defaultdict(set)
         self.by_assignee: dict[str, set[str]] = defaultdict(set)
         self.by_owner: dict[str, set[str]] = defaultdict(set)
+        self.orgs = OrgChanges(batch.now)
         self.journal: list[Row] = []
-        self.pending_work = False
+        self.queued: list[Row] = []
 
-    def run(self, items: Sequence[Item]) -> bool:
-        """Apply the items; returns whether any row was queued for Salesforce."""
+    def run(self, items: Sequence[Item]) -> None:
+        """Apply the items, write them back, and add what they did to the batch's totals."""
         if not items:
-            return False
+            return
         self._preload(items)
         for txn, change in items:
             self._apply(txn, change)
         for table in (self.users, self.links, self.activities):
             table.flush(self.connection)
-        insert_many(self.connection, JOURNAL, self.journal)
-        return self.pending_work
+        self.orgs.flush(self.connection)
+        insert_many(self.connection, JOURNAL, self.orgs.journal + self.journal)
+        self.totals.pending_work |= bool(self.queued)
+        self.totals.orgs_with_work.update(row["org_id"] for row in self.queued)
+        self.totals.orgs_changed |= self.orgs.changed
 
     # ---------------------------------------------------------------- loading
 
     def _preload(self, items: Sequence[Item]) -> None:
         """Load every row the items can touch, including the rows a cascade may requeue."""
         user_ids: set[str] = set()
+        owner_ids: set[str] = set()
         link_ids: set[str] = set()
         edited_links: set[str] = set()
         booking_ids: set[str] = set()
@@ -212,12 +244,15 @@ class _Segment:
             elif isinstance(row, LinkRow):
                 link_ids.add(row.id)
                 edited_links.add(row.id)
+                if row.owner_id is not None:
+                    owner_ids.add(row.owner_id)
             elif isinstance(row, BookingRow):
                 booking_ids.add(row.id)
                 if row.link_id is not None:
                     link_ids.add(row.link_id)
         c = self.connection
-        self.users.load_keys(c, user_ids)
+        self.orgs.preload(c, [change for _txn, change in items])
+        self.users.load_keys(c, user_ids | owner_ids)
         self.links.load_keys(c, link_ids)
         # Links new to the ledger: a booking that arrived before its link books it.
         unseen = edited_links - self.links.rows.keys()
@@ -228,8 +263,8 @@ class _Segment:
         future = and_(ACTIVITIES.c.start_at > self.now, ACTIVITIES.c.state.in_(REQUEUE_STATES))
         failed = ACTIVITIES.c.state == A.FAILED.value
         self.activities.load_where(c, "link_id", edited_links | owned, or_(future, failed))
-        not_connected = and_(failed, ACTIVITIES.c.error_code == USER_NOT_CONNECTED)
-        self.activities.load_where(c, "assigned_user_id", user_ids, not_connected)
+        waiting = and_(failed, ACTIVITIES.c.error_code.in_(USER_WAITING_CODES))
+        self.activities.load_where(c, "assigned_user_id", user_ids, waiting)
         self.links.load_keys(c, (r["link_id"] for r in self.activities.rows.values() if r["link_id"]))
         for link in self.links.rows.values():
             self._index_link(link, None)
@@ -260,7 +295,9 @@ class _Segment:
         row = change.row
         key = row.id if row is not None else "*"
         detail = _detail(txn)
-        if isinstance(row, UserRow) and change.op is not ChangeOp.DELETE:
+        if entity == "org":
+            self.orgs.apply(change, detail)
+        elif isinstance(row, UserRow) and change.op is not ChangeOp.DELETE:
             self._upsert_user(row)
         elif isinstance(row, LinkRow) and change.op is ChangeOp.DELETE:
             self._delete_link(row.id)
@@ -271,13 +308,22 @@ class _Segment:
                 self._delete_booking(row.id, txn)
             elif not self._upsert_booking(row, txn):
                 detail["skipped"] = True
-        self.journal.append(outbound_row(self.now, entity, key, f"source.{change.op.value}", detail))
+        entry = outbound_row(self.now, entity, key, f"source.{change.op.value}", detail)
+        self.journal.append({**entry, "org_id": self._org_of(entity, key)})
+
+    def _org_of(self, entity: str, key: str) -> str | None:
+        """The org_id of the row a journal entry concerns (an org's own id for an org)."""
+        if entity == "org":
+            return None if key == "*" else key
+        table = {"user": self.users, "link": self.links, "activity": self.activities}[entity]
+        row = table.get(key)
+        return row["org_id"] if row is not None else None
 
     def _queue(self, row: Row) -> None:
         """Make a link or activity pending work at a new version."""
         row.update(state="pending", version=row["version"] + 1, attempts=0, next_attempt_at=None)
         row["updated_at"] = self.now
-        self.pending_work = True
+        self.queued.append(row)
 
     def _queue_activity(self, activity: Row, lsn: int | None = None) -> None:
         self._queue(activity)
@@ -301,12 +347,49 @@ class _Segment:
         previous = self.users.get(row.id)
         before = previous["salesforce_user_id"] if previous is not None else None
         value = before if "salesforce_user_id" in row.unchanged else row.salesforce_user_id
+        org_before = previous["org_id"] if previous is not None else None
+        org = org_before if "organization_id" in row.unchanged else row.organization_id
         if previous is None:
-            self.users.put({"user_id": row.id, "salesforce_user_id": value, "updated_at": self.now})
-        elif value != before:
-            previous.update(salesforce_user_id=value, updated_at=self.now)
-        if value != before:
+            self.users.put(
+                {"user_id": row.id, "salesforce_user_id": value, "org_id": org, "updated_at": self.now}
+            )
+        elif value != before or org != org_before:
+            previous.update(salesforce_user_id=value, org_id=org, updated_at=self.now)
+        if org != org_before:
+            for link_id in list(self.by_owner.get(row.id, ())):
+                self._follow_owner(self.links.rows[link_id])
+        if value != before or org != org_before:
             self._user_connection_changed(row.id)
+
+    def _user_org(self, user_id: str | None) -> str | None:
+        """A user's org_id (None: the default org, also for a user the ledger does not know)."""
+        user = self.users.get(user_id)
+        return user["org_id"] if user is not None else None
+
+    def _follow_owner(self, link: Row) -> None:
+        """An unwritten link takes its owner's org, with its unwritten activities; a written one keeps its."""
+        org = self._user_org(link["owner_user_id"])
+        if link["mogli_event_id"] is not None or link["org_id"] == org:
+            return
+        link.update(org_id=org, updated_at=self.now)
+        if link["state"] != L.UNBOOKED:
+            self._queue(link)  # a push in flight in the old org must not settle the row
+        link_id = link["link_id"]
+        loaded = set(self.activities.rows)
+        self.activities.load_where(self.connection, "link_id", [link_id], ACTIVITIES.c.activity_id.is_(None))
+        for key in self.activities.rows.keys() - loaded:
+            self._index_activity(self.activities.rows[key], None, None)
+        for key in list(self.by_link.get(link_id, ())):
+            self._follow_link(self.activities.rows[key], link)
+
+    def _follow_link(self, activity: Row, link: Row | None) -> None:
+        """An activity without an Event takes its link's org (queued again if it was waiting or failed)."""
+        org = link["org_id"] if link is not None else None
+        if activity["activity_id"] is not None or activity["org_id"] == org:
+            return
+        activity.update(org_id=org, updated_at=self.now)
+        if activity["state"] in (A.PENDING, A.FAILED) and activity["error_code"] != SOURCE_TRUNCATED:
+            self._queue_activity(activity)
 
     def _user_connection_changed(self, user_id: str) -> None:
         """A user's Salesforce connection changed: their Mogli Events and waiting Events go again."""
@@ -322,7 +405,7 @@ class _Segment:
                 self._requeue_future(link_id)
         for key in touched:
             activity = self.activities.rows[key]
-            if activity["state"] == A.FAILED and activity["error_code"] == USER_NOT_CONNECTED:
+            if activity["state"] == A.FAILED and activity["error_code"] in USER_WAITING_CODES:
                 self._queue_activity(activity)
 
     def _requeue_failed(self, link_id: str) -> None:
@@ -345,10 +428,13 @@ class _Segment:
                     "mogli_event_id": None,
                     "state": L.UNBOOKED.value,
                     "first_booked_at": None,
+                    "org_id": self._user_org(merged["owner_user_id"]),
                     "updated_at": self.now,
                 }
             )
             self._index_link(link, None)
+            for key in list(self.by_link.get(row.id, ())):
+                self._follow_link(self.activities.rows[key], link)
             if any(self.activities.rows[k]["state"] != A.SKIPPED for k in self.by_link.get(row.id, ())):
                 self._first_booking(link)
                 self._requeue_failed(row.id)  # they failed for want of this link
@@ -360,6 +446,8 @@ class _Segment:
         old_owner = previous["owner_user_id"]
         previous.update(merged, source_deleted=False, updated_at=self.now)
         self._index_link(previous, old_owner)
+        if previous["owner_user_id"] != old_owner:
+            self._follow_owner(previous)
         if pushed and previous["state"] != L.UNBOOKED:
             self._queue(previous)
             self._requeue_future(row.id)
@@ -381,6 +469,8 @@ class _Segment:
         quiet = row.id in self.quiet and (previous is None or previous["state"] == A.SKIPPED)
         if previous is None:
             activity = self.activities.put(self._new_activity(row.id, merged, quiet))
+            link = self.links.get(activity["link_id"])
+            activity["org_id"] = link["org_id"] if link is not None else None
             self._index_activity(activity, None, None)
             if not quiet:
                 self._queue_activity(activity, txn.end_lsn)
@@ -391,6 +481,8 @@ class _Segment:
         if changed:
             previous.update(merged, source_deleted=False, updated_at=self.now)
             self._index_activity(previous, old_link, old_assignee)
+            if previous["link_id"] != old_link:
+                self._follow_link(previous, self.links.get(previous["link_id"]))
         if quiet:
             return False
         if changed or (not txn.snapshot and previous["state"] == A.FAILED):
@@ -409,6 +501,7 @@ class _Segment:
             "what_id": None,
             "state": A.SKIPPED.value if quiet else A.PENDING.value,
             "source_lsn": None,
+            "org_id": None,
             "updated_at": self.now,
         }
 

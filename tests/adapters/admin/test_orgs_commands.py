@@ -28,6 +28,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.records.ledger import DEFAULT_ORG
 from tests.adapters.admin.conftest import TOKEN, Harness, Make
 from tests.adapters.admin.fakes import FakeOptions, FakeRunner
+from tests.adapters.admin.filled import Filled
 from tests.adapters.admin.orgs_world import CHANNEL, OtherOrg, add_default_rows, add_org
 
 
@@ -318,3 +319,24 @@ def test_orgs_in_a_pipe_is_csv(two: Two) -> None:
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [r["org_id"] for r in rows] == [DEFAULT_ORG, two.other.org_id]
+
+
+async def test_retry_with_org_goes_through_the_daemon_for_that_org_only(
+    daemon: tuple[Path, OtherOrg, dict[str | None, FakeRunner]],
+) -> None:
+    """`retry --all-failed --org ID` with a daemon: the daemon requeues that org's failed booking and leaves
+    the default org's failed booking failed."""
+    config, org, _ = daemon
+    out = io.StringIO()
+
+    def retry() -> int:
+        from contextlib import redirect_stdout
+
+        with redirect_stdout(out):
+            return main(["--config", str(config), "retry", "--all-failed", "--org", org.org_id])
+
+    assert await asyncio.to_thread(retry) == 0
+    assert "requeued 1 record(s) through the running daemon" in out.getvalue()
+    url = str(config.parent / "ledger.sqlite3")
+    states = _states(f"sqlite:///{url}")
+    assert states[org.failed] == "pending" and states[Filled().failed] == "failed"

@@ -311,20 +311,18 @@ class Daemon:
         from bridge.source.status import slot_status
 
         src = self.settings.source
+        salesforce: SalesforceView
+        pusher: PusherView
         if isinstance(parts, OrgParts):
-            salesforce: SalesforceView = parts.client
-            pusher: PusherView = parts.pusher
             single = parts
-            runner: ReconcileRunner[ReconcileOptions] | None = parts.runner()
+            salesforce, pusher = parts.client, parts.pusher
+            runner: ReconcileRunner[ReconcileOptions] = parts.runner()
+            current: Callable[[], OrgParts | None] = functools.partial(_same, single)
         else:
             salesforce = parts
-            pusher = cast(
-                "PusherView", parts
-            )  # its counters are read-only sums over every org            single = None
+            pusher = cast("PusherView", parts)  # its counters are read-only sums over every org
             runner = parts.runner()
-
-        def current() -> OrgParts | None:
-            return single if single is not None else parts.default_parts()  # type: ignore[union-attr]
+            current = parts.default_parts
 
         def streaming() -> dict[str, str]:
             now = current()
@@ -363,6 +361,10 @@ class Daemon:
                 api_remaining_fraction=min(2 * self.settings.salesforce.api_reserve_fraction, 1.0)
             ),
         )
+
+
+def _same(value: OrgParts) -> OrgParts | None:
+    return value
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

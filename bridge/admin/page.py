@@ -203,7 +203,7 @@ def _charts(history: History | None, now: datetime) -> str:
 
 
 _FORM = """
-<form method="post" action="/ui/reconciliations">
+<form method="post" action="/ui/reconciliations">{org}
 <label>Admin token <input type="password" name="token" autocomplete="off" required></label>
 <label>Links (ids, comma-separated) <input type="text" name="links" size="40"></label>
 <label>Since <input type="text" name="since" placeholder="2026-01-01" size="12"></label>
@@ -258,6 +258,12 @@ def org_section(orgs: Sequence[OrgRow], chosen: str | None) -> str:
     )
 
 
+def _form(org: str | None) -> str:
+    """The reconciliation form; with an org chosen, it reconciles that org."""
+    hidden = f'\n<input type="hidden" name="org" value="{escape(org)}">' if org else ""
+    return _FORM.replace("{org}", hidden)
+
+
 _BANNERS = {
     "ready": ("ok", "Ready: every component runs and every dependency answers"),
     "degraded": ("warn", "Degraded: the daemon works, but needs attention"),
@@ -307,6 +313,6 @@ def render_status_page(
 <div class="card wide"><h2>Outstanding drift</h2>{_outstanding(outstanding, now)}</div>
 <div class="card wide"><h2>Recent failures</h2>{_failures(failures, now)}</div>
 <div class="card wide"><h2>Reconciliation runs</h2>{_runs(runs, now)}
-<h2>Start a reconciliation</h2>{_FORM}</div>
+<h2>Start a reconciliation{f" of org {escape(org)}" if org else ""}</h2>{_form(org)}</div>
 </body></html>
 """

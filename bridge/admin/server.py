@@ -15,6 +15,7 @@ import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import quote
 
 import structlog
 from aiohttp import web
@@ -237,7 +238,8 @@ class AdminServer(Generic[OptionsT]):
         return Outstanding(finished, tuple(left[:OUTSTANDING_SHOWN]), len(left))
 
     async def page_reconcile(self, request: web.Request) -> web.StreamResponse:
-        """The page's form: checks the token field, starts a run, redirects back to the page."""
+        """The page's form: checks the token field, starts a run (of the page's org when one is chosen),
+        redirects back to the page."""
         form = await request.post()
         token = form.get("token")
         if not token_matches(self.settings.token, token if isinstance(token, str) else None):
@@ -249,11 +251,18 @@ class AdminServer(Generic[OptionsT]):
             "until": form.get("until") or None,
             "dry_run": bool(form.get("dry_run")),
         }
+        org = str(form.get("org") or "") or None
         try:
-            run_id = await self.runs.start(views.parse_reconcile(body), requested_by="admin-page")
+            req = views.parse_reconcile({**body, "orgs": [org] if org else None})
+            if org is None:
+                run_id = await self.runs.start(req, requested_by="admin-page")
+            else:
+                [started] = await self.runs.start_orgs(req, requested_by="admin-page")
+                run_id = started["id"]
         except views.BadRequest as exc:
             return web.Response(status=400, text=str(exc), content_type="text/plain")
-        raise web.HTTPSeeOther(f"/?notice=reconciliation+run+{run_id}+started")
+        back = f"org={quote(org)}&" if org else ""
+        raise web.HTTPSeeOther(f"/?{back}notice=reconciliation+run+{run_id}+started")
 
     # ------------------------------------------------------------------ protected routes (and /readyz)
 

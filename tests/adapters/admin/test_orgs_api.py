@@ -210,3 +210,15 @@ async def test_status_page_of_the_default_org_alone_has_no_org_selector(make: Ma
     h: Harness = await make()
     page = await (await h.client.get("/")).text()
     assert 'name="org"' not in page and "<h2>Orgs</h2>" not in page
+
+
+async def test_the_page_form_of_one_org_reconciles_that_org(world: OrgWorld) -> None:
+    """On `?org=ID` the form carries the org; posting it opens the run on that org's runner and goes back
+    to that org's page."""
+    page = await (await world.client.get(f"/?org={world.org.org_id}")).text()
+    assert f'<input type="hidden" name="org" value="{world.org.org_id}">' in page
+    form = {"token": TOKEN, "org": world.org.org_id, "dry_run": "1"}
+    response = await world.client.post("/ui/reconciliations", data=form, allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"].startswith(f"/?org={world.org.org_id}&notice=reconciliation+run+")
+    assert len(world.runners[world.org.org_id].started) == 1 and not world.runners[None].started

@@ -155,8 +155,11 @@ def _apply_activity(connection: Connection, change: ActivityChange, now: datetim
     if change.requeue:
         values.update(_requeued(ACTIVITIES.c.version, now))
     values["updated_at"] = now
-    where = (ACTIVITIES.c.booking_id == change.booking_id) & scope_of(connection).rows(ACTIVITIES)
-    connection.execute(update(ACTIVITIES).where(where).values(values))
+    scope = scope_of(connection)
+    where = (ACTIVITIES.c.booking_id == change.booking_id) & scope.rows(ACTIVITIES)
+    done = connection.execute(update(ACTIVITIES).where(where).values(values))
+    if done.rowcount == 0 and not scope.every:
+        return []  # not this org's row: nothing happened here to journal
     return [
         JournalEntry(
             now, Direction.INBOUND, "activity", change.booking_id, change.action, dict(change.detail)
@@ -173,11 +176,14 @@ def _apply_link(connection: Connection, change: LinkChange, now: datetime) -> li
         values["error_code"] = None
     if change.clear_mogli_event_id:
         values["mogli_event_id"] = None
-    where = (LINKS.c.link_id == change.link_id) & scope_of(connection).rows(LINKS)
+    scope = scope_of(connection)
+    where = (LINKS.c.link_id == change.link_id) & scope.rows(LINKS)
     before = connection.execute(select(LINKS.c.mogli_event_id).where(where)).scalar_one_or_none()
     if change.cascade is Cascade.MARK_DELETED:
         values["error_code"] = MOGLI_EVENT_DELETED
-    connection.execute(update(LINKS).where(where).values(values))
+    done = connection.execute(update(LINKS).where(where).values(values))
+    if done.rowcount == 0 and not scope.every:
+        return []  # not this org's row: no journal entry, no cascade
     entries = [
         JournalEntry(now, Direction.INBOUND, "link", change.link_id, change.action, dict(change.detail))
     ]

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from bridge.ledger import outbox, upgrade_to_head
 from bridge.ledger.repository import Ledger
 from bridge.ledger.tables import CHECKPOINTS, JOURNAL
-from bridge.records.inbound import ActivityChange, InboundBatch
+from bridge.records.inbound import ActivityChange, InboundBatch, LinkChange
 from bridge.records.ledger import DEFAULT_ORG, Direction, DriftItem, JournalEntry
 from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 from bridge.records.source import ChangeOp
@@ -203,6 +203,18 @@ async def test_inbound_position_goes_to_the_org_stream(repo: Ledger) -> None:
     )
     activity = await repo.get_activity("b-a")
     assert activity is not None and activity.who_id == "003A"
+    changed = [e for e in await repo.list_journal(booking_id="b-a") if e.action == "salesforce.event_changed"]
+    assert len(changed) == 1, "the foreign change is not journaled"
+    await view_b.apply_inbound(
+        InboundBatch(
+            links=(LinkChange("l-a", "salesforce.mogli_event_deleted", state="deleted_in_salesforce"),)
+        )
+    )
+    link = await repo.get_link("l-a")
+    assert link is not None and link.state == "synced"
+    assert not [
+        e for e in await repo.list_journal(link_id="l-a") if e.action == "salesforce.mogli_event_deleted"
+    ]
 
 
 async def test_reconcile_store_reads_per_org(repo: Ledger) -> None:

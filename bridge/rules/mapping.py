@@ -18,6 +18,10 @@ taken here (CONTRACT section 5 fixes the rest):
 - A delete is a `DeleteEvent` even when the ledger knows no Event id: a crash between the push and its record
   can leave an Event the ledger never heard of, so the worker looks it up by External ID. `NothingToDo` only
   when the ledger's state says the Event is already gone (`cancelled`, `deleted_in_salesforce`).
+- A user of another org than the record (`UserState.org_id` against the booking's or the link's org_id) is
+  refused with `CROSS_ORG_USER` before its Salesforce id is even read: that id names a User of another org.
+  It waits for the user's row to change. A related record id needs no rule: an org refuses ids it does not
+  know. With tenancy off every org_id is None, so the check never refuses.
 - Checks run in a fixed order: the booking's own faults first (they need a fix in the scheduler), then the
   link's, then the users', then the Mogli Event. A failure that waits (`WAITING_CODES`) is therefore the
   only thing between the row and Salesforce.
@@ -71,6 +75,7 @@ class FailureCode(enum.StrEnum):
     """Why a rule refused a record; the value is stored as the row's error code."""
 
     USER_NOT_CONNECTED = "USER_NOT_CONNECTED"  # waits: syncs once the user connects Salesforce
+    CROSS_ORG_USER = "CROSS_ORG_USER"  # waits: the user belongs to another org than the record (CONTRACT §9)
     NO_OWNER = "NO_OWNER"  # the link names no owner
     NO_ASSIGNEE = "NO_ASSIGNEE"  # a round-robin booking without an assigned user
     LINK_MISSING = "LINK_MISSING"
@@ -94,11 +99,14 @@ class FailureCode(enum.StrEnum):
 WAITING_CODES = frozenset(
     {
         FailureCode.USER_NOT_CONNECTED,
+        FailureCode.CROSS_ORG_USER,
         FailureCode.MOGLI_EVENT_PENDING,
         FailureCode.MOGLI_EVENT_FAILED,
         FailureCode.MOGLI_EVENT_DELETED,
     }
 )
+# The waiting failures that clear when the named user's row changes (the rest wait for a link).
+USER_WAITING_CODES = frozenset({FailureCode.USER_NOT_CONNECTED, FailureCode.CROSS_ORG_USER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +196,19 @@ def _title(link: LinkState) -> str:
     return link.title
 
 
-def _salesforce_user(user_id: str, user: UserState | None, role: str) -> str:
+def _salesforce_user(user_id: str, user: UserState | None, role: str, org: tuple[str, str | None]) -> str:
     """The 18-character User id of a scheduler user, or a refusal that says who must connect.
 
-    `role` says whose user it is, e.g. "link owner of link <id>".
+    `role` says whose user it is, e.g. "link owner of link <id>"; `org` is (what, org_id) of the record the
+    user is for, e.g. ("booking", its org_id): a user of another org is refused.
     """
+    what, org_id = org
+    if user is not None and user.org_id != org_id:
+        raise _refuse(
+            FailureCode.CROSS_ORG_USER,
+            f"the {role} (user {user_id}) belongs to another org than the {what}",
+            user=user_id,
+        )
     raw = user.salesforce_user_id if user is not None else None
     if raw is None or blank(raw):
         raise _refuse(
@@ -214,11 +230,11 @@ def _salesforce_user(user_id: str, user: UserState | None, role: str) -> str:
     return normalised
 
 
-def _link_owner(link: LinkState, owner: UserState | None) -> str:
+def _link_owner(link: LinkState, owner: UserState | None, org: tuple[str, str | None]) -> str:
     if blank(link.owner_user_id):
         raise _refuse(FailureCode.NO_OWNER, f"link {link.link_id} has no owner_id")
     assert link.owner_user_id is not None
-    return _salesforce_user(link.owner_user_id, owner, f"link owner of link {link.link_id}")
+    return _salesforce_user(link.owner_user_id, owner, f"link owner of link {link.link_id}", org)
 
 
 # ------------------------------------------------------------------------------------------ Mogli Event
@@ -236,7 +252,7 @@ def mogli_event_for(work: LinkWork) -> MogliEventFields | RuleFailure:
             )
         link_type = _link_type(link)
         title = _title(link)
-        owner_id = _link_owner(link, work.owner)
+        owner_id = _link_owner(link, work.owner, ("link", link.org_id))
     except _Refused as refused:
         return refused.failure
     return MogliEventFields(
@@ -420,15 +436,16 @@ def _booking_link(work: ActivityWork) -> LinkState:
 
 def _event_owner(work: ActivityWork, link: LinkState, link_type: LinkType) -> tuple[str, str]:
     """OwnerId (Assigned To) and the rule that chose it."""
+    org = ("booking", work.booking.org_id)
     if link_type is not LinkType.ROUND_ROBIN:
-        return _link_owner(link, work.owner), f"owner=link owner ({link_type.value})"
+        return _link_owner(link, work.owner, org), f"owner=link owner ({link_type.value})"
     assignee = work.booking.assigned_user_id
     if assignee is None or blank(assignee):
         raise _refuse(
             FailureCode.NO_ASSIGNEE, f"round-robin booking {work.booking.booking_id} has no assigned_user_id"
         )
     return _salesforce_user(
-        assignee, work.assignee, f"assigned user of booking {work.booking.booking_id}"
+        assignee, work.assignee, f"assigned user of booking {work.booking.booking_id}", org
     ), "owner=assigned user (round_robin)"
 
 

@@ -1130,6 +1130,13 @@ MOGLI_FAIL = [
         link_work(owner=UserState(OWNER_ID, "")), F.USER_NOT_CONNECTED, OWNER_ID, "", id="empty-sf-id"
     ),
     pytest.param(
+        link_work(owner=UserState(OWNER_ID, OWNER_SF, "0a000000-0000-4000-8000-00000000000a")),
+        F.CROSS_ORG_USER,
+        OWNER_ID,
+        "belongs to another org than the link",
+        id="owner-of-another-org",
+    ),
+    pytest.param(
         link_work(owner=UserState(OWNER_ID, PERSONAL)),
         F.INVALID_USER_ID,
         None,

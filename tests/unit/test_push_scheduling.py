@@ -31,7 +31,7 @@ from bridge.records.outbound import (
     WriteResult,
 )
 from bridge.records.source import BookingState, LinkState, UserState
-from bridge.rules.mapping import WAITING_CODES, FailureCode, MappingOptions
+from bridge.rules.mapping import USER_WAITING_CODES, WAITING_CODES, MappingOptions
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OWNER = UserState("7f1e0c1a-0000-4000-8000-000000000001", "005Dn000001OwNrIAK")
@@ -410,6 +410,6 @@ async def test_stop_finishes_the_calls_in_flight() -> None:
 
 def test_the_ledger_releases_exactly_the_bookings_that_wait_for_a_link() -> None:
     """The codes the ledger releases when a link's Mogli Event is written are the rules' waiting codes that
-    wait for a link (the rest, USER_NOT_CONNECTED, clear when the user connects)."""
-    waiting_for_link = {c.value for c in WAITING_CODES} - {FailureCode.USER_NOT_CONNECTED.value}
+    wait for a link (the rest, USER_WAITING_CODES, clear when the user's row changes)."""
+    waiting_for_link = {c.value for c in WAITING_CODES - USER_WAITING_CODES}
     assert set(LINK_WAITING_CODES) == waiting_for_link

@@ -148,7 +148,8 @@ def test_orgs_on_a_ledger_not_set_up_is_exit_2_with_one_line(
 
 
 def test_ledger_with_org_lists_only_that_orgs_rows(two: Two, capsys: pytest.CaptureFixture[str]) -> None:
-    """`ledger activities --org ID`: that org's bookings only; `--org default`: the default org's only."""
+    """`ledger activities --org ID`: that org's bookings only; `--org default`: the default org's only; a
+    table says which org it shows."""
     _, out, _ = _run(capsys, two.config, "ledger", "activities", "--org", two.other.org_id, "--format", "csv")
     assert {r["booking_id"] for r in csv.DictReader(io.StringIO(out))} == {
         *two.other.pending,
@@ -156,6 +157,8 @@ def test_ledger_with_org_lists_only_that_orgs_rows(two: Two, capsys: pytest.Capt
     }
     _, out, _ = _run(capsys, two.config, "ledger", "failures", "--org", DEFAULT_ORG, "--format", "csv")
     assert [r["key"] for r in csv.DictReader(io.StringIO(out))] == [two.default.failed]
+    _, out, _ = _run(capsys, two.config, "ledger", "links", "--org", two.other.org_id, "--format", "table")
+    assert f"org {two.other.org_id} only" in out and "showing 1 of 1" in out
 
 
 def test_ledger_with_org_refuses_an_unknown_org_and_another_orgs_booking(

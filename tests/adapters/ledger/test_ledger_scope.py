@@ -7,12 +7,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event, select
+from sqlalchemy import Connection, event, select, update
 from structlog.testing import capture_logs
 
 from bridge.ledger import outbox, upgrade_to_head
+from bridge.ledger.inbound import MOGLI_EVENT_DELETED
 from bridge.ledger.repository import Ledger
-from bridge.ledger.tables import CHECKPOINTS, JOURNAL
+from bridge.ledger.tables import CHECKPOINTS, JOURNAL, LINKS
 from bridge.records.inbound import ActivityChange, InboundBatch, LinkChange
 from bridge.records.ledger import DEFAULT_ORG, Direction, DriftItem, JournalEntry
 from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
@@ -345,3 +346,20 @@ def test_scoped_claims_use_the_org_indexes(tmp_path: Path) -> None:
             assert "ix_activities_org_id_state_updated_at" in activities, activities
     finally:
         ledger.dispose()
+
+
+def _mogli_events_deleted(connection: Connection) -> None:
+    """Org A's and org B's links as the inbound path leaves them when their Mogli Event is deleted."""
+    values = {"state": "deleted_in_salesforce", "error_code": MOGLI_EVENT_DELETED}
+    connection.execute(update(LINKS).where(LINKS.c.link_id.in_(["l-a", "l-b"])).values(values))
+
+
+async def test_recreate_deleted_links_is_scoped(repo: Ledger) -> None:
+    """recreate_deleted_links through org A's view queues org A's deleted link only."""
+    await three_orgs(repo)
+    repo.call(_mogli_events_deleted)
+    assert await repo.scoped(ORG_A).recreate_deleted_links() == ["l-a"]
+    link_a, link_b = await repo.get_link("l-a"), await repo.get_link("l-b")
+    assert link_a is not None and link_a.state == "pending"
+    assert link_b is not None and link_b.state == "deleted_in_salesforce"
+    assert await repo.scoped(ORG_B).recreate_deleted_links() == ["l-b"]

@@ -242,8 +242,8 @@ def _failure_statements(table: Table, key: str, now: datetime) -> list[tuple[Any
     ]
 
 
-def record_links(connection: Connection, outcomes: Sequence[LinkOutcome], now: datetime) -> None:
-    """Write link outcomes (one executemany per statement kind) and journal them."""
+def record_links(connection: Connection, outcomes: Sequence[LinkOutcome], now: datetime) -> list[LinkOutcome]:
+    """Write link outcomes (one executemany per statement kind) and journal them; returns those recorded."""
     outcomes, orgs = admitted(connection, LINKS, "link_id", outcomes)
     key_mogli: Any = func.coalesce(bindparam("p_mogli"), LINKS.c.mogli_event_id)
     synced = {
@@ -263,6 +263,7 @@ def record_links(connection: Connection, outcomes: Sequence[LinkOutcome], now: d
     _execute_grouped(connection, statements, outcomes, params)
     insert_many(connection, JOURNAL, [_link_journal(o, now, orgs[o.link_id]) for o in outcomes])
     _release_waiting(connection, [o.link_id for o in outcomes if o.state is OutcomeState.SYNCED], now)
+    return outcomes
 
 
 def _release_waiting(connection: Connection, link_ids: Sequence[str], now: datetime) -> None:
@@ -299,8 +300,10 @@ def _release_waiting(connection: Connection, link_ids: Sequence[str], now: datet
         insert_many(connection, JOURNAL, entries)
 
 
-def record_activities(connection: Connection, outcomes: Sequence[ActivityOutcome], now: datetime) -> None:
-    """Write activity outcomes (one executemany per statement kind) and journal them."""
+def record_activities(
+    connection: Connection, outcomes: Sequence[ActivityOutcome], now: datetime
+) -> list[ActivityOutcome]:
+    """Write activity outcomes (one executemany per statement kind), journal them; returns those recorded."""
     outcomes, orgs = admitted(connection, ACTIVITIES, "booking_id", outcomes)
     has_fields = bindparam("p_has_fields", type_=Boolean())
 
@@ -329,6 +332,7 @@ def record_activities(connection: Connection, outcomes: Sequence[ActivityOutcome
     _execute_grouped(connection, statements, outcomes, params)
     journal = [_activity_journal(o, now, orgs[o.booking_id]) for o in outcomes]
     insert_many(connection, JOURNAL, journal)
+    return outcomes
 
 
 def _execute_grouped(

@@ -219,16 +219,14 @@ class Ledger:
         return await self._read(outbox.claim_activities, now, limit, exclude)
 
     async def record_link_outcomes(self, outcomes: Sequence[LinkOutcome], now: datetime) -> None:
-        """Record Mogli Event push outcomes (version-compared) and journal them."""
-        if outcomes:
-            await self._write(outbox.record_links, outcomes, now)
-        self._observed("link", [o.state for o in outcomes])
+        """Record Mogli Event push outcomes (version-compared) and journal them (a view: its org's only)."""
+        recorded = await self._write(outbox.record_links, outcomes, now) if outcomes else []
+        self._observed("link", [o.state for o in recorded])
 
     async def record_activity_outcomes(self, outcomes: Sequence[ActivityOutcome], now: datetime) -> None:
-        """Record Event push outcomes (version-compared) and journal them."""
-        if outcomes:
-            await self._write(outbox.record_activities, outcomes, now)
-        self._observed("activity", [o.state for o in outcomes])
+        """Record Event push outcomes (version-compared) and journal them (a view: its org's only)."""
+        recorded = await self._write(outbox.record_activities, outcomes, now) if outcomes else []
+        self._observed("activity", [o.state for o in recorded])
 
     def _observed(self, entity: str, states: Sequence[OutcomeState]) -> None:
         for observer in self._outcome_observers:

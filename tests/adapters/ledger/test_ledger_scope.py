@@ -97,7 +97,7 @@ async def test_outcome_through_the_wrong_scope_changes_nothing(repo: Ledger) -> 
 
 async def test_activity_outcome_through_the_wrong_scope_changes_nothing(repo: Ledger) -> None:
     """An Event outcome for org B's booking recorded through org A's view changes nothing; org A's own
-    outcome in the same batch is recorded."""
+    outcome in the same batch is recorded, and only it reaches the outcome observers."""
     await three_orgs(repo)
     await _sync_links(repo)
     [work_a] = await repo.scoped(ORG_A).claim_activity_work(NOW, 10)
@@ -106,8 +106,11 @@ async def test_activity_outcome_through_the_wrong_scope_changes_nothing(repo: Le
         ActivityOutcome("b-a", work_a.version, OutcomeState.SYNCED, activity_id="00UA"),
         ActivityOutcome("b-b", work_b.version, OutcomeState.SYNCED, activity_id="00UB"),
     ]
+    observed: list[int] = []
+    repo.observe_outcomes(lambda _entity, states: observed.append(len(states)))
     with capture_logs() as logs:
         await repo.scoped(ORG_A).record_activity_outcomes(outcomes, NOW)
+    assert observed == [1], "observers hear of the recorded outcome only"
     assert [e["ids"] for e in logs if e["event"] == "ledger.outcome_outside_scope"] == [["b-b"]]
     mine, theirs = await repo.get_activity("b-a"), await repo.get_activity("b-b")
     assert mine is not None and mine.state == "synced" and mine.activity_id == "00UA"

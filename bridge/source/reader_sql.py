@@ -3,19 +3,26 @@
 Values are selected as text and converted exactly as streamed tuples are (`rows.build_row`), so a row read
 here compares equal to the ledger's mirror of the same row. Synchronous psycopg2, one short read-only
 transaction per call, every call run in a thread; personal-data columns are never selected.
+
+`scoped(org)` narrows the scope queries (booking, link and user ids) to one org as the scheduler holds it: a
+user's organization (NULL: the default org), a link's owner's, a booking's link's. Rows by id are never
+narrowed: a re-mirror must see a row as it is, wherever it belongs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import psycopg2
 from psycopg2 import sql
 
+from bridge.records.ledger import DEFAULT_ORG
 from bridge.records.source import (
     BookingRow,
     ConnectionRow,
@@ -51,6 +58,43 @@ class SchedulerReader:
     def __init__(self, dsn: str, schema: str) -> None:
         self._dsn = dsn
         self._schema = schema
+        self._scoped = False
+        self._org: str | None = None  # with _scoped: the organization id, None for the default org
+
+    def scoped(self, org_id: str | None) -> SchedulerReader:
+        """A reader whose scope queries see one org (None or 'default': the default org of `[salesforce]`)."""
+        view = copy.copy(self)
+        view._scoped = True
+        view._org = None if org_id in (None, DEFAULT_ORG) else org_id
+        return view
+
+    def _org_filter(self, cur: Any, table: str) -> tuple[sql.Composable, list[object]]:
+        """A WHERE condition on `table` (users, scheduling_links, bookings, organizations) for the scope."""
+        if not self._scoped:
+            return sql.SQL("TRUE"), []
+        if self._org is not None and not _uuids([self._org]):
+            return sql.SQL("FALSE"), []
+        if table == "organizations":
+            return (sql.SQL("FALSE"), []) if self._org is None else (sql.SQL("id = %s::uuid"), [self._org])
+        cur.execute(
+            "SELECT 1 FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'users' AND column_name = 'organization_id'",
+            (self._schema,),
+        )
+        if cur.fetchone() is None:  # a scheduling database from before CONTRACT §9: all the default org's
+            return sql.SQL("TRUE" if self._org is None else "FALSE"), []
+        users = sql.SQL("SELECT id FROM {} WHERE organization_id {}").format(
+            self._table("users"), sql.SQL("IS NULL" if self._org is None else "= %s::uuid")
+        )
+        params: list[object] = [] if self._org is None else [self._org]
+        if table == "users":
+            return sql.SQL("id IN ({})").format(users), params
+        if table == "scheduling_links":
+            return sql.SQL("owner_id IN ({})").format(users), params
+        links = sql.SQL("SELECT id FROM {} WHERE owner_id IN ({})").format(
+            self._table("scheduling_links"), users
+        )
+        return sql.SQL("link_id IN ({})").format(links), params
 
     def _connect(self) -> psycopg2.extensions.connection:
         conn = psycopg2.connect(self._dsn, options=session_options(self._dsn), connect_timeout=10)
@@ -76,10 +120,10 @@ class SchedulerReader:
         query = sql.SQL("SELECT id::text, link_id::text, assigned_user_id::text FROM {}").format(
             self._table("bookings")
         )
-        if where:
-            query = query + sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
         with contextlib.closing(self._connect()) as conn, conn.cursor() as cur:
-            cur.execute(query, params)
+            scope, scope_params = self._org_filter(cur, "bookings")
+            query = query + sql.SQL(" WHERE ") + sql.SQL(" AND ").join([*where, scope])
+            cur.execute(query, [*params, *scope_params])
             return sorted((r[0], r[1], r[2]) for r in cur.fetchall())
 
     def _rows(self, table: SourceTable, ids: Sequence[str]) -> list[SourceRow]:
@@ -128,7 +172,8 @@ class SchedulerReader:
                 row = cur.fetchone()
                 if row is None or not row[0]:
                     return []
-            cur.execute(sql.SQL("SELECT id::text FROM {}").format(self._table(table)))
+            scope, params = self._org_filter(cur, table)
+            cur.execute(sql.SQL("SELECT id::text FROM {} WHERE {}").format(self._table(table), scope), params)
             return sorted(r[0] for r in cur.fetchall())
 
     async def bookings(self, ids: Sequence[str]) -> dict[str, BookingRow]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.errors import ConfigurationError
 from bridge.records.source import ChangeOp, ConnectionRow, OrganizationRow, SourceTable, UserRow
@@ -131,13 +132,22 @@ async def test_old_schema_streams_users_without_org_and_reader_finds_no_orgs(sou
     assert await reader.organization_ids() == []
     assert await reader.organizations([user]) == {}
     assert (await reader.users([user]))[user].problems == ()
+    assert await reader.scoped(None).user_ids() == [user]
+    assert await reader.scoped(str(uuid.uuid4())).user_ids() == []
 
 
 def test_setup_on_an_old_schema_without_tenancy_publishes_what_exists(source_db: SourceDb) -> None:
     """With tenancy off an older database gets a publication without the tenancy tables and is ready."""
     drop_tenancy_schema(source_db)
     s = source_db.settings
-    assert ensure_publication(s.dsn, "scheduler", "old_pub") is True
+    with capture_logs() as logs:
+        assert ensure_publication(s.dsn, "scheduler", "old_pub") is True
+    (absent,) = [e for e in logs if e["event"] == "source.tenancy_schema_absent"]
+    assert absent["missing"] == [
+        "scheduler.organizations",
+        "scheduler.salesforce_connections",
+        "scheduler.users.organization_id",
+    ]
     assert published(source_db, "old_pub") == {"users", "scheduling_links", "bookings"}
     ensure_slot(s.dsn, s.slot)
     report = check_source(s.dsn, "scheduler", s.slot, "old_pub")
@@ -188,3 +198,31 @@ def test_existing_publication_gains_the_tenancy_tables(source_db: SourceDb) -> N
         "bookings",
     }
     assert check_source(s.dsn, "scheduler", s.slot, "pre_pub", tenancy=True).ready
+
+
+async def test_scoped_scheduler_reader_sees_one_orgs_ids(source_db: SourceDb) -> None:
+    """A scoped reader's scope queries return that org's users, links and bookings (the default org: NULL)."""
+    org = add_org(source_db)
+    ours, theirs = source_db.add_user(), source_db.add_user()
+    source_db.run("UPDATE scheduler.users SET organization_id = %s WHERE id = %s", (org, ours))
+    our_link, their_link = source_db.add_link(ours), source_db.add_link(theirs)
+    our_booking, their_booking = str(uuid.uuid4()), str(uuid.uuid4())
+    for booking, link in ((our_booking, our_link), (their_booking, their_link)):
+        source_db.run(
+            "INSERT INTO scheduler.bookings (id, link_id, start_at, end_at, status, invitee_name)"
+            " VALUES (%s, %s, now(), now() + interval '30 minutes', 'scheduled', 'X')",
+            (booking, link),
+        )
+    reader = SchedulerReader(source_db.dsn, "scheduler")
+    scoped, default = reader.scoped(org), reader.scoped(None)
+    assert await scoped.user_ids() == [ours] and await default.user_ids() == [theirs]
+    assert await scoped.link_ids() == [our_link] and await default.link_ids() == [their_link]
+    assert await scoped.booking_ids([], [], None, None) == [(our_booking, our_link, None)]
+    assert await default.booking_ids([their_link, our_link], [], None, None) == [
+        (their_booking, their_link, None)
+    ]
+    assert await scoped.organization_ids() == [org] and await default.organization_ids() == []
+    assert sorted(await reader.user_ids()) == sorted([ours, theirs])
+    assert len(await reader.booking_ids([], [], None, None)) == 2
+    # rows by id are never narrowed: a re-mirror sees every row as it is
+    assert set(await scoped.users([ours, theirs])) == {ours, theirs}

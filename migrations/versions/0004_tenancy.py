@@ -61,6 +61,7 @@ def downgrade() -> None:
     op.drop_index("ix_links_org_id_state", table_name="links")
     op.drop_index("ix_users_org_id", table_name="users")
     for table in reversed(ORG_TABLES):
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("org_id")
+        # A plain DROP COLUMN (SQLite 3.35+ has it): a batch copy of the table would break the analyst views
+        # that read it.
+        op.drop_column(table, "org_id")
     op.drop_table("orgs")

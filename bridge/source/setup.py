@@ -115,7 +115,17 @@ def ensure_publication(dsn: str, schema: str, publication: str, *, tenancy: bool
                     sql.SQL(", ").join(sql.Identifier(schema, t) for t in missing),
                 )
             )
-            log.info("source.publication_extended", publication=publication, added=missing)
+            if set(missing) & set(TENANCY_TABLES):
+                # The stream carries a newly published table's changes from now on, not the rows it holds.
+                log.warning(
+                    "source.publication_extended",
+                    publication=publication,
+                    added=missing,
+                    hint="rows already in these tables reach the ledger with a new snapshot: "
+                    "mogli-bridge setup --reset-source",
+                )
+            else:
+                log.info("source.publication_extended", publication=publication, added=missing)
         return False
 
 

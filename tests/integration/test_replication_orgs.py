@@ -189,7 +189,10 @@ def test_existing_publication_gains_the_tenancy_tables(source_db: SourceDb) -> N
         "publication pre_pub lacks organizations, salesforce_connections (mogli-bridge setup adds them)"
         in (report.problems)
     )
-    assert ensure_publication(s.dsn, "scheduler", "pre_pub", tenancy=True) is False
+    with capture_logs() as logs:
+        assert ensure_publication(s.dsn, "scheduler", "pre_pub", tenancy=True) is False
+    (extended,) = [e for e in logs if e["event"] == "source.publication_extended"]
+    assert extended["log_level"] == "warning" and "--reset-source" in extended["hint"]
     assert published(source_db, "pre_pub") == {
         "organizations",
         "salesforce_connections",

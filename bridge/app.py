@@ -313,6 +313,7 @@ class Daemon:
         src = self.settings.source
         salesforce: SalesforceView
         pusher: PusherView
+        org_runner: Callable[[str | None], ReconcileRunner[ReconcileOptions] | None] | None = None
         if isinstance(parts, OrgParts):
             single = parts
             salesforce, pusher = parts.client, parts.pusher
@@ -323,6 +324,7 @@ class Daemon:
             pusher = cast("PusherView", parts)  # its counters are read-only sums over every org
             runner = parts.runner()
             current = parts.default_parts
+            org_runner = parts.org_runner
 
         def streaming() -> dict[str, str]:
             now = current()
@@ -355,6 +357,7 @@ class Daemon:
             metrics=metrics,
             notify_pusher=pusher.notify,
             runner=runner,
+            org_runner=org_runner,
             make_options=ReconcileOptions,
             # degraded before the pusher stops at its reserve
             thresholds=Thresholds(

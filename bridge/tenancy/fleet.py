@@ -243,6 +243,11 @@ class FleetView:
         runtime = self._fleet.runtime(None)
         return runtime.parts if runtime is not None else None
 
+    def org_runner(self, org_id: str | None) -> TakingTurns | None:
+        """The admin API's runner of an org while it is served (None: paused, disconnected or unknown)."""
+        runtime = self._fleet.runtime(org_id)
+        return runtime.runner() if runtime is not None else None
+
     def runner(self, org_id: str | None = None) -> OrgRunner:
         """The reconciliation runner of an org (None: the default org)."""
         return OrgRunner(self._fleet, org_id)

@@ -124,10 +124,9 @@ class OrgChanges:
             )
         for name in fields:
             org[name] = getattr(row, name)
-        if "status" not in row.unchanged:
-            org["connection"] = row.status if row.status is not None else UNKNOWN
-        if fields or "status" not in row.unchanged:
-            org["updated_at"] = self.now
+        status = org["connection"] if "status" in row.unchanged else (row.status or UNKNOWN)
+        if fields or status != org["connection"]:
+            org.update(connection=status, updated_at=self.now)
         if org["connection"] == CONNECTED:
             self._connect(org, detail)
         else:

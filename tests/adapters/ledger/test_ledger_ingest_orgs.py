@@ -308,3 +308,14 @@ async def test_deleting_an_organization_disconnects_it(repo: Ledger) -> None:
     await repo.apply_source_batch(batch(txn(org(op=ChangeOp.DELETE))))
     row = rows(repo, ORGS, "org_id")[ORG_A]
     assert (row["state"], row["reason"]) == ("disconnected", "the organization was deleted in the scheduler")
+
+
+async def test_a_replayed_snapshot_of_orgs_changes_nothing(repo: Ledger) -> None:
+    """Organizations and connections read again by a new snapshot leave the `orgs` rows and states alone."""
+    await repo.apply_source_batch(batch(txn(org(), conn(), user("u1", organization_id=ORG_A))))
+    before = rows(repo, ORGS, "org_id")
+    chunk = txn(org(), conn(), user("u1", organization_id=ORG_A), lsn=10, snapshot=True, last_chunk=True)
+    summary = await repo.apply_source_batch(batch(chunk, now=LATER))
+    assert rows(repo, ORGS, "org_id") == before
+    assert not summary.orgs_changed and summary.orgs_with_work == frozenset()
+    assert [e["action"] for e in journal(repo, "org") if e["action"].startswith("org.")] == ["org.connected"]

@@ -279,7 +279,8 @@ def write_tenancy_config(
         emulator_url=world.emulator.url,
         slot=slot,
         auth="jwt",
-        salesforce_extra=f'private_key_file = "{world.key_path}"\n',
+        # A budget reading below the reserve is trusted this long: short, so a freed allocation shows soon.
+        salesforce_extra=f'private_key_file = "{world.key_path}"\napi_budget_recheck_seconds = 2.0\n',
         extra=f"""
 [tenancy]
 enabled = true

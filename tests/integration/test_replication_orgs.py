@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from bridge.commands import setup
+from bridge.config import LedgerSettings, Settings, TenancySettings
 from bridge.errors import ConfigurationError
 from bridge.records.source import ChangeOp, ConnectionRow, OrganizationRow, SourceTable, UserRow
 from bridge.source.reader_sql import SchedulerReader
@@ -229,3 +232,18 @@ async def test_scoped_scheduler_reader_sees_one_orgs_ids(source_db: SourceDb) ->
     assert len(await reader.booking_ids([], [], None, None)) == 2
     # rows by id are never narrowed: a re-mirror sees every row as it is
     assert set(await scoped.users([ours, theirs])) == {ours, theirs}
+
+
+def test_setup_command_with_tenancy_refuses_an_old_schema_and_without_it_is_ready(
+    source_db: SourceDb, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mogli-bridge setup` raises the configuration error with tenancy on; with it off the same database is
+    ready (publication without the tenancy tables)."""
+    drop_tenancy_schema(source_db)
+    ledger = LedgerSettings(url=f"sqlite:///{tmp_path}/ledger.sqlite3")
+    settings = Settings(source=source_db.settings, ledger=ledger, tenancy=TenancySettings(enabled=True))
+    with pytest.raises(ConfigurationError, match=r"lacks scheduler\.organizations"):
+        setup.setup(settings, check_salesforce=False)
+    off = Settings(source=source_db.settings, ledger=ledger)
+    assert setup.setup(off, check_salesforce=False) == 0, capsys.readouterr().out
+    assert published(source_db, source_db.settings.publication) == {"users", "scheduling_links", "bookings"}

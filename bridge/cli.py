@@ -226,6 +226,15 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON figures to this file")
+    parser.add_argument(
+        "--orgs",
+        type=int,
+        nargs="?",
+        const=0,
+        default=None,
+        metavar="N",
+        help="the many-org bench instead: N customer orgs (default 100; 10 with --quick)",
+    )
 
 
 # name: (help, options), in the order `--help` lists them

@@ -12,6 +12,10 @@ def run(settings: None, args: argparse.Namespace) -> int:
     from bridge.devtools import require_dev_extra
 
     require_dev_extra("bench")
+    if args.orgs is not None:
+        from bridge.devtools.bench_orgs import run_orgs_bench
+
+        return run_orgs_bench(orgs=args.orgs, quick=args.quick, as_json=args.json, out=args.out)
     from bridge.devtools.bench import run_bench
 
     return run_bench(quick=args.quick, naive=args.naive, as_json=args.json, out=args.out)

@@ -209,6 +209,7 @@ class Daemon:
                 backfill=self.settings.source.backfill_policy(),
                 clock=self.clock,
                 on_work=pusher.notify,
+                tenancy=False,
             )
             log.info(
                 "daemon.started",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
@@ -25,6 +25,7 @@ from bridge.records.source import (
     IngestBatch,
     SourceTable,
     SourceTransaction,
+    UserRow,
 )
 from bridge.rules.backfill import backfill_admits
 
@@ -42,6 +43,18 @@ class IngestLimits:
     # Changes read ahead of the ledger: bounds memory while a large snapshot (1,000-row chunks) or backlog
     # streams in faster than the ledger takes it.
     max_queued_changes: int = 10000
+
+
+def without_organizations(txn: SourceTransaction) -> SourceTransaction:
+    """With tenancy off every user is the default org's: the source's `users.organization_id` is dropped
+    (organizations and connections are still mirrored, and do nothing)."""
+    if not any(isinstance(c.row, UserRow) and c.row.organization_id for c in txn.changes):
+        return txn
+    changes = tuple(
+        replace(c, row=replace(c.row, organization_id=None)) if isinstance(c.row, UserRow) else c
+        for c in txn.changes
+    )
+    return replace(txn, changes=changes)
 
 
 def quiet_bookings(txn: SourceTransaction, policy: BackfillPolicy, now: datetime) -> set[str]:
@@ -69,6 +82,7 @@ class Ingestor:
         clock: Callable[[], datetime],
         on_work: Callable[[], None],
         on_summary: Callable[[IngestSummary], None] | None = None,
+        tenancy: bool = True,
         limits: IngestLimits = IngestLimits(),
         queue_size: int = 1000,
     ) -> None:
@@ -78,6 +92,7 @@ class Ingestor:
         self._clock = clock
         self._on_work = on_work
         self._on_summary = on_summary  # with tenancy: the orgs that got work, whether connections changed
+        self._tenancy = tenancy  # off: users' organizations are dropped (every booking is the default org's)
         self._stop = asyncio.Event()
         self._limits = limits
         self._queue: asyncio.Queue[SourceTransaction | None] = asyncio.Queue(maxsize=queue_size)
@@ -99,7 +114,8 @@ class Ingestor:
 
     async def _read_source(self) -> None:
         """Feed the bounded queue from the source iterator (the queue gives us non-blocking batching)."""
-        async for txn in self._source.transactions():
+        async for read in self._source.transactions():
+            txn = read if self._tenancy else without_organizations(read)
             while self._queued_changes >= self._limits.max_queued_changes:
                 self._room.clear()
                 await self._room.wait()

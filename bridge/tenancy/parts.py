@@ -8,14 +8,16 @@ session, the scheduler write-back connection (one replication origin, so one con
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bridge.config import Settings
 from bridge.metrics import BridgeMetrics
+from bridge.pipeline.ports import BookingKey, SchedulerSnapshot
 from bridge.pipeline.push import Pusher, PushSettings
+from bridge.records.source import BookingRow, LinkRow, UserRow
 from bridge.rules.mapping import MappingOptions
 from bridge.supervisor import Component
 
@@ -81,10 +83,16 @@ def build_reconciler(
     from bridge.source.reader_sql import SchedulerReader
 
     sync = settings.sync
+    if settings.tenancy.enabled and ledger.org is None:
+        ledger = ledger.scoped(None)  # with tenancy, a reconciliation without an org is the default org's
+    reader = SchedulerReader(settings.source.dsn, settings.source.schema)
+    scheduler: SchedulerSnapshot = (
+        reader.scoped(ledger.org) if ledger.org is not None else WithoutOrganizations(reader)
+    )
     return Reconciler(
         ledger=ledger,
         store=ledger,
-        scheduler=SchedulerReader(settings.source.dsn, settings.source.schema),
+        scheduler=scheduler,
         salesforce=SalesforceReads(client, settings.salesforce.objects),
         options=mapping_options(settings),
         policy=RepairPolicy(sync.on_activity_deleted, sync.on_mogli_event_deleted),
@@ -92,6 +100,40 @@ def build_reconciler(
         after_repair=after_repair,
         progress=progress,
     )
+
+
+class WithoutOrganizations:
+    """The scheduler as the single-org bridge reads it (tenancy off): every user the default org's."""
+
+    def __init__(self, reader: SchedulerSnapshot) -> None:
+        self._reader = reader
+
+    async def booking_ids(
+        self, links: Sequence[str], bookings: Sequence[str], since: datetime | None, until: datetime | None
+    ) -> list[BookingKey]:
+        """Bookings in scope."""
+        return await self._reader.booking_ids(links, bookings, since, until)
+
+    async def link_ids(self) -> list[str]:
+        """Every link id."""
+        return await self._reader.link_ids()
+
+    async def user_ids(self) -> list[str]:
+        """Every user id."""
+        return await self._reader.user_ids()
+
+    async def bookings(self, ids: Sequence[str]) -> dict[str, BookingRow]:
+        """Bookings by id."""
+        return await self._reader.bookings(ids)
+
+    async def links(self, ids: Sequence[str]) -> dict[str, LinkRow]:
+        """Links by id."""
+        return await self._reader.links(ids)
+
+    async def users(self, ids: Sequence[str]) -> dict[str, UserRow]:
+        """Users by id, none of them in an organization."""
+        rows = await self._reader.users(ids)
+        return {key: replace(row, organization_id=None) for key, row in rows.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,7 @@ def run_burst(world: OrgsWorld, sizes: list[int]) -> dict[str, Any]:
         world.add_bookings(org, size)
     total = sum(sizes)
     calls_before = world.api_requests()
+    emulator_before = world.emulator_cpu_seconds()
     started = world.start_daemon()
     peak: list[float] = []
 
@@ -148,6 +149,7 @@ def run_burst(world: OrgsWorld, sizes: list[int]) -> dict[str, Any]:
 
     _wait(world, drained, DRAIN_TIMEOUT_SECONDS, f"{total} bookings to drain")
     cpu = world.cpu_seconds()
+    emulator_cpu = world.emulator_cpu_seconds() - emulator_before
     world.poll(world.orgs)
     last = max((max(world.seen(o).values(), default=started) for o in world.orgs), default=started)
     calls = world.api_requests() - calls_before
@@ -166,6 +168,7 @@ def run_burst(world: OrgsWorld, sizes: list[int]) -> dict[str, Any]:
         "peak_rss_mb": round(max(peak, default=0.0), 1),
         "cpu_seconds": round(cpu, 2),
         "cpu_seconds_per_1000": per_thousand(cpu, total),
+        "emulator_cpu_seconds": round(emulator_cpu, 2),
         "failed": counts.get("failed", 0),
     }
 
@@ -199,7 +202,7 @@ def run_fairness(world: OrgsWorld, backlog: int, per_second: float, offset: int)
 
     before = world.ledger_counts(big)
     big_before = sum(before.values())
-    cpu_before = world.cpu_seconds()
+    cpu_before, emulator_before = world.cpu_seconds(), world.emulator_cpu_seconds()
     writer = threading.Thread(target=book, name="bench-fair-writer", daemon=True)
     writer.start()
     time.sleep(2.0)  # the small orgs' steady flow first, then the backlog lands in it
@@ -220,6 +223,7 @@ def run_fairness(world: OrgsWorld, backlog: int, per_second: float, offset: int)
     booked = dict(committed)
     _wait(world, lambda: _arrived(world, small, booked), 120.0, "the small orgs' bookings to arrive", 1.0)
     cpu = world.cpu_seconds() - cpu_before
+    emulator_cpu = world.emulator_cpu_seconds() - emulator_before
     world.poll([big])
     last_big = max(world.seen(big).values(), default=burst_at)
     seen = {b: at for o in small for b, at in world.seen(o).items()}
@@ -232,6 +236,7 @@ def run_fairness(world: OrgsWorld, backlog: int, per_second: float, offset: int)
         "small": latency_summary(booked, seen),
         "cpu_seconds": round(cpu, 2),
         "cpu_seconds_per_1000": per_thousand(cpu, backlog + len(booked)),
+        "emulator_cpu_seconds": round(emulator_cpu, 2),
     }
 
 
@@ -292,11 +297,13 @@ def orgs_table(report: dict[str, Any]) -> Table:
         ("  API calls (per booking)", f"{b['api_calls']:,} ({b['api_calls_per_booking']:.4f})"),
         ("  daemon peak RSS MB", f"{b['peak_rss_mb']}"),
         ("  daemon CPU s (per 1,000)", f"{b['cpu_seconds']} ({b['cpu_seconds_per_1000']})"),
+        ("  emulator CPU s (every org)", f"{b['emulator_cpu_seconds']}"),
         ("fairness: big org backlog", f"{f['big_backlog']:,} in {f['big_drain_seconds']:.1f}s"),
         ("  small orgs x rate", f"{f['small_orgs']} x {f['small_rate']:g}/s in total"),
         ("  small arrived / committed", f"{f['small']['arrived']} / {f['small']['bookings']}"),
         *[(f"  small latency {p} ms", f"{f['small'][p + '_ms']:,.0f}") for p in ("p50", "p95", "p99", "max")],
         ("  daemon CPU s (per 1,000)", f"{f['cpu_seconds']} ({f['cpu_seconds_per_1000']})"),
+        ("  emulator CPU s (every org)", f"{f['emulator_cpu_seconds']}"),
         ("idle: orgs / CometD clients", f"{i['orgs']} / {i['streaming_clients']}"),
         ("  RSS MB (peak)", f"{i['rss_mb']} ({i['peak_rss_mb']})"),
         ("verdict: lost / doubled / cross-org", _verdict_cell(report["verdict"])),

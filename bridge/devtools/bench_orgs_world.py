@@ -202,6 +202,10 @@ class OrgsWorld:
             raise RuntimeError(f"the daemon is not running; see {self.daemon.log_path}")
         return used
 
+    def emulator_cpu_seconds(self) -> float:
+        """CPU seconds the emulator process (every org) has used so far."""
+        return cpu_seconds(self.emulator.proc.pid) or 0.0
+
     def peak_rss_mb(self) -> float | None:
         """VmHWM of the running daemon."""
         proc = self.daemon.proc

@@ -100,6 +100,7 @@ def report(*, per_second: float, calls: int, p99: float, rss: float, clients: in
             "peak_rss_mb": 250.0,
             "cpu_seconds": 80.0,
             "cpu_seconds_per_1000": 0.8,
+            "emulator_cpu_seconds": 60.0,
             "failed": 0,
         },
         "fairness": {
@@ -118,6 +119,7 @@ def report(*, per_second: float, calls: int, p99: float, rss: float, clients: in
             },
             "cpu_seconds": 40.0,
             "cpu_seconds_per_1000": 0.78,
+            "emulator_cpu_seconds": 30.0,
         },
         "idle": {"orgs": 1000, "streaming_clients": clients, "rss_mb": rss, "peak_rss_mb": rss},
         "verdict": {"bookings": 151_500, "lost": 0, "doubled": 0, "wrong_fields": 0, "cross_org": 0},

@@ -1,9 +1,11 @@
-"""`mogli-bridge demo`: a private PostgreSQL, the emulator and the daemon, a realistic mix of bookings, and a
-side-by-side printout of what Salesforce holds and what the ledger says.
+"""`mogli-bridge demo`: a private PostgreSQL, the emulator and the daemon in tenancy mode, the default org and
+three customer orgs with a realistic mix of bookings each, one org paused half-way and resumed, and a
+side-by-side printout of what each org's Salesforce holds and what the ledger says.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,16 +14,19 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bridge.devtools.demo_orgs import (
+    CustomerOrgs,
+    OrgFigures,
+    PauseSnapshot,
+    figures,
+    pause_snapshot,
+    resumed,
+    write_demo_config,
+)
 from bridge.devtools.demo_stack import DemoStack, DemoStopped, StopSignals
 from bridge.devtools.localpg import LocalPostgres
-from bridge.devtools.stack import (
-    DaemonProcess,
-    EmulatorProcess,
-    Scheduler,
-    check_invariants,
-    ledger_activities,
-    write_config,
-)
+from bridge.devtools.stack import DaemonProcess, EmulatorProcess, Scheduler, ledger_activities
+from bridge.devtools.tenants import TenantWorld
 
 PIPE_WIDTH = 200  # no terminal to fit (a pipe, a file, a test): wide enough that no table cell is cut
 
@@ -128,7 +133,7 @@ def _print_results(world: DemoWorld, bookings: dict[str, str], ledger_url: str) 
             names[rec["Id"]] = rec.get("Name") or rec.get("LastName") or rec["Id"]
     moglis = emu.records("Mogli_Event__c")
     names.update({m["Id"]: f"Mogli Event {m['Name']!r}" for m in moglis})
-    t = Table(title="Salesforce: Mogli Events (one per link)")
+    t = Table(title="The default org's Salesforce: Mogli Events (one per link)")
     for col in ("Id", "Name", "Link_Type__c", "Owner (Assigned To)", "Scheduling_Link_Id__c"):
         t.add_column(col, no_wrap=True)
     for m in moglis:
@@ -143,7 +148,7 @@ def _print_results(world: DemoWorld, bookings: dict[str, str], ledger_url: str) 
 
     events = {e["Scheduling_Booking_Id__c"]: e for e in emu.records("Event", include_deleted=True)}
     acts = ledger_activities(ledger_url)
-    t = Table(title="Each booking: the Salesforce Event beside its ledger row")
+    t = Table(title="Each booking of the default org: the Salesforce Event beside its ledger row")
     for col in (
         "booking",
         "Assigned To",
@@ -192,28 +197,30 @@ def run_demo(keep_running: bool = False) -> int:
     return code
 
 
-def _start(stack: DemoStack, stop: StopSignals) -> bool:
-    """PostgreSQL, the emulator and `setup`; False (having said why) when `setup` failed."""
+def _start(stack: DemoStack, stop: StopSignals) -> TenantWorld | None:
+    """PostgreSQL, the emulator and `setup` in tenancy mode; the tenant world (the connected app's key), or
+    None (having said why) when `setup` failed."""
     _step("starting a private PostgreSQL (wal_level=logical)")
     stack.pg = LocalPostgres().start()
     _started("PostgreSQL", stack.postgres_pid())
     dsn = stack.dsn = stack.pg.create_database("scheduler")
+    stack.sched = Scheduler(dsn)
     stop.check()
-    _step("starting the Salesforce emulator")
+    _step("starting the Salesforce emulator (it hosts the default org and every customer org)")
     emu = stack.emu = EmulatorProcess(stack.workdir, own_group=True)
     _started("the emulator", emu.proc.pid)
-    write_config(
+    tenants = TenantWorld(emu, stack.sched, stack.workdir)
+    write_demo_config(
         stack.config,
+        tenants,
         dsn=dsn,
         ledger_url=stack.ledger_url,
-        emulator_url=emu.url,
-        backfill="upcoming",
         admin_port=stack.admin_port,
         admin_token=stack.admin_token,
     )
     stack.daemon = DaemonProcess(stack.config, stack.workdir, own_group=True)
     stop.check()
-    _step("mogli-bridge setup --create-demo-schema")
+    _step("mogli-bridge setup --create-demo-schema   (\\[tenancy] enabled = true)")
     out = subprocess.run(
         [sys.executable, "-m", "bridge", "--config", str(stack.config), "setup", "--create-demo-schema"],
         capture_output=True,
@@ -224,41 +231,128 @@ def _start(stack: DemoStack, stop: StopSignals) -> bool:
     print(out.stdout.rstrip())
     if out.returncode != 0:
         console.print(out.stderr)
-        return False
-    stack.sched = Scheduler(dsn)
-    return True
+        return None
+    return tenants
 
 
 def _run(stack: DemoStack, stop: StopSignals, keep_running: bool) -> int:
-    """Start the stack, book, change, check; with `keep_running` hand it over and wait for a stop signal."""
-    if not _start(stack, stop):
+    """Start the stack, book in every org, pause one org half-way and mend it, check; with `keep_running`
+    hand it over and wait for a stop signal."""
+    tenants = _start(stack, stop)
+    if tenants is None:
         return 1
     assert stack.emu is not None and stack.sched is not None and stack.daemon is not None
-    emu, sched, ledger_url = stack.emu, stack.sched, stack.ledger_url
-    world = DemoWorld(emu, sched)
+    emu, ledger_url = stack.emu, stack.ledger_url
+    world = DemoWorld(emu, stack.sched)
+    customers = CustomerOrgs(tenants)
+    _step("connecting three customer orgs, each its own Salesforce (the default org is the emulator's own)")
+    customers.create()
+    for c in customers.customers:
+        console.print(f"    {c.org.name:<15} org {c.org.salesforce_org_id} at {c.org.url}")
     _step("starting the daemon (mogli-bridge run)")
     stack.daemon.start()
     assert stack.daemon.proc is not None
     _started("the daemon", stack.daemon.proc.pid)
     stop.check()
-    _step("booking meetings on a 1:1, a round-robin and an RSVP link")
+    _step("booking in every org: a 1:1, a round-robin and an RSVP link (Contacts, a Lead, an Account)")
     bookings = world.book()
-    stop.wait_for(lambda: _settled(ledger_url, len(bookings)), 60, "the bookings to reach Salesforce")
-    _step("rescheduling the 1:1 and cancelling one RSVP attendee")
-    world.change(bookings)
-    stop.wait_for(lambda: _changed(emu, bookings), 60, "the changes to reach Salesforce")
-    stop.wait_for(lambda: _settled(ledger_url, len(bookings)), 60, "the ledger to settle")
+    made = len(bookings) + len(customers.book_first())
+    stop.wait_for(lambda: _settled(ledger_url, made), 60, "the bookings to reach Salesforce")
+    if not _pause_and_resume(customers, world, bookings, ledger_url, stop):
+        return 1
     _print_results(world, bookings, ledger_url)
-    diffs = check_invariants(emu, sched, ledger_url)
-    verdict = diffs or "[green]scheduler, ledger and Salesforce agree[/]"
-    console.print(f"invariant check: {verdict}")
-    stats = emu.stats()
+    return _verdict(stack, tenants, customers, keep_running, stop)
+
+
+def _pause_and_resume(
+    customers: CustomerOrgs, world: DemoWorld, bookings: dict[str, str], ledger_url: str, stop: StopSignals
+) -> bool:
+    """Half-way: deactivate one org's integration user, book on, show it paused while the others go on,
+    reactivate it and see it resume by itself; False when its waiting bookings did not all go out."""
+    paused = customers.paused.org
+    _step(f"half-way: deactivating the integration user of {paused.name} (Salesforce refuses its token)")
+    customers.set_paused_user_active(False)
+    _step("booking again in every org; rescheduling the default org's 1:1 and cancelling one RSVP attendee")
+    half_way = customers.book_second()
+    world.change(bookings)
+    seen: PauseSnapshot = stop.wait_for(
+        lambda: _changed(world.emu, bookings) and pause_snapshot(ledger_url, paused.org_id, half_way),
+        60,
+        f"{paused.name} to pause while the other orgs go on",
+    )
+    names = customers.names()
+    console.print(f"    {paused.name}: [bold yellow]{seen.state}[/] - {seen.reason}")
+    console.print(f"    its {seen.waiting} new bookings wait in the ledger (pending); the others keep going:")
+    console.print(f"    {seen.others_synced} of their {seen.others} new bookings are in their Salesforce")
+    listed = (f"{name} {seen.states.get(org, '?')}" for org, name in names.items())
+    console.print("    states: " + ", ".join(listed))
+    _step(f"reactivating the integration user of {paused.name}: the org resumes by itself")
+    customers.set_paused_user_active(True)
+    held = half_way[paused.org_id]
+    stop.wait_for(lambda: resumed(ledger_url, paused.org_id, held), 60, f"{paused.name} to resume")
+    console.print(f"    {paused.name}: [bold green]resumed[/] - its {len(held)} waiting bookings are synced")
+    total = len(world.sched.rows("bookings"))
+    stop.wait_for(lambda: _settled(ledger_url, total), 60, "the ledger to settle")
+    return True
+
+
+def _verdict(
+    stack: DemoStack, tenants: TenantWorld, customers: CustomerOrgs, keep_running: bool, stop: StopSignals
+) -> int:
+    """Every org side by side, the cross-org verdict, the `orgs` table; the hand-over when kept running."""
+    assert stack.emu is not None and stack.daemon is not None
+    rows = figures(tenants, customers.names(), stack.ledger_url)
+    _print_orgs(rows)
+    judged = tenants.verdict()
+    agree = all(r.ledger_differences == 0 for r in rows)
+    console.print(
+        "invariant check: "
+        + ("[green]scheduler, ledger and Salesforce agree[/]" if agree else "[red]differences found[/]")
+        + f" in {len(rows)} orgs"
+    )
+    console.print(
+        f"cross-org verdict: lost {judged.lost}, doubled {judged.doubled}, wrong {judged.wrong_fields}, "
+        f"cross-org {judged.cross_org}, orphans {judged.orphans}"
+        + (" - [green]nothing lost, doubled or cross-org[/]" if judged.clean else "")
+    )
+    stats = stack.emu.stats()
     console.print(f"Salesforce API requests made: {stats.get('api_requests', {}).get('total', stats)}")
+    _step("mogli-bridge orgs")
+    print(_orgs_command(stack), flush=True)
     if keep_running:
         stop.wait_for(stack.daemon_ready, 60, "the daemon to report ready")
-        stack.hand_over()
+        stack.hand_over([(c.org.name, c.org.org_id, c.org.url) for c in customers.customers])
         stop.wait()
-    return 0 if not diffs else 1
+    return 0 if agree and judged.clean else 1
+
+
+def _print_orgs(rows: list[OrgFigures]) -> None:
+    t = Table(title="Every org side by side (counted in the scheduler, each org's Salesforce, the ledger)")
+    for col in ("org", "state", "bookings", "cancelled", "Events", "Mogli Events", "ledger", "verdict"):
+        t.add_column(col, no_wrap=True)
+    for r in rows:
+        ledger = "agrees" if r.ledger_differences == 0 else f"{r.ledger_differences} differences"
+        t.add_row(
+            r.name, r.state, str(r.bookings), str(r.cancelled), str(r.events), str(r.mogli_events), ledger,
+            r.verdict_text,
+        )  # fmt: skip
+    t.add_row(
+        "all orgs", "", *(str(sum(getattr(r, k) for r in rows)) for k in ("bookings", "cancelled", "events")),
+        str(sum(r.mogli_events for r in rows)), "", "",
+    )  # fmt: skip
+    console.print(t)
+
+
+def _orgs_command(stack: DemoStack) -> str:
+    """`mogli-bridge orgs` on the demo's config, at the console's width."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "--config", str(stack.config), "orgs", "--format", "table"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": str(console.width)},
+    )
+    return (out.stdout + out.stderr).rstrip()
 
 
 def _settled(ledger_url: str, n: int) -> bool:

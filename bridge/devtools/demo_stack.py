@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +113,18 @@ class DemoStack:
         assert self.pg is not None
         return int((self.pg.data / "postmaster.pid").read_text().split()[0])
 
-    def hand_over(self) -> None:
-        """Tell the operator how to reach each part of the running demo, and how to stop it."""
+    def hand_over(self, orgs: Sequence[tuple[str, str, str]] = ()) -> None:
+        """Tell the operator how to reach each part of the running demo (each customer org: its name, org id
+        and URL), and how to stop it."""
         assert self.pg is not None and self.emu is not None
         assert self.daemon is not None and self.daemon.proc is not None
         cli, emu, pid = _cli(), self.emu, os.getpid()
         postgres = self.postgres_pid()
+        width = max((len(name) for name, _, _ in orgs), default=0)
+        customers = "".join(
+            f"\n  org           {name:<{width}}  {url}   status page {self.admin_url}/?org={org_id}"
+            for name, org_id, url in orgs
+        )
         # Plain print, not the rich console: the line to paste must never be wrapped or restyled.
         print(
             f"""
@@ -126,12 +132,12 @@ The demo keeps running. Paste this line into another shell; every command there 
 
   export MOGLI_BRIDGE_CONFIG={shlex.quote(str(self.config))}
 
-  then, e.g.:  {cli} status
+  then, e.g.:  {cli} status   or   {cli} orgs
 
-  status page   {self.admin_url}/
+  status page   {self.admin_url}/   (one org's page: ?org=ID)
   admin API     {self.admin_url}/api/status   (header  Authorization: Bearer <admin token>)
   admin token   {self.admin_token}   (the API and the page's reconcile form)
-  emulator      {emu.url}   (curl {emu.url}/__emulator/records/Event)
+  emulator      {emu.url}   (the default org: curl {emu.url}/__emulator/records/Event){customers}
   scheduler     psql {self.dsn}
   ledger        {self.ledger_url}
   config        {self.config}   (removed when the demo stops)

@@ -170,6 +170,17 @@ def orgs_command(daemon: DaemonProcess) -> dict[str, dict[str, Any]]:
     return {str(row["org_id"]): row for row in json.loads(out.stdout)}
 
 
+def reconcile_org(daemon: DaemonProcess, org: TenantOrg) -> dict[str, Any]:
+    """`mogli-bridge reconcile --json --dry-run --org ID` through the daemon: the JSON it printed."""
+    args = ["--config", str(daemon.config), "reconcile", "--json", "--dry-run", "--org", org.org_id]
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
 def stopped(daemon: DaemonProcess) -> int:
     """SIGTERM a running daemon and wait; its exit code (also of a daemon that already ended)."""
     assert daemon.proc is not None

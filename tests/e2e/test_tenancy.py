@@ -6,6 +6,7 @@ Every scenario judges the orgs with the cross-org verdict (bridge/devtools/tenan
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .tenancy_support import (
     make_tenancy_stack,
     org_rows,
     orgs_command,
+    reconcile_org,
     stopped,
     wait_settled,
     wait_state,
@@ -36,6 +38,13 @@ pytestmark = pytest.mark.timeout(240)
 def tenancy(tmp_path: Path, scheduler_dsn: str) -> Iterator[TenancyStack]:
     """Twenty connected customer orgs and the default org, their users, Contacts and Leads."""
     with make_tenancy_stack(tmp_path, scheduler_dsn) as built:
+        yield built
+
+
+@pytest.fixture
+def few_orgs(tmp_path: Path, scheduler_dsn: str) -> Iterator[TenancyStack]:
+    """Three connected customer orgs and the default org (for the scenarios that need no crowd)."""
+    with make_tenancy_stack(tmp_path, scheduler_dsn, orgs=3) as built:
         yield built
 
 
@@ -57,7 +66,8 @@ def _synced(stack: TenancyStack, bookings: list[str]) -> list[str]:
 
 def test_every_field_of_every_event_lands_in_its_own_org_and_in_no_other(tenancy: TenancyStack) -> None:
     """Bookings of every link type (Contact, Lead, Account) in twenty orgs and the default org: one Event per
-    booking with every field right, in its own org only; each org's tokens are only ever sent to that org."""
+    booking with every field right, in its own org only; each org's tokens are only ever sent to that org; a
+    dry-run reconciliation afterwards (every org, and one org) finds nothing."""
     world = tenancy.world
     default = default_org_link(world)
     before = [b for org in world.orgs[::2] for b in world.book_every_kind(org)]
@@ -88,10 +98,20 @@ def test_every_field_of_every_event_lands_in_its_own_org_and_in_no_other(tenancy
         assert {served[org.org_id]["salesforce_org_id"][:15] for org in world.orgs} == {
             org.salesforce_org_id[:15] for org in world.orgs
         }
+        dry = daemon.reconcile(dry_run=True)
+        assert dry["total"] == 0, dry["items"][:5]
+        one = reconcile_org(daemon, world.orgs[0])
+        assert one["total"] == 0, one["items"][:5]
     finally:
         code = stopped(daemon)
     assert code == 0, "the daemon drains and exits 0 on SIGTERM"
     assert_tenancy_logs_clean(daemon, world)
+    # The oracle sees a misplaced record in these very orgs: a copy of org 0's first Event put into org 1.
+    event = events_of(world.orgs[0], before[:1])[0]
+    copied = {k: event[k] for k in ("Subject", "StartDateTime", "EndDateTime", BOOKING_FIELD)}
+    world.orgs[1].client.create("Event", copied)
+    planted = world.verdict()
+    assert (planted.cross_org, planted.lost, planted.doubled, planted.orphans) == (1, 0, 0, 0)
 
 
 def test_an_org_connected_and_one_disconnected_mid_stream(tenancy: TenancyStack) -> None:
@@ -135,6 +155,7 @@ def test_an_org_connected_and_one_disconnected_mid_stream(tenancy: TenancyStack)
     finally:
         code = stopped(daemon)
     assert code == 0, "the daemon drains and exits 0 on SIGTERM"
+    assert_tenancy_logs_clean(daemon, world)
 
 
 def test_a_deactivated_integration_user_pauses_its_org_only_and_reactivation_resumes_it(
@@ -159,15 +180,14 @@ def test_a_deactivated_integration_user_pauses_its_org_only_and_reactivation_res
         wait_settled(tenancy, list(others.values()), what="the other orgs' bookings")
         assert _synced(tenancy, list(others.values())) == []
         assert activities(tenancy.ledger_url)[held]["state"] == "pending"
-        listed = orgs_command(daemon)[victim.org_id]
-        assert (listed["state"], listed["pending"]) == ("paused", 1), listed
-        assert "token" in (listed["reason"] or "")
+        assert orgs_command(daemon)[victim.org_id]["pending"] == 1, "the orgs command counts the waiting row"
 
         world.set_integration_user_active(victim, True)
         wait_settled(tenancy, [held], what="the paused org's booking after reactivation")
         assert wait_state(tenancy, victim, "active")
         assert _synced(tenancy, [held]) == []
         assert_clean(world.verdict())
+        assert_ledger_orgs(tenancy)
     finally:
         code = stopped(daemon)
     assert code == 0, "the daemon drains and exits 0 on SIGTERM"
@@ -175,6 +195,7 @@ def test_a_deactivated_integration_user_pauses_its_org_only_and_reactivation_res
         e for e in daemon.log_lines() if e.get("org") == victim.org_id and "pause" in str(e.get("event"))
     ]
     assert paused, "the pause is logged with the org's id"
+    assert_tenancy_logs_clean(daemon, world)
 
 
 def test_an_exhausted_api_allocation_pauses_its_org_only(tenancy: TenancyStack) -> None:
@@ -204,9 +225,11 @@ def test_an_exhausted_api_allocation_pauses_its_org_only(tenancy: TenancyStack) 
         wait_settled(tenancy, [held], what="the held booking once the allocation is back")
         assert wait_state(tenancy, spent, "active")
         assert_clean(world.verdict())
+        assert_ledger_orgs(tenancy)
     finally:
         code = stopped(daemon)
     assert code == 0, "the daemon drains and exits 0 on SIGTERM"
+    assert_tenancy_logs_clean(daemon, world)
 
 
 def test_a_booking_assigned_to_another_orgs_user_fails_and_writes_nothing(tenancy: TenancyStack) -> None:
@@ -234,6 +257,41 @@ def test_a_booking_assigned_to_another_orgs_user_fails_and_writes_nothing(tenanc
         assert written == [], "a failed cross-org booking wrote an Event"
         assert orgs_command(daemon)[home.org_id]["failed"] == 2
         assert_clean(world.verdict(failed_ok=frozenset({stray, foreign})))
+        assert_ledger_orgs(tenancy)
+    finally:
+        code = stopped(daemon)
+    assert code == 0, "the daemon drains and exits 0 on SIGTERM"
+    assert_tenancy_logs_clean(daemon, world)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="daemon: a paused org's runtime restarts every resume_check_seconds with its cached (revoked) "
+    "token and shows 'active' until its first call is refused: the state flaps while the cause remains",
+)
+def test_an_org_stays_paused_while_its_integration_user_is_deactivated(few_orgs: TenancyStack) -> None:
+    """While the integration user stays deactivated, every look at the org over several resume checks shows it
+    paused with the token reason, and the orgs command shows it paused with its booking pending."""
+    world = few_orgs.world
+    victim = world.orgs[0]
+    link = world.add_link(victim)
+    daemon = few_orgs.daemon()
+    daemon.start()
+    try:
+        daemon.wait_active()
+        wait_settled(few_orgs, [world.book(victim, link)])
+        world.set_integration_user_active(victim, False)
+        held = world.book(victim, link)
+        wait_state(few_orgs, victim, "paused")
+        looks = []
+        for _ in range(24):  # six seconds: six of the config's resume checks
+            row = org_rows(few_orgs.ledger_url)[victim.org_id]
+            looks.append((row["state"], "token" in (row["reason"] or "")))
+            time.sleep(0.25)
+        assert set(looks) == {("paused", True)}, looks
+        listed = orgs_command(daemon)[victim.org_id]
+        assert (listed["state"], listed["pending"]) == ("paused", 1), listed
+        assert activities(few_orgs.ledger_url)[held]["state"] == "pending"
     finally:
         code = stopped(daemon)
     assert code == 0, "the daemon drains and exits 0 on SIGTERM"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,20 +23,71 @@ from bridge.devtools.stack import ROOT, http_json
 HANDOVER_END = "Ctrl-C or `kill"  # the hand-over's last line begins so
 
 
+CUSTOMERS = ("Acme Dental", "Globex Clinics", "Initech Tutors")
+PAUSED = "Globex Clinics"
+CLEAN = "nothing lost, doubled or cross-org"
+
+
+def _org_table(stdout: str) -> dict[str, list[str]]:
+    """The cells of the demo's side-by-side table, by its first cell (the org's name, or 'all orgs')."""
+    part = stdout.split("Every org side by side", 1)[1]
+    rows: dict[str, list[str]] = {}
+    for line in part.splitlines()[1:]:
+        if line.startswith("└"):
+            break
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
 def test_demo_runs_and_reports_agreement() -> None:
-    """`mogli-bridge demo` books on every link type; scheduler, ledger and Salesforce then agree."""
+    """`mogli-bridge demo` books on every link type in the default org and three customer orgs; half-way one
+    org's integration user is deactivated: that org shows paused with the refused token as its reason and its
+    bookings wait while every other org's go out; reactivated, it resumes by itself. At the end each org's
+    row counts add up (bookings = Events + cancelled, the total row their sum), every org's verdict is clean,
+    scheduler, ledger and Salesforce agree, and the `orgs` table lists every org."""
     out = subprocess.run(
         [sys.executable, "-m", "bridge", "demo"], capture_output=True, text=True, cwd=ROOT, timeout=110
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "scheduler, ledger and Salesforce agree" in out.stdout
+    text = out.stdout
+    assert "scheduler, ledger and Salesforce agree in 4 orgs" in text, text[-3000:]
     for label in (
         "1:1 with a Contact",
         "round robin with a Lead",
         "round robin for an Account",
         "RSVP attendee 3",
     ):
-        assert label in out.stdout
+        assert label in text
+
+    paused = re.search(rf"^\s*{PAUSED}: paused - (.+)$", text, re.MULTILINE)
+    assert paused and "token" in paused.group(1), text[-4000:]
+    going = re.search(r"^\s*(\d+) of their (\d+) new bookings are in their Salesforce", text, re.MULTILINE)
+    assert going and going.group(1) == going.group(2) and int(going.group(1)) > 0, text[-4000:]
+    waiting = re.search(r"its (\d+) new bookings wait in the ledger \(pending\)", text)
+    assert waiting and int(waiting.group(1)) > 0, text[-4000:]
+    states = re.search(r"^\s*states: (.+)$", text, re.MULTILINE)
+    assert states, text[-4000:]
+    shown = dict(part.rsplit(" ", 1) for part in states.group(1).split(", "))
+    assert shown == {"default org": "active", **{c: "paused" if c == PAUSED else "active" for c in CUSTOMERS}}
+    resumed = re.search(rf"^\s*{PAUSED}: resumed - its (\d+) waiting bookings are synced", text, re.MULTILINE)
+    assert resumed and resumed.group(1) == waiting.group(1), text[-4000:]
+    assert text.index(paused.group(0)) < text.index(resumed.group(0))
+
+    table = _org_table(text)
+    assert set(table) == {"default org", *CUSTOMERS, "all orgs"}, table
+    orgs = {name: cells for name, cells in table.items() if name != "all orgs"}
+    for name, (state, bookings, cancelled, events, moglis, ledger, verdict) in orgs.items():
+        assert state == "active" and ledger == "agrees" and verdict == CLEAN, (name, table[name])
+        assert int(bookings) == int(events) + int(cancelled) and int(moglis) == 3, (name, table[name])
+    for column in range(1, 5):  # bookings, cancelled, Events, Mogli Events
+        assert int(table["all orgs"][column]) == sum(int(cells[column]) for cells in orgs.values()), table
+    assert f"cross-org verdict: lost 0, doubled 0, wrong 0, cross-org 0, orphans 0 - {CLEAN}" in text
+
+    listing = text.split("==> mogli-bridge orgs", 1)[1]
+    for name in ("default", *CUSTOMERS):
+        assert re.search(rf"{name}\s+active", listing), listing
 
 
 # -- processes, read from /proc: (pid, start time) names one process even if its pid is reused later
@@ -174,8 +226,9 @@ def _assert_stopped_in_order(after: str, *, starting: bool = False) -> None:
 def test_kept_running_demo_hands_over_the_stack_and_a_signal_stops_everything(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
-    """`demo --keep-running` prints the status page, the token and one line to paste; `status` run with
-    exactly that line reaches the ready daemon; SIGTERM (to the demo's pid, as `kill`) or SIGINT (to its
+    """`demo --keep-running` prints the status page, the token, one line to paste and each customer org's
+    own URL (its Events there) and status page (naming it); `status` run with exactly that line reaches the
+    ready daemon; SIGTERM (to the demo's pid, as `kill`) or SIGINT (to its
     process group, as Ctrl-C) then stops the daemon, the emulator and PostgreSQL in that order, the demo exits
     0, and no process it started is left, nor its config."""
     demo = RunningDemo("--keep-running")
@@ -206,6 +259,13 @@ def test_kept_running_demo_hands_over_the_stack_and_a_signal_stops_everything(
         page = _line(handover, "status page").split()[0]
         token = _line(handover, "admin token").split()[0]
         assert http_json("GET", page.rstrip("/") + "/healthz")[0] == 200
+        customers = re.findall(r"^\s*org\s+(.+?)\s+(http://\S+)\s+status page (\S+)$", handover, re.MULTILINE)
+        assert [name for name, _, _ in customers] == list(CUSTOMERS), handover
+        for name, url, org_page in customers:
+            events = http_json("GET", f"{url}/__emulator/records/Event")[1]["records"]
+            assert events, f"{name}'s own Salesforce at {url} holds none of its Events"
+            with urllib.request.urlopen(org_page, timeout=10) as answer:
+                assert answer.status == 200 and name in answer.read().decode(), org_page
         code, body = http_json(
             "GET", page.rstrip("/") + "/api/status", headers={"Authorization": f"Bearer {token}"}
         )

@@ -28,6 +28,9 @@ from bridge.source.setup import drop_slot
 from .conftest import assert_logs_clean
 
 ORGS = 20
+# write_config's 5 s stall setting rebuilds a CometD client whose connect waits 25 s, less than the emulator's
+# 110 s long poll: with twenty-one quiet orgs, a rebuild (and an inbound reconciliation) every few seconds.
+QUIET_STREAMS = {"MOGLI_BRIDGE_SYNC__STREAMING_STALL_SECONDS": "30"}
 
 
 @dataclass
@@ -51,7 +54,7 @@ class TenancyStack:
             slot=self.slot,
             extra=extra,
         )
-        daemon = DaemonProcess(config, self.workdir, name)
+        daemon = DaemonProcess(config, self.workdir, name, env=QUIET_STREAMS)
         self.daemons.append(daemon)
         result = daemon.setup()
         assert result.returncode == 0, result.stdout + result.stderr

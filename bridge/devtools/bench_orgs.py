@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -317,6 +318,32 @@ def _verdict_cell(v: dict[str, int]) -> str:
     return f"{v['lost']} / {v['doubled']} / {v['cross_org']} of {v['bookings']:,}"
 
 
+def measure(pg: LocalPostgres, workdir: Path, plan: OrgsPlan, say: Callable[[str], None]) -> dict[str, Any]:
+    """Every run of a plan on a PostgreSQL cluster (each stack in `workdir`): the report without targets."""
+    report: dict[str, Any] = {}
+    sizes = size_mix(plan.orgs, plan.bookings)
+    say(f"burst: {plan.bookings:,} bookings over {plan.orgs} orgs ({sizes[0]} to {sizes[-1]} each)")
+    world = OrgsWorld(pg, workdir, "burst", plan.orgs, plan.latency_ms)
+    try:
+        report["burst"] = run_burst(world, sizes)
+        say(f"  {report['burst']}")
+        say(f"fairness: {plan.fair_backlog:,} in one org, the others {plan.fair_rate:g}/s")
+        report["fairness"] = run_fairness(world, plan.fair_backlog, plan.fair_rate, offset=sizes[0])
+        say(f"  {report['fairness']}")
+        report["verdict"] = verdict_counts(world)
+        say(f"  verdict {report['verdict']}")
+    finally:
+        world.close()
+    say(f"idle: {plan.idle_orgs} connected orgs")
+    idle = OrgsWorld(pg, workdir, "idle", plan.idle_orgs, plan.latency_ms)
+    try:
+        report["idle"] = run_idle(idle)
+        say(f"  {report['idle']}")
+    finally:
+        idle.close()
+    return report
+
+
 def run_orgs_bench(*, orgs: int | None, quick: bool, as_json: bool, out: Path | None) -> int:
     """Run the many-org bench; prints a table (or JSON with `as_json`), writes JSON to `out` when given."""
     plan = plan_for(orgs, quick=quick)
@@ -333,26 +360,7 @@ def run_orgs_bench(*, orgs: int | None, quick: bool, as_json: bool, out: Path | 
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
     }
     try:
-        sizes = size_mix(plan.orgs, plan.bookings)
-        say(f"burst: {plan.bookings:,} bookings over {plan.orgs} orgs ({sizes[0]} to {sizes[-1]} each)")
-        world = OrgsWorld(pg, workdir, "burst", plan.orgs, plan.latency_ms)
-        try:
-            report["burst"] = run_burst(world, sizes)
-            say(f"  {report['burst']}")
-            say(f"fairness: {plan.fair_backlog:,} in one org, the others {plan.fair_rate:g}/s")
-            report["fairness"] = run_fairness(world, plan.fair_backlog, plan.fair_rate, offset=sizes[0])
-            say(f"  {report['fairness']}")
-            report["verdict"] = verdict_counts(world)
-            say(f"  verdict {report['verdict']}")
-        finally:
-            world.close()
-        say(f"idle: {plan.idle_orgs} connected orgs")
-        idle = OrgsWorld(pg, workdir, "idle", plan.idle_orgs, plan.latency_ms)
-        try:
-            report["idle"] = run_idle(idle)
-            say(f"  {report['idle']}")
-        finally:
-            idle.close()
+        report.update(measure(pg, workdir, plan, say))
         report["targets"] = targets(report)
     finally:
         pg.stop()

@@ -119,6 +119,7 @@ class TenantOrg:
     contacts: list[str] = field(default_factory=list)
     leads: list[str] = field(default_factory=list)
     accounts: list[str] = field(default_factory=list)
+    usernames: dict[str, str] = field(default_factory=dict)  # Username by 005 id, every user of the org
 
     @property
     def url(self) -> str:
@@ -162,6 +163,7 @@ class TenantWorld:
             client=OrgClient(body["url"], wanted[1]["Username"]),
             integration_username=wanted[0]["Username"],
             integration_user_id=ids[wanted[0]["Username"]],
+            usernames={user_id: username for username, user_id in ids.items()},
         )
         org.contacts = [org.client.create("Contact", {"LastName": f"Contact{i}"}) for i in range(2)]
         org.leads = [org.client.create("Lead", {"LastName": "Lead0", "Company": "Acme"})]
@@ -229,6 +231,17 @@ class TenantWorld:
     def set_integration_user_active(self, org: TenantOrg, active: bool) -> None:
         """Deactivate (its sessions end, its JWT grants are refused) or reactivate the integration user."""
         org.client.update("User", org.integration_user_id, {"IsActive": active})
+
+    def set_integration_user(self, org: TenantOrg, salesforce_user_id: str) -> None:
+        """Make another user of the org its integration user (the connection's username), as the scheduler's
+        settings page would."""
+        username = org.usernames[salesforce_user_id]
+        self.scheduler.execute(
+            "UPDATE scheduler.salesforce_connections SET username = %s, updated_at = now() "
+            "WHERE organization_id = %s",
+            (username, org.org_id),
+        )
+        org.integration_username, org.integration_user_id = username, salesforce_user_id
 
     def set_allocation(self, org: TenantOrg, *, exhausted: bool) -> None:
         """Use up the org's daily API allocation (every call answers REQUEST_LIMIT_EXCEEDED), or free it."""

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge.devtools.demo_orgs import (
+    CLEAN,
     CustomerOrgs,
     OrgFigures,
     PauseSnapshot,
@@ -311,9 +312,9 @@ def _verdict(
         + f" in {len(rows)} orgs"
     )
     console.print(
-        f"cross-org verdict: lost {judged.lost}, doubled {judged.doubled}, wrong {judged.wrong_fields}, "
-        f"cross-org {judged.cross_org}, orphans {judged.orphans}"
-        + (" - [green]nothing lost, doubled or cross-org[/]" if judged.clean else "")
+        f"cross-org verdict over {len(rows)} orgs: lost {judged.lost}, doubled {judged.doubled}, "
+        f"wrong {judged.wrong_fields}, cross-org {judged.cross_org}, orphans {judged.orphans}"
+        + (" - [green]clean[/]" if judged.clean else "")
     )
     stats = stack.emu.stats()
     console.print(f"Salesforce API requests made: {stats.get('api_requests', {}).get('total', stats)}")
@@ -327,19 +328,18 @@ def _verdict(
 
 
 def _print_orgs(rows: list[OrgFigures]) -> None:
-    t = Table(title="Every org side by side (counted in the scheduler, each org's Salesforce, the ledger)")
+    t = Table(
+        title="Every org side by side",
+        caption=f"counted in the scheduler, each org's own Salesforce and the ledger; {CLEAN}",
+    )
     for col in ("org", "state", "bookings", "cancelled", "Events", "Mogli Events", "ledger", "verdict"):
         t.add_column(col, no_wrap=True)
     for r in rows:
         ledger = "agrees" if r.ledger_differences == 0 else f"{r.ledger_differences} differences"
-        t.add_row(
-            r.name, r.state, str(r.bookings), str(r.cancelled), str(r.events), str(r.mogli_events), ledger,
-            r.verdict_text,
-        )  # fmt: skip
-    t.add_row(
-        "all orgs", "", *(str(sum(getattr(r, k) for r in rows)) for k in ("bookings", "cancelled", "events")),
-        str(sum(r.mogli_events for r in rows)), "", "",
-    )  # fmt: skip
+        counts = (r.bookings, r.cancelled, r.events, r.mogli_events)
+        t.add_row(r.name, r.state, *map(str, counts), ledger, r.verdict_text)
+    sums = (sum(getattr(r, k) for r in rows) for k in ("bookings", "cancelled", "events", "mogli_events"))
+    t.add_row("all orgs", "", *map(str, sums), "", "")
     console.print(t)
 
 

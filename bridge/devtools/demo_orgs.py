@@ -23,6 +23,7 @@ from bridge.records.ledger import DEFAULT_ORG
 CUSTOMERS = ("Acme Dental", "Globex Clinics", "Initech Tutors")
 PAUSED = "Globex Clinics"  # the customer whose integration user is deactivated half-way
 DEFAULT_NAME = "default org"
+CLEAN = "clean: nothing lost, doubled or cross-org"  # what an org's verdict "clean" says
 
 
 def write_demo_config(
@@ -198,7 +199,7 @@ class OrgFigures:
         """The verdict in words."""
         j = self.judged
         if j.clean:
-            return "nothing lost, doubled or cross-org"
+            return "clean"
         misplaced = j.cross_org + j.orphans
         return f"lost {j.lost}, doubled {j.doubled}, wrong {j.wrong_fields}, cross-org {misplaced}"
 

@@ -25,6 +25,12 @@ from bridge.devtools.tenants import TenantOrg, TenantWorld
 
 SETTLED = ("synced", "cancelled", "failed", "skipped")
 HOSTS_PER_ORG = 3
+# The production defaults for REST calls, not the test config's 5 s x 4 attempts: one emulator process serves
+# every org, and on a loaded machine a 5 s timeout abandons calls the emulator then still answers.
+DAEMON_ENV = {
+    "MOGLI_BRIDGE_SALESFORCE__REQUEST_TIMEOUT_SECONDS": "60",
+    "MOGLI_BRIDGE_SALESFORCE__MAX_ATTEMPTS": "6",
+}
 
 
 def links_for(bookings: int) -> int:
@@ -60,7 +66,7 @@ class OrgsWorld:
             salesforce_extra=f'private_key_file = "{self.world.key_path}"\n',
             extra="\n[tenancy]\nenabled = true\n",
         )
-        self.daemon = DaemonProcess(config, self.workdir, "daemon")
+        self.daemon = DaemonProcess(config, self.workdir, "daemon", env=DAEMON_ENV)
         self.links: dict[str, list[tuple[str, str]]] = {}  # org id -> [(link id, link type)]
         self.watchers = {org.org_id: CreatedWatcher(org.url) for org in self.world.orgs}
 

@@ -102,7 +102,7 @@ def claim_links(connection: Connection, now: datetime, limit: int) -> list[LinkW
             _OWNER.c.org_id.label("owner_org_id"),
         )
         .outerjoin(_OWNER, _OWNER.c.user_id == LINKS.c.owner_user_id)
-        .where(_due(LINKS, now), scope_of(connection).rows(LINKS))
+        .where(_due(LINKS, now), scope_of(connection).rows(LINKS), scope_of(connection).serving())
         .order_by(func.coalesce(LINKS.c.first_booked_at, LINKS.c.updated_at), LINKS.c.link_id)
         .limit(limit)
     )
@@ -142,7 +142,12 @@ def claim_activities(
         .outerjoin(LINKS, LINKS.c.link_id == ACTIVITIES.c.link_id)
         .outerjoin(_OWNER, _OWNER.c.user_id == LINKS.c.owner_user_id)
         .outerjoin(_ASSIGNEE, _ASSIGNEE.c.user_id == ACTIVITIES.c.assigned_user_id)
-        .where(_due(ACTIVITIES, now), ready, scope_of(connection).rows(ACTIVITIES))
+        .where(
+            _due(ACTIVITIES, now),
+            ready,
+            scope_of(connection).rows(ACTIVITIES),
+            scope_of(connection).serving(),
+        )
         .order_by(ACTIVITIES.c.updated_at, ACTIVITIES.c.booking_id)
         # The excluded (in-flight) ids are filtered here rather than in SQL so that a long list never
         # becomes an unbounded NOT IN.

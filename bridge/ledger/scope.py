@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, Table, true
+from sqlalchemy import ColumnElement, Connection, Table, exists, select, true
 
-from bridge.records.ledger import DEFAULT_ORG
+from bridge.ledger.tables import ORGS
+from bridge.records.ledger import DEFAULT_ORG, OrgState
 
 # The execution option that carries the scope on a connection.
 ORG_SCOPE = "ledger_org_scope"
@@ -79,6 +80,17 @@ class OrgScope:
         if self.org_id is None:
             return table.c.org_id.is_(None)
         return table.c.org_id == self.org_id
+
+    def serving(self) -> ColumnElement[bool]:
+        """The condition that the scope's org may be written to: not disconnected. A claim checks it in its
+        own statement, so a booking ingested in the same transaction as its org's disconnect is never claimed,
+        whatever the fleet has or has not stopped yet (always true for every org)."""
+        if self.every:
+            return true()
+        disconnected = select(ORGS.c.org_id).where(
+            ORGS.c.org_id == self.key, ORGS.c.state == OrgState.DISCONNECTED.value
+        )
+        return ~exists(disconnected)
 
     def holds(self, org_id: str | None) -> bool:
         """Whether a row of this (ledger) org_id belongs to the scope."""

@@ -81,6 +81,7 @@ class OrgRuntime:
         self.reason = org.reason
         self.pushed = 0  # outcomes of earlier parts (a pause rebuilds them)
         self.failed = 0
+        self._resuming = False  # after a pause: a new token first, never the cached (perhaps revoked) one
 
     @property
     def org_id(self) -> str:
@@ -118,7 +119,9 @@ class OrgRuntime:
                 return
 
     async def _serve(self, stop: asyncio.Event) -> None:
-        token = await self.tokens.get()
+        """Start the org's parts with a token that works now, and supervise them until stop or a failure."""
+        token = await (self.tokens.refresh(self.tokens.token) if self._resuming else self.tokens.get())
+        self._resuming = False
         await self._check_identity(token)
         parts = OrgParts(
             self.settings,

@@ -15,7 +15,7 @@ from bridge.ledger.inbound import MOGLI_EVENT_DELETED
 from bridge.ledger.repository import Ledger
 from bridge.ledger.tables import CHECKPOINTS, JOURNAL, LINKS
 from bridge.records.inbound import ActivityChange, InboundBatch, LinkChange
-from bridge.records.ledger import DEFAULT_ORG, Direction, DriftItem, JournalEntry
+from bridge.records.ledger import DEFAULT_ORG, Direction, DriftItem, JournalEntry, OrgState
 from bridge.records.outbound import ActivityOutcome, LinkOutcome, OutcomeState
 from bridge.records.source import ChangeOp
 from tests.adapters.ledger.factory import FUTURE, NOW, PAST, booking, change
@@ -366,3 +366,20 @@ async def test_recreate_deleted_links_is_scoped(repo: Ledger) -> None:
     assert link_a is not None and link_a.state == "pending"
     assert link_b is not None and link_b.state == "deleted_in_salesforce"
     assert await repo.scoped(ORG_B).recreate_deleted_links() == ["l-b"]
+
+
+async def test_a_disconnected_org_claims_nothing_until_it_is_connected_again(repo: Ledger) -> None:
+    """A claim checks the org's state in its own statement: once `orgs` says disconnected (written by the
+    same transaction as the disconnect's ingest), the org's view claims nothing, the others go on; connected
+    again, its rows come back."""
+    await three_orgs(repo)
+    await repo.set_org_state(ORG_A, OrgState.DISCONNECTED, "disconnected in the scheduler")
+    assert await repo.scoped(ORG_A).claim_link_work(NOW, 10) == []
+    assert [w.link.link_id for w in await repo.scoped(ORG_B).claim_link_work(NOW, 10)] == ["l-b"]
+    await repo.set_org_state(ORG_A, OrgState.ACTIVE, None)
+    await _sync_links(repo)
+    await repo.set_org_state(ORG_A, OrgState.DISCONNECTED, "disconnected in the scheduler")
+    assert await repo.scoped(ORG_A).claim_activity_work(NOW, 10) == []
+    assert [w.booking.booking_id for w in await repo.scoped(None).claim_activity_work(NOW, 10)] == ["b-0"]
+    await repo.set_org_state(ORG_A, OrgState.ACTIVE, None)
+    assert [w.booking.booking_id for w in await repo.scoped(ORG_A).claim_activity_work(NOW, 10)] == ["b-a"]

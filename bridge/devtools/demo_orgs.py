@@ -132,13 +132,13 @@ def org_rows(ledger_url: str) -> dict[str, dict[str, Any]]:
     return {str(r["org_id"]): dict(r) for r in rows}
 
 
-def states(ledger_url: str, bookings: Sequence[str]) -> dict[str, str]:
-    """The ledger state of each of these bookings ('' when it has no row yet)."""
+def activity_states(ledger_url: str) -> dict[str, str]:
+    """Every booking's ledger state by booking id ({} before the ledger's schema exists)."""
     try:
         acts = ledger_activities(ledger_url)
     except sa.exc.OperationalError:
         return {}
-    return {b: str(acts.get(b, {}).get("state") or "") for b in bookings}
+    return {b: str(a.get("state") or "") for b, a in acts.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,17 +154,23 @@ class PauseSnapshot:
 
 
 def pause_snapshot(ledger_url: str, paused: str, half_way: Mapping[str, list[str]]) -> PauseSnapshot | None:
-    """A snapshot when, in one read, `paused` shows paused with its bookings pending and every other org's
-    half-way bookings are synced; None otherwise."""
-    rows = org_rows(ledger_url)
+    """`snapshot` of the ledger as it is now."""
+    return snapshot(org_rows(ledger_url), activity_states(ledger_url), paused, half_way)
+
+
+def snapshot(
+    rows: Mapping[str, Mapping[str, Any]],
+    booking_states: Mapping[str, str],
+    paused: str,
+    half_way: Mapping[str, Sequence[str]],
+) -> PauseSnapshot | None:
+    """A snapshot when `paused` shows paused with its half-way bookings pending and every other org's
+    half-way bookings are synced; None otherwise (`rows`: the `orgs` rows by org id)."""
     row = rows.get(paused)
-    held = states(ledger_url, half_way[paused])
+    held = [booking_states.get(b, "") for b in half_way[paused]]
     others = [b for org, made in half_way.items() if org != paused for b in made]
-    done = states(ledger_url, others)
-    if row is None or row["state"] != "paused" or set(held.values()) != {"pending"}:
-        return None
-    synced = sum(1 for s in done.values() if s == "synced")
-    if synced < len(others):
+    synced = sum(1 for b in others if booking_states.get(b) == "synced")
+    if row is None or row["state"] != "paused" or set(held) != {"pending"} or synced < len(others):
         return None
     every = {org: str(r["state"]) for org, r in rows.items()}
     return PauseSnapshot(str(row["state"]), str(row["reason"] or ""), every, len(held), synced, len(others))
@@ -173,8 +179,8 @@ def pause_snapshot(ledger_url: str, paused: str, half_way: Mapping[str, list[str
 def resumed(ledger_url: str, org: str, bookings: Sequence[str]) -> bool:
     """The org is active again and these bookings of it are synced."""
     row = org_rows(ledger_url).get(org)
-    synced = set(states(ledger_url, bookings).values()) == {"synced"}
-    return row is not None and row["state"] == "active" and synced
+    done = activity_states(ledger_url)
+    return row is not None and row["state"] == "active" and all(done.get(b) == "synced" for b in bookings)
 
 
 # -- the per-org figures
@@ -205,27 +211,46 @@ class OrgFigures:
 
 
 def figures(world: TenantWorld, names: Mapping[str, str], ledger_url: str) -> list[OrgFigures]:
-    """Each org's figures, the default org first, judged by the cross-org verdict one org at a time."""
+    """`judge` what the scheduler, every org's Salesforce and the ledger hold now."""
     s = world.scheduler
-    bookings, users = s.rows("bookings"), {r["id"]: r for r in s.rows("users")}
-    links = {r["id"]: r for r in s.rows("scheduling_links")}
+    return judge(
+        bookings=s.rows("bookings"),
+        links={r["id"]: r for r in s.rows("scheduling_links")},
+        users={r["id"]: r for r in s.rows("users")},
+        held=world.org_records(),
+        org_states={org: str(r["state"]) for org, r in org_rows(ledger_url).items()},
+        acts=ledger_activities(ledger_url),
+        names=names,
+    )
+
+
+def judge(
+    *,
+    bookings: Sequence[Mapping[str, Any]],
+    links: Mapping[str, Mapping[str, Any]],
+    users: Mapping[str, Mapping[str, Any]],
+    held: Sequence[OrgRecords],
+    org_states: Mapping[str, str],
+    acts: Mapping[str, Mapping[str, Any]],
+    names: Mapping[str, str],
+) -> list[OrgFigures]:
+    """Each org's figures in the order of `held`, judged by the cross-org verdict one org at a time."""
     link_org = org_of_links(links, users)
-    rows, acts = org_rows(ledger_url), ledger_activities(ledger_url)
     out = []
-    for held in world.org_records():
-        own = [b for b in bookings if link_org[str(b["link_id"])] == held.org]
-        own_links = {k: v for k, v in links.items() if link_org[k] == held.org}
+    for records in held:
+        own = [b for b in bookings if link_org[str(b["link_id"])] == records.org]
+        own_links = {k: v for k, v in links.items() if link_org[k] == records.org}
         out.append(
             OrgFigures(
-                org=held.org,
-                name=names.get(held.org, held.org),
-                state=str(rows.get(held.org, {}).get("state") or ""),
+                org=records.org,
+                name=names.get(records.org, records.org),
+                state=org_states.get(records.org, ""),
                 bookings=len(own),
                 cancelled=sum(1 for b in own if b["status"] == "cancelled"),
-                events=len(held.events),
-                mogli_events=len(held.mogli_events),
-                ledger_differences=len(_ledger_check(own, own_links, users, held, acts)),
-                judged=verdict(bookings=bookings, links=links, users=users, orgs=[held]),
+                events=len(records.events),
+                mogli_events=len(records.mogli_events),
+                ledger_differences=len(_ledger_check(own, own_links, users, records, acts)),
+                judged=verdict(bookings=bookings, links=links, users=users, orgs=[records]),
             )
         )
     return out

@@ -122,7 +122,8 @@ class DemoStack:
         postgres = self.postgres_pid()
         width = max((len(name) for name, _, _ in orgs), default=0)
         customers = "".join(
-            f"\n  org           {name:<{width}}  {url}   status page {self.admin_url}/?org={org_id}"
+            f"\n  org           {name:<{width}}  {url}   (its own Salesforce)"
+            f"\n                its status page  {self.admin_url}/?org={org_id}"
             for name, org_id, url in orgs
         )
         # Plain print, not the rich console: the line to paste must never be wrapped or restyled.

@@ -260,7 +260,9 @@ def test_kept_running_demo_hands_over_the_stack_and_a_signal_stops_everything(
         page = _line(handover, "status page").split()[0]
         token = _line(handover, "admin token").split()[0]
         assert http_json("GET", page.rstrip("/") + "/healthz")[0] == 200
-        customers = re.findall(r"^\s*org\s+(.+?)\s+(http://\S+)\s+status page (\S+)$", handover, re.MULTILINE)
+        customers = re.findall(
+            r"^\s*org\s+(.+?)\s+(http://\S+).*\n\s+its status page\s+(\S+)$", handover, re.MULTILINE
+        )
         assert [name for name, _, _ in customers] == list(CUSTOMERS), handover
         for name, url, org_page in customers:
             events = http_json("GET", f"{url}/__emulator/records/Event")[1]["records"]

@@ -1,5 +1,6 @@
-"""`mogli-bridge demo`: a private PostgreSQL, the emulator, the daemon and a realistic mix of bookings
-(developer tooling in bridge/devtools/)."""
+"""`mogli-bridge demo`: a private PostgreSQL, the emulator, the daemon in tenancy mode, the default org and
+three customer orgs with a realistic mix of bookings, one org paused half-way and resumed (developer tooling
+in bridge/devtools/)."""
 
 from __future__ import annotations
 

@@ -304,3 +304,24 @@ def test_a_demo_stopped_while_it_starts_stops_what_it_had_started() -> None:
         assert _still_running(started) == [], f"left running after the demo stopped:\n{after}"
     finally:
         demo.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_demo_stopped_while_an_org_is_paused_drains_and_stops_everything() -> None:
+    """SIGTERM while one org is paused (its integration user deactivated, its bookings waiting): the daemon
+    still drains and exits 0, then the emulator and PostgreSQL stop, the demo exits 0 without its verdict,
+    and no process it started is left."""
+    demo = RunningDemo()
+    try:
+        seen = demo.read_until(f"{PAUSED}: paused", timeout=120)
+        pids = [int(pid) for pid in re.findall(r"runs as pid (\d+)", seen)]
+        assert len(pids) == 3, seen  # PostgreSQL, the emulator, the daemon
+        started = _tree(demo.pid, *pids)
+
+        exit_code, after = demo.stop(signal.SIGTERM)
+        assert exit_code == 0, after
+        assert "invariant check" not in after, "the demo finished before the signal: nothing was interrupted"
+        _assert_stopped_in_order(after)
+        assert _still_running(started) == [], f"left running after the demo stopped:\n{after}"
+    finally:
+        demo.close()

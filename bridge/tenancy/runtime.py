@@ -103,7 +103,8 @@ class OrgRuntime:
         while not stop.is_set():
             try:
                 await self._serve(stop)
-            except Exception as exc:
+            except Exception as exc:  # one org's failure never reaches another org
+                self._resuming = True
                 reason = pause_reason(exc)
                 await self._set_state(OrgState.PAUSED, reason)
                 log.warning(

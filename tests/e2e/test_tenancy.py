@@ -297,11 +297,6 @@ def test_a_new_integration_user_takes_effect_without_a_restart(few_orgs: Tenancy
     assert_tenancy_logs_clean(daemon, world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon: the disconnected org's runtime drains its pusher, which writes a booking ingested in the "
-    "same batch as the disconnect (fleet.org_stopping reason=disconnected, then sync.activity_synced)",
-)
 def test_a_booking_committed_just_after_a_disconnect_is_not_written(few_orgs: TenancyStack) -> None:
     """A booking committed right after its org's connection is set to disconnected (both in one batch of the
     change stream) is not written by the org's draining runtime: it waits, pending, the org disconnected."""
@@ -325,11 +320,6 @@ def test_a_booking_committed_just_after_a_disconnect_is_not_written(few_orgs: Te
     assert code == 0, "the daemon drains and exits 0 on SIGTERM"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon: a paused org's runtime restarts every resume_check_seconds with its cached (revoked) "
-    "token and shows 'active' until its first call is refused: the state flaps while the cause remains",
-)
 def test_an_org_stays_paused_while_its_integration_user_is_deactivated(few_orgs: TenancyStack) -> None:
     """While the integration user stays deactivated, every look at the org over several resume checks shows it
     paused with the token reason, and the orgs command shows it paused with its booking pending."""

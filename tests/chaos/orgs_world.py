@@ -41,11 +41,14 @@ KINDS = ("one_on_one", "round_robin", "rsvp")
 
 
 @contextlib.contextmanager
-def chaos_orgs_stack(tmp_path: Path, scheduler_dsn: str, orgs: int = ORGS) -> Iterator[TenancyStack]:
+def chaos_orgs_stack(
+    tmp_path: Path, scheduler_dsn: str, *, pubsub: bool, orgs: int = ORGS
+) -> Iterator[TenancyStack]:
     """A scheduler database and an emulator (2-second long polls, a delivery allocation that restarts' replays
-    cannot use up; hosted orgs share those streaming settings) hosting `orgs` connected customer orgs."""
+    cannot use up; hosted orgs share those streaming settings; the Pub/Sub API of every org when `pubsub`)
+    hosting `orgs` connected customer orgs."""
     org_file = short_poll_org(tmp_path, {"daily_delivered_events": "10000000"})
-    emulator = EmulatorProcess(tmp_path, org_file=org_file)
+    emulator = EmulatorProcess(tmp_path, org_file=org_file, pubsub=pubsub)
     scheduler = Scheduler(scheduler_dsn)
     slot = "mb_" + scheduler_dsn.rsplit("/", 1)[1]
     stack: TenancyStack | None = None
@@ -177,7 +180,8 @@ def bridge_requests(stack: TenancyStack) -> int:
 
 class OrgSaboteur(threading.Thread):
     """Every half second, one act on one of its target orgs (no other org is touched): a live session
-    expired, the CometD clients forgotten, the API allocation used up, the integration user deactivated.
+    expired, the CometD clients forgotten or the Pub/Sub streams cut, the API allocation used up, the
+    integration user deactivated.
     `hits` counts the acts that hit: sessions or clients that existed, an exhausted allocation that refused
     the daemon a call (a 403 in that org's request log), a deactivation that paused the org in the ledger.
     Every act undoes itself before the next (allocation freed, user reactivated)."""
@@ -192,6 +196,7 @@ class OrgSaboteur(threading.Thread):
             "clients_forgotten": lambda o: (
                 control(o.url, "POST", "streaming/forget-clients", {})["forgotten"] > 0
             ),
+            "streams_cut": lambda o: control(o.url, "POST", "pubsub/cut", {})["cut"] > 0,
             "allocation_exhausted": self._exhaust_the_allocation,
             "user_deactivated": self._deactivate_the_user,
         }
@@ -287,6 +292,7 @@ class OrgKills:
     def kill(self, stack: TenancyStack, daemon: Any) -> None:
         """SIGKILL the daemon, then read what it was doing at that moment (its ledger no longer moves)."""
         daemon.kill9()
+        end_torn_line(daemon.log_path)
         requests = bridge_requests(stack) - self._requests_at_start
         acts = ledger_activities(stack.ledger_url)
         bookings = len(stack.world.scheduler.rows("bookings"))
@@ -295,6 +301,16 @@ class OrgKills:
             self.landed += 1
         else:
             self.missed.append(f"{requests} requests since start, {in_flight} rows in flight")
+
+
+def end_torn_line(log_path: Path) -> None:
+    """End the log's last line when a kill cut it mid-write: the next run appends to the same file, and its
+    first line (`daemon.started`) would otherwise be glued to the torn one and never read."""
+    with log_path.open("rb+") as fh:
+        if fh.seek(0, 2) > 0:
+            fh.seek(-1, 2)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
 
 
 def ledger_disagreements(stack: TenancyStack) -> tuple[int, int]:

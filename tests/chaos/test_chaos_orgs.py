@@ -22,8 +22,9 @@ import pytest
 from bridge.devtools.stack import wait_until
 from tests.e2e.tenancy_support import TenancyStack, assert_tenancy_logs_clean
 
-from .conftest import KILL_CYCLES, OPERATIONS
+from .conftest import KILL_CYCLES, LONG, OPERATIONS
 from .orgs_world import (
+    Lane,
     OrgKills,
     OrgSaboteur,
     OrgTraffic,
@@ -39,34 +40,48 @@ from .orgs_world import (
 from .verdict import count_logged, report
 
 # Faults per org, by index into the world's customer orgs; the others (and the default org) are left alone.
-REST_FAULTS = [
-    {"path": "/composite/sobjects", "status": 503, "error_code": "SERVER_UNAVAILABLE", "probability": 0.15},
-    {"path": "/composite/sobjects", "status": 400, "error_code": "UNABLE_TO_LOCK_ROW", "probability": 0.08},
+REST_FAULTS = [  # matched in order: the rarer first, so that each one's chance is about its probability
+    {"path": "/composite/sobjects", "latency_ms": 8000, "probability": 0.08},
     {"path": "/composite/sobjects", "action": "drop", "probability": 0.08},
-    {"path": "/composite/sobjects", "latency_ms": 8000, "probability": 0.06},
-    {"path": "/cometd", "action": "drop", "probability": 0.05},
+    {"path": "/composite/sobjects", "status": 400, "error_code": "UNABLE_TO_LOCK_ROW", "probability": 0.08},
+    {"path": "/composite/sobjects", "status": 503, "error_code": "SERVER_UNAVAILABLE", "probability": 0.15},
 ]
-FAULTED = (0, 1)  # REST and CometD fault rules on these orgs' URLs
-SABOTAGED = {
-    "sessions_expired": (2, 3),
-    "clients_forgotten": (2, 3),
-    "allocation_exhausted": (4,),
-    "user_deactivated": (5,),
-}
+STREAM_FAULTS = {"cometd": [{"path": "/cometd", "action": "drop", "probability": 0.05}], "pubsub": []}
+FAULTED = (0, 1)  # REST (and CometD) fault rules on these orgs' URLs
+# CometD: the org forgets its clients (403::Unknown client); Pub/Sub: it cuts every open stream.
+STREAM_ACT = {"cometd": "clients_forgotten", "pubsub": "streams_cut"}
+SESSIONS_AND_STREAMS, SPENT, DEACTIVATED = (2, 3), (4,), (5,)  # the saboteur's orgs, by act
+# `make test` runs CometD; `make chaos` both change-event transports.
+TRANSPORTS = ("cometd", "pubsub") if LONG else ("cometd",)
 KILL_PACE = 0.05  # seconds between scheduler operations (the traffic goes on until the last kill)
 
 
+@pytest.fixture(params=TRANSPORTS)
+def orgs_transport(request: pytest.FixtureRequest) -> str:
+    """The change-event transport the daemon uses for every org (`sync.transport`)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def orgs_stack(tmp_path: Path, scheduler_dsn: str) -> Iterator[TenancyStack]:
-    """Twenty connected customer orgs and the default org, in an emulator with 2-second long polls."""
-    with chaos_orgs_stack(tmp_path, scheduler_dsn) as built:
+def orgs_stack(
+    tmp_path: Path, scheduler_dsn: str, orgs_transport: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TenancyStack]:
+    """Twenty connected customer orgs and the default org, in an emulator with 2-second long polls; on
+    `pubsub` the emulator serves every org's Pub/Sub API and the daemon takes change events from there."""
+    with chaos_orgs_stack(tmp_path, scheduler_dsn, pubsub=orgs_transport == "pubsub") as built:
+        if orgs_transport == "pubsub":
+            for name, value in built.world.emulator.pubsub_env().items():
+                monkeypatch.setenv(name, value)
         yield built
 
 
 @pytest.mark.timeout(900)
-def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(orgs_stack: TenancyStack) -> None:
+def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(
+    orgs_stack: TenancyStack, orgs_transport: str
+) -> None:
     """SIGKILL at random moments of a daemon serving twenty orgs and the default org while two orgs answer
-    5xx, lock errors, dropped and slow requests, two have their sessions expired and CometD clients forgotten,
+    5xx, lock errors, dropped and slow requests, two have their sessions expired and their CometD clients
+    forgotten (or Pub/Sub streams cut),
     one runs out of API calls and one has its integration user deactivated and reactivated: every kill lands
     on a working daemon, every fault and act hits, and before any repair no org has a lost, doubled, wrong,
     cross-org or orphaned record and the ledger agrees with every org."""
@@ -75,8 +90,14 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(orgs_stac
     lanes = [default_lane(world)] + [customer_lane(world, org) for org in world.orgs]
     daemon = stack.daemon()
     for index in FAULTED:
-        install_org_faults(world.orgs[index], REST_FAULTS)
-    targets = {act: [world.orgs[i] for i in indices] for act, indices in SABOTAGED.items()}
+        install_org_faults(world.orgs[index], REST_FAULTS + STREAM_FAULTS[orgs_transport])
+    acts = {
+        "sessions_expired": SESSIONS_AND_STREAMS,
+        STREAM_ACT[orgs_transport]: SESSIONS_AND_STREAMS,
+        "allocation_exhausted": SPENT,
+        "user_deactivated": DEACTIVATED,
+    }
+    targets = {act: [world.orgs[i] for i in indices] for act, indices in acts.items()}
     kills_done = threading.Event()
     traffic = OrgTraffic(stack.dsn, lanes, OPERATIONS, 7, pace=KILL_PACE, until=kills_done)
     saboteur = OrgSaboteur(stack, targets, 11)
@@ -90,7 +111,7 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(orgs_stac
             time.sleep(rng.uniform(1.0, 4.0))
             kills.kill(stack, daemon)
             daemon.start()
-        hits = _until_everything_hit(stack, saboteur)
+        hits = _until_everything_hit(stack, saboteur, lanes)
     finally:
         kills_done.set()
         traffic.join()
@@ -109,6 +130,10 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(orgs_stac
         **saboteur.hits,
     }
     figures.update(orgs_verdict(stack))
+    paused = {e["org"] for e in daemon.log_lines() if e.get("event") == "org.paused"}
+    broken = {world.orgs[i].org_id for i in (*FAULTED, *SESSIONS_AND_STREAMS, *SPENT, *DEACTIVATED)}
+    figures["orgs_paused"] = len(paused)
+    assert paused <= broken, f"orgs paused that nothing broke: {paused - broken}"
     # After the verdict: a dry run through the daemon may report what a reconciliation would still find.
     daemon.wait_started()
     dry = daemon.reconcile(dry_run=True)
@@ -116,7 +141,7 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(orgs_stac
     assert daemon.terminate() == 0
     assert_tenancy_logs_clean(daemon, world)
     report(
-        "kill_9_across_20_orgs_with_faults_in_some",
+        f"kill_9_across_20_orgs_with_faults_in_some_{orgs_transport}",
         **figures,
         differences=figures["wrong_fields"] + figures["ledger_mismatches"],
         drift_found_by_dry_run=int(dry["total"]),
@@ -127,11 +152,16 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(orgs_stac
     assert not repairs.unexplained, f"the daemon's reconciliations repaired {repairs.unexplained}"
 
 
-def _until_everything_hit(stack: TenancyStack, saboteur: OrgSaboteur, timeout: float = 90) -> dict[str, int]:
+def _until_everything_hit(
+    stack: TenancyStack, saboteur: OrgSaboteur, lanes: list[Lane], timeout: float = 90
+) -> dict[str, int]:
     """With traffic and sabotage going on and the daemon running, wait until each fault rule of the faulted
-    orgs has fired and each act of sabotage has hit at least once; returns the hits per rule, or fails
-    naming the rules and acts that never hit."""
-    faulted = [stack.world.orgs[i] for i in FAULTED]
+    orgs has fired and each act of sabotage has hit at least once (one more booking in each faulted org
+    every half second gives the rules calls to fire on); returns the hits per rule, or fails naming the
+    rules and acts that never hit."""
+    world = stack.world
+    faulted = [world.orgs[i] for i in FAULTED]
+    first_link = {lane.org: lane.links[0][0] for lane in lanes}
 
     def rule_hits() -> dict[str, int]:
         return {k: v for org in faulted for k, v in org_fault_hits(org).items()}
@@ -139,7 +169,11 @@ def _until_everything_hit(stack: TenancyStack, saboteur: OrgSaboteur, timeout: f
     def everything() -> bool:
         stack.assert_running()
         assert saboteur.error is None, saboteur.error
-        return all(rule_hits().values()) and all(saboteur.hits.values())
+        if all(rule_hits().values()) and all(saboteur.hits.values()):
+            return True
+        for org in faulted:
+            world.book(org, first_link[org.org_id])
+        return False
 
     try:
         wait_until(everything, timeout=timeout, interval=0.5, what="every fault and act to hit")

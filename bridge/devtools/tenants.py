@@ -34,15 +34,10 @@ def write_key_pair(directory: Path) -> tuple[Path, str]:
     """A new RSA key: the private key as a 0600 PEM file for the config, and the public key's PEM."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = directory / "connected-app.key"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    pem = serialization.Encoding.PEM
+    path.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     path.chmod(0o600)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     return path, public.decode()
 
 
@@ -233,14 +228,9 @@ class TenantWorld:
         org.client.update("User", org.integration_user_id, {"IsActive": active})
 
     def set_integration_user(self, org: TenantOrg, salesforce_user_id: str) -> None:
-        """Make another user of the org its integration user (the connection's username), as the scheduler's
-        settings page would."""
+        """Make another user of the org its integration user (the connection's username)."""
         username = org.usernames[salesforce_user_id]
-        self.scheduler.execute(
-            "UPDATE scheduler.salesforce_connections SET username = %s, updated_at = now() "
-            "WHERE organization_id = %s",
-            (username, org.org_id),
-        )
+        self._set_connection(org, "username", username)
         org.integration_username, org.integration_user_id = username, salesforce_user_id
 
     def set_allocation(self, org: TenantOrg, *, exhausted: bool) -> None:
@@ -248,24 +238,28 @@ class TenantWorld:
         org.client.control("limits", {"allocation": 15000, "used": 15000 if exhausted else 0})
 
     def set_connected(self, org: TenantOrg, connected: bool) -> None:
-        """Connect or disconnect the org, as the scheduler's settings page would."""
+        """Connect or disconnect the org."""
+        self._set_connection(org, "status", "connected" if connected else "disconnected")
+
+    def _set_connection(self, org: TenantOrg, column: str, value: str) -> None:
+        """One column of the org's connection row, as the scheduler's settings page would change it."""
+        assert column in ("status", "username", "login_url")
         self.scheduler.execute(
-            "UPDATE scheduler.salesforce_connections SET status = %s, updated_at = now() "
+            f"UPDATE scheduler.salesforce_connections SET {column} = %s, updated_at = now() "  # noqa: S608
             "WHERE organization_id = %s",
-            ("connected" if connected else "disconnected", org.org_id),
+            (value, org.org_id),
         )
 
     # -- the verdict's inputs
     def org_records(self) -> list[OrgRecords]:
         """The live Events and Mogli Events of the default org and of every customer org."""
-        out = [
-            OrgRecords(DEFAULT_ORG, self.emulator.records("Event"), self.emulator.records("Mogli_Event__c"))
+        main = OrgRecords(
+            DEFAULT_ORG, self.emulator.records("Event"), self.emulator.records("Mogli_Event__c")
+        )
+        return [main] + [
+            OrgRecords(org.org_id, org.client.records("Event"), org.client.records("Mogli_Event__c"))
+            for org in self.orgs
         ]
-        for org in self.orgs:
-            out.append(
-                OrgRecords(org.org_id, org.client.records("Event"), org.client.records("Mogli_Event__c"))
-            )
-        return out
 
     def verdict(self, failed_ok: frozenset[str] = frozenset(), on_cancel: str = "delete") -> Verdict:
         """Judge every org against the scheduler (before any repair)."""

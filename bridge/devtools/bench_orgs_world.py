@@ -30,6 +30,9 @@ HOSTS_PER_ORG = 3
 DAEMON_ENV = {
     "MOGLI_BRIDGE_SALESFORCE__REQUEST_TIMEOUT_SECONDS": "60",
     "MOGLI_BRIDGE_SALESFORCE__MAX_ATTEMPTS": "6",
+    # The test config's 5 s takes every idle long poll (110 s) past 25 s for a stall: a rebuild per org
+    # every half minute, each followed by a gap reconciliation (two queryAll calls).
+    "MOGLI_BRIDGE_SYNC__STREAMING_STALL_SECONDS": "60",
 }
 
 

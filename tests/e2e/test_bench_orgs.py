@@ -28,6 +28,7 @@ def test_a_tiny_many_org_bench_lands_every_booking_once_in_its_own_org(
     assert (burst["orgs"], burst["bookings"], burst["events"], burst["failed"]) == (3, 600, 600, 0)
     assert burst["api_calls"] > 0
     assert burst["cpu_seconds_per_1000"] is not None and burst["peak_rss_mb"] > 0
+    assert fair["big_drained"] and fair["big_synced"] == 300
     assert fair["small"]["arrived"] == fair["small"]["bookings"] > 0
     assert verdict["bookings"] == 600 + 300 + fair["small"]["bookings"]
     assert (verdict["lost"], verdict["doubled"], verdict["wrong_fields"]) == (0, 0, 0)

@@ -105,6 +105,8 @@ def report(*, per_second: float, calls: int, p99: float, rss: float, clients: in
         },
         "fairness": {
             "big_backlog": 50_000,
+            "big_drained": True,
+            "big_synced": 50_000,
             "big_drain_seconds": 30.0,
             "big_bookings_per_second": 1666.7,
             "small_orgs": 99,
@@ -141,9 +143,13 @@ def test_the_table_shows_every_section() -> None:
     console = Console(record=True, width=160)
     console.print(orgs_table(report(per_second=2500.0, calls=600, p99=900.0, rss=500.0, clients=1000)))
     text = console.export_text()
-    needles = ("100 / 100,000", "2,500", "600 (0.0060)", "small latency p99 ms", "1000 / 1000", "0 / 0 / 0")
-    for needle in needles:
+    needles = ("100 / 100,000", "2,500", "600 (0.0060)", "50,000 synced", "small latency p99 ms")
+    for needle in (*needles, "1000 / 1000", "0 / 0 / 0"):
         assert needle in text, needle
+    console = Console(record=True, width=160)
+    undrained = {**report(per_second=1.0, calls=1, p99=1.0, rss=1.0, clients=1), "verdict": None}
+    console.print(orgs_table(undrained))
+    assert "not judged" in console.export_text(), "an undrained run says why it has no verdict"
 
 
 def test_bench_orgs_is_parsed() -> None:

@@ -1,6 +1,6 @@
 """The many-org chaos world: twenty customer orgs and the default org in one emulator, traffic across all of
-them, a saboteur that breaks some orgs only, kills judged across every org, and the verdict before any repair
-(the cross-org verdict of bridge/devtools/tenants.py, plus the ledger's agreement with each org)."""
+them, a saboteur that breaks some orgs only, and kills judged across every org (orgs_verdict.py judges the
+outcome)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-import sqlalchemy as sa
 
-from bridge.devtools.invariants import check
 from bridge.devtools.stack import (
     EmulatorProcess,
     Scheduler,
     http_json,
     ledger_activities,
-    ledger_connection,
     wait_until,
 )
 from bridge.devtools.tenants import TenantOrg, TenantWorld
@@ -35,7 +32,7 @@ from tests.e2e.inbound_support import short_poll_org
 from tests.e2e.tenancy_support import ORGS, TenancyStack, org_rows
 
 from .traffic import Traffic
-from .verdict import AGREE_SECONDS, FAULT_BUDGET
+from .verdict import FAULT_BUDGET
 
 KINDS = ("one_on_one", "round_robin", "rsvp")
 
@@ -311,103 +308,3 @@ def end_torn_line(log_path: Path) -> None:
             fh.seek(-1, 2)
             if fh.read(1) != b"\n":
                 fh.write(b"\n")
-
-
-def ledger_disagreements(stack: TenancyStack) -> tuple[int, int]:
-    """(bookings whose ledger row is not synced with their org's one Event, activities in the wrong org):
-    each org's bookings checked against that org's records and the ledger's rows of them."""
-    s = stack.world.scheduler
-    bookings, users = s.rows("bookings"), {r["id"]: r for r in s.rows("users")}
-    links = {r["id"]: r for r in s.rows("scheduling_links")}
-    owner_org = {k: users[v["owner_id"]]["organization_id"] for k, v in links.items()}
-    acts = ledger_activities(stack.ledger_url)
-    wrong_org = sum(
-        1 for b in bookings if b["id"] in acts and acts[b["id"]]["org_id"] != owner_org[b["link_id"]]
-    )
-    mismatched = 0
-    for held in stack.world.org_records():
-        own = [b for b in bookings if str(owner_org[b["link_id"]] or DEFAULT_ORG) == held.org]
-        found = check(
-            bookings=own,
-            links=links,
-            users=users,
-            events=[e for e in held.events if e.get("Scheduling_Booking_Id__c") in {b["id"] for b in own}],
-            mogli_events=held.mogli_events,
-            ledger_activities={b["id"]: acts[b["id"]] for b in own if b["id"] in acts},
-        )
-        mismatched += sum(1 for d in found if d.kind == "ledger_mismatch")
-    return mismatched, wrong_org
-
-
-def orgs_verdict(stack: TenancyStack, timeout: float = 240) -> dict[str, int]:
-    """Judge every org, repairing nothing: every committed booking settled in the ledger, then the cross-org
-    verdict (lost, doubled, wrong fields, cross-org, orphans) and the ledger's agreement with each org.
-    Returns the counted figures; AssertionError with the evidence when any is not zero."""
-    world = stack.world
-    # Counted in the database, not by the writer.
-    bookings = len(world.scheduler.rows("bookings"))
-
-    def settled() -> bool:
-        stack.assert_running()
-        acts = ledger_activities(stack.ledger_url)
-        return len(acts) >= bookings and not any(a["state"] == "pending" for a in acts.values())
-
-    def agree() -> bool:
-        return settled() and world.verdict().clean and ledger_disagreements(stack) == (0, 0)
-
-    agreed = True
-    try:
-        wait_until(settled, timeout=timeout, interval=1.0, what="every org's bookings to settle")
-        wait_until(agree, timeout=AGREE_SECONDS, interval=1.0, what="every org and the ledger to agree")
-    except AssertionError:
-        agreed = False
-    result = world.verdict()
-    mismatched, wrong_org = ledger_disagreements(stack)
-    figures = {
-        "bookings": bookings,
-        "lost": result.lost,
-        "doubled": result.doubled,
-        "wrong_fields": result.wrong_fields,
-        "cross_org": result.cross_org,
-        "orphans": result.orphans,
-        "ledger_mismatches": mismatched,
-        "ledger_wrong_org": wrong_org,
-    }
-    assert agreed and result.clean and not (mismatched or wrong_org), (
-        f"the orgs, the scheduler and the ledger did not agree: {figures}; {result.differences[:8]}"
-    )
-    return figures
-
-
-@dataclass
-class OrgRepairs:
-    """What the daemon's own (non-dry-run) reconciliations repaired in any org before the verdict."""
-
-    total: int = 0
-    raced: int = 0  # the booking or its link changed in the scheduler while the run read it
-    unexplained: dict[str, int] = field(default_factory=dict)
-
-
-def daemon_repairs_in_orgs(ledger_url: str) -> OrgRepairs:
-    """Classify every repair of the daemon's reconciliations (every org): a race with live traffic when the
-    stream journaled a scheduler change of its booking or link after the run started (the run compared a
-    row that moved under it, and the stream queued that change itself); everything else is unexplained
-    (it would have hidden what the pipeline lost)."""
-    repairs_q = sa.text(
-        "SELECT d.kind, d.booking_id, d.link_id, r.started_at FROM drift d "
-        "JOIN reconciliation_runs r ON r.id = d.run_id WHERE r.dry_run = :dry AND d.repaired = :repaired"
-    )
-    streamed_q = sa.text(
-        "SELECT count(*) FROM journal WHERE entity_key IN (:booking, :link) AND at >= :since "
-        "AND action LIKE 'source.%' AND CAST(detail AS TEXT) NOT LIKE '%\"snapshot\": true%'"
-    )
-    found = OrgRepairs()
-    with ledger_connection(ledger_url) as conn:
-        for kind, booking, link, started in conn.execute(repairs_q, {"dry": False, "repaired": True}).all():
-            found.total += 1
-            keys = {"booking": booking or "", "link": link or "", "since": started}
-            if conn.execute(streamed_q, keys).scalar_one() > 0:
-                found.raced += 1
-            else:
-                found.unexplained[kind] = found.unexplained.get(kind, 0) + 1
-    return found

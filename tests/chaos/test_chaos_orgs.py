@@ -1,8 +1,8 @@
 """The chaos suite with many orgs: twenty customer orgs and the default org served by one daemon, traffic in
 all of them, faults in some of them only, kill -9 at random moments and restarts; judged before any repair.
 
-`make test` runs the short version (5 kill cycles, 600 operations); `make chaos` the long one
-(`MOGLI_CHAOS=long`: 20 cycles, 3,000 operations). The verdict is the cross-org one of
+`make test` runs the short version (5 kill cycles, 600 operations, CometD); `make chaos` the long one
+(`MOGLI_CHAOS=long`: 20 cycles, 3,000 operations, CometD and Pub/Sub). The verdict is the cross-org one of
 bridge/devtools/tenants.py (nothing lost, doubled, wrong, in another org or orphaned, in any org) plus the
 ledger's agreement with each org; a dry-run reconciliation reports after it. Figures go to
 `$MOGLI_CHAOS_REPORT` (JSON lines) when set.
@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from bridge.devtools.stack import wait_until
+from bridge.records.ledger import DEFAULT_ORG
 from tests.e2e.tenancy_support import TenancyStack, assert_tenancy_logs_clean
 
 from .conftest import KILL_CYCLES, LONG, OPERATIONS
+from .orgs_verdict import daemon_repairs_in_orgs, dry_run_every_org, orgs_verdict
 from .orgs_world import (
     Lane,
     OrgKills,
@@ -31,11 +33,9 @@ from .orgs_world import (
     chaos_orgs_stack,
     clear_org_faults,
     customer_lane,
-    daemon_repairs_in_orgs,
     default_lane,
     install_org_faults,
     org_fault_hits,
-    orgs_verdict,
 )
 from .verdict import count_logged, report
 
@@ -81,10 +81,10 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(
 ) -> None:
     """SIGKILL at random moments of a daemon serving twenty orgs and the default org while two orgs answer
     5xx, lock errors, dropped and slow requests, two have their sessions expired and their CometD clients
-    forgotten (or Pub/Sub streams cut),
-    one runs out of API calls and one has its integration user deactivated and reactivated: every kill lands
-    on a working daemon, every fault and act hits, and before any repair no org has a lost, doubled, wrong,
-    cross-org or orphaned record and the ledger agrees with every org."""
+    forgotten (or Pub/Sub streams cut), one runs out of API calls and one has its integration user
+    deactivated and reactivated: every kill lands on a working daemon, every fault and act hits, no org that
+    nothing broke is paused, and before any repair no org has a lost, doubled, wrong, cross-org or orphaned
+    record and the ledger agrees with every org; then a dry run of every org finds no drift."""
     stack, rng = orgs_stack, random.Random(20261204)
     world = stack.world
     lanes = [default_lane(world)] + [customer_lane(world, org) for org in world.orgs]
@@ -134,21 +134,23 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(
     broken = {world.orgs[i].org_id for i in (*FAULTED, *SESSIONS_AND_STREAMS, *SPENT, *DEACTIVATED)}
     figures["orgs_paused"] = len(paused)
     assert paused <= broken, f"orgs paused that nothing broke: {paused - broken}"
-    # After the verdict: a dry run through the daemon may report what a reconciliation would still find.
+    # After the verdict: a dry run of every org through the daemon reports what a reconciliation would find.
     daemon.wait_started()
-    dry = daemon.reconcile(dry_run=True)
+    dry = dry_run_every_org(daemon, [DEFAULT_ORG, *(org.org_id for org in world.orgs)])
     repairs = daemon_repairs_in_orgs(stack.ledger_url)
     assert daemon.terminate() == 0
     assert_tenancy_logs_clean(daemon, world)
     report(
         f"kill_9_across_20_orgs_with_faults_in_some_{orgs_transport}",
         **figures,
-        differences=figures["wrong_fields"] + figures["ledger_mismatches"],
-        drift_found_by_dry_run=int(dry["total"]),
+        drift_found_by_dry_run=dry.drift,
+        dry_runs={"orgs": dry.runs, "bookings checked": dry.bookings_checked},
         daemon_reconciliation_repairs=repairs.total,
         daemon_repairs_raced_by_the_stream=repairs.raced,
         daemon_reconciliations=count_logged(daemon, "inbound.reconciled"),
     )
+    assert dry.runs == len(world.orgs) + 1, f"dry runs for {len(world.orgs) + 1} orgs: {dry.runs}"
+    assert dry.drift == 0, f"the dry runs found drift the verdict did not: {dry.by_kind}"
     assert not repairs.unexplained, f"the daemon's reconciliations repaired {repairs.unexplained}"
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg2
 
 from bridge.devtools.stack import (
+    DaemonProcess,
     EmulatorProcess,
     Scheduler,
     http_json,
@@ -280,13 +281,13 @@ class OrgKills:
     missed: list[str] = field(default_factory=list)
     _requests_at_start: int = 0
 
-    def started(self, stack: TenancyStack, daemon: Any) -> None:
+    def started(self, stack: TenancyStack, daemon: DaemonProcess) -> None:
         """Wait until this run of the daemon is active and has sent some org a request of its own."""
         daemon.wait_active()
         self._requests_at_start = bridge_requests(stack)
         wait_until(lambda: bridge_requests(stack) > self._requests_at_start, what="the daemon to call an org")
 
-    def kill(self, stack: TenancyStack, daemon: Any) -> None:
+    def kill(self, stack: TenancyStack, daemon: DaemonProcess) -> None:
         """SIGKILL the daemon, then read what it was doing at that moment (its ledger no longer moves)."""
         daemon.kill9()
         end_torn_line(daemon.log_path)

@@ -22,12 +22,11 @@ from bridge.devtools.demo_orgs import (
     figures,
     pause_snapshot,
     resumed,
-    write_demo_config,
 )
 from bridge.devtools.demo_stack import DemoStack, DemoStopped, StopSignals
 from bridge.devtools.localpg import LocalPostgres
 from bridge.devtools.stack import DaemonProcess, EmulatorProcess, Scheduler, ledger_activities
-from bridge.devtools.tenants import TenantWorld
+from bridge.devtools.tenants import TenantWorld, write_tenancy_config
 
 PIPE_WIDTH = 200  # no terminal to fit (a pipe, a file, a test): wide enough that no table cell is cut
 
@@ -211,11 +210,12 @@ def _start(stack: DemoStack, stop: StopSignals) -> TenantWorld | None:
     emu = stack.emu = EmulatorProcess(stack.workdir, own_group=True)
     _started("the emulator", emu.proc.pid)
     tenants = TenantWorld(emu, stack.sched, stack.workdir)
-    write_demo_config(
+    write_tenancy_config(
         stack.config,
         tenants,
         dsn=dsn,
         ledger_url=stack.ledger_url,
+        backfill="upcoming",
         admin_port=stack.admin_port,
         admin_token=stack.admin_token,
     )

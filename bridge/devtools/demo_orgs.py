@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from bridge.devtools.invariants import Difference, check
-from bridge.devtools.stack import ledger_activities, ledger_connection, write_config
+from bridge.devtools.stack import ledger_activities, ledger_connection
 from bridge.devtools.tenants import OrgRecords, TenantOrg, TenantWorld, Verdict, org_of_links, verdict
 from bridge.records.ledger import DEFAULT_ORG
 
@@ -24,26 +23,6 @@ CUSTOMERS = ("Acme Dental", "Globex Clinics", "Initech Tutors")
 PAUSED = "Globex Clinics"  # the customer whose integration user is deactivated half-way
 DEFAULT_NAME = "default org"
 CLEAN = "clean: nothing lost, doubled or cross-org"  # what an org's verdict "clean" says
-
-
-def write_demo_config(
-    path: Path, world: TenantWorld, *, dsn: str, ledger_url: str, admin_port: int, admin_token: str
-) -> Path:
-    """The daemon's config in tenancy mode: the default org of the main emulator and every connected
-    customer org by the JWT bearer flow with the one connected app's key; short resume checks, so the
-    paused org resumes within seconds of its cause being gone."""
-    return write_config(
-        path,
-        dsn=dsn,
-        ledger_url=ledger_url,
-        emulator_url=world.emulator.url,
-        backfill="upcoming",
-        admin_port=admin_port,
-        admin_token=admin_token,
-        auth="jwt",
-        salesforce_extra=f'private_key_file = "{world.key_path}"\napi_budget_recheck_seconds = 2.0\n',
-        extra="\n[tenancy]\nenabled = true\norg_max_in_flight = 2\nresume_check_seconds = 1.0\n",
-    )
 
 
 @dataclass

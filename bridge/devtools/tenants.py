@@ -5,7 +5,8 @@ cross-org verdict (CONTRACT §9).
 writes the matching `organizations`, `salesforce_connections` and `users` rows, books on their links and
 breaks them the ways the e2e tests need (a deactivated integration user, a used-up API allocation, a
 disconnected connection). `verdict` judges, from plain rows and records, that every booking's Event is in
-its own org only.
+its own org only. (Just over 400 lines: the world, the config the tests, demo and bench share, and the
+verdict that judges it read together.)
 """
 
 from __future__ import annotations
@@ -275,10 +276,18 @@ class TenantWorld:
 
 
 def write_tenancy_config(
-    path: Path, world: TenantWorld, *, dsn: str, ledger_url: str, slot: str, extra: str = ""
+    path: Path,
+    world: TenantWorld,
+    *,
+    dsn: str,
+    ledger_url: str,
+    slot: str = "mogli_bridge",
+    extra: str = "",
+    **options: Any,
 ) -> Path:
     """A daemon config in tenancy mode: the default org of the main emulator by the JWT bearer flow, every
-    connected organization through the one connected app's key."""
+    connected organization through the one connected app's key; short resume checks, so a paused org
+    resumes within seconds of its cause being gone. `options` go to `write_config` (backfill, admin...)."""
     return write_config(
         path,
         dsn=dsn,
@@ -286,6 +295,7 @@ def write_tenancy_config(
         emulator_url=world.emulator.url,
         slot=slot,
         auth="jwt",
+        **options,
         # A budget reading below the reserve is trusted this long: short, so a freed allocation shows soon.
         salesforce_extra=f'private_key_file = "{world.key_path}"\napi_budget_recheck_seconds = 2.0\n',
         extra=f"""

@@ -424,6 +424,15 @@ format = "json"
     return path
 
 
+def end_torn_line(log_path: Path) -> None:
+    """End a log's last line when a kill cut it mid-write (a missing log is left alone)."""
+    with contextlib.suppress(FileNotFoundError), log_path.open("rb+") as fh:
+        if fh.seek(0, os.SEEK_END) > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+
+
 class DaemonProcess:
     """`mogli-bridge run` in a subprocess, logging JSON lines to a file."""
 
@@ -455,7 +464,9 @@ class DaemonProcess:
         )
 
     def start(self) -> None:
-        """Start `run`."""
+        """Start `run`, its log appended to the last run's (whose last line a kill may have cut mid-write:
+        it is ended first, or the new run's first line would be glued to it and never read)."""
+        end_torn_line(self.log_path)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "--config", str(self.config), "run"],

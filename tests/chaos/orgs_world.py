@@ -290,7 +290,6 @@ class OrgKills:
     def kill(self, stack: TenancyStack, daemon: DaemonProcess) -> None:
         """SIGKILL the daemon, then read what it was doing at that moment (its ledger no longer moves)."""
         daemon.kill9()
-        end_torn_line(daemon.log_path)
         requests = bridge_requests(stack) - self._requests_at_start
         acts = ledger_activities(stack.ledger_url)
         bookings = len(stack.world.scheduler.rows("bookings"))
@@ -299,13 +298,3 @@ class OrgKills:
             self.landed += 1
         else:
             self.missed.append(f"{requests} requests since start, {in_flight} rows in flight")
-
-
-def end_torn_line(log_path: Path) -> None:
-    """End the log's last line when a kill cut it mid-write: the next run appends to the same file, and its
-    first line (`daemon.started`) would otherwise be glued to the torn one and never read."""
-    with log_path.open("rb+") as fh:
-        if fh.seek(0, 2) > 0:
-            fh.seek(-1, 2)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")

@@ -1,7 +1,7 @@
 """The reconciliation runs the admin app started: which runner runs each, and one run at a time per org.
 
-A run started without `orgs` (tenancy off, the page's form) goes to the daemon's one runner and, as
-before tenancy, while it runs no other run starts. With `orgs`, each org's run goes to the runner of that
+A run started without `orgs` (tenancy off, the page's form) goes to the daemon's one runner (with tenancy,
+the default org's) and, as before tenancy, while it runs no other run starts. With `orgs`, each org's run goes to the runner of that
 org's runtime (`org_runner`); an org without a runtime now (paused, disconnected) is refused with 409 and
 its state, and two runs of the same org never overlap.
 """
@@ -57,7 +57,8 @@ class RunTasks(Generic[OptionsT]):
         return {org for task, org in self._tasks.items() if not task.done()}
 
     async def start(self, req: views.ReconcileRequest, *, requested_by: str) -> int:
-        """One run without an org scope (every org the runner sees); 409 while any run runs."""
+        """One run without `orgs` on the daemon's runner (tenancy off: the one org; with tenancy: the default
+        org's, as `reconcile` without --org); 409 while any run runs."""
         if self._busy():
             raise _conflict({"error": "a reconciliation run is already in progress"})
         return await self._launch(self.runner, req, requested_by, ALL_ORGS)

@@ -10,6 +10,7 @@ No token, secret or key ever reaches a log line or a repr.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -122,13 +123,20 @@ class JwtBearerGrant:
             "exp": int(now) + JWT_LIFETIME_SECONDS,
         }
         try:
-            assertion = jwt.encode(claims, self.private_key, algorithm="RS256")
+            assertion = jwt.encode(claims, _signing_key(self.private_key), algorithm="RS256")
         except (ValueError, TypeError, jwt.PyJWTError) as exc:
             raise ConfigurationError(
                 "salesforce.private_key_file does not hold a usable RSA private key (PEM)",
                 "salesforce.private_key_file",
             ) from exc
         return {"grant_type": JWT_GRANT_TYPE, "assertion": assertion}
+
+
+@functools.lru_cache(maxsize=8)
+def _signing_key(pem: str) -> Any:
+    """The private key parsed once per process (parsing and checking an RSA key costs 50-140 ms of CPU:
+    with many orgs, every token request would block the event loop that long)."""
+    return jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(pem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +184,10 @@ def grant_from_settings(settings: SalesforceSettings) -> Grant:
     return JwtBearerGrant(settings.client_id, settings.username, jwt_audience(settings), key)
 
 
+@functools.lru_cache(maxsize=8)
 def make_ssl_context(ca_bundle: str) -> ssl.SSLContext:
-    """A verifying TLS context: the system's trust store, or only `salesforce.ca_bundle` when set."""
+    """A verifying TLS context: the system's trust store, or only `salesforce.ca_bundle` when set. One per
+    bundle and process (each costs about 0.8 MB and a few hundred ms: one per org's stream would not do)."""
     if not ca_bundle:
         return ssl.create_default_context()
     try:

@@ -16,9 +16,11 @@ from bridge.salesforce.auth import (
     JwtBearerGrant,
     PasswordGrant,
     RefreshTokenGrant,
+    _signing_key,
     decode_token_response,
     grant_from_settings,
     jwt_audience,
+    make_ssl_context,
 )
 
 NOW = 1_800_000_000.0
@@ -157,3 +159,29 @@ def test_incomplete_token_response_is_transient(body: dict[str, object]) -> None
     """A 200 without a token or instance URL is a broken answer, retried like an outage."""
     with pytest.raises(SalesforceUnavailable):
         decode_token_response(body, 0.0)
+
+
+def test_the_key_is_parsed_once_for_every_orgs_assertions(key_pair: tuple[str, str]) -> None:
+    """Many orgs sign with the one connected app's key: it is parsed once, every later assertion (any org's
+    subject) reuses it, and each still verifies with the public key."""
+    private, public = key_pair
+    _signing_key.cache_clear()
+    forms = [
+        JwtBearerGrant("cid", f"integration@org{n}.example", "https://login.salesforce.com", private).form(
+            NOW
+        )
+        for n in range(5)
+    ]
+    assert _signing_key.cache_info().misses == 1 and _signing_key.cache_info().hits == 4
+    subjects = [
+        jwt.decode(
+            f["assertion"], public, algorithms=["RS256"], options={"verify_aud": False, "verify_exp": False}
+        )["sub"]
+        for f in forms
+    ]
+    assert subjects == [f"integration@org{n}.example" for n in range(5)]
+
+
+def test_one_tls_context_per_bundle() -> None:
+    """Every org's stream and REST session share the process's one verifying TLS context."""
+    assert make_ssl_context("") is make_ssl_context("")

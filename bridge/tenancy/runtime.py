@@ -28,8 +28,9 @@ import structlog
 
 from bridge.aio import sleep_or_stop
 from bridge.config import Settings
-from bridge.errors import LedgerUnavailable
+from bridge.errors import BridgeError, LedgerUnavailable
 from bridge.records.ledger import DEFAULT_ORG, OrgRecord, OrgState
+from bridge.redact import describe
 from bridge.supervisor import ComponentState, supervise
 from bridge.tenancy.connect import OrgUnusable, pause_reason
 from bridge.tenancy.parts import OrgParts, Shared
@@ -82,6 +83,7 @@ class OrgRuntime:
         self.pushed = 0  # outcomes of earlier parts (a pause rebuilds them)
         self.failed = 0
         self._resuming = False  # after a pause: a new token first, never the cached (perhaps revoked) one
+        self._provisioned = False  # the custom channel ensured for this runtime's integration user
 
     @property
     def org_id(self) -> str:
@@ -124,6 +126,7 @@ class OrgRuntime:
         token = await (self.tokens.refresh(self.tokens.token) if self._resuming else self.tokens.get())
         self._resuming = False
         await self._check_identity(token)
+        await self._provision_channel(token)
         parts = OrgParts(
             self.settings,
             self.ledger,
@@ -140,6 +143,35 @@ class OrgRuntime:
         log.info("org.active", org=self.org_id, instance_url=token.instance_url)
         self.states = {}
         await supervise(components, stop, self.states)
+
+    async def _provision_channel(self, token: AccessToken) -> None:
+        """A customer org's `setup` of the filtered custom channel, once per runtime: without it every Event
+        the bridge writes there comes back as a change event (and counts against the org's delivered-event
+        allocation). A refusal (no Tooling API rights) leaves the org on the standard channels under
+        `sync.channel = auto`, as `setup` would."""
+        from bridge.salesforce.channels import ensure_channel
+
+        sync = self.settings.sync
+        if (
+            self._provisioned
+            or self.org_id == DEFAULT_ORG
+            or not sync.streaming
+            or sync.channel == "standard"
+        ):
+            return
+        if token.user_id is None:
+            return
+        try:
+            done = await ensure_channel(
+                self.client, self.settings.salesforce.objects, sync.channel_name, token.user_id
+            )
+        except BridgeError as exc:
+            if sync.channel == "custom":
+                raise
+            log.warning("org.custom_channel_refused", org=self.org_id, error=describe(exc))
+            return
+        self._provisioned = True
+        log.info("org.custom_channel", org=self.org_id, done="; ".join(done))
 
     def _retire_parts(self) -> None:
         if self.parts is not None:

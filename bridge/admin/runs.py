@@ -1,9 +1,9 @@
 """The reconciliation runs the admin app started: which runner runs each, and one run at a time per org.
 
 A run started without `orgs` (tenancy off, the page's form) goes to the daemon's one runner (with tenancy,
-the default org's) and, as before tenancy, while it runs no other run starts. With `orgs`, each org's run goes to the runner of that
-org's runtime (`org_runner`); an org without a runtime now (paused, disconnected) is refused with 409 and
-its state, and two runs of the same org never overlap.
+the default org's) and, as before tenancy, while it runs no other run starts. With `orgs`, each org's run
+goes to the runner of that org's runtime (`org_runner`); an org without a runtime now (paused,
+disconnected) is refused with 409 and its state, and two runs of the same org never overlap.
 """
 
 from __future__ import annotations

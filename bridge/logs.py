@@ -93,8 +93,11 @@ class SecretScrubber:
         return event
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
-    """Configure structlog and the stdlib root logger: JSON, or console on a terminal or when asked."""
+def configure_logging(
+    level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (), *, cache: bool = True
+) -> None:
+    """Configure structlog and the stdlib root logger: JSON, or console on a terminal or when asked. `cache`
+    off: every module's logger keeps following the configuration (tests run commands in-process)."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -112,6 +115,6 @@ def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=LOG_STREAM),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=LOG_STREAM, format="%(name)s %(message)s")

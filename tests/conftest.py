@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
+import bridge.logs
 from bridge.devtools.localpg import LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +48,15 @@ def scheduler_dsn(pg_database: str) -> str:
     finally:
         conn.close()
     return pg_database
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A command run in-process configures logging for the whole process: here without caching loggers (a
+    cached module logger would escape `capture_logs` and write to stderr in every later test), and the
+    defaults come back after each test."""
+    monkeypatch.setattr(
+        bridge.logs, "configure_logging", functools.partial(bridge.logs.configure_logging, cache=False)
+    )
+    yield
+    structlog.reset_defaults()

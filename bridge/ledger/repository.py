@@ -20,7 +20,7 @@ import contextvars
 import copy
 import functools
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Concatenate, ParamSpec, TypeVar
@@ -43,6 +43,7 @@ from bridge.ledger import (
 )
 from bridge.ledger import requeue as requeues
 from bridge.ledger.engine import READ_ONLY, make_engine, unavailable_reason
+from bridge.ledger.lanes import EVERY_LANE, FairExecutor
 from bridge.ledger.orgs import OrgCounts
 from bridge.ledger.reconciliation import MirrorKey
 from bridge.ledger.reports import DriftTotals
@@ -94,7 +95,8 @@ def _translated() -> Iterator[None]:
 
 
 class Ledger:
-    """The ledger's one repository: each operation is one transaction, run in one worker thread.
+    """The ledger's one repository: each operation is one transaction, run in one worker thread, where
+    each org's operations take turns with the others' (lanes.py).
 
     Unscoped it sees every org; `scoped(org)` gives a view of one org's rows over the same engine, worker
     thread, clock and outcome observers (see ledger/scope.py).
@@ -103,7 +105,8 @@ class Ledger:
     def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
         self.engine = engine
         self._clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+        self._threads = FairExecutor()  # the one worker thread, one lane per org (lanes.py)
+        self._executor: Executor = self._threads
         self._outcome_observers: list[OutcomeObserver] = []
         self._scope: OrgScope = EVERY_ORG
         self._owns_engine = True
@@ -122,6 +125,7 @@ class Ledger:
         worker thread, clock and outcome observers; closing the view leaves them to this ledger."""
         view = copy.copy(self)
         view._scope = OrgScope(ledger_org(org_id))
+        view._executor = self._threads.lane(view._scope.key or EVERY_LANE)
         view._owns_engine = False
         return view
 
@@ -185,7 +189,7 @@ class Ledger:
         scoped view leaves both to the ledger it came from)."""
         if not self._owns_engine:
             return
-        self._executor.shutdown(wait=True)
+        self._threads.shutdown(wait=True)
         self.engine.dispose()
 
     async def ping(self) -> None:

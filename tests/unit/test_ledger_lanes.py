@@ -1,0 +1,89 @@
+"""The ledger's fair worker thread: orgs' operations take turns, each org's stay in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from bridge.ledger.lanes import EVERY_LANE, FairExecutor
+
+
+def _blocked(executor: FairExecutor) -> threading.Event:
+    """Occupy the worker thread until the returned event is set (so that the queue can be arranged)."""
+    release, running = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        running.set()
+        release.wait(5)
+
+    executor.submit_to("hold", hold)
+    assert running.wait(5)
+    return release
+
+
+def test_a_backlog_in_one_lane_waits_its_turn_behind_every_other_lane() -> None:
+    executor = FairExecutor()
+    ran: list[str] = []
+    release = _blocked(executor)
+    futures = [executor.submit_to("big", ran.append, f"big{k}") for k in range(4)]
+    futures += [
+        executor.submit_to("small-a", ran.append, "a"),
+        executor.submit_to("small-b", ran.append, "b"),
+    ]
+    futures.append(executor.submit(ran.append, "ingest"))
+    release.set()
+    for future in futures:
+        future.result(5)
+    executor.shutdown()
+    assert ran == ["big0", "a", "b", "ingest", "big1", "big2", "big3"]
+
+
+def test_a_lane_keeps_its_order_and_errors_reach_the_caller() -> None:
+    executor = FairExecutor()
+    ran: list[int] = []
+    release = _blocked(executor)
+    lane = executor.lane("org-1")
+    firsts = [lane.submit(ran.append, k) for k in range(3)]
+    failing = lane.submit(int, "not a number")
+    last = lane.submit(ran.append, 3)
+    release.set()
+    for future in [*firsts, last]:
+        future.result(5)
+    with pytest.raises(ValueError):
+        failing.result(5)
+    executor.shutdown()
+    assert ran == [0, 1, 2, 3]
+
+
+def test_shutdown_runs_what_is_queued_then_refuses_more() -> None:
+    executor = FairExecutor()
+    ran: list[str] = []
+    release = _blocked(executor)
+    queued = [executor.submit_to(key, ran.append, key) for key in ("x", "y", EVERY_LANE)]
+    release.set()
+    executor.shutdown(wait=True)
+    assert all(f.done() for f in queued)
+    assert sorted(ran) == sorted(["x", "y", EVERY_LANE])
+    assert executor.queued() == {}
+    with pytest.raises(RuntimeError):
+        executor.submit(ran.append, "late")
+
+
+def test_an_event_loop_awaits_lane_work_in_one_thread() -> None:
+    executor = FairExecutor()
+    threads: set[str] = set()
+
+    def where(k: int) -> int:
+        threads.add(threading.current_thread().name)
+        return k * 2
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        lanes = [executor.lane(f"org-{k % 3}") for k in range(9)]
+        return await asyncio.gather(*(loop.run_in_executor(lane, where, k) for k, lane in enumerate(lanes)))
+
+    assert asyncio.run(main()) == [k * 2 for k in range(9)]
+    executor.shutdown()
+    assert threads == {"ledger_0"}

@@ -89,6 +89,11 @@ class Pusher:
         self._settings = settings
         self._clock = clock
         self._changed = asyncio.Event()  # new work was ingested, or a call finished
+        # Whether a claim may find something the last one did not: the last claim was cut by its limit or
+        # left rows behind, work was ingested, a Mogli Event was written (its Events became claimable), a
+        # hold ended or the idle poll came (retries come due). A call that landed alone adds no work, so
+        # an org with nothing more to do asks the ledger nothing (each claim is a turn of the shared thread).
+        self._may_find = True
         self._tasks: set[asyncio.Task[None]] = set()  # calls and the ledger records that follow them
         self._sending = 0  # slots taken by calls waiting for Salesforce
         self._partial_links = 0  # part-filled calls in flight, per kind
@@ -108,6 +113,7 @@ class Pusher:
 
     def notify(self) -> None:
         """New work may be pending (called by the ingestor)."""
+        self._may_find = True
         self._changed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -127,6 +133,7 @@ class Pusher:
 
     async def push_once(self) -> bool:
         """Start every call the ledger's work allows now and wait for them; True when any was started."""
+        self._may_find = True
         started = await self.dispatch()
         await self._finish_calls()
         self._raise_error()
@@ -135,7 +142,7 @@ class Pusher:
     async def dispatch(self) -> int:
         """Claim work for every free slot and start those calls; returns how many started."""
         free = self._settings.max_in_flight - self._sending
-        if free <= 0 or asyncio.get_running_loop().time() < self._resume_at:
+        if free <= 0 or asyncio.get_running_loop().time() < self._resume_at or not self._may_find:
             return 0
         claims = await self._claim(free)
         for claim in claims:
@@ -150,6 +157,7 @@ class Pusher:
         """
         size = self._settings.batch_size
         now = self._clock()
+        self._may_find = False
         busy_links = frozenset(self._busy_links)
         claimed = await self._ledger.claim_link_work(now, size * free + len(busy_links))
         links = [w for w in claimed if w.link.link_id not in busy_links][: size * free]
@@ -157,14 +165,21 @@ class Pusher:
             Claim(links=part, full=full)
             for part, full in self._batches(links, self._partial_links < self._settings.max_partial_in_flight)
         ]
+        left_behind = len(links) >= size * free or sum(len(c.links) for c in claims) < len(links)
         free -= len(claims)
         if free > 0:
             busy = frozenset(self._busy_bookings)
             activities = await self._ledger.claim_activity_work(now, size * free, busy)
             partial_ok = self._partial_activities < self._settings.max_partial_in_flight
-            claims += [
+            taken = [
                 Claim(activities=part, full=full) for part, full in self._batches(activities, partial_ok)
             ]
+            claims += taken
+            full_claim = len(activities) >= size * free
+            left_behind |= full_claim or sum(len(c.activities) for c in taken) < len(activities)
+        else:
+            left_behind = True  # the links took every slot: Events were not asked for
+        self._may_find |= left_behind
         return claims
 
     def _batches(self, rows: list[_W], partial_ok: bool) -> list[tuple[list[_W], bool]]:
@@ -199,6 +214,7 @@ class Pusher:
         try:
             if flight.claim.links:
                 await self._push_links(flight)
+                self._may_find = True  # their Events can be claimed now
             else:
                 await self._push_activities(flight)
             self.waiting_reason = None
@@ -263,8 +279,11 @@ class Pusher:
         held = self._resume_at - loop.time()
         if held > 0:
             await sleep_or_stop(stop, held)
+            self._may_find = True
         else:
             await next_or_stop(self._changed.wait(), stop, within=self._settings.idle_poll_seconds)
+            if not self._changed.is_set():
+                self._may_find = True  # the idle poll: retries may have come due
 
     async def _finish_calls(self) -> None:
         """Wait for every call in flight (a cancellation of the waiter does not cancel the calls)."""

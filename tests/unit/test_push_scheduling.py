@@ -276,6 +276,7 @@ async def test_low_load_sends_at_once_and_batches_what_queued_meanwhile() -> Non
     assert await pusher.dispatch() == 1
     await settle()
     bookings(ledger, 3, start=1)
+    pusher.notify()  # as the ingestor does
     assert await pusher.dispatch() == 0  # a part-filled batch is in flight: no second one
     sf.gates[0].set()
     await settle()
@@ -294,8 +295,10 @@ async def test_part_filled_calls_are_capped_per_kind() -> None:
 
     for start in (0, 1, 2):
         bookings(ledger, 1, start=start)
+        pusher.notify()
         await pusher.dispatch()
     ledger.add_link(LINK_NEW, synced=False)
+    pusher.notify()
     await pusher.dispatch()
     await settle()
     assert sf.calls == [("event", [bid(0)]), ("event", [bid(1)]), ("mogli", [LINK_NEW])]
@@ -314,9 +317,46 @@ async def test_a_full_batch_may_join_a_part_filled_call() -> None:
 
     assert await pusher.dispatch() == 1
     bookings(ledger, 25, start=1)
+    pusher.notify()
     assert await pusher.dispatch() == 2  # two full batches of 10; the 5 left wait for the part-filled call
     await settle()
     assert [len(keys) for _, keys in sf.calls] == [1, 10, 10]
+
+
+async def test_an_org_with_nothing_more_to_do_asks_the_ledger_nothing_when_a_call_lands() -> None:
+    """A claim that took every pending row leaves nothing for the next: when the call lands, the pusher
+    claims again only if work was ingested meanwhile (each claim is a turn of the ledger's shared thread)."""
+    ledger, sf = FakeLedger(), FakeSalesforce()
+    ledger.add_link(LINK_A, synced=True)
+    bookings(ledger, 1)
+    pusher = make_pusher(ledger, sf)
+
+    assert await pusher.dispatch() == 1
+    asked = len(ledger.claims)
+    sf.release_all()
+    await settle()
+    assert pusher.in_flight == 0 and ledger.state(bid(0)) == "synced"
+    assert await pusher.dispatch() == 0
+    assert len(ledger.claims) == asked  # nothing was asked
+    bookings(ledger, 2, start=1)
+    pusher.notify()
+    assert await pusher.dispatch() == 1
+    assert len(ledger.claims) > asked
+
+
+async def test_a_written_mogli_event_lets_its_events_be_claimed_without_a_notify() -> None:
+    """Events wait for their link's Mogli Event; once it is recorded they are claimed at once."""
+    ledger, sf = FakeLedger(), FakeSalesforce()
+    ledger.add_link(LINK_NEW, synced=False)
+    new = bookings(ledger, 2, link_id=LINK_NEW)
+    pusher = make_pusher(ledger, sf)
+
+    assert await pusher.dispatch() == 1
+    sf.release_all()
+    await settle()
+    assert await pusher.dispatch() == 1
+    await settle()
+    assert sf.calls[-1] == ("event", new)
 
 
 async def test_mogli_events_go_first_without_holding_back_synced_links() -> None:

@@ -3,6 +3,12 @@
 Applying a batch of source changes row by row against the database would cost several round trips per
 row; instead the rows a batch can touch are loaded up front (IN lists of at most 500 keys), changed in
 memory in source order, and written back with one executemany per table and kind (insert or update).
+
+On SQLite a bulk write goes to the driver as one compiled statement and plain tuples, each value passed
+through its parameter's own bind processor (`bulk_execute`): the same SQL and values SQLAlchemy would
+send, without its per-row parameter machinery, which was most of the cost of ingesting a large
+transaction. PostgreSQL keeps SQLAlchemy's batched "insertmanyvalues" path, which a plain executemany
+would lose.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Insert, Table, Update, bindparam, insert, select, update
 
 CHUNK = 500
 _T = TypeVar("_T")
@@ -83,10 +89,10 @@ class WorkingTable:
             if key in self._original and row != self._original[key]
         ]
         if inserts:
-            connection.execute(insert(self.table), inserts)
+            bulk_execute(connection, insert(self.table), inserts)
         if updates:
             statement = update(self.table).where(self.table.c[self.key] == bindparam("k_key"))
-            connection.execute(statement, updates)
+            bulk_execute(connection, statement, updates)
         for key in self.rows:
             self._original[key] = dict(self.rows[key])
         return len(inserts) + len(updates)
@@ -95,4 +101,25 @@ class WorkingTable:
 def insert_many(connection: Connection, table: Table, rows: Sequence[Row]) -> None:
     """One executemany insert (nothing when there are no rows)."""
     if rows:
-        connection.execute(insert(table), list(rows))
+        bulk_execute(connection, insert(table), list(rows))
+
+
+def bulk_execute(connection: Connection, statement: Insert | Update, rows: list[Row]) -> None:
+    """`connection.execute(statement, rows)`, on SQLite without SQLAlchemy's per-row parameter building.
+
+    Only for rows that all name the same parameters, every one of them used by the statement; anything else
+    takes the ordinary path. Each value goes through the bind processor of its parameter's type.
+    """
+    names = rows[0].keys()
+    if connection.dialect.name != "sqlite" or len(rows) < 2 or any(row.keys() != names for row in rows):
+        connection.execute(statement, rows)
+        return
+    columns = [name for name in names if name != "k_key"]
+    compiled = statement.compile(dialect=connection.dialect, column_keys=columns)
+    order = compiled.positiontup
+    if order is None or set(order) != set(names):
+        connection.execute(statement, rows)
+        return
+    plan = [(name, compiled.binds[name].type._cached_bind_processor(connection.dialect)) for name in order]
+    values = [tuple(row[n] if p is None or row[n] is None else p(row[n]) for n, p in plan) for row in rows]
+    connection.exec_driver_sql(str(compiled), values)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -105,8 +105,10 @@ class Ledger:
     def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
         self.engine = engine
         self._clock = clock
-        self._threads = FairExecutor()  # the one worker thread, one lane per org (lanes.py)
+        # the one worker thread: one lane per org, writes committed in groups (lanes.py)
+        self._threads = FairExecutor(run_group=self._run_group)
         self._executor: Executor = self._threads
+        self._lane = EVERY_LANE
         self._outcome_observers: list[OutcomeObserver] = []
         self._scope: OrgScope = EVERY_ORG
         self._owns_engine = True
@@ -125,7 +127,8 @@ class Ledger:
         worker thread, clock and outcome observers; closing the view leaves them to this ledger."""
         view = copy.copy(self)
         view._scope = OrgScope(ledger_org(org_id))
-        view._executor = self._threads.lane(view._scope.key or EVERY_LANE)
+        view._lane = view._scope.key or EVERY_LANE
+        view._executor = self._threads.lane(view._lane)
         view._owns_engine = False
         return view
 
@@ -175,10 +178,35 @@ class Ledger:
     async def _write(
         self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
-        def write() -> _T:
-            return self.call(fn, *args, **kwargs)
+        """Run a topic function in the worker thread, in a write transaction it may share with the writes
+        queued next (group commit, lanes.py); done once that transaction committed."""
+        scope = self._scope
 
-        return await self._run(write)
+        def job(connection: Connection) -> _T:
+            # Whatever must hold in the same transaction as the work is checked here, first.
+            return fn(connection.execution_options(**{ORG_SCOPE: scope}), *args, **kwargs)
+
+        context = contextvars.copy_context()  # keep structlog's bound context in the worker
+        future = self._threads.submit_write(self._lane, lambda connection: context.run(job, connection))
+        with _translated():
+            return await asyncio.wrap_future(future)
+
+    def _run_group(self, jobs: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
+        """Run write jobs in one transaction and one commit (in the worker thread). Several jobs each get a
+        savepoint, so that one failing rolls back alone; a failure of the transaction fails them all."""
+        with _translated(), self.engine.begin() as connection:
+            if len(jobs) == 1:
+                return [(True, jobs[0](connection))]
+            outcomes: list[tuple[bool, Any]] = []
+            for job in jobs:
+                try:
+                    with connection.begin_nested():
+                        outcomes.append((True, job(connection)))
+                except (OperationalError, InterfaceError):
+                    raise  # the transaction itself is in doubt
+                except Exception as exc:
+                    outcomes.append((False, exc))
+            return outcomes
 
     async def close(self) -> None:
         """Finish queued calls, stop the worker thread and close the engine's connections (idempotent)."""

@@ -105,6 +105,8 @@ def report(*, per_second: float, calls: int, p99: float, rss: float, clients: in
         },
         "fairness": {
             "big_backlog": 50_000,
+            "big_transactions": 50,
+            "big_commit_seconds": 4.2,
             "big_drained": True,
             "big_synced": 50_000,
             "big_drain_seconds": 30.0,
@@ -143,7 +145,7 @@ def test_the_table_shows_every_section() -> None:
     console = Console(record=True, width=160)
     console.print(orgs_table(report(per_second=2500.0, calls=600, p99=900.0, rss=500.0, clients=1000)))
     text = console.export_text()
-    needles = ("100 / 100,000", "2,500", "600 (0.0060)", "50,000 synced", "small latency p99 ms")
+    needles = ("100 / 100,000", "2,500", "600 (0.0060)", "50,000 in 50 txns, 50,000 synced", "small latency p99 ms")
     for needle in (*needles, "1000 / 1000", "0 / 0 / 0"):
         assert needle in text, needle
     console = Console(record=True, width=160)

@@ -37,7 +37,20 @@ def test_a_backlog_in_one_lane_waits_its_turn_behind_every_other_lane() -> None:
     for future in futures:
         future.result(5)
     executor.shutdown()
-    assert ran == ["big0", "a", "b", "ingest", "big1", "big2", "big3"]
+    assert ran == ["ingest", "big0", "a", "b", "big1", "big2", "big3"]
+
+
+def test_the_ingest_lane_takes_every_other_turn_however_many_orgs_wait() -> None:
+    executor = FairExecutor()
+    ran: list[str] = []
+    release = _blocked(executor)
+    futures = [executor.submit(ran.append, f"ingest{k}") for k in range(3)]
+    futures += [executor.submit_to(f"org{k}", ran.append, f"org{k}") for k in range(4)]
+    release.set()
+    for future in futures:
+        future.result(5)
+    executor.shutdown()
+    assert ran == ["ingest0", "org0", "ingest1", "org1", "ingest2", "org2", "org3"]
 
 
 def test_a_lane_keeps_its_order_and_errors_reach_the_caller() -> None:

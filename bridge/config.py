@@ -136,6 +136,10 @@ class TenancySettings:
     enabled: bool = False  # off: every booking goes to the org of [salesforce]
     org_max_in_flight: int = 2  # Salesforce calls in flight per org (each org has its own budget)
     resume_check_seconds: float = 30.0  # how often a paused org tries again whether its cause is gone
+    # Several workers on a PostgreSQL ledger (issue 14): an org lease lasts this long past its last renewal,
+    # and each worker renews its row and leases (and takes its share) every round.
+    worker_lease_seconds: float = 10.0
+    worker_round_seconds: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +340,7 @@ def validate(settings: Settings) -> None:
         raise ConfigurationError(
             "tenancy.resume_check_seconds must be above 0", "tenancy.resume_check_seconds"
         )
+    _check_worker_timing(settings.tenancy)
     if settings.salesforce.api_budget_recheck_seconds <= 0:
         raise ConfigurationError(
             "salesforce.api_budget_recheck_seconds must be above 0", "salesforce.api_budget_recheck_seconds"
@@ -405,6 +410,20 @@ def validate_for_run(settings: Settings) -> None:
                 "salesforce.client_id",
             )
         _check_file(sf.private_key_file, "salesforce.private_key_file")
+
+
+def _check_worker_timing(tenancy: TenancySettings) -> None:
+    """A round renews leases, so rounds must come well within a lease; a permit ends 2 s before it."""
+    if tenancy.worker_round_seconds <= 0:
+        raise ConfigurationError(
+            "tenancy.worker_round_seconds must be above 0", "tenancy.worker_round_seconds"
+        )
+    if tenancy.worker_lease_seconds < 2 * tenancy.worker_round_seconds + 2:
+        raise ConfigurationError(
+            "tenancy.worker_lease_seconds must be at least twice tenancy.worker_round_seconds plus 2 s "
+            "(a lease outlives a missed round; a worker stops its calls 2 s before its lease ends)",
+            "tenancy.worker_lease_seconds",
+        )
 
 
 def check_source_dsn(dsn: str) -> None:

@@ -1,10 +1,10 @@
 """The Salesforce REST client: typed writes and reads over an injected aiohttp session.
 
-Layers, inside out: `_send` makes one HTTP request (counts it, reads `Sforce-Limit-Info`, turns network
-failures into `SalesforceUnavailable`); `_authorized` adds the bearer token and the one refresh-and-resend
-on 401; `_call` checks the API budget (`budget.ApiBudget`: a reserve of the daily allocation is kept), then
-retries transient failures through `retry.call_with_retries`. Every error response is classified by the pure
-table in `salesforce/errors.py`.
+Layers, inside out: `_send` makes one HTTP request (asks the permit first, counts it, reads
+`Sforce-Limit-Info`, turns network failures into `SalesforceUnavailable`); `_authorized` adds the bearer
+token and the one refresh-and-resend on 401; `_call` checks the API budget (`budget.ApiBudget`: a reserve of
+the daily allocation is kept), then retries transient failures through `retry.call_with_retries`. Every error
+response is classified by the pure table in `salesforce/errors.py`.
 """
 
 from __future__ import annotations
@@ -108,8 +108,12 @@ class SalesforceClient:
         clock: Callable[[], float] = time.monotonic,
         retry_policy: RetryPolicy | None = None,
         query_batch_size: int | None = None,
+        permit: Callable[[], None] | None = None,
     ) -> None:
         self._session = session
+        # Several workers (issue 14): raises (NotPermitted, a TransientError the retries leave alone) when
+        # this worker may not call the org now; asked right before every HTTP request, retries included.
+        self._permit = permit
         self._tokens = tokens
         self._settings = settings
         self._sleep = sleep
@@ -353,6 +357,8 @@ class SalesforceClient:
             "Accept": "application/json",
         }
         async with self._gate:
+            if self._permit is not None:
+                self._permit()  # after any wait for a slot: the last moment before the request leaves
             self._calls += 1
             try:
                 async with self._session.request(

@@ -1,0 +1,112 @@
+"""The reader election of several workers (issue 14) on a real PostgreSQL ledger: of two workers in this
+process exactly one reads the change stream; when its lock's session ends the other takes over, and the one
+that lost the lock stops reading and goes on trying it as any other worker."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Callable
+
+import psycopg2
+import pytest
+
+from bridge.devtools.localpg import available_bindirs
+from bridge.ledger.lock import ADVISORY_KEY, InstanceLock
+from bridge.tenancy.workers import ReaderElection
+
+WAIT_SECONDS = 20.0
+
+
+@pytest.fixture
+def ledger_dsn(pg_database: str) -> str:
+    """A fresh PostgreSQL database as the ledger (the advisory lock needs no schema)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        available_bindirs()
+    return pg_database
+
+
+class Stream:
+    """The ingest of one worker: counts its terms and whether one runs now."""
+
+    def __init__(self) -> None:
+        self.terms = 0
+        self.running = False
+
+    async def ingest(self, stop: asyncio.Event) -> None:
+        self.terms += 1
+        self.running = True
+        try:
+            await stop.wait()
+        finally:
+            self.running = False
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Poll until `condition` holds (AssertionError naming `what` after WAIT_SECONDS)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_SECONDS
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def _lock_holder(dsn: str) -> int | None:
+    """The backend pid holding the ledger's advisory lock, if any."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND ((classid::bigint << 32) | objid::bigint) = %s",
+                (ADVISORY_KEY,),
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row else None
+    finally:
+        conn.close()
+
+
+def _terminate(dsn: str, pid: int) -> None:
+    """End one backend's session, as PostgreSQL does for a worker that died."""
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        conn.close()
+
+
+async def test_one_reader_and_the_other_takes_over_when_its_lock_session_ends(ledger_dsn: str) -> None:
+    """Two workers: one reads. Its lock's session is ended: the other (trying every 0.1 s) reads within its
+    next tries, and the first, checking its lock only every 2 s, finds it lost and stops reading, going on as
+    a worker. Once the new reader stops, the first reads again."""
+    first_stream, second_stream = Stream(), Stream()
+    first = ReaderElection(InstanceLock(ledger_dsn), first_stream.ingest, try_seconds=0.1, check_seconds=2)
+    second = ReaderElection(
+        InstanceLock(ledger_dsn), second_stream.ingest, try_seconds=0.1, check_seconds=0.1
+    )
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    first_task = asyncio.create_task(first.run(stop_first))
+    await _until(lambda: first.reading and first_stream.running, "the first worker to read")
+    second_task = asyncio.create_task(second.run(stop_second))
+    await asyncio.sleep(0.5)  # five tries of the second worker
+    assert not second.reading and second_stream.terms == 0, "one reader at a time"
+
+    holder = await asyncio.to_thread(_lock_holder, ledger_dsn)
+    assert holder is not None
+    await asyncio.to_thread(_terminate, ledger_dsn, holder)
+    await _until(lambda: second.reading and second_stream.running, "the second worker to take over")
+    await _until(lambda: not first.reading and not first_stream.running, "the first worker to stop reading")
+    assert not first_task.done(), "the first worker goes on as a worker"
+
+    stop_second.set()
+    await second_task
+    await _until(lambda: first.reading and first_stream.terms == 2, "the first worker to read again")
+    assert second_stream.terms == 1
+    stop_first.set()
+    await first_task
+    assert not first_stream.running
+    assert await asyncio.to_thread(_lock_holder, ledger_dsn) is None, "the lock is released on stop"

@@ -9,7 +9,8 @@ Exception
     │   ├── SourceDisconnected      the replication connection broke; reconnect
     │   └── LedgerUnavailable       the ledger is unreachable or locked; acknowledge nothing meanwhile
     ├── PermanentError              the record cannot be written as it is; record it and move on
-    └── FatalError                  the daemon cannot continue safely (e.g. replication slot dropped)
+    ├── FatalError                  the daemon cannot continue safely (e.g. replication slot dropped)
+    └── LeaseLost                   this worker no longer holds the org's lease (fencing); never retried
 
 StrEnum
 └── ErrorKind                       how a failure is handled: transient, permanent or configuration
@@ -74,3 +75,18 @@ class PermanentError(BridgeError):
 
 class FatalError(BridgeError):
     """The daemon cannot continue without an operator; the message says what to do."""
+
+
+class LeaseLost(BridgeError):
+    """A fenced ledger write found that this worker no longer holds the org's lease at its epoch.
+
+    Another worker took the org (or the lease expired), so this worker must not record any outcome or
+    advance any position for it: the transaction rolled back and nothing changed. Deliberately not a
+    TransientError (nor a LedgerUnavailable): retrying the same write with the same fence can never succeed.
+    """
+
+    def __init__(self, org_id: str, worker_id: str, epoch: int) -> None:
+        super().__init__(f"worker {worker_id} lost the lease of org {org_id} (epoch {epoch})")
+        self.org_id = org_id
+        self.worker_id = worker_id
+        self.epoch = epoch

@@ -19,15 +19,18 @@ __all__ = [
     "Direction",
     "DriftItem",
     "FailureRecord",
+    "Fence",
     "IngestBatch",
     "IngestSummary",
     "JournalEntry",
     "JsonObject",
+    "LeaseRound",
     "LinkRecord",
     "LinkSyncState",
     "OrgRecord",
     "OrgState",
     "ReconciliationRun",
+    "WorkerRecord",
 ]
 
 # The `orgs` row of the default org of `[salesforce]`; everywhere else the default org's org_id is NULL.
@@ -225,3 +228,42 @@ class DriftItem:
     repaired: bool = False
     id: int | None = None
     org_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A `workers` row (several workers, issue 14) with the orgs it holds under a lease not yet expired."""
+
+    worker_id: str
+    host: str
+    pid: int
+    reader: bool  # it holds the stream reader's lock and reads the change stream
+    draining: bool  # it was asked to stop (SIGTERM): it takes no org and hands its orgs over
+    started_at: datetime
+    lease_until: datetime  # the database's time; past it, the worker counts as dead
+    orgs: tuple[str, ...] = ()  # `orgs` keys ('default' for the default org), sorted
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The fencing token of a worker's hold on one org: a fenced scoped ledger writes only while the
+    org's lease row still names this worker at this epoch (a later take raises the epoch)."""
+
+    worker_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRound:
+    """What one worker's lease round left it with.
+
+    `held`: every org (`orgs` key) this worker holds, with its lease epoch (the fence of its runtime);
+    `surplus`: held orgs above the share, to be drained and released so that a lighter worker takes them;
+    `live_workers`: workers with a live lease that are not draining; `share`: ceil(orgs / live_workers),
+    0 for a draining worker.
+    """
+
+    held: dict[str, int]
+    surplus: tuple[str, ...]
+    live_workers: int
+    share: int

@@ -17,6 +17,22 @@ orgs -- one row per customer org (CONTRACT §9) and one for the default org of [
     state_since          when `state` last changed
     updated_at           last change of this row
 
+workers -- one row per live bridge worker (several workers, issue 14; PostgreSQL ledger, tenancy on)
+    worker_id            f"{host}-{pid}-{4 random hex}"
+    host, pid            where it runs
+    started_at           its first heartbeat
+    heartbeat_at         its last heartbeat (the database's now())
+    lease_until          heartbeat_at + its lease: past it the worker counts as dead
+    reader               it holds the stream reader's lock and reads the change stream
+    draining             it was stopped (SIGTERM) and hands its orgs over
+
+org_leases -- which worker serves each org ('default' included): the fencing token of every org's writes
+    org_id               the `orgs` key
+    worker_id            the worker holding the lease (NULL: nobody)
+    epoch                raised by every take; a worker writes for the org only at the epoch it took
+    lease_until          the lease's end (the database's time; NULL: released)
+    taken_at             when the holder took it
+
 The tables below carry `org_id`: the organization the row belongs to, NULL for the default org.
 
 users -- the scheduler's users as far as Salesforce cares (no email or name: personal data)
@@ -128,18 +144,22 @@ __all__ = [
     "JOURNAL",
     "LINKS",
     "ORGS",
+    "ORG_LEASES",
     "RUNS",
     "USERS",
+    "WORKERS",
     "ActivityModel",
     "Base",
     "CheckpointModel",
     "DriftModel",
     "JournalModel",
     "LinkModel",
+    "OrgLeaseModel",
     "OrgModel",
     "ReconciliationRunModel",
     "UserModel",
     "UtcDateTime",
+    "WorkerModel",
 ]
 
 
@@ -342,6 +362,33 @@ class DriftModel(Base):
     repaired: Mapped[bool] = mapped_column(server_default=false())
 
 
+class WorkerModel(Base):
+    """A bridge worker's membership (see the module docstring for columns)."""
+
+    __tablename__ = "workers"
+
+    worker_id: Mapped[str] = mapped_column(primary_key=True)
+    host: Mapped[str]
+    pid: Mapped[int]
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    lease_until: Mapped[datetime]
+    reader: Mapped[bool] = mapped_column(server_default=false())
+    draining: Mapped[bool] = mapped_column(server_default=false())
+
+
+class OrgLeaseModel(Base):
+    """Which worker serves an org, at which epoch (see the module docstring for columns)."""
+
+    __tablename__ = "org_leases"
+
+    org_id: Mapped[str] = mapped_column(primary_key=True)
+    worker_id: Mapped[str | None]
+    epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    lease_until: Mapped[datetime | None]
+    taken_at: Mapped[datetime | None]
+
+
 # Core handles on the tables, for the bulk statements of the repository.
 ORGS: Table = OrgModel.__table__  # type: ignore[assignment]
 USERS: Table = UserModel.__table__  # type: ignore[assignment]
@@ -351,3 +398,5 @@ JOURNAL: Table = JournalModel.__table__  # type: ignore[assignment]
 CHECKPOINTS: Table = CheckpointModel.__table__  # type: ignore[assignment]
 RUNS: Table = ReconciliationRunModel.__table__  # type: ignore[assignment]
 DRIFT: Table = DriftModel.__table__  # type: ignore[assignment]
+WORKERS: Table = WorkerModel.__table__  # type: ignore[assignment]
+ORG_LEASES: Table = OrgLeaseModel.__table__  # type: ignore[assignment]

@@ -121,3 +121,36 @@ async def test_sqlite_reader_does_not_block_the_writer(tmp_path: Path) -> None:
     finally:
         reader.dispose()
         repo.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_workers_migration_downgrades_and_upgrades_again(ledger_url: str) -> None:
+    """0005 adds `workers` and `org_leases`; its downgrade drops them and leaves 0004's schema; the upgrade
+    then applies again."""
+    from alembic import command
+
+    from bridge.ledger.migrate import alembic_config
+
+    upgrade_to_head(ledger_url)
+    assert {"workers", "org_leases"} <= _tables(ledger_url)
+    engine = make_engine(ledger_url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config(ledger_url)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0004")
+    finally:
+        engine.dispose()
+    assert current_revision(ledger_url) == "0004"
+    tables = _tables(ledger_url)
+    assert not {"workers", "org_leases"} & tables
+    assert "orgs" in tables
+    assert upgrade_to_head(ledger_url) == head_revision() == "0005"
+    assert {"workers", "org_leases"} <= _tables(ledger_url)

@@ -14,7 +14,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from bridge.salesforce.auth import TokenManager
     from bridge.salesforce.rest import SalesforceClient
     from bridge.source.reader import ReplicationSource
+    from bridge.source.writeback import SchedulerWriter
     from bridge.tenancy.fleet import FleetView, OrgFleet
+    from bridge.tenancy.workers import Permits, ReaderElection, WorkerMembership
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +103,10 @@ class Daemon:
         self.states: dict[str, ComponentState] = {}
         self.parts: OrgParts | None = None  # the single org's components, once built
         self.fleet: OrgFleet | None = None  # with tenancy: every org's runtime
+        self.membership: WorkerMembership | None = None  # one of several workers: its leases
+        self.reader: ReaderElection | None = None  # one of several workers: whether it reads the stream
         self._lock: InstanceLock | None = None
+        self._writer: SchedulerWriter | None = None  # with tenancy: the write-back all orgs share
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (idempotent; safe from a signal handler)."""
@@ -135,6 +140,10 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop)
         sf = self.settings.salesforce
         validate_for_run(self.settings)  # a bad setting ends `run` now, not after waiting for the lock
+        from bridge.tenancy.workers import worker_mode
+
+        if worker_mode(self.settings):
+            return await self._run_workers()  # every process a worker: none waits as a standby
         lock = InstanceLock(self.settings.ledger.url)
         try:
             if not await self._become_active(lock):
@@ -236,41 +245,11 @@ class Daemon:
 
     async def _run_fleet(self) -> int:
         """With tenancy: one change stream, ingested once, and one runtime per served org (tenancy/)."""
-        from bridge.source.reader import ReplicationSource
-        from bridge.source.writeback import SchedulerWriter
-        from bridge.tenancy.fleet import FleetView, OrgFleet
+        from bridge.tenancy.fleet import FleetView
 
         async with self._ledger() as ledger, http_session(self.settings, 0) as http:
-            checkpoint = await ledger.read_checkpoint(SOURCE_STREAM)
-            resume = int(checkpoint) if checkpoint else None
-            source = ReplicationSource(self.settings.source, resume_lsn=resume)
-            metrics = BridgeMetrics()
-            ledger.observe_outcomes(metrics.observe)
-            writer = (
-                SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
-                if self.settings.sync.streaming
-                else None
-            )
-            fleet = OrgFleet(
-                self.settings,
-                http,
-                Shared(ledger, metrics, self.clock, writer),
-                idle_poll_seconds=max(self.settings.sync.idle_poll_seconds, ORG_IDLE_POLL_SECONDS),
-            )
-
-            def after_batch(summary: IngestSummary) -> None:
-                fleet.notify(summary.orgs_with_work)
-                if summary.orgs_changed:
-                    fleet.wake()
-
-            ingestor = Ingestor(
-                EchoFilter(source),
-                ledger,
-                backfill=self.settings.source.backfill_policy(),
-                clock=self.clock,
-                on_work=lambda: None,  # the batch's summary names the orgs with work (after_batch)
-                on_summary=after_batch,
-            )
+            fleet, metrics = self._fleet(ledger, http)
+            source, ingestor, resume = await self._ingest_term(ledger, fleet)
             log.info(
                 "daemon.started",
                 resume_lsn=resume,
@@ -278,7 +257,6 @@ class Daemon:
                 tenancy=True,
                 pid=os.getpid(),
             )
-            self.fleet = fleet
             view = FleetView(fleet)
             admin = self._admin_server(ledger, source, view, ingestor, metrics)
             components: dict[str, Component | StartsUp] = {
@@ -291,10 +269,143 @@ class Daemon:
                 await supervise(components, self.stop_event, self.states)
             finally:
                 await source.close()
-                if writer is not None:
-                    await asyncio.to_thread(writer.close)
+                await self._close_writer()
         log.info("daemon.stopped")
         return 0
+
+    async def _run_workers(self) -> int:
+        """Tenancy on a PostgreSQL ledger: one worker among several (tenancy/workers.py). The worker holding
+        the ledger's advisory lock reads the change stream; each serves the orgs it holds leases of."""
+        from bridge.tenancy.fleet import FleetView
+        from bridge.tenancy.wakeup import Wakeups
+        from bridge.tenancy.workers import (
+            Permits,
+            ReaderElection,
+            ReaderView,
+            WorkerIdentity,
+            WorkerMembership,
+        )
+
+        tenancy = self.settings.tenancy
+        identity = WorkerIdentity.of_this_process()
+        permits = Permits(identity.worker_id, tenancy.worker_lease_seconds)
+        async with self._ledger() as ledger, http_session(self.settings, 0) as http:
+            fleet, metrics = self._fleet(ledger, http, permits)
+            stream = ReaderView()
+
+            def missed() -> None:
+                fleet.notify_all()
+                fleet.wake()
+
+            wakeups = Wakeups(
+                self.settings.ledger.url, on_work=fleet.notify, on_orgs=fleet.wake, on_missed=missed
+            )
+
+            async def read_stream(stop: asyncio.Event) -> None:
+                """One term as the reader: a source from the stored position, ingested until stop."""
+                source, ingestor, resume = await self._ingest_term(ledger, fleet, wakeups.post)
+                stream.reading(source, ingestor)
+                log.info("workers.reading", worker=identity.worker_id, resume_lsn=resume)
+                try:
+                    await ingestor.run(stop)
+                finally:
+                    stream.reading(None, None)
+                    await source.close()
+
+            reader = ReaderElection(InstanceLock(self.settings.ledger.url), read_stream)
+            membership = WorkerMembership(
+                ledger,
+                identity,
+                permits,
+                fleet,
+                lease_seconds=tenancy.worker_lease_seconds,
+                round_seconds=tenancy.worker_round_seconds,
+                is_reader=lambda: reader.reading,
+            )
+            log.info(
+                "daemon.started",
+                ledger=redacted_url(self.settings.ledger.url),
+                tenancy=True,
+                worker=identity.worker_id,
+                pid=os.getpid(),
+            )
+            self.membership, self.reader = membership, reader
+            view = FleetView(fleet)
+            source_view = cast("ReplicationSource", stream)
+            admin = self._admin_server(ledger, source_view, view, cast("Ingestor", stream), metrics)
+            components: dict[str, Component | StartsUp] = {
+                "reader": reader.run,
+                "workers": membership.run,
+                "wakeup": wakeups.run,
+                "orgs": fleet.run,
+                "admin": StartsUp(admin.run),
+            }
+            try:
+                await supervise(components, self.stop_event, self.states)
+            finally:
+                await self._close_writer()
+        log.info("daemon.stopped")
+        return 0
+
+    def _fleet(
+        self, ledger: Ledger, http: aiohttp.ClientSession, permits: Permits | None = None
+    ) -> tuple[OrgFleet, BridgeMetrics]:
+        """The fleet of org runtimes (fenced and permitted when `permits`), and the metrics they report."""
+        from bridge.source.writeback import SchedulerWriter
+        from bridge.tenancy.fleet import OrgFleet
+
+        metrics = BridgeMetrics()
+        ledger.observe_outcomes(metrics.observe)
+        self._writer = (
+            SchedulerWriter(self.settings.source.dsn, self.settings.source.schema)
+            if self.settings.sync.streaming
+            else None
+        )
+        fleet = OrgFleet(
+            self.settings,
+            http,
+            Shared(ledger, metrics, self.clock, self._writer),
+            idle_poll_seconds=max(self.settings.sync.idle_poll_seconds, ORG_IDLE_POLL_SECONDS),
+            permits=permits,
+        )
+        self.fleet = fleet
+        return fleet, metrics
+
+    async def _close_writer(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
+            self._writer = None
+
+    async def _ingest_term(
+        self,
+        ledger: Ledger,
+        fleet: OrgFleet,
+        post: Callable[[Iterable[str | None], bool], None] | None = None,
+    ) -> tuple[ReplicationSource, Ingestor, int | None]:
+        """A replication source from the stored position (also returned), and the ingest that routes work
+        to the fleet (and, as one of several workers, to every worker through `post`)."""
+        from bridge.source.reader import ReplicationSource
+
+        checkpoint = await ledger.read_checkpoint(SOURCE_STREAM)
+        resume = int(checkpoint) if checkpoint else None
+        source = ReplicationSource(self.settings.source, resume_lsn=resume)
+
+        def after_batch(summary: IngestSummary) -> None:
+            fleet.notify(summary.orgs_with_work)
+            if summary.orgs_changed:
+                fleet.wake()
+            if post is not None and (summary.orgs_with_work or summary.orgs_changed):
+                post(summary.orgs_with_work, summary.orgs_changed)
+
+        ingestor = Ingestor(
+            EchoFilter(source),
+            ledger,
+            backfill=self.settings.source.backfill_policy(),
+            clock=self.clock,
+            on_work=lambda: None,  # the batch's summary names the orgs with work (after_batch)
+            on_summary=after_batch,
+        )
+        return source, ingestor, resume
 
     def _admin_server(
         self,

@@ -6,6 +6,11 @@ newly connected org gets a runtime, a disconnected one drains and stops, a chang
 user restarts its runtime with a new token. Nothing needs a restart of the daemon. The default org of
 `[salesforce]` is always served.
 
+Several workers (issue 14). With `permits`, the fleet serves only the orgs membership assigns it (`assign`:
+org -> epoch of this worker's lease, bridge/tenancy/workers.py): each runtime's ledger is fenced with
+(worker, epoch), and each Salesforce request first asks the permit. A new epoch is a new runtime; a runtime
+that ended because its lease was lost is not started again at that epoch.
+
 Fairness. Every org has its own pusher with its own calls in flight (`tenancy.org_max_in_flight`), its own
 retry and back-off state and its own API budget, so a backlog in one org is only ever a queue in that org: the
 other orgs' pushers claim and write at the same time. What they share is the ledger's one worker thread, where
@@ -16,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +41,8 @@ from bridge.tenancy.runtime import OrgRuntime
 if TYPE_CHECKING:
     from bridge.pipeline.gaps import TakingTurns
     from bridge.pipeline.reconcile import ReconcileOptions, ReconcileSummary
+    from bridge.records.ledger import Fence
+    from bridge.tenancy.workers import Permits
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +56,7 @@ class _Running:
     task: asyncio.Task[None]
     stop: asyncio.Event
     connection: tuple[str | None, str | None]  # login_url, username it was started with
+    epoch: int | None = None  # the lease epoch it serves under (several workers)
 
 
 def serves(org: OrgRecord) -> bool:
@@ -65,13 +74,39 @@ class OrgFleet:
         shared: Shared,
         *,
         idle_poll_seconds: float | None = None,
+        permits: Permits | None = None,
     ) -> None:
         self._settings = settings
         self._http = http
         self._shared = shared
         self._idle_poll_seconds = idle_poll_seconds
         self._running: dict[str, _Running] = {}
+        self._stopping: set[str] = set()  # orgs whose runtime is draining
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()  # every runtime stopped after `run` was told to stop
+        self._permits = permits
+        # Several workers: the orgs this worker holds, with their epochs (None: one daemon serves every org).
+        self._assigned: dict[str, int] | None = {} if permits is not None else None
+        self._lost: dict[str, int] = {}  # org -> the epoch whose runtime lost its lease
+
+    def assign(self, held: Mapping[str, int]) -> None:
+        """Serve exactly these orgs (org -> lease epoch) from the next alignment on, which this wakes."""
+        self._assigned = dict(held)
+        self._wake.set()
+
+    def busy(self, org_id: str) -> bool:
+        """The org has a runtime, running or draining."""
+        return org_id in self._running or org_id in self._stopping
+
+    def serves(self, org_id: str | None) -> bool:
+        """Whether this process runs the org now."""
+        return (org_id or DEFAULT_ORG) in self._running
+
+    async def wait_stopped(self, seconds: float) -> bool:
+        """Wait up to `seconds` until `run` has stopped every runtime; True when it has."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), timeout=seconds)
+        return self._stopped.is_set()
 
     @property
     def runtimes(self) -> dict[str, OrgRuntime]:
@@ -110,55 +145,100 @@ class OrgFleet:
                     log.warning("fleet.ledger_unavailable", error=str(exc))
                 await next_or_stop(self._wake.wait(), stop, within=ALIGN_SECONDS)
         finally:
+            self._assigned = {} if self._assigned is not None else None
             await self._stop_all(list(self._running))
+            self._stopped.set()
 
     async def _align(self) -> None:
         orgs = {org.org_id: org for org in await self._shared.ledger.list_orgs()}
         wanted = {org_id: org for org_id, org in orgs.items() if serves(org)}
+        assigned = self._assigned  # read after the await: the newest assignment
+        if assigned is not None:
+            wanted = {org_id: org for org_id, org in wanted.items() if org_id in assigned}
         stale = [
             org_id
             for org_id, running in self._running.items()
             if org_id not in wanted
             or running.task.done()
             or running.connection != (wanted[org_id].login_url, wanted[org_id].username)
+            or (assigned is not None and running.epoch != assigned.get(org_id))
         ]
         for org_id in stale:
             log.info("fleet.org_stopping", org=org_id, reason=self._why_stopped(org_id, orgs.get(org_id)))
         await self._stop_all(stale)
+        assigned = self._assigned  # the stops took time: the newest assignment again
         for org_id, org in wanted.items():
-            if org_id not in self._running:
-                await self._start(org)
+            if org_id in self._running:
+                continue
+            epoch = assigned.get(org_id) if assigned is not None else None
+            if assigned is not None and not self._may_start(org_id, epoch):
+                continue
+            await self._start(org, epoch)
+
+    def _may_start(self, org_id: str, epoch: int | None) -> bool:
+        """Several workers: the org is still assigned, not at an epoch whose lease was lost, and permitted."""
+        if epoch is None or self._lost.get(org_id) == epoch:
+            return False
+        return self._permits is not None and self._permits.permit(org_id, epoch)
 
     def _why_stopped(self, org_id: str, org: OrgRecord | None) -> str:
         running = self._running[org_id]
         if org is None:
             return "gone from orgs"
         if running.task.done():
-            return "its runtime ended"
+            return "its lease was lost" if running.runtime.lease_lost else "its runtime ended"
         if not serves(org):
             return "disconnected"
+        if self._assigned is not None and running.epoch != self._assigned.get(org_id):
+            return "served by another worker" if org_id not in self._assigned else "a new lease epoch"
         return "its connection changed"
 
-    async def _start(self, org: OrgRecord) -> None:
+    async def _start(self, org: OrgRecord, epoch: int | None = None) -> None:
         try:
             settings = org_settings(self._settings, org)
         except OrgUnusable as exc:
             await self._shared.ledger.set_org_state(org.org_id, OrgState.PAUSED, pause_reason(exc))
             return
+        fence, permit = self._fenced(org.org_id, epoch)
         runtime = OrgRuntime(
-            org, settings, self._http, self._shared, idle_poll_seconds=self._idle_poll_seconds
+            org,
+            settings,
+            self._http,
+            self._shared,
+            idle_poll_seconds=self._idle_poll_seconds,
+            fence=fence,
+            permit=permit,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(runtime.run(stop), name=f"org-{org.org_id}")
-        self._running[org.org_id] = _Running(runtime, task, stop, (org.login_url, org.username))
-        log.info("fleet.org_started", org=org.org_id)
+        self._running[org.org_id] = _Running(runtime, task, stop, (org.login_url, org.username), epoch)
+        log.info("fleet.org_started", org=org.org_id, epoch=epoch)
+
+    def _fenced(self, org_id: str, epoch: int | None) -> tuple[Fence | None, Callable[[], None] | None]:
+        """The fence and the permit check of a runtime at this epoch (none with one daemon)."""
+        if self._permits is None or epoch is None:
+            return None, None
+        from bridge.records.ledger import Fence
+
+        permits = self._permits
+        return Fence(permits.worker_id, epoch), functools.partial(permits.check, org_id, epoch)
 
     async def _stop_all(self, org_ids: list[str]) -> None:
         stopping = [self._running.pop(org_id) for org_id in org_ids if org_id in self._running]
         for running in stopping:
             running.stop.set()
+            if running.runtime.lease_lost and running.epoch is not None:
+                self._lost[running.runtime.org_id] = running.epoch
         if not stopping:
             return
+        names = {r.runtime.org_id for r in stopping}
+        self._stopping |= names
+        try:
+            await self._wait_stopped(stopping)
+        finally:
+            self._stopping -= names
+
+    async def _wait_stopped(self, stopping: list[_Running]) -> None:
         tasks = [r.task for r in stopping]
         done, pending = await asyncio.wait(tasks, timeout=STOP_SECONDS)
         for task in pending:

@@ -13,6 +13,9 @@ Life of a runtime (the `orgs` table shows its state and reason):
             allocation used up, Salesforce unreachable) for longer than `HOLD_PAUSE_SECONDS`, the org also
             shows 'paused' with that reason, and 'active' again once calls go out.
     stop    the daemon stops, or the org is disconnected or its connection changed: the parts drain.
+    end     (several workers, issue 14) the org's lease was lost (`LeaseLost` from a fenced ledger write) or
+            this worker may no longer call Salesforce for it (`NotPermitted`): the runtime ends at once,
+            without a pause, and the fleet aligns the org at the next round (a new epoch, a new runtime).
 
 Nothing of one org's failure reaches another org: each runtime catches its own failures.
 """
@@ -28,7 +31,7 @@ import structlog
 
 from bridge.aio import sleep_or_stop
 from bridge.config import Settings
-from bridge.errors import BridgeError, LedgerUnavailable
+from bridge.errors import BridgeError, LeaseLost, LedgerUnavailable
 from bridge.records.ledger import DEFAULT_ORG, OrgRecord, OrgState
 from bridge.redact import describe
 from bridge.supervisor import ComponentState, supervise
@@ -38,6 +41,7 @@ from bridge.tenancy.parts import OrgParts, Shared
 if TYPE_CHECKING:
     from bridge.ledger.repository import Ledger
     from bridge.pipeline.gaps import TakingTurns
+    from bridge.records.ledger import Fence
     from bridge.salesforce.auth import AccessToken
 
 log = structlog.get_logger(__name__)
@@ -64,15 +68,24 @@ class OrgRuntime:
         *,
         idle_poll_seconds: float | None = None,
         monotonic: Callable[[], float] = lambda: asyncio.get_running_loop().time(),
+        fence: Fence | None = None,
+        permit: Callable[[], None] | None = None,
     ) -> None:
         from bridge.salesforce.auth import TokenManager
         from bridge.salesforce.rest import SalesforceClient
 
         self.org = org
         self.settings = settings
-        self.ledger: Ledger = shared.ledger.scoped(org.ledger_org)
+        # As one of several workers: every write transaction checks this worker's lease (its fence), and
+        # every Salesforce request first asks `permit` (it raises NotPermitted once the lease may be gone).
+        self.fence = fence
+        self.ledger: Ledger = (
+            shared.ledger.scoped(org.ledger_org, fence=fence)
+            if fence is not None
+            else shared.ledger.scoped(org.ledger_org)
+        )
         self.tokens = TokenManager(http, settings.salesforce)
-        self.client = SalesforceClient(http, self.tokens, settings.salesforce)
+        self.client = SalesforceClient(http, self.tokens, settings.salesforce, permit=permit)
         self._shared = shared
         self._idle_poll_seconds = idle_poll_seconds
         self._monotonic = monotonic
@@ -83,6 +96,7 @@ class OrgRuntime:
         self.pushed = 0  # outcomes of earlier parts (a pause rebuilds them)
         self.failed = 0
         self._resuming = False  # after a pause: a new token first, never the cached (perhaps revoked) one
+        self.lease_lost = False  # ended because another worker took the org (this epoch is over)
         self._provisioned = False  # the custom channel ensured for this runtime's integration user
 
     @property
@@ -106,6 +120,8 @@ class OrgRuntime:
             try:
                 await self._serve(stop)
             except Exception as exc:  # one org's failure never reaches another org
+                if self._not_ours(exc):
+                    return
                 self._resuming = True
                 reason = pause_reason(exc)
                 await self._set_state(OrgState.PAUSED, reason)
@@ -120,6 +136,23 @@ class OrgRuntime:
                 self._retire_parts()
             if stop.is_set() or await sleep_or_stop(stop, self.settings.tenancy.resume_check_seconds):
                 return
+
+    def _not_ours(self, exc: BaseException) -> bool:
+        """The org is not this worker's to serve now (several workers): log why; the runtime ends without
+        a pause (and without writing the org's state, which a fenced ledger would refuse anyway)."""
+        from bridge.tenancy.workers import NotPermitted
+
+        leaves = _leaves(exc)
+        lost = next((leaf for leaf in leaves if isinstance(leaf, LeaseLost)), None)
+        if lost is not None:
+            self.lease_lost = True
+            epoch = self.fence.epoch if self.fence is not None else None
+            log.warning("fleet.lease_lost", org=self.org_id, epoch=epoch, error=str(lost))
+            return True
+        if any(isinstance(leaf, NotPermitted) for leaf in leaves):
+            log.warning("fleet.not_permitted", org=self.org_id)
+            return True
+        return False
 
     async def _serve(self, stop: asyncio.Event) -> None:
         """Start the org's parts with a token that works now, and supervise them until stop or a failure."""
@@ -239,3 +272,10 @@ class OrgRuntime:
             log.warning("org.state_not_recorded", org=self.org_id, state=state.value, error=str(exc))
             return
         self.state, self.reason = state.value, reason
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside (possibly nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

@@ -337,12 +337,26 @@ class ReaderElection:
         """Try the lock until stop; read the stream while it is held."""
         try:
             while not stop.is_set():
-                if await asyncio.to_thread(self._lock.try_acquire):
-                    await self._term(stop)
+                if await self._try_lock():
+                    try:
+                        await self._term(stop)
+                    except LedgerUnavailable as exc:  # e.g. its stored position could not be read
+                        log.warning("workers.reader_ledger_unavailable", error=str(exc))
+                        await asyncio.to_thread(self._lock.release)  # another worker may read meanwhile
                 if await sleep_or_stop(stop, self._try_seconds):
                     return
         finally:
             await asyncio.to_thread(self._lock.release)
+
+    async def _try_lock(self) -> bool:
+        """One try of the lock; an unreachable ledger is a 'no' (nobody else can take it either)."""
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return await asyncio.to_thread(self._lock.try_acquire)
+        except DBAPIError as exc:
+            log.warning("workers.reader_lock_unreachable", error=type(exc.orig or exc).__name__)
+            return False
 
     async def _term(self, stop: asyncio.Event) -> None:
         """Read until stop or until the lock is no longer this worker's."""

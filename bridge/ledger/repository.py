@@ -40,6 +40,7 @@ from bridge.ledger import (
     reconciliation,
     reports,
     runs,
+    workers,
 )
 from bridge.ledger import requeue as requeues
 from bridge.ledger.engine import READ_ONLY, make_engine, unavailable_reason
@@ -53,14 +54,17 @@ from bridge.records.ledger import (
     ActivityRecord,
     DriftItem,
     FailureRecord,
+    Fence,
     IngestBatch,
     IngestSummary,
     JournalEntry,
     JsonObject,
+    LeaseRound,
     LinkRecord,
     OrgRecord,
     OrgState,
     ReconciliationRun,
+    WorkerRecord,
 )
 from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork, OutcomeState
 from bridge.records.source import SourceChange
@@ -94,6 +98,14 @@ def _translated() -> Iterator[None]:
         raise LedgerUnavailable(f"ledger unavailable: {unavailable_reason(exc)}") from exc
 
 
+def _entered(connection: Connection, scope: OrgScope) -> Connection:
+    """The connection of a write transaction, scoped, once the scope's fence (if any) was checked in it:
+    the one place every write of a fenced view passes (LeaseLost rolls the transaction back)."""
+    scoped = connection.execution_options(**{ORG_SCOPE: scope})
+    workers.check_fence(scoped)
+    return scoped
+
+
 class Ledger:
     """The ledger's one repository: each operation is one transaction, run in one worker thread, where
     each org's operations take turns with the others' (lanes.py).
@@ -122,11 +134,15 @@ class Ledger:
         """The repository's clock."""
         return self._clock()
 
-    def scoped(self, org_id: str | None) -> Ledger:
+    def scoped(self, org_id: str | None, fence: Fence | None = None) -> Ledger:
         """A view of one org's rows (None or 'default': the default org) sharing this ledger's engine,
-        worker thread, clock and outcome observers; closing the view leaves them to this ledger."""
+        worker thread, clock and outcome observers; closing the view leaves them to this ledger.
+
+        With a `fence` (several workers) every write transaction of the view, claims included, first checks
+        that this worker still holds the org's lease at that epoch, and raises LeaseLost (changing nothing)
+        when it does not."""
         view = copy.copy(self)
-        view._scope = OrgScope(ledger_org(org_id))
+        view._scope = OrgScope(ledger_org(org_id), fence=fence)
         view._lane = view._scope.key or EVERY_LANE
         view._executor = self._threads.lane(view._lane)
         view._owns_engine = False
@@ -150,7 +166,7 @@ class Ledger:
         everything else awaits the methods below, which run the same topic functions in the worker thread.
         """
         with _translated(), self.engine.begin() as connection:
-            return fn(connection.execution_options(**{ORG_SCOPE: self._scope}), *args, **kwargs)
+            return fn(_entered(connection, self._scope), *args, **kwargs)
 
     def call_read(
         self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
@@ -175,6 +191,22 @@ class Ledger:
 
         return await self._run(read)
 
+    async def _claim(
+        self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """A claim: a read, but one that hands out work, so a fenced view checks its lease first (in the
+        same transaction) like a write: a worker that lost the org gets no more of its work."""
+        scope = self._scope
+
+        def claim() -> _T:
+            with _translated(), self.engine.connect() as connection:
+                options = {READ_ONLY: True, ORG_SCOPE: scope}
+                entered = connection.execution_options(**options)
+                workers.check_fence(entered)
+                return fn(entered, *args, **kwargs)
+
+        return await self._run(claim)
+
     async def _write(
         self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
@@ -184,7 +216,7 @@ class Ledger:
 
         def job(connection: Connection) -> _T:
             # Whatever must hold in the same transaction as the work is checked here, first.
-            return fn(connection.execution_options(**{ORG_SCOPE: scope}), *args, **kwargs)
+            return fn(_entered(connection, scope), *args, **kwargs)
 
         context = contextvars.copy_context()  # keep structlog's bound context in the worker
         future = self._threads.submit_write(self._lane, lambda connection: context.run(job, connection))
@@ -242,13 +274,13 @@ class Ledger:
 
     async def claim_link_work(self, now: datetime, limit: int) -> list[LinkWork]:
         """Links whose Mogli Event must be written."""
-        return await self._read(outbox.claim_links, now, limit)
+        return await self._claim(outbox.claim_links, now, limit)
 
     async def claim_activity_work(
         self, now: datetime, limit: int, exclude: Collection[str] = ()
     ) -> list[ActivityWork]:
         """Activities ready to be written or deleted, skipping the booking ids in `exclude`."""
-        return await self._read(outbox.claim_activities, now, limit, exclude)
+        return await self._claim(outbox.claim_activities, now, limit, exclude)
 
     async def record_link_outcomes(self, outcomes: Sequence[LinkOutcome], now: datetime) -> None:
         """Record Mogli Event push outcomes (version-compared) and journal them (a view: its org's only)."""
@@ -546,3 +578,41 @@ class Ledger:
     async def org_positions(self) -> dict[str, dict[str, str]]:
         """Change-event positions by org ('default' for the default org), then channel."""
         return await self._read(orgs.org_positions)
+
+    # ------------------------------------------------------------------ several workers (unscoped ledger)
+
+    async def heartbeat(
+        self, worker_id: str, host: str, pid: int, *, reader: bool, draining: bool, lease_seconds: float
+    ) -> None:
+        """Upsert this worker's row, alive until the database's now() + lease."""
+        await self._write(
+            workers.heartbeat,
+            worker_id,
+            host,
+            pid,
+            reader=reader,
+            draining=draining,
+            lease_seconds=lease_seconds,
+        )
+
+    async def lease_round(self, worker_id: str, *, lease_seconds: float, draining: bool) -> LeaseRound:
+        """Renew, take and name the surplus of this worker's org leases, in one transaction (workers.py)."""
+        return await self._write(
+            workers.lease_round, worker_id, lease_seconds=lease_seconds, draining=draining
+        )
+
+    async def release_leases(self, worker_id: str, org_ids: Collection[str]) -> None:
+        """Give back these orgs' leases (those this worker holds; epochs kept)."""
+        await self._write(workers.release_leases, worker_id, list(org_ids))
+
+    async def leave(self, worker_id: str) -> None:
+        """Release every lease of this worker and delete its row (after a drained stop)."""
+        await self._write(workers.leave, worker_id)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Live and recently expired workers, each with the orgs it holds under a live lease."""
+        return await self._read(workers.list_workers)
+
+    async def org_workers(self) -> dict[str, str | None]:
+        """Every org -> the worker holding a live lease on it (None: nobody)."""
+        return await self._read(workers.org_workers)

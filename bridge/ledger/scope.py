@@ -7,6 +7,9 @@ a synchronous caller's `Ledger.call(fn, ...)` on a scoped ledger is scoped the s
 In the ledger tables the default org of `[salesforce]` is org_id NULL (`IS NULL`, never `= NULL`); only the
 `orgs` table names it DEFAULT_ORG. Checkpoints of a channel are per org: the default org keeps the bare
 channel name, another org's is 'org/<org_id>/<channel>'; the source's position ('source') is global.
+
+Several workers (issue 14): a scope may carry a `Fence` (this worker's lease of the org at an epoch); every
+write transaction of such a scope first checks it (bridge/ledger/workers.py `check_fence`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Connection, Table, exists, select, true
 
 from bridge.ledger.tables import ORGS
-from bridge.records.ledger import DEFAULT_ORG, OrgState
+from bridge.records.ledger import DEFAULT_ORG, Fence, OrgState
 
 # The execution option that carries the scope on a connection.
 ORG_SCOPE = "ledger_org_scope"
@@ -63,10 +66,12 @@ def split_stream(stream: str) -> tuple[str | None, str]:
 
 @dataclass(frozen=True, slots=True)
 class OrgScope:
-    """One org's rows (`org_id` None: the default org), or every org's (`every`)."""
+    """One org's rows (`org_id` None: the default org), or every org's (`every`); `fence`: the lease this
+    worker must still hold for its writes to commit (None: unfenced, a single daemon or a command)."""
 
     org_id: str | None = None
     every: bool = False
+    fence: Fence | None = None
 
     @property
     def key(self) -> str | None:

@@ -332,3 +332,30 @@ async def test_one_worker_on_sqlite(sqlite_ledger: Ledger) -> None:
     await ledger.leave("w")
     assert set((await ledger.org_workers()).values()) == {None}
     assert await ledger.list_workers() == []
+
+
+async def test_a_lost_fence_fails_alone_among_concurrent_writes(pair: tuple[Ledger, Ledger]) -> None:
+    """Writes queued together may share one transaction (group commit): the one whose lease was lost fails
+    with LeaseLost and changes nothing, the others commit."""
+    a, b = pair
+    fenced, _ = await _lose_org_a(a, b)
+    results = await asyncio.gather(
+        fenced.write_checkpoint(CHANNEL, "lost"),
+        a.scoped(None).write_checkpoint(CHANNEL, "kept"),
+        a.write_checkpoint("source", "42"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], LeaseLost) and results[1:] == [None, None]
+    streams = a.call_read(_checkpoints)
+    assert (streams[f"org/{ORG_A}/{CHANNEL}"], streams[CHANNEL], streams["source"]) == ("1", "kept", "42")
+
+
+async def test_a_heartbeat_keeps_the_start_and_moves_the_lease(pair: tuple[Ledger, Ledger]) -> None:
+    """The second heartbeat updates the row (flags, lease) and keeps `started_at`."""
+    a, _ = pair
+    await _join(a, "a")
+    [first] = await a.list_workers()
+    await a.heartbeat("a", "host", 1, reader=True, draining=False, lease_seconds=LONG)
+    [second] = await a.list_workers()
+    assert second.started_at == first.started_at and second.lease_until >= first.lease_until
+    assert second.reader and not first.reader

@@ -235,6 +235,13 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the many-org bench instead: N customer orgs (default 100; 10 with --quick)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --orgs: the burst for 1..K worker processes on a PostgreSQL ledger",
+    )
 
 
 # name: (help, options), in the order `--help` lists them

@@ -15,6 +15,10 @@ As the single-org bench (bench.py): a private PostgreSQL, the emulator as its ow
 - idle: a fresh stack of many connected orgs without bookings: the daemon's RSS once every org has its
   CometD client, and the number of those clients.
 - verdict: after fairness, the cross-org verdict (tenants.py) over every booking: lost, doubled, cross-org.
+- workers (`--workers K`): the burst again for 1, 2, ... K worker processes on a PostgreSQL ledger (issue 14),
+  each on a fresh stack: aggregate bookings per second, the workers' CPU seconds per 1,000 bookings, the
+  whole machine's (every process: workers, emulator, PostgreSQL), the orgs each worker held at the end, and
+  the verdict.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from rich.table import Table
 
 from bridge.devtools.bench_inbound import per_thousand
 from bridge.devtools.bench_orgs_world import OrgsWorld, links_for
-from bridge.devtools.bench_world import percentile
+from bridge.devtools.bench_world import machine_cpu_seconds, percentile
 from bridge.devtools.localpg import LocalPostgres
 from bridge.devtools.stack import Scheduler
 
@@ -182,10 +186,49 @@ def run_burst(world: OrgsWorld, sizes: list[int]) -> dict[str, Any]:
 
 
 def _started_at(world: OrgsWorld) -> float | None:
-    for line in world.daemon.log_lines():
-        if line.get("event") == "daemon.started" and isinstance(line.get("timestamp"), str):
-            return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
-    return None
+    starts = [
+        datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+        for daemon in world.daemons
+        for line in daemon.log_lines()
+        if line.get("event") == "daemon.started" and isinstance(line.get("timestamp"), str)
+    ]
+    return min(starts, default=None)
+
+
+def run_workers(
+    pg: LocalPostgres, workdir: Path, plan: OrgsPlan, workers: int, say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """The burst for 1..`workers` worker processes on a PostgreSQL ledger, each on a fresh stack."""
+    sizes = size_mix(plan.orgs, plan.bookings)
+    runs: list[dict[str, Any]] = []
+    for k in range(1, workers + 1):
+        say(f"workers: {k} on a PostgreSQL ledger, {plan.bookings:,} bookings over {plan.orgs} orgs")
+        world = OrgsWorld(pg, workdir, f"workers{k}", plan.orgs, plan.latency_ms, workers=k)
+        try:
+            machine_before = machine_cpu_seconds()
+            burst = run_burst(world, sizes)
+            machine = machine_cpu_seconds() - machine_before
+            found = verdict_counts(world)
+            runs.append(
+                {
+                    "workers": k,
+                    "bookings": burst["bookings"],
+                    "bookings_per_second": burst["bookings_per_second"],
+                    "startup_seconds": burst["startup_seconds"],
+                    "cpu_seconds_per_1000": burst["cpu_seconds_per_1000"],
+                    "machine_cpu_seconds_per_1000": per_thousand(machine, burst["bookings"]),
+                    "api_calls_per_booking": burst["api_calls_per_booking"],
+                    "peak_rss_mb_per_worker": burst["peak_rss_mb"],
+                    "orgs_per_worker": world.orgs_per_worker(),
+                    "lost": found["lost"],
+                    "doubled": found["doubled"],
+                    "cross_org": found["cross_org"],
+                }
+            )
+            say(f"  {runs[-1]}")
+        finally:
+            world.close()
+    return runs
 
 
 def run_fairness(world: OrgsWorld, backlog: int, per_second: float, offset: int) -> dict[str, Any]:
@@ -302,6 +345,24 @@ def verdict_counts(world: OrgsWorld) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------ reporting
 
 
+def workers_table(runs: list[dict[str, Any]]) -> Table:
+    """The workers runs, one row each."""
+    table = Table(title="mogli-bridge bench --orgs --workers (PostgreSQL ledger, burst)")
+    for column in ("workers", "bookings/s", "workers' CPU s / 1,000", "machine CPU s / 1,000", "orgs each"):
+        table.add_column(column, justify="right")
+    table.add_column("lost / doubled / cross-org", justify="right")
+    for run in runs:
+        table.add_row(
+            str(run["workers"]),
+            f"{run['bookings_per_second']:,.0f}",
+            f"{run['cpu_seconds_per_1000']}",
+            f"{run['machine_cpu_seconds_per_1000']}",
+            " / ".join(str(n) for n in run["orgs_per_worker"]) or "-",
+            f"{run['lost']} / {run['doubled']} / {run['cross_org']}",
+        )
+    return table
+
+
 def orgs_table(report: dict[str, Any]) -> Table:
     """The figures as a two-column table."""
     table = Table(title=f"mogli-bridge bench --orgs ({report['plan']}, latency {report['latency_ms']} ms)")
@@ -368,8 +429,11 @@ def measure(pg: LocalPostgres, workdir: Path, plan: OrgsPlan, say: Callable[[str
     return report
 
 
-def run_orgs_bench(*, orgs: int | None, quick: bool, as_json: bool, out: Path | None) -> int:
-    """Run the many-org bench; prints a table (or JSON with `as_json`), writes JSON to `out` when given."""
+def run_orgs_bench(
+    *, orgs: int | None, quick: bool, as_json: bool, out: Path | None, workers: int | None = None
+) -> int:
+    """Run the many-org bench; prints a table (or JSON with `as_json`), writes JSON to `out` when given.
+    With `workers`, only the workers runs (the burst for 1..workers processes)."""
     plan = plan_for(orgs, quick=quick)
     console = Console(stderr=as_json)
 
@@ -384,8 +448,11 @@ def run_orgs_bench(*, orgs: int | None, quick: bool, as_json: bool, out: Path | 
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
     }
     try:
-        report.update(measure(pg, workdir, plan, say))
-        report["targets"] = targets(report)
+        if workers:
+            report["workers"] = run_workers(pg, workdir, plan, workers, say)
+        else:
+            report.update(measure(pg, workdir, plan, say))
+            report["targets"] = targets(report)
     finally:
         pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -394,6 +461,8 @@ def run_orgs_bench(*, orgs: int | None, quick: bool, as_json: bool, out: Path | 
         out.write_text(text + "\n")
     if as_json:
         print(text)
+    elif workers:
+        console.print(workers_table(report["workers"]))
     else:
         console.print(orgs_table(report))
         console.print(report["targets"])

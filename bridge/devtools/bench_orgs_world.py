@@ -1,5 +1,6 @@
 """One many-org bench scenario: a scheduler database, one emulator hosting the customer orgs, a SQLite ledger
-and a daemon in tenancy mode (the bench itself is bridge/devtools/bench_orgs.py).
+and a daemon in tenancy mode (the bench itself is bridge/devtools/bench_orgs.py); or, with `workers`, a
+PostgreSQL ledger and that many `run` processes on the one configuration (each its own admin port).
 
 The orgs, their users and connections come from the tenancy test world (bridge/devtools/tenants.py); this
 module fills their links and bookings fast (one INSERT ... SELECT generate_series per org), follows the Events
@@ -19,8 +20,14 @@ from pathlib import Path
 import psycopg2
 
 from bridge.devtools.bench_world import LINK_TYPES, SCHEMA_SQL, CreatedWatcher, cpu_seconds, peak_rss_mb
-from bridge.devtools.localpg import LocalPostgres
-from bridge.devtools.stack import DaemonProcess, EmulatorProcess, Scheduler, http_json, write_config
+from bridge.devtools.localpg import LocalPostgres, free_port
+from bridge.devtools.stack import (
+    DaemonProcess,
+    EmulatorProcess,
+    Scheduler,
+    http_json,
+    write_config,
+)
 from bridge.devtools.tenants import TenantOrg, TenantWorld
 
 SETTLED = ("synced", "cancelled", "failed", "skipped")
@@ -42,9 +49,12 @@ def links_for(bookings: int) -> int:
 
 
 class OrgsWorld:
-    """A fresh scheduler database, an emulator with `orgs` customer orgs, a daemon (the caller starts it)."""
+    """A fresh scheduler database, an emulator with `orgs` customer orgs, a daemon (the caller starts it);
+    with `workers` (1 or more), that many worker processes on a PostgreSQL ledger instead."""
 
-    def __init__(self, pg: LocalPostgres, workdir: Path, name: str, orgs: int, latency_ms: int) -> None:
+    def __init__(
+        self, pg: LocalPostgres, workdir: Path, name: str, orgs: int, latency_ms: int, *, workers: int = 0
+    ) -> None:
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True)
         self.name = name
@@ -59,17 +69,28 @@ class OrgsWorld:
         for url in self.urls():  # set after seeding, so that seeding is quick
             http_json("POST", f"{url}/__emulator/latency", {"latency_ms": latency_ms})
         self.ledger_path = self.workdir / "ledger.sqlite3"
+        self.ledger_dsn = pg.create_database(f"ledger_{name}") if workers else None
         config = write_config(
             self.workdir / "bridge.toml",
             dsn=self.dsn,
-            ledger_url=f"sqlite:///{self.ledger_path}",
+            ledger_url=self.ledger_dsn or f"sqlite:///{self.ledger_path}",
             emulator_url=self.emulator.url,
             slot=f"bench_{name}",
             auth="jwt",
             salesforce_extra=f'private_key_file = "{self.world.key_path}"\n',
             extra="\n[tenancy]\nenabled = true\n",
         )
-        self.daemon = DaemonProcess(config, self.workdir, "daemon", env=DAEMON_ENV)
+        # One configuration; each worker only listens on its own admin port.
+        self.daemons = [
+            DaemonProcess(
+                config,
+                self.workdir,
+                f"worker{k}" if workers else "daemon",
+                env={**DAEMON_ENV, "MOGLI_BRIDGE_ADMIN__LISTEN": f"127.0.0.1:{free_port()}"},
+            )
+            for k in range(max(1, workers))
+        ]
+        self.daemon = self.daemons[0]
         self.links: dict[str, list[tuple[str, str]]] = {}  # org id -> [(link id, link type)]
         self.watchers = {org.org_id: CreatedWatcher(org.url) for org in self.world.orgs}
 
@@ -83,9 +104,10 @@ class OrgsWorld:
         return [self.emulator.url, *(org.url for org in self.world.orgs)]
 
     def close(self) -> None:
-        """Stop the daemon and the emulator, close connections."""
-        if self.daemon.alive():
-            self.daemon.terminate(timeout=120)
+        """Stop the daemons and the emulator, close connections."""
+        for daemon in self.daemons:
+            if daemon.alive():
+                daemon.terminate(timeout=120)
         self.scheduler.close()
         self.emulator.stop()
 
@@ -95,7 +117,8 @@ class OrgsWorld:
         if setup.returncode != 0:
             raise RuntimeError(f"mogli-bridge setup failed: {setup.stdout}{setup.stderr}")
         started = time.time()
-        self.daemon.start()
+        for daemon in self.daemons:
+            daemon.start()
         return started
 
     # ------------------------------------------------------------------------------ workload
@@ -172,7 +195,9 @@ class OrgsWorld:
         )
 
     def ledger_counts(self, org: TenantOrg | None = None) -> dict[str, int]:
-        """Activities by state (of one org when given), read from the SQLite ledger beside the daemon."""
+        """Activities by state (of one org when given), read from the ledger."""
+        if self.ledger_dsn is not None:
+            return self._pg_counts(org)
         if not self.ledger_path.exists():
             return {}
         query = "SELECT state, COUNT(*) FROM activities GROUP BY state"
@@ -186,6 +211,38 @@ class OrgsWorld:
             return {str(state): int(n) for state, n in rows}
         except sqlite3.OperationalError:
             return {}  # not migrated yet
+        finally:
+            conn.close()
+
+    def _pg_counts(self, org: TenantOrg | None) -> dict[str, int]:
+        assert self.ledger_dsn is not None
+        query = "SELECT state, COUNT(*) FROM activities GROUP BY state"
+        params: tuple[str, ...] = ()
+        if org is not None:
+            query = "SELECT state, COUNT(*) FROM activities WHERE org_id = %s GROUP BY state"
+            params = (org.org_id,)
+        conn = psycopg2.connect(self.ledger_dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query, params)
+                return {str(state): int(n) for state, n in cur.fetchall()}
+        except psycopg2.Error:
+            return {}  # not migrated yet
+        finally:
+            conn.close()
+
+    def orgs_per_worker(self) -> list[int]:
+        """How many orgs each live worker holds a lease of now (PostgreSQL ledger), most first."""
+        if self.ledger_dsn is None:
+            return []
+        conn = psycopg2.connect(self.ledger_dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT worker_id, COUNT(*) FROM org_leases WHERE worker_id IS NOT NULL "
+                    "AND lease_until > now() GROUP BY worker_id"
+                )
+                return sorted((int(n) for _, n in cur.fetchall()), reverse=True)
         finally:
             conn.close()
 
@@ -204,21 +261,24 @@ class OrgsWorld:
         return self.watchers[org.org_id].seen
 
     def cpu_seconds(self) -> float:
-        """CPU seconds the running daemon has used so far."""
-        proc = self.daemon.proc
-        used = cpu_seconds(proc.pid) if proc is not None else None
-        if used is None:
-            raise RuntimeError(f"the daemon is not running; see {self.daemon.log_path}")
-        return used
+        """CPU seconds the running daemons (every worker) have used so far."""
+        total = 0.0
+        for daemon in self.daemons:
+            proc = daemon.proc
+            used = cpu_seconds(proc.pid) if proc is not None else None
+            if used is None:
+                raise RuntimeError(f"the daemon is not running; see {daemon.log_path}")
+            total += used
+        return total
 
     def emulator_cpu_seconds(self) -> float:
         """CPU seconds the emulator process (every org) has used so far."""
         return cpu_seconds(self.emulator.proc.pid) or 0.0
 
     def peak_rss_mb(self) -> float | None:
-        """VmHWM of the running daemon."""
-        proc = self.daemon.proc
-        return peak_rss_mb(proc.pid) if proc is not None else None
+        """VmHWM of the running daemon (the largest worker's)."""
+        peaks = [peak_rss_mb(d.proc.pid) for d in self.daemons if d.proc is not None]
+        return max((p for p in peaks if p is not None), default=None)
 
     def rss_mb(self) -> float | None:
         """VmRSS (resident now) of the running daemon."""
@@ -233,6 +293,7 @@ class OrgsWorld:
         return int(lines[0].split()[1]) / 1024.0 if lines else None
 
     def check_alive(self) -> None:
-        """RuntimeError when the daemon has exited."""
-        if not self.daemon.alive():
-            raise RuntimeError(f"the daemon exited; see {self.daemon.log_path}")
+        """RuntimeError when a daemon has exited."""
+        for daemon in self.daemons:
+            if not daemon.alive():
+                raise RuntimeError(f"the daemon exited; see {daemon.log_path}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devtools.bench_orgs import OrgsPlan, measure, targets
+from bridge.devtools.bench_orgs import OrgsPlan, measure, run_workers, targets
 from bridge.devtools.localpg import LocalPostgres
 
 pytestmark = pytest.mark.timeout(420)
@@ -43,3 +43,19 @@ def test_a_tiny_many_org_bench_lands_every_booking_once_in_its_own_org(
         "idle_one_stream_per_org",
     }
     assert any(line.startswith("idle:") for line in said), "progress is told as it goes"
+
+
+def test_the_workers_bench_runs_one_then_two_workers_on_a_postgresql_ledger(
+    pg_cluster: LocalPostgres, tmp_path: Path
+) -> None:
+    """`bench --orgs --workers 2` on a tiny plan: one run per worker count, each landing every booking once in
+    its own org; with two workers both held orgs at the end, and the figures are counted."""
+    runs = run_workers(pg_cluster, tmp_path, TINY, 2, lambda _: None)
+    assert [run["workers"] for run in runs] == [1, 2]
+    for run in runs:
+        assert run["bookings"] == 600
+        assert (run["lost"], run["doubled"], run["cross_org"]) == (0, 0, 0)
+        assert run["bookings_per_second"] > 0 and run["cpu_seconds_per_1000"] is not None
+        assert run["machine_cpu_seconds_per_1000"] >= run["cpu_seconds_per_1000"]
+    assert sum(runs[0]["orgs_per_worker"]) == 4  # three customer orgs and the default org
+    assert len(runs[1]["orgs_per_worker"]) == 2 and sum(runs[1]["orgs_per_worker"]) == 4

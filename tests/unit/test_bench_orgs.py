@@ -15,6 +15,7 @@ from bridge.devtools.bench_orgs import (
     rate,
     size_mix,
     targets,
+    workers_table,
 )
 from bridge.devtools.bench_orgs_world import links_for
 
@@ -145,7 +146,7 @@ def test_the_table_shows_every_section() -> None:
     console = Console(record=True, width=160)
     console.print(orgs_table(report(per_second=2500.0, calls=600, p99=900.0, rss=500.0, clients=1000)))
     text = console.export_text()
-    needles = ("100 / 100,000", "2,500", "600 (0.0060)", "50,000 in 50 txns, 50,000 synced", "small latency p99 ms")
+    needles = ("100 / 100,000", "2,500", "600 (0.0060)", "50,000 in 50 txns, 50,000 synced", "latency p99 ms")
     for needle in (*needles, "1000 / 1000", "0 / 0 / 0"):
         assert needle in text, needle
     console = Console(record=True, width=160)
@@ -160,3 +161,34 @@ def test_bench_orgs_is_parsed() -> None:
     assert _parser().parse_args(["bench", "--quick"]).orgs is None
     assert _parser().parse_args(["bench", "--orgs", "--quick"]).orgs == 0
     assert _parser().parse_args(["bench", "--orgs", "20", "--json"]).orgs == 20
+
+
+def test_the_workers_table_has_a_row_per_worker_count() -> None:
+    """One row per run: workers, rate, both CPU figures, the orgs each worker held and the verdict."""
+    runs = [
+        {
+            "workers": k,
+            "bookings_per_second": 900.0 * k,
+            "cpu_seconds_per_1000": 1.5,
+            "machine_cpu_seconds_per_1000": 4.25,
+            "orgs_per_worker": [101 - 50 * (k - 1)] * k,
+            "lost": 0,
+            "doubled": 0,
+            "cross_org": 0,
+        }
+        for k in (1, 2)
+    ]
+    console = Console(record=True, width=160)
+    console.print(workers_table(runs))
+    text = console.export_text()
+    for needle in ("1,800", "4.25", "101", "51 / 51", "0 / 0 / 0"):
+        assert needle in text, needle
+
+
+def test_bench_workers_needs_orgs(capsys: Any) -> None:
+    """`--workers` is parsed, and refused without `--orgs` (exit 2, one line)."""
+    from bridge.commands import bench
+
+    assert _parser().parse_args(["bench", "--orgs", "--workers", "3"]).workers == 3
+    assert bench.run(None, _parser().parse_args(["bench", "--workers", "2"])) == 2
+    assert "--workers K needs --orgs" in capsys.readouterr().out

@@ -20,6 +20,13 @@ Metric names (all prefixed `mogli_bridge_`):
     component_up{component}          1 while a supervised component runs
     dependency_up{dependency}        1 when the last ping of scheduler / ledger / salesforce succeeded
     stream_subscribed{channel}       1 while the change stream (CometD or Pub/Sub) is subscribed to it
+    worker_orgs                      orgs this process serves now (a worker's leases; the one daemon's orgs)
+    worker_reader                    1 while this process reads the change stream (one worker of several, or
+                                     the one daemon); summed over every worker's scrape it is 1
+
+Each worker answers its own /metrics, so the scrape target (Prometheus' `instance`) tells the workers
+apart: the gauges carry no worker label (a worker id is new at every start, a label would leave a
+series behind each restart).
 
 Not exported: how far behind the change stream is (a change event carries its commit time, but a quiet
 channel has no newest event to measure from); `stream_subscribed` and the status lines stand in for it.
@@ -138,6 +145,8 @@ class BridgeMetrics:
         self.stream_subscribed = gauge(
             "stream_subscribed", "1 while the change stream is subscribed to the channel", ("channel",)
         )
+        self.worker_orgs = gauge("worker_orgs", "Orgs this worker serves now")
+        self.worker_reader = gauge("worker_reader", "1 while this worker reads the change stream")
         for entity in ("link", "activity"):
             for outcome in OutcomeState:
                 self.changes.labels(entity, outcome.value)
@@ -150,6 +159,11 @@ class BridgeMetrics:
     def observe_subscription(self, channel: str, subscribed: bool) -> None:
         """Set the stream-subscribed gauge of one channel (the change stream calls this as it changes)."""
         self.stream_subscribed.labels(channel).set(1 if subscribed else 0)
+
+    def observe_worker(self, orgs: int, reader: bool) -> None:
+        """Set this worker's gauges: how many orgs it serves, whether it reads the change stream."""
+        self.worker_orgs.set(orgs)
+        self.worker_reader.set(1 if reader else 0)
 
     def observe(self, entity: str, states: Collection[OutcomeState]) -> None:
         """Count recorded push outcomes."""

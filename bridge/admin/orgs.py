@@ -31,7 +31,7 @@ class OrgRow:
     api_used: int | None
     api_limit: int | None
     positions: Mapping[str, str] = field(default_factory=dict)  # channel -> replay position
-    worker: str | None = None  # the worker serving it (CONTRACT §10), not known yet
+    worker: str | None = None  # the worker holding its lease (CONTRACT §10); None without worker mode
 
 
 def org_key(org_id: str | None) -> str:
@@ -45,9 +45,12 @@ def ledger_org(org_id: str) -> str | None:
 
 
 def org_row(
-    org: OrgRecord, counts: Mapping[str, OrgCountsView], positions: Mapping[str, Mapping[str, str]]
+    org: OrgRecord,
+    counts: Mapping[str, OrgCountsView],
+    positions: Mapping[str, Mapping[str, str]],
+    workers: Mapping[str, str | None] | None = None,
 ) -> OrgRow:
-    """One org's row from its record, the counts by org and the positions by org."""
+    """One org's row from its record, the counts, positions and workers by org."""
     key = org_key(org.org_id)
     tally = counts.get(key)
     return OrgRow(
@@ -60,6 +63,7 @@ def org_row(
         api_used=org.api_used,
         api_limit=org.api_limit,
         positions=dict(sorted(positions.get(key, {}).items())),
+        worker=(workers or {}).get(key),
     )
 
 
@@ -68,7 +72,8 @@ async def org_rows(ledger: OrgLedger) -> list[OrgRow]:
     orgs = await ledger.list_orgs()
     counts = await ledger.org_counts()
     positions = await ledger.org_positions()
-    rows = [org_row(org, counts, positions) for org in orgs]
+    workers = await ledger.org_workers()
+    rows = [org_row(org, counts, positions, workers) for org in orgs]
     return sorted(rows, key=lambda r: (r.org_id != DEFAULT_ORG, r.name or "", r.org_id))
 
 
@@ -101,7 +106,7 @@ async def org_detail(ledger: OrgLedger, org_id: str, failures: int = 20) -> dict
     record = await ledger.get_org(org_id)
     if record is None:
         return None
-    row = org_row(record, await ledger.org_counts(), await ledger.org_positions())
+    row = org_row(record, await ledger.org_counts(), await ledger.org_positions(), await ledger.org_workers())
     scoped = ledger.scoped(ledger_org(row.org_id))
     recent = await scoped.list_failures(limit=failures)
     return {

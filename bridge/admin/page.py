@@ -18,6 +18,7 @@ from bridge.admin.charts import line_chart
 from bridge.admin.health import Health
 from bridge.admin.history import WINDOW, History
 from bridge.admin.orgs import OrgRow
+from bridge.admin.workers import WorkerRow, short_worker
 from bridge.metrics import Readings
 from bridge.records.ledger import DriftItem, FailureRecord, ReconciliationRun
 
@@ -228,15 +229,59 @@ def _org_picker(orgs: Sequence[OrgRow], chosen: str | None) -> str:
     )
 
 
-def _orgs(orgs: Sequence[OrgRow]) -> str:
-    """Every org: state, reason, pending, failed, API use."""
+def _orgs(orgs: Sequence[OrgRow], with_workers: bool = False) -> str:
+    """Every org: state, reason, pending, failed, API use; and the worker serving it (several workers)."""
     rows = (
         f'<tr><td><a href="/?org={quote(o.org_id)}">{escape(o.org_id)}</a></td>{_cell(o.name)}'
         f"{_cell(o.state, _cls_org(o.state))}{_cell(o.reason)}{_cell(o.pending)}{_cell(o.failed)}"
-        f"{_cell(_budget(o.api_used, o.api_limit))}</tr>"
+        f"{_cell(_budget(o.api_used, o.api_limit))}"
+        + (_worker_cell(o.worker, o.state) if with_workers else "")
+        + "</tr>"
         for o in orgs
     )
-    return _table(("org", "name", "state", "reason", "pending", "failed", "API use"), rows, "no orgs")
+    headers = ("org", "name", "state", "reason", "pending", "failed", "API use")
+    return _table(headers + (("worker",) if with_workers else ()), rows, "no orgs")
+
+
+def _worker_cell(worker: str | None, state: str) -> str:
+    """The worker holding an org's lease, short (the whole id in a tooltip); 'nobody' between holders
+    (nothing for a disconnected org: no worker serves it)."""
+    if worker is None:
+        return "<td></td>" if state == "disconnected" else '<td class="warn">nobody</td>'
+    return f'<td title="{escape(worker)}">{escape(short_worker(worker))}</td>'
+
+
+_WORKER_CSS = {"live": "ok", "draining": "warn", "expired": "bad"}
+
+
+def _worker_state(w: WorkerRow) -> str:
+    if not w.alive:
+        return "expired"
+    return "draining" if w.draining else "live"
+
+
+def workers_section(workers: Sequence[WorkerRow], now: datetime) -> str:
+    """The workers (several workers on one ledger): who reads the stream, how many orgs each serves, when
+    its lease ends; the one that answered this page is marked."""
+    if not workers:
+        return ""
+    rows = (
+        f'<tr><td title="{escape(w.id)}">{escape(w.id)}{" (this page)" if w.this else ""}</td>'
+        f"{_cell(w.host)}{_cell(w.pid)}{_cell('yes' if w.reader else 'no', 'ok' if w.reader else None)}"
+        f"{_cell(len(w.orgs))}{_cell(_worker_state(w), _WORKER_CSS[_worker_state(w)])}"
+        f"{_when(w.started_at, now)}<td>{escape(stamp(w.lease_until))}</td></tr>"
+        for w in workers
+    )
+    live = [w for w in workers if w.alive]
+    readers = sum(1 for w in live if w.reader)
+    note = f"{len(live)} live worker(s); " + (
+        "one reads the change stream" if readers == 1 else f"{readers} read the change stream"
+    )
+    headers = ("worker", "host", "pid", "reads stream", "orgs", "state", "started", "lease until")
+    return (
+        f'<div class="card wide"><h2>Workers</h2><p class="sub">{escape(note)}</p>'
+        f"{_table(headers, rows, 'no workers')}</div>"
+    )
 
 
 def _cls_org(state: str) -> str:
@@ -247,14 +292,14 @@ def _budget(used: int | None, limit: int | None) -> str:
     return f"{used} / {limit}" if used is not None and limit is not None else "unknown"
 
 
-def org_section(orgs: Sequence[OrgRow], chosen: str | None) -> str:
+def org_section(orgs: Sequence[OrgRow], chosen: str | None, with_workers: bool = False) -> str:
     """The org selector and the orgs table, when the bridge serves more than the default org."""
     if len(orgs) <= 1:
         return ""
     scope = f"Showing org {escape(chosen)}" if chosen else "Showing every org"
     return (
         f'<div class="card wide"><h2>Orgs</h2><p class="sub">{scope}</p>'
-        f"{_org_picker(orgs, chosen)}{_orgs(orgs)}</div>"
+        f"{_org_picker(orgs, chosen)}{_orgs(orgs, with_workers)}</div>"
     )
 
 
@@ -290,9 +335,10 @@ def render_status_page(
     notice: str | None = None,
     orgs: Sequence[OrgRow] = (),
     org: str | None = None,
+    workers: Sequence[WorkerRow] = (),
 ) -> str:
-    """The whole status page (failures and runs of `org` alone when chosen); it reloads itself every
-    REFRESH_SECONDS."""
+    """The whole status page (failures and runs of `org` alone when chosen; the workers and each org's
+    worker when several workers share the ledger); it reloads itself every REFRESH_SECONDS."""
     now = readings.at
     note = f'<div class="banner ok">{escape(notice)}</div>' if notice else ""
     reload = f"/?org={quote(org)}" if org else "/"
@@ -308,7 +354,8 @@ def render_status_page(
 <div class="card"><h2>Replication</h2>{_replication(readings)}</div>
 <div class="card"><h2>Salesforce and ledger</h2>{_salesforce(readings)}</div>
 </div>
-{org_section(orgs, org)}
+{workers_section(workers, now)}
+{org_section(orgs, org, with_workers=bool(workers))}
 {_charts(history, now)}
 <div class="card wide"><h2>Outstanding drift</h2>{_outstanding(outstanding, now)}</div>
 <div class="card wide"><h2>Recent failures</h2>{_failures(failures, now)}</div>

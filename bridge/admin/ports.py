@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from bridge.pipeline.ports import AdminLedger
-from bridge.records.ledger import OrgRecord
+from bridge.records.ledger import OrgRecord, WorkerRecord
 from bridge.records.outbound import ApiUsage
 
 OptionsT = TypeVar("OptionsT", contravariant=True)
@@ -59,6 +59,14 @@ class OrgLedger(AdminLedger, Protocol):
 
     async def org_positions(self) -> Mapping[str, Mapping[str, str]]:
         """Change-event positions by org id, then channel."""
+        ...
+
+    async def org_workers(self) -> Mapping[str, str | None]:
+        """Org id -> the worker holding a live lease on it (None: nobody, and always without workers)."""
+        ...
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        """The workers' rows (live and recently expired), each with the orgs it holds."""
         ...
 
     def scoped(self, org_id: str | None) -> AdminLedger:

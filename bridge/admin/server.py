@@ -13,6 +13,8 @@ import asyncio
 import hmac
 import ipaddress
 import json
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
@@ -28,12 +30,22 @@ from bridge.admin.orgs import ledger_org, org_detail, org_rows, row_json
 from bridge.admin.page import Outstanding, render_status_page
 from bridge.admin.ports import OrgLedger, ReconcileRunner
 from bridge.admin.runs import RunTasks, known_orgs
+from bridge.admin.workers import (
+    LiveWorker,
+    ThisWorker,
+    WorkerRow,
+    live_row,
+    merged,
+    one_daemon_id,
+    serves,
+    worker_json,
+)
 from bridge.aio import sleep_or_stop
 from bridge.config import AdminSettings
 from bridge.errors import ConfigurationError
 from bridge.metrics import CONTENT_TYPE, BridgeMetrics, Readings
 from bridge.pipeline.ports import AdminLedger
-from bridge.records.ledger import ReconciliationRun
+from bridge.records.ledger import DEFAULT_ORG, ReconciliationRun, WorkerRecord
 
 log = structlog.get_logger(__name__)
 
@@ -106,9 +118,11 @@ class AdminServer(Generic[OptionsT]):
         history: History | None = None,
         sample_seconds: float = SAMPLE_SECONDS,
         org_runner: Callable[[str | None], ReconcileRunner[OptionsT] | None] | None = None,
+        worker: ThisWorker | None = None,
     ) -> None:
         """`org_runner(org)` gives the runner of an org's runtime (None: the org has none now); without it
-        (tenancy off) a run is for the default org, through `runner`."""
+        (tenancy off) a run is for the default org, through `runner`. `worker`: this process as one worker
+        of several (worker mode); without it, this process is the one daemon."""
         self.settings = settings
         self.probe = probe
         self.ledger = ledger
@@ -121,6 +135,8 @@ class AdminServer(Generic[OptionsT]):
         self.sample_seconds = sample_seconds
         self.org_metrics = OrgMetrics()
         self.runs = RunTasks(ledger, runner, make_options, org_runner)
+        self.worker = worker
+        self.tenancy = org_runner is not None
         self.port: int | None = None
         self.listening = asyncio.Event()
 
@@ -191,7 +207,11 @@ class AdminServer(Generic[OptionsT]):
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         """Prometheus text, refreshed from a fresh snapshot."""
-        self.metrics.update(await self.probe.readings())
+        readings = await self.probe.readings()
+        self.metrics.update(readings)
+        workers, _ = await self.workers(readings)
+        this = next(w for w in workers if w.this)
+        self.metrics.observe_worker(len(this.orgs), this.reader)
         try:
             self.org_metrics.update(await org_rows(self.ledger))
         except Exception as exc:  # the ledger's own gauges say it is down; the rest still answers
@@ -211,6 +231,7 @@ class AdminServer(Generic[OptionsT]):
         failures = await ledger.list_failures(limit=20)
         runs = await ledger.list_reconciliations(limit=10)
         notice = request.query.get("notice")
+        workers, several = await self.workers(readings)
         html = render_status_page(
             readings,
             failures,
@@ -221,6 +242,7 @@ class AdminServer(Generic[OptionsT]):
             notice=notice[:200] if notice else None,
             orgs=orgs,
             org=chosen,
+            workers=workers if several else (),
         )
         return web.Response(text=html, content_type="text/html")
 
@@ -280,6 +302,9 @@ class AdminServer(Generic[OptionsT]):
         API budget and stream positions, and its row."""
         readings = await self.probe.readings()
         body = views.status_json(readings, assess(readings, self.thresholds))
+        workers, _ = await self.workers(readings)
+        body["workers"] = [worker_json(w) for w in workers]
+        body["worker"] = next((worker_json(w) for w in workers if w.this), None)
         org = request.query.get("org")
         if org is None:
             return _json(body)
@@ -287,6 +312,35 @@ class AdminServer(Generic[OptionsT]):
         if detail is None:
             return _json({"error": f"no org {org!r}"}, 404)
         return _json(views.org_status_json(body, detail))
+
+    async def workers(self, readings: Readings) -> tuple[list[WorkerRow], bool]:
+        """Every worker (CONTRACT §10), the one answering marked, and whether this process is one worker of
+        several. In worker mode: the ledger's rows, this one read live when app.py handed it over (else
+        found by host and pid: its row is as fresh as its last round). Otherwise this process alone, the one
+        daemon. A ledger that does not answer leaves this process alone in the list."""
+        try:
+            records = await self.ledger.list_workers()
+            this = self.worker or _this_process(records)
+            if this is not None:
+                return merged(records, readings.at, this), True
+            return [await self._one_daemon(readings)], False
+        except Exception as exc:
+            log.warning("admin.workers_unreadable", error_type=type(exc).__name__)
+            if self.worker is not None:
+                return [live_row(self.worker)], True
+            return [WorkerRow(one_daemon_id(), *_host_pid(), reader=_reading(readings), this=True)], False
+
+    async def _one_daemon(self, readings: Readings) -> WorkerRow:
+        """This process as the one daemon: it reads the stream while its ingest runs; it serves the default
+        org, and with tenancy every connected org."""
+        orgs = [o.org_id for o in await self.ledger.list_orgs() if serves(o)] if self.tenancy else []
+        return WorkerRow(
+            one_daemon_id(),
+            *_host_pid(),
+            reader=_reading(readings),
+            orgs=tuple(sorted({DEFAULT_ORG, *orgs})),
+            this=True,
+        )
 
     async def list_orgs(self, request: web.Request) -> web.Response:
         """Every org's row, as `mogli-bridge orgs --format json` prints them."""
@@ -348,6 +402,26 @@ class AdminServer(Generic[OptionsT]):
     async def _cancel_runs(self, app: web.Application) -> None:
         """Cancel runs still executing (the app is stopping)."""
         await self.runs.cancel()
+
+
+def _host_pid() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+def _this_process(records: list[WorkerRecord]) -> LiveWorker | None:
+    """This process's row among the workers (same host and pid; the newest lease if a pid was reused),
+    as a ThisWorker whose flags are those of its last round; None when this process is no worker."""
+    host, pid = _host_pid()
+    mine = [r for r in records if r.host == host and r.pid == pid]
+    if not mine:
+        return None
+    row = max(mine, key=lambda r: r.lease_until)
+    return LiveWorker(row.worker_id, host, pid, is_reading=lambda: row.reader, orgs=lambda: row.orgs)
+
+
+def _reading(readings: Readings) -> bool:
+    """The one daemon reads the change stream while its ingest component runs."""
+    return readings.components.get("ingest") == "running"
 
 
 async def _body(request: web.Request) -> Any:

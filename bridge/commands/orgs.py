@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from bridge.admin.orgs import COLUMNS, OrgRow, org_rows, row_json, short_positions
+from bridge.admin.workers import short_worker
 from bridge.commands.checks import UsageError, require_setup, with_ledger
 from bridge.commands.output import output_format, write_csv
 from bridge.commands.tables import Column, render
@@ -24,6 +25,7 @@ TABLE = (
     Column("positions", "text", 24), Column("worker", max_width=10),
 )  # fmt: skip
 NOTE = "org ids show their first 8 characters; positions: each channel's last name and replay id"
+WORKER_NOTE = "worker: the pid and suffix of the worker holding the org's lease (status --json lists them)"
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -85,6 +87,8 @@ def table_row(row: OrgRow, *, wide: bool) -> dict[str, Any]:
     values["positions"] = whole if wide else short_positions(row.positions)
     used, limit = row.api_used, row.api_limit
     values["api"] = f"{used}/{limit}" if used is not None and limit is not None else ""
+    if not wide:
+        values["worker"] = short_worker(row.worker)
     return values
 
 
@@ -102,6 +106,8 @@ def print_table(
     if len(rows) < total:
         shown += "; --limit N or --all for more"
     footer = [shown] if wide else [shown, NOTE]
+    if not wide and any(r.worker for r in rows):
+        footer.append(WORKER_NOTE)
     if not wide:
         footer.append("more: --wide (whole positions), --columns A,B,C, --format csv|json (everything)")
     render(out, "orgs", chosen, [table_row(r, wide=wide) for r in rows], wide=wide, footer=footer)

@@ -8,9 +8,11 @@ import json
 import sys
 import urllib.parse
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bridge.admin.client import AdminClient, DaemonAbsent, DaemonSilent, Reply, reason
+from bridge.admin.workers import worker_summary
 from bridge.commands.checks import SETUP_HINT, in_org, require_org, require_setup, with_ledger
 from bridge.commands.output import first_line, flatten, jsonable, write_csv, write_table
 from bridge.config import Settings
@@ -146,6 +148,26 @@ def _daemon_section(settings: Settings, org: str | None = None) -> dict[str, Any
     return {"running": True, **reply.body}
 
 
+def _workers_section(settings: Settings, daemon: Mapping[str, Any], set_up: bool) -> list[dict[str, Any]]:
+    """CONTRACT §10's `workers`. In worker mode (tenancy on a PostgreSQL ledger) the ledger's rows, read
+    directly, so they answer with no worker running (a worker that died in the last minute still shows,
+    `alive` false). Otherwise the one daemon as its /api/status names itself, or [] when none answers
+    (a standby is not a worker)."""
+    from bridge.admin.workers import record_json
+    from bridge.tenancy.workers import worker_mode
+
+    if set_up and worker_mode(settings):
+        try:
+            records = with_ledger(settings, lambda ledger: ledger.list_workers())
+        except Exception:  # the ledger section already says why it cannot be read
+            pass
+        else:
+            now = datetime.now(UTC)
+            return [record_json(r, now) for r in records]
+    listed = daemon.get("workers")
+    return [dict(w) for w in listed if isinstance(w, Mapping)] if isinstance(listed, list) else []
+
+
 def status_report(settings: Settings, org: str | None = None) -> dict[str, Any]:
     """Ledger and source read directly, merged with the daemon's /api/status when it answers; with `org`,
     the ledger's figures and the daemon's are that org's."""
@@ -154,7 +176,9 @@ def status_report(settings: Settings, org: str | None = None) -> dict[str, Any]:
         "source": _source_section(settings),
         "daemon": _daemon_section(settings, org),
     }
-    orgs = _orgs_section(settings, org) if report["ledger"].get("current_schema") else None
+    set_up = bool(report["ledger"].get("current_schema"))
+    orgs = _orgs_section(settings, org) if set_up else None
+    report["workers"] = _workers_section(settings, report["daemon"], set_up)
     if orgs is not None:
         report["orgs"] = orgs
         if isinstance(orgs.get("org"), Mapping):  # the org's own channels, not the default org's
@@ -177,6 +201,10 @@ def status_report(settings: Settings, org: str | None = None) -> dict[str, Any]:
         "failed": report["ledger"].get("failed"),
     }
     _org_summary(report["summary"], orgs, org)
+    from bridge.tenancy.workers import worker_mode
+
+    if report["workers"] or worker_mode(settings):
+        report["summary"]["workers"] = worker_summary(report["workers"])
     return {"summary": report.pop("summary"), **report}
 
 
@@ -233,16 +261,25 @@ def status(
         if verbose:
             for section, values in report.items():
                 if section != "summary":
-                    rows = [{"key": k, "value": v} for k, v in flatten(values)]
+                    pairs = flatten({section: _keyed(values)}, "")
+                    rows = [{"key": k.removeprefix(f"{section}."), "value": v} for k, v in pairs]
                     write_table(out, section, ("key", "value"), rows)
         else:
             out.write("every detail: status --verbose (or --json)\n")
     else:
-        write_csv(out, ("key", "value"), ({"key": k, "value": v} for k, v in flatten(report)))
+        pairs = flatten({name: _keyed(values) for name, values in report.items()})
+        write_csv(out, ("key", "value"), ({"key": k, "value": v} for k, v in pairs))
     reachable = (
         report["ledger"]["reachable"] and report["source"]["reachable"] and "error" not in report["ledger"]
     )
     return 0 if reachable else 1
+
+
+def _keyed(values: Any) -> Any:
+    """A section for `key,value` lines: a list (the workers) keyed by position, workers.0.id and so on."""
+    if isinstance(values, list):
+        return {str(index): item for index, item in enumerate(values)} or "none"
+    return values
 
 
 def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -277,6 +314,8 @@ def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
     if summary.get("orgs"):
         lines.append(("orgs", str(summary["orgs"])))
+    if summary.get("workers"):
+        lines.append(("workers", str(summary["workers"])))
     lines += [("reason", reason_text) for reason_text in summary["reasons"]]
     return lines
 

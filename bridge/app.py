@@ -284,6 +284,8 @@ class Daemon:
             ReaderView,
             WorkerIdentity,
             WorkerMembership,
+            end_expired_reader,
+            reader_lock_url,
         )
 
         tenancy = self.settings.tenancy
@@ -312,7 +314,12 @@ class Daemon:
                     stream.reading(None, None)
                     await source.close()
 
-            reader = ReaderElection(InstanceLock(self.settings.ledger.url), read_stream)
+            url = self.settings.ledger.url
+            reader = ReaderElection(
+                InstanceLock(reader_lock_url(url, identity.worker_id)),
+                read_stream,
+                end_expired=functools.partial(end_expired_reader, url),
+            )
             membership = WorkerMembership(
                 ledger,
                 identity,

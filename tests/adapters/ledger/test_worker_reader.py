@@ -1,10 +1,12 @@
 """The reader election of several workers (issue 14) on a real PostgreSQL ledger: of two workers in this
 process exactly one reads the change stream; when its lock's session ends the other takes over, and the one
-that lost the lock stops reading and goes on trying it as any other worker."""
+that lost the lock stops reading and goes on trying it as any other worker. A reader whose worker expired
+(paused, or cut off) while its session lives has that session ended by another worker."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import warnings
 from collections.abc import Callable
 
@@ -12,8 +14,10 @@ import psycopg2
 import pytest
 
 from bridge.devtools.localpg import available_bindirs
+from bridge.ledger import upgrade_to_head
 from bridge.ledger.lock import ADVISORY_KEY, InstanceLock
-from bridge.tenancy.workers import ReaderElection
+from bridge.ledger.repository import Ledger
+from bridge.tenancy.workers import ReaderElection, end_expired_reader, reader_lock_url
 
 WAIT_SECONDS = 20.0
 
@@ -110,3 +114,41 @@ async def test_one_reader_and_the_other_takes_over_when_its_lock_session_ends(le
     await first_task
     assert not first_stream.running
     assert await asyncio.to_thread(_lock_holder, ledger_dsn) is None, "the lock is released on stop"
+
+
+async def test_a_reader_whose_worker_expired_has_its_lock_session_ended_by_another(ledger_dsn: str) -> None:
+    """The reader's worker row expires (it stopped renewing: paused by the OS) while its lock session lives
+    on: another worker, looking for an expired reader, ends that session and reads; the paused one, once it
+    checks its lock, stops reading. A live reader's session is never ended."""
+    upgrade_to_head(ledger_dsn)
+    ledger = Ledger.from_url(ledger_dsn)
+    try:
+        await ledger.heartbeat("paused-1", "host", 1, reader=True, draining=False, lease_seconds=30)
+        paused_stream, other_stream = Stream(), Stream()
+        paused = ReaderElection(
+            InstanceLock(reader_lock_url(ledger_dsn, "paused-1")), paused_stream.ingest, check_seconds=3600
+        )
+        stop_paused, stop_other = asyncio.Event(), asyncio.Event()
+        paused_task = asyncio.create_task(paused.run(stop_paused))
+        await _until(lambda: paused.reading, "the first worker to read")
+        assert await asyncio.to_thread(end_expired_reader, ledger_dsn) == [], "a live reader is left alone"
+
+        other = ReaderElection(
+            InstanceLock(reader_lock_url(ledger_dsn, "other-2")),
+            other_stream.ingest,
+            try_seconds=0.1,
+            end_expired=functools.partial(end_expired_reader, ledger_dsn),
+            expired_check_seconds=0.1,
+        )
+        other_task = asyncio.create_task(other.run(stop_other))
+        await asyncio.sleep(0.5)
+        assert not other.reading, "the lock of a live reader is not taken"
+        await ledger.heartbeat("paused-1", "host", 1, reader=True, draining=False, lease_seconds=-1)
+        await _until(lambda: other.reading and other_stream.running, "the other worker to take over")
+        assert paused.reading, "the paused reader has not checked its lock yet"
+        stop_other.set()
+        stop_paused.set()
+        await asyncio.gather(other_task, paused_task)
+        assert not paused_stream.running and paused_stream.terms == 1
+    finally:
+        ledger.dispose()

@@ -37,6 +37,7 @@ __all__ = ["Daemon", "build_pusher", "build_reconciler", "mapping_options", "run
 if TYPE_CHECKING:
     from bridge.admin import AdminServer
     from bridge.admin.ports import PusherView, ReconcileRunner, SalesforceView
+    from bridge.admin.workers import ThisWorker
     from bridge.ledger.repository import Ledger
     from bridge.pipeline.reconcile import ReconcileOptions
     from bridge.records.ledger import IngestSummary
@@ -276,6 +277,7 @@ class Daemon:
     async def _run_workers(self) -> int:
         """Tenancy on a PostgreSQL ledger: one worker among several (tenancy/workers.py). The worker holding
         the ledger's advisory lock reads the change stream; each serves the orgs it holds leases of."""
+        from bridge.admin.workers import LiveWorker
         from bridge.tenancy.fleet import FleetView
         from bridge.tenancy.wakeup import Wakeups
         from bridge.tenancy.workers import (
@@ -339,7 +341,14 @@ class Daemon:
             self.membership, self.reader = membership, reader
             view = FleetView(fleet)
             source_view = cast("ReplicationSource", stream)
-            admin = self._admin_server(ledger, source_view, view, cast("Ingestor", stream), metrics)
+            this = LiveWorker(
+                identity.worker_id,
+                identity.host,
+                identity.pid,
+                is_reading=lambda: reader.reading,
+                orgs=lambda: fleet.runtimes.keys(),
+            )
+            admin = self._admin_server(ledger, source_view, view, cast("Ingestor", stream), metrics, this)
             components: dict[str, Component | StartsUp] = {
                 "reader": reader.run,
                 "workers": membership.run,
@@ -421,9 +430,11 @@ class Daemon:
         parts: OrgParts | FleetView,
         ingestor: Ingestor,
         metrics: BridgeMetrics,
+        worker: ThisWorker | None = None,
     ) -> AdminServer[ReconcileOptions]:
         """The admin app, reading the live components; it runs reconciliations on request. With tenancy, it
-        reads every org's pushers summed and the default org's client, stream and runner."""
+        reads every org's pushers summed and the default org's client, stream and runner; as one of several
+        workers, `worker` is this process read live (whether it reads the stream, the orgs it runs)."""
         from bridge.admin import AdminServer, DaemonProbe, ping_postgres
         from bridge.admin.health import Thresholds
         from bridge.pipeline.reconcile import ReconcileOptions
@@ -477,6 +488,7 @@ class Daemon:
             notify_pusher=pusher.notify,
             runner=runner,
             org_runner=org_runner,
+            worker=worker,
             make_options=ReconcileOptions,
             # degraded before the pusher stops at its reserve
             thresholds=Thresholds(

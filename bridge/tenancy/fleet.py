@@ -88,6 +88,7 @@ class OrgFleet:
         # Several workers: the orgs this worker holds, with their epochs (None: one daemon serves every org).
         self._assigned: dict[str, int] | None = {} if permits is not None else None
         self._lost: dict[str, int] = {}  # org -> the epoch whose runtime lost its lease
+        self._drains: set[asyncio.Task[None]] = set()  # stops running in the background (several workers)
 
     def assign(self, held: Mapping[str, int]) -> None:
         """Serve exactly these orgs (org -> lease epoch) from the next alignment on, which this wakes."""
@@ -147,6 +148,8 @@ class OrgFleet:
         finally:
             self._assigned = {} if self._assigned is not None else None
             await self._stop_all(list(self._running))
+            if self._drains:
+                await asyncio.gather(*self._drains, return_exceptions=True)
             self._stopped.set()
 
     async def _align(self) -> None:
@@ -165,11 +168,14 @@ class OrgFleet:
         ]
         for org_id in stale:
             log.info("fleet.org_stopping", org=org_id, reason=self._why_stopped(org_id, orgs.get(org_id)))
-        await self._stop_all(stale)
+        if assigned is None:
+            await self._stop_all(stale)
+        else:
+            self._stop_in_background(stale)  # orgs taken from a dead worker need not wait for a drain
         assigned = self._assigned  # the stops took time: the newest assignment again
         for org_id, org in wanted.items():
-            if org_id in self._running:
-                continue
+            if org_id in self._running or org_id in self._stopping:
+                continue  # an org still draining starts again once drained (the drain wakes the fleet)
             epoch = assigned.get(org_id) if assigned is not None else None
             if assigned is not None and not self._may_start(org_id, epoch):
                 continue
@@ -223,20 +229,43 @@ class OrgFleet:
         permits = self._permits
         return Fence(permits.worker_id, epoch), functools.partial(permits.check, org_id, epoch)
 
+    def _stop_in_background(self, org_ids: list[str]) -> None:
+        """Stop these runtimes without waiting for their drain; the fleet is woken once they stopped."""
+        stopping = self._begin_stop(org_ids)
+        if not stopping:
+            return
+
+        async def drain() -> None:
+            try:
+                await self._finish_stop(stopping)
+            finally:
+                self._wake.set()
+
+        task = asyncio.create_task(drain(), name="fleet.drain")
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
     async def _stop_all(self, org_ids: list[str]) -> None:
+        await self._finish_stop(self._begin_stop(org_ids))
+
+    def _begin_stop(self, org_ids: list[str]) -> list[_Running]:
+        """Tell these runtimes to stop: from now on they are draining, no longer running."""
         stopping = [self._running.pop(org_id) for org_id in org_ids if org_id in self._running]
         for running in stopping:
             running.stop.set()
             if running.runtime.lease_lost and running.epoch is not None:
                 self._lost[running.runtime.org_id] = running.epoch
+        self._stopping |= {r.runtime.org_id for r in stopping}
+        return stopping
+
+    async def _finish_stop(self, stopping: list[_Running]) -> None:
+        """Wait for their drain (cancelled after STOP_SECONDS)."""
         if not stopping:
             return
-        names = {r.runtime.org_id for r in stopping}
-        self._stopping |= names
         try:
             await self._wait_stopped(stopping)
         finally:
-            self._stopping -= names
+            self._stopping -= {r.runtime.org_id for r in stopping}
 
     async def _wait_stopped(self, stopping: list[_Running]) -> None:
         tasks = [r.task for r in stopping]

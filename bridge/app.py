@@ -116,18 +116,19 @@ class Daemon:
             self.stop_event.set()
 
     @contextlib.asynccontextmanager
-    async def _ledger(self) -> AsyncIterator[Ledger]:
+    async def _ledger(self, *, check: bool = True) -> AsyncIterator[Ledger]:
+        """A Ledger on its own engine and thread; `check`: refuse an old schema, warn when not durable."""
         from bridge.ledger.engine import durability_problems
         from bridge.ledger.migrate import current_revision, head_revision
         from bridge.ledger.repository import Ledger
 
         url = self.settings.ledger.url
-        if current_revision(url) != head_revision():
+        if check and current_revision(url) != head_revision():
             raise ConfigurationError(
                 "the ledger is not at the current schema: run `mogli-bridge setup` first", "ledger.url"
             )
         ledger = Ledger.from_url(url, clock=self.clock)
-        for problem in durability_problems(ledger.engine):
+        for problem in durability_problems(ledger.engine) if check else ():
             log.warning("ledger.not_durable", problem=problem)
         try:
             yield ledger
@@ -293,7 +294,11 @@ class Daemon:
         tenancy = self.settings.tenancy
         identity = WorkerIdentity.of_this_process()
         permits = Permits(identity.worker_id, tenancy.worker_lease_seconds)
-        async with self._ledger() as ledger, http_session(self.settings, 0) as http:
+        async with (
+            self._ledger() as ledger,
+            self._ledger(check=False) as rounds,  # own connections and thread: rounds never queue behind orgs
+            http_session(self.settings, 0) as http,
+        ):
             fleet, metrics = self._fleet(ledger, http, permits)
             stream = ReaderView()
 
@@ -323,7 +328,7 @@ class Daemon:
                 end_expired=functools.partial(end_expired_reader, url),
             )
             membership = WorkerMembership(
-                ledger,
+                rounds,
                 identity,
                 permits,
                 fleet,

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from bridge.source.reader import ReplicationSource
     from bridge.source.writeback import SchedulerWriter
     from bridge.tenancy.fleet import FleetView, OrgFleet
-    from bridge.tenancy.workers import Permits, ReaderElection, WorkerMembership
+    from bridge.tenancy.reader import ReaderElection
+    from bridge.tenancy.workers import Permits, WorkerMembership
 
 log = structlog.get_logger(__name__)
 
@@ -280,16 +281,9 @@ class Daemon:
         the ledger's advisory lock reads the change stream; each serves the orgs it holds leases of."""
         from bridge.admin.workers import LiveWorker
         from bridge.tenancy.fleet import FleetView
+        from bridge.tenancy.reader import ReaderElection, ReaderView, end_expired_reader, reader_lock_url
         from bridge.tenancy.wakeup import Wakeups
-        from bridge.tenancy.workers import (
-            Permits,
-            ReaderElection,
-            ReaderView,
-            WorkerIdentity,
-            WorkerMembership,
-            end_expired_reader,
-            reader_lock_url,
-        )
+        from bridge.tenancy.workers import Permits, WorkerIdentity, WorkerMembership
 
         tenancy = self.settings.tenancy
         identity = WorkerIdentity.of_this_process()

@@ -17,7 +17,7 @@ from bridge.devtools.localpg import available_bindirs
 from bridge.ledger import upgrade_to_head
 from bridge.ledger.lock import ADVISORY_KEY, InstanceLock
 from bridge.ledger.repository import Ledger
-from bridge.tenancy.workers import ReaderElection, end_expired_reader, reader_lock_url
+from bridge.tenancy.reader import ReaderElection, end_expired_reader, reader_lock_url
 
 WAIT_SECONDS = 20.0
 

@@ -140,8 +140,6 @@ class OrgRuntime:
     def _not_ours(self, exc: BaseException) -> bool:
         """The org is not this worker's to serve now (several workers): log why; the runtime ends without
         a pause (and without writing the org's state, which a fenced ledger would refuse anyway)."""
-        from bridge.tenancy.workers import NotPermitted
-
         leaves = _leaves(exc)
         lost = next((leaf for leaf in leaves if isinstance(leaf, LeaseLost)), None)
         if lost is not None:
@@ -149,7 +147,7 @@ class OrgRuntime:
             epoch = self.fence.epoch if self.fence is not None else None
             log.warning("fleet.lease_lost", org=self.org_id, epoch=epoch, error=str(lost))
             return True
-        if any(isinstance(leaf, NotPermitted) for leaf in leaves):
+        if any(_not_permitted(leaf) for leaf in leaves):
             log.warning("fleet.not_permitted", org=self.org_id)
             return True
         return False
@@ -199,8 +197,8 @@ class OrgRuntime:
                 self.client, self.settings.salesforce.objects, sync.channel_name, token.user_id
             )
         except BridgeError as exc:
-            if sync.channel == "custom":
-                raise
+            if sync.channel == "custom" or _not_permitted(exc):
+                raise  # not permitted: the org is not this worker's now, which is no refusal of the channel
             log.warning("org.custom_channel_refused", org=self.org_id, error=describe(exc))
             return
         self._provisioned = True
@@ -279,3 +277,10 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
     return [exc]
+
+
+def _not_permitted(exc: BaseException) -> bool:
+    """This worker may not call the org now (several workers; bridge/tenancy/workers.py)."""
+    from bridge.tenancy.workers import NotPermitted
+
+    return isinstance(exc, NotPermitted)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bridge.ledger.repository import Ledger
     from bridge.pipeline.allocation import AllocationWatch
     from bridge.pipeline.gaps import GapReconciler, TakingTurns
-    from bridge.pipeline.inbound import Inbound
+    from bridge.pipeline.inbound import Inbound, SchedulerWriteBack
     from bridge.pipeline.ports import PushLedger
     from bridge.pipeline.reconcile import Reconciler
     from bridge.salesforce.auth import TokenManager
@@ -160,8 +160,11 @@ class OrgParts:
         *,
         idle_poll_seconds: float | None = None,
         observe_subscription: bool = True,
+        permit: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Several workers: asked before each scheduler write-back too (the client asks it before requests).
+        self._permit = permit
         self.ledger = ledger
         self.tokens = tokens
         self.client = client
@@ -234,11 +237,14 @@ class OrgParts:
             on_owner_changed=sync.on_owner_changed,
             on_mogli_event_deleted=sync.on_mogli_event_deleted,
         )
+        writer: SchedulerWriteBack = self._shared.writer
+        if self._permit is not None:
+            writer = PermittedWriteBack(writer, self._permit)
         inbound = Inbound(
             stream,
             self.ledger,
             ChangeReader(self.client, sf.objects),
-            self._shared.writer,
+            writer,
             options,
             on_work=self.pusher.notify,
             reconcile=self.gaps().request,
@@ -268,6 +274,31 @@ class OrgParts:
         )
         self.streaming_lines["delivered_events"] = lambda: watch.status
         return watch
+
+
+class PermittedWriteBack:
+    """The scheduler write-back of one org as one of several workers: nothing is written once this worker
+    may no longer serve the org (the permit raises NotPermitted, which the inbound retries as transient, its
+    position uncommitted: the org's new worker carries the change out)."""
+
+    def __init__(self, writer: SchedulerWriteBack, permit: Callable[[], None]) -> None:
+        self._writer = writer
+        self._permit = permit
+
+    async def set_times(self, booking_id: str, start_at: datetime, end_at: datetime) -> bool:
+        """Move a booking."""
+        self._permit()
+        return await self._writer.set_times(booking_id, start_at, end_at)
+
+    async def set_related_record(self, booking_id: str, related_record_id: str) -> bool:
+        """Re-point a booking."""
+        self._permit()
+        return await self._writer.set_related_record(booking_id, related_record_id)
+
+    async def set_assigned_user(self, booking_id: str, user_id: str) -> bool:
+        """Reassign a booking."""
+        self._permit()
+        return await self._writer.set_assigned_user(booking_id, user_id)
 
 
 def with_salesforce(settings: Settings, **changes: object) -> Settings:

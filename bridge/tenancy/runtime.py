@@ -86,6 +86,7 @@ class OrgRuntime:
         )
         self.tokens = TokenManager(http, settings.salesforce)
         self.client = SalesforceClient(http, self.tokens, settings.salesforce, permit=permit)
+        self._permit = permit
         self._shared = shared
         self._idle_poll_seconds = idle_poll_seconds
         self._monotonic = monotonic
@@ -166,6 +167,7 @@ class OrgRuntime:
             self._shared,
             idle_poll_seconds=self._idle_poll_seconds,
             observe_subscription=self.org_id == DEFAULT_ORG,
+            permit=self._permit,
         )
         self.parts = parts
         components = await parts.components()

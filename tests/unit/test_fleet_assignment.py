@@ -5,6 +5,7 @@ lost its lease is not started again at that epoch; stopping is drained and repor
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from bridge.config import Settings
 from bridge.records.ledger import DEFAULT_ORG, Fence, OrgRecord
 from bridge.tenancy import fleet as fleet_module
 from bridge.tenancy.fleet import OrgFleet
-from bridge.tenancy.parts import Shared
+from bridge.tenancy.parts import PermittedWriteBack, Shared
 from bridge.tenancy.workers import NotPermitted, Permits
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -156,3 +157,42 @@ async def test_the_fleet_runs_exactly_the_assigned_orgs_fenced_and_permitted(
     stop.set()
     await task
     assert await fleet.wait_stopped(0) and all(r.stopped for r in runtimes)
+
+
+class RecordingWriter:
+    """A scheduler write-back that records what it was asked to write."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, str]] = []
+
+    async def set_times(self, booking_id: str, start_at: datetime, end_at: datetime) -> bool:
+        self.writes.append(("times", booking_id))
+        return True
+
+    async def set_related_record(self, booking_id: str, related_record_id: str) -> bool:
+        self.writes.append(("related", booking_id))
+        return True
+
+    async def set_assigned_user(self, booking_id: str, user_id: str) -> bool:
+        self.writes.append(("assigned", booking_id))
+        return True
+
+
+async def test_no_scheduler_write_back_once_the_permit_is_gone() -> None:
+    """An org's write-back passes its permit first: written while permitted, refused (NotPermitted, which the
+    inbound retries as transient) once this worker may no longer serve the org."""
+    clock = [100.0]
+    permits = Permits(ME, 10.0, monotonic=lambda: clock[0])
+    permits.renewed({"a": 1}, clock[0])
+    writer = RecordingWriter()
+    permitted = PermittedWriteBack(writer, functools.partial(permits.check, "a", 1))
+    assert await permitted.set_times("b1", NOW, NOW)
+    clock[0] += 8.0
+    for write in (
+        permitted.set_times("b2", NOW, NOW),
+        permitted.set_related_record("b2", "003"),
+        permitted.set_assigned_user("b2", "u1"),
+    ):
+        with pytest.raises(NotPermitted):
+            await write
+    assert writer.writes == [("times", "b1")]

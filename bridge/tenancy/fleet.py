@@ -203,7 +203,9 @@ class OrgFleet:
         try:
             settings = org_settings(self._settings, org)
         except OrgUnusable as exc:
-            await self._shared.ledger.set_org_state(org.org_id, OrgState.PAUSED, pause_reason(exc))
+            reason = pause_reason(exc)
+            if (org.state, org.reason) != (OrgState.PAUSED.value, reason):  # tried again at every alignment
+                await self._shared.ledger.set_org_state(org.org_id, OrgState.PAUSED, reason)
             return
         fence, permit = self._fenced(org.org_id, epoch)
         runtime = OrgRuntime(

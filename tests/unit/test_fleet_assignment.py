@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from bridge.config import Settings
-from bridge.records.ledger import DEFAULT_ORG, Fence, OrgRecord
+from bridge.records.ledger import DEFAULT_ORG, Fence, OrgRecord, OrgState
 from bridge.tenancy import fleet as fleet_module
 from bridge.tenancy.fleet import OrgFleet
 from bridge.tenancy.parts import PermittedWriteBack, Shared
@@ -196,3 +198,38 @@ async def test_no_scheduler_write_back_once_the_permit_is_gone() -> None:
         with pytest.raises(NotPermitted):
             await write
     assert writer.writes == [("times", "b1")]
+
+
+class UnusableOrgLedger:
+    """One org whose connection names no user; records the states written to `orgs`."""
+
+    def __init__(self) -> None:
+        self.org = replace(_org("u"), username=None)
+        self.written: list[tuple[str, str | None]] = []
+
+    async def list_orgs(self) -> list[OrgRecord]:
+        return [self.org]
+
+    async def set_org_state(self, org_id: str, state: OrgState, reason: str | None) -> None:
+        self.written.append((state.value, reason))
+        self.org = replace(self.org, state=state.value, reason=reason)
+
+
+async def test_an_unusable_org_is_marked_paused_once_not_at_every_round(runtimes: list[FakeRuntime]) -> None:
+    """A held org whose connection cannot be used gets no runtime; its pause is written once, although each
+    round's assignment aligns the fleet again."""
+    permits = Permits(ME, 10.0)
+    ledger = UnusableOrgLedger()
+    shared = Shared(ledger, None, lambda: NOW, None)  # type: ignore[arg-type]
+    fleet = OrgFleet(Settings(), None, shared, permits=permits)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(fleet.run(stop))
+    for _ in range(3):
+        permits.renewed({"u": 1}, time.monotonic())
+        fleet.assign({"u": 1})
+        await _settle(fleet, lambda: bool(ledger.written))
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    assert ledger.written == [("paused", "the org's connection names no login URL or no integration user")]
+    assert runtimes == []

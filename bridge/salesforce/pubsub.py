@@ -31,7 +31,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,9 @@ class PubSubStream:
         share = max(1, timing.batch // len(self._channels))
         self._topics, self._foreign = topics_from_positions(positions, self._channels, share)
         self._beats = Heartbeats(positions, interval=timing.heartbeat_seconds, clock=clock)
+        self._clock = clock
+        # Channels without an id: when their last call at LATEST was made (less the heartbeat lag).
+        self._latest_since: dict[str, datetime] = {}
         self._events = EventDecoder(settings.objects)
         self._channel: grpc.aio.Channel | None = None
         self.subscribed = SubscribedChannels(self._channels)
@@ -315,7 +318,7 @@ class PubSubStream:
         metadata = self._metadata(token)
         topic.generation += 1
         topic.requested, topic.buffered = 0, 0
-        gap = self._beats.gap(topic.name) if topic.resume is None else None
+        gap = self._latest_gap(topic.name) if topic.resume is None else None
         if gap is not None:
             await queue.put(_Delivered(topic, topic.generation, gap))
         call = stub.Subscribe(metadata=metadata)
@@ -329,6 +332,22 @@ class PubSubStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             call.cancel()
+
+    def _latest_gap(self, channel: str) -> WindowLost | None:
+        """A call at LATEST is about to start: the window an earlier one may have left unseen, if any.
+
+        A channel that never got an id (a first run, a quiet filtered channel) can only be subscribed at
+        LATEST. When its call ends (a cut, a refused token) before any event or keepalive gave it an id, the
+        next call at LATEST skips everything published in between: that window is reported from the time
+        the earlier call started (less the heartbeat lag, for events committed just before and still in
+        flight), unless the heartbeats know an earlier time."""
+        gap = self._beats.gap(channel)
+        since = self._latest_since.get(channel)
+        self._latest_since[channel] = self._clock() - timedelta(seconds=self._timing.heartbeat_seconds)
+        if gap is not None or since is None:
+            return gap
+        log.warning("streaming.resubscribed_without_replay_id", channel=channel, since=since.isoformat())
+        return WindowLost(channel, since, reason="resubscribed_without_replay_id")
 
     def _fetch(self, topic: TopicState, count: int, *, first: bool) -> pb.FetchRequest:
         request = pb.FetchRequest(topic_name=topic.name, num_requested=count)

@@ -17,6 +17,10 @@ from typing import Literal
 from bridge.metrics import Readings
 
 State = Literal["ready", "degraded", "not_ready"]
+# Who reads the change stream: this process (the one daemon, or the worker holding the reader lock), another
+# worker (this one serves its orgs without reading: its own stream is rightly not connected), or no live
+# worker at all (between a reader's death and the next one's election, or something is wrong).
+StreamReader = Literal["this", "another", "nobody"]
 
 # The daemon's own dependencies: without them it cannot work. Salesforce is not among them: while it is away
 # changes are still read and recorded, and pushed once it is back.
@@ -56,16 +60,21 @@ class Health:
         return {"state": self.state, "reasons": list(self.reasons)}
 
 
-def assess(readings: Readings, thresholds: Thresholds = Thresholds()) -> Health:
-    """Ready, degraded or not ready, with every reason found."""
-    blocking = _blocking(readings)
+def assess(
+    readings: Readings, thresholds: Thresholds = Thresholds(), reader: StreamReader = "this"
+) -> Health:
+    """Ready, degraded or not ready, with every reason found; `reader` says who should read the change
+    stream (a worker that does not read it is not held to a connected stream)."""
+    blocking = _blocking(readings, reader)
     if blocking:
         return Health("not_ready", tuple(blocking))
     warnings = _warnings(readings, thresholds)
+    if reader == "nobody":
+        warnings.insert(0, "no live worker reads the change stream (a reader is elected within seconds)")
     return Health("degraded", tuple(warnings)) if warnings else Health("ready", ())
 
 
-def _blocking(readings: Readings) -> list[str]:
+def _blocking(readings: Readings, reader: StreamReader = "this") -> list[str]:
     reasons = [
         f"component {name} is {state}"
         for name, state in sorted(readings.components.items())
@@ -73,7 +82,7 @@ def _blocking(readings: Readings) -> list[str]:
     ]
     if not readings.components:
         reasons.append("no component has started")
-    if not readings.replication.connected:
+    if reader == "this" and not readings.replication.connected:
         reasons.append("the replication stream from the scheduling database is not connected")
     for check in readings.checks:
         if check.name in ESSENTIAL_CHECKS and not check.ok:

@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from bridge.admin import views
-from bridge.admin.health import Thresholds, assess
+from bridge.admin.health import StreamReader, Thresholds, assess
 from bridge.admin.history import SAMPLE_SECONDS, History, sample_every
 from bridge.admin.org_metrics import OrgMetrics
 from bridge.admin.orgs import ledger_org, org_detail, org_rows, row_json
@@ -236,7 +236,7 @@ class AdminServer(Generic[OptionsT]):
             readings,
             failures,
             runs,
-            health=assess(readings, self.thresholds),
+            health=assess(readings, self.thresholds, _stream_reader(workers, several)),
             outstanding=await self._outstanding(ledger, runs),
             history=self.history,
             notice=notice[:200] if notice else None,
@@ -291,7 +291,7 @@ class AdminServer(Generic[OptionsT]):
     async def readyz(self, request: web.Request) -> web.Response:
         """200 when ready or degraded (the daemon works; the body says why it is degraded), 503 when not."""
         readings = await self.probe.readings()
-        health = assess(readings, self.thresholds)
+        health = assess(readings, self.thresholds, _stream_reader(*await self.workers(readings)))
         body = views.status_json(readings, health)
         return _json(
             {k: body[k] for k in ("ready", "health", "components", "checks")}, 200 if health.serving else 503
@@ -301,8 +301,10 @@ class AdminServer(Generic[OptionsT]):
         """Health, components, lags, API budget, pending and failed counts; `?org=ID`: that org's counts,
         API budget and stream positions, and its row."""
         readings = await self.probe.readings()
-        body = views.status_json(readings, assess(readings, self.thresholds))
-        workers, _ = await self.workers(readings)
+        workers, several = await self.workers(readings)
+        body = views.status_json(
+            readings, assess(readings, self.thresholds, _stream_reader(workers, several))
+        )
         body["workers"] = [worker_json(w) for w in workers]
         body["worker"] = next((worker_json(w) for w in workers if w.this), None)
         org = request.query.get("org")
@@ -402,6 +404,14 @@ class AdminServer(Generic[OptionsT]):
     async def _cancel_runs(self, app: web.Application) -> None:
         """Cancel runs still executing (the app is stopping)."""
         await self.runs.cancel()
+
+
+def _stream_reader(workers: list[WorkerRow], several: bool) -> StreamReader:
+    """Who reads the change stream, as health judges it: the one daemon always reads it itself; a worker
+    of several reads it when it holds the reader lock, else another live worker does, or nobody."""
+    if not several or any(w.this and w.reader for w in workers):
+        return "this"
+    return "another" if any(w.reader and w.alive for w in workers) else "nobody"
 
 
 def _host_pid() -> tuple[str, int]:

@@ -34,6 +34,7 @@ from tests.adapters.admin.fakes import (
     FakeSalesforce,
     FakeSlot,
     FakeSource,
+    FakeStats,
 )
 from tests.adapters.admin.orgs_world import add_default_rows, add_org
 
@@ -77,22 +78,23 @@ async def workers(pg_database: str) -> AsyncIterator[Workers]:
     await ledger.close()
 
 
-def _server(w: Workers, *, explicit: bool) -> AdminServer[Any]:
+def _server(w: Workers, *, explicit: bool, reading: bool = True, connected: bool = True) -> AdminServer[Any]:
     """A worker's admin app on the shared ledger; `explicit`: app.py handed this worker over (live view),
-    else the app finds its row by host and pid."""
+    else the app finds its row by host and pid; `reading`, `connected`: whether it reads the change stream
+    and whether its replication stream is connected."""
     host, pid = socket.gethostname(), os.getpid()
     probe = DaemonProbe(
         slot="mogli_bridge",
         states={"reader": "running", "workers": "running", "orgs": "running", "admin": "running"},
         ledger=w.ledger,
-        source=FakeSource(),
+        source=FakeSource(FakeStats(connected=connected)),
         salesforce=FakeSalesforce(),
         pusher=FakePusher(),
         ingestor=FakeIngestor(),
         ping_scheduler=functools.partial(ping_postgres, w.url),
         read_slot=FakeSlot,
     )
-    live = LiveWorker(w.me, host, pid, is_reading=lambda: True, orgs=lambda: w.held[w.me])
+    live = LiveWorker(w.me, host, pid, is_reading=lambda: reading, orgs=lambda: w.held[w.me])
     return AdminServer(
         AdminSettings(token=TOKEN),
         probe=probe,
@@ -177,6 +179,34 @@ async def test_a_worker_that_left_shows_no_more_and_its_orgs_have_nobody(workers
         assert '<td class="warn">nobody</td>' in page
     finally:
         await client.close()
+
+
+async def _readyz(server: AdminServer[Any]) -> tuple[int, list[str]]:
+    client: TestClient[Any, Any] = TestClient(TestServer(server.app()))
+    await client.start_server()
+    try:
+        response = await client.get("/readyz")
+        return response.status, list((await response.json())["health"]["reasons"])
+    finally:
+        await client.close()
+
+
+async def test_only_the_reader_is_held_to_a_connected_stream(workers: Workers) -> None:
+    """/readyz of a worker whose replication stream is not connected: 503 when it is the reader; 200 when
+    another worker reads (its stream is rightly not connected); 200 but degraded, naming it, when no live
+    worker reads."""
+    status, reasons = await _readyz(_server(workers, explicit=True, reading=True, connected=False))
+    assert status == 503 and any("replication stream" in r for r in reasons)
+    await workers.ledger.heartbeat(
+        workers.other, "other-host", 4242, reader=True, draining=False, lease_seconds=LEASE
+    )
+    status, reasons = await _readyz(_server(workers, explicit=True, reading=False, connected=False))
+    assert status == 200 and not any("stream" in r for r in reasons)
+    await workers.ledger.heartbeat(
+        workers.other, "other-host", 4242, reader=False, draining=False, lease_seconds=LEASE
+    )
+    status, reasons = await _readyz(_server(workers, explicit=True, reading=False, connected=False))
+    assert status == 200 and reasons[0].startswith("no live worker reads the change stream")
 
 
 def _tenancy_config(tmp_path: Path, url: str) -> Path:

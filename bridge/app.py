@@ -117,18 +117,18 @@ class Daemon:
             self.stop_event.set()
 
     @contextlib.asynccontextmanager
-    async def _ledger(self, *, check: bool = True) -> AsyncIterator[Ledger]:
-        """A Ledger on its own engine and thread; `check`: refuse an old schema, warn when not durable."""
+    async def _ledger(self, *, check: bool = True, url: str | None = None) -> AsyncIterator[Ledger]:
+        """A Ledger on its own engine and thread (at `url`: the configured one with options, e.g. its
+        sessions' name); `check`: refuse an old schema, warn when not durable."""
         from bridge.ledger.engine import durability_problems
         from bridge.ledger.migrate import current_revision, head_revision
         from bridge.ledger.repository import Ledger
 
-        url = self.settings.ledger.url
-        if check and current_revision(url) != head_revision():
+        if check and current_revision(self.settings.ledger.url) != head_revision():
             raise ConfigurationError(
                 "the ledger is not at the current schema: run `mogli-bridge setup` first", "ledger.url"
             )
-        ledger = Ledger.from_url(url, clock=self.clock)
+        ledger = Ledger.from_url(url or self.settings.ledger.url, clock=self.clock)
         for problem in durability_problems(ledger.engine) if check else ():
             log.warning("ledger.not_durable", problem=problem)
         try:
@@ -281,16 +281,24 @@ class Daemon:
         the ledger's advisory lock reads the change stream; each serves the orgs it holds leases of."""
         from bridge.admin.workers import LiveWorker
         from bridge.tenancy.fleet import FleetView
-        from bridge.tenancy.reader import ReaderElection, ReaderView, end_expired_reader, reader_lock_url
+        from bridge.tenancy.reader import (
+            ReaderElection,
+            ReaderView,
+            end_expired_sessions,
+            end_expired_sessions_now_and_then,
+            reader_lock_url,
+            worker_session_url,
+        )
         from bridge.tenancy.wakeup import Wakeups
         from bridge.tenancy.workers import Permits, WorkerIdentity, WorkerMembership
 
         tenancy = self.settings.tenancy
         identity = WorkerIdentity.of_this_process()
         permits = Permits(identity.worker_id, tenancy.worker_lease_seconds)
+        named = worker_session_url(self.settings.ledger.url, identity.worker_id)  # its sessions tell who
         async with (
-            self._ledger() as ledger,
-            self._ledger(check=False) as rounds,  # own connections and thread: rounds never queue behind orgs
+            self._ledger(url=named) as ledger,
+            self._ledger(check=False, url=named) as rounds,  # own connections and thread: never behind orgs
             http_session(self.settings, 0) as http,
         ):
             fleet, metrics = self._fleet(ledger, http, permits)
@@ -306,6 +314,7 @@ class Daemon:
 
             async def read_stream(stop: asyncio.Event) -> None:
                 """One term as the reader: a source from the stored position, ingested until stop."""
+                await self._end_slot_consumer()
                 source, ingestor, resume = await self._ingest_term(ledger, fleet, wakeups.post)
                 stream.reading(source, ingestor)
                 log.info("workers.reading", worker=identity.worker_id, resume_lsn=resume)
@@ -316,11 +325,7 @@ class Daemon:
                     await source.close()
 
             url = self.settings.ledger.url
-            reader = ReaderElection(
-                InstanceLock(reader_lock_url(url, identity.worker_id)),
-                read_stream,
-                end_expired=functools.partial(end_expired_reader, url),
-            )
+            reader = ReaderElection(InstanceLock(reader_lock_url(url, identity.worker_id)), read_stream)
             membership = WorkerMembership(
                 rounds,
                 identity,
@@ -352,6 +357,9 @@ class Daemon:
                 "reader": reader.run,
                 "workers": membership.run,
                 "wakeup": wakeups.run,
+                "expired": functools.partial(
+                    end_expired_sessions_now_and_then, functools.partial(end_expired_sessions, url)
+                ),
                 "orgs": fleet.run,
                 "admin": StartsUp(admin.run),
             }
@@ -361,6 +369,21 @@ class Daemon:
                 await self._close_writer()
         log.info("daemon.stopped")
         return 0
+
+    async def _end_slot_consumer(self) -> None:
+        """A new reader first ends a predecessor's replication session still holding the slot."""
+        import psycopg2
+
+        from bridge.tenancy.reader import end_slot_consumer
+
+        src = self.settings.source
+        try:
+            pid = await asyncio.to_thread(end_slot_consumer, src.dsn, src.slot)
+        except psycopg2.Error as exc:  # the source's own retries find the slot free sooner or later
+            log.warning("workers.slot_consumer_not_ended", error=type(exc).__name__)
+            return
+        if pid is not None:
+            log.warning("workers.slot_consumer_ended", slot=src.slot, pid=pid)
 
     def _fleet(
         self, ledger: Ledger, http: aiohttp.ClientSession, permits: Permits | None = None

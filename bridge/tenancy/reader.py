@@ -4,9 +4,10 @@
 (bridge/ledger/lock.py); the lock dies with its session, so another worker takes over when the reader dies.
 A reader that loses the lock stops ingesting and goes on as a worker, trying the lock like every other one.
 A reader paused by the OS or cut off keeps its session, and so the lock: its lock session carries the worker's
-id (`application_name`), and once that worker's row has expired in `workers` another worker ends the session
-(`pg_terminate_backend`, `end_expired_reader`) and takes the lock. `ReaderView` is the admin probe's view of
-the stream as this worker reads it.
+id (`application_name`, as do the worker's other ledger sessions), and once that worker's row has expired in
+`workers` another worker ends its sessions (`pg_terminate_backend`, `end_expired_sessions`, which every worker
+runs now and then) and takes the lock; a lease row locked by a paused fenced transaction is freed the same
+way. `ReaderView` is the admin probe's view of the stream as this worker reads it.
 """
 
 from __future__ import annotations
@@ -32,49 +33,106 @@ READER_TRY_SECONDS = 1.0  # how often a worker that is not the reader tries the 
 READER_CHECK_SECONDS = 1.0  # how often the reader checks that its lock is still its own
 EXPIRED_READER_CHECK_SECONDS = 5.0  # how often a worker that is not the reader looks for an expired one
 READER_APPLICATION = "mb-reader:"  # application_name prefix of the reader lock's session
+WORKER_APPLICATION = "mb-worker:"  # application_name prefix of a worker's other ledger sessions
 APPLICATION_NAME_BYTES = 63  # PostgreSQL cuts application_name to NAMEDATALEN - 1
 
 
 def reader_lock_url(url: str, worker_id: str) -> str:
     """The ledger URL of the reader lock's connection: its session named after the worker, so that the
     others can tell whose session holds the lock."""
+    return _named_url(url, READER_APPLICATION + worker_id)
+
+
+def worker_session_url(url: str, worker_id: str) -> str:
+    """The ledger URL of a worker's other ledger connections, named after it likewise: a worker paused in the
+    middle of a fenced transaction holds its org's lease row until its session ends."""
+    return _named_url(url, WORKER_APPLICATION + worker_id)
+
+
+def _named_url(url: str, name: str) -> str:
     from bridge.ledger.engine import normalise_url
 
-    name = (READER_APPLICATION + worker_id).encode()[:APPLICATION_NAME_BYTES].decode(errors="ignore")
-    parsed = normalise_url(url).update_query_dict({"application_name": name})
-    return parsed.render_as_string(hide_password=False)
+    cut = name.encode()[:APPLICATION_NAME_BYTES].decode(errors="ignore")
+    return (
+        normalise_url(url).update_query_dict({"application_name": cut}).render_as_string(hide_password=False)
+    )
 
 
-_EXPIRED_READER = """
+_EXPIRED_SESSIONS = """
 SELECT a.pid, w.worker_id, pg_terminate_backend(a.pid) AS ended
-FROM pg_locks l
-JOIN pg_stat_activity a ON a.pid = l.pid
-JOIN workers w ON a.application_name = left(:prefix || w.worker_id, :name_bytes)
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-  AND ((l.classid::bigint << 32) | l.objid::bigint) = :key
-  AND w.lease_until < now()
+FROM pg_stat_activity a
+JOIN workers w ON a.application_name IN (
+    left(:reader || w.worker_id, :name_bytes), left(:worker || w.worker_id, :name_bytes)
+)
+WHERE w.lease_until < now() AND a.pid <> pg_backend_pid()
 """
 
 
-def end_expired_reader(url: str) -> list[str]:
-    """End the session holding the reader lock when its worker's lease has expired in `workers` (a reader
-    paused by the OS or cut off from the ledger keeps its session alive, and so the lock); PostgreSQL then
-    releases the lock and the next try takes it. The ids of the workers whose session was ended."""
+def end_expired_sessions(url: str) -> list[str]:
+    """End the ledger sessions of workers whose lease has expired in `workers`: a worker paused by the OS or
+    cut off keeps its sessions alive, and with them the reader lock (if it read the stream) and any lease row
+    a fenced transaction of it had locked, which the others' rounds skip. PostgreSQL then releases both; the
+    worker, should it wake, reconnects and finds its leases gone. The ids of the workers whose sessions
+    were ended (once per session)."""
     import sqlalchemy as sa
 
     from bridge.ledger.engine import normalise_url
-    from bridge.ledger.lock import ADVISORY_KEY
 
     engine = sa.create_engine(normalise_url(url), poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
             rows = conn.execute(
-                sa.text(_EXPIRED_READER),
-                {"prefix": READER_APPLICATION, "name_bytes": APPLICATION_NAME_BYTES, "key": ADVISORY_KEY},
+                sa.text(_EXPIRED_SESSIONS),
+                {
+                    "reader": READER_APPLICATION,
+                    "worker": WORKER_APPLICATION,
+                    "name_bytes": APPLICATION_NAME_BYTES,
+                },
             ).all()
     finally:
         engine.dispose()
     return [str(row.worker_id) for row in rows if row.ended]
+
+
+async def end_expired_sessions_now_and_then(
+    end_expired: Callable[[], list[str]], stop: asyncio.Event, every: float = EXPIRED_READER_CHECK_SECONDS
+) -> None:
+    """A component of every worker: `end_expired` every `every` seconds until stop (the reader too: the
+    stuck lease row may be any org's)."""
+    from sqlalchemy.exc import DBAPIError
+
+    while not await sleep_or_stop(stop, every):
+        try:
+            ended = await asyncio.to_thread(end_expired)
+        except DBAPIError as exc:
+            log.warning("workers.expired_sessions_check_failed", error=type(exc.orig or exc).__name__)
+            continue
+        for worker_id in sorted(set(ended)):
+            log.warning(
+                "workers.expired_sessions_ended", expired_worker=worker_id, sessions=ended.count(worker_id)
+            )
+
+
+def end_slot_consumer(dsn: str, slot: str) -> int | None:
+    """End the session consuming the replication slot, if any; its pid. Called by a newly elected reader: by
+    the protocol no other worker consumes the slot, so a consumer is a predecessor paused or cut off, whose
+    walsender would otherwise hold the slot until `wal_sender_timeout` (the new reader's retries meanwhile
+    find it 'active')."""
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND active_pid IS NOT NULL",
+                (slot,),
+            )
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    return int(row[0]) if row is not None and row[1] else None
 
 
 class ReaderLock(Protocol):
@@ -115,7 +173,7 @@ class ReaderElection:
         self._ingest = ingest  # one term of ingest: a fresh source from the stored position, until its stop
         self._try_seconds = try_seconds
         self._check_seconds = check_seconds
-        self._end_expired = end_expired  # ends an expired reader's lock session (end_expired_reader)
+        self._end_expired = end_expired  # ends an expired reader's lock session (end_expired_sessions)
         self._expired_check_seconds = expired_check_seconds
         self._monotonic = monotonic
         self._next_expired_check = float("-inf")

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import psycopg2
 import pytest
@@ -17,7 +19,14 @@ from bridge.devtools.localpg import available_bindirs
 from bridge.ledger import upgrade_to_head
 from bridge.ledger.lock import ADVISORY_KEY, InstanceLock
 from bridge.ledger.repository import Ledger
-from bridge.tenancy.reader import ReaderElection, end_expired_reader, reader_lock_url
+from bridge.tenancy.reader import (
+    WORKER_APPLICATION,
+    ReaderElection,
+    end_expired_sessions,
+    end_slot_consumer,
+    reader_lock_url,
+    worker_session_url,
+)
 
 WAIT_SECONDS = 20.0
 
@@ -131,13 +140,13 @@ async def test_a_reader_whose_worker_expired_has_its_lock_session_ended_by_anoth
         stop_paused, stop_other = asyncio.Event(), asyncio.Event()
         paused_task = asyncio.create_task(paused.run(stop_paused))
         await _until(lambda: paused.reading, "the first worker to read")
-        assert await asyncio.to_thread(end_expired_reader, ledger_dsn) == [], "a live reader is left alone"
+        assert await asyncio.to_thread(end_expired_sessions, ledger_dsn) == [], "a live reader is left alone"
 
         other = ReaderElection(
             InstanceLock(reader_lock_url(ledger_dsn, "other-2")),
             other_stream.ingest,
             try_seconds=0.1,
-            end_expired=functools.partial(end_expired_reader, ledger_dsn),
+            end_expired=functools.partial(end_expired_sessions, ledger_dsn),
             expired_check_seconds=0.1,
         )
         other_task = asyncio.create_task(other.run(stop_other))
@@ -152,3 +161,64 @@ async def test_a_reader_whose_worker_expired_has_its_lock_session_ended_by_anoth
         assert not paused_stream.running and paused_stream.terms == 1
     finally:
         ledger.dispose()
+
+
+async def test_an_expired_workers_sessions_are_ended_freeing_a_lease_row_it_locked(ledger_dsn: str) -> None:
+    """A worker paused in the middle of a fenced transaction holds its org's lease row FOR SHARE (the others'
+    rounds skip it): once its lease expired, its named session is ended and the row is free; a live worker's
+    session, in the same state, is not touched."""
+    upgrade_to_head(ledger_dsn)
+    ledger = Ledger.from_url(ledger_dsn)
+    sessions: dict[str, Any] = {}
+    try:
+        for worker in ("paused-1", "live-2"):
+            await ledger.heartbeat(worker, "host", 1, reader=False, draining=False, lease_seconds=30)
+        await ledger.lease_round("paused-1", lease_seconds=30, draining=False)  # holds the default org
+        for worker in ("paused-1", "live-2"):
+            conn = psycopg2.connect(ledger_dsn, application_name=WORKER_APPLICATION + worker)
+            with conn.cursor() as cur:  # a transaction left open, as a paused process leaves it
+                cur.execute("SELECT org_id FROM org_leases FOR SHARE")
+            sessions[worker] = conn
+        await ledger.heartbeat("paused-1", "host", 1, reader=False, draining=False, lease_seconds=-1)
+
+        assert "application_name=mb-worker%3Apaused-1" in worker_session_url(ledger_dsn, "paused-1")
+        assert await asyncio.to_thread(end_expired_sessions, ledger_dsn) == ["paused-1"]
+        with pytest.raises(psycopg2.Error), sessions["paused-1"].cursor() as cur:
+            cur.execute("SELECT 1")
+        with sessions["live-2"].cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        sessions["live-2"].rollback()
+        assert await asyncio.to_thread(end_expired_sessions, ledger_dsn) == [], "nothing more to end"
+    finally:
+        for conn in sessions.values():
+            conn.close()
+        ledger.dispose()
+
+
+def test_a_new_reader_ends_a_predecessors_replication_session(ledger_dsn: str) -> None:
+    """A consumer still attached to the slot (a paused predecessor's walsender) is ended, its pid returned;
+    with nobody attached nothing is ended."""
+    from psycopg2.extras import LogicalReplicationConnection
+
+    admin = psycopg2.connect(ledger_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_create_logical_replication_slot('w2_reader_slot', 'test_decoding')")
+    consumer = psycopg2.connect(ledger_dsn, connection_factory=LogicalReplicationConnection)
+    try:
+        assert end_slot_consumer(ledger_dsn, "w2_reader_slot") is None, "nobody consumes it yet"
+        with consumer.cursor() as repl:
+            repl.start_replication(slot_name="w2_reader_slot", decode=True)
+            pid = consumer.get_backend_pid()
+            assert end_slot_consumer(ledger_dsn, "w2_reader_slot") == pid
+    finally:
+        consumer.close()
+        with admin.cursor() as cur:
+            for _ in range(100):
+                cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = 'w2_reader_slot'")
+                if not cur.fetchone()[0]:
+                    break
+                time.sleep(0.05)
+            cur.execute("SELECT pg_drop_replication_slot('w2_reader_slot')")
+        admin.close()

@@ -96,6 +96,11 @@ class _Refused(Exception):
         return cls(error.code(), codes[0] if codes else "", error.details() or "")
 
 
+def _is_limit_refusal(text: str) -> bool:
+    """True when a call's refusal says the delivered-event allocation is used up."""
+    return is_daily_limit_error(text) or _LIMIT_ERROR in text.lower()
+
+
 def channel_credentials(ca_bundle: str) -> grpc.ChannelCredentials:
     """TLS for the gRPC channel: the system's roots, or only `salesforce.ca_bundle` when set (as REST)."""
     if not ca_bundle:
@@ -136,6 +141,7 @@ class PubSubStream:
         self._clock = clock
         # Channels without an id: when their last call at LATEST was made (less the heartbeat lag).
         self._latest_since: dict[str, datetime] = {}
+        self._refused_for_allocation: set[str] = set()  # channels whose last call the allocation ended
         self._events = EventDecoder(settings.objects)
         self._channel: grpc.aio.Channel | None = None
         self.subscribed = SubscribedChannels(self._channels)
@@ -247,6 +253,10 @@ class PubSubStream:
             except _Refused as exc:
                 failures = 0 if topic.live else failures  # the call had worked: count afresh
                 self._live(topic, False)
+                if _is_limit_refusal(exc.text):
+                    self._refused_for_allocation.add(topic.name)
+                else:
+                    self._refused_for_allocation.discard(topic.name)
                 if exc.status is grpc.StatusCode.UNAUTHENTICATED and failures == 0:
                     log.info("pubsub.token_refused", channel=topic.name)
                     stale, failures = token, 1
@@ -294,8 +304,7 @@ class PubSubStream:
         await asyncio.sleep(delay)
 
     def _note_refusal(self, text: str) -> None:
-        limit = is_daily_limit_error(text) or _LIMIT_ERROR in text.lower()
-        if limit and not self.allocation_exhausted:
+        if _is_limit_refusal(text) and not self.allocation_exhausted:
             self.allocation_exhausted = True
             log.error(
                 "streaming.allocation_exhausted",
@@ -340,8 +349,12 @@ class PubSubStream:
         LATEST. When its call ends (a cut, a refused token) before any event or keepalive gave it an id, the
         next call at LATEST skips everything published in between: that window is reported from the time
         the earlier call started (less the heartbeat lag, for events committed just before and still in
-        flight), unless the heartbeats know an earlier time."""
+        flight), unless the heartbeats know an earlier time. Not while the org refuses delivery for the
+        allocation: the allocation watch reconciles that blind window after the reset (the window's start
+        is kept for the next report)."""
         gap = self._beats.gap(channel)
+        if channel in self._refused_for_allocation and channel in self._latest_since:
+            return gap
         since = self._latest_since.get(channel)
         self._latest_since[channel] = self._clock() - timedelta(seconds=self._timing.heartbeat_seconds)
         if gap is not None or since is None:

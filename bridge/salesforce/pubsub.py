@@ -16,8 +16,9 @@ either transport behind one port.
   the ledger stores them as today and a stored id of one transport is never taken for the other's.
 - Presets: CUSTOM after a stored Pub/Sub id, else LATEST; never EARLIEST (it would redeliver all of
   retention, each event counted against the delivered-event allocation). A stored CometD id, an invalid or
-  expired replay id, or a channel without an id subscribed again after a gap: `WindowLost` from the last
-  known time, and LATEST; the consumer reconciles the window by change time.
+  expired replay id, or a channel without an id subscribed again after a gap (a restart, or its own call
+  ended before anything gave it an id): `WindowLost` from the last known time, and LATEST; the consumer
+  reconciles the window by change time.
 - A cut stream (UNAVAILABLE, ...) is resubscribed with jittered exponential back-off after the last event
   handed to the consumer (which commits it before it asks for the next); events received but not yet handed
   over are dropped and delivered again. A keepalive's `latest_replay_id` becomes the resume position only

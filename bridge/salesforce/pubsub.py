@@ -288,6 +288,7 @@ class PubSubStream:
         )
         lost = WindowLost(topic.name, topic.resume_time)
         topic.resume = None
+        self._latest_since.pop(topic.name, None)  # this report covers the window; LATEST starts afresh
         return lost
 
     async def _back_off(self, topic: TopicState, exc: _Refused, failures: int) -> None:

@@ -22,6 +22,7 @@ import functools
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -96,6 +97,18 @@ def _translated() -> Iterator[None]:
         yield
     except (OperationalError, InterfaceError) as exc:
         raise LedgerUnavailable(f"ledger unavailable: {unavailable_reason(exc)}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteJob:
+    """A write for the worker thread: the topic function's call, and the scope it runs in (group commit
+    locks the fenced scopes' lease rows in order before running the group)."""
+
+    scope: OrgScope
+    run: Callable[[Connection], Any]
+
+    def __call__(self, connection: Connection) -> Any:
+        return self.run(connection)
 
 
 def _entered(connection: Connection, scope: OrgScope) -> Connection:
@@ -219,7 +232,8 @@ class Ledger:
             return fn(_entered(connection, scope), *args, **kwargs)
 
         context = contextvars.copy_context()  # keep structlog's bound context in the worker
-        future = self._threads.submit_write(self._lane, lambda connection: context.run(job, connection))
+        write = _WriteJob(scope, lambda connection: context.run(job, connection))
+        future = self._threads.submit_write(self._lane, write)
         with _translated():
             return await asyncio.wrap_future(future)
 
@@ -227,6 +241,11 @@ class Ledger:
         """Run write jobs in one transaction and one commit (in the worker thread). Several jobs each get a
         savepoint, so that one failing rolls back alone; a failure of the transaction fails them all."""
         with _translated(), self.engine.begin() as connection:
+            # The fenced jobs' lease rows, locked first and in org order: each job's fence check would
+            # otherwise lock them in job order, and a worker's lease round (which locks its rows in org order)
+            # could deadlock with this transaction.
+            fenced = {j.scope.key for j in jobs if isinstance(j, _WriteJob) and j.scope.fence is not None}
+            workers.lock_leases(connection, sorted(k for k in fenced if k is not None))
             if len(jobs) == 1:
                 return [(True, jobs[0](connection))]
             outcomes: list[tuple[bool, Any]] = []

@@ -195,6 +195,34 @@ def _take(
         connection.execute(update(ORG_LEASES).where(ORG_LEASES.c.org_id.in_(taken)).values(values))
 
 
+def lock_leases(connection: Connection, org_ids: Sequence[str]) -> None:
+    """Hold these orgs' lease rows FOR SHARE, taken in org order (PostgreSQL; nothing on SQLite).
+
+    Every transaction that locks several lease rows takes them in org order (a group commit's fences here,
+    a round's or a release's own rows in `_lock_own`), so two of them never wait for each other in a cycle.
+    """
+    if org_ids and connection.dialect.name == "postgresql":
+        query = (
+            select(ORG_LEASES.c.org_id)
+            .where(ORG_LEASES.c.org_id.in_(sorted(org_ids)))
+            .order_by(ORG_LEASES.c.org_id)
+            .with_for_update(read=True)
+        )
+        connection.execute(query).all()
+
+
+def _lock_own(connection: Connection, worker_id: str) -> None:
+    """Lock this worker's lease rows for update in org order before changing them (see lock_leases)."""
+    if connection.dialect.name == "postgresql":
+        query = (
+            select(ORG_LEASES.c.org_id)
+            .where(ORG_LEASES.c.worker_id == worker_id)
+            .order_by(ORG_LEASES.c.org_id)
+            .with_for_update(key_share=True)
+        )
+        connection.execute(query).all()
+
+
 def lease_round(
     connection: Connection, worker_id: str, *, lease_seconds: float, draining: bool
 ) -> LeaseRound:
@@ -208,6 +236,7 @@ def lease_round(
     until = now + timedelta(seconds=lease_seconds)
     served = served_orgs(connection)
     _create_missing(connection, served)
+    _lock_own(connection, worker_id)
     mine = ORG_LEASES.c.worker_id == worker_id
     connection.execute(
         update(ORG_LEASES)
@@ -228,6 +257,7 @@ def lease_round(
 def release_leases(connection: Connection, worker_id: str, org_ids: Collection[str]) -> None:
     """Give these orgs' leases back (epoch kept, so the next take raises it); only those this worker holds."""
     if org_ids:
+        _lock_own(connection, worker_id)
         statement = (
             update(ORG_LEASES)
             .where(ORG_LEASES.c.worker_id == worker_id, ORG_LEASES.c.org_id.in_(sorted(org_ids)))
@@ -238,6 +268,7 @@ def release_leases(connection: Connection, worker_id: str, org_ids: Collection[s
 
 def leave(connection: Connection, worker_id: str) -> None:
     """A stopped worker: every lease it holds released and its `workers` row deleted."""
+    _lock_own(connection, worker_id)
     release = (
         update(ORG_LEASES).where(ORG_LEASES.c.worker_id == worker_id).values(worker_id=None, lease_until=None)
     )

@@ -27,7 +27,7 @@ from bridge.pipeline.ports import (
     SchedulerSnapshot,
 )
 from bridge.pipeline.repair import Repairer
-from bridge.records.ledger import DriftItem
+from bridge.records.ledger import ActivityRecord, DriftItem, LinkRecord
 from bridge.rules.drift import (
     BookingView,
     DriftKind,
@@ -369,7 +369,35 @@ class Reconciler:
                 [e for e in events if e.booking_id == booking_id],
             )
             findings += classify_booking(booking, view, self._options, self._policy)
-        return findings
+        return await self._without_moved(findings, ledger, links)
+
+    async def _without_moved(
+        self, findings: list[Finding], ledger: dict[str, ActivityRecord], links: dict[str, LinkRecord]
+    ) -> list[Finding]:
+        """Drop the findings of bookings the pipeline changed while this chunk was compared.
+
+        The ledger is read before the org; a push (or an ingest) that wrote the row or its link in between
+        makes the org look newer than the ledger read, which is a race with the bridge's own work, not
+        drift: the row is read again, and a finding stands only when its activity and link are as they were.
+        """
+        booking_ids = sorted({f.booking_id for f in findings if f.booking_id})
+        if not booking_ids:
+            return findings
+        now_ledger = await self._store.activities(booking_ids)
+        now_links = await self._store.links({a.link_id for a in now_ledger.values() if a.link_id})
+
+        def stamp(acts: dict[str, ActivityRecord], lnks: dict[str, LinkRecord], bid: str) -> tuple[Any, ...]:
+            act = acts.get(bid)
+            link = lnks.get(act.link_id) if act is not None and act.link_id else None
+            return (
+                None if act is None else (act.state, act.version, act.synced_version),
+                None if link is None else (link.state, link.version, link.synced_version),
+            )
+
+        moved = {b for b in booking_ids if stamp(ledger, links, b) != stamp(now_ledger, now_links, b)}
+        if moved:
+            log.info("reconcile.raced_by_the_pipeline", bookings=len(moved))
+        return [f for f in findings if f.booking_id not in moved]
 
     async def _store_chunk(
         self, run_id: int, options: ReconcileOptions, progress: _Progress, findings: Iterable[Finding]

@@ -286,3 +286,50 @@ async def test_a_run_by_change_time_covers_what_changed_in_the_window_only(repo:
     assert {i.kind for i in items if i.booking_id == B_INGESTED} == {"ledger_booking_stale"}
     run = await repo.get_reconciliation(summary.run_id)
     assert run is not None and run.scope["changed_since"] == (NOW - timedelta(hours=1)).isoformat()
+
+
+class _PushedMeanwhile(FakeSalesforce):
+    """The org as read while the bridge's own push writes one booking's newer version: the ledger row moves
+    between the run's read of the ledger and its read of the org."""
+
+    def __init__(self, repo: Ledger, booking_id: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._repo, self._booking_id = repo, booking_id
+
+    async def events_by_booking(self, booking_ids: Any) -> list[EventSnapshot]:
+        with self._repo.engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE activities SET version = version + 1 WHERE booking_id = :b"),
+                {"b": self._booking_id},
+            )
+        return await super().events_by_booking(booking_ids)
+
+
+async def test_a_booking_the_pipeline_moves_during_the_comparison_is_not_drift(repo: Ledger) -> None:
+    """An Event that differs only because the push wrote it while the run compared (its ledger row changed
+    between the two reads) is not reported nor repaired; the same difference on a row that stayed put is."""
+    await repo.apply_source_batch(
+        batch(txn(user("u1"), link(LINK_ID, "u1"), booking(B_OLD, LINK_ID), booking(B_EDITED, LINK_ID)))
+    )
+    with repo.engine.begin() as conn:
+        event_id = "'00U00000000000' || substr(booking_id, 36, 1)"
+        conn.execute(sa.text(f"UPDATE activities SET state = 'synced', activity_id = {event_id}"))
+        conn.execute(sa.text("UPDATE links SET state = 'synced', mogli_event_id = :m"), {"m": MOGLI})
+    events = [
+        EventSnapshot(
+            f"00U00000000000{n}", b, False, CREATED, OWNER_SF, None, None, None, "x", None, FUTURE, FUTURE
+        )
+        for n, b in enumerate((B_OLD, B_EDITED), start=1)
+    ]
+    mogli = MogliSnapshot(MOGLI, LINK_ID, False, CREATED, "Intro call", OWNER_SF, "one_on_one", "Say hello")
+    scheduler = FakeScheduler(
+        user_rows={"u1": user("u1")},
+        link_rows={LINK_ID: link(LINK_ID, "u1")},
+        booking_rows={b.id: b for b in (booking(B_OLD, LINK_ID), booking(B_EDITED, LINK_ID))},
+    )
+    salesforce = _PushedMeanwhile(repo, B_EDITED, events=events, moglis=[mogli])
+
+    summary = await _reconcile(repo, scheduler, salesforce)
+
+    items = await repo.list_drift(run_id=summary.run_id)
+    assert {i.booking_id for i in items if i.kind == "field_mismatch"} == {B_OLD}

@@ -19,13 +19,20 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty ledger database URL on each backend (the PostgreSQL cluster starts only when needed)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/var/ledger.sqlite3"
-    # Importing pgserver (LocalPostgres does, to find binaries) warns when XDG_RUNTIME_DIR is unset, and
-    # warnings are errors: import it once with that warning silenced.
+    dsn: str = request.getfixturevalue("ledger_dsn")
+    return dsn
+
+
+@pytest.fixture
+def ledger_dsn(pg_database: str) -> str:
+    """A fresh, unmigrated PostgreSQL database (for what only PostgreSQL has: advisory locks, NOTIFY).
+
+    Importing pgserver (LocalPostgres does, to find binaries) warns when XDG_RUNTIME_DIR is unset, and
+    warnings are errors: it is imported once with that warning silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         available_bindirs()
-    dsn: str = request.getfixturevalue("pg_database")
-    return dsn
+    return pg_database
 
 
 @pytest.fixture

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Connection, event, text
 
+from bridge.ledger import upgrade_to_head
 from bridge.ledger.checkpoints import read_position, write_position
 from bridge.ledger.repository import Ledger
 from tests.adapters.ledger.factory import NOW
@@ -73,9 +75,19 @@ async def test_a_failing_write_rolls_back_alone_and_its_caller_gets_the_error(re
     assert positions["org/a/channel"] == "7" and positions["org/c/channel"] == "9"
 
 
-async def test_a_transaction_that_cannot_commit_fails_every_write_in_it(repo: Ledger) -> None:
-    if repo.engine.dialect.name != "postgresql":
-        pytest.skip("a deferred constraint that fails at COMMIT needs PostgreSQL")
+@pytest.fixture
+def pg_repo(ledger_dsn: str) -> Iterator[Ledger]:
+    """A repository on a migrated PostgreSQL ledger (a deferred constraint refused at COMMIT needs it)."""
+    upgrade_to_head(ledger_dsn)
+    repository = Ledger.from_url(ledger_dsn, clock=lambda: NOW)
+    try:
+        yield repository
+    finally:
+        repository.dispose()
+
+
+async def test_a_transaction_that_cannot_commit_fails_every_write_in_it(pg_repo: Ledger) -> None:
+    repo = pg_repo
     repo.call(
         lambda c: c.execute(
             text("CREATE TABLE doom (id int, CONSTRAINT once UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)")

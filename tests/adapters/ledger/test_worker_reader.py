@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import psycopg2
 import pytest
 
-from bridge.devtools.localpg import available_bindirs
 from bridge.ledger import upgrade_to_head
 from bridge.ledger.lock import ADVISORY_KEY, InstanceLock
 from bridge.ledger.repository import Ledger
@@ -29,15 +27,6 @@ from bridge.tenancy.reader import (
 )
 
 WAIT_SECONDS = 20.0
-
-
-@pytest.fixture
-def ledger_dsn(pg_database: str) -> str:
-    """A fresh PostgreSQL database as the ledger (the advisory lock needs no schema)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        available_bindirs()
-    return pg_database
 
 
 class Stream:

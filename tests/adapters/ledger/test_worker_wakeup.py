@@ -4,25 +4,13 @@ worker's listener; a listener whose connection was lost reconnects and wakes eve
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import Callable
 
 import psycopg2
-import pytest
 
-from bridge.devtools.localpg import available_bindirs
 from bridge.tenancy.wakeup import PAYLOAD_LIMIT, WORK_CHANNEL, Wakeups, org_ids, payloads
 
 WAIT_SECONDS = 20.0
-
-
-@pytest.fixture
-def ledger_dsn(pg_database: str) -> str:
-    """A fresh PostgreSQL database as the ledger (NOTIFY needs no schema)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        available_bindirs()
-    return pg_database
 
 
 class Woken:

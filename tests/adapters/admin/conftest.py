@@ -26,10 +26,10 @@ from tests.adapters.admin.fakes import (
     FakeSource,
 )
 from tests.adapters.admin.filled import Filled, fill
-from tests.adapters.ledger.conftest import ledger_url
+from tests.adapters.ledger.conftest import ledger_dsn, ledger_url
 from tests.adapters.ledger.factory import NOW
 
-__all__ = ["AUTH", "TOKEN", "Harness", "Make", "ledger_url"]
+__all__ = ["AUTH", "TOKEN", "Harness", "Make", "ledger_dsn", "ledger_url"]
 
 TOKEN = "admin-test-token-value"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -325,6 +325,7 @@ class Reconciler:
                 {r.owner_user_id for r in ledger_links.values() if r.owner_user_id}
             )
             moglis = await self._sf.mogli_events_by_link(chunk)
+            found: list[Finding] = []
             for link_id in chunk:
                 view = LinkView(
                     link_id,
@@ -332,7 +333,8 @@ class Reconciler:
                     ledger_links.get(link_id),
                     [m for m in moglis if m.link_id == link_id],
                 )
-                findings += classify_link(view, ledger_users, self._policy)
+                found += classify_link(view, ledger_users, self._policy)
+            findings += await self._links_unmoved(found, ledger_links)
             progress.links_checked += len(chunk)
             self._report("links", min(start + self._chunk, len(links)), len(links))
         findings += await self._user_findings(sorted(users))
@@ -341,6 +343,18 @@ class Reconciler:
         # with it, or are rewritten when it is recreated): one damage, one item.
         progress.relinked |= {f.link_id for f in findings if f.kind in _MOGLI_GONE and f.link_id}
         await self._store_chunk(run_id, options, progress, findings)
+
+    async def _links_unmoved(self, findings: list[Finding], before: dict[str, LinkRecord]) -> list[Finding]:
+        """Drop the findings of links the pipeline changed while their chunk was compared (as
+        `_without_moved` does for bookings: the push wrote the Mogli Event between the two reads)."""
+        link_ids = sorted({f.link_id for f in findings if f.link_id})
+        if not link_ids:
+            return findings
+        now = await self._store.links(link_ids)
+        moved = {k for k in link_ids if _link_stamp(before.get(k)) != _link_stamp(now.get(k))}
+        if moved:
+            log.info("reconcile.raced_by_the_pipeline", links=len(moved))
+        return [f for f in findings if f.link_id not in moved]
 
     async def _user_findings(self, user_ids: Sequence[str]) -> list[Finding]:
         findings: list[Finding] = []
@@ -389,10 +403,7 @@ class Reconciler:
         def stamp(acts: dict[str, ActivityRecord], lnks: dict[str, LinkRecord], bid: str) -> tuple[Any, ...]:
             act = acts.get(bid)
             link = lnks.get(act.link_id) if act is not None and act.link_id else None
-            return (
-                None if act is None else (act.state, act.version, act.synced_version),
-                None if link is None else (link.state, link.version, link.synced_version),
-            )
+            return (None if act is None else (act.state, act.version, act.synced_version), _link_stamp(link))
 
         moved = {b for b in booking_ids if stamp(ledger, links, b) != stamp(now_ledger, now_links, b)}
         if moved:
@@ -415,6 +426,11 @@ class Reconciler:
     def _report(self, phase: str, done: int, total: int) -> None:
         if self._progress is not None:
             self._progress(phase, done, total)
+
+
+def _link_stamp(link: LinkRecord | None) -> tuple[Any, ...] | None:
+    """What a push or an ingest changes in a link's ledger row (None: no row)."""
+    return None if link is None else (link.state, link.version, link.synced_version)
 
 
 def _drift_item(run_id: int, finding: Finding, repaired: bool) -> DriftItem:

@@ -333,3 +333,38 @@ async def test_a_booking_the_pipeline_moves_during_the_comparison_is_not_drift(r
 
     items = await repo.list_drift(run_id=summary.run_id)
     assert {i.booking_id for i in items if i.kind == "field_mismatch"} == {B_OLD}
+
+
+class _MogliPushedMeanwhile(FakeSalesforce):
+    """The org as read while the push writes the link's Mogli Event: its ledger row moves between reads."""
+
+    def __init__(self, repo: Ledger, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._repo = repo
+
+    async def mogli_events_by_link(self, link_ids: Any) -> list[MogliSnapshot]:
+        with self._repo.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE links SET version = version + 1 WHERE link_id = :l"), {"l": LINK_ID})
+        return await super().mogli_events_by_link(link_ids)
+
+
+async def test_a_link_the_pipeline_moves_during_the_comparison_is_not_drift(repo: Ledger) -> None:
+    """A Mogli Event that differs only because the push wrote it while the run compared is not reported; the
+    same difference with the link's row unchanged is."""
+    await repo.apply_source_batch(batch(txn(user("u1"), link(LINK_ID, "u1"), booking(B_OLD, LINK_ID))))
+    with repo.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE activities SET state = 'synced', activity_id = '00U000000000001'"))
+        conn.execute(sa.text("UPDATE links SET state = 'synced', mogli_event_id = :m"), {"m": MOGLI})
+    renamed = MogliSnapshot(MOGLI, LINK_ID, False, CREATED, "Renamed", OWNER_SF, "one_on_one", "Say hello")
+    scheduler = FakeScheduler(
+        user_rows={"u1": user("u1")},
+        link_rows={LINK_ID: link(LINK_ID, "u1")},
+        booking_rows={B_OLD: booking(B_OLD, LINK_ID)},
+    )
+
+    raced = await _reconcile(repo, scheduler, _MogliPushedMeanwhile(repo, moglis=[renamed]), dry_run=True)
+    still = await _reconcile(repo, scheduler, FakeSalesforce(moglis=[renamed]), dry_run=True)
+
+    kinds = {i.kind for i in await repo.list_drift(run_id=raced.run_id)}
+    assert "mogli_field_mismatch" not in kinds
+    assert "mogli_field_mismatch" in {i.kind for i in await repo.list_drift(run_id=still.run_id)}

@@ -11,7 +11,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from bridge.devtools.invariants import check
-from bridge.devtools.stack import DaemonProcess, http_json, ledger_activities, ledger_connection, wait_until
+from bridge.devtools.stack import (
+    DaemonProcess,
+    HttpError,
+    http_json,
+    ledger_activities,
+    ledger_connection,
+    wait_until,
+)
 from bridge.records.ledger import DEFAULT_ORG
 from tests.e2e.tenancy_support import TenancyStack
 
@@ -142,7 +149,16 @@ def dry_run_every_org(daemon: DaemonProcess, orgs: list[str], timeout: float = 3
         f"http://{admin['listen']}/api/reconciliations",
         {"Authorization": f"Bearer {admin['token']}"},
     )
-    _, started = http_json("POST", url, {"dry_run": True, "orgs": orgs}, headers=headers, timeout=60)
+
+    def start() -> Any:
+        try:
+            return http_json("POST", url, {"dry_run": True, "orgs": orgs}, headers=headers, timeout=60)[1]
+        except HttpError as exc:  # 409: an org resumed in the ledger whose runtime is not up yet
+            if exc.status != 409:
+                raise
+            return None
+
+    started = wait_until(start, timeout=60, interval=1.0, what="every org's runtime to take a dry run")
     ids = [int(i) for i in started["ids"]]
 
     def finished() -> list[dict[str, Any]] | None:

@@ -19,12 +19,9 @@ from typing import Any
 import psycopg2
 
 from bridge.devtools.stack import (
-    DaemonProcess,
     EmulatorProcess,
     Scheduler,
     http_json,
-    ledger_activities,
-    wait_until,
 )
 from bridge.devtools.tenants import TenantOrg, TenantWorld
 from bridge.records.ledger import DEFAULT_ORG
@@ -33,7 +30,7 @@ from tests.e2e.inbound_support import short_poll_org
 from tests.e2e.tenancy_support import ORGS, TenancyStack, org_rows
 
 from .traffic import Traffic
-from .verdict import FAULT_BUDGET
+from .verdict import FAULT_BUDGET, Kills, rows_in_flight
 
 KINDS = ("one_on_one", "round_robin", "rsvp")
 
@@ -272,29 +269,9 @@ def clear_org_faults(org: TenantOrg) -> None:
     control(org.url, "DELETE", "faults")
 
 
-@dataclass
-class OrgKills:
-    """Each kill -9 and whether it landed on a working daemon: active, calling some org since its start, and
-    with rows of some org still to push (pending in the ledger, or committed and not yet ingested)."""
-
-    landed: int = 0
-    missed: list[str] = field(default_factory=list)
-    _requests_at_start: int = 0
-
-    def started(self, stack: TenancyStack, daemon: DaemonProcess) -> None:
-        """Wait until this run of the daemon is active and has sent some org a request of its own."""
-        daemon.wait_active()
-        self._requests_at_start = bridge_requests(stack)
-        wait_until(lambda: bridge_requests(stack) > self._requests_at_start, what="the daemon to call an org")
-
-    def kill(self, stack: TenancyStack, daemon: DaemonProcess) -> None:
-        """SIGKILL the daemon, then read what it was doing at that moment (its ledger no longer moves)."""
-        daemon.kill9()
-        requests = bridge_requests(stack) - self._requests_at_start
-        acts = ledger_activities(stack.ledger_url)
-        bookings = len(stack.world.scheduler.rows("bookings"))
-        in_flight = sum(a["state"] == "pending" for a in acts.values()) + max(0, bookings - len(acts))
-        if requests > 0 and in_flight > 0:
-            self.landed += 1
-        else:
-            self.missed.append(f"{requests} requests since start, {in_flight} rows in flight")
+def org_kills(stack: TenancyStack) -> Kills:
+    """Kills of a daemon serving every org of the world: requests to any org, rows of any org in flight."""
+    return Kills(
+        requests=lambda: bridge_requests(stack),
+        in_flight=lambda: rows_in_flight(stack.ledger_url, len(stack.world.scheduler.rows("bookings"))),
+    )

@@ -21,13 +21,12 @@ import pytest
 
 from bridge.devtools.stack import wait_until
 from bridge.records.ledger import DEFAULT_ORG
-from tests.e2e.tenancy_support import TenancyStack, assert_tenancy_logs_clean
+from tests.e2e.tenancy_support import TenancyStack, assert_tenancy_logs_clean, org_rows
 
 from .conftest import KILL_CYCLES, LONG, OPERATIONS
 from .orgs_verdict import daemon_repairs_in_orgs, dry_run_every_org, orgs_verdict
 from .orgs_world import (
     Lane,
-    OrgKills,
     OrgSaboteur,
     OrgTraffic,
     chaos_orgs_stack,
@@ -36,6 +35,7 @@ from .orgs_world import (
     default_lane,
     install_org_faults,
     org_fault_hits,
+    org_kills,
 )
 from .verdict import count_logged, report
 
@@ -101,15 +101,15 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(
     kills_done = threading.Event()
     traffic = OrgTraffic(stack.dsn, lanes, OPERATIONS, 7, pace=KILL_PACE, until=kills_done)
     saboteur = OrgSaboteur(stack, targets, 11)
-    kills = OrgKills()
+    kills = org_kills(stack)
     daemon.start()
     traffic.start()
     saboteur.start()
     try:
-        for _ in range(KILL_CYCLES):
-            kills.started(stack, daemon)
+        while kills.more_needed(KILL_CYCLES):
+            kills.started(daemon)
             time.sleep(rng.uniform(1.0, 4.0))
-            kills.kill(stack, daemon)
+            kills.kill(daemon)
             daemon.start()
         hits = _until_everything_hit(stack, saboteur, lanes)
     finally:
@@ -121,10 +121,10 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(
         clear_org_faults(world.orgs[index])
     assert traffic.error is None, traffic.error
     assert saboteur.error is None, saboteur.error
-    assert kills.landed == KILL_CYCLES, f"kills that found the daemon idle or starting: {kills.missed}"
     figures: dict[str, Any] = {
         "orgs": len(world.orgs) + 1,
         "kills_landed": kills.landed,
+        "kills_missed": len(kills.missed),
         "operations": dict(traffic.done),
         "fault_hits": hits,
         **saboteur.hits,
@@ -135,7 +135,14 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(
     figures["orgs_paused"] = len(paused)
     assert paused <= broken, f"orgs paused that nothing broke: {paused - broken}"
     # After the verdict: a dry run of every org through the daemon reports what a reconciliation would find.
+    # An org the saboteur paused (its allocation used up a moment ago) has no runtime to run one until the
+    # daemon has seen its cause gone and resumed it.
     daemon.wait_started()
+    wait_until(
+        lambda: not [o for o, row in org_rows(stack.ledger_url).items() if row["state"] == "paused"],
+        timeout=120,
+        what="every paused org resumed once its cause was gone",
+    )
     dry = dry_run_every_org(daemon, [DEFAULT_ORG, *(org.org_id for org in world.orgs)])
     repairs = daemon_repairs_in_orgs(stack.ledger_url)
     assert daemon.terminate() == 0
@@ -155,7 +162,7 @@ def test_kill_minus_nine_cycles_across_twenty_orgs_with_faults_in_some(
 
 
 def _until_everything_hit(
-    stack: TenancyStack, saboteur: OrgSaboteur, lanes: list[Lane], timeout: float = 90
+    stack: TenancyStack, saboteur: OrgSaboteur, lanes: list[Lane], timeout: float = 240
 ) -> dict[str, int]:
     """With traffic and sabotage going on and the daemon running, wait until each fault rule of the faulted
     orgs has fired and each act of sabotage has hit at least once (one more booking in each faulted org

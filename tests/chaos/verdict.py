@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,31 +186,50 @@ def bridge_requests(emulator: EmulatorProcess) -> int:
     return rest + int(stats["faults_fired"])
 
 
+def rows_in_flight(ledger_url: str, bookings: int) -> int:
+    """Rows the bridge still has to push: activities pending in the ledger, plus bookings (of `bookings`
+    committed in the scheduler) not yet ingested."""
+    acts = ledger_activities(ledger_url)
+    return int(sum(a["state"] == "pending" for a in acts.values())) + max(0, bookings - len(acts))
+
+
 @dataclass
 class Kills:
-    """Each kill -9 and whether it landed on a working daemon: active, writing to the org since its start,
-    and with rows still to push (pending in the ledger, or committed and not yet ingested) when it died."""
+    """Each kill -9 and whether it landed on a working daemon: active, calling Salesforce since its start, and
+    with rows still to push (pending in the ledger, or committed and not yet ingested) when it died.
 
+    `requests()` counts the bridge's requests to the org(s) so far; `in_flight()` the rows still to push. A
+    kill waits (a bounded while) for rows in flight and strikes at once; the count after the kill decides
+    whether it landed, since the daemon may push the last row between the look and the signal."""
+
+    requests: Callable[[], int]
+    in_flight: Callable[[], int]
     landed: int = 0
     missed: list[str] = field(default_factory=list)
     _requests_at_start: int = 0
 
-    def started(self, emulator: EmulatorProcess, daemon: DaemonProcess) -> None:
-        """Wait until this run of the daemon is active and has sent the org a request of its own."""
+    def started(self, daemon: DaemonProcess) -> None:
+        """Wait until this run of the daemon is active and has sent Salesforce a request of its own."""
         daemon.wait_active()
-        self._requests_at_start = bridge_requests(emulator)
-        wait_until(
-            lambda: bridge_requests(emulator) > self._requests_at_start, what="the daemon to call the org"
-        )
+        self._requests_at_start = self.requests()
+        wait_until(lambda: self.requests() > self._requests_at_start, what="the daemon to call Salesforce")
 
-    def kill(self, stack: Stack, daemon: DaemonProcess) -> None:
-        """SIGKILL the daemon, then read what it was doing at that moment (its ledger no longer moves)."""
+    def kill(self, daemon: DaemonProcess, busy_within: float = 30.0) -> None:
+        """SIGKILL the daemon as soon as it has rows in flight (at the latest after `busy_within` seconds),
+        then read what it was doing at that moment (its ledger no longer moves)."""
+        deadline = time.monotonic() + busy_within
+        while self.in_flight() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
         daemon.kill9()
-        requests = bridge_requests(stack.emulator) - self._requests_at_start
-        acts = ledger_activities(stack.ledger_url)
-        bookings = len(stack.scheduler.rows("bookings"))
-        in_flight = sum(a["state"] == "pending" for a in acts.values()) + max(0, bookings - len(acts))
+        requests = self.requests() - self._requests_at_start
+        in_flight = self.in_flight()
         if requests > 0 and in_flight > 0:
             self.landed += 1
         else:
             self.missed.append(f"{requests} requests since start, {in_flight} rows in flight")
+
+    def more_needed(self, cycles: int) -> bool:
+        """True until `cycles` kills have landed; fails once as many kills have missed (the daemon idle or
+        starting each time: the scenario would not be testing what it claims)."""
+        assert len(self.missed) < cycles, f"kills that found the daemon idle or starting: {self.missed}"
+        return self.landed < cycles

@@ -210,6 +210,8 @@ class Inbound:
             return
         if isinstance(item, Heartbeat):
             self._note_seen(item)
+            if item.first:  # where a new channel started: not left to the next flush
+                await self._write_positions()
             return
         await self._learn_identity()
         decision = decide(item, await self._known(item), self._options)

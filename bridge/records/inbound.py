@@ -211,6 +211,7 @@ class Heartbeat:
 
     channel: str
     seen_until: datetime
+    first: bool = False  # the channel's first report: stored at once, before the next flush
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,16 +46,21 @@ class Heartbeats:
         return self._seen_until.get(channel)
 
     def due(self, quiet: Iterable[str]) -> list[Heartbeat]:
-        """Every `interval` seconds: how far each of the `quiet` channels (live, no replay id) has seen."""
+        """Every `interval` seconds: how far each of the `quiet` channels (live, no replay id) has seen. A
+        channel never seen before is reported as soon as it is live (`first`), so that a daemon killed
+        within its first interval still left the time from which the next one reconciles."""
         now = self._ticks() if self._ticks is not None else asyncio.get_running_loop().time()
-        if now - self._last_beat < self._interval:
-            return []
-        self._last_beat = now
+        quiet = list(quiet)
+        if now - self._last_beat >= self._interval:
+            self._last_beat = now
+        else:
+            quiet = [channel for channel in quiet if channel not in self._seen_until]
         seen = self._clock() - timedelta(seconds=self._interval)
         beats = []
         for channel in quiet:
+            first = channel not in self._seen_until
             self._seen_until[channel] = max(seen, self._seen_until.get(channel, seen))
-            beats.append(Heartbeat(channel, self._seen_until[channel]))
+            beats.append(Heartbeat(channel, self._seen_until[channel], first=first))
         return beats
 
     def gap(self, channel: str) -> WindowLost | None:

@@ -50,7 +50,8 @@ def test_quiet_channels_beat_once_per_interval_lagging_the_clock_by_it() -> None
     clocks = _Clocks()
     beats = _beats(clocks)
     lag = timedelta(seconds=INTERVAL)
-    assert beats.due([EVENTS, LEADS]) == [Heartbeat(EVENTS, NOW - lag), Heartbeat(LEADS, NOW - lag)]
+    first = [Heartbeat(EVENTS, NOW - lag, first=True), Heartbeat(LEADS, NOW - lag, first=True)]
+    assert beats.due([EVENTS, LEADS]) == first
     clocks.advance(INTERVAL - 1)
     assert beats.due([EVENTS, LEADS]) == []
     clocks.advance(1)
@@ -67,14 +68,29 @@ def test_a_heartbeat_never_moves_a_channel_back_in_time() -> None:
     assert beats.seen_until(EVENTS) == later
 
 
-def test_an_interval_that_has_not_passed_reports_no_channel_and_moves_none() -> None:
-    """Between two heartbeats nothing is reported and no channel's time moves, even for a new quiet one."""
+def test_between_two_heartbeats_only_a_channel_never_seen_is_reported_as_its_first() -> None:
+    """Between two heartbeats no known channel's time moves; a channel live for the first time is reported
+    at once (a daemon killed before the interval passed still leaves where the next one reconciles from)."""
     clocks = _Clocks()
     beats = _beats(clocks)
     beats.due([EVENTS])
     clocks.advance(1)
+    lag = timedelta(seconds=INTERVAL)
+    assert beats.due([EVENTS, LEADS]) == [Heartbeat(LEADS, NOW + timedelta(seconds=1) - lag, first=True)]
+    assert beats.seen_until(EVENTS) == NOW - lag
+    clocks.advance(1)
     assert beats.due([EVENTS, LEADS]) == []
-    assert beats.seen_until(LEADS) is None
+
+
+def test_a_channel_stored_as_seen_is_not_reported_as_a_first() -> None:
+    """A channel whose `-1;<time>` was stored by an earlier run waits for the interval like any other."""
+    clocks = _Clocks()
+    since = NOW - timedelta(hours=1)
+    beats = _beats(clocks, {EVENTS: ReplayPosition(-1, since)})
+    beats.due([LEADS])
+    clocks.advance(1)
+    assert beats.due([EVENTS]) == []
+    assert beats.seen_until(EVENTS) == since
 
 
 def test_a_gap_is_reported_from_the_last_time_seen_and_only_for_a_channel_seen_before() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bridge.pipeline.inbound import Inbound
@@ -45,6 +46,28 @@ async def test_a_heartbeat_is_stored_as_a_position_without_replay_id() -> None:
     await _run_until(inbound, ledger, 1)
     assert _positions(ledger.batches)[-1] == (CHANNEL, f"-1;{(T0 + timedelta(minutes=1)).isoformat()}")
     assert all(not b.activities and not b.notes for b in ledger.batches)
+
+
+async def test_a_first_heartbeat_is_stored_at_once_and_a_later_one_at_the_next_flush() -> None:
+    """A channel's first report is written as it arrives; the next waits for the sweep's flush."""
+    log: list[str] = []
+    ledger = Ledger(log)
+    later = T0 + timedelta(minutes=1)
+    feed = Feed([Heartbeat(CHANNEL, T0, first=True), Heartbeat(CHANNEL, later)])
+    slow = replace(FAST, sweep_seconds=3600)
+    inbound = Inbound(
+        feed, ledger, Reader(), Writer(log), PolicyOptions(), on_work=lambda: None, settings=slow
+    )  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(inbound.run(stop))
+    async with asyncio.timeout(10):
+        while not ledger.batches:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    assert _positions(ledger.batches) == [(CHANNEL, f"-1;{T0.isoformat()}")]
+    stop.set()
+    await task
+    assert _positions(ledger.batches)[-1] == (CHANNEL, f"-1;{later.isoformat()}")  # flushed at the stop
 
 
 async def test_a_heartbeat_never_replaces_a_real_position() -> None:

@@ -353,6 +353,9 @@ async def test_flow_control_holds_a_slow_consumer_to_the_bound(
         async with asyncio.timeout(120):
             item = await first
             while True:
+                if isinstance(item, Heartbeat):  # the quiet channel's first report, before any event
+                    item = await anext(items)
+                    continue
                 assert isinstance(item, SalesforceChange) and item.replay_id is not None
                 taken += 1
                 stream.committed(item.channel, item.replay_id)

@@ -150,7 +150,7 @@ def run_burst(world: OrgsWorld, sizes: list[int]) -> dict[str, Any]:
         world.add_links(org, links_for(size))
         world.add_bookings(org, size)
     total = sum(sizes)
-    calls_before = world.api_requests()
+    calls_before, routes_before = world.api_requests(), world.api_requests_by_route()
     emulator_before = world.emulator_cpu_seconds()
     started = world.start_daemon()
     peak: list[float] = []
@@ -165,6 +165,7 @@ def run_burst(world: OrgsWorld, sizes: list[int]) -> dict[str, Any]:
     world.poll(world.orgs)
     last = max((max(world.seen(o).values(), default=started) for o in world.orgs), default=started)
     calls = world.api_requests() - calls_before
+    routes = {r: n - routes_before.get(r, 0) for r, n in world.api_requests_by_route().items()}
     up = _started_at(world) or started
     counts = world.ledger_counts()
     return {
@@ -177,6 +178,7 @@ def run_burst(world: OrgsWorld, sizes: list[int]) -> dict[str, Any]:
         "events": sum(len(world.seen(o)) for o in world.orgs),
         "api_calls": calls,
         "api_calls_per_booking": round(calls / total, 5) if total else 0.0,
+        "api_calls_by_route": dict(sorted(((r, n) for r, n in routes.items() if n), key=lambda i: -i[1])),
         "peak_rss_mb": round(max(peak, default=0.0), 1),
         "cpu_seconds": round(cpu, 2),
         "cpu_seconds_per_1000": per_thousand(cpu, total),

@@ -188,6 +188,16 @@ class OrgsWorld:
         stats = (http_json("GET", f"{url}/__emulator/stats")[1] for url in self.urls())
         return sum(int(s["api_requests"]["total"]) for s in stats)
 
+    def api_requests_by_route(self) -> dict[str, int]:
+        """REST requests so far by route (method and path pattern), summed over every org of the emulator."""
+        routes: dict[str, int] = {}
+        for url in self.urls():
+            for route, n in http_json("GET", f"{url}/__emulator/stats")[1]["api_requests"][
+                "by_route"
+            ].items():
+                routes[route] = routes.get(route, 0) + int(n)
+        return routes
+
     def streaming_clients(self) -> int:
         """Connected CometD clients over the customer orgs."""
         return sum(

@@ -203,20 +203,41 @@ class _Reader:
             raise ProtocolError(f"{len(self.data) - self.pos} trailing bytes")
 
 
+_COUNT = struct.Struct("!h")
+_LENGTH = struct.Struct("!i")
+_NULL, _UNCHANGED_TOAST, _TEXT, _BINARY = b"nutb"  # TupleData column kinds, as byte values
+
+
 def _tuple(r: _Reader) -> tuple[TupleValue, ...]:
+    """TupleData, read straight off the buffer: the hot path of a backlog (one call per changed row)."""
+    data, pos, size = r.data, r.pos, len(r.data)
+    if pos + 2 > size:
+        raise ProtocolError(f"message truncated: wanted 2 bytes at offset {pos}")
+    (count,) = _COUNT.unpack_from(data, pos)
+    pos += 2
     values: list[TupleValue] = []
-    for _ in range(r.i16()):
-        kind = r.char()
-        if kind == "n":
+    for _ in range(count):
+        if pos >= size:
+            raise ProtocolError(f"message truncated: wanted 1 bytes at offset {pos}")
+        kind = data[pos]
+        pos += 1
+        if kind in (_TEXT, _BINARY):
+            if pos + 4 > size:
+                raise ProtocolError(f"message truncated: wanted 4 bytes at offset {pos}")
+            (length,) = _LENGTH.unpack_from(data, pos)
+            pos += 4
+            if length < 0 or pos + length > size:
+                raise ProtocolError(f"message truncated: wanted {length} bytes at offset {pos}")
+            chunk = data[pos : pos + length]
+            pos += length
+            values.append(chunk.decode("utf-8", errors="replace") if kind == _TEXT else chunk)
+        elif kind == _NULL:
             values.append(None)
-        elif kind == "u":
+        elif kind == _UNCHANGED_TOAST:
             values.append(UNCHANGED)
-        elif kind == "t":
-            values.append(r.take(r.i32()).decode("utf-8", errors="replace"))
-        elif kind == "b":
-            values.append(r.take(r.i32()))
         else:
-            raise ProtocolError(f"unknown tuple column kind {kind!r}")
+            raise ProtocolError(f"unknown tuple column kind {chr(kind)!r}")
+    r.pos = pos
     return tuple(values)
 
 

@@ -138,32 +138,55 @@ def key_column(table: SourceTable) -> str:
     return _FIELDS[table][0][0]
 
 
+# One relation's plan: per field (column name, row attribute, the column's index or -1 when it is missing,
+# its type OID, converter). Cached by the identity of the relation's columns, which the assembler keeps.
+_Step = tuple[str, str, int, int, Converter]
+_PLANS: dict[tuple[SourceTable, int, bool], tuple[Sequence[Column], tuple[_Step, ...]]] = {}
+_PLAN_CACHE_SIZE = 256
+
+
+def _plan(table: SourceTable, columns: Sequence[Column], key_only: bool) -> tuple[_Step, ...]:
+    cached = _PLANS.get((table, id(columns), key_only))
+    if cached is not None and cached[0] is columns:
+        return cached[1]
+    index = {col.name: i for i, col in enumerate(columns)}
+    fields = _FIELDS[table][:1] if key_only else _FIELDS[table]
+    steps: list[_Step] = []
+    for name, convert in fields:
+        i = index.get(name, -1)
+        steps.append(
+            (name, _ATTRIBUTES.get((table, name), name), i, columns[i].type_oid if i >= 0 else 0, convert)
+        )
+    if len(_PLANS) >= _PLAN_CACHE_SIZE:
+        _PLANS.clear()
+    _PLANS[(table, id(columns), key_only)] = (columns, tuple(steps))
+    return tuple(steps)
+
+
 def build_row(
     table: SourceTable, columns: Sequence[Column], values: Sequence[TupleValue], *, key_only: bool = False
 ) -> SourceRow:
     """Convert one decoded tuple of `table`; with `key_only` (DELETE) only the id is read."""
     if len(columns) != len(values):
         raise ValueError(f"{table}: {len(values)} values for {len(columns)} columns")
-    by_name = {col.name: (col.type_oid, value) for col, value in zip(columns, values, strict=True)}
     kwargs: dict[str, Any] = {}
     unchanged: set[str] = set()
     problems: list[str] = []
-    fields = _FIELDS[table][:1] if key_only else _FIELDS[table]
-    for name, convert in fields:
-        attribute = _ATTRIBUTES.get((table, name), name)
-        type_oid, raw = by_name.get(name, (0, _MISSING))
-        if raw is _MISSING:
+    for name, attribute, i, type_oid, convert in _plan(table, columns, key_only):
+        if i < 0:
             if (table, name) not in _OPTIONAL:
                 problems.append(f"{table}.{name}: column is missing from the table")
-        elif isinstance(raw, Unchanged):
-            unchanged.add(attribute)
-        elif isinstance(raw, bytes):
-            problems.append(f"{table}.{name}: value arrived in binary format and was not read")
-        elif isinstance(raw, str):
+            continue
+        raw = values[i]
+        if isinstance(raw, str):
             try:
                 kwargs[attribute] = convert(type_oid, raw)
             except ConversionError as exc:
                 problems.append(f"{table}.{name}: {exc}")
+        elif isinstance(raw, Unchanged):
+            unchanged.add(attribute)
+        elif isinstance(raw, bytes):
+            problems.append(f"{table}.{name}: value arrived in binary format and was not read")
     if kwargs.get("id") is None:
         problems.append(f"{table}.{key_column(table)}: the row has no id")
         kwargs["id"] = ""

@@ -142,6 +142,11 @@ def test_delete_truncate_and_message() -> None:
         b"I" + struct.pack("!I", 7) + b"N" + struct.pack("!h", 1) + b"q",
         b"D" + struct.pack("!I", 7) + b"N" + tup("1"),
         b"O" + struct.pack("!Q", 5) + b"unterminated",
+        b"I" + struct.pack("!I", 7) + b"N" + b"\x00",  # half a column count
+        b"I" + struct.pack("!I", 7) + b"N" + struct.pack("!h", 2) + b"n",  # a column short
+        b"I" + struct.pack("!I", 7) + b"N" + struct.pack("!h", 1) + b"t\x00\x00",  # half a length
+        b"I" + struct.pack("!I", 7) + b"N" + struct.pack("!h", 1) + b"t" + struct.pack("!i", 9) + b"short",
+        b"I" + struct.pack("!I", 7) + b"N" + struct.pack("!h", 1) + b"b" + struct.pack("!i", -1),
     ],
 )
 def test_malformed_messages_raise_protocol_error(payload: bytes) -> None:

@@ -197,3 +197,26 @@ def test_session_options_keep_the_dsns_own_options() -> None:
     """Options already in the DSN are kept, and the pinned formats come after them (so they win)."""
     opts = session_options("postgresql://u@h/db?options=-c%20statement_timeout%3D5s")
     assert opts.startswith("-c statement_timeout=5s -c DateStyle=ISO")
+
+
+def test_layouts_built_afresh_for_every_row_each_read_by_their_own_columns() -> None:
+    """Column layouts cached by identity never leak into one another: two layouts of the bookings table
+    (reordered columns, one without `status`), each a new list per row and far more of them than the cache
+    holds, each read by its own columns."""
+    reordered = list(reversed(BOOKING_COLS))
+    for n in range(600):
+        if n % 2:
+            layout = [c for c in reordered if c.name != "status"]
+            values = [
+                v
+                for c, v in zip(reversed(BOOKING_COLS), reversed(booking()), strict=True)
+                if c.name != "status"
+            ]
+            row = build_row(SourceTable.BOOKINGS, layout, values)
+            assert row.status is None and row.problems == (
+                "bookings.status: column is missing from the table",
+            )
+        else:
+            row = build_row(SourceTable.BOOKINGS, list(BOOKING_COLS), booking(status=f"s{n}"))
+            assert row.status == f"s{n}" and row.problems == ()
+        assert row.id == U1 and row.link_id == U2 and row.start_at == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

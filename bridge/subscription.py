@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from bridge.ledger.repository import Ledger
     from bridge.records.inbound import ReplayPosition
     from bridge.salesforce.auth import TokenManager
+    from bridge.salesforce.channels import ChannelCheck
     from bridge.salesforce.pubsub import PubSubStream
     from bridge.salesforce.rest import SalesforceClient
     from bridge.salesforce.streaming import ChangeStream
@@ -23,12 +24,17 @@ log = structlog.get_logger(__name__)
 
 
 async def choose_channels(
-    settings: Settings, client: SalesforceClient, tokens: TokenManager, ledger: Ledger
+    settings: Settings,
+    client: SalesforceClient,
+    tokens: TokenManager,
+    ledger: Ledger,
+    known: ChannelCheck | None = None,
 ) -> tuple[tuple[str, ...], str]:
     """The channels to subscribe to and a status line saying why: the custom channel when `setup`
     created it (`sync.channel` auto or custom), else the standard ones. A check that fails for a passing
     reason (Salesforce down, the API allocation spent) keeps the channel the ledger has positions of:
-    flipping channels at every restart would leave windows only a reconciliation could cover."""
+    flipping channels at every restart would leave windows only a reconciliation could cover. `known` is a
+    check made a moment ago (the org's runtime just ensured the channel): not asked of Salesforce again."""
     from bridge.salesforce.channels import ChannelCheck, check_channel
     from bridge.salesforce.streaming import default_channels
 
@@ -37,11 +43,12 @@ async def choose_channels(
         return default_channels(sf), "standard channels (sync.channel = standard)"
     try:
         user = await tokens.user_id()
-        found = (
-            await check_channel(client, sf.objects, sync.channel_name, user)
-            if user
-            else ChannelCheck(None, "the token response names no user")
-        )
+        if known is not None:
+            found = known
+        elif user:
+            found = await check_channel(client, sf.objects, sync.channel_name, user)
+        else:
+            found = ChannelCheck(None, "the token response names no user")
     except BridgeError as exc:
         if sync.channel == "custom":
             raise

@@ -47,7 +47,7 @@ class _Halt(Exception):
     """Raised inside the allOrNone transaction to undo every subrequest."""
 
 
-class _Unresolved(Exception):
+class Unresolved(Exception):
     """A `@{ref...}` that names a failed, later or missing result."""
 
     def __init__(self, expression: str, reference: str) -> None:
@@ -99,11 +99,11 @@ def _subrequest(item: Any, seen: set[str]) -> Subrequest:
 
 
 def resolve(path: str, results: Mapping[str, Any]) -> Any:
-    """The value of `ref.field[0].x` among earlier successful results; _Unresolved when absent."""
+    """The value of `ref.field[0].x` among earlier successful results; Unresolved when absent."""
     name, _, _ = path.partition(".")
     name = name.partition("[")[0]
     if name not in results:
-        raise _Unresolved(path, name)
+        raise Unresolved(path, name)
     value: Any = results[name]
     for key, index in _PATH_PART.findall(path[len(name) :]):
         if key and isinstance(value, dict) and key in value:
@@ -111,7 +111,7 @@ def resolve(path: str, results: Mapping[str, Any]) -> Any:
         elif index and isinstance(value, list) and int(index) < len(value):
             value = value[int(index)]
         else:
-            raise _Unresolved(path, name)
+            raise Unresolved(path, name)
     return value
 
 
@@ -194,7 +194,7 @@ class Composite:
         try:
             url = substitute(sub.url, results)
             body = substitute(sub.body, results)
-        except _Unresolved as exc:
+        except Unresolved as exc:
             message = f"Invalid reference specified. No value for {exc.expression} found in {exc.reference}."
             return {**halted(message), "referenceId": sub.reference_id}
         try:

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge.emulator import control, tenants, tooling
+from bridge.emulator import control, tenants, tooling, tooling_composite
 from bridge.emulator.bus import EventBus
 from bridge.emulator.collections import handle_collections
 from bridge.emulator.composite import handle_composite
@@ -137,6 +137,7 @@ def _add_rest_routes(app: web.Application) -> None:
         r.add_route(method, _V + "/composite/sobjects/{sobject}" + _S, handle_collections)
     r.add_patch(_V + "/composite/sobjects/{sobject}/{field}" + _S, handle_collections)
     tooling.register(app, _V)
+    tooling_composite.register(app, _V)
 
 
 async def _close_store(app: web.Application) -> None:

@@ -24,7 +24,7 @@ from bridge.emulator.state import STATE, EmulatorState
 from bridge.emulator.store_txn import not_found
 
 CHANNEL, MEMBER = "PlatformEventChannel", "PlatformEventChannelMember"
-_TYPES = {CHANNEL.lower(): CHANNEL, MEMBER.lower(): MEMBER}
+TYPES = {CHANNEL.lower(): CHANNEL, MEMBER.lower(): MEMBER}
 _MIN_VERSION, _MIN_FILTER_VERSION = 47.0, 56.0  # the channel objects; filters on their members
 _QUERY = re.compile(
     r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<type>\w+)(?:\s+WHERE\s+(?P<where>.+?))?\s*$", re.I | re.S
@@ -42,9 +42,13 @@ def register(app: web.Application, prefix: str) -> None:
 
 async def handle_create(request: web.Request) -> web.StreamResponse:
     """POST .../tooling/sobjects/{PlatformEventChannel|PlatformEventChannelMember}."""
-    state = request.app[STATE]
-    type_name = _type(request)
     body = require_object(await read_json(request))
+    record_id = create_record(request.app[STATE], request[REST_CTX].version, _type(request), body)
+    return json_response({"id": record_id, "success": True, "errors": [], "warnings": [], "infos": []}, 201)
+
+
+def create_record(state: EmulatorState, version: str, type_name: str, body: dict[str, Any]) -> str:
+    """Create a channel or a member from `{"FullName", "Metadata"}`; its id. ApiError when refused."""
     full_name = body.get("FullName")
     metadata = body.get("Metadata")
     if not isinstance(full_name, str) or not isinstance(metadata, dict):
@@ -56,10 +60,10 @@ async def handle_create(request: web.Request) -> web.StreamResponse:
             )
             state.bus.sync_channels()
         else:
-            created = _add_member(state, request[REST_CTX].version, full_name, metadata)
+            created = _add_member(state, version, full_name, metadata)
     except ChannelError as exc:
         raise ApiError(400, exc.code, exc.message, exc.fields) from exc
-    return json_response({"id": created.id, "success": True, "errors": [], "warnings": [], "infos": []}, 201)
+    return created.id
 
 
 async def handle_record(request: web.Request) -> web.StreamResponse:
@@ -74,7 +78,8 @@ async def handle_record(request: web.Request) -> web.StreamResponse:
     if request.method == "GET":
         return json_response(row)
     if request.method == "PATCH":
-        await _patch(request, state, type_name, row["Id"])
+        body = require_object(await read_json(request))
+        patch_record(state, request[REST_CTX].version, type_name, row["Id"], body)
         return web.Response(status=204)
     state.bus.channels.remove(row["Id"])
     state.bus.sync_channels()
@@ -86,9 +91,9 @@ async def handle_query(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     soql = request.query.get("q", "")
     match = _QUERY.match(soql)
-    if match is None or match.group("type").lower() not in _TYPES:
+    if match is None or match.group("type").lower() not in TYPES:
         raise ApiError(400, "MALFORMED_QUERY", f"unsupported Tooling query: {soql}")
-    type_name = _TYPES[match.group("type").lower()]
+    type_name = TYPES[match.group("type").lower()]
     rows = _rows(state, type_name, request[REST_CTX].base)
     names = {key.lower(): key for key in _fields(type_name)}
     wanted = [field.strip() for field in match.group("fields").split(",")]
@@ -117,24 +122,29 @@ async def handle_query(request: web.Request) -> web.StreamResponse:
 
 
 def _type(request: web.Request) -> str:
-    type_name = _TYPES.get(request.match_info["type"].lower())
+    type_name = TYPES.get(request.match_info["type"].lower())
     if type_name is None or float(request[REST_CTX].version) < _MIN_VERSION:
         raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
     return type_name
 
 
-async def _patch(request: web.Request, state: EmulatorState, type_name: str, record_id: str) -> None:
+def patch_record(
+    state: EmulatorState, version: str, type_name: str, record_id: str, body: dict[str, Any]
+) -> None:
     """Change a member's filter expression; EventChannel and SelectedEntity can't be updated."""
-    body = require_object(await read_json(request))
     metadata = body.get("Metadata")
     if type_name != MEMBER or not isinstance(metadata, dict) or set(metadata) - {"filterExpression"}:
         raise ApiError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "only a member's filterExpression can change")
     filter_text = metadata.get("filterExpression")
-    _check_filter_version(request[REST_CTX].version, filter_text)
+    _check_filter_version(version, filter_text)
     try:
-        state.bus.channels.set_filter(record_id, str(filter_text) if filter_text else None, _resolver(state))
+        changed = state.bus.channels.set_filter(
+            record_id, str(filter_text) if filter_text else None, field_resolver(state)
+        )
     except ChannelError as exc:
         raise ApiError(400, exc.code, exc.message, exc.fields) from exc
+    if changed is None:
+        raise not_found()
 
 
 def _check_filter_version(version: str, filter_text: object) -> None:
@@ -142,7 +152,7 @@ def _check_filter_version(version: str, filter_text: object) -> None:
         raise ApiError(400, "INVALID_FIELD", "filterExpression: available in API version 56.0 and later")
 
 
-def _resolver(state: EmulatorState) -> Callable[[str, str], str | None]:
+def field_resolver(state: EmulatorState) -> Callable[[str, str], str | None]:
     """Canonical name of an entity's field, None when the entity has no such field."""
 
     def resolve_field(entity: str, name: str) -> str | None:
@@ -167,7 +177,7 @@ def _add_member(
         str(metadata.get("selectedEntity") or ""),
         str(filter_text) if filter_text else None,
         entity_of=enabled.get,
-        resolve_field=_resolver(state),
+        resolve_field=field_resolver(state),
     )
 
 

@@ -22,6 +22,9 @@ from typing import Any
 
 from bridge import sfid
 from bridge.config import SalesforceObjectNames
+from bridge.errors import PermanentError
+from bridge.records.outbound import RecordError
+from bridge.salesforce.errors import classify_response
 from bridge.salesforce.payloads import soql_literal
 from bridge.salesforce.rest import SalesforceClient
 
@@ -86,17 +89,20 @@ def member_specs(
 async def ensure_channel(
     client: SalesforceClient, names: SalesforceObjectNames, channel_name: str, integration_user_id: str
 ) -> list[str]:
-    """Create or update the channel and its members (idempotent); what was done, one line each."""
-    done: list[str] = []
+    """Create or update the channel and its members (idempotent); what was done, one line each. Whatever is
+    missing is written in one Tooling composite call, all or none: a new org's channel costs two calls (the
+    lookup and the composite) instead of one per record."""
+    lines: list[str] = []
+    writes: list[dict[str, Any]] = []
+    tooling = f"{client.data_path}/tooling/sobjects"
+    existing: dict[str, Mapping[str, Any]] = {}  # a channel about to be created has no members
     channel_id = await _channel_id(client, channel_name)
     if channel_id is None:
         body = {"FullName": channel_name, "Metadata": {"channelType": "data", "label": "Mogli bridge"}}
-        await client.tooling("POST", f"/sobjects/{CHANNEL}", json_body=body)
-        channel_id = await _channel_id(client, channel_name)
-        done.append(f"channel {channel_name} created")
-    if channel_id is None:
-        raise LookupError(f"channel {channel_name} not found after creating it")
-    existing = await _members(client, channel_id)
+        writes.append({"method": "POST", "url": f"{tooling}/{CHANNEL}", "body": body})
+        lines.append(f"channel {channel_name} created")
+    else:
+        existing = await _members(client, channel_id)
     for spec in member_specs(names, channel_name, integration_user_id):
         found = existing.get(spec.selected_entity.lower())
         if found is None:
@@ -105,17 +111,54 @@ async def ensure_channel(
                 "selectedEntity": spec.selected_entity,
                 "filterExpression": spec.filter_expression,
             }
-            await client.tooling(
-                "POST", f"/sobjects/{MEMBER}", json_body={"FullName": spec.full_name, "Metadata": metadata}
-            )
-            done.append(f"member {spec.selected_entity} created")
+            body = {"FullName": spec.full_name, "Metadata": metadata}
+            writes.append({"method": "POST", "url": f"{tooling}/{MEMBER}", "body": body})
+            lines.append(f"member {spec.selected_entity} created")
         elif found.get("FilterExpression") != spec.filter_expression:
             body = {"Metadata": {"filterExpression": spec.filter_expression}}
-            await client.tooling("PATCH", f"/sobjects/{MEMBER}/{found['Id']}", json_body=body)
-            done.append(f"member {spec.selected_entity} filter updated")
+            writes.append({"method": "PATCH", "url": f"{tooling}/{MEMBER}/{found['Id']}", "body": body})
+            lines.append(f"member {spec.selected_entity} filter updated")
         else:
-            done.append(f"member {spec.selected_entity} up to date")
-    return done
+            lines.append(f"member {spec.selected_entity} up to date")
+    if writes:
+        await _write_all_or_none(client, writes)
+    return lines
+
+
+async def _write_all_or_none(client: SalesforceClient, writes: Sequence[Mapping[str, Any]]) -> None:
+    """One `POST /tooling/composite` with `allOrNone`; the first real failure raised as the REST call's
+    error would be (the others are PROCESSING_HALTED)."""
+    requests = [{**write, "referenceId": f"write{i}"} for i, write in enumerate(writes)]
+    reply = await client.tooling(
+        "POST", "/composite", json_body={"allOrNone": True, "compositeRequest": requests}
+    )
+    responses = reply.get("compositeResponse") if isinstance(reply, Mapping) else None
+    if not isinstance(responses, list) or len(responses) != len(requests):
+        raise PermanentError("the Tooling composite answer has no result per subrequest", code=None)
+    failed = [
+        r for r in responses if not isinstance(r, Mapping) or int(r.get("httpStatusCode") or 500) >= 400
+    ]
+    if not failed:
+        return
+    first = next((r for r in failed if isinstance(r, Mapping) and not _halted(r)), failed[0])
+    body = first.get("body") if isinstance(first, Mapping) else None
+    status = int(first.get("httpStatusCode") or 500) if isinstance(first, Mapping) else 500
+    outcome = classify_response(status, body, config_key="sync.channel")
+    if isinstance(outcome, RecordError):
+        raise PermanentError(f"{outcome.code}: {outcome.message}", code=outcome.code)
+    raise outcome
+
+
+def _halted(response: Mapping[str, Any]) -> bool:
+    body = response.get("body")
+    return isinstance(body, list) and any(
+        isinstance(e, Mapping) and e.get("errorCode") == "PROCESSING_HALTED" for e in body
+    )
+
+
+def provisioned(channel_name: str) -> ChannelCheck:
+    """What `check_channel` finds right after `ensure_channel` succeeded: the channel with every member."""
+    return ChannelCheck(f"/data/{channel_name}", f"custom channel {channel_name} with filtered members")
 
 
 async def check_channel(
@@ -135,7 +178,7 @@ async def check_channel(
                 f"custom channel {channel_name} {state} member {spec.selected_entity} "
                 "(run `mogli-bridge setup`)",
             )
-    return ChannelCheck(f"/data/{channel_name}", f"custom channel {channel_name} with filtered members")
+    return provisioned(channel_name)
 
 
 async def _channel_id(client: SalesforceClient, channel_name: str) -> str | None:

@@ -245,6 +245,11 @@ class SalesforceClient:
                 return records
             reply = await self._call("GET", next_url, headers=headers, config_key=config_key)
 
+    @property
+    def data_path(self) -> str:
+        """The data API's path for the configured version (`/services/data/v60.0`), for composite URLs."""
+        return self._base
+
     async def tooling(
         self,
         method: str,

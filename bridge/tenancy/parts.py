@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from bridge.pipeline.ports import PushLedger
     from bridge.pipeline.reconcile import Reconciler
     from bridge.salesforce.auth import TokenManager
+    from bridge.salesforce.channels import ChannelCheck
     from bridge.salesforce.pubsub import PubSubStream
     from bridge.salesforce.rest import SalesforceClient
     from bridge.salesforce.streaming import ChangeStream
@@ -161,8 +162,10 @@ class OrgParts:
         idle_poll_seconds: float | None = None,
         observe_subscription: bool = True,
         permit: Callable[[], None] | None = None,
+        channel: ChannelCheck | None = None,
     ) -> None:
         self.settings = settings
+        self._channel = channel  # the custom channel as the runtime just ensured it (not checked again)
         # Several workers: asked before each scheduler write-back too (the client asks it before requests).
         self._permit = permit
         self.ledger = ledger
@@ -225,7 +228,9 @@ class OrgParts:
         sf, sync = self.settings.salesforce, self.settings.sync
         if not sync.streaming or self._shared.writer is None:
             return None
-        channels, line = await choose_channels(self.settings, self.client, self.tokens, self.ledger)
+        channels, line = await choose_channels(
+            self.settings, self.client, self.tokens, self.ledger, known=self._channel
+        )
         self.streaming_lines["channel"] = lambda: line
         positions = await stored_positions(self.settings, self.ledger, channels)
         stream, transport = await change_stream(self.settings, self.tokens, positions, channels)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from bridge.pipeline.gaps import TakingTurns
     from bridge.records.ledger import Fence
     from bridge.salesforce.auth import AccessToken
+    from bridge.salesforce.channels import ChannelCheck
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +100,7 @@ class OrgRuntime:
         self._resuming = False  # after a pause: a new token first, never the cached (perhaps revoked) one
         self.lease_lost = False  # ended because another worker took the org (this epoch is over)
         self._provisioned = False  # the custom channel ensured for this runtime's integration user
+        self._ensured: ChannelCheck | None = None  # ...just now: the next parts need not check it again
 
     @property
     def org_id(self) -> str:
@@ -168,7 +170,9 @@ class OrgRuntime:
             idle_poll_seconds=self._idle_poll_seconds,
             observe_subscription=self.org_id == DEFAULT_ORG,
             permit=self._permit,
+            channel=self._ensured,
         )
+        self._ensured = None  # later parts (a rebuild) check the channel again
         self.parts = parts
         components = await parts.components()
         components["watch"] = self._watch
@@ -182,7 +186,7 @@ class OrgRuntime:
         the bridge writes there comes back as a change event (and counts against the org's delivered-event
         allocation). A refusal (no Tooling API rights) leaves the org on the standard channels under
         `sync.channel = auto`, as `setup` would."""
-        from bridge.salesforce.channels import ensure_channel
+        from bridge.salesforce.channels import ensure_channel, provisioned
 
         sync = self.settings.sync
         if (
@@ -203,7 +207,7 @@ class OrgRuntime:
                 raise  # not permitted: the org is not this worker's now, which is no refusal of the channel
             log.warning("org.custom_channel_refused", org=self.org_id, error=describe(exc))
             return
-        self._provisioned = True
+        self._provisioned, self._ensured = True, provisioned(sync.channel_name)
         log.info("org.custom_channel", org=self.org_id, done="; ".join(done))
 
     def _retire_parts(self) -> None:

@@ -32,15 +32,23 @@ async def _person(
         assert response.status < 300, await response.text()
 
 
+async def _tooling_calls(control: Control) -> int:
+    routes = (await control.stats())["api_requests"]["by_route"]
+    return sum(int(n) for route, n in routes.items() if "/tooling/" in route)
+
+
 async def test_setup_creates_the_channel_once_and_updates_a_changed_filter(
-    client: SalesforceClient, tokens: TokenManager, settings: SalesforceSettings
+    client: SalesforceClient, tokens: TokenManager, settings: SalesforceSettings, control: Control
 ) -> None:
     """The channel and its three members are created, found again unchanged, and a member whose filter
-    differs (another integration user) is updated in place; the check follows each state."""
+    differs (another integration user) is updated in place; the check follows each state. A new channel
+    costs one lookup and one Tooling composite (the channel and its members, all or none): 2 calls."""
     names, user = settings.objects, await tokens.user_id()
     assert user is not None
     assert (await check_channel(client, names, CHANNEL, user)).path is None
+    before = await _tooling_calls(control)
     first = await ensure_channel(client, names, CHANNEL, user)
+    assert await _tooling_calls(control) - before == 2
     assert first == [
         f"channel {CHANNEL} created",
         "member EventChangeEvent created",

@@ -120,6 +120,25 @@ def latency_summary(committed: dict[str, float], seen: dict[str, float]) -> dict
     }
 
 
+def latency_windows(
+    committed: dict[str, float], seen: dict[str, float], start: float, width: float = 5.0
+) -> list[dict[str, Any]]:
+    """The latency by window of commit time (`start` = the backlog's commit): where a stall sits."""
+    windows: dict[int, list[float]] = {}
+    for booking, at in committed.items():
+        if booking in seen:
+            windows.setdefault(int((at - start) // width), []).append((seen[booking] - at) * 1000.0)
+    return [
+        {
+            "from_s": index * width,
+            "bookings": len(delays),
+            "p50_ms": round(percentile(delays, 50), 1),
+            "max_ms": round(max(delays), 1),
+        }
+        for index, delays in sorted(windows.items())
+    ]
+
+
 def targets(report: dict[str, Any]) -> dict[str, bool | None]:
     """Which of issue 13's targets this run met (None: not measured)."""
     burst, fair, idle = report.get("burst"), report.get("fairness"), report.get("idle")
@@ -297,6 +316,7 @@ def run_fairness(world: OrgsWorld, backlog: int, per_second: float, offset: int)
         "small_orgs": len(small),
         "small_rate": per_second,
         "small": latency_summary(booked, seen),
+        "small_by_window": latency_windows(booked, seen, burst_at),
         "cpu_seconds": round(cpu, 2),
         "cpu_seconds_per_1000": per_thousand(cpu, backlog + len(booked)),
         "emulator_cpu_seconds": round(emulator_cpu, 2),
@@ -457,7 +477,10 @@ def run_orgs_bench(
             report["targets"] = targets(report)
     finally:
         pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("MOGLI_BENCH_KEEP"):  # the daemons' logs and the ledgers, for a look afterwards
+            say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     text = json.dumps(report, indent=2)
     if out is not None:
         out.write_text(text + "\n")

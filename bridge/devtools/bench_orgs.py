@@ -48,6 +48,7 @@ from bridge.devtools.stack import Scheduler
 LATENCY_MS = 150
 DRAIN_TIMEOUT_SECONDS = 3600.0
 IDLE_TIMEOUT_SECONDS = 900.0
+IDLE_CPU_SECONDS = 20.0  # the idle daemon's CPU is measured over this long, once settled
 FAIR_MAX_SECONDS = 600.0  # the small orgs book at most this long while the big org drains
 # The big org's backlog arrives as an import would: transactions of this many bookings, committed back to
 # back. One transaction of 50,000 would be one change of the one ordered stream: every org's later
@@ -337,6 +338,9 @@ def run_idle(world: OrgsWorld) -> dict[str, Any]:
     connected_at = time.time()
     time.sleep(10.0)  # settle: the first long polls, timers
     clients = world.streaming_clients()
+    cpu_settled = world.cpu_seconds()
+    time.sleep(IDLE_CPU_SECONDS)  # nothing to do: what the daemon spends on timers, polls and sweeps
+    idle_cpu = world.cpu_seconds() - cpu_settled
     return {
         "orgs": wanted,
         "streaming_clients": clients,
@@ -344,7 +348,12 @@ def run_idle(world: OrgsWorld) -> dict[str, Any]:
         "rss_mb": _round(world.rss_mb()),
         "peak_rss_mb": _round(world.peak_rss_mb()),
         "cpu_seconds": round(world.cpu_seconds(), 2),
+        "idle_cpu_share": round(idle_cpu / IDLE_CPU_SECONDS, 3),  # of one core, once connected
     }
+
+
+def _share(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.1%}"
 
 
 def _round(value: float | None) -> float | None:
@@ -411,6 +420,7 @@ def orgs_table(report: dict[str, Any]) -> Table:
         ("  emulator CPU s (every org)", f"{f['emulator_cpu_seconds']}"),
         ("idle: orgs / CometD clients", f"{i['orgs']} / {i['streaming_clients']}"),
         ("  RSS MB (peak)", f"{i['rss_mb']} ({i['peak_rss_mb']})"),
+        ("  CPU once connected (of one core)", _share(i.get("idle_cpu_share"))),
         ("verdict: lost / doubled / cross-org", _verdict_cell(report["verdict"])),
     ]
     for label, cell in rows:

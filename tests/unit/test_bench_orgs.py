@@ -126,7 +126,13 @@ def report(*, per_second: float, calls: int, p99: float, rss: float, clients: in
             "cpu_seconds_per_1000": 0.78,
             "emulator_cpu_seconds": 30.0,
         },
-        "idle": {"orgs": 1000, "streaming_clients": clients, "rss_mb": rss, "peak_rss_mb": rss},
+        "idle": {
+            "orgs": 1000,
+            "streaming_clients": clients,
+            "rss_mb": rss,
+            "peak_rss_mb": rss,
+            "idle_cpu_share": 0.042,
+        },
         "verdict": {"bookings": 151_500, "lost": 0, "doubled": 0, "wrong_fields": 0, "cross_org": 0},
     }
 
@@ -147,7 +153,7 @@ def test_the_table_shows_every_section() -> None:
     console.print(orgs_table(report(per_second=2500.0, calls=600, p99=900.0, rss=500.0, clients=1000)))
     text = console.export_text()
     needles = ("100 / 100,000", "2,500", "600 (0.0060)", "50,000 in 50 txns, 50,000 synced", "latency p99 ms")
-    for needle in (*needles, "1000 / 1000", "0 / 0 / 0"):
+    for needle in (*needles, "1000 / 1000", "4.2%", "0 / 0 / 0"):
         assert needle in text, needle
     console = Console(record=True, width=160)
     undrained = {**report(per_second=1.0, calls=1, p99=1.0, rss=1.0, clients=1), "verdict": None}

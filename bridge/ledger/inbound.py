@@ -232,6 +232,22 @@ def _cascade_restored(connection: Connection, link_id: str, now: datetime) -> li
     ]
 
 
+def _deleted_links(connection: Connection) -> ColumnElement[bool]:
+    """Links of the scope whose Mogli Event was deleted in Salesforce (a new booking writes it again)."""
+    return and_(
+        scope_of(connection).rows(LINKS),
+        LINKS.c.state == L.DELETED_IN_SALESFORCE.value,
+        LINKS.c.error_code == MOGLI_EVENT_DELETED,
+        LINKS.c.source_deleted.is_(False),
+    )
+
+
+def has_deleted_links(connection: Connection) -> bool:
+    """Whether any such link exists in the scope (one indexed probe)."""
+    found = connection.execute(select(LINKS.c.link_id).where(_deleted_links(connection)).limit(1))
+    return found.first() is not None
+
+
 def recreate_deleted_links(connection: Connection, now: datetime) -> list[str]:
     """Links whose Mogli Event was deleted in Salesforce and that have a new booking waiting: their Mogli
     Event is written again, with their future Events. Returns the link ids."""
@@ -239,13 +255,7 @@ def recreate_deleted_links(connection: Connection, now: datetime) -> list[str]:
     waiting = select(ACTIVITIES.c.link_id).where(
         ACTIVITIES.c.state == A.PENDING.value, ACTIVITIES.c.source_deleted.is_(False)
     )
-    due = and_(
-        scope.rows(LINKS),
-        LINKS.c.state == L.DELETED_IN_SALESFORCE.value,
-        LINKS.c.error_code == MOGLI_EVENT_DELETED,
-        LINKS.c.source_deleted.is_(False),
-        LINKS.c.link_id.in_(waiting),
-    )
+    due = and_(_deleted_links(connection), LINKS.c.link_id.in_(waiting))
     link_ids = [k for (k,) in connection.execute(select(LINKS.c.link_id).where(due))]
     entries: list[JournalEntry] = []
     for part in chunked(link_ids):

@@ -568,6 +568,10 @@ class Ledger:
         """Links whose Mogli Event was deleted in Salesforce and that have a new booking: queued again."""
         return await self._write(inbound.recreate_deleted_links, self._clock())
 
+    async def has_deleted_links(self) -> bool:
+        """Whether a link whose Mogli Event was deleted in Salesforce still waits for a new booking."""
+        return await self._read(inbound.has_deleted_links)
+
     # ------------------------------------------------------------------ orgs (every org, whatever the scope)
 
     async def list_orgs(self) -> list[OrgRecord]:

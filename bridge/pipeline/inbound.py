@@ -24,6 +24,7 @@ from bridge.errors import PermanentError, TransientError
 from bridge.pipeline.ports import InboundLedger
 from bridge.records.inbound import (
     ActivityChange,
+    Cascade,
     ChangeEntity,
     Heartbeat,
     InboundBatch,
@@ -86,6 +87,9 @@ class InboundSettings:
     """Pacing of the inbound component."""
 
     sweep_seconds: float = 2.0  # how often deleted Mogli Events with new bookings are queued again
+    # With no link waiting, the sweep asks the ledger only this often (a deletion this inbound applies wakes
+    # it at once; one a reconciliation marks is found at the latest then).
+    sweep_idle_seconds: float = 60.0
     flush_every: int = 200  # ignored changes between position writes
     retry_base_seconds: float = 1.0  # first wait after a transient failure (ledger, Salesforce, scheduler)
     retry_max_seconds: float = 60.0
@@ -128,6 +132,8 @@ class Inbound:
         self._unflushed: dict[str, ReplayPosition] = {}
         self._replayable: set[str] = set()  # channels with a delivered event's id: heartbeats are moot
         self._lock = asyncio.Lock()  # one change or one position flush at a time
+        self._links_deleted = True  # whether a deleted Mogli Event may wait for a booking (unknown at start)
+        self._next_idle_sweep = 0.0
         self._ignored_since_flush = 0
         self.ignored: Counter[str] = Counter()
         self.applied = 0
@@ -172,11 +178,17 @@ class Inbound:
     async def _sweep_once(self, stop: asyncio.Event) -> None:
         if self._unflushed:
             await self._flush()
-        if self._options.on_mogli_event_deleted == "recreate" and not stop.is_set():
-            recreated = await self._ledger.recreate_deleted_links()
-            if recreated:
-                log.info("inbound.mogli_events_recreated", links=len(recreated))
-                self._on_work()
+        if self._options.on_mogli_event_deleted != "recreate" or stop.is_set():
+            return
+        now = asyncio.get_running_loop().time()
+        if not self._links_deleted and now < self._next_idle_sweep:
+            return  # no link waits for a new booking: an idle org costs the ledger nothing every 2 s
+        recreated = await self._ledger.recreate_deleted_links()
+        if recreated:
+            log.info("inbound.mogli_events_recreated", links=len(recreated))
+            self._on_work()
+        self._links_deleted = await self._ledger.has_deleted_links()
+        self._next_idle_sweep = now + self._settings.sweep_idle_seconds
 
     # ------------------------------------------------------------------------------ one change
 
@@ -231,6 +243,8 @@ class Inbound:
                 notes=tuple(effects.notes),
             )
         )
+        if any(link.cascade is Cascade.MARK_DELETED for link in effects.links):
+            self._links_deleted = True  # its link waits for a new booking: the sweep looks every 2 s again
         if item.replay_id is not None:
             self._replayable.add(item.channel)
             self._feed.committed(item.channel, item.replay_id)

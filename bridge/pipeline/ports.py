@@ -119,6 +119,10 @@ class InboundLedger(Protocol):
         """Queue again the deleted Mogli Events that have a new booking."""
         ...
 
+    async def has_deleted_links(self) -> bool:
+        """Whether a link whose Mogli Event was deleted in Salesforce still waits for a new booking."""
+        ...
+
 
 class ReconcileLedger(Protocol):
     """The reconciliation runs the Reconciler opens and closes."""

@@ -99,6 +99,10 @@ class Ledger:
         """Nothing to recreate."""
         return []
 
+    async def has_deleted_links(self) -> bool:
+        """No link waits."""
+        return False
+
 
 @dataclass
 class Writer:

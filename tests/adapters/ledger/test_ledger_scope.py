@@ -368,6 +368,19 @@ async def test_recreate_deleted_links_is_scoped(repo: Ledger) -> None:
     assert await repo.scoped(ORG_B).recreate_deleted_links() == ["l-b"]
 
 
+async def test_has_deleted_links_is_scoped_and_counts_links_still_waiting(repo: Ledger) -> None:
+    """The inbound sweep's probe: org A's view sees org A's deleted link only; once it is recreated (a new
+    booking waited for it) org A has none left while org B still has its own; the default org never had one."""
+    await three_orgs(repo)
+    assert not await repo.scoped(ORG_A).has_deleted_links()
+    repo.call(_mogli_events_deleted)
+    assert await repo.scoped(ORG_A).has_deleted_links()
+    assert not await repo.scoped(None).has_deleted_links()
+    assert await repo.scoped(ORG_A).recreate_deleted_links() == ["l-a"]
+    assert not await repo.scoped(ORG_A).has_deleted_links()
+    assert await repo.scoped(ORG_B).has_deleted_links()
+
+
 async def test_a_disconnected_org_claims_nothing_until_it_is_connected_again(repo: Ledger) -> None:
     """A claim checks the org's state in its own statement: once `orgs` says disconnected (written by the
     same transaction as the disconnect's ingest), the org's view claims nothing, the others go on; connected

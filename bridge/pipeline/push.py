@@ -101,6 +101,8 @@ class Pusher:
         self._busy_links: set[str] = set()
         self._busy_bookings: set[str] = set()
         self._resume_at = 0.0  # loop time before which no call starts (Salesforce unavailable, API limit)
+        self._idle_poll = settings.idle_poll_seconds  # grows while idle polls start nothing (PushSettings)
+        self._retry_due: float | None = None  # loop time of the earliest retry this pusher scheduled
         self._error: BaseException | None = None
         self.pushed = 0
         self.failed = 0
@@ -114,6 +116,7 @@ class Pusher:
     def notify(self) -> None:
         """New work may be pending (called by the ingestor)."""
         self._may_find = True
+        self._idle_poll = self._settings.idle_poll_seconds
         self._changed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -123,7 +126,8 @@ class Pusher:
                 self._changed.clear()
                 self._raise_error()
                 try:
-                    await self.dispatch()
+                    if await self.dispatch():
+                        self._idle_poll = self._settings.idle_poll_seconds
                 except LedgerUnavailable as exc:
                     self._ledger_away(exc)
                 await self._wait(stop)
@@ -281,9 +285,25 @@ class Pusher:
             await sleep_or_stop(stop, held)
             self._may_find = True
         else:
-            await next_or_stop(self._changed.wait(), stop, within=self._settings.idle_poll_seconds)
+            within = self._idle_poll
+            if self._retry_due is not None:
+                within = min(within, max(0.0, self._retry_due - loop.time()))
+            await next_or_stop(self._changed.wait(), stop, within=within)
             if not self._changed.is_set():
                 self._may_find = True  # the idle poll: retries may have come due
+                if self._retry_due is not None and loop.time() >= self._retry_due:
+                    self._retry_due = None
+                ceiling = self._settings.idle_poll_max_seconds
+                if ceiling is not None:
+                    self._idle_poll = min(self._idle_poll * 2, max(ceiling, self._settings.idle_poll_seconds))
+
+    def _note_retries(self, retry_times: Sequence[datetime | None]) -> None:
+        """The earliest retry among outcomes just recorded: the idle poll comes no later."""
+        due = [t for t in retry_times if t is not None]
+        if not due:
+            return
+        at = asyncio.get_running_loop().time() + max(0.0, (min(due) - self._clock()).total_seconds())
+        self._retry_due = at if self._retry_due is None else min(self._retry_due, at)
 
     async def _finish_calls(self) -> None:
         """Wait for every call in flight (a cancellation of the waiter does not cancel the calls)."""
@@ -301,6 +321,7 @@ class Pusher:
                 plan.outcomes.append(link_outcome(item, fields, res, now, self._settings))
         self._land(flight)
         await self._ledger.record_link_outcomes(plan.outcomes, self._clock())
+        self._note_retries([o.retry_at for o in plan.outcomes])
         self._log_links(plan.outcomes)
 
     def _log_links(self, outcomes: Sequence[LinkOutcome]) -> None:
@@ -324,6 +345,7 @@ class Pusher:
             plan.outcomes.extend(await self._delete_events(plan.deletes, now))
         self._land(flight)
         await self._ledger.record_activity_outcomes(plan.outcomes, self._clock())
+        self._note_retries([o.retry_at for o in plan.outcomes])
         self._log_activities(plan.outcomes)
 
     async def _write_events(

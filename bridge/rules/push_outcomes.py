@@ -46,6 +46,9 @@ class PushSettings:
     retry_max_seconds: float = 300.0
     max_attempts: int = 20
     idle_poll_seconds: float = 1.0
+    # Above idle_poll_seconds: each idle poll that starts nothing doubles the next, up to this; new work, a
+    # started call or the earliest retry this pusher scheduled comes first. None: a constant idle poll.
+    idle_poll_max_seconds: float | None = None
     api_limit_wait_seconds: float = 300.0
 
 

@@ -41,6 +41,9 @@ def mapping_options(settings: Settings) -> MappingOptions:
     return MappingOptions(on_cancel=settings.sync.on_cancel, multiday_events=settings.sync.multiday_events)
 
 
+ORG_IDLE_POLL_MAX_SECONDS = 30.0  # an idle org's claims: at least every 30 s (new work wakes it at once)
+
+
 def build_pusher(
     settings: Settings,
     ledger: PushLedger,
@@ -49,7 +52,9 @@ def build_pusher(
     *,
     idle_poll_seconds: float | None = None,
 ) -> Pusher:
-    """The pusher: ledger work to Salesforce writes, with `[sync]`'s batching, retries and waits."""
+    """The pusher: ledger work to Salesforce writes, with `[sync]`'s batching, retries and waits. With
+    `idle_poll_seconds` (an org of the fleet) its idle poll backs off up to ORG_IDLE_POLL_MAX_SECONDS while
+    there is nothing to do: a thousand idle orgs would otherwise each claim every few seconds."""
     sf, sync = settings.salesforce, settings.sync
     return Pusher(
         ledger,
@@ -62,6 +67,7 @@ def build_pusher(
             retry_max_seconds=sync.retry_max_seconds,
             max_attempts=sync.max_attempts,
             idle_poll_seconds=sync.idle_poll_seconds if idle_poll_seconds is None else idle_poll_seconds,
+            idle_poll_max_seconds=None if idle_poll_seconds is None else ORG_IDLE_POLL_MAX_SECONDS,
             api_limit_wait_seconds=sync.api_limit_wait_seconds,
         ),
         clock=clock,

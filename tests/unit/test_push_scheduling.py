@@ -453,3 +453,43 @@ def test_the_ledger_releases_exactly_the_bookings_that_wait_for_a_link() -> None
     wait for a link (the rest, USER_WAITING_CODES, clear when the user's row changes)."""
     waiting_for_link = {c.value for c in WAITING_CODES - USER_WAITING_CODES}
     assert set(LINK_WAITING_CODES) == waiting_for_link
+
+
+async def _idle_claims(ledger: FakeLedger, sf: FakeSalesforce, seconds: float, **settings: Any) -> int:
+    """Link claims of a pusher with nothing to do, run for `seconds`."""
+    pusher = make_pusher(ledger, sf, **settings)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(pusher.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+    return sum(kind == "links" for kind, _ in ledger.claims)
+
+
+async def test_an_idle_pusher_with_a_ceiling_polls_less_and_less() -> None:
+    """Nothing to do: a constant idle poll claims every interval; with `idle_poll_max_seconds` each empty
+    poll doubles the next up to the ceiling (0.01, 0.02, 0.04, 0.08, 0.08 ... s)."""
+    constant = await _idle_claims(FakeLedger(), FakeSalesforce(), 0.5, idle_poll_seconds=0.01)
+    backing_off = await _idle_claims(
+        FakeLedger(), FakeSalesforce(), 0.5, idle_poll_seconds=0.01, idle_poll_max_seconds=0.08
+    )
+    assert constant >= 20
+    assert 3 <= backing_off <= 12, backing_off
+
+
+async def test_new_work_resets_the_idle_poll() -> None:
+    """After the idle poll has grown to seconds, a notified booking is claimed at once."""
+    ledger, sf = FakeLedger(), FakeSalesforce()
+    ledger.add_link(LINK_A, synced=True)
+    pusher = make_pusher(ledger, sf, idle_poll_seconds=0.01, idle_poll_max_seconds=10.0)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(pusher.run(stop))
+    await asyncio.sleep(0.3)  # 0.01 + 0.02 + ... : the next poll is seconds away
+    claimed = len(ledger.claims)
+    bookings(ledger, 1)
+    pusher.notify()
+    await asyncio.sleep(0.05)
+    assert len(ledger.claims) > claimed  # claimed at once, not at the grown poll
+    sf.release_all()
+    stop.set()
+    await task

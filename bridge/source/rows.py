@@ -27,8 +27,6 @@ from bridge.records.source import (
 from bridge.source.pgoutput import Column, TupleValue, Unchanged
 from bridge.source.values import ConversionError, load_value
 
-_MISSING = object()
-
 
 def _as_text(type_oid: int, text: str) -> str:
     return text

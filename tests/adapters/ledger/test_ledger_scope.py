@@ -370,7 +370,7 @@ async def test_recreate_deleted_links_is_scoped(repo: Ledger) -> None:
 
 async def test_has_deleted_links_is_scoped_and_counts_links_still_waiting(repo: Ledger) -> None:
     """The inbound sweep's probe: org A's view sees org A's deleted link only; once it is recreated (a new
-    booking waited for it) org A has none left while org B still has its own; the default org never had one."""
+    booking waited for it) org A has none left while org B still has its own; the default org has none."""
     await three_orgs(repo)
     assert not await repo.scoped(ORG_A).has_deleted_links()
     repo.call(_mogli_events_deleted)

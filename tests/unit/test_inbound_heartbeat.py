@@ -54,22 +54,15 @@ async def test_a_first_heartbeat_is_stored_at_once_and_a_later_one_at_the_next_f
     ledger = Ledger(log)
     later = T0 + timedelta(minutes=1)
     feed = Feed([Heartbeat(CHANNEL, T0, first=True), Heartbeat(CHANNEL, later)])
-    slow = replace(FAST, sweep_seconds=3600)
+    slow = replace(FAST, sweep_seconds=3600)  # no flush but the one at the stop
     inbound = Inbound(
         feed, ledger, Reader(), Writer(log), PolicyOptions(), on_work=lambda: None, settings=slow
     )  # type: ignore[arg-type]
-    stop = asyncio.Event()
-    task = asyncio.ensure_future(inbound.run(stop))
-    async with asyncio.timeout(10):
-        while True:
-            if ledger.batches:
-                break
-            await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)
-    assert _positions(ledger.batches) == [(CHANNEL, f"-1;{T0.isoformat()}")]
-    stop.set()
-    await task
-    assert _positions(ledger.batches)[-1] == (CHANNEL, f"-1;{later.isoformat()}")  # flushed at the stop
+    await _run_until(inbound, ledger, 1)  # times out unless the first is written before the stop
+    assert _positions(ledger.batches) == [
+        (CHANNEL, f"-1;{T0.isoformat()}"),
+        (CHANNEL, f"-1;{later.isoformat()}"),  # flushed at the stop
+    ]
 
 
 async def test_a_heartbeat_never_replaces_a_real_position() -> None:

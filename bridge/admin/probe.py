@@ -102,7 +102,7 @@ class DaemonProbe:
             ledger_counts=counts,
             drift_found=totals[0],
             drift_repaired=totals[1],
-            stream_positions={k: v for k, v in positions.items() if k != "source"},
+            stream_positions={k: v for k, v in positions.items() if k not in ("source", "source.ahead")},
             streaming=dict(self._streaming()),
             stream_subscribed=self._subscribed(),
         )

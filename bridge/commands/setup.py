@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from bridge.config import Settings, redacted_url, require_salesforce_credentials
 from bridge.errors import BridgeError, ConfigurationError
-from bridge.ledger.checkpoints import SOURCE_STREAM
 from bridge.ledger.lock import InstanceLock
 
 if TYPE_CHECKING:
@@ -81,7 +80,7 @@ def _ledger_writes(settings: Settings, reset_source: bool) -> list[Check]:
     if reset_source:
         ledger = Ledger.from_url(settings.ledger.url)
         try:
-            ledger.call(checkpoints.write_position, SOURCE_STREAM, "", ledger.now())
+            ledger.call(checkpoints.forget_source_position, ledger.now())
         finally:
             ledger.dispose()
         checks.append(Check("ledger", True, "source position forgotten: the next run re-reads the tables"))

@@ -27,9 +27,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, update
+from sqlalchemy import Connection, and_, or_, select, update
 
-from bridge.ledger.checkpoints import SOURCE_STREAM, read_position, write_position
+from bridge.ledger.checkpoints import (
+    SOURCE_AHEAD_STREAM,
+    SOURCE_STREAM,
+    format_ahead,
+    parse_ahead,
+    read_position,
+    write_position,
+)
 from bridge.ledger.ingest_orgs import OrgChanges
 from bridge.ledger.journal import outbound_row
 from bridge.ledger.tables import ACTIVITIES, JOURNAL, LINKS, USERS
@@ -56,6 +63,8 @@ SOURCE_TRUNCATED = "SOURCE_TRUNCATED"
 REQUEUE_STATES = (A.SYNCED.value, A.FAILED.value, A.PENDING.value)
 # Columns of the Mogli Event; a change to one of them is pushed (is_active is mirror only).
 LINK_PUSH_COLUMNS = ("title", "description", "owner_user_id", "link_type")
+
+LOOKUP_CHUNK = 500  # ids per IN list
 
 # ledger column -> source row attribute
 _LINK_FIELDS = {
@@ -105,22 +114,29 @@ class _Totals:
 
 
 def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
-    """Apply a batch in order, then advance the 'source' checkpoint; the caller owns the transaction."""
+    """Apply a batch in order, then advance the 'source' checkpoint; the caller owns the transaction.
+
+    A transaction at or below the checkpoint, or remembered as applied ahead of it, was applied before
+    (a replay after a restart) and is skipped."""
     stored_text = read_position(connection, SOURCE_STREAM)
     stored = int(stored_text) if stored_text else None  # "" = reset by `setup`
+    ahead_text = read_position(connection, SOURCE_AHEAD_STREAM)
+    ahead = parse_ahead(ahead_text)
     counts: dict[SourceTable, int] = defaultdict(int)
     skipped = 0
     last_lsn: int | None = None
     totals = _Totals()
     items: list[Item] = []
     for txn in batch.transactions:
-        if not txn.snapshot and stored is not None and txn.end_lsn <= stored:
-            skipped += 1
-            continue
         if not txn.snapshot or txn.last_snapshot_chunk:
             # A snapshot is only a position once all of it is in: a crash before its last chunk must
             # re-read it (the source then takes a new snapshot), never resume the stream past it.
             last_lsn = txn.end_lsn if last_lsn is None else max(last_lsn, txn.end_lsn)
+        if not txn.snapshot and ((stored is not None and txn.end_lsn <= stored) or txn.end_lsn in ahead):
+            skipped += 1
+            continue
+        if not txn.snapshot:
+            ahead.add(txn.end_lsn)
         for change in txn.changes:
             counts[change.table] += 1
             if change.op is ChangeOp.TRUNCATE and change.table is SourceTable.BOOKINGS:
@@ -130,10 +146,16 @@ def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
             else:
                 items.append((txn, change))
     _Segment(connection, batch, totals).run(items)
+    if batch.reordered:
+        last_lsn = batch.position
     checkpoint = stored_text
     if last_lsn is not None and (stored is None or last_lsn > stored):
         checkpoint = str(last_lsn)
         write_position(connection, SOURCE_STREAM, checkpoint, batch.now)
+    moved = int(checkpoint) if checkpoint else None
+    still_ahead = format_ahead(lsn for lsn in ahead if moved is None or lsn > moved)
+    if still_ahead != (ahead_text or ""):
+        write_position(connection, SOURCE_AHEAD_STREAM, still_ahead, batch.now)
     return IngestSummary(
         users=counts[SourceTable.USERS],
         links=counts[SourceTable.LINKS],
@@ -144,6 +166,16 @@ def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
         orgs_with_work=frozenset(totals.orgs_with_work),
         orgs_changed=totals.orgs_changed,
     )
+
+
+def link_orgs(connection: Connection, link_ids: list[str]) -> dict[str, str | None]:
+    """The org of each known link among `link_ids` (for sorting the read-ahead by org)."""
+    found: dict[str, str | None] = {}
+    for start in range(0, len(link_ids), LOOKUP_CHUNK):
+        chunk = link_ids[start : start + LOOKUP_CHUNK]
+        query = select(LINKS.c.link_id, LINKS.c.org_id).where(LINKS.c.link_id.in_(chunk))
+        found.update((str(link), org) for link, org in connection.execute(query))
+    return found
 
 
 def _truncate_bookings(connection: Connection, txn: SourceTransaction, now: datetime) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, insert, select, update
 
-from bridge.ledger.scope import SOURCE_STREAM, ledger_org, org_key, split_stream
+from bridge.ledger.scope import SOURCE_STREAMS, ledger_org, org_key, split_stream
 from bridge.ledger.tables import ACTIVITIES, CHECKPOINTS, JOURNAL, LINKS, ORGS
 from bridge.ledger.workset import insert_many
 from bridge.records.ledger import DEFAULT_ORG, Direction, OrgRecord, OrgState
@@ -118,10 +118,10 @@ def _by_org_and_state(table: Table) -> Any:
 
 
 def org_positions(connection: Connection) -> dict[str, dict[str, str]]:
-    """Change-event positions by org key, then bare channel name (the global 'source' left out)."""
+    """Change-event positions by org key, then bare channel name (the global source positions left out)."""
     positions: dict[str, dict[str, str]] = {}
     for stream, position in connection.execute(select(CHECKPOINTS.c.stream, CHECKPOINTS.c.position)):
-        if stream == SOURCE_STREAM:
+        if stream in SOURCE_STREAMS:
             continue
         org_id, channel = split_stream(str(stream))
         positions.setdefault(org_key(org_id), {})[channel] = str(position)

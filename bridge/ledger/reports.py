@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, case, func, select
 
-from bridge.ledger.scope import SOURCE_STREAM, scope_of, split_stream
+from bridge.ledger.scope import SOURCE_STREAMS, scope_of, split_stream
 from bridge.ledger.tables import CHECKPOINTS, DRIFT, RUNS
 from bridge.records.ledger import ReconciliationRun
 
@@ -35,7 +35,7 @@ def drift_totals(connection: Connection) -> DriftTotals:
 
 def list_checkpoints(connection: Connection) -> dict[str, str]:
     """Stream positions by stream name: every stream for every org; for one org its channels under their
-    bare names, and the global 'source'."""
+    bare names, and the global source positions."""
     scope = scope_of(connection)
     query = select(CHECKPOINTS.c.stream, CHECKPOINTS.c.position)
     positions: dict[str, str] = {}
@@ -43,6 +43,6 @@ def list_checkpoints(connection: Connection) -> dict[str, str]:
         org_id, channel = split_stream(str(stream))
         if scope.every:
             positions[str(stream)] = str(position)
-        elif channel == SOURCE_STREAM or scope.holds(org_id):
+        elif channel in SOURCE_STREAMS or scope.holds(org_id):
             positions[channel] = str(position)
     return positions

@@ -289,6 +289,10 @@ class Ledger:
         """Apply source transactions and advance the 'source' checkpoint, all in one transaction."""
         return await self._write(ingest.apply_batch, batch)
 
+    async def link_orgs(self, link_ids: Collection[str]) -> dict[str, str | None]:
+        """The org (None: the default org) of each of these links the ledger knows."""
+        return await self._read(ingest.link_orgs, list(link_ids))
+
     # ------------------------------------------------------------------ outbox
 
     async def claim_link_work(self, now: datetime, limit: int) -> list[LinkWork]:

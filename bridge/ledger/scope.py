@@ -25,6 +25,8 @@ from bridge.records.ledger import DEFAULT_ORG, Fence, OrgState
 ORG_SCOPE = "ledger_org_scope"
 ORG_STREAM_PREFIX = "org/"
 SOURCE_STREAM = "source"
+SOURCE_AHEAD_STREAM = "source.ahead"  # transactions applied ahead of it (ledger/checkpoints.py)
+SOURCE_STREAMS = (SOURCE_STREAM, SOURCE_AHEAD_STREAM)
 
 __all__ = [
     "EVERY_ORG",
@@ -50,7 +52,7 @@ def org_key(org_id: str | None) -> str:
 
 def org_stream(org_id: str | None, channel: str) -> str:
     """The checkpoint stream of an org's channel; the source stream and mapped names stay as they are."""
-    if org_id is None or channel == SOURCE_STREAM or channel.startswith(ORG_STREAM_PREFIX):
+    if org_id is None or channel in SOURCE_STREAMS or channel.startswith(ORG_STREAM_PREFIX):
         return channel
     return f"{ORG_STREAM_PREFIX}{org_id}/{channel}"
 

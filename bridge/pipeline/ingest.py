@@ -14,8 +14,9 @@ from datetime import datetime
 
 import structlog
 
-from bridge.aio import Interrupted, next_or_stop
+from bridge.aio import next_or_stop
 from bridge.errors import LedgerUnavailable
+from bridge.pipeline.ingest_order import Entry, IngestOrder, OrderLimits
 from bridge.pipeline.ports import ChangeSource, IngestLedger
 from bridge.records.ledger import IngestSummary
 from bridge.records.source import (
@@ -42,7 +43,11 @@ class IngestLimits:
     max_changes: int = 5000
     # Changes read ahead of the ledger: bounds memory while a large snapshot (1,000-row chunks) or backlog
     # streams in faster than the ledger takes it.
-    max_queued_changes: int = 10000
+    # Sized so that a backlog of 50,000 bookings in one org can be read past, to the other orgs' bookings
+    # behind it (ingest_order.py); about 1 kB of memory per change.
+    max_queued_changes: int = 65536
+    # With several orgs' bookings queued: the changes one batch takes, shared between them.
+    shared_changes: int = 1000
 
 
 def without_organizations(txn: SourceTransaction) -> SourceTransaction:
@@ -71,7 +76,11 @@ def quiet_bookings(txn: SourceTransaction, policy: BackfillPolicy, now: datetime
 
 
 class Ingestor:
-    """Moves source transactions into the ledger in batches and acknowledges them."""
+    """Moves source transactions into the ledger in batches and acknowledges them.
+
+    The read-ahead is sorted per org (ingest_order.py) so that one org's backlog does not hold another org's
+    bookings; what is acknowledged is only ever the applied prefix of the stream.
+    """
 
     def __init__(
         self,
@@ -84,7 +93,6 @@ class Ingestor:
         on_summary: Callable[[IngestSummary], None] | None = None,
         tenancy: bool = True,
         limits: IngestLimits = IngestLimits(),
-        queue_size: int = 1000,
     ) -> None:
         self._source = source
         self._ledger = ledger
@@ -95,8 +103,12 @@ class Ingestor:
         self._tenancy = tenancy  # off: users' organizations are dropped (every booking is the default org's)
         self._stop = asyncio.Event()
         self._limits = limits
-        self._queue: asyncio.Queue[SourceTransaction | None] = asyncio.Queue(maxsize=queue_size)
-        self._queued_changes = 0
+        self._order = IngestOrder(
+            reorder=tenancy,
+            limits=OrderLimits(limits.max_transactions, limits.max_changes, limits.shared_changes),
+        )
+        self._arrived = asyncio.Event()
+        self._read_all = False
         self._room = asyncio.Event()
         self.applied_lsn: int | None = None
         self.applied_transactions = 0
@@ -108,59 +120,53 @@ class Ingestor:
         async with asyncio.TaskGroup() as tg:
             reader = tg.create_task(self._read_source())
             try:
-                await self._ingest_until(stop, reader)
+                await self._ingest_until(stop)
             finally:
                 reader.cancel()
 
     async def _read_source(self) -> None:
-        """Feed the bounded queue from the source iterator (the queue gives us non-blocking batching)."""
+        """Read ahead of the ledger, up to the change budget."""
         async for read in self._source.transactions():
             txn = read if self._tenancy else without_organizations(read)
-            while self._queued_changes >= self._limits.max_queued_changes:
+            while self._order.queued_changes >= self._limits.max_queued_changes:
                 self._room.clear()
                 await self._room.wait()
-            self._queued_changes += len(txn.changes)
-            await self._queue.put(txn)
-        await self._queue.put(None)
+            self._order.add(txn)
+            self._arrived.set()
+        self._read_all = True
+        self._arrived.set()
 
-    def _taken(self, txn: SourceTransaction) -> SourceTransaction:
-        """Account for a transaction leaving the queue (and wake the reader if it waits for room)."""
-        self._queued_changes -= len(txn.changes)
-        self._room.set()
-        return txn
-
-    async def _ingest_until(self, stop: asyncio.Event, reader: asyncio.Task[None]) -> None:
+    async def _ingest_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            first = await self._next_or_stop(stop)
-            if first is None:
-                if reader.done() and self._queue.empty():
+            if not self._order.waiting():
+                if self._read_all:
                     return
+                self._arrived.clear()
+                await next_or_stop(self._arrived.wait(), stop)
                 continue
-            batch = [first]
-            changes = len(first.changes)
-            while (
-                len(batch) < self._limits.max_transactions
-                and changes < self._limits.max_changes
-                and not self._queue.empty()
-            ):
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    break
-                batch.append(self._taken(nxt))
-                changes += len(nxt.changes)
+            if self._tenancy:
+                await self._sort_by_org()
+            batch = self._order.take()
+            self._room.set()
             # The ledger write and the acknowledgement belong together: a cancellation (SIGTERM) must not
             # separate them, so they are shielded.
             await asyncio.shield(self._apply(batch))
 
-    async def _next_or_stop(self, stop: asyncio.Event) -> SourceTransaction | None:
-        txn = await next_or_stop(self._queue.get(), stop)
-        if txn is None or isinstance(txn, Interrupted):
-            return None
-        return self._taken(txn)
+    async def _sort_by_org(self) -> None:
+        """Learn the orgs of the queued bookings' links, then sort what can be sorted into lanes. With the
+        ledger away nothing is sorted: the batch is then taken in stream order and waits for the ledger."""
+        wanted = self._order.unknown_links()
+        found: dict[str, str | None] = {}
+        if wanted:
+            try:
+                found = await self._ledger.link_orgs(wanted)
+            except LedgerUnavailable:
+                return
+        self._order.classify(found)
 
     async def _apply_durably(self, batch: IngestBatch) -> object:
         """Write the batch to the ledger, waiting out a ledger that is unreachable; nothing is acknowledged
-        meanwhile, so PostgreSQL keeps every change (the reader pauses once its queue is full)."""
+        meanwhile, so PostgreSQL keeps every change (the reader pauses once its read-ahead is full)."""
         delay = LEDGER_RETRY_FIRST_SECONDS
         while True:
             try:
@@ -172,25 +178,35 @@ class Ingestor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LEDGER_RETRY_MAX_SECONDS)
 
-    async def _apply(self, batch: list[SourceTransaction]) -> None:
+    async def _apply(self, entries: list[Entry]) -> None:
         now = self._clock()
+        batch = [e.txn for e in entries]
         quiet: set[str] = set()
         for txn in batch:
             quiet |= quiet_bookings(txn, self._backfill, now)
+        settled = self._order.settled(entries)
         summary = await self._apply_durably(
-            IngestBatch(transactions=tuple(batch), now=now, quiet_booking_ids=frozenset(quiet))
+            IngestBatch(
+                transactions=tuple(batch),
+                now=now,
+                quiet_booking_ids=frozenset(quiet),
+                position=settled.position,
+                reordered=True,
+            )
         )
-        last = batch[-1]
-        self._source.acknowledge(last.end_lsn)
-        self.applied_lsn = last.end_lsn
+        self._order.applied(entries)
+        if settled.ack_lsn is not None:
+            self._source.acknowledge(settled.ack_lsn)
+            self.applied_lsn = settled.ack_lsn
         self.applied_transactions += len(batch)
-        self.last_commit_time = last.commit_time
+        self.last_commit_time = max(t.commit_time for t in batch)
         log.info(
             "ingest.batch_applied",
             transactions=len(batch),
             changes=sum(len(t.changes) for t in batch),
-            snapshot=last.snapshot,
-            lsn=last.end_lsn,
+            snapshot=batch[-1].snapshot,
+            lsn=settled.ack_lsn,
+            ahead=self._order.ahead,
             skipped_by_backfill=len(quiet),
             summary=str(summary) if summary is not None else None,
         )

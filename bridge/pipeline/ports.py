@@ -62,7 +62,11 @@ class ChangeSource(Protocol):
 
 
 class IngestLedger(Protocol):
-    """The ledger call the Ingestor makes."""
+    """The ledger calls the Ingestor makes."""
+
+    async def link_orgs(self, link_ids: Collection[str]) -> dict[str, str | None]:
+        """The org (None: the default org) of each of these links the ledger knows."""
+        ...
 
     async def apply_source_batch(self, batch: IngestBatch) -> IngestSummary:
         """Make a batch of source transactions durable, with the checkpoint, in one transaction."""

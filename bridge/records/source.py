@@ -216,8 +216,14 @@ class IngestBatch:
     """Source transactions to make durable in the ledger in one transaction, with the checkpoint.
 
     `quiet_booking_ids` are snapshot bookings the backfill policy excludes: stored, but not made work.
+    `reordered`: the transactions are not a stretch of the stream but a choice from the read-ahead
+    (pipeline/ingest_order.py), and `position` is the end of the stream's applied prefix once they are in
+    (None: it does not move); the others are remembered as applied ahead of it. Otherwise the batch is a
+    stretch of the stream and the checkpoint moves to its end.
     """
 
     transactions: tuple[SourceTransaction, ...]
     now: datetime
     quiet_booking_ids: frozenset[str] = frozenset()
+    position: int | None = None
+    reordered: bool = False

@@ -1,0 +1,258 @@
+"""The order in which read source transactions go to the ledger: stream order, except that one org's bookings
+may pass another org's (issue 13: a backlog of one org never delays another's bookings).
+
+The change stream is one ordered queue for every org. Applying it strictly in order makes every org's new
+booking wait behind whatever any other org committed before it: an import of 50,000 bookings holds the others
+for as long as the ledger takes to write it. Two transactions that change only bookings, on links of
+different orgs, and no booking in common, commute: their ledger effects touch disjoint rows. So the read-ahead
+is sorted into one lane per org, kept in stream order within the lane, and a batch takes a share of every
+lane's head (round robin, a quantum of changes each).
+
+What may be reordered, and what may not:
+- A transaction is `free` when it changes bookings only (insert, update, delete; no truncate), is not a
+  snapshot chunk, every booking names its link, and every link is known to the ledger in one org. It joins
+  that org's lane, unless a booking of it is also in an unapplied transaction of another lane: then it waits
+  for that lane and is treated as below.
+- Everything else is a `barrier`: users, links, organizations and connections change which org a booking
+  belongs to; truncates, snapshot chunks and deletes (which carry only the booking id) are not sorted. A
+  barrier waits until every transaction before it is applied, and no transaction after it is sorted into a
+  lane before it is applied: from a barrier on, batches are taken in stream order, as with a single org.
+- A link's org only changes through a barrier (its owner moves to another organization, the link gets
+  another owner; once its Mogli Event is written it no longer changes at all), so the link orgs read from
+  the ledger stay true until the next barrier is applied, and are read again after it.
+
+The source is acknowledged only up to the watermark: the end of the longest applied prefix of the stream.
+A transaction applied ahead of it is remembered in the ledger (ingest.py, the `source.ahead` position) in
+the same ledger transaction, so that a restart, which replays the stream from the watermark, skips it.
+How far ahead a lane may run is bounded (MAX_AHEAD transactions): beyond it, only the lane holding the
+oldest unapplied transaction is served until the watermark moves.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from bridge.records.source import BookingRow, ChangeOp, SourceTable, SourceTransaction
+
+MAX_AHEAD = 2000  # transactions applied ahead of the watermark, at most
+MAX_CLASSIFIED = 2000  # transactions sorted into lanes per look at the queue
+MAX_UNKNOWN_LINKS = 2000  # link orgs asked of the ledger at once
+
+_FREE_OPS = (ChangeOp.INSERT, ChangeOp.UPDATE)
+
+Lane = str | None  # an org (None: the default org)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLimits:
+    """How much one batch takes."""
+
+    max_transactions: int = 500
+    max_changes: int = 5000  # with one lane busy
+    shared_changes: int = 1000  # with several lanes busy: a lane's share is this over the lanes
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """One read transaction on its way to the ledger."""
+
+    seq: int
+    txn: SourceTransaction
+    size: int
+    free: bool  # bookings only, every link named: may be sorted into a lane
+    routing: bool  # changes which org a booking belongs to (or the booking rows themselves wholesale)
+    links: frozenset[str] = frozenset()
+    bookings: frozenset[str] = frozenset()
+    lane: Lane = None
+    applied: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Where the stream stands once a batch is applied: the LSN to acknowledge and the checkpoint."""
+
+    ack_lsn: int | None  # the end of the applied prefix (None: it did not move)
+    position: int | None  # the same, counting only what is a position (not an unfinished snapshot)
+
+
+def _entry(seq: int, txn: SourceTransaction, reorder: bool) -> Entry:
+    size = len(txn.changes)
+    rows = [c.row for c in txn.changes]
+    only_bookings = all(c.table is SourceTable.BOOKINGS for c in txn.changes)
+    free = (
+        reorder
+        and not txn.snapshot
+        and size > 0
+        and only_bookings
+        and all(c.op in _FREE_OPS and isinstance(c.row, BookingRow) and c.row.link_id for c in txn.changes)
+    )
+    routing = txn.snapshot or not only_bookings or any(c.op is ChangeOp.TRUNCATE for c in txn.changes)
+    if not free:
+        return Entry(seq, txn, size, free=False, routing=routing)
+    links = frozenset(r.link_id for r in rows if isinstance(r, BookingRow) and r.link_id)
+    bookings = frozenset(r.id for r in rows if isinstance(r, BookingRow))
+    return Entry(seq, txn, size, free=True, routing=False, links=links, bookings=bookings)
+
+
+@dataclass(slots=True)
+class IngestOrder:
+    """The read-ahead: what is queued, sorted into lanes, applied ahead; chooses each batch."""
+
+    reorder: bool = True  # off (tenancy off): stream order only
+    limits: OrderLimits = OrderLimits()
+    queued_changes: int = 0  # read and not yet taken into a batch
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _stream: deque[Entry] = field(default_factory=deque)  # every entry not below the watermark
+    _pending: deque[Entry] = field(default_factory=deque)  # not sorted into a lane yet, in stream order
+    _lanes: dict[Lane, deque[Entry]] = field(default_factory=dict)
+    _turn: int = 0
+    _link_orgs: dict[str, Lane] = field(default_factory=dict)
+    _touched: dict[str, Entry] = field(default_factory=dict)  # booking id -> its latest sorted entry
+    _ahead: int = 0  # applied entries above the watermark
+
+    def add(self, txn: SourceTransaction) -> None:
+        """Queue a transaction read from the stream."""
+        entry = _entry(next(self._seq), txn, self.reorder)
+        self._stream.append(entry)
+        self._pending.append(entry)
+        self.queued_changes += entry.size
+
+    def waiting(self) -> bool:
+        """Whether anything is queued and not yet taken."""
+        return bool(self._pending or self._lanes)
+
+    @property
+    def ahead(self) -> int:
+        """Transactions applied ahead of the watermark."""
+        return self._ahead
+
+    # ------------------------------------------------------------------ sorting into lanes
+
+    def unknown_links(self) -> list[str]:
+        """Links of the sortable queued transactions whose org is not known yet (to ask the ledger)."""
+        wanted: dict[str, None] = {}
+        for entry in itertools.islice(self._pending, MAX_CLASSIFIED):
+            if not entry.free:
+                break
+            for link in entry.links:
+                if link not in self._link_orgs:
+                    wanted[link] = None
+            if len(wanted) >= MAX_UNKNOWN_LINKS:
+                break
+        return list(wanted)
+
+    def classify(self, link_orgs: Mapping[str, Lane]) -> None:
+        """Sort queued transactions into lanes, in stream order, up to the first that cannot be sorted.
+        `link_orgs`: the ledger's org of links it knows (a link it does not know stays unknown)."""
+        self._link_orgs.update(link_orgs)
+        for _ in range(MAX_CLASSIFIED):
+            if not self._pending or not self._pending[0].free:
+                return
+            entry = self._pending[0]
+            lane = self._lane_of(entry)
+            if lane is _UNSORTABLE:
+                entry.free = False  # a barrier now: it waits for everything before it
+                return
+            self._pending.popleft()
+            entry.lane = lane  # type: ignore[assignment]
+            self._lanes.setdefault(entry.lane, deque()).append(entry)
+            for booking in entry.bookings:
+                self._touched[booking] = entry
+
+    def _lane_of(self, entry: Entry) -> Lane | object:
+        orgs = {self._link_orgs.get(link, _UNSORTABLE) for link in entry.links}
+        if len(orgs) != 1 or _UNSORTABLE in orgs:
+            return _UNSORTABLE
+        lane = orgs.pop()
+        for booking in entry.bookings:
+            before = self._touched.get(booking)
+            if before is not None and not before.applied and before.lane != lane:
+                return _UNSORTABLE
+        return lane
+
+    # ------------------------------------------------------------------ taking a batch
+
+    def take(self) -> list[Entry]:
+        """The next batch, in stream order; empty when nothing is queued."""
+        if self._ahead >= MAX_AHEAD:
+            oldest = next((e for e in self._stream if not e.applied), None)
+            if oldest is not None and oldest.lane in self._lanes and self._lanes[oldest.lane][0] is oldest:
+                return self._from_lanes([oldest.lane])
+        busy = [lane for lane, queue in self._lanes.items() if queue]
+        if busy:
+            return self._from_lanes(busy)
+        return self._in_stream_order()
+
+    def _in_stream_order(self) -> list[Entry]:
+        """From the head of the unsorted queue, as read (everything before it is applied)."""
+        batch: list[Entry] = []
+        changes = 0
+        while self._pending and len(batch) < self.limits.max_transactions:
+            if batch and changes + self._pending[0].size > self.limits.max_changes:
+                break
+            entry = self._pending.popleft()
+            batch.append(entry)
+            changes += entry.size
+            if entry.routing:
+                self._link_orgs.clear()  # read again once it is applied (nothing is sorted before that)
+        self._taken(batch)
+        return batch
+
+    def _from_lanes(self, busy: list[Lane]) -> list[Entry]:
+        """Round robin over the busy lanes, each taking whole transactions up to its share of changes."""
+        limits = self.limits
+        share = limits.max_changes if len(busy) == 1 else max(limits.shared_changes // len(busy), 1)
+        start = self._turn % len(busy)
+        self._turn += 1
+        batch: list[Entry] = []
+        for lane in busy[start:] + busy[:start]:
+            queue = self._lanes[lane]
+            taken = 0
+            while queue and len(batch) < limits.max_transactions:
+                if taken and taken + queue[0].size > share:
+                    break
+                entry = queue.popleft()
+                batch.append(entry)
+                taken += entry.size
+            if not queue:
+                del self._lanes[lane]
+        batch.sort(key=lambda e: e.seq)
+        self._taken(batch)
+        return batch
+
+    def _taken(self, batch: Iterable[Entry]) -> None:
+        for entry in batch:
+            self.queued_changes -= entry.size
+
+    # ------------------------------------------------------------------ the watermark
+
+    def settled(self, batch: list[Entry]) -> Settled:
+        """Where the stream will stand once `batch` is applied (nothing changes yet)."""
+        in_batch = {e.seq for e in batch}
+        ack: int | None = None
+        position: int | None = None
+        for entry in self._stream:
+            if not (entry.applied or entry.seq in in_batch):
+                break
+            ack = entry.txn.end_lsn
+            if not entry.txn.snapshot or entry.txn.last_snapshot_chunk:
+                position = entry.txn.end_lsn if position is None else max(position, entry.txn.end_lsn)
+        return Settled(ack, position)
+
+    def applied(self, batch: list[Entry]) -> None:
+        """`batch` is durable in the ledger: drop the applied prefix of the stream."""
+        for entry in batch:
+            entry.applied = True
+            self._ahead += 1
+        while self._stream and self._stream[0].applied:
+            done = self._stream.popleft()
+            self._ahead -= 1
+            for booking in done.bookings:
+                if self._touched.get(booking) is done:
+                    del self._touched[booking]
+
+
+_UNSORTABLE = object()

@@ -8,9 +8,12 @@ operation from each lane with work in turn (round robin), so an org waits for at
 every other busy lane, whatever their backlogs.
 
 The unscoped ledger's lane (the ingest, above all) serves every org: each org's new bookings wait in the
-one ordered change stream until the ingest has written what came before them. It therefore takes every
-other turn while it has work, however many org lanes are busy: the ingest keeps at least half the thread
-during an import, and an org's claim waits for at most one ingest batch.
+read-ahead until the ingest has written them. It therefore takes every other turn while it has work, however
+many org lanes are busy, but only while it has not used more of the thread's time than the org lanes
+(FAVOURED_SLACK_SECONDS of slack): an ingest batch of an import runs for tens of milliseconds, an org's
+claim for one, and turns counted alone would give the import nearly all of the thread while every org's
+pushes queued behind it. So the ingest keeps about half the thread during an import, and an org's claim
+waits for at most one ingest batch and its own turn among the org lanes.
 
 Within a lane the order is kept (first submitted, first run), which is all a caller can rely on: every
 caller awaits an operation's result before it submits one that depends on it.
@@ -26,6 +29,7 @@ of them is reported done before the commit.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -37,6 +41,9 @@ _T = TypeVar("_T")
 
 EVERY_LANE = "*"  # the unscoped ledger's lane (the ingest, the fleet, commands)
 MAX_GROUP = 32  # writes sharing one transaction at most
+# The favoured lane may run this far ahead of the org lanes' time (and bank at most this much credit).
+FAVOURED_SLACK_SECONDS = 0.005
+FAVOURED_WINDOW_SECONDS = 0.5
 
 # Runs jobs in one transaction: (True, result) or (False, exception) for each, in order; raises when the
 # transaction itself failed.
@@ -48,6 +55,9 @@ class _Work:
     future: Future[Any]
     call: Callable[..., Any]
     write: bool  # a job taking a connection, which may share its transaction with the next writes
+    favoured: bool = False  # taken from the favoured lane
+    contended: bool = False  # other lanes had work when it was taken (its time counts in the balance)
+    seconds: float = 0.0  # how long its call ran
 
 
 class FairExecutor(Executor):
@@ -63,6 +73,8 @@ class FairExecutor(Executor):
         self._turns: deque[str] = deque()  # lanes with work (but the favoured one), in serving order
         self._favoured = favoured  # the lane that takes every other turn while it has work
         self._favoured_next = True
+        # Thread time the favoured lane used beyond the other lanes' while both had work (clamped).
+        self._favoured_debt = 0.0
         self._run_group = run_group
         self._cv = threading.Condition()
         self._closing = False
@@ -112,7 +124,9 @@ class FairExecutor(Executor):
                 if self._closing or writes_only:
                     return None
                 self._cv.wait()
-            favoured = self._favoured in self._lanes and (self._favoured_next or not self._turns)
+            due = self._favoured_next and self._favoured_debt <= FAVOURED_SLACK_SECONDS
+            favoured = self._favoured in self._lanes and (due or not self._turns)
+            contended = bool(self._turns) if favoured else self._favoured in self._lanes
             key = self._favoured if favoured else self._turns[0]
             assert key is not None
             lane = self._lanes[key]
@@ -126,27 +140,42 @@ class FairExecutor(Executor):
                 del self._lanes[key]
             elif not favoured:
                 self._turns.append(key)  # its next operation waits for every other lane's turn
+            work.favoured, work.contended = favoured, contended
             return work
+
+    def _charge(self, works: list[_Work]) -> None:
+        """Count the thread time of operations that ran while the favoured lane and others both had work."""
+        with self._cv:
+            for work in works:
+                if work.contended:
+                    self._favoured_debt += work.seconds if work.favoured else -work.seconds
+            window = FAVOURED_WINDOW_SECONDS
+            self._favoured_debt = min(max(self._favoured_debt, -window), window)
 
     def _serve(self) -> None:
         while (work := self._take()) is not None:
             if not work.write:
                 self._run_one(work)
+                self._charge([work])
                 continue
             group = [work]
             while len(group) < MAX_GROUP and (more := self._take(writes_only=True)) is not None:
                 group.append(more)
             self._run_writes(group)
+            self._charge(group)
 
     @staticmethod
     def _run_one(work: _Work) -> None:
         if not work.future.set_running_or_notify_cancel():
             return
+        started = time.monotonic()
         try:
             result = work.call()
         except BaseException as exc:  # handed to the awaiting caller, as a ThreadPoolExecutor does
+            work.seconds = time.monotonic() - started
             work.future.set_exception(exc)
         else:
+            work.seconds = time.monotonic() - started
             work.future.set_result(result)
 
     def _run_writes(self, group: list[_Work]) -> None:
@@ -155,7 +184,7 @@ class FairExecutor(Executor):
             return
         assert self._run_group is not None
         try:
-            outcomes = self._run_group([w.call for w in live])
+            outcomes = self._run_group([_timed(w) for w in live])
         except BaseException as exc:  # the transaction failed: nothing of it happened
             for w in live:
                 w.future.set_exception(exc)
@@ -184,6 +213,19 @@ class FairExecutor(Executor):
             self._cv.notify_all()
         if wait and self._started and self._thread is not threading.current_thread():
             self._thread.join()
+
+
+def _timed(work: _Work) -> Callable[[Any], Any]:
+    """A write job that records how long it ran (its share of the group's commit is not counted)."""
+
+    def job(connection: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return work.call(connection)
+        finally:
+            work.seconds = time.monotonic() - started
+
+    return job
 
 
 class LaneExecutor(Executor):

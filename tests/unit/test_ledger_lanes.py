@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -51,6 +52,34 @@ def test_the_ingest_lane_takes_every_other_turn_however_many_orgs_wait() -> None
         future.result(5)
     executor.shutdown()
     assert ran == ["ingest0", "org0", "ingest1", "org1", "ingest2", "org2", "org3"]
+
+
+def test_a_long_ingest_batch_is_paid_for_with_the_org_lanes_time() -> None:
+    """Ingest operations of 30 ms against org operations of 1 ms: after each ingest batch the org lanes get
+    about as much of the thread before the next one, not a single turn (which would leave an import nearly
+    all of it), and the ingest still comes back long before the org lanes are empty."""
+    executor = FairExecutor()
+    ran: list[str] = []
+
+    def ingest(k: int) -> None:
+        time.sleep(0.03)
+        ran.append(f"ingest{k}")
+
+    def org(k: int) -> None:
+        time.sleep(0.001)
+        ran.append(f"org{k}")
+
+    release = _blocked(executor)
+    futures = [executor.submit(ingest, k) for k in range(3)]
+    futures += [executor.submit_to(f"org{k}", org, k) for k in range(200)]
+    release.set()
+    for future in futures:
+        future.result(10)
+    executor.shutdown()
+    first, second = ran.index("ingest1"), ran.index("ingest2")
+    assert ran[0] == "ingest0"
+    assert 5 <= first - 1 <= 40, ran[: first + 1]
+    assert 5 <= second - first - 1 <= 40, ran[first : second + 1]
 
 
 def test_a_lane_keeps_its_order_and_errors_reach_the_caller() -> None:

@@ -162,7 +162,7 @@ class Ingestor:
                 found = await self._ledger.link_orgs(wanted)
             except LedgerUnavailable:
                 return
-        self._order.classify(found)
+        self._order.classify(found, asked=wanted)
 
     async def _apply_durably(self, batch: IngestBatch) -> object:
         """Write the batch to the ledger, waiting out a ledger that is unreachable; nothing is acknowledged

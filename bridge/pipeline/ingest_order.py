@@ -109,7 +109,7 @@ class IngestOrder:
     _pending: deque[Entry] = field(default_factory=deque)  # not sorted into a lane yet, in stream order
     _lanes: dict[Lane, deque[Entry]] = field(default_factory=dict)
     _turn: int = 0
-    _link_orgs: dict[str, Lane] = field(default_factory=dict)
+    _link_orgs: dict[str, Lane | object] = field(default_factory=dict)  # _UNKNOWN: not in the ledger
     _touched: dict[str, Entry] = field(default_factory=dict)  # booking id -> its latest sorted entry
     _ahead: int = 0  # applied entries above the watermark
 
@@ -144,16 +144,21 @@ class IngestOrder:
                 break
         return list(wanted)
 
-    def classify(self, link_orgs: Mapping[str, Lane]) -> None:
+    def classify(self, link_orgs: Mapping[str, Lane], asked: Iterable[str] = ()) -> None:
         """Sort queued transactions into lanes, in stream order, up to the first that cannot be sorted.
-        `link_orgs`: the ledger's org of links it knows (a link it does not know stays unknown)."""
+        `link_orgs`: the ledger's org of the links it knows among `asked`; one it does not know makes its
+        transaction a barrier. A transaction read since the question waits for the next one."""
+        for link in asked:
+            self._link_orgs.setdefault(link, _UNKNOWN)
         self._link_orgs.update(link_orgs)
         for _ in range(MAX_CLASSIFIED):
             if not self._pending or not self._pending[0].free:
                 return
             entry = self._pending[0]
             lane = self._lane_of(entry)
-            if lane is _UNSORTABLE:
+            if lane is _NOT_YET:
+                return
+            if lane is _UNKNOWN:
                 entry.free = False  # a barrier now: it waits for everything before it
                 return
             self._pending.popleft()
@@ -163,14 +168,18 @@ class IngestOrder:
                 self._touched[booking] = entry
 
     def _lane_of(self, entry: Entry) -> Lane | object:
-        orgs = {self._link_orgs.get(link, _UNSORTABLE) for link in entry.links}
-        if len(orgs) != 1 or _UNSORTABLE in orgs:
-            return _UNSORTABLE
+        """The entry's lane; _NOT_YET when a link of it was not asked about, _UNKNOWN when it cannot go in
+        one lane (a link unknown to the ledger, links of two orgs, a booking still in another lane)."""
+        orgs = {self._link_orgs.get(link, _NOT_YET) for link in entry.links}
+        if _NOT_YET in orgs:
+            return _NOT_YET
+        if len(orgs) != 1 or _UNKNOWN in orgs:
+            return _UNKNOWN
         lane = orgs.pop()
         for booking in entry.bookings:
             before = self._touched.get(booking)
             if before is not None and not before.applied and before.lane != lane:
-                return _UNSORTABLE
+                return _UNKNOWN
         return lane
 
     # ------------------------------------------------------------------ taking a batch
@@ -255,4 +264,5 @@ class IngestOrder:
                     del self._touched[booking]
 
 
-_UNSORTABLE = object()
+_NOT_YET = object()  # a link not asked about yet
+_UNKNOWN = object()  # a link the ledger does not know, or no single lane

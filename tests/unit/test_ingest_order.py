@@ -38,8 +38,14 @@ def sorted_order(*txns: SourceTransaction, limits: OrderLimits = OrderLimits()) 
     order = IngestOrder(limits=limits)
     for t in txns:
         order.add(t)
-    order.classify({link: ORGS[link] for link in order.unknown_links() if link in ORGS})
+    ask(order)
     return order
+
+
+def ask(order: IngestOrder) -> None:
+    """Ask the "ledger" (ORGS) about the unknown links, as the Ingestor does, and sort."""
+    asked = order.unknown_links()
+    order.classify({link: ORGS[link] for link in asked if link in ORGS}, asked=asked)
 
 
 def lsns(batch: list[Entry]) -> list[int]:
@@ -50,7 +56,7 @@ def drain(order: IngestOrder) -> list[list[int]]:
     """Every batch until the order is empty, applying each; sorted again before each, as the Ingestor does."""
     batches = []
     while order.waiting():
-        order.classify({link: ORGS[link] for link in order.unknown_links() if link in ORGS})
+        ask(order)
         batch = order.take()
         order.applied(batch)
         batches.append(lsns(batch))
@@ -121,6 +127,19 @@ def test_an_unknown_link_or_a_delete_is_not_sorted() -> None:
         bookings(101, "small-link", "s1", op=ChangeOp.DELETE),
     )
     assert drain(order) == [[100], [101]]
+
+
+def test_a_transaction_read_while_the_ledger_was_asked_waits_for_the_next_question() -> None:
+    """A booking read after the links were looked up is neither sorted on a guess nor made a barrier."""
+    order = IngestOrder()
+    order.add(bookings(100, "big-link", *(f"b{i}" for i in range(1000))))
+    asked = order.unknown_links()
+    order.add(bookings(101, "small-link", "s1"))  # read during the lookup
+    order.classify({link: ORGS[link] for link in asked}, asked=asked)
+    assert lsns(order.take()) == [100]
+    ask(order)
+    batch = order.take()
+    assert lsns(batch) == [101] and batch[0].free
 
 
 def test_without_reordering_everything_is_in_stream_order() -> None:

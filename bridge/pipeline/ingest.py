@@ -114,6 +114,16 @@ class Ingestor:
         self.applied_transactions = 0
         self.last_commit_time: datetime | None = None
 
+    @property
+    def read_ahead(self) -> int:
+        """Changes read from the stream and not yet taken into a batch."""
+        return self._order.queued_changes
+
+    @property
+    def applied_ahead(self) -> int:
+        """Transactions applied ahead of the acknowledged position (another org's backlog before them)."""
+        return self._order.ahead
+
     async def run(self, stop: asyncio.Event) -> None:
         """Ingest until `stop` is set; the batch in hand is always finished first."""
         self._stop = stop

@@ -23,6 +23,7 @@ __all__ = [
     "format_ahead",
     "parse_ahead",
     "read_position",
+    "read_source_positions",
     "write_position",
 ]
 
@@ -32,6 +33,14 @@ def read_position(connection: Connection, stream: str) -> str | None:
     stream = scope_of(connection).stream(stream)
     query = select(CHECKPOINTS.c.position).where(CHECKPOINTS.c.stream == stream)
     return connection.execute(query).scalar_one_or_none()
+
+
+def read_source_positions(connection: Connection) -> tuple[str | None, str | None]:
+    """The source's position and its `source.ahead` list, in one query (once per ingest batch)."""
+    streams = (SOURCE_STREAM, SOURCE_AHEAD_STREAM)
+    query = select(CHECKPOINTS.c.stream, CHECKPOINTS.c.position).where(CHECKPOINTS.c.stream.in_(streams))
+    found = {str(stream): str(position) for stream, position in connection.execute(query)}
+    return found.get(SOURCE_STREAM), found.get(SOURCE_AHEAD_STREAM)
 
 
 def write_position(connection: Connection, stream: str, position: str, now: datetime) -> None:

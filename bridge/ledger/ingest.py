@@ -34,7 +34,7 @@ from bridge.ledger.checkpoints import (
     SOURCE_STREAM,
     format_ahead,
     parse_ahead,
-    read_position,
+    read_source_positions,
     write_position,
 )
 from bridge.ledger.ingest_orgs import OrgChanges
@@ -118,9 +118,8 @@ def apply_batch(connection: Connection, batch: IngestBatch) -> IngestSummary:
 
     A transaction at or below the checkpoint, or remembered as applied ahead of it, was applied before
     (a replay after a restart) and is skipped."""
-    stored_text = read_position(connection, SOURCE_STREAM)
+    stored_text, ahead_text = read_source_positions(connection)
     stored = int(stored_text) if stored_text else None  # "" = reset by `setup`
-    ahead_text = read_position(connection, SOURCE_AHEAD_STREAM)
     ahead = parse_ahead(ahead_text)
     counts: dict[SourceTable, int] = defaultdict(int)
     skipped = 0

@@ -44,6 +44,8 @@ MAX_GROUP = 32  # writes sharing one transaction at most
 # The favoured lane may run this far ahead of the org lanes' time (and bank at most this much credit).
 FAVOURED_SLACK_SECONDS = 0.005
 FAVOURED_WINDOW_SECONDS = 0.5
+# The favoured lane's share of the thread's time while org lanes wait too.
+FAVOURED_SHARE = 0.5
 
 # Runs jobs in one transaction: (True, result) or (False, exception) for each, in order; raises when the
 # transaction itself failed.
@@ -148,7 +150,10 @@ class FairExecutor(Executor):
         with self._cv:
             for work in works:
                 if work.contended:
-                    self._favoured_debt += work.seconds if work.favoured else -work.seconds
+                    if work.favoured:
+                        self._favoured_debt += work.seconds * (1.0 - FAVOURED_SHARE)
+                    else:
+                        self._favoured_debt -= work.seconds * FAVOURED_SHARE
             window = FAVOURED_WINDOW_SECONDS
             self._favoured_debt = min(max(self._favoured_debt, -window), window)
 

@@ -103,8 +103,9 @@ journal -- append-only: why every record looks as it does
     detail               JSON object: LSN and xid, rule, Salesforce ids, error
 
 checkpoints -- stream positions, written in the same transaction as the work they cover
-    stream               'source' (decimal LSN), a Salesforce channel (replay id) of the default org, or
-                         'org/<org_id>/<channel>' for a channel of another org
+    stream               'source' (decimal LSN up to which everything is applied), 'source.ahead' (end LSNs
+                         of transactions applied ahead of it, comma separated), a Salesforce channel (replay
+                         id) of the default org, or 'org/<org_id>/<channel>' for a channel of another org
     position             the position, as text
     updated_at           last change
 

@@ -20,6 +20,10 @@ from bridge.records.inbound import Heartbeat, ReplayPosition, WindowLost
 
 log = structlog.get_logger(__name__)
 
+# A channel's first report waits until it has stayed live this long (or an interval, if shorter): a channel
+# the org does not have is refused within this time, and must not be reported as seen.
+FIRST_SETTLE_SECONDS = 2.0
+
 
 class Heartbeats:
     """The time up to which each channel without a replay id has seen everything, and when to say so."""
@@ -40,6 +44,7 @@ class Heartbeats:
         self._clock = clock
         self._ticks = ticks  # monotonic seconds; the running loop's clock when None
         self._last_beat = 0.0
+        self._live_since: dict[str, float] = {}  # since when each quiet channel is live (monotonic seconds)
 
     def seen_until(self, channel: str) -> datetime | None:
         """The time up to which `channel` is known to have seen everything, if any."""
@@ -47,10 +52,15 @@ class Heartbeats:
 
     def due(self, quiet: Iterable[str]) -> list[Heartbeat]:
         """Every `interval` seconds: how far each of the `quiet` channels (live, no replay id) has seen. A
-        channel never seen before is reported as soon as it is live (`first`), so that a daemon killed
-        within its first interval still left the time from which the next one reconciles."""
+        channel never seen before is reported once it has been live for FIRST_SETTLE_SECONDS (or the interval
+        if shorter; `first`), so that a daemon killed within its first interval still left the time from
+        which the next one reconciles, and a channel refused at once is never reported."""
         now = self._ticks() if self._ticks is not None else asyncio.get_running_loop().time()
+        settle = min(FIRST_SETTLE_SECONDS, self._interval)
         quiet = list(quiet)
+        # Live without a break: a channel that dropped out (refused, or given an id) starts again.
+        self._live_since = {c: self._live_since.get(c, now) for c in quiet}
+        quiet = [c for c in quiet if c in self._seen_until or now - self._live_since[c] >= settle]
         if now - self._last_beat >= self._interval:
             self._last_beat = now
         else:

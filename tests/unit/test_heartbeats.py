@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bridge.records.inbound import Heartbeat, ReplayPosition, WindowLost
-from bridge.salesforce.heartbeats import Heartbeats
+from bridge.salesforce.heartbeats import FIRST_SETTLE_SECONDS, Heartbeats
 
 EVENTS, LEADS, MOGLI = "/data/EventChangeEvent", "/data/LeadChangeEvent", "/data/Mogli_Event__ChangeEvent"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -50,13 +50,15 @@ def test_quiet_channels_beat_once_per_interval_lagging_the_clock_by_it() -> None
     clocks = _Clocks()
     beats = _beats(clocks)
     lag = timedelta(seconds=INTERVAL)
-    first = [Heartbeat(EVENTS, NOW - lag, first=True), Heartbeat(LEADS, NOW - lag, first=True)]
+    assert beats.due([EVENTS, LEADS]) == []  # just live
+    clocks.advance(INTERVAL)
+    first = [Heartbeat(EVENTS, NOW, first=True), Heartbeat(LEADS, NOW, first=True)]
     assert beats.due([EVENTS, LEADS]) == first
     clocks.advance(INTERVAL - 1)
     assert beats.due([EVENTS, LEADS]) == []
     clocks.advance(1)
-    assert beats.due([LEADS]) == [Heartbeat(LEADS, NOW)]
-    assert (beats.seen_until(EVENTS), beats.seen_until(LEADS)) == (NOW - lag, NOW)
+    assert beats.due([LEADS]) == [Heartbeat(LEADS, NOW + lag)]
+    assert (beats.seen_until(EVENTS), beats.seen_until(LEADS)) == (NOW, NOW + lag)
 
 
 def test_a_heartbeat_never_moves_a_channel_back_in_time() -> None:
@@ -70,16 +72,32 @@ def test_a_heartbeat_never_moves_a_channel_back_in_time() -> None:
 
 def test_between_two_heartbeats_only_a_channel_never_seen_is_reported_as_its_first() -> None:
     """Between two heartbeats no known channel's time moves; a channel live for the first time is reported
-    at once (a daemon killed before the interval passed still leaves where the next one reconciles from)."""
+    once it has stayed live for FIRST_SETTLE_SECONDS (a daemon killed before the interval passed still
+    leaves where the next one reconciles from)."""
     clocks = _Clocks()
     beats = _beats(clocks)
-    beats.due([EVENTS])
-    clocks.advance(1)
     lag = timedelta(seconds=INTERVAL)
-    assert beats.due([EVENTS, LEADS]) == [Heartbeat(LEADS, NOW + timedelta(seconds=1) - lag, first=True)]
-    assert beats.seen_until(EVENTS) == NOW - lag
+    beats.due([EVENTS])
+    clocks.advance(FIRST_SETTLE_SECONDS)
+    assert beats.due([EVENTS]) == [Heartbeat(EVENTS, clocks.now - lag, first=True)]
     clocks.advance(1)
     assert beats.due([EVENTS, LEADS]) == []
+    clocks.advance(FIRST_SETTLE_SECONDS)
+    assert beats.due([EVENTS, LEADS]) == [Heartbeat(LEADS, clocks.now - lag, first=True)]
+    assert beats.seen_until(EVENTS) == NOW + timedelta(seconds=FIRST_SETTLE_SECONDS) - lag
+
+
+def test_a_channel_refused_before_it_settled_is_not_reported() -> None:
+    """A channel the org does not have is live for a moment, then refused: it is never reported as seen, and
+    when it is live again it must stay live for the whole settling time afresh."""
+    clocks = _Clocks()
+    beats = _beats(clocks)
+    assert beats.due([EVENTS]) == []
+    clocks.advance(FIRST_SETTLE_SECONDS / 2)
+    assert beats.due([]) == []  # refused: no longer live
+    clocks.advance(FIRST_SETTLE_SECONDS / 2)
+    assert beats.due([EVENTS]) == []
+    assert beats.seen_until(EVENTS) is None
 
 
 def test_a_channel_stored_as_seen_is_not_reported_as_a_first() -> None:

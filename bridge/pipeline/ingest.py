@@ -158,6 +158,8 @@ class Ingestor:
                 await self._sort_by_org()
             batch = self._order.take()
             self._room.set()
+            if not batch:
+                continue
             # The ledger write and the acknowledgement belong together: a cancellation (SIGTERM) must not
             # separate them, so they are shielded.
             await asyncio.shield(self._apply(batch))

@@ -38,7 +38,8 @@ class SourceSettings:
     status_interval_seconds: float = 1.0
     heartbeat_seconds: float = 30.0
     # Decoded transactions (or 1,000-row snapshot chunks) held by the reader; the ingestor reads ahead by up
-    # to 10,000 changes on its own, so a few are enough and a large backfill does not sit in memory.
+    # to 10,000 changes on its own (65,536 with tenancy, past the snapshot), so a few are enough and a large
+    # backfill does not sit in memory.
     queue_size: int = 8
     reconnect_max_seconds: float = 30.0
 

@@ -43,9 +43,10 @@ class IngestLimits:
     max_changes: int = 5000
     # Changes read ahead of the ledger: bounds memory while a large snapshot (1,000-row chunks) or backlog
     # streams in faster than the ledger takes it.
-    # Sized so that a backlog of 50,000 bookings in one org can be read past, to the other orgs' bookings
-    # behind it (ingest_order.py); about 1 kB of memory per change.
-    max_queued_changes: int = 65536
+    max_queued_changes: int = 10000
+    # With tenancy, past the snapshot: sized so that a backlog of 50,000 bookings in one org can be read past,
+    # to the other orgs' bookings behind it (ingest_order.py).
+    sorted_queued_changes: int = 65536
     # With several orgs' bookings queued: the changes one batch takes, shared between them.
     shared_changes: int = 1000
 
@@ -138,7 +139,9 @@ class Ingestor:
         """Read ahead of the ledger, up to the change budget."""
         async for read in self._source.transactions():
             txn = read if self._tenancy else without_organizations(read)
-            while self._order.queued_changes >= self._limits.max_queued_changes:
+            sortable = self._tenancy and not txn.snapshot
+            budget = self._limits.sorted_queued_changes if sortable else self._limits.max_queued_changes
+            while self._order.queued_changes >= budget:
                 self._room.clear()
                 await self._room.wait()
             self._order.add(txn)

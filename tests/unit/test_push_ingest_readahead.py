@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from bridge.pipeline.ingest import IngestLimits, Ingestor
 from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
 from bridge.records.source import (
@@ -80,9 +82,11 @@ class GatedLedger:
         """Unused by the ingestor."""
 
 
-async def test_read_ahead_is_bounded_by_changes_and_everything_arrives() -> None:
-    """With the ledger stalled, 1,000-change chunks stop being read after the change budget; once the
-    ledger moves, every chunk is applied and the last LSN acknowledged."""
+@pytest.mark.parametrize("tenancy", [False, True])
+async def test_read_ahead_is_bounded_by_changes_and_everything_arrives(tenancy: bool) -> None:
+    """With the ledger stalled, 1,000-change chunks stop being read after the change budget (the sorted
+    read-ahead's with tenancy, the plain one without); once the ledger moves, every chunk is applied and the
+    last LSN acknowledged."""
     source, ledger = ChunkSource(count=40, size=1000), GatedLedger()
     all_applied = asyncio.Event()
 
@@ -96,7 +100,13 @@ async def test_read_ahead_is_bounded_by_changes_and_everything_arrives() -> None
         backfill=BackfillPolicy(mode=BackfillMode.NONE),
         clock=lambda: NOW,
         on_work=on_work,
-        limits=IngestLimits(max_transactions=500, max_changes=5000, max_queued_changes=3000),
+        tenancy=tenancy,
+        limits=IngestLimits(
+            max_transactions=500,
+            max_changes=5000,
+            max_queued_changes=3000 if not tenancy else 10**9,
+            sorted_queued_changes=3000 if tenancy else 10**9,
+        ),
     )
     stop = asyncio.Event()
     runner = asyncio.create_task(ingestor.run(stop))

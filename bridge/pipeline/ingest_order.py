@@ -9,10 +9,11 @@ is sorted into one lane per org, kept in stream order within the lane, and a bat
 lane's head (round robin, a quantum of changes each).
 
 What may be reordered, and what may not:
-- A transaction is `free` when it changes bookings only (insert, update, delete; no truncate), is not a
-  snapshot chunk, every booking names its link, and every link is known to the ledger in one org. It joins
+- A transaction is `free` when it changes bookings only (inserts and updates), is not a snapshot chunk,
+  every booking names its link, and every link is known to the ledger in one org. It joins
   that org's lane, unless a booking of it is also in an unapplied transaction of another lane: then it waits
-  for that lane and is treated as below.
+  for that lane and is treated as below. An empty transaction (the bridge's own write-back, emptied by the
+  echo filter) changes nothing and joins the default org's lane.
 - Everything else is a `barrier`: users, links, organizations and connections change which org a booking
   belongs to; truncates, snapshot chunks and deletes (which carry only the booking id) are not sorted. A
   barrier waits until every transaction before it is applied, and no transaction after it is sorted into a
@@ -82,10 +83,10 @@ def _entry(seq: int, txn: SourceTransaction, reorder: bool) -> Entry:
     size = len(txn.changes)
     rows = [c.row for c in txn.changes]
     only_bookings = all(c.table is SourceTable.BOOKINGS for c in txn.changes)
+    # An empty transaction (the bridge's own write-back, emptied by the echo filter) fits any lane.
     free = (
         reorder
         and not txn.snapshot
-        and size > 0
         and only_bookings
         and all(c.op in _FREE_OPS and isinstance(c.row, BookingRow) and c.row.link_id for c in txn.changes)
     )
@@ -170,6 +171,8 @@ class IngestOrder:
     def _lane_of(self, entry: Entry) -> Lane | object:
         """The entry's lane; _NOT_YET when a link of it was not asked about, _UNKNOWN when it cannot go in
         one lane (a link unknown to the ledger, links of two orgs, a booking still in another lane)."""
+        if not entry.links:
+            return None  # an empty transaction: the default org's lane will do
         orgs = {self._link_orgs.get(link, _NOT_YET) for link in entry.links}
         if _NOT_YET in orgs:
             return _NOT_YET

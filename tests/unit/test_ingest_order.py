@@ -142,6 +142,17 @@ def test_a_transaction_read_while_the_ledger_was_asked_waits_for_the_next_questi
     assert lsns(batch) == [101] and batch[0].free
 
 
+def test_an_empty_transaction_is_no_barrier() -> None:
+    """The bridge's own write-back arrives emptied: it changes nothing, so what follows is still sorted."""
+    order = sorted_order(
+        bookings(100, "big-link", *(f"b{i}" for i in range(1000))),
+        bookings(101, "big-link", *(f"c{i}" for i in range(1000))),
+        SourceTransaction(102, NOW, ()),
+        bookings(103, "small-link", "s1"),
+    )
+    assert drain(order)[0] == [100, 102, 103]
+
+
 def test_without_reordering_everything_is_in_stream_order() -> None:
     """Tenancy off: one stream, one order."""
     order = IngestOrder(reorder=False)

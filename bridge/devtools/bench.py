@@ -32,8 +32,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bridge.devtools.bench_inbound import FULL_INBOUND, QUICK_INBOUND, TRANSPORTS, inbound_table, run_inbound
-from bridge.devtools.bench_world import NAIVE, PIPELINED, BenchWorld, DaemonMode, percentile
+from bridge.devtools.bench_inbound import (
+    FULL_INBOUND,
+    QUICK_INBOUND,
+    TRANSPORTS,
+    inbound_table,
+    per_thousand,
+    run_inbound,
+)
+from bridge.devtools.bench_world import NAIVE, PIPELINED, BenchWorld, DaemonMode, cpu_seconds, percentile
 from bridge.devtools.localpg import LocalPostgres
 
 LATENCY_MS = 150
@@ -83,6 +90,8 @@ class BurstResult:
     api_calls_per_booking: float
     peak_rss_mb: float | None
     failed: int
+    cpu_seconds: float | None = None  # the daemon's, from its start to the drain (start-up included)
+    cpu_seconds_per_1000: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,8 @@ class SteadyResult:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    cpu_seconds: float | None = None  # the daemon's, over the run
+    cpu_seconds_per_1000: float | None = None
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -134,6 +145,7 @@ def run_burst(world: BenchWorld, bookings: int, links: int) -> BurstResult:
     started = time.time()
     world.daemon.start()
     seconds, counts, rss = _drain(world, bookings, started)
+    cpu = _daemon_cpu(world)
     calls = world.api_requests() - calls_before
     startup = (world.daemon_started_at() or started) - started
     working = seconds - startup
@@ -147,7 +159,18 @@ def run_burst(world: BenchWorld, bookings: int, links: int) -> BurstResult:
         api_calls_per_booking=round(calls / bookings, 5),
         peak_rss_mb=round(rss, 1) if rss is not None else None,
         failed=counts.get("failed", 0),
+        cpu_seconds=round(cpu, 2),
+        cpu_seconds_per_1000=per_thousand(cpu, bookings),
     )
+
+
+def _daemon_cpu(world: BenchWorld) -> float:
+    """CPU seconds the running daemon has used so far."""
+    proc = world.daemon.proc
+    used = cpu_seconds(proc.pid) if proc is not None else None
+    if used is None:
+        raise RuntimeError(f"the daemon is not running; see {world.daemon.log_path}")
+    return used
 
 
 def run_steady(world: BenchWorld, rate: float, seconds: float) -> SteadyResult:
@@ -166,6 +189,7 @@ def run_steady(world: BenchWorld, rate: float, seconds: float) -> SteadyResult:
             committed[booking_id] = at
         done.set()
 
+    cpu_before = _daemon_cpu(world)
     writer = threading.Thread(target=book, name="bench-steady-writer", daemon=True)
     writer.start()
     deadline = time.monotonic() + seconds + 120.0
@@ -175,6 +199,7 @@ def run_steady(world: BenchWorld, rate: float, seconds: float) -> SteadyResult:
             break
         time.sleep(POLL_SECONDS)
     writer.join(timeout=5)
+    cpu = _daemon_cpu(world) - cpu_before
     latencies = [
         (world.watcher.seen[b] - at) * 1000.0 for b, at in list(committed.items()) if b in world.watcher.seen
     ]
@@ -187,6 +212,8 @@ def run_steady(world: BenchWorld, rate: float, seconds: float) -> SteadyResult:
         p95_ms=round(percentile(latencies, 95), 1),
         p99_ms=round(percentile(latencies, 99), 1),
         max_ms=round(max(latencies, default=0.0), 1),
+        cpu_seconds=round(cpu, 2),
+        cpu_seconds_per_1000=per_thousand(cpu, len(committed)),
     )
 
 
@@ -268,6 +295,7 @@ def _table(report: dict[str, Any]) -> Table:
             ),
             ("  API calls (per booking)", [_calls(b) for b in bursts]),
             ("  daemon peak RSS MB", [f"{b['peak_rss_mb']}" if b else "" for b in bursts]),
+            ("  daemon CPU s (per 1,000)", [_cpu_cell(b) for b in bursts]),
             ("  failed", [f"{b['failed']}" if b else "" for b in bursts]),
         ]
     steadies = [report[m]["steady"] for m in modes]
@@ -278,6 +306,7 @@ def _table(report: dict[str, Any]) -> Table:
             (f"  latency {p} ms", [f"{s[p + '_ms']:,.0f}" if s else "" for s in steadies])
             for p in ("p50", "p95", "p99", "max")
         ],
+        ("  daemon CPU s (per 1,000)", [_cpu_cell(s) for s in steadies]),
     ]
     for label, cells in rows:
         table.add_row(label, *cells)
@@ -292,6 +321,12 @@ def _table(report: dict[str, Any]) -> Table:
 
 def _drain_cell(b: dict[str, Any] | None) -> str:
     return f"{b['drain_seconds']:.1f} ({b['startup_seconds']:.1f})" if b else ""
+
+
+def _cpu_cell(figures: dict[str, Any] | None) -> str:
+    if not figures or figures.get("cpu_seconds") is None:
+        return ""
+    return f"{figures['cpu_seconds']:.2f} ({figures['cpu_seconds_per_1000']})"
 
 
 def _calls(b: dict[str, Any] | None) -> str:

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import psycopg2
 
-from bridge.devtools.bench_world import LINK_TYPES, SCHEMA_SQL, CreatedWatcher, cpu_seconds, peak_rss_mb
+from bridge.devtools.bench_world import (
+    DAEMON_ENV,
+    LINK_TYPES,
+    SCHEMA_SQL,
+    CreatedWatcher,
+    cpu_seconds,
+    peak_rss_mb,
+)
 from bridge.devtools.localpg import LocalPostgres, free_port
 from bridge.devtools.stack import (
     DaemonProcess,
@@ -32,15 +39,6 @@ from bridge.devtools.tenants import TenantOrg, TenantWorld
 
 SETTLED = ("synced", "cancelled", "failed", "skipped")
 HOSTS_PER_ORG = 3
-# The production defaults for REST calls, not the test config's 5 s x 4 attempts: one emulator process serves
-# every org, and on a loaded machine a 5 s timeout abandons calls the emulator then still answers.
-DAEMON_ENV = {
-    "MOGLI_BRIDGE_SALESFORCE__REQUEST_TIMEOUT_SECONDS": "60",
-    "MOGLI_BRIDGE_SALESFORCE__MAX_ATTEMPTS": "6",
-    # The test config's 5 s takes every idle long poll (110 s) past 25 s for a stall: a rebuild per org
-    # every half minute, each followed by a gap reconciliation (two queryAll calls).
-    "MOGLI_BRIDGE_SYNC__STREAMING_STALL_SECONDS": "60",
-}
 
 
 def links_for(bookings: int) -> int:

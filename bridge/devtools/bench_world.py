@@ -38,6 +38,15 @@ SF_USERS = 10
 SEED_CONTACTS = 100
 SEED_LEADS = 30
 SEED_ACCOUNTS = 20
+# The production defaults for REST calls and the streaming watchdog, not the test config's 5 s: on a loaded
+# machine a 5 s timeout abandons calls the emulator then still answers, and a 5 s stall time takes an idle
+# long poll (110 s) past 25 s for a stall, rebuilds the client and follows it with a gap reconciliation that
+# reads back every Event the burst wrote (the peak memory of a long burst was that re-read).
+DAEMON_ENV = {
+    "MOGLI_BRIDGE_SALESFORCE__REQUEST_TIMEOUT_SECONDS": "60",
+    "MOGLI_BRIDGE_SALESFORCE__MAX_ATTEMPTS": "6",
+    "MOGLI_BRIDGE_SYNC__STREAMING_STALL_SECONDS": "60",
+}
 BOOKING_EXTERNAL_ID = "Scheduling_Booking_Id__c"
 API = "/services/data/v60.0"
 COLLECTION_SIZE = 200  # records per sObject Collections request (Salesforce's maximum)
@@ -158,7 +167,7 @@ class BenchWorld:
             slot=f"bench_{name}",
             backfill="since:2000-01-01",
         )
-        env = {**mode.env, **(self.emulator.pubsub_env() if transport == "pubsub" else {})}
+        env = {**DAEMON_ENV, **mode.env, **(self.emulator.pubsub_env() if transport == "pubsub" else {})}
         self.daemon = DaemonProcess(config, self.workdir, "daemon", env=env)
         self.user_ids: list[str] = []
         self.link_ids: list[str] = []

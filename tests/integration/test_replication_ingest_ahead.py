@@ -15,11 +15,13 @@ import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bridge.ledger import ingest as ledger_ingest
 from bridge.ledger.migrate import upgrade_to_head
 from bridge.ledger.repository import Ledger
 from bridge.pipeline.ingest import IngestLimits, Ingestor
+from bridge.pipeline.ports import IngestLedger
 from bridge.records.ledger import IngestSummary
 from bridge.records.source import BackfillPolicy, IngestBatch
 from bridge.source.reader import ReplicationSource
@@ -48,6 +50,18 @@ class GatedLedger:
             self.ahead_batches += 1
             self.stop.set()
         return summary
+
+
+def ingestor(source: ReplicationSource, ledger: IngestLedger, **options: Any) -> Ingestor:
+    """An Ingestor with tenancy on, the wall clock and the default backfill."""
+    return Ingestor(
+        source,
+        ledger,
+        backfill=BackfillPolicy(),
+        clock=lambda: datetime.now(UTC),
+        on_work=lambda: None,
+        **options,
+    )
 
 
 def add_org_user_link(db: SourceDb) -> str:
@@ -95,14 +109,7 @@ async def test_a_booking_applied_ahead_is_skipped_when_the_stream_brings_it_agai
     # One lane alone takes at most 1,000 changes per batch: the backlog's transactions go one by one.
     limits = IngestLimits(max_changes=1000)
     source = ReplicationSource(source_db.settings, resume_lsn=None)
-    first = Ingestor(
-        source,
-        gated,
-        backfill=BackfillPolicy(),
-        clock=lambda: datetime.now(UTC),
-        on_work=lambda: None,
-        limits=limits,
-    )  # type: ignore[arg-type]
+    first = ingestor(source, gated, limits=limits)
     task = asyncio.create_task(first.run(stop))
     try:
         await wait_until(lambda: ledger.call(ledger_ingest.link_orgs, [big, small]).keys() == {big, small})
@@ -130,14 +137,7 @@ async def test_a_booking_applied_ahead_is_skipped_when_the_stream_brings_it_agai
     stop = asyncio.Event()
     resumed = ReplicationSource(source_db.settings, resume_lsn=int(position))
     summaries: list[IngestSummary] = []
-    second = Ingestor(
-        resumed,
-        ledger,
-        backfill=BackfillPolicy(),
-        clock=lambda: datetime.now(UTC),
-        on_work=lambda: None,
-        on_summary=summaries.append,
-    )
+    second = ingestor(resumed, ledger, on_summary=summaries.append)
     task = asyncio.create_task(second.run(stop))
     try:
         await wait_until(lambda: source_inserts(path)[0] >= BACKLOG * 1000 + 1)

@@ -83,9 +83,12 @@ class AllocationWatch:
         """One line for the status output."""
         latest = self.latest
         figures = f"{latest.remaining} of {latest.limit} left" if latest else "not read yet"
-        if self.blind_since is not None:
-            since = self.blind_since.isoformat()
-            return f"exhausted since {since} ({figures}); reconciliation after the reset"
+        # The stream's refusal counts at once, before the next check marks the watch blind: the status
+        # line never says "ok" after the stream's own error line.
+        since = self.blind_since or (self._last_seeing if self._stream.allocation_exhausted else None)
+        if since is not None or self._stream.allocation_exhausted:
+            when = since.isoformat() if since else "the first check"
+            return f"exhausted since {when} ({figures}); reconciliation after the reset"
         if latest is None:
             return "unknown: not read yet"
         return f"low: {figures}" if self._low(latest) else f"ok: {figures}"

@@ -103,6 +103,7 @@ async def test_the_streams_refusal_counts_as_exhaustion() -> None:
     watch = _watch(org, clock, reconcile, seen)
     await watch.check()
     org.allocation_exhausted = True
+    assert watch.status.startswith(f"exhausted since {T0.isoformat()}")  # before the next check
     clock.now = T0 + timedelta(minutes=5)
     await watch.check()
     assert watch.blind_since == T0

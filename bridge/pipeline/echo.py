@@ -44,6 +44,11 @@ class EchoFilter:
             else:
                 yield txn
 
+    @property
+    def behind(self) -> bool:
+        """Whether the wrapped source is working through a backlog."""
+        return self._source.behind
+
     def acknowledge(self, lsn: int) -> None:
         """Pass the acknowledgement through."""
         self._source.acknowledge(lsn)

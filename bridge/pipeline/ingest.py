@@ -33,6 +33,7 @@ from bridge.rules.backfill import backfill_admits
 log = structlog.get_logger(__name__)
 LEDGER_RETRY_FIRST_SECONDS = 0.5
 LEDGER_RETRY_MAX_SECONDS = 10.0
+READ_FIRST_POLL_SECONDS = 0.02  # while backlogs wait for the reader: how often to look again
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,9 @@ class IngestLimits:
     sorted_queued_changes: int = 65536
     # With several orgs' bookings queued: the changes one batch takes, shared between them.
     shared_changes: int = 1000
+    # While the reader works through a backlog, a lane with a backlog of its own waits for the reader, for
+    # at most this long in a row.
+    read_first_seconds: float = 1.0
 
 
 def without_organizations(txn: SourceTransaction) -> SourceTransaction:
@@ -111,6 +115,8 @@ class Ingestor:
         self._arrived = asyncio.Event()
         self._read_all = False
         self._room = asyncio.Event()
+        self._reader_waits = False  # the read-ahead is full: the reader waits for the ledger
+        self._read_first_since: float | None = None
         self.applied_lsn: int | None = None
         self.applied_transactions = 0
         self.last_commit_time: datetime | None = None
@@ -143,7 +149,9 @@ class Ingestor:
             budget = self._limits.sorted_queued_changes if sortable else self._limits.max_queued_changes
             while self._order.queued_changes >= budget:
                 self._room.clear()
+                self._reader_waits = True
                 await self._room.wait()
+            self._reader_waits = False
             self._order.add(txn)
             self._arrived.set()
         self._read_all = True
@@ -159,13 +167,38 @@ class Ingestor:
                 continue
             if self._tenancy:
                 await self._sort_by_org()
-            batch = self._order.take()
+            read_first = self._read_first()
+            batch = self._order.take(read_first=read_first)
             self._room.set()
             if not batch:
+                if read_first:  # only backlogs are queued: let the reader get ahead for a moment
+                    self._arrived.clear()
+                    await next_or_stop(self._arrived.wait(), stop, within=READ_FIRST_POLL_SECONDS)
                 continue
             # The ledger write and the acknowledgement belong together: a cancellation (SIGTERM) must not
             # separate them, so they are shielded.
             await asyncio.shield(self._apply(batch))
+
+    def _read_first(self) -> bool:
+        """Whether backlogged lanes wait for the reader now.
+
+        The reader and the ledger share one interpreter. While the reader is behind the server, every
+        change it has not read may be another org's booking, and a big import written to the ledger
+        meanwhile halves the reader's speed. So while the source is behind (and has room to read into), a
+        lane with a backlog waits, for at most `read_first_seconds` in a row; with tenancy off, never."""
+        if (
+            not self._tenancy
+            or self._reader_waits
+            or self._read_all
+            or not self._order.backlogged()
+            or not self._source.behind
+        ):
+            self._read_first_since = None
+            return False
+        now = asyncio.get_running_loop().time()
+        if self._read_first_since is None:
+            self._read_first_since = now
+        return now - self._read_first_since < self._limits.read_first_seconds
 
     async def _sort_by_org(self) -> None:
         """Learn the orgs of the queued bookings' links, then sort what can be sorted into lanes. With the

@@ -22,6 +22,11 @@ What may be reordered, and what may not:
   another owner; once its Mogli Event is written it no longer changes at all), so the link orgs read from
   the ledger stay true until the next barrier is applied, and are read again after it.
 
+While the reader works through a backlog (the source is `behind`), what it has not read yet may hold other
+orgs' bookings, and a ledger busy writing an import slows the reader down (they share one interpreter). So
+then a lane holding a share of changes or more waits, for at most a second in a row (the Ingestor decides
+when: `take(read_first=True)`), and the lanes with a few bookings are still taken.
+
 The source is acknowledged only up to the watermark: the end of the longest applied prefix of the stream.
 A transaction applied ahead of it is remembered in the ledger (ingest.py, the `source.ahead` position) in
 the same ledger transaction, so that a restart, which replays the stream from the watermark, skips it.
@@ -109,6 +114,7 @@ class IngestOrder:
     _stream: deque[Entry] = field(default_factory=deque)  # every entry not below the watermark
     _pending: deque[Entry] = field(default_factory=deque)  # not sorted into a lane yet, in stream order
     _lanes: dict[Lane, deque[Entry]] = field(default_factory=dict)
+    _lane_changes: dict[Lane, int] = field(default_factory=dict)  # changes queued in each lane
     _turn: int = 0
     _link_orgs: dict[str, Lane | object] = field(default_factory=dict)  # _UNKNOWN: not in the ledger
     _touched: dict[str, Entry] = field(default_factory=dict)  # booking id -> its latest sorted entry
@@ -165,6 +171,7 @@ class IngestOrder:
             self._pending.popleft()
             entry.lane = lane  # type: ignore[assignment]
             self._lanes.setdefault(entry.lane, deque()).append(entry)
+            self._lane_changes[entry.lane] = self._lane_changes.get(entry.lane, 0) + entry.size
             for booking in entry.bookings:
                 self._touched[booking] = entry
 
@@ -187,16 +194,28 @@ class IngestOrder:
 
     # ------------------------------------------------------------------ taking a batch
 
-    def take(self) -> list[Entry]:
-        """The next batch, in stream order; empty when nothing is queued."""
+    def take(self, *, read_first: bool = False) -> list[Entry]:
+        """The next batch, in stream order; empty when nothing is queued.
+
+        `read_first`: the reader is working through a backlog, and what it has not read yet may hold other
+        orgs' bookings. A lane holding a backlog of its own (a share of changes or more) then waits, so
+        that the ledger does not compete with the reader; lanes with a few bookings are still taken.
+        The result is empty when only backlogged lanes are queued."""
         if self._ahead >= MAX_AHEAD:
             oldest = next((e for e in self._stream if not e.applied), None)
             if oldest is not None and oldest.lane in self._lanes and self._lanes[oldest.lane][0] is oldest:
                 return self._from_lanes([oldest.lane])
         busy = [lane for lane, queue in self._lanes.items() if queue]
+        if busy and read_first:
+            small = [lane for lane in busy if self._lane_changes[lane] < self.limits.shared_changes]
+            return self._from_lanes(small) if small else []
         if busy:
             return self._from_lanes(busy)
         return self._in_stream_order()
+
+    def backlogged(self) -> bool:
+        """Whether a lane holds a share of changes or more (what `take(read_first=True)` leaves)."""
+        return any(n >= self.limits.shared_changes for n in self._lane_changes.values())
 
     def _in_stream_order(self) -> list[Entry]:
         """From the head of the unsorted queue, as read (everything before it is applied)."""
@@ -229,8 +248,10 @@ class IngestOrder:
                 entry = queue.popleft()
                 batch.append(entry)
                 taken += entry.size
+            self._lane_changes[lane] -= taken
             if not queue:
                 del self._lanes[lane]
+                del self._lane_changes[lane]
         batch.sort(key=lambda e: e.seq)
         self._taken(batch)
         return batch

@@ -60,6 +60,11 @@ class ChangeSource(Protocol):
     def acknowledge(self, lsn: int) -> None:
         """Everything up to `lsn` is durable in the ledger; the source may release it."""
 
+    @property
+    def behind(self) -> bool:
+        """Whether the source is working through a backlog (more is waiting to be read right now)."""
+        ...
+
 
 class IngestLedger(Protocol):
     """The ledger calls the Ingestor makes."""

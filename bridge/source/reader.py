@@ -127,6 +127,7 @@ class ReplicationSource:
         self._durable_start = resume_lsn or 0  # the ledger holds everything before this (or a snapshot)
         self._skipped_lsn = 0  # end of the newest transaction that had no change for us
         self._last_received = 0
+        self._behind = False  # the last wakeup found more messages buffered than it may read
         self._last_commit_time: datetime | None = None
         self._reconnects = 0
         self._conn: Any = None
@@ -173,6 +174,13 @@ class ReplicationSource:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self._disconnect()
+
+    @property
+    def behind(self) -> bool:
+        """Whether the reader is working through a backlog: its last wakeup found more messages waiting
+        than one wakeup reads (MESSAGES_PER_WAKEUP). False once a read finds nothing more. (A logical
+        walsender's messages carry no usable end of WAL, so this is judged by what libpq holds.)"""
+        return self._behind
 
     @property
     def stats(self) -> SourceStats:
@@ -361,9 +369,12 @@ class ReplicationSource:
                     return
                 msg = self._cur.read_message()
                 if msg is None:
+                    self._behind = False  # caught up with what the server has sent
                     return
                 self._handle(msg.data_start, msg.payload)
-            # Budget spent (a huge transaction): let other tasks run, then go on with what libpq holds.
+            # Budget spent (a backlog, a huge transaction): let other tasks run, then go on with what libpq
+            # holds.
+            self._behind = True
             asyncio.get_running_loop().call_soon(self._on_readable)
         except Exception as exc:  # a callback must not raise into the loop; _stream re-raises it
             self._stop_reading()

@@ -37,6 +37,8 @@ class FakeSource:
             yield SourceTransaction(lsn, NOW, (SourceChange(SourceTable.BOOKINGS, ChangeOp.INSERT, row),))
             await asyncio.sleep(0)
 
+    behind = False  # never behind: batches are taken as soon as read
+
     def acknowledge(self, lsn: int) -> None:
         self.acked.append(lsn)
 

@@ -79,6 +79,22 @@ def test_a_small_orgs_booking_passes_a_big_orgs_backlog() -> None:
     assert order.settled(second).position == 105
 
 
+def test_while_the_reader_is_behind_a_backlog_waits_and_few_bookings_do_not() -> None:
+    """`read_first`: a lane holding a share of changes or more waits; lanes with a few bookings are taken;
+    with only backlogs queued nothing is taken. The lane's count follows what is taken."""
+    big = [bookings(100 + k, "big-link", *(f"b{k}-{i}" for i in range(600))) for k in range(2)]
+    order = sorted_order(*big, bookings(200, "small-link", "s1"), bookings(201, "other-link", "o1", "o2"))
+    assert order.backlogged()
+    assert lsns(order.take(read_first=True)) == [200, 201]
+    assert order.take(read_first=True) == []
+    first = order.take()
+    assert lsns(first) == [100, 101]
+    assert not order.backlogged() and not order.waiting()
+    small = sorted_order(bookings(300, "big-link", *(f"c{i}" for i in range(999))))
+    assert not small.backlogged()
+    assert lsns(small.take(read_first=True)) == [300]  # below a share: not a backlog
+
+
 def test_one_org_alone_is_taken_in_stream_order_up_to_the_full_batch() -> None:
     """With one lane busy the batch is as large as the limits allow, in stream order."""
     order = sorted_order(

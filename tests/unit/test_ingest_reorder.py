@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
 
-from bridge.pipeline.ingest import Ingestor
+from bridge.pipeline.ingest import IngestLimits, Ingestor
 from bridge.records.source import (
     BackfillPolicy,
     BookingRow,
@@ -43,6 +43,8 @@ class Source:
             bookings(300, "small-link", 1),
         ):
             yield txn  # all three are read before the first batch is chosen (no await in between)
+
+    behind = False  # never behind: batches are taken as soon as read
 
     def acknowledge(self, lsn: int) -> None:
         self.acked.append(lsn)
@@ -84,3 +86,69 @@ async def test_the_small_orgs_booking_passes_and_only_the_applied_prefix_is_ackn
     # at 300: the position stored and the LSN acknowledged never pass an unapplied transaction.
     assert [b.position for b in ledger.batches] == [100, 300]
     assert source.acked == [100, 300]
+
+
+class BehindSource:
+    """Two 1,000-booking transactions of one org and one booking of another, read while the source is far
+    behind the server; then it has caught up (after `caught_up_after` seconds, or never)."""
+
+    def __init__(self, caught_up_after: float | None) -> None:
+        self.acked: list[int] = []
+        self.behind = True
+        self._caught_up_after = caught_up_after
+
+    async def transactions(self) -> AsyncIterator[SourceTransaction]:
+        for txn in (bookings(100, "big-link", 1000), bookings(200, "big-link", 1000)):
+            yield txn
+            await asyncio.sleep(0.01)  # the reader's next wakeup
+        yield bookings(300, "small-link", 1)
+        if self._caught_up_after is not None:
+            await asyncio.sleep(self._caught_up_after)
+            self.behind = False
+        await asyncio.Event().wait()  # the stream stays open
+
+    def acknowledge(self, lsn: int) -> None:
+        self.acked.append(lsn)
+
+
+async def _ingest_three(source: BehindSource, limits: IngestLimits) -> Ledger:
+    ledger = Ledger()
+    stop = asyncio.Event()
+    applied = asyncio.Event()
+
+    def on_work() -> None:
+        if ingestor.applied_transactions == 3:
+            applied.set()
+
+    ingestor = Ingestor(
+        source,  # type: ignore[arg-type]
+        ledger,  # type: ignore[arg-type]
+        backfill=BackfillPolicy(),
+        clock=lambda: NOW,
+        on_work=on_work,
+        limits=limits,
+    )
+    task = asyncio.create_task(ingestor.run(stop))
+    await asyncio.wait_for(applied.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    return ledger
+
+
+async def test_while_the_reader_is_behind_the_backlog_waits_for_it() -> None:
+    """The big org's transactions are read first, but while the source is behind they wait: the small org's
+    booking, read after them, is applied first; the backlog follows once the source has caught up."""
+    source = BehindSource(caught_up_after=0.1)
+    ledger = await _ingest_three(source, IngestLimits())
+    assert [[t.end_lsn for t in b.transactions] for b in ledger.batches] == [[300], [100, 200]]
+    assert [b.position for b in ledger.batches] == [None, 300]
+    assert source.acked == [300]
+
+
+async def test_a_reader_that_stays_behind_holds_a_backlog_only_for_a_while() -> None:
+    """A source that never catches up (WAL of other tables, say) does not hold a backlog for ever: after
+    `read_first_seconds` it is taken as usual."""
+    source = BehindSource(caught_up_after=None)
+    ledger = await _ingest_three(source, IngestLimits(read_first_seconds=0.2))
+    assert [[t.end_lsn for t in b.transactions] for b in ledger.batches] == [[300], [100, 200]]
+    assert source.behind

@@ -43,6 +43,8 @@ class ChunkSource:
             self.taken += 1
             yield SourceTransaction(end_lsn=n, commit_time=NOW, changes=(change,) * self.size)
 
+    behind = False  # never behind: batches are taken as soon as read
+
     def acknowledge(self, lsn: int) -> None:
         """Remember acknowledgements."""
         self.acknowledged.append(lsn)

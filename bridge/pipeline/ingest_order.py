@@ -116,6 +116,7 @@ class IngestOrder:
     _lanes: dict[Lane, deque[Entry]] = field(default_factory=dict)
     _lane_changes: dict[Lane, int] = field(default_factory=dict)  # changes queued in each lane
     _turn: int = 0
+    _small_last: bool = False  # the last batch was of the lanes with a few bookings only (see take)
     _link_orgs: dict[str, Lane | object] = field(default_factory=dict)  # _UNKNOWN: not in the ledger
     _touched: dict[str, Entry] = field(default_factory=dict)  # booking id -> its latest sorted entry
     _ahead: int = 0  # applied entries above the watermark
@@ -204,14 +205,20 @@ class IngestOrder:
         if self._ahead >= MAX_AHEAD:
             oldest = next((e for e in self._stream if not e.applied), None)
             if oldest is not None and oldest.lane in self._lanes and self._lanes[oldest.lane][0] is oldest:
-                return self._from_lanes([oldest.lane])
+                return self._from_lanes([oldest.lane], among=1)
         busy = [lane for lane, queue in self._lanes.items() if queue]
-        if busy and read_first:
-            small = [lane for lane in busy if self._lane_changes[lane] < self.limits.shared_changes]
-            return self._from_lanes(small) if small else []
-        if busy:
-            return self._from_lanes(busy)
-        return self._in_stream_order()
+        if not busy:
+            return self._in_stream_order()
+        small = [lane for lane in busy if self._lane_changes[lane] < self.limits.shared_changes]
+        if read_first:
+            return self._from_lanes(small, among=len(busy)) if small else []
+        chosen = busy
+        if small and len(small) < len(busy):
+            # A few bookings and a backlog go in batches of their own, in turn: a few bookings then never
+            # wait for a backlog's ledger transaction beside them, only (at most) for the one before them.
+            chosen = [lane for lane in busy if lane not in small] if self._small_last else small
+        self._small_last = chosen is small
+        return self._from_lanes(chosen, among=len(busy))
 
     def backlogged(self) -> bool:
         """Whether a lane holds a share of changes or more (what `take(read_first=True)` leaves)."""
@@ -232,10 +239,11 @@ class IngestOrder:
         self._taken(batch)
         return batch
 
-    def _from_lanes(self, busy: list[Lane]) -> list[Entry]:
-        """Round robin over the busy lanes, each taking whole transactions up to its share of changes."""
+    def _from_lanes(self, busy: list[Lane], among: int) -> list[Entry]:
+        """Round robin over `busy`, each lane taking whole transactions up to its share of changes: all of a
+        batch when it is the only busy lane, else a share of `shared_changes` over the `among` busy lanes."""
         limits = self.limits
-        share = limits.max_changes if len(busy) == 1 else max(limits.shared_changes // len(busy), 1)
+        share = limits.max_changes if among == 1 else max(limits.shared_changes // among, 1)
         start = self._turn % len(busy)
         self._turn += 1
         batch: list[Entry] = []

@@ -64,19 +64,35 @@ def drain(order: IngestOrder) -> list[list[int]]:
 
 
 def test_a_small_orgs_booking_passes_a_big_orgs_backlog() -> None:
-    """Ten 1,000-booking transactions of one org, then one booking of another: the first batch already holds
-    it, the watermark stays below the big org's unapplied transactions, and the big org alone then gets
-    batches as large as the limits allow."""
+    """Ten 1,000-booking transactions of one org, then one booking of another: the first batch is that
+    booking alone (it does not wait for a backlog's transaction beside it), the watermark stays below the
+    big org's unapplied transactions, and the big org alone then gets batches as large as the limits allow."""
     big = [bookings(100 + k, "big-link", *(f"b{k}-{i}" for i in range(1000))) for k in range(10)]
     order = sorted_order(*big, bookings(200, "small-link", "s1"))
     first = order.take()
-    assert lsns(first) == [100, 200]
-    assert order.settled(first).ack_lsn == 100
+    assert lsns(first) == [200]
+    assert order.settled(first).ack_lsn is None
     order.applied(first)
     assert order.ahead == 1
     second = order.take()
-    assert lsns(second) == [101, 102, 103, 104, 105]
-    assert order.settled(second).position == 105
+    assert lsns(second) == [100, 101, 102, 103, 104]
+    assert order.settled(second).position == 104
+
+
+def test_a_few_bookings_and_a_backlog_alternate_and_the_backlog_keeps_its_share() -> None:
+    """Two backlogs and a steady trickle: batches of the few bookings and of the backlogs take turns, and
+    while other lanes are busy a backlog takes its share (one transaction), not a whole batch."""
+    order = sorted_order(
+        *(bookings(100 + k, "big-link", *(f"b{k}-{i}" for i in range(1000))) for k in range(3)),
+        *(bookings(200 + k, "other-link", *(f"o{k}-{i}" for i in range(1000))) for k in range(3)),
+        bookings(300, "small-link", "s1"),
+    )
+    assert lsns(order.take()) == [300]
+    assert lsns(order.take()) == [100, 200]
+    order.add(bookings(301, "small-link", "s2"))
+    ask(order)
+    assert lsns(order.take()) == [301]
+    assert lsns(order.take()) == [101, 201]
 
 
 def test_while_the_reader_is_behind_a_backlog_waits_and_few_bookings_do_not() -> None:
@@ -166,7 +182,7 @@ def test_an_empty_transaction_is_no_barrier() -> None:
         SourceTransaction(102, NOW, ()),
         bookings(103, "small-link", "s1"),
     )
-    assert drain(order)[0] == [100, 102, 103]
+    assert drain(order)[0] == [102, 103]  # both sorted (the default org's lane and the small org's)
 
 
 def test_without_reordering_everything_is_in_stream_order() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
@@ -38,18 +38,15 @@ READ_FIRST_POLL_SECONDS = 0.02  # while backlogs wait for the reader: how often 
 
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
-    """How much to gather into one ledger transaction."""
+    """How much to read ahead, and how much to gather into one ledger transaction."""
 
-    max_transactions: int = 500
-    max_changes: int = 5000
+    batch: OrderLimits = field(default_factory=OrderLimits)  # what one batch takes (ingest_order.py)
     # Changes read ahead of the ledger: bounds memory while a large snapshot (1,000-row chunks) or backlog
     # streams in faster than the ledger takes it.
     max_queued_changes: int = 10000
     # With tenancy, past the snapshot: sized so that a backlog of 50,000 bookings in one org can be read past,
     # to the other orgs' bookings behind it (ingest_order.py).
     sorted_queued_changes: int = 65536
-    # With several orgs' bookings queued: the changes one batch takes, shared between them.
-    shared_changes: int = 1000
     # While the reader works through a backlog, a lane with a backlog of its own waits for the reader, for
     # at most this long in a row.
     read_first_seconds: float = 1.0
@@ -108,10 +105,7 @@ class Ingestor:
         self._tenancy = tenancy  # off: users' organizations are dropped (every booking is the default org's)
         self._stop = asyncio.Event()
         self._limits = limits
-        self._order = IngestOrder(
-            reorder=tenancy,
-            limits=OrderLimits(limits.max_transactions, limits.max_changes, limits.shared_changes),
-        )
+        self._order = IngestOrder(reorder=tenancy, limits=limits.batch)
         self._arrived = asyncio.Event()
         self._read_all = False
         self._room = asyncio.Event()

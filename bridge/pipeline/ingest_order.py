@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bridge.records.source import BookingRow, ChangeOp, SourceTable, SourceTransaction
 
@@ -287,6 +287,7 @@ class IngestOrder:
         """`batch` is durable in the ledger: drop the applied prefix of the stream."""
         for entry in batch:
             entry.applied = True
+            entry.txn = replace(entry.txn, changes=())  # its rows are in the ledger; the positions remain
             self._ahead += 1
         while self._stream and self._stream[0].applied:
             done = self._stream.popleft()

@@ -21,6 +21,7 @@ from bridge.ledger import ingest as ledger_ingest
 from bridge.ledger.migrate import upgrade_to_head
 from bridge.ledger.repository import Ledger
 from bridge.pipeline.ingest import IngestLimits, Ingestor
+from bridge.pipeline.ingest_order import OrderLimits
 from bridge.pipeline.ports import IngestLedger
 from bridge.records.ledger import IngestSummary
 from bridge.records.source import BackfillPolicy, IngestBatch
@@ -112,7 +113,7 @@ async def test_a_booking_applied_ahead_is_skipped_when_the_stream_brings_it_agai
     gated = GatedLedger(ledger, stop)
     gated.gate.set()
     # One lane alone takes at most 1,000 changes per batch: the backlog's transactions go one by one.
-    limits = IngestLimits(max_changes=1000)
+    limits = IngestLimits(batch=OrderLimits(max_changes=1000))
     source = ReplicationSource(source_db.settings, resume_lsn=None)
     first = ingestor(source, gated, limits=limits)
     task = asyncio.create_task(first.run(stop))

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bridge.pipeline.ingest import IngestLimits, Ingestor
+from bridge.pipeline.ingest_order import OrderLimits
 from bridge.records.outbound import ActivityOutcome, ActivityWork, LinkOutcome, LinkWork
 from bridge.records.source import (
     BackfillMode,
@@ -104,8 +105,7 @@ async def test_read_ahead_is_bounded_by_changes_and_everything_arrives(tenancy: 
         on_work=on_work,
         tenancy=tenancy,
         limits=IngestLimits(
-            max_transactions=500,
-            max_changes=5000,
+            batch=OrderLimits(max_transactions=500, max_changes=5000),
             max_queued_changes=3000 if not tenancy else 10**9,
             sorted_queued_changes=3000 if tenancy else 10**9,
         ),

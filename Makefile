@@ -18,7 +18,7 @@ demo: install
 	$(VENV)/bin/mogli-bridge demo
 
 test: install browser promtool
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -p no:cacheprovider
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -p no:cacheprovider --durations=30
 
 # Headless Chromium for the status-page test (Debian package); best effort: the test skips, saying why,
 # only where it still cannot be installed.

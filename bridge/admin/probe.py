@@ -17,6 +17,7 @@ from bridge.admin.health import PUSHER_WAITING, SALESFORCE_WAITS
 from bridge.admin.ports import IngestorView, PusherView, SalesforceView, SlotView, SourceView
 from bridge.metrics import CheckResult, Readings, ReplicationReading
 from bridge.pipeline.ports import AdminLedger
+from bridge.records.ledger import SOURCE_STREAMS
 from bridge.redact import describe
 
 log = structlog.get_logger(__name__)
@@ -102,7 +103,7 @@ class DaemonProbe:
             ledger_counts=counts,
             drift_found=totals[0],
             drift_repaired=totals[1],
-            stream_positions={k: v for k, v in positions.items() if k not in ("source", "source.ahead")},
+            stream_positions={k: v for k, v in positions.items() if k not in SOURCE_STREAMS},
             streaming=dict(self._streaming()),
             stream_subscribed=self._subscribed(),
         )

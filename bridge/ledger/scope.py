@@ -19,18 +19,25 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Connection, Table, exists, select, true
 
 from bridge.ledger.tables import ORGS
-from bridge.records.ledger import DEFAULT_ORG, Fence, OrgState
+from bridge.records.ledger import (
+    DEFAULT_ORG,
+    SOURCE_AHEAD_STREAM,
+    SOURCE_STREAM,
+    SOURCE_STREAMS,
+    Fence,
+    OrgState,
+)
 
 # The execution option that carries the scope on a connection.
 ORG_SCOPE = "ledger_org_scope"
 ORG_STREAM_PREFIX = "org/"
-SOURCE_STREAM = "source"
-SOURCE_AHEAD_STREAM = "source.ahead"  # transactions applied ahead of it (ledger/checkpoints.py)
-SOURCE_STREAMS = (SOURCE_STREAM, SOURCE_AHEAD_STREAM)
 
 __all__ = [
     "EVERY_ORG",
     "ORG_SCOPE",
+    "SOURCE_AHEAD_STREAM",
+    "SOURCE_STREAM",
+    "SOURCE_STREAMS",
     "OrgScope",
     "ledger_org",
     "org_key",

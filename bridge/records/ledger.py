@@ -36,6 +36,12 @@ __all__ = [
 # The `orgs` row of the default org of `[salesforce]`; everywhere else the default org's org_id is NULL.
 DEFAULT_ORG = "default"
 
+# The change stream's rows in `checkpoints`: the position up to which everything is applied, and the
+# transactions applied ahead of it (ledger/checkpoints.py). Not an org's stream positions.
+SOURCE_STREAM = "source"
+SOURCE_AHEAD_STREAM = "source.ahead"
+SOURCE_STREAMS = (SOURCE_STREAM, SOURCE_AHEAD_STREAM)
+
 
 class LinkSyncState(enum.StrEnum):
     """Sync state of a link's Mogli Event."""

@@ -179,16 +179,13 @@ class Ingestor:
         The reader and the ledger share one interpreter. While the reader is behind the server, every
         change it has not read may be another org's booking, and a big import written to the ledger
         meanwhile halves the reader's speed. So while the source is behind (and has room to read into), a
-        lane with a backlog waits, for at most `read_first_seconds` in a row; with tenancy off, never."""
-        if (
-            not self._tenancy
-            or self._reader_waits
-            or self._read_all
-            or not self._order.backlogged()
-            or not self._source.behind
-        ):
-            self._read_first_since = None
+        lane with a backlog waits, for at most `read_first_seconds` per catch-up: after that, reading and
+        writing go on side by side until the reader has caught up; with tenancy off, never."""
+        if not self._tenancy or self._read_all or not self._source.behind:
+            self._read_first_since = None  # caught up: the next backlog may wait again
             return False
+        if self._reader_waits or not self._order.backlogged():
+            return False  # the read-ahead is full (only writing makes room), or nothing to hold back
         now = asyncio.get_running_loop().time()
         if self._read_first_since is None:
             self._read_first_since = now

@@ -51,6 +51,16 @@ class SourceDb:
         )
         return uid
 
+    def add_bookings(self, link: str, count: int) -> None:
+        """`count` bookings on `link` in one transaction."""
+        self.run(
+            "INSERT INTO scheduler.bookings"
+            " (id, link_id, start_at, end_at, status, invitee_name, invitee_email)"
+            " SELECT gen_random_uuid(), %s, now() + interval '1 day', now() + interval '1 day 30 minutes',"
+            " 'scheduled', 'Invitee', 'i@example.invalid' FROM generate_series(1, %s)",
+            (link, count),
+        )
+
     def add_link(self, owner: str, description: str | None = None, link_type: str = "one_on_one") -> str:
         """Insert a link; returns its id."""
         lid = str(uuid.uuid4())

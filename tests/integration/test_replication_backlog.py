@@ -9,16 +9,6 @@ from tests.integration.replication_support import SourceDb, skip_snapshot, strea
 BACKLOG = 3  # transactions of 5,000 bookings each (more messages than one wakeup of the reader reads)
 
 
-def add_bookings(db: SourceDb, link: str, count: int) -> None:
-    """`count` bookings on `link` in one transaction."""
-    db.run(
-        "INSERT INTO scheduler.bookings (id, link_id, start_at, end_at, status, invitee_name, invitee_email)"
-        " SELECT gen_random_uuid(), %s, now() + interval '1 day', now() + interval '1 day 30 minutes',"
-        " 'scheduled', 'Invitee', 'i@example.invalid' FROM generate_series(1, %s)",
-        (link, count),
-    )
-
-
 async def test_the_reader_knows_it_is_behind_until_it_has_read_the_backlog(source_db: SourceDb) -> None:
     # A queue of one transaction: the reader stops reading while it is full, so the backlog committed
     # meanwhile waits in the server and in libpq, as behind a slow consumer.
@@ -29,7 +19,7 @@ async def test_the_reader_knows_it_is_behind_until_it_has_read_the_backlog(sourc
         link = source_db.add_link(owner)
         await wait_until(lambda: source.stats.queue_depth == 1)
         for _ in range(BACKLOG):
-            add_bookings(source_db, link, 5000)
+            source_db.add_bookings(link, 5000)
         await take(stream, 2)  # the user and the link; the reader reads on
         seen = []
         for _ in range(BACKLOG):

@@ -82,16 +82,6 @@ def add_org_user_link(db: SourceDb) -> str:
     return db.add_link(user)
 
 
-def add_bookings(db: SourceDb, link: str, count: int) -> None:
-    """`count` bookings on `link` in one transaction."""
-    db.run(
-        "INSERT INTO scheduler.bookings (id, link_id, start_at, end_at, status, invitee_name, invitee_email)"
-        " SELECT gen_random_uuid(), %s, now() + interval '1 day', now() + interval '1 day 30 minutes',"
-        " 'scheduled', 'Invitee', 'i@example.invalid' FROM generate_series(1, %s)",
-        (link, count),
-    )
-
-
 def source_inserts(path: Path) -> tuple[int, int]:
     """(journal entries of new bookings, distinct bookings among them) in the ledger file."""
     with sqlite3.connect(path) as conn:
@@ -121,8 +111,8 @@ async def test_a_booking_applied_ahead_is_skipped_when_the_stream_brings_it_agai
         await wait_until(lambda: ledger.call(ledger_ingest.link_orgs, [big, small]).keys() == {big, small})
         gated.gate.clear()
         for _ in range(BACKLOG):
-            add_bookings(source_db, big, 1000)
-        add_bookings(source_db, small, 1)
+            source_db.add_bookings(big, 1000)
+        source_db.add_bookings(small, 1)
         # The first batch (the backlog's first transaction, or the small booking) waits at the gate while
         # everything else is read.
         await wait_until(lambda: gated.at_gate and first.read_ahead + gated.at_gate == BACKLOG * 1000 + 1)

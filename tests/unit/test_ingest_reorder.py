@@ -63,8 +63,8 @@ class Ledger:
         self.batches.append(batch)
 
 
-async def test_the_small_orgs_booking_passes_and_only_the_applied_prefix_is_acknowledged() -> None:
-    source = Source()
+async def _ingest_three(source: Source | BehindSource, limits: IngestLimits = IngestLimits()) -> Ledger:
+    """Run an Ingestor over `source` until its three transactions are applied; the batches it chose."""
     ledger = Ledger()
     stop = asyncio.Event()
     applied = asyncio.Event()
@@ -73,11 +73,24 @@ async def test_the_small_orgs_booking_passes_and_only_the_applied_prefix_is_ackn
         if ingestor.applied_transactions == 3:
             applied.set()
 
-    ingestor = Ingestor(source, ledger, backfill=BackfillPolicy(), clock=lambda: NOW, on_work=on_work)  # type: ignore[arg-type]
+    ingestor = Ingestor(
+        source,  # type: ignore[arg-type]
+        ledger,  # type: ignore[arg-type]
+        backfill=BackfillPolicy(),
+        clock=lambda: NOW,
+        on_work=on_work,
+        limits=limits,
+    )
     task = asyncio.create_task(ingestor.run(stop))
     await asyncio.wait_for(applied.wait(), 5)
     stop.set()
     await asyncio.wait_for(task, 5)
+    return ledger
+
+
+async def test_the_small_orgs_booking_passes_and_only_the_applied_prefix_is_acknowledged() -> None:
+    source = Source()
+    ledger = await _ingest_three(source)
     chosen = [[t.end_lsn for t in b.transactions] for b in ledger.batches]
     # The small org's booking first, in a batch of its own; then the big org alone, a whole batch.
     assert chosen == [[300], [100, 200]]
@@ -109,30 +122,6 @@ class BehindSource:
 
     def acknowledge(self, lsn: int) -> None:
         self.acked.append(lsn)
-
-
-async def _ingest_three(source: BehindSource, limits: IngestLimits) -> Ledger:
-    ledger = Ledger()
-    stop = asyncio.Event()
-    applied = asyncio.Event()
-
-    def on_work() -> None:
-        if ingestor.applied_transactions == 3:
-            applied.set()
-
-    ingestor = Ingestor(
-        source,  # type: ignore[arg-type]
-        ledger,  # type: ignore[arg-type]
-        backfill=BackfillPolicy(),
-        clock=lambda: NOW,
-        on_work=on_work,
-        limits=limits,
-    )
-    task = asyncio.create_task(ingestor.run(stop))
-    await asyncio.wait_for(applied.wait(), 5)
-    stop.set()
-    await asyncio.wait_for(task, 5)
-    return ledger
 
 
 async def test_while_the_reader_is_behind_the_backlog_waits_for_it() -> None:

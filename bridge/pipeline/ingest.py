@@ -48,7 +48,7 @@ class IngestLimits:
     # to the other orgs' bookings behind it (ingest_order.py).
     sorted_queued_changes: int = 65536
     # While the reader works through a backlog, a lane with a backlog of its own waits for the reader, for
-    # at most this long in a row.
+    # at most this long per catch-up.
     read_first_seconds: float = 1.0
 
 

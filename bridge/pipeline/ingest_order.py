@@ -24,8 +24,10 @@ What may be reordered, and what may not:
 
 While the reader works through a backlog (the source is `behind`), what it has not read yet may hold other
 orgs' bookings, and a ledger busy writing an import slows the reader down (they share one interpreter). So
-then a lane holding a share of changes or more waits, for at most a second in a row (the Ingestor decides
-when: `take(read_first=True)`), and the lanes with a few bookings are still taken.
+then a lane holding a share of changes or more waits, for at most a second per catch-up (the Ingestor
+decides when: `take(read_first=True)`), and the lanes with a few bookings are still taken. Otherwise lanes
+with a few bookings and lanes with a backlog go in batches of their own, in turn, so that a few bookings
+never share a ledger transaction with an import's.
 
 The source is acknowledged only up to the watermark: the end of the longest applied prefix of the stream.
 A transaction applied ahead of it is remembered in the ledger (ingest.py, the `source.ahead` position) in

@@ -190,7 +190,7 @@ def run_demo(keep_running: bool = False) -> int:
             if stop.received:
                 _step(f"{stop.received}: stopping the daemon, the emulator and PostgreSQL")
             stack.stop(_step)
-            if code == 0:
+            if code == 0 and not stack.daemon_killed:
                 stack.remove_files()
             else:
                 console.print(f"the demo's config, ledger and logs are kept in {stack.workdir}")

@@ -80,6 +80,7 @@ class DemoStack:
 
     def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="mogli-demo-"))
+        self.daemon_killed = False  # the daemon did not drain when asked and was killed: keep its log
         self.config = self.workdir / "bridge.toml"
         self.ledger_url = f"sqlite:///{self.workdir / 'ledger.sqlite3'}"
         self.admin_port = free_port()
@@ -162,9 +163,10 @@ Ctrl-C or `kill {pid}` stops the daemon, the emulator and PostgreSQL, in that or
             if self.daemon is not None and self.daemon.proc is not None:
                 parts.callback(self._stop_daemon, self.daemon, report)
 
-    @staticmethod
-    def _stop_daemon(daemon: DaemonProcess, report: Callable[[str], None]) -> None:
-        report(f"stopped the daemon ({_drain(daemon)})")
+    def _stop_daemon(self, daemon: DaemonProcess, report: Callable[[str], None]) -> None:
+        ending = _drain(daemon)
+        self.daemon_killed = ending.startswith("killed")
+        report(f"stopped the daemon ({ending})")
 
     @staticmethod
     def _stop_emulator(emu: EmulatorProcess, report: Callable[[str], None]) -> None:

@@ -8,6 +8,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -211,12 +212,23 @@ def _line(handover: str, name: str) -> str:
     return found.group(1)
 
 
+def _kept_daemon_log(after: str) -> str:
+    """The last lines of the daemon's log, when the demo kept its files (its daemon had to be killed)."""
+    kept = re.search(r"logs are kept in (\S+)", after)
+    if kept is None:
+        return ""
+    path = Path(kept.group(1)) / "daemon.log"
+    lines = path.read_text(errors="replace").splitlines()[-40:] if path.exists() else ["(no daemon.log)"]
+    shutil.rmtree(kept.group(1), ignore_errors=True)
+    return "\n--- the daemon's log, last lines ---\n" + "\n".join(lines)
+
+
 def _assert_stopped_in_order(after: str, *, starting: bool = False) -> None:
     """The demo reported stopping the daemon (a clean drain), then the emulator, then PostgreSQL. A daemon
     still `starting` may also end by the signal itself (exit -15): SIGTERM reached it while the interpreter
     was loading, before `run` installs its handler, when it had taken no lock and read nothing yet."""
     daemon = re.search(r"stopped the daemon \(exit (-?\d+)\)", after)
-    assert daemon is not None, after
+    assert daemon is not None, after + _kept_daemon_log(after)
     assert daemon.group(1) == "0" or (starting and daemon.group(1) == "-15"), after
     order = [daemon.start(), after.find("stopped the emulator"), after.find("stopped PostgreSQL")]
     assert -1 not in order and order == sorted(order), after

@@ -128,6 +128,7 @@ class ReplicationSource:
         self._skipped_lsn = 0  # end of the newest transaction that had no change for us
         self._last_received = 0
         self._behind = False  # the last wakeup found more messages buffered than it may read
+        self._creating_slot = False  # CREATE_REPLICATION_SLOT is running in a thread (it can wait long)
         self._last_commit_time: datetime | None = None
         self._reconnects = 0
         self._conn: Any = None
@@ -168,6 +169,12 @@ class ReplicationSource:
     async def close(self) -> None:
         """Stop reading and disconnect; idempotent."""
         self._closed.set()
+        if self._creating_slot and self._conn is not None:
+            # The slot waits for every transaction running when it began (and for the server's next
+            # running-transactions record, up to 15 s apart): a stop must not wait for that. A cancel
+            # request ends it (the half-made slot is not kept); conn.close() would wait for the call.
+            with contextlib.suppress(Exception):
+                await self._executor(self._conn.cancel)
         if self._task is not None:
             self._task.cancel()
             # close() also runs after the stream failed; that error already reached the consumer.
@@ -275,7 +282,11 @@ class ReplicationSource:
     async def _take_snapshot(self) -> None:
         """Create the slot, queue the tables' rows as snapshot chunks, keep the connection for streaming."""
         self._conn = await self._executor(self._open_connection)
-        consistent, name = await self._executor(self._create_slot, self._conn)
+        self._creating_slot = True
+        try:
+            consistent, name = await self._executor(self._create_slot, self._conn)
+        finally:
+            self._creating_slot = False
         log.info("source.snapshot_started", slot=self._settings.slot, consistent_point=format_lsn(consistent))
         reader = SnapshotReader(self._settings.dsn, self._settings.schema, name)
         await self._executor(reader.open)

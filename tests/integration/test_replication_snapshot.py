@@ -177,3 +177,36 @@ async def test_a_snapshot_broken_midway_is_taken_again_from_the_start(source_db:
     assert len({c.end_lsn for c in chunks}) == 2  # two attempts, two consistent points
     assert sum(len(c.changes) for c in final) == 5000
     assert tx.changes[0].row == UserRow(id=later)
+
+
+async def test_a_stop_while_the_slot_waits_for_a_running_transaction_is_prompt(source_db: SourceDb) -> None:
+    """Creating the slot waits for every transaction running when it began. A daemon stopped meanwhile
+    (SIGTERM during a first start, while the scheduler commits) must not wait for them: closing the source
+    cancels the slot's creation, and no half-made slot is left behind."""
+    open_txn = psycopg2.connect(source_db.dsn)  # a writer that has not committed yet
+    try:
+        with open_txn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO scheduler.users (id, email, full_name) VALUES (%s, 'w@example.invalid', 'W')",
+                (str(uuid.uuid4()),),
+            )
+        async with streaming(source_db) as (source, stream):
+            first = asyncio.create_task(anext(stream))  # connects and starts creating the slot
+            await wait_until(
+                lambda: bool(
+                    source_db.run(
+                        "SELECT 1 FROM pg_stat_activity"
+                        " WHERE state = 'active' AND query LIKE 'CREATE_REPLICATION_SLOT%%'"
+                    )
+                )
+            )
+            await asyncio.wait_for(source.close(), 10)  # not until the writer commits
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+        assert open_txn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+        assert not source_db.run(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (source_db.settings.slot,)
+        )
+    finally:
+        open_txn.rollback()
+        open_txn.close()

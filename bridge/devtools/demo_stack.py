@@ -164,8 +164,7 @@ Ctrl-C or `kill {pid}` stops the daemon, the emulator and PostgreSQL, in that or
                 parts.callback(self._stop_daemon, self.daemon, report)
 
     def _stop_daemon(self, daemon: DaemonProcess, report: Callable[[str], None]) -> None:
-        ending = _drain(daemon)
-        self.daemon_killed = ending.startswith("killed")
+        ending, self.daemon_killed = _drain(daemon)
         report(f"stopped the daemon ({ending})")
 
     @staticmethod
@@ -183,16 +182,16 @@ Ctrl-C or `kill {pid}` stops the daemon, the emulator and PostgreSQL, in that or
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _drain(daemon: DaemonProcess) -> str:
-    """SIGTERM, a drain of up to DAEMON_STOP_SECONDS, then SIGKILL; says how it ended."""
+def _drain(daemon: DaemonProcess) -> tuple[str, bool]:
+    """SIGTERM, a drain of up to DAEMON_STOP_SECONDS, then SIGKILL; how it ended, and whether killed."""
     assert daemon.proc is not None
     if not daemon.alive():
-        return f"it had already exited with {daemon.proc.returncode}"
+        return f"it had already exited with {daemon.proc.returncode}", False
     try:
-        return f"exit {daemon.terminate(timeout=DAEMON_STOP_SECONDS)}"
+        return f"exit {daemon.terminate(timeout=DAEMON_STOP_SECONDS)}", False
     except subprocess.TimeoutExpired:
         daemon.kill9()
-        return f"killed: still draining after {DAEMON_STOP_SECONDS:.0f}s"
+        return f"killed: still draining after {DAEMON_STOP_SECONDS:.0f}s", True
 
 
 def _cli() -> str:

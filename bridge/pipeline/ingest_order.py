@@ -211,7 +211,7 @@ class IngestOrder:
         busy = [lane for lane, queue in self._lanes.items() if queue]
         if not busy:
             return self._in_stream_order()
-        small = [lane for lane in busy if self._lane_changes[lane] < self.limits.shared_changes]
+        small = [lane for lane in busy if not self._is_backlog(self._lane_changes[lane])]
         if read_first:
             return self._from_lanes(small, among=len(busy)) if small else []
         chosen = busy
@@ -224,7 +224,11 @@ class IngestOrder:
 
     def backlogged(self) -> bool:
         """Whether a lane holds a share of changes or more (what `take(read_first=True)` leaves)."""
-        return any(n >= self.limits.shared_changes for n in self._lane_changes.values())
+        return any(self._is_backlog(n) for n in self._lane_changes.values())
+
+    def _is_backlog(self, queued_changes: int) -> bool:
+        """A lane holding a share of changes or more has a backlog; below that, a few bookings."""
+        return queued_changes >= self.limits.shared_changes
 
     def _in_stream_order(self) -> list[Entry]:
         """From the head of the unsorted queue, as read (everything before it is applied)."""
